@@ -1,0 +1,146 @@
+import { ApplicationFailure, Context, log } from '@temporalio/activity';
+import type pg from 'pg';
+import type { ChannelModel } from 'amqplib';
+import { Config, replicaUrl, requireSourceUrl } from '../src/config';
+import { PgferryError, describeCause, isTransient } from '../src/errors';
+import { streamChanges as runCapture, CaptureProgress } from '../src/capture/stream-changes';
+import { prepareSource as runPrepareSource, TableRef } from '../src/capture/source';
+import { applyBatch as runApplyBatch, BatchResult } from '../src/apply/apply-batch';
+import { checkTargetTables, ensureTargetSchema } from '../src/apply/target';
+import { connectRabbit } from '../src/log/rabbit';
+import { declareStream } from '../src/log/stream';
+import { createPool, poolConnect } from '../src/pg';
+import { redactText } from '../src/redact';
+import type { Logger } from '../src/logger';
+
+/**
+ * Thin adapters from Temporal to src/: inputs are names, never connection
+ * strings; each activity resolves names through the worker's own config,
+ * calls src/, and translates errors (permanent → non-retryable failure with
+ * the error's class as type; anything else → retried with backoff).
+ */
+export interface Deps {
+  config: Config;
+  logger: Logger;
+}
+
+export interface SourceRef {
+  source: string;
+}
+export interface ReplicaRef {
+  replica: string;
+  source: string;
+}
+
+export const createActivities = (deps: Deps) => {
+  const { config } = deps;
+  const secrets = [config.source.url ?? '', config.rabbitmqUrl, ...config.replicas.map((r) => r.url)].filter(Boolean);
+  const pools = new Map<string, pg.Pool>();
+  let rabbit: Promise<ChannelModel> | null = null;
+
+  const pool = (replica: string) => {
+    let p = pools.get(replica);
+    if (!p) {
+      p = createPool(`replica '${replica}'`, replicaUrl(config, replica));
+      pools.set(replica, p);
+    }
+    return p;
+  };
+
+  /** One AMQP connection per worker for reading, re-opened after it drops. */
+  const sharedRabbit = async (): Promise<ChannelModel> => {
+    if (!rabbit) {
+      const opening = connectRabbit(config.rabbitmqUrl);
+      rabbit = opening;
+      opening.then(
+        (conn) => conn.on('close', () => (rabbit === opening ? (rabbit = null) : undefined)),
+        () => (rabbit === opening ? (rabbit = null) : undefined),
+      );
+    }
+    return rabbit;
+  };
+
+  /** Errors crossing into Temporal: one clean line, secrets removed, retryable or not. */
+  const translate = (err: unknown): never => {
+    const message = redactText(err instanceof PgferryError ? err.message : describeCause(err), secrets);
+    const type = err instanceof Error ? err.name : 'Error';
+    if (err instanceof PgferryError && err.permanent) throw ApplicationFailure.nonRetryable(message, type);
+    if (!isTransient(err) && !(err instanceof PgferryError)) log.warn('unexpected error, retrying', { error: message, type });
+    throw ApplicationFailure.retryable(message, type);
+  };
+
+  return {
+    async prepareSource({ source }: SourceRef): Promise<{ tables: TableRef[] }> {
+      try {
+        const r = await runPrepareSource(requireSourceUrl(config), source, config.source.tables);
+        return { tables: r.tables };
+      } catch (err) {
+        return translate(err);
+      }
+    },
+
+    /** Long-running: streams until cancelled or for ~15 minutes, heartbeating its confirmed position. */
+    async streamChanges({ source }: SourceRef): Promise<CaptureProgress> {
+      const ctx = Context.current();
+      try {
+        return await runCapture({
+          source,
+          url: requireSourceUrl(config),
+          rabbitUrl: config.rabbitmqUrl,
+          chunkChanges: config.batch.chunkChanges,
+          signal: ctx.cancellationSignal,
+          onProgress: (p) => ctx.heartbeat(p),
+          maxRunMs: 15 * 60_000,
+          log: deps.logger.child({ source }),
+        });
+      } catch (err) {
+        log.warn('capture failed', { source, error: redactText(describeCause(err), secrets) });
+        return translate(err);
+      }
+    },
+
+    async prepareReplica({ replica, source, tables }: ReplicaRef & { tables: TableRef[] }): Promise<void> {
+      try {
+        const url = replicaUrl(config, replica);
+        const client = await poolConnect(`replica '${replica}'`, url, pool(replica));
+        try {
+          await ensureTargetSchema(client);
+          await checkTargetTables(client, replica, tables);
+        } finally {
+          client.release();
+        }
+        const conn = await sharedRabbit();
+        await declareStream(conn, source);
+      } catch (err) {
+        log.error('replica check failed', { replica, error: redactText(describeCause(err), secrets) });
+        return translate(err);
+      }
+    },
+
+    async applyBatch({ replica, source }: ReplicaRef): Promise<BatchResult> {
+      const ctx = Context.current();
+      let client: pg.PoolClient | undefined;
+      let broken = false;
+      try {
+        const url = replicaUrl(config, replica);
+        client = await poolConnect(`replica '${replica}'`, url, pool(replica));
+        return await runApplyBatch({
+          replica,
+          source,
+          client,
+          rabbit: await sharedRabbit(),
+          maxChanges: config.batch.maxChanges,
+          maxWaitMs: config.batch.maxWaitMs,
+          heartbeat: () => ctx.heartbeat(),
+          log: deps.logger.child({ replica }),
+        });
+      } catch (err) {
+        broken = isTransient(err);
+        log.warn('apply batch failed', { replica, error: redactText(describeCause(err), secrets) });
+        return translate(err);
+      } finally {
+        client?.release(broken);
+      }
+    },
+  };
+};

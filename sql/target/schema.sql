@@ -1,0 +1,17 @@
+-- pgferry's bookkeeping on a replica database. Idempotent.
+-- progress holds, per replica name, the commit position of the last source
+-- transaction applied and the stream offset after it. It is written in the
+-- same transaction as the data it describes: it is the truth about what the
+-- replica holds.
+CREATE SCHEMA IF NOT EXISTS pgferry;
+
+CREATE TABLE IF NOT EXISTS pgferry.progress (
+  replica        text        PRIMARY KEY,
+  source         text        NOT NULL,
+  lsn            pg_lsn      NOT NULL DEFAULT '0/0',
+  stream_offset  bigint,
+  txns_applied   bigint      NOT NULL DEFAULT 0,
+  changes_applied bigint     NOT NULL DEFAULT 0,
+  last_commit_time timestamptz,
+  updated_at     timestamptz NOT NULL DEFAULT now()
+);

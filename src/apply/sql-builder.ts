@@ -1,0 +1,78 @@
+import { createHash } from 'node:crypto';
+import type { RelationInfo, Row, Value } from '../change';
+import { ident, qualified } from '../pg';
+
+/**
+ * SQL for applying one change to a replica. Pure. Identifiers are always
+ * escaped; values are always parameters in PostgreSQL text form, which the
+ * server converts with each column's own input function (so every type,
+ * arrays and json included, arrives exactly as the source printed it).
+ */
+export interface Statement {
+  /** Prepared-statement name: the same text is parsed once per connection. */
+  name: string;
+  text: string;
+  values: Value[];
+}
+
+function stmt(text: string, values: Value[]): Statement {
+  return { name: `pf_${createHash('sha1').update(text).digest('hex').slice(0, 20)}`, text, values };
+}
+
+export function keyColumns(rel: RelationInfo): string[] {
+  return rel.columns.filter((c) => c.key).map((c) => c.name);
+}
+
+/** The identity of a row as shown in errors: {"id":"42"}. */
+export function describeKey(rel: RelationInfo, row: Row): string {
+  const cols = keyColumns(rel).filter((c) => c in row);
+  const key: Row = {};
+  for (const c of cols.length ? cols : Object.keys(row)) key[c] = row[c];
+  return JSON.stringify(key);
+}
+
+export function buildInsert(rel: RelationInfo, row: Row): Statement {
+  const cols = Object.keys(row);
+  const params = cols.map((_, i) => `$${i + 1}`);
+  // OVERRIDING SYSTEM VALUE: GENERATED ALWAYS identity columns take the source's value.
+  return stmt(
+    `INSERT INTO ${qualified(rel.schema, rel.table)} (${cols.map(ident).join(', ')}) OVERRIDING SYSTEM VALUE VALUES (${params.join(', ')})`,
+    cols.map((c) => row[c]),
+  );
+}
+
+/**
+ * WHERE clause matching the row identified by `old`. With a key (primary key
+ * or identity index) it matches on the key. With REPLICA IDENTITY FULL it
+ * matches the whole old row, NULLs included, and exactly one row even when
+ * duplicates exist.
+ */
+function whereRow(rel: RelationInfo, old: Row, firstParam: number): { sql: string; values: Value[] } {
+  const full = rel.identity === 'full';
+  const cols = (full ? rel.columns.map((c) => c.name) : keyColumns(rel)).filter((c) => c in old);
+  if (!cols.length) throw new Error(`no replica identity columns for ${rel.schema}.${rel.table}`);
+  const values = cols.map((c) => old[c]);
+  if (!full) {
+    return { sql: cols.map((c, i) => `${ident(c)} = $${firstParam + i}`).join(' AND '), values };
+  }
+  const cond = cols.map((c, i) => `${ident(c)} IS NOT DISTINCT FROM $${firstParam + i}`).join(' AND ');
+  return { sql: `ctid = (SELECT ctid FROM ${qualified(rel.schema, rel.table)} WHERE ${cond} LIMIT 1)`, values };
+}
+
+export function buildUpdate(rel: RelationInfo, old: Row, row: Row): Statement | null {
+  const cols = Object.keys(row);
+  if (!cols.length) return null; // every column unchanged TOAST: nothing to write
+  const set = cols.map((c, i) => `${ident(c)} = $${i + 1}`).join(', ');
+  const where = whereRow(rel, old, cols.length + 1);
+  return stmt(`UPDATE ${qualified(rel.schema, rel.table)} SET ${set} WHERE ${where.sql}`, [...cols.map((c) => row[c]), ...where.values]);
+}
+
+export function buildDelete(rel: RelationInfo, old: Row): Statement {
+  const where = whereRow(rel, old, 1);
+  return stmt(`DELETE FROM ${qualified(rel.schema, rel.table)} WHERE ${where.sql}`, where.values);
+}
+
+export function buildTruncate(rels: RelationInfo[], cascade: boolean, restartIdentity: boolean): Statement {
+  const list = rels.map((r) => qualified(r.schema, r.table)).join(', ');
+  return stmt(`TRUNCATE ${list}${restartIdentity ? ' RESTART IDENTITY' : ''}${cascade ? ' CASCADE' : ''}`, []);
+}

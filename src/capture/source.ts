@@ -1,0 +1,112 @@
+import type pg from 'pg';
+import { SourceError } from '../errors';
+import { publicationName, slotName } from '../names';
+import { ident, qualified, withClient } from '../pg';
+import { loadSql } from '../sql';
+
+/**
+ * Preparing a source for WAL capture: check prerequisites, create the
+ * publication (before the slot, so the slot's first change is covered by it)
+ * and the logical replication slot. Idempotent.
+ */
+export interface TableRef {
+  schema: string;
+  table: string;
+}
+
+export async function resolveTables(c: pg.Client, source: string, specs: string[]): Promise<TableRef[]> {
+  const { rows } = await c.query(loadSql('source/resolve-tables.sql'), [specs]);
+  const missing = rows.filter((r) => r.oid === null).map((r) => r.spec);
+  if (missing.length) {
+    throw new SourceError(
+      `source '${source}': table ${missing.join(', ')} does not exist on the source; fix --tables (schema.table, as listed by \\dt)`,
+    );
+  }
+  const notTables = rows.filter((r) => !['r', 'p'].includes(r.relkind)).map((r) => r.spec);
+  if (notTables.length) throw new SourceError(`source '${source}': ${notTables.join(', ')} is not a table; only tables replicate, fix --tables`);
+  return rows.map((r) => ({ schema: r.schema_name, table: r.table_name }));
+}
+
+export async function checkWalLevel(c: pg.Client, source: string): Promise<void> {
+  const { rows } = await c.query('SHOW wal_level');
+  if (rows[0].wal_level !== 'logical') {
+    throw new SourceError(
+      `source '${source}': wal_level is '${rows[0].wal_level}', WAL capture needs 'logical'; run ALTER SYSTEM SET wal_level = logical and restart PostgreSQL`,
+    );
+  }
+}
+
+export interface PreparedSource {
+  tables: TableRef[];
+  slotCreated: boolean;
+  publicationCreated: boolean;
+}
+
+export async function prepareSource(url: string, source: string, tableSpecs: string[] | undefined): Promise<PreparedSource> {
+  return withClient(`source '${source}'`, url, async (c) => {
+    await checkWalLevel(c, source);
+    const pub = publicationName(source);
+    const tables = tableSpecs?.length ? await resolveTables(c, source, tableSpecs) : undefined;
+    const list = tables?.map((t) => qualified(t.schema, t.table)).join(', ');
+    const exists = (await c.query('SELECT puballtables FROM pg_catalog.pg_publication WHERE pubname = $1', [pub])).rows[0];
+    let publicationCreated = false;
+    try {
+      if (!exists) {
+        await c.query(`CREATE PUBLICATION ${ident(pub)} ${list ? `FOR TABLE ${list}` : 'FOR ALL TABLES'}`);
+        publicationCreated = true;
+      } else if (list && !exists.puballtables) {
+        await c.query(`ALTER PUBLICATION ${ident(pub)} SET TABLE ${list}`);
+      }
+    } catch (err) {
+      throw privilegeError(source, 'create its publication', err);
+    }
+    let slotCreated = false;
+    const slot = slotName(source);
+    if (!(await c.query(loadSql('source/slot.sql'), [slot])).rows.length) {
+      try {
+        await c.query(`SELECT pg_catalog.pg_create_logical_replication_slot($1, 'pgoutput')`, [slot]);
+        slotCreated = true;
+      } catch (err) {
+        if ((err as { code?: string }).code !== '42710') throw privilegeError(source, 'create its replication slot', err); // 42710: created concurrently
+      }
+    }
+    const published = (await c.query(loadSql('source/published-tables.sql'), [pub])).rows.map((r) => ({ schema: r.schemaname, table: r.tablename }));
+    return { tables: published, slotCreated, publicationCreated };
+  });
+}
+
+function privilegeError(source: string, what: string, err: unknown): Error {
+  const e = err as { code?: string; message?: string };
+  if (e.code === '42501') {
+    return new SourceError(
+      `source '${source}': not allowed to ${what} (${e.message}); connect as a role with REPLICATION and ownership of the tables (FOR ALL TABLES needs a superuser: pass --tables)`,
+      { cause: err },
+    );
+  }
+  return err as Error;
+}
+
+export interface SlotInfo {
+  slot: string;
+  exists: boolean;
+  active?: boolean;
+  confirmedFlushLsn?: string;
+  restartLsn?: string;
+  walStatus?: string;
+  retainedBytes?: number;
+}
+
+export async function slotInfo(c: pg.Client, source: string): Promise<SlotInfo> {
+  const slot = slotName(source);
+  const r = (await c.query(loadSql('source/slot.sql'), [slot])).rows[0];
+  if (!r) return { slot, exists: false };
+  return {
+    slot,
+    exists: true,
+    active: r.active === 't' || r.active === true,
+    confirmedFlushLsn: r.confirmed_flush_lsn,
+    restartLsn: r.restart_lsn,
+    walStatus: r.wal_status,
+    retainedBytes: Number(r.retained_bytes),
+  };
+}

@@ -1,0 +1,91 @@
+/**
+ * The change model: what one message in a source's stream carries.
+ *
+ * One message = one source transaction, or one ordered chunk of a large one
+ * (seq 0..n, `last` on the final chunk). Every chunk carries the transaction's
+ * commit LSN, which is its position: replicas apply a transaction only if its
+ * `lsn` is above the position they recorded, so re-sent transactions are
+ * harmless. Values are PostgreSQL's own text form (exactly what `::text`
+ * prints), or null; column types travel by name in `relations`.
+ */
+export const ENVELOPE_VERSION = 1;
+
+export type Value = string | null;
+export type Row = Record<string, Value>;
+
+export interface ColumnInfo {
+  name: string;
+  /** format_type() of the column, e.g. "numeric(12,2)". */
+  type: string;
+  /** Part of the replica identity (primary key, identity index, or every column for FULL). */
+  key: boolean;
+}
+
+export interface RelationInfo {
+  schema: string;
+  table: string;
+  identity: 'default' | 'nothing' | 'full' | 'index';
+  columns: ColumnInfo[];
+}
+
+export type RowChange =
+  | { op: 'insert'; rel: string; new: Row }
+  /** `new` omits columns whose value did not change and was not sent (unchanged TOAST). `old` is the identity of the row before. */
+  | { op: 'update'; rel: string; old: Row; new: Row }
+  | { op: 'delete'; rel: string; old: Row };
+
+export interface TruncateChange {
+  op: 'truncate';
+  rels: string[];
+  cascade: boolean;
+  restartIdentity: boolean;
+}
+
+export type Change = RowChange | TruncateChange;
+
+export interface TxnMessage {
+  v: typeof ENVELOPE_VERSION;
+  source: string;
+  xid: number;
+  /** Commit LSN: the transaction's position in source commit order. */
+  lsn: string;
+  /** End of the commit record: what the slot is acknowledged with once confirmed. */
+  endLsn: string;
+  /** Commit time, ISO 8601 with microseconds. */
+  commitTime: string;
+  seq: number;
+  last: boolean;
+  /** Relations referenced by `changes` in this message, keyed by "schema.table" (quoted when needed). */
+  relations: Record<string, RelationInfo>;
+  changes: Change[];
+}
+
+/** Key of a relation in `relations`: unambiguous for any schema and table name. */
+export function relKey(schema: string, table: string): string {
+  return JSON.stringify([schema, table]);
+}
+
+export function relLabel(r: { schema: string; table: string }): string {
+  const part = (s: string) => (/^[a-z_][a-z0-9_]*$/.test(s) ? s : `"${s.replace(/"/g, '""')}"`);
+  return `${part(r.schema)}.${part(r.table)}`;
+}
+
+export function encodeTxn(m: TxnMessage): Buffer {
+  return Buffer.from(JSON.stringify(m));
+}
+
+export function decodeTxn(body: Buffer): TxnMessage {
+  const m = JSON.parse(body.toString('utf8')) as TxnMessage;
+  if (m?.v !== ENVELOPE_VERSION) {
+    throw new Error(`unsupported change envelope version ${String(m?.v)} (this pgferry reads version ${ENVELOPE_VERSION}); upgrade pgferry`);
+  }
+  return m;
+}
+
+/** Microseconds since the Unix epoch → ISO 8601 with all six fractional digits. */
+export function microsToIso(micros: bigint): string {
+  const ms = micros / 1000n;
+  const rest = Number(((micros % 1_000_000n) + 1_000_000n) % 1_000_000n);
+  const base = new Date(Number(ms)).toISOString(); // 2026-01-01T00:00:00.123Z
+  return `${base.slice(0, 19)}.${String(rest).padStart(6, '0')}Z`;
+}

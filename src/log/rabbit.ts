@@ -1,0 +1,30 @@
+import * as amqp from 'amqplib';
+import { UnavailableError, ConfigError, describeCause } from '../errors';
+import { redactUrl } from '../redact';
+
+/**
+ * Connecting to RabbitMQ with errors that say which server and what to do.
+ * Authentication and vhost problems are permanent; refused or dropped
+ * connections may pass and are retried by the caller.
+ */
+export async function connectRabbit(url: string): Promise<amqp.ChannelModel> {
+  try {
+    const conn = await amqp.connect(url, { timeout: 10_000 });
+    conn.on('error', () => {
+      /* reported through 'close' and failing channel calls */
+    });
+    return conn;
+  } catch (err) {
+    const cause = describeCause(err);
+    const where = `RabbitMQ at ${redactUrl(url)}`;
+    if (/ACCESS_REFUSED|403|NOT_ALLOWED|530/.test(cause)) {
+      throw new ConfigError(`${where}: access refused (${cause}); check the user, password and vhost in --rabbitmq / PGFERRY_RABBITMQ_URL`, {
+        cause: err,
+      });
+    }
+    throw new UnavailableError(
+      `${where}: cannot connect (${cause}); start RabbitMQ (npm run setup starts a local one) or fix --rabbitmq / PGFERRY_RABBITMQ_URL`,
+      { cause: err },
+    );
+  }
+}

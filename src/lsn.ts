@@ -1,0 +1,41 @@
+/**
+ * PostgreSQL log sequence numbers ("16/B374D848"): parsing, formatting and
+ * arithmetic. LSNs are 64-bit, so they are carried as bigint in code and as
+ * canonical strings (upper-case hex, no padding, like pg_lsn's output) in
+ * messages, Temporal payloads and SQL parameters.
+ */
+export type Lsn = bigint;
+
+const LSN_RE = /^([0-9A-Fa-f]{1,8})\/([0-9A-Fa-f]{1,8})$/;
+
+export function parseLsn(text: string): Lsn {
+  const m = LSN_RE.exec(text.trim());
+  if (!m) throw new TypeError(`not a PostgreSQL LSN: ${JSON.stringify(text)} (expected the form 16/B374D848)`);
+  return (BigInt(`0x${m[1]}`) << 32n) | BigInt(`0x${m[2]}`);
+}
+
+export function formatLsn(lsn: Lsn): string {
+  if (lsn < 0n || lsn > 0xffffffffffffffffn) throw new RangeError(`LSN out of range: ${lsn}`);
+  const hi = lsn >> 32n;
+  const lo = lsn & 0xffffffffn;
+  return `${hi.toString(16).toUpperCase()}/${lo.toString(16).toUpperCase()}`;
+}
+
+/** Canonical form of any LSN string ("00000000/016B3748" → "0/16B3748"). */
+export function normalizeLsn(text: string): string {
+  return formatLsn(parseLsn(text));
+}
+
+export function compareLsn(a: string, b: string): number {
+  const x = parseLsn(a);
+  const y = parseLsn(b);
+  return x < y ? -1 : x > y ? 1 : 0;
+}
+
+/** Bytes between two positions, never negative. */
+export function lsnDistance(from: string, to: string): number {
+  const d = parseLsn(to) - parseLsn(from);
+  return d > 0n ? Number(d) : 0;
+}
+
+export const ZERO_LSN = '0/0';

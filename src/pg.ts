@@ -1,0 +1,76 @@
+import pg from 'pg';
+import { ConfigError, PgferryError, UnavailableError, describeCause, isTransient } from './errors';
+import { redactText, redactUrl } from './redact';
+
+/**
+ * PostgreSQL connections. Every value we read stays in PostgreSQL's text form:
+ * the type parsers below return the raw string for every type, so timestamps
+ * keep their microseconds and json keeps its key order and spacing.
+ */
+const rawText = (v: string) => v;
+export const TEXT_TYPES = {
+  getTypeParser: () => rawText,
+} as unknown as pg.CustomTypesConfig;
+
+/** Turn a connection failure into a one-line error naming the server, the cause and the fix. */
+export function connectError(what: string, url: string, err: unknown): PgferryError {
+  const e = err as { code?: string };
+  const cause = redactText(describeCause(err), [url]);
+  const where = `${what} at ${redactUrl(url)}`;
+  switch (e?.code) {
+    case 'ENOTFOUND':
+      return new ConfigError(`${where}: host not found (${cause}); fix the host name in the connection URL`, { cause: err });
+    case '28P01':
+    case '28000':
+      return new ConfigError(`${where}: authentication failed (${cause}); fix the user or password in the connection URL or pg_hba.conf`, { cause: err });
+    case '3D000':
+      return new ConfigError(`${where}: ${cause}; create the database or fix its name in the connection URL`, { cause: err });
+  }
+  if (isTransient(err) || !e?.code) {
+    return new UnavailableError(`${where}: cannot connect (${cause}); check that PostgreSQL is running and reachable at that address`, { cause: err });
+  }
+  return new ConfigError(`${where}: ${cause}`, { cause: err });
+}
+
+export async function connectPg(what: string, url: string, options: Partial<pg.ClientConfig> = {}): Promise<pg.Client> {
+  const client = new pg.Client({ connectionString: url, types: TEXT_TYPES, connectionTimeoutMillis: 10_000, ...options });
+  client.on('error', () => {
+    /* surfaced by the next query */
+  });
+  try {
+    await client.connect();
+  } catch (err) {
+    await client.end().catch(() => undefined);
+    throw connectError(what, url, err);
+  }
+  return client;
+}
+
+export function createPool(what: string, url: string, max = 4): pg.Pool {
+  const pool = new pg.Pool({ connectionString: url, types: TEXT_TYPES, max, connectionTimeoutMillis: 10_000, idleTimeoutMillis: 30_000 });
+  pool.on('error', () => {
+    /* an idle client lost its connection; the pool replaces it */
+  });
+  (pool as pg.Pool & { pgferryWhat?: string }).pgferryWhat = what;
+  return pool;
+}
+
+export async function poolConnect(what: string, url: string, pool: pg.Pool): Promise<pg.PoolClient> {
+  try {
+    return await pool.connect();
+  } catch (err) {
+    throw connectError(what, url, err);
+  }
+}
+
+export async function withClient<T>(what: string, url: string, fn: (c: pg.Client) => Promise<T>): Promise<T> {
+  const c = await connectPg(what, url);
+  try {
+    return await fn(c);
+  } finally {
+    await c.end().catch(() => undefined);
+  }
+}
+
+export const ident = (s: string) => pg.escapeIdentifier(s);
+export const qualified = (schema: string, table: string) => `${ident(schema)}.${ident(table)}`;

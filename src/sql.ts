@@ -1,0 +1,24 @@
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+
+/**
+ * SQL that pgferry installs or runs lives in `sql/` and is loaded from there.
+ * Found relative to this file both in the TypeScript tree and in `dist/`.
+ */
+const cache = new Map<string, string>();
+
+function sqlDir(): string {
+  for (const dir of [path.resolve(__dirname, '../sql'), path.resolve(__dirname, '../../sql')]) {
+    if (fs.existsSync(path.join(dir, 'target'))) return dir;
+  }
+  throw new Error(`pgferry's sql/ directory was not found next to ${__dirname}; reinstall pgferry`);
+}
+
+export function loadSql(name: string): string {
+  let text = cache.get(name);
+  if (text === undefined) {
+    text = fs.readFileSync(path.join(sqlDir(), name), 'utf8');
+    cache.set(name, text);
+  }
+  return text;
+}

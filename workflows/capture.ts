@@ -1,0 +1,70 @@
+import { condition, continueAsNew, log, proxyActivities, setHandler, workflowInfo } from '@temporalio/workflow';
+import type { createActivities } from '../activities';
+import { NON_RETRYABLE } from '../src/errors';
+import { CaptureStatus, captureStatusQuery, resumeSignal } from './messages';
+import { failureMessage, isActivityFailure } from './errors';
+
+type Activities = ReturnType<typeof createActivities>;
+
+const { streamChanges } = proxyActivities<Activities>({
+  startToCloseTimeout: '1 hour',
+  // A dead capture worker is noticed within this time and the activity retried elsewhere.
+  heartbeatTimeout: '20 seconds',
+  retry: { initialInterval: '1 second', backoffCoefficient: 2, maximumInterval: '30 seconds', nonRetryableErrorTypes: NON_RETRYABLE },
+});
+
+export interface CaptureInput {
+  source: string;
+  status?: CaptureStatus;
+}
+
+/**
+ * Supervises a source's capture: runs the long-lived streamChanges activity
+ * (which returns every few minutes so history stays small), and stops in
+ * state `failed` on a problem only an operator can fix, until `resume`.
+ */
+export async function captureWorkflow(input: CaptureInput): Promise<void> {
+  const status: CaptureStatus = input.status ?? {
+    source: input.source,
+    state: 'running',
+    confirmedLsn: null,
+    lastCommitTime: null,
+    txns: 0,
+    changes: 0,
+    runs: 0,
+    lastError: null,
+    updatedAt: new Date().toISOString(),
+  };
+  let retry = false;
+  setHandler(captureStatusQuery, () => status);
+  setHandler(resumeSignal, () => {
+    retry = true;
+  });
+
+  for (let runs = 0; runs < 50 && !workflowInfo().continueAsNewSuggested; runs++) {
+    try {
+      const p = await streamChanges({ source: input.source });
+      Object.assign(status, {
+        state: 'running',
+        confirmedLsn: p.confirmedLsn,
+        lastCommitTime: p.lastCommitTime ?? status.lastCommitTime,
+        txns: status.txns + p.txns,
+        changes: status.changes + p.changes,
+        runs: status.runs + 1,
+        lastError: null,
+        updatedAt: new Date().toISOString(),
+      });
+    } catch (err) {
+      if (!isActivityFailure(err)) throw err;
+      status.state = 'failed';
+      status.lastError = failureMessage(err);
+      status.updatedAt = new Date().toISOString();
+      log.error('capture stopped', { source: input.source, error: status.lastError });
+      retry = false;
+      await condition(() => retry);
+      status.state = 'running';
+      status.lastError = null;
+    }
+  }
+  await continueAsNew<typeof captureWorkflow>({ source: input.source, status });
+}

@@ -1,0 +1,13 @@
+import { ActivityFailure, ApplicationFailure } from '@temporalio/workflow';
+
+/** The operator-facing message of a failed activity. */
+export function failureMessage(err: unknown): string {
+  if (err instanceof ActivityFailure && err.cause instanceof ApplicationFailure) return err.cause.message;
+  if (err instanceof ActivityFailure && err.cause) return err.cause.message;
+  return err instanceof Error ? err.message : String(err);
+}
+
+/** Only activity failures are handled by the workflows; anything else is a bug and must fail the workflow task visibly. */
+export function isActivityFailure(err: unknown): err is ActivityFailure {
+  return err instanceof ActivityFailure;
+}

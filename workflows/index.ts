@@ -1,0 +1,3 @@
+// Workflow types registered with Temporal. Names are a compatibility contract.
+export { captureWorkflow } from './capture';
+export { replicaWorkflow } from './replica';

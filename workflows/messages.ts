@@ -1,0 +1,42 @@
+import { defineQuery, defineSignal } from '@temporalio/workflow';
+
+/**
+ * Temporal-visible names: a compatibility contract. Never rename a released
+ * signal, query, workflow type or activity; add new ones instead.
+ */
+export type ReplicaState = 'starting' | 'running' | 'paused' | 'failed';
+
+export interface ReplicaStatus {
+  replica: string;
+  source: string;
+  state: ReplicaState;
+  /** Commit LSN of the last source transaction applied (mirror of pgferry.progress on the replica). */
+  appliedLsn: string;
+  /** Stream offset of the last message consumed. */
+  offset: number | null;
+  lastCommitTime: string | null;
+  /** True when the last batch found nothing more in the stream. */
+  caughtUp: boolean;
+  txns: number;
+  changes: number;
+  batches: number;
+  lastError: string | null;
+  updatedAt: string;
+}
+
+export interface CaptureStatus {
+  source: string;
+  state: 'running' | 'failed';
+  confirmedLsn: string | null;
+  lastCommitTime: string | null;
+  txns: number;
+  changes: number;
+  runs: number;
+  lastError: string | null;
+  updatedAt: string;
+}
+
+export const pauseSignal = defineSignal('pause');
+export const resumeSignal = defineSignal('resume');
+export const replicaStatusQuery = defineQuery<ReplicaStatus>('status');
+export const captureStatusQuery = defineQuery<CaptureStatus>('status');

@@ -1,0 +1,111 @@
+import { condition, continueAsNew, log, proxyActivities, setHandler, workflowInfo, RetryPolicy } from '@temporalio/workflow';
+import type { createActivities } from '../activities';
+import { NON_RETRYABLE } from '../src/errors';
+import { ReplicaStatus, pauseSignal, replicaStatusQuery, resumeSignal } from './messages';
+import { failureMessage, isActivityFailure } from './errors';
+
+type Activities = ReturnType<typeof createActivities>;
+
+const retry: RetryPolicy = { initialInterval: '1 second', backoffCoefficient: 2, maximumInterval: '30 seconds', nonRetryableErrorTypes: NON_RETRYABLE };
+
+const { applyBatch } = proxyActivities<Activities>({
+  startToCloseTimeout: '30 minutes',
+  heartbeatTimeout: '30 seconds',
+  retry,
+});
+const { prepareReplica } = proxyActivities<Activities>({ startToCloseTimeout: '2 minutes', retry });
+
+export interface ReplicaInput {
+  replica: string;
+  source: string;
+  /** Tables the source publishes ("schema.table" pairs), checked on the replica before applying. */
+  tables: { schema: string; table: string }[];
+  status?: ReplicaStatus;
+}
+
+/** Batches between continue-as-new: keeps each run's history far below Temporal's limits. */
+const BATCHES_PER_RUN = 400;
+
+/**
+ * One replica: pull → apply → checkpoint, forever. The replica's own
+ * pgferry.progress row is the truth; this workflow's status mirrors it for
+ * display. `pause` stops after the current batch (batches last about a second);
+ * `resume` continues, and also retries a replica stopped in state `failed`.
+ */
+export async function replicaWorkflow(input: ReplicaInput): Promise<void> {
+  const status: ReplicaStatus = input.status ?? {
+    replica: input.replica,
+    source: input.source,
+    state: 'starting',
+    appliedLsn: '0/0',
+    offset: null,
+    lastCommitTime: null,
+    caughtUp: false,
+    txns: 0,
+    changes: 0,
+    batches: 0,
+    lastError: null,
+    updatedAt: new Date().toISOString(),
+  };
+  let paused = status.state === 'paused';
+  let resumed = false;
+  setHandler(replicaStatusQuery, () => status);
+  setHandler(pauseSignal, () => {
+    paused = true;
+    if (status.state === 'running' || status.state === 'starting') status.state = 'paused';
+  });
+  setHandler(resumeSignal, () => {
+    paused = false;
+    resumed = true;
+  });
+
+  const failed = async (err: unknown) => {
+    if (!isActivityFailure(err)) throw err;
+    status.state = 'failed';
+    status.lastError = failureMessage(err);
+    status.updatedAt = new Date().toISOString();
+    log.error('replica stopped', { replica: input.replica, error: status.lastError });
+    resumed = false;
+    await condition(() => resumed);
+    status.lastError = null;
+  };
+
+  let prepared = status.state !== 'starting' && status.state !== 'failed';
+  for (let batches = 0; batches < BATCHES_PER_RUN && !workflowInfo().continueAsNewSuggested; ) {
+    if (paused) {
+      status.state = 'paused';
+      status.updatedAt = new Date().toISOString();
+      await condition(() => !paused);
+    }
+    if (!prepared) {
+      try {
+        await prepareReplica({ replica: input.replica, source: input.source, tables: input.tables });
+        prepared = true;
+      } catch (err) {
+        await failed(err);
+        continue;
+      }
+    }
+    status.state = paused ? 'paused' : 'running';
+    if (paused) continue;
+    try {
+      const r = await applyBatch({ replica: input.replica, source: input.source });
+      batches++;
+      Object.assign(status, {
+        appliedLsn: r.appliedLsn,
+        offset: r.offset,
+        lastCommitTime: r.lastCommitTime ?? status.lastCommitTime,
+        caughtUp: r.caughtUp,
+        txns: status.txns + r.txns,
+        changes: status.changes + r.changes,
+        batches: status.batches + 1,
+        lastError: null,
+        updatedAt: new Date().toISOString(),
+      });
+    } catch (err) {
+      await failed(err);
+      prepared = false; // after a fix, check the replica's tables again
+    }
+  }
+  await continueAsNew<typeof replicaWorkflow>({ ...input, status: { ...status, state: paused ? 'paused' : status.state } });
+}
