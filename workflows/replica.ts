@@ -50,9 +50,9 @@ export async function replicaWorkflow(input: ReplicaInput): Promise<void> {
   let paused = status.state === 'paused';
   let resumed = false;
   setHandler(replicaStatusQuery, () => status);
+  // State becomes 'paused' only once the batch in flight has committed: 'paused' means nothing more is applied.
   setHandler(pauseSignal, () => {
     paused = true;
-    if (status.state === 'running' || status.state === 'starting') status.state = 'paused';
   });
   setHandler(resumeSignal, () => {
     paused = false;

@@ -1,0 +1,180 @@
+import { Command, Option } from 'commander';
+import { loadConfig, RawConfig } from '../config';
+import { CliFailure, EXIT, fail, printJson, table } from './output';
+import { connectClient } from '../temporal/connection';
+import { captureView, listReplicaNames, replicaView, ReplicaView } from '../temporal/inspect';
+import { QueueName, startWorkers } from '../temporal/worker';
+import { pauseSignal, resumeSignal } from '../../workflows/messages';
+import { captureWorkflowId, replicaWorkflowId } from '../names';
+import { up } from './up';
+import { WorkflowNotFoundError } from '@temporalio/client';
+
+/** The `pgferry` command line. Human output by default, --json for scripts; see EXIT for exit codes. */
+const program = new Command('pgferry')
+  .description('Durable PostgreSQL replication: capture → RabbitMQ stream → Temporal-driven apply')
+  .showHelpAfterError()
+  .configureOutput({ outputError: (str, write) => write(str) })
+  .exitOverride((err) => process.exit(err.exitCode === 0 ? 0 : EXIT.usage));
+
+function connectionOptions(cmd: Command): Command {
+  return cmd
+    .option('--source <url>', 'source database URL (env PGFERRY_SOURCE)')
+    .option('--source-name <name>', 'name of the source: slot pgferry_<name>, stream pgferry.<name>.changes (env PGFERRY_SOURCE_NAME)', undefined)
+    .option('--replica <name=url>', 'a replica, repeatable (env PGFERRY_REPLICAS="a=url,b=url")', (v: string, acc: string[]) => [...acc, v], [] as string[])
+    .option('--tables <list>', 'comma-separated schema.table list to replicate (default: all tables; env PGFERRY_TABLES)')
+    .option('--rabbitmq <url>', 'RabbitMQ URL (env PGFERRY_RABBITMQ_URL, default amqp://guest:guest@127.0.0.1:5672)')
+    .option('--data-dir <dir>', 'where pgferry keeps local state such as the dev server database (env PGFERRY_DATA_DIR, default .pgferry)')
+    .option('--wait <seconds>', 'how long to keep retrying servers that do not answer at start-up (default 30)');
+}
+
+const queuesOption = new Option('--queues <list>', 'task queues this process serves: capture, apply, or both').default('capture,apply');
+
+function parseQueues(list: string): QueueName[] {
+  const qs = list.split(',').map((q) => q.trim()).filter(Boolean);
+  const bad = qs.filter((q) => q !== 'capture' && q !== 'apply');
+  if (bad.length || !qs.length) throw new CliFailure(`--queues '${list}': use capture, apply or capture,apply`, EXIT.usage);
+  return qs as QueueName[];
+}
+
+function action<A extends unknown[]>(fn: (...args: A) => Promise<void>) {
+  return async (...args: A) => {
+    const cmd = args[args.length - 1] as Command;
+    const json = Boolean(cmd.opts().json);
+    try {
+      await fn(...args);
+    } catch (err) {
+      fail(err, json);
+    }
+  };
+}
+
+connectionOptions(program.command('up'))
+  .description('run everything: Temporal (dev server unless TEMPORAL_ADDRESS is set), worker, capture and replica workflows')
+  .addOption(queuesOption)
+  .option('--temporal-port <port>', 'port of the dev server started when TEMPORAL_ADDRESS is unset', '7233')
+  .option('--ui-port <port>', 'port of the dev server Web UI', '8233')
+  .action(
+    action(async (opts: RawConfig & { queues: string; temporalPort: string; uiPort: string }) => {
+      const config = loadConfig(opts);
+      await up(config, { queues: parseQueues(opts.queues), temporalPort: Number(opts.temporalPort), uiPort: Number(opts.uiPort) });
+    }),
+  );
+
+connectionOptions(program.command('worker'))
+  .description('run only a worker (connects to TEMPORAL_ADDRESS); for deployments with several worker processes')
+  .addOption(queuesOption)
+  .action(
+    action(async (opts: RawConfig & { queues: string }) => {
+      const config = loadConfig(opts);
+      const { temporalAddress } = await import('../temporal/connection');
+      const workers = await startWorkers(config, temporalAddress(), parseQueues(opts.queues));
+      process.stdout.write(`pgferry worker running on ${temporalAddress()} (queues: ${opts.queues})\n`);
+      process.once('SIGINT', () => void workers.shutdown());
+      process.once('SIGTERM', () => void workers.shutdown());
+      await workers.run;
+    }),
+  );
+
+const replica = program.command('replica').description('inspect and control replicas');
+
+function fmtLag(v: ReplicaView): string {
+  if (v.lagBytes === null) return '?';
+  if (v.lagBytes === 0) return '0';
+  return `${v.lagBytes} B${v.lagSeconds !== null ? ` / ${v.lagSeconds.toFixed(1)} s` : ''}`;
+}
+
+function printReplicas(views: ReplicaView[]): void {
+  const rows = [['REPLICA', 'STATE', 'APPLIED', 'OFFSET', 'LAG', 'TXNS', 'CHANGES', 'ERROR']];
+  for (const v of views) {
+    const error = v.lastError ?? (v.retrying ? `retrying: ${v.retrying}` : null) ?? (v.captureError ? `capture: ${v.captureError}` : '');
+    rows.push([v.replica, v.state, v.appliedLsn, v.offset === null ? '-' : String(v.offset), fmtLag(v), String(v.txns), String(v.changes), error ?? '']);
+  }
+  process.stdout.write(`${table(rows)}\n`);
+}
+
+replica
+  .command('list')
+  .description('list running replicas')
+  .option('--json', 'machine-readable output')
+  .action(
+    action(async (opts: { json?: boolean }) => {
+      const client = await connectClient();
+      const names = await listReplicaNames(client);
+      if (opts.json) printJson(names.map((name) => ({ name, workflowId: replicaWorkflowId(name) })));
+      else process.stdout.write(names.length ? `${names.join('\n')}\n` : 'no replicas are running (start them with pgferry up)\n');
+    }),
+  );
+
+replica
+  .command('status [name]')
+  .description('state, applied position, stream offset, lag and counts of one or every replica')
+  .option('--json', 'machine-readable output')
+  .action(
+    action(async (name: string | undefined, opts: { json?: boolean }) => {
+      const client = await connectClient();
+      const names = name ? [name] : await listReplicaNames(client);
+      const views: ReplicaView[] = [];
+      for (const n of names) views.push(await replicaView(client, n));
+      if (opts.json) printJson(name ? views[0] : views);
+      else if (!views.length) process.stdout.write('no replicas are running (start them with pgferry up)\n');
+      else printReplicas(views);
+      if (views.some((v) => v.state === 'failed')) process.exitCode = EXIT.failed;
+    }),
+  );
+
+for (const [verb, signal, done] of [
+  ['pause', pauseSignal, 'paused (takes effect after the batch in flight, within about 2 seconds)'],
+  ['resume', resumeSignal, 'resumed'],
+] as const) {
+  replica
+    .command(`${verb} <name>`)
+    .description(verb === 'pause' ? 'stop applying to a replica (its position is kept)' : 'continue applying to a paused or failed replica')
+    .option('--json', 'machine-readable output')
+    .action(
+      action(async (name: string, opts: { json?: boolean }) => {
+        const client = await connectClient();
+        try {
+          await client.workflow.getHandle(replicaWorkflowId(name)).signal(signal);
+        } catch (err) {
+          if (err instanceof WorkflowNotFoundError) {
+            throw new CliFailure(`replica '${name}' not found (no running workflow ${replicaWorkflowId(name)}); pgferry replica list shows the replicas`, EXIT.failed);
+          }
+          throw err;
+        }
+        if (opts.json) printJson({ ok: true, replica: name, action: verb });
+        else process.stdout.write(`replica '${name}' ${done}\n`);
+      }),
+    );
+}
+
+program
+  .command('capture')
+  .description('inspect capture')
+  .command('status')
+  .description('slot position acknowledged, transactions captured, and errors of the capture of a source')
+  .option('--source-name <name>', 'source name (env PGFERRY_SOURCE_NAME)', process.env.PGFERRY_SOURCE_NAME ?? 'main')
+  .option('--json', 'machine-readable output')
+  .action(
+    action(async (opts: { sourceName: string; json?: boolean }) => {
+      const client = await connectClient();
+      const v = await captureView(client, opts.sourceName);
+      if (opts.json) printJson({ ...v, workflowId: captureWorkflowId(opts.sourceName) });
+      else {
+        const rows = [
+          ['SOURCE', 'STATE', 'CONFIRMED', 'LAST COMMIT', 'TXNS', 'ERROR'],
+          [
+            v.source,
+            v.state,
+            v.confirmedLsn ?? '-',
+            v.lastCommitTime ?? '-',
+            String(v.txns + (v.live?.txns ?? 0)),
+            v.lastError ?? (v.retrying ? `retrying: ${v.retrying}` : ''),
+          ],
+        ];
+        process.stdout.write(`${table(rows)}\n`);
+      }
+      if (v.state === 'failed') process.exitCode = EXIT.failed;
+    }),
+  );
+
+program.parseAsync(process.argv).catch((err) => fail(err, process.argv.includes('--json')));

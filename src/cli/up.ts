@@ -1,0 +1,134 @@
+import { Client, Connection, WorkflowIdConflictPolicy } from '@temporalio/client';
+import type { Config } from '../config';
+import { requireSourceUrl } from '../config';
+import { describeCause, PgferryError, UnavailableError } from '../errors';
+import { logger } from '../logger';
+import { connectRabbit } from '../log/rabbit';
+import { declareStream } from '../log/stream';
+import { prepareSource, TableRef } from '../capture/source';
+import { checkTargetTables, ensureTargetSchema } from '../apply/target';
+import { withClient } from '../pg';
+import { withRetry } from '../retry';
+import { APPLY_TASK_QUEUE, CAPTURE_TASK_QUEUE, captureWorkflowId, replicaWorkflowId } from '../names';
+import { DEFAULT_TEMPORAL_ADDRESS } from '../temporal/connection';
+import { DevServer, isTemporalUp, startDevServer } from '../temporal/dev-server';
+import { QueueName, startWorkers } from '../temporal/worker';
+import { captureWorkflow, replicaWorkflow } from '../../workflows';
+
+/**
+ * `pgferry up`: everything in one process. Connects to TEMPORAL_ADDRESS or
+ * starts the Temporal dev server (state under the data directory), checks
+ * RabbitMQ, prepares the source (publication, slot), checks each replica,
+ * runs the workers in-process and starts (or re-attaches to) the capture and
+ * replica workflows. Runs until interrupted.
+ */
+export interface UpOptions {
+  queues: QueueName[];
+  uiPort: number;
+  temporalPort: number;
+}
+
+const say = (line: string) => process.stdout.write(`${line}\n`);
+
+export async function up(config: Config, opts: UpOptions): Promise<void> {
+  const sourceUrl = requireSourceUrl(config);
+  const source = config.source.name;
+  const wait = config.connectWaitMs;
+
+  // 1. Temporal
+  let dev: DevServer | null = null;
+  let address = config.temporal.address;
+  let uiUrl: string | null = process.env.TEMPORAL_UI_URL ?? null;
+  if (!address) {
+    address = opts.temporalPort === 7233 ? DEFAULT_TEMPORAL_ADDRESS : `127.0.0.1:${opts.temporalPort}`;
+    if (await isTemporalUp(address)) {
+      say(`Temporal: using the server already running at ${address}`);
+      uiUrl ??= `http://127.0.0.1:${opts.uiPort}`;
+    } else {
+      say(`Temporal: starting the dev server (state in ${config.dataDir}/temporal.db)…`);
+      dev = await startDevServer({ dataDir: config.dataDir, port: opts.temporalPort, uiPort: opts.uiPort, log: logger });
+      uiUrl = dev.uiUrl;
+    }
+  }
+  const temporalAt = address;
+  const connection = await withRetry(
+    `Temporal at ${temporalAt}`,
+    () =>
+      Connection.connect({ address: temporalAt, connectTimeout: 5000 }).catch((err) => {
+        throw new UnavailableError(`Temporal at ${temporalAt}: cannot connect (${describeCause(err)}); check TEMPORAL_ADDRESS`);
+      }),
+    wait,
+    logger,
+  );
+  const client = new Client({ connection, namespace: config.temporal.namespace });
+
+  // 2. RabbitMQ and the stream
+  await withRetry('RabbitMQ', async () => {
+    const conn = await connectRabbit(config.rabbitmqUrl);
+    try {
+      await declareStream(conn, source);
+    } finally {
+      await conn.close().catch(() => undefined);
+    }
+  }, wait, logger);
+
+  // 3. Source: publication then slot
+  const prepared = await withRetry(`source '${source}'`, () => prepareSource(sourceUrl, source, config.source.tables), wait, logger);
+  say(
+    `source '${source}': ${prepared.tables.length} table(s) published` +
+      `${prepared.publicationCreated ? ' (publication created)' : ''}${prepared.slotCreated ? ', replication slot created' : ''}`,
+  );
+  const tables: TableRef[] = prepared.tables;
+
+  // 4. Replicas: report problems now; each replica's workflow also reports them in its status.
+  for (const r of config.replicas) {
+    try {
+      await withRetry(`replica '${r.name}'`, () => withClient(`replica '${r.name}'`, r.url, async (c) => {
+        await ensureTargetSchema(c);
+        await checkTargetTables(c, r.name, tables);
+      }), wait, logger);
+      say(`replica '${r.name}': ready`);
+    } catch (err) {
+      const message = err instanceof PgferryError ? err.message : describeCause(err);
+      logger.error({ replica: r.name }, message);
+      say(`replica '${r.name}': ERROR ${message}`);
+    }
+  }
+
+  // 5. Workers, then workflows (re-attaching to running ones keeps their position and state).
+  const workers = await startWorkers(config, address, opts.queues);
+  await client.workflow.start(captureWorkflow, {
+    workflowId: captureWorkflowId(source),
+    taskQueue: CAPTURE_TASK_QUEUE,
+    args: [{ source }],
+    workflowIdConflictPolicy: WorkflowIdConflictPolicy.USE_EXISTING,
+  });
+  for (const r of config.replicas) {
+    await client.workflow.start(replicaWorkflow, {
+      workflowId: replicaWorkflowId(r.name),
+      taskQueue: APPLY_TASK_QUEUE,
+      args: [{ replica: r.name, source, tables }],
+      workflowIdConflictPolicy: WorkflowIdConflictPolicy.USE_EXISTING,
+    });
+  }
+  say(`pgferry is running: source '${source}' → ${config.replicas.map((r) => `'${r.name}'`).join(', ') || 'no replicas'} (worker queues: ${opts.queues.join(', ')})`);
+  if (uiUrl) say(`Temporal Web UI: ${uiUrl}/namespaces/${config.temporal.namespace}/workflows  (workflows ${captureWorkflowId(source)}, ${replicaWorkflowId('<name>')})`);
+  say(`Status: npx pgferry replica status   ·   Stop: Ctrl-C`);
+
+  // 6. Run until interrupted.
+  let stopping = false;
+  const stop = async (signal: string) => {
+    if (stopping) return;
+    stopping = true;
+    say(`${signal}: stopping (workflows stay where they are; run pgferry up again to continue)…`);
+    await workers.shutdown();
+  };
+  process.once('SIGINT', () => void stop('SIGINT'));
+  process.once('SIGTERM', () => void stop('SIGTERM'));
+  try {
+    await workers.run;
+  } finally {
+    await connection.close().catch(() => undefined);
+    await dev?.stop();
+  }
+}

@@ -1,0 +1,104 @@
+import { spawn, ChildProcess, execFileSync } from 'node:child_process';
+import * as fs from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import { Connection } from '@temporalio/client';
+import { ConfigError, UnavailableError } from '../errors';
+import type { Logger } from '../logger';
+
+/**
+ * The Temporal CLI dev server (`temporal server start-dev`), used when no
+ * TEMPORAL_ADDRESS is given. Its state lives in a SQLite file under the data
+ * directory, so restarting pgferry resumes every workflow where it was.
+ */
+export const TEMPORAL_CLI_VERSION = 'v1.5.1';
+
+export function temporalCacheBin(): string {
+  const cache = process.env.XDG_CACHE_HOME || path.join(os.homedir(), '.cache');
+  return path.join(cache, 'pgferry', 'bin', 'temporal');
+}
+
+/** PGFERRY_TEMPORAL_BIN, then `temporal` on PATH, then the copy setup built into the per-user cache. */
+export function findTemporalBinary(): string | null {
+  const explicit = process.env.PGFERRY_TEMPORAL_BIN;
+  if (explicit) return fs.existsSync(explicit) ? explicit : null;
+  try {
+    const onPath = execFileSync('sh', ['-c', 'command -v temporal'], { encoding: 'utf8' }).trim();
+    if (onPath) return onPath;
+  } catch {
+    /* not on PATH */
+  }
+  const cached = temporalCacheBin();
+  return fs.existsSync(cached) ? cached : null;
+}
+
+export interface DevServer {
+  address: string;
+  uiUrl: string | null;
+  process: ChildProcess;
+  stop(): Promise<void>;
+}
+
+export async function isTemporalUp(address: string): Promise<boolean> {
+  try {
+    const conn = await Connection.connect({ address, connectTimeout: 1500 });
+    try {
+      await conn.workflowService.getSystemInfo({});
+      return true;
+    } finally {
+      await conn.close();
+    }
+  } catch {
+    return false;
+  }
+}
+
+export async function startDevServer(opts: {
+  dataDir: string;
+  port: number;
+  uiPort: number | null;
+  log: Logger;
+  timeoutMs?: number;
+}): Promise<DevServer> {
+  const bin = findTemporalBinary();
+  if (!bin) {
+    throw new ConfigError(
+      `Temporal: no 'temporal' CLI found (looked at PGFERRY_TEMPORAL_BIN, PATH and ${temporalCacheBin()}); run npm run setup to build it, or set TEMPORAL_ADDRESS to use your own Temporal server`,
+    );
+  }
+  fs.mkdirSync(opts.dataDir, { recursive: true });
+  const address = `127.0.0.1:${opts.port}`;
+  const args = ['server', 'start-dev', '--ip', '127.0.0.1', '--port', String(opts.port), '--db-filename', path.join(opts.dataDir, 'temporal.db'), '--log-level', 'error'];
+  if (opts.uiPort) args.push('--ui-port', String(opts.uiPort));
+  else args.push('--headless');
+  const logFile = fs.openSync(path.join(opts.dataDir, 'temporal.log'), 'a');
+  const child = spawn(bin, args, { stdio: ['ignore', logFile, logFile], detached: false });
+  fs.closeSync(logFile);
+  let exited: string | null = null;
+  child.on('exit', (code, signal) => (exited = `exited with ${signal ?? code}`));
+  const deadline = Date.now() + (opts.timeoutMs ?? 60_000);
+  while (!(await isTemporalUp(address))) {
+    if (exited) {
+      throw new UnavailableError(`Temporal dev server ${exited}; see ${path.join(opts.dataDir, 'temporal.log')} (is port ${opts.port} or ${opts.uiPort} taken?)`);
+    }
+    if (Date.now() > deadline) {
+      child.kill('SIGKILL');
+      throw new UnavailableError(`Temporal dev server did not answer on ${address} within ${(opts.timeoutMs ?? 60_000) / 1000}s; see ${path.join(opts.dataDir, 'temporal.log')}`);
+    }
+    await new Promise((r) => setTimeout(r, 300));
+  }
+  opts.log.info({ address }, 'Temporal dev server started');
+  return {
+    address,
+    uiUrl: opts.uiPort ? `http://127.0.0.1:${opts.uiPort}` : null,
+    process: child,
+    async stop() {
+      if (child.exitCode !== null || child.signalCode !== null) return;
+      const done = new Promise((r) => child.once('exit', r));
+      child.kill('SIGTERM');
+      const t = setTimeout(() => child.kill('SIGKILL'), 10_000);
+      await done;
+      clearTimeout(t);
+    },
+  };
+}

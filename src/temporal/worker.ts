@@ -1,0 +1,76 @@
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import { DefaultLogger, LogLevel, NativeConnection, Runtime, Worker } from '@temporalio/worker';
+import { createActivities } from '../../activities';
+import type { Config } from '../config';
+import { UnavailableError, describeCause } from '../errors';
+import { logger } from '../logger';
+import { APPLY_TASK_QUEUE, CAPTURE_TASK_QUEUE } from '../names';
+
+/**
+ * Workers: one for the capture task queue (long-running streamChanges) and
+ * one for the apply task queue (replica batches). `pgferry up` runs both in
+ * its own process; `pgferry worker --queues …` runs either or both.
+ */
+export type QueueName = 'capture' | 'apply';
+
+let runtimeInstalled = false;
+
+/** Route the SDK's own logs (and `log` in workflows and activities) into pgferry's structured log. */
+export function installRuntimeLogger(): void {
+  if (runtimeInstalled) return;
+  runtimeInstalled = true;
+  const level = (process.env.PGFERRY_TEMPORAL_LOG_LEVEL ?? 'WARN') as LogLevel;
+  Runtime.install({
+    logger: new DefaultLogger(level, (entry) => {
+      const fields = { ...(entry.meta ?? {}), component: 'temporal' };
+      const lvl = entry.level.toLowerCase() as 'trace' | 'debug' | 'info' | 'warn' | 'error';
+      logger[lvl === 'trace' ? 'trace' : lvl](fields, entry.message);
+    }),
+  });
+}
+
+function workflowSource(): { workflowBundle: { codePath: string } } | { workflowsPath: string } {
+  // Prebuilt by `npm run build`; bundling at start-up would cost seconds.
+  const bundle = path.resolve(__dirname, '../../workflow-bundle.js');
+  if (fs.existsSync(bundle)) return { workflowBundle: { codePath: bundle } };
+  return { workflowsPath: require.resolve('../../workflows') };
+}
+
+export interface RunningWorkers {
+  run: Promise<void>;
+  shutdown(): Promise<void>;
+}
+
+export async function startWorkers(config: Config, address: string, queues: QueueName[]): Promise<RunningWorkers> {
+  installRuntimeLogger();
+  let connection: NativeConnection;
+  try {
+    connection = await NativeConnection.connect({ address });
+  } catch (err) {
+    throw new UnavailableError(`Temporal at ${address}: cannot connect (${describeCause(err)}); start it (pgferry up does) or fix TEMPORAL_ADDRESS`, { cause: err });
+  }
+  const activities = createActivities({ config, logger });
+  const common = { connection, namespace: config.temporal.namespace, activities, ...workflowSource() };
+  const workers: Worker[] = [];
+  if (queues.includes('capture')) {
+    // Capture heartbeats carry the live confirmed position that status and lag are computed from:
+    // deliver them every 2 s instead of the default 80% of the heartbeat timeout.
+    workers.push(
+      await Worker.create({ ...common, taskQueue: CAPTURE_TASK_QUEUE, maxConcurrentActivityTaskExecutions: 20, maxHeartbeatThrottleInterval: '2 seconds' }),
+    );
+  }
+  if (queues.includes('apply')) {
+    workers.push(await Worker.create({ ...common, taskQueue: APPLY_TASK_QUEUE, maxConcurrentActivityTaskExecutions: 50 }));
+  }
+  const run = Promise.all(workers.map((w) => w.run())).then(async () => {
+    await connection.close();
+  });
+  return {
+    run,
+    async shutdown() {
+      for (const w of workers) if (w.getState() === 'RUNNING') w.shutdown();
+      await run;
+    },
+  };
+}
