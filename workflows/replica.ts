@@ -10,7 +10,8 @@ const retry: RetryPolicy = { initialInterval: '1 second', backoffCoefficient: 2,
 
 const { applyBatch } = proxyActivities<Activities>({
   startToCloseTimeout: '30 minutes',
-  heartbeatTimeout: '30 seconds',
+  // Batches heartbeat at least every second; a dead apply worker's batch is retried after this.
+  heartbeatTimeout: '10 seconds',
   retry,
 });
 const { prepareReplica } = proxyActivities<Activities>({ startToCloseTimeout: '2 minutes', retry });

@@ -73,7 +73,7 @@ export async function applyBatch(o: ApplyBatchOptions): Promise<BatchResult> {
       skipped: 0,
     };
     const started = Date.now();
-    let lastBeat = started;
+    const heartbeat = throttled(o.heartbeat);
     let open: { lsn: string; nextSeq: number; savepoint: boolean; changes: number } | null = null;
     let received = 0;
 
@@ -81,11 +81,7 @@ export async function applyBatch(o: ApplyBatchOptions): Promise<BatchResult> {
       const full = result.changes >= o.maxChanges || Date.now() - started >= o.maxWaitMs;
       if (!open && full) break;
       const wait = open ? chunkWaitMs : received ? idleMs : Math.max(0, o.maxWaitMs - (Date.now() - started));
-      const msg = await reader.next(wait);
-      if (Date.now() - lastBeat > 1000) {
-        o.heartbeat();
-        lastBeat = Date.now();
-      }
+      const msg = await nextBeating(reader, wait, heartbeat);
       if (!msg) {
         if (open) {
           // The rest of this transaction has not been published (capture restarted mid-transaction
@@ -156,6 +152,30 @@ export async function applyBatch(o: ApplyBatchOptions): Promise<BatchResult> {
     throw err;
   } finally {
     await reader?.close();
+  }
+}
+
+/**
+ * Heartbeat at most once a second, however the time is spent (waiting for
+ * messages or applying a long run of chunks), so Temporal can tell a live
+ * batch from a dead worker.
+ */
+function throttled(beat: () => void): () => void {
+  let last = Date.now();
+  return () => {
+    if (Date.now() - last < 1000) return;
+    last = Date.now();
+    beat();
+  };
+}
+
+/** Wait for the next message in slices of at most a second, heartbeating between them. */
+async function nextBeating(reader: StreamReader, waitMs: number, heartbeat: () => void) {
+  const until = Date.now() + waitMs;
+  for (;;) {
+    const msg = await reader.next(Math.min(1000, Math.max(0, until - Date.now())));
+    heartbeat();
+    if (msg || Date.now() >= until) return msg;
   }
 }
 

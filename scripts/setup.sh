@@ -1,0 +1,101 @@
+#!/usr/bin/env bash
+# pgferry setup for a Debian machine. Idempotent: installs only what is missing,
+# says what it did, and stops with a clear message when something cannot be installed.
+#   - npm dependencies, then the build (dist/ and the prebundled workflows)
+#   - PostgreSQL 15 server binaries (tests start private clusters with them)
+#   - RabbitMQ (started if it is not running; streams need 3.9+)
+#   - the Temporal CLI v1.5.1 (dev server), built with `go install` into a per-user
+#     cache, unless `temporal` is on PATH or TEMPORAL_ADDRESS points at a cluster
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+TEMPORAL_VERSION=v1.5.1
+PG_BIN=/usr/lib/postgresql/15/bin
+CACHE_BIN="${XDG_CACHE_HOME:-$HOME/.cache}/pgferry/bin"
+
+say() { printf 'setup: %s\n' "$*"; }
+die() { printf 'setup: ERROR: %s\n' "$*" >&2; exit 1; }
+
+# Run a command as root: directly, through sudo, or tell the user exactly what to run.
+as_root() {
+  if [ "$(id -u)" = 0 ]; then "$@"
+  elif command -v sudo >/dev/null 2>&1; then sudo "$@"
+  else die "need root to run: $*  (run it as root, then run npm run setup again)"
+  fi
+}
+
+APT_UPDATED=
+apt_install() {
+  command -v apt-get >/dev/null 2>&1 || die "apt-get not found: install $* with your system's package manager, then run npm run setup again"
+  if [ -z "$APT_UPDATED" ]; then
+    say "apt-get update"
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get update -qq || die "apt-get update failed (network or sources.list?)"
+    APT_UPDATED=1
+  fi
+  say "installing $* (Debian packages)"
+  # policy-rc.d-less containers: do not let package scripts try to start services through systemd
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$@" >/dev/null \
+    || die "apt-get install $* failed; run: sudo apt-get install $*"
+}
+
+# --- Node and npm dependencies -------------------------------------------------
+node -e 'process.exit(+process.versions.node.split(".")[0] >= 20 ? 0 : 1)' \
+  || die "Node.js 20 or newer is required (found $(node --version)); install it from your distribution or nodejs.org"
+if [ ! -d node_modules ] || [ package-lock.json -nt node_modules/.package-lock.json ]; then
+  say "installing npm dependencies (npm ci)"
+  npm ci --no-audit --no-fund --loglevel=error
+else
+  say "npm dependencies are up to date"
+fi
+
+# --- PostgreSQL 15 server ---------------------------------------------------------
+if [ -x "$PG_BIN/initdb" ] && [ -x "$PG_BIN/pg_ctl" ]; then
+  say "PostgreSQL 15 server binaries present ($PG_BIN)"
+else
+  apt_install postgresql-15 postgresql-client-15
+  [ -x "$PG_BIN/initdb" ] || die "postgresql-15 installed but $PG_BIN/initdb is missing"
+fi
+if [ "$(id -u)" = 0 ] && ! id postgres >/dev/null 2>&1; then
+  die "user 'postgres' is missing (tests run PostgreSQL as that user when run as root); reinstall postgresql-15"
+fi
+
+# --- RabbitMQ ------------------------------------------------------------------------
+if ! command -v rabbitmq-server >/dev/null 2>&1 && [ ! -x /usr/sbin/rabbitmq-server ]; then
+  apt_install rabbitmq-server
+fi
+export PATH="$PATH:/usr/sbin:/sbin"
+rabbit_up() { as_root rabbitmqctl -q await_startup --timeout 3 >/dev/null 2>&1 || as_root rabbitmq-diagnostics -q check_running >/dev/null 2>&1; }
+if [ -n "${PGFERRY_RABBITMQ_URL:-}" ] && [[ "$PGFERRY_RABBITMQ_URL" != *127.0.0.1* ]] && [[ "$PGFERRY_RABBITMQ_URL" != *localhost* ]]; then
+  say "PGFERRY_RABBITMQ_URL points at a remote RabbitMQ; not starting a local one"
+elif rabbit_up; then
+  say "RabbitMQ is running"
+else
+  say "starting RabbitMQ (rabbitmq-server -detached)"
+  as_root rabbitmq-server -detached >/dev/null 2>&1 || true
+  for _ in $(seq 1 60); do rabbit_up && break; sleep 1; done
+  rabbit_up || die "RabbitMQ did not start; see /var/log/rabbitmq/ and try: sudo rabbitmq-server -detached"
+  say "RabbitMQ started"
+fi
+
+# --- Temporal CLI (dev server) -------------------------------------------------------
+if [ -n "${TEMPORAL_ADDRESS:-}" ]; then
+  say "TEMPORAL_ADDRESS=$TEMPORAL_ADDRESS: using that Temporal server (the dev server is still needed for npm test)"
+fi
+if command -v temporal >/dev/null 2>&1; then
+  say "Temporal CLI found on PATH: $(command -v temporal)"
+elif [ -x "$CACHE_BIN/temporal" ]; then
+  say "Temporal CLI present in $CACHE_BIN"
+elif command -v go >/dev/null 2>&1; then
+  say "building the Temporal CLI $TEMPORAL_VERSION with go install into $CACHE_BIN (first time: a few minutes)"
+  mkdir -p "$CACHE_BIN"
+  GOBIN="$CACHE_BIN" GOFLAGS=-mod=mod go install "github.com/temporalio/cli/cmd/temporal@$TEMPORAL_VERSION" \
+    || die "go install github.com/temporalio/cli/cmd/temporal@$TEMPORAL_VERSION failed (it needs Go 1.25+, or GOTOOLCHAIN=auto to fetch it); or set TEMPORAL_ADDRESS to an existing Temporal server"
+  say "Temporal CLI built: $CACHE_BIN/temporal"
+else
+  die "no Temporal CLI: install Go 1.25+ (apt-get install golang-go, or go.dev/dl) and run npm run setup again, or put a 'temporal' binary on PATH, or set TEMPORAL_ADDRESS to your Temporal server"
+fi
+
+# --- Build -------------------------------------------------------------------------
+say "building pgferry (dist/)"
+npm run --silent build
+say "done. Run the tests with: npm test   ·   run pgferry with: npx pgferry up --source postgres://… --replica name=postgres://…"

@@ -1,0 +1,122 @@
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import * as amqp from 'amqplib';
+import type { Proc } from '../helpers/procs';
+import { createWorld, progressOf, RABBIT_URL, startUp, upArgs, waitForEqual, World } from '../helpers/fixture';
+import { audit, AUDIT_SCHEMA, AUDIT_TABLES, Workload } from '../helpers/workload';
+import { waitFor } from '../helpers/wait';
+import { StreamReader } from '../../src/log/stream';
+import { decodeTxn } from '../../src/change';
+import { compareLsn } from '../../src/lsn';
+
+/**
+ * kill -9 in the middle of a stream of writes: of the whole process (capture
+ * and apply), then of the capture worker alone. Afterwards the replicas equal
+ * the source and the audit shows no transaction lost or applied twice; the
+ * slot's confirmed position never passes what RabbitMQ confirmed.
+ */
+describe('crash recovery (kill -9)', () => {
+  let w: World;
+  const procs: Proc[] = [];
+
+  beforeAll(async () => {
+    w = await createWorld({ replicas: ['a', 'b'], schema: AUDIT_SCHEMA });
+  });
+
+  afterAll(async () => {
+    for (const p of procs) await p.stop();
+    await w?.teardown();
+  });
+
+  async function expectAuditClean(): Promise<number> {
+    const src = await w.source.withClient('app', audit);
+    for (const r of ['a', 'b']) {
+      const dst = await w.replicas.withClient(`replica_${r}`, audit);
+      expect(dst, `audit of replica ${r}`).toEqual({ rows: src.rows, distinct: src.rows });
+    }
+    expect(src.distinct).toBe(src.rows);
+    return src.rows;
+  }
+
+  it('kill -9 of the process running the worker loses and doubles nothing', async () => {
+    const first = await startUp(w);
+    procs.push(first);
+    const load = new Workload(w.sourceUrl);
+    load.start();
+    await waitFor('replica a to apply some of the workload', async () => Number((await progressOf(w, 'a'))?.txns_applied ?? 0) > 300, 60_000);
+    await first.kill9();
+    const committedAtKill = load.committed;
+    await waitFor('more writes while pgferry is down', () => load.committed > committedAtKill + 200, 30_000);
+    const second = await startUp(w);
+    procs.push(second);
+    await waitFor('writes after the restart', () => load.committed > committedAtKill + 600, 60_000);
+    const total = await load.stop();
+    await Promise.all([waitForEqual(w, 'a', AUDIT_TABLES, 180_000), waitForEqual(w, 'b', AUDIT_TABLES, 180_000)]);
+    expect(await expectAuditClean()).toBe(total);
+    console.log(`kill -9 of up: ${total} source transactions, killed after ${committedAtKill}; both replicas equal, audit clean`);
+    await second.stop();
+  });
+
+  it('kill -9 of the capture worker alone: nothing lost or doubled, slot never ahead of RabbitMQ', async () => {
+    // Apply runs in `up`; capture runs in its own worker process, which we kill.
+    const applyProc = await startUp(w, upArgs(w, ['--queues', 'apply']));
+    procs.push(applyProc);
+    const captureArgs = ['worker', '--queues', 'capture', '--source', w.sourceUrl];
+    let capture = await startUp(w, captureArgs);
+    procs.push(capture);
+
+    const slotSamples: string[] = [];
+    let sampling = true;
+    const initial = await slotPosition();
+    const sampler = (async () => {
+      while (sampling) {
+        slotSamples.push(await slotPosition());
+        await new Promise((r) => setTimeout(r, 100));
+      }
+    })();
+
+    const load = new Workload(w.sourceUrl);
+    const base = (await w.source.withClient('app', audit)).rows;
+    load.start();
+    await waitFor('capture to confirm part of the workload', async () => compareLsn(await slotPosition(), initial) > 0 && load.committed > 300, 60_000);
+    await capture.kill9();
+    const atKill = load.committed;
+    await waitFor('writes while capture is down', () => load.committed > atKill + 200, 30_000);
+    capture = await startUp(w, captureArgs);
+    procs.push(capture);
+    await waitFor('writes after capture restarted', () => load.committed > atKill + 600, 60_000);
+    const total = await load.stop();
+    await Promise.all([waitForEqual(w, 'a', AUDIT_TABLES, 180_000), waitForEqual(w, 'b', AUDIT_TABLES, 180_000)]);
+    sampling = false;
+    await sampler;
+    expect(await expectAuditClean()).toBe(base + total);
+
+    // Every position the slot was acknowledged to is the end of a transaction RabbitMQ holds.
+    const ends = await confirmedEnds();
+    const seen = new Set(slotSamples.filter((s) => s !== initial));
+    expect(seen.size).toBeGreaterThan(1);
+    for (const s of seen) expect(ends.has(s), `slot position ${s} is the end of a transaction in the stream`).toBe(true);
+    console.log(`kill -9 of capture: ${total} transactions; ${seen.size} distinct slot positions sampled, all ends of confirmed transactions`);
+  });
+
+  async function slotPosition(): Promise<string> {
+    return w.source.withClient('app', async (c) => (await c.query(`SELECT confirmed_flush_lsn::text AS p FROM pg_replication_slots WHERE slot_name = $1`, [`pgferry_${w.sourceName}`])).rows[0].p);
+  }
+
+  async function confirmedEnds(): Promise<Set<string>> {
+    const conn = await amqp.connect(RABBIT_URL);
+    const reader = await StreamReader.open(conn, w.sourceName, 'first');
+    const ends = new Set<string>();
+    try {
+      for (;;) {
+        const m = await reader.next(3000);
+        if (!m) break;
+        const t = decodeTxn(m.body);
+        if (t.last) ends.add(t.endLsn);
+      }
+    } finally {
+      await reader.close();
+      await conn.close();
+    }
+    return ends;
+  }
+});
