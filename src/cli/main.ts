@@ -36,14 +36,14 @@ function parseQueues(list: string): QueueName[] {
   return qs as QueueName[];
 }
 
-function action<A extends unknown[]>(fn: (...args: A) => Promise<void>) {
+function action<A extends unknown[]>(fn: (...args: A) => Promise<void>, opts: { log?: boolean } = {}) {
   return async (...args: A) => {
     const cmd = args[args.length - 1] as Command;
     const json = Boolean(cmd.opts().json);
     try {
       await fn(...args);
     } catch (err) {
-      fail(err, json);
+      fail(err, json, opts.log);
     }
   };
 }
@@ -57,7 +57,7 @@ connectionOptions(program.command('up'))
     action(async (opts: RawConfig & { queues: string; temporalPort: string; uiPort: string }) => {
       const config = loadConfig(opts);
       await up(config, { queues: parseQueues(opts.queues), temporalPort: Number(opts.temporalPort), uiPort: Number(opts.uiPort) });
-    }),
+    }, { log: true }),
   );
 
 connectionOptions(program.command('worker'))
@@ -72,7 +72,7 @@ connectionOptions(program.command('worker'))
       process.once('SIGINT', () => void workers.shutdown());
       process.once('SIGTERM', () => void workers.shutdown());
       await workers.run;
-    }),
+    }, { log: true }),
   );
 
 const replica = program.command('replica').description('inspect and control replicas');

@@ -1,4 +1,5 @@
 import { ConfigError, PgferryError, UnavailableError, describeCause } from '../errors';
+import { logger } from '../logger';
 
 /**
  * Exit codes: 0 success; 1 the operation failed (a replica failed, not
@@ -23,8 +24,10 @@ export function exitCodeFor(err: unknown): number {
 }
 
 /** Print an error as one line (JSON with --json) and exit. Never a stack trace: PGFERRY_DEBUG=1 shows it. */
-export function fail(err: unknown, json: boolean): never {
+export function fail(err: unknown, json: boolean, log = false): never {
   const message = err instanceof PgferryError ? err.message : describeCause(err);
+  // Long-running commands (up, worker) also leave the reason in their structured log.
+  if (log) logger.error({ type: (err as Error)?.name }, message);
   if (json) process.stdout.write(`${JSON.stringify({ ok: false, error: message, type: (err as Error)?.name ?? 'Error' })}\n`);
   process.stderr.write(`pgferry: ${message}\n`);
   if (process.env.PGFERRY_DEBUG && err instanceof Error) process.stderr.write(`${err.stack}\n`);
