@@ -18,6 +18,7 @@ export interface AssemblerOptions {
 export interface CommitInfo {
   lsn: string;
   endLsn: string;
+  commitTime: string;
   /** Chunks emitted for this transaction (0 for an empty transaction). */
   chunks: number;
 }
@@ -92,7 +93,7 @@ export class TxnAssembler {
         const endLsn = normalizeLsn(msg.commitEndLsn ?? '0/0');
         // An empty transaction publishes nothing, but its position still counts.
         const out = t.changes.length || t.seq > 0 ? [this.envelope(t, endLsn, true)] : [];
-        return { out, commit: { lsn: t.lsn, endLsn, chunks: t.seq + out.length } };
+        return { out, commit: { lsn: t.lsn, endLsn, commitTime: t.commitTime, chunks: t.seq } };
       }
       default:
         return { out: [] }; // type, origin, message: nothing to replicate

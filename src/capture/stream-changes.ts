@@ -142,8 +142,6 @@ export async function streamChanges(opts: CaptureOptions): Promise<CaptureProgre
         const { out, commit } = assembler.push(msg);
         const txn = current!;
         for (const m of out) {
-          txn.lsn = m.lsn;
-          txn.commitTime = m.commitTime;
           txn.changes += m.changes.length;
           txn.unconfirmed += 1;
           progress.messages += 1;
@@ -155,7 +153,7 @@ export async function streamChanges(opts: CaptureOptions): Promise<CaptureProgre
         if (commit) {
           txn.lsn = commit.lsn;
           txn.endLsn = commit.endLsn;
-          txn.commitTime ||= msg.tag === 'commit' ? new Date(Number((msg.commitTime as bigint) / 1000n)).toISOString() : '';
+          txn.commitTime = commit.commitTime;
           txn.committed = true;
           current = null;
           advance();

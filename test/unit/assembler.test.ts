@@ -1,0 +1,120 @@
+import { describe, expect, it } from 'vitest';
+import type { Pgoutput } from 'pg-logical-replication';
+import { TxnAssembler } from '../../src/capture/assembler';
+import { microsToIso, relKey } from '../../src/change';
+
+/** pgoutput messages as pg-logical-replication decodes them (with our text parsers). */
+const rel = (oid: number, name: string, identity: Pgoutput.MessageRelation['replicaIdentity'] = 'default'): Pgoutput.MessageRelation => ({
+  tag: 'relation',
+  relationOid: oid,
+  schema: 'public',
+  name,
+  replicaIdentity: identity,
+  columns: [
+    { name: 'id', flags: 1, typeOid: 20, typeMod: -1, typeSchema: null, typeName: null, parser: (x) => x },
+    { name: 'body', flags: identity === 'full' ? 1 : 0, typeOid: 25, typeMod: -1, typeSchema: null, typeName: null, parser: (x) => x },
+  ],
+  keyColumns: ['id'],
+});
+const begin = (xid: number, lsn: string): Pgoutput.MessageBegin => ({ tag: 'begin', commitLsn: lsn, commitTime: 1767225600123456n, xid });
+const commit = (lsn: string, end: string): Pgoutput.MessageCommit => ({ tag: 'commit', flags: 0, commitLsn: lsn, commitEndLsn: end, commitTime: 1767225600123456n });
+const types = (oid: number) => ({ 20: 'bigint', 25: 'text' })[oid] ?? 'unknown';
+
+function assembler(chunkChanges = 100) {
+  return new TxnAssembler({ source: 'main', chunkChanges, typeName: types });
+}
+
+describe('TxnAssembler', () => {
+  it('turns one source transaction into one message with its commit position and typed relations', () => {
+    const a = assembler();
+    const r = rel(1, 't');
+    expect(a.push(begin(7, '00000000/01000000')).out).toEqual([]);
+    a.push(r);
+    a.push({ tag: 'insert', relation: r, new: { id: '1', body: 'x' } });
+    a.push({ tag: 'update', relation: r, key: null, old: null, new: { id: '1', body: 'y' } });
+    a.push({ tag: 'delete', relation: r, key: { id: '1' }, old: null });
+    const { out, commit: info } = a.push(commit('00000000/01000000', '00000000/01000040'));
+    expect(info).toEqual({ lsn: '0/1000000', endLsn: '0/1000040', commitTime: '2026-01-01T00:00:00.123456Z', chunks: 1 });
+    expect(out).toHaveLength(1);
+    const m = out[0];
+    expect(m).toMatchObject({ v: 1, source: 'main', xid: 7, lsn: '0/1000000', endLsn: '0/1000040', seq: 0, last: true, commitTime: '2026-01-01T00:00:00.123456Z' });
+    expect(m.relations[relKey('public', 't')].columns).toEqual([
+      { name: 'id', type: 'bigint', key: true },
+      { name: 'body', type: 'text', key: false },
+    ]);
+    expect(m.changes).toEqual([
+      { op: 'insert', rel: relKey('public', 't'), new: { id: '1', body: 'x' } },
+      // no old tuple: the identity did not change, and is taken from the new row
+      { op: 'update', rel: relKey('public', 't'), old: { id: '1' }, new: { id: '1', body: 'y' } },
+      { op: 'delete', rel: relKey('public', 't'), old: { id: '1' } },
+    ]);
+  });
+
+  it('keeps the old key of an update that changes the primary key', () => {
+    const a = assembler();
+    const r = rel(1, 't');
+    a.push(begin(1, '0/10'));
+    a.push(r);
+    a.push({ tag: 'update', relation: r, key: { id: '1' }, old: null, new: { id: '2', body: 'b' } });
+    const { out } = a.push(commit('0/10', '0/20'));
+    expect(out[0].changes[0]).toEqual({ op: 'update', rel: relKey('public', 't'), old: { id: '1' }, new: { id: '2', body: 'b' } });
+  });
+
+  it('leaves unchanged TOAST values (undefined) out of the new row instead of writing NULL', () => {
+    const a = assembler();
+    const r = rel(1, 't');
+    a.push(begin(1, '0/10'));
+    a.push(r);
+    a.push({ tag: 'update', relation: r, key: null, old: null, new: { id: '1', body: undefined } });
+    const { out } = a.push(commit('0/10', '0/20'));
+    expect(out[0].changes[0]).toMatchObject({ op: 'update', new: { id: '1' } });
+    expect('body' in (out[0].changes[0] as { new: object }).new).toBe(false);
+  });
+
+  it('splits a large transaction into ordered chunks, each with the commit position, the last one flagged', () => {
+    const a = assembler(2);
+    const r = rel(1, 't');
+    a.push(begin(1, '0/100'));
+    a.push(r);
+    const chunks = [];
+    for (let i = 1; i <= 5; i++) chunks.push(...a.push({ tag: 'insert', relation: r, new: { id: String(i), body: null } }).out);
+    const end = a.push(commit('0/100', '0/180'));
+    chunks.push(...end.out);
+    expect(chunks.map((c) => [c.seq, c.last, c.changes.length, c.lsn])).toEqual([
+      [0, false, 2, '0/100'],
+      [1, false, 2, '0/100'],
+      [2, true, 1, '0/100'],
+    ]);
+    expect(chunks.every((c) => c.relations[relKey('public', 't')])).toBe(true);
+    expect(end.commit).toMatchObject({ lsn: '0/100', endLsn: '0/180', chunks: 3 });
+  });
+
+  it('publishes nothing for an empty transaction but still reports its position', () => {
+    const a = assembler();
+    a.push(begin(1, '0/100'));
+    const { out, commit: info } = a.push(commit('0/100', '0/120'));
+    expect(out).toEqual([]);
+    expect(info).toMatchObject({ lsn: '0/100', endLsn: '0/120', chunks: 0 });
+  });
+
+  it('records truncate with its options and every relation', () => {
+    const a = assembler();
+    const r1 = rel(1, 'a');
+    const r2 = rel(2, 'b');
+    a.push(begin(1, '0/100'));
+    a.push(r1);
+    a.push(r2);
+    a.push({ tag: 'truncate', cascade: true, restartIdentity: false, relations: [r1, r2] });
+    const { out } = a.push(commit('0/100', '0/120'));
+    expect(out[0].changes).toEqual([{ op: 'truncate', rels: [relKey('public', 'a'), relKey('public', 'b')], cascade: true, restartIdentity: false }]);
+  });
+
+  it('refuses changes outside a transaction', () => {
+    const a = assembler();
+    expect(() => a.push({ tag: 'insert', relation: rel(1, 't'), new: {} })).toThrow(/outside a transaction/);
+  });
+
+  it('formats commit times with all six fractional digits', () => {
+    expect(microsToIso(1767225600000001n)).toBe('2026-01-01T00:00:00.000001Z');
+  });
+});

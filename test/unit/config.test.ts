@@ -1,0 +1,67 @@
+import { describe, expect, it } from 'vitest';
+import { loadConfig, parseReplicaSpecs } from '../../src/config';
+import { ConfigError } from '../../src/errors';
+import { redactText, redactUrl } from '../../src/redact';
+import { describeCause, isTransient } from '../../src/errors';
+
+describe('config', () => {
+  it('reads flags, with environment variables as fallback and flags winning', () => {
+    const c = loadConfig(
+      { source: 'postgres://u:p@src/db', replica: ['a=postgres://r/a'], tables: 'public.x, y' },
+      { PGFERRY_SOURCE: 'postgres://ignored/db', PGFERRY_REPLICAS: 'b=postgres://r/b', PGFERRY_SOURCE_NAME: 'shop', TEMPORAL_ADDRESS: 'temporal:7233' },
+    );
+    expect(c.source).toEqual({ name: 'shop', url: 'postgres://u:p@src/db', tables: ['public.x', 'y'] });
+    expect(c.replicas).toEqual([{ name: 'a', url: 'postgres://r/a' }]);
+    expect(c.temporal.address).toBe('temporal:7233');
+    expect(Object.isFrozen(c)).toBe(true);
+  });
+
+  it('parses PGFERRY_REPLICAS lists, keeping commas inside URLs', () => {
+    expect(parseReplicaSpecs(['a=postgres://h/a?options=-c%20x,b=postgres://h/b'])).toEqual([
+      { name: 'a', url: 'postgres://h/a?options=-c%20x' },
+      { name: 'b', url: 'postgres://h/b' },
+    ]);
+  });
+
+  it('names every bad field in one message', () => {
+    try {
+      loadConfig({ source: 'mysql://x', sourceName: 'Main!', replica: ['a=http://x'], rabbitmq: 'redis://x' }, {});
+      expect.unreachable();
+    } catch (err) {
+      expect(err).toBeInstanceOf(ConfigError);
+      const m = (err as Error).message;
+      for (const field of ['rabbitmqUrl', 'source.name', 'source.url', 'replicas.0.url']) expect(m).toContain(field);
+    }
+  });
+
+  it('rejects duplicate replica names and malformed --replica', () => {
+    expect(() => loadConfig({ replica: ['a=postgres://h/1', 'a=postgres://h/2'] }, {})).toThrow(/replica 'a' is given twice/);
+    expect(() => loadConfig({ replica: ['postgres://u:secret@h/1'] }, {})).toThrow(/must be name=postgres/);
+    expect(() => loadConfig({ replica: ['postgres://u:secret@h/1'] }, {})).not.toThrow(/secret/);
+  });
+});
+
+describe('redaction and error classification', () => {
+  it('removes passwords from URLs and from driver messages', () => {
+    expect(redactUrl('postgres://app:s3cret@db:5432/x?sslpassword=k')).toBe('postgres://app:***@db:5432/x?sslpassword=***');
+    expect(redactUrl('host=db password=s3cret user=app')).toBe('host=db password=*** user=app');
+    expect(redactText('auth failed for s3cret', ['postgres://app:s3cret@db/x'])).toBe('auth failed for ***');
+  });
+
+  it.each([
+    [{ code: 'ECONNREFUSED' }, true],
+    [{ code: '57P01' }, true],
+    [{ code: '40001' }, true],
+    [{ code: '08006' }, true],
+    [{ code: '23505' }, false],
+    [{ code: '42P01' }, false],
+    [new Error('Connection terminated unexpectedly'), true],
+    [new ConfigError('x'), false],
+  ])('classifies %o as transient=%s by code, not text', (err, transient) => {
+    expect(isTransient(err)).toBe(transient);
+  });
+
+  it('describes errors in one line', () => {
+    expect(describeCause(Object.assign(new Error('boom\nstack'), { code: 'XX000' }))).toBe('boom [XX000]');
+  });
+});

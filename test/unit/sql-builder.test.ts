@@ -1,0 +1,66 @@
+import { describe, expect, it } from 'vitest';
+import { buildDelete, buildInsert, buildTruncate, buildUpdate, describeKey } from '../../src/apply/sql-builder';
+import type { RelationInfo } from '../../src/change';
+
+const orders: RelationInfo = {
+  schema: 'public',
+  table: 'orders',
+  identity: 'default',
+  columns: [
+    { name: 'id', type: 'bigint', key: true },
+    { name: 'amount', type: 'numeric(12,2)', key: false },
+    { name: 'note', type: 'text', key: false },
+  ],
+};
+const hostile: RelationInfo = {
+  schema: 'My "Schema"',
+  table: 'x"; drop table y; --',
+  identity: 'full',
+  columns: [
+    { name: 'select', type: 'text', key: true },
+    { name: 'a b', type: 'int', key: true },
+  ],
+};
+
+describe('apply SQL', () => {
+  it('inserts with parameters and OVERRIDING SYSTEM VALUE', () => {
+    const s = buildInsert(orders, { id: '1', amount: '9.99', note: null });
+    expect(s.text).toBe('INSERT INTO "public"."orders" ("id", "amount", "note") OVERRIDING SYSTEM VALUE VALUES ($1, $2, $3)');
+    expect(s.values).toEqual(['1', '9.99', null]);
+    expect(s.name).toMatch(/^pf_[0-9a-f]{20}$/);
+  });
+
+  it('updates by the old key, so a changed primary key moves the row', () => {
+    const s = buildUpdate(orders, { id: '1' }, { id: '2', amount: '1.00', note: 'n' })!;
+    expect(s.text).toBe('UPDATE "public"."orders" SET "id" = $1, "amount" = $2, "note" = $3 WHERE "id" = $4');
+    expect(s.values).toEqual(['2', '1.00', 'n', '1']);
+  });
+
+  it('sets only the columns sent (unchanged TOAST columns are left alone)', () => {
+    expect(buildUpdate(orders, { id: '1' }, { id: '1', amount: '2.00' })!.text).toBe('UPDATE "public"."orders" SET "id" = $1, "amount" = $2 WHERE "id" = $3');
+    expect(buildUpdate(orders, { id: '1' }, {})).toBeNull();
+  });
+
+  it('deletes by key', () => {
+    const s = buildDelete(orders, { id: '5' });
+    expect(s.text).toBe('DELETE FROM "public"."orders" WHERE "id" = $1');
+    expect(s.values).toEqual(['5']);
+  });
+
+  it('escapes every identifier and matches one whole row (NULLs included) for REPLICA IDENTITY FULL', () => {
+    const s = buildDelete(hostile, { select: null, 'a b': '3' });
+    expect(s.text).toBe(
+      'DELETE FROM "My ""Schema"""."x""; drop table y; --" WHERE ctid = (SELECT ctid FROM "My ""Schema"""."x""; drop table y; --" WHERE "select" IS NOT DISTINCT FROM $1 AND "a b" IS NOT DISTINCT FROM $2 LIMIT 1)',
+    );
+    expect(s.values).toEqual([null, '3']);
+  });
+
+  it('truncates several tables in one statement with its options', () => {
+    expect(buildTruncate([orders, hostile], true, true).text).toBe('TRUNCATE "public"."orders", "My ""Schema"""."x""; drop table y; --" RESTART IDENTITY CASCADE');
+    expect(buildTruncate([orders], false, false).text).toBe('TRUNCATE "public"."orders"');
+  });
+
+  it('names the key of a row in errors', () => {
+    expect(describeKey(orders, { id: '7', amount: '1' })).toBe('{"id":"7"}');
+  });
+});

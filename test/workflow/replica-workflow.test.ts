@@ -1,0 +1,147 @@
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import { bundleWorkflowCode, Worker, WorkflowBundleWithSourceMap } from '@temporalio/worker';
+import { ApplicationFailure } from '@temporalio/common';
+import type { TestWorkflowEnvironment } from '@temporalio/testing';
+import { createTestEnv } from '../helpers/test-env';
+import { waitFor } from '../helpers/wait';
+import { pauseSignal, replicaStatusQuery, resumeSignal, captureStatusQuery } from '../../workflows/messages';
+import type { BatchResult } from '../../src/apply/apply-batch';
+
+/**
+ * Workflow logic with mocked activities: pause/resume, failure and resume
+ * after a fix, continue-as-new carrying state. Each run's history is saved
+ * under test/replay/histories when PGFERRY_RECORD_HISTORIES=1, for the replay test.
+ */
+const HISTORIES = path.resolve(__dirname, '../replay/histories');
+
+describe('replicaWorkflow and captureWorkflow (mocked activities)', () => {
+  let env: TestWorkflowEnvironment;
+  let bundle: WorkflowBundleWithSourceMap;
+
+  beforeAll(async () => {
+    env = await createTestEnv();
+    bundle = await bundleWorkflowCode({ workflowsPath: path.resolve(__dirname, '../../workflows/index.ts') });
+  });
+
+  afterAll(async () => {
+    await env?.teardown();
+  });
+
+  let n = 0;
+  function ids() {
+    n += 1;
+    return { taskQueue: `tq-${n}-${Date.now()}`, workflowId: `wf-${n}-${Date.now()}` };
+  }
+
+  async function record(name: string, workflowId: string) {
+    if (!process.env.PGFERRY_RECORD_HISTORIES) return;
+    const history = await env.client.workflow.getHandle(workflowId).fetchHistory();
+    fs.mkdirSync(HISTORIES, { recursive: true });
+    fs.writeFileSync(path.join(HISTORIES, `${name}.json`), JSON.stringify(history, null, 1));
+  }
+
+  function fakeBatches() {
+    let lsn = 0x100;
+    let applied = 0;
+    const state = { calls: 0, fail: null as null | string };
+    const applyBatch = async (): Promise<BatchResult> => {
+      state.calls += 1;
+      if (state.fail) throw ApplicationFailure.nonRetryable(state.fail, 'RejectedChangeError');
+      lsn += 0x10;
+      applied += 1;
+      await new Promise((r) => setTimeout(r, 20));
+      return { appliedLsn: `0/${lsn.toString(16).toUpperCase()}`, offset: applied, txns: 1, changes: 2, lastCommitTime: '2026-01-01T00:00:00.000001Z', caughtUp: true, skipped: 0 };
+    };
+    return { state, applyBatch, prepareReplica: async () => undefined, prepareSource: async () => ({ tables: [] }) };
+  }
+
+  it('applies batches, pauses (no batch runs while paused), resumes, and reports status', async () => {
+    const { taskQueue, workflowId } = ids();
+    const fake = fakeBatches();
+    const worker = await Worker.create({ connection: env.nativeConnection, taskQueue, workflowBundle: bundle, activities: fake });
+    await worker.runUntil(async () => {
+      const h = await env.client.workflow.start('replicaWorkflow', { taskQueue, workflowId, args: [{ replica: 'a', source: 'main', tables: [] }] });
+      await waitFor('a few batches', async () => (await h.query(replicaStatusQuery)).batches >= 3, 20_000, 50);
+      await h.signal(pauseSignal);
+      await waitFor('paused state', async () => (await h.query(replicaStatusQuery)).state === 'paused', 5000, 50);
+      const callsAtPause = fake.state.calls;
+      const s = await h.query(replicaStatusQuery);
+      await new Promise((r) => setTimeout(r, 500)); // a window in which a running loop would call applyBatch many times
+      expect(fake.state.calls).toBe(callsAtPause);
+      expect((await h.query(replicaStatusQuery)).appliedLsn).toBe(s.appliedLsn);
+      await h.signal(resumeSignal);
+      await waitFor('running again', async () => (await h.query(replicaStatusQuery)).batches > s.batches + 2, 10_000, 50);
+      const after = await h.query(replicaStatusQuery);
+      expect(after.state).toBe('running');
+      expect(after.txns).toBe(after.batches);
+      expect(after.changes).toBe(2 * after.batches);
+      await h.terminate('test done');
+      await record('replica-pause-resume', workflowId);
+    });
+  });
+
+  it('stops in state failed on a rejected change, without retrying, until resume; then continues', async () => {
+    const { taskQueue, workflowId } = ids();
+    const fake = fakeBatches();
+    fake.state.fail = "replica 'a': insert on public.t key {\"id\":\"1\"} at source position 0/10 was rejected: boom [23505]";
+    const worker = await Worker.create({ connection: env.nativeConnection, taskQueue, workflowBundle: bundle, activities: fake });
+    await worker.runUntil(async () => {
+      const h = await env.client.workflow.start('replicaWorkflow', { taskQueue, workflowId, args: [{ replica: 'a', source: 'main', tables: [] }] });
+      const failed = await waitFor('failed state', async () => {
+        const s = await h.query(replicaStatusQuery);
+        return s.state === 'failed' ? s : null;
+      }, 10_000, 50);
+      expect(failed.lastError).toBe(fake.state.fail);
+      expect(fake.state.calls).toBe(1); // non-retryable: no hot retry loop
+      fake.state.fail = null;
+      await h.signal(resumeSignal);
+      await waitFor('applying again', async () => (await h.query(replicaStatusQuery)).batches >= 2, 10_000, 50);
+      expect((await h.query(replicaStatusQuery)).lastError).toBeNull();
+      await h.terminate('test done');
+      await record('replica-fail-resume', workflowId);
+    });
+  });
+
+  it('continues as new before history grows, carrying position, counts and pause', async () => {
+    const { taskQueue, workflowId } = ids();
+    const fake = fakeBatches();
+    const worker = await Worker.create({ connection: env.nativeConnection, taskQueue, workflowBundle: bundle, activities: fake });
+    await worker.runUntil(async () => {
+      const h = await env.client.workflow.start('replicaWorkflow', { taskQueue, workflowId, args: [{ replica: 'a', source: 'main', tables: [] }] });
+      const first = (await h.describe()).runId;
+      await waitFor('a second run', async () => (await env.client.workflow.getHandle(workflowId).describe()).runId !== first, 120_000, 200);
+      const s = await env.client.workflow.getHandle(workflowId).query(replicaStatusQuery);
+      expect(s.batches).toBeGreaterThanOrEqual(400);
+      expect(s.txns).toBe(s.batches);
+      await env.client.workflow.getHandle(workflowId).terminate('test done');
+    });
+  });
+
+  it('captureWorkflow reports failed with the reason and retries on resume', async () => {
+    const { taskQueue, workflowId } = ids();
+    let calls = 0;
+    const activities = {
+      streamChanges: async () => {
+        calls += 1;
+        if (calls === 1) throw ApplicationFailure.nonRetryable("source 'main': replication slot pgferry_main does not exist", 'GapError');
+        await new Promise((r) => setTimeout(r, 100));
+        return { confirmedLsn: '0/20', txns: 3, changes: 9, messages: 3, startedAt: '' };
+      },
+    };
+    const worker = await Worker.create({ connection: env.nativeConnection, taskQueue, workflowBundle: bundle, activities });
+    await worker.runUntil(async () => {
+      const h = await env.client.workflow.start('captureWorkflow', { taskQueue, workflowId, args: [{ source: 'main' }] });
+      const s = await waitFor('failed capture', async () => {
+        const v = await h.query(captureStatusQuery);
+        return v.state === 'failed' ? v : null;
+      }, 10_000, 50);
+      expect(s.lastError).toMatch(/does not exist/);
+      await h.signal(resumeSignal);
+      await waitFor('capture running and counting', async () => (await h.query(captureStatusQuery)).txns >= 3, 10_000, 50);
+      await h.terminate('test done');
+      await record('capture-fail-resume', workflowId);
+    });
+  });
+});
