@@ -3,6 +3,8 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { bundleWorkflowCode, Worker, WorkflowBundleWithSourceMap } from '@temporalio/worker';
 import { ApplicationFailure } from '@temporalio/common';
+import { execFileSync } from 'node:child_process';
+import { findTemporalBinary } from '../../src/temporal/dev-server';
 import type { TestWorkflowEnvironment } from '@temporalio/testing';
 import { createTestEnv } from '../helpers/test-env';
 import { waitFor } from '../helpers/wait';
@@ -37,9 +39,10 @@ describe('replicaWorkflow and captureWorkflow (mocked activities)', () => {
 
   async function record(name: string, workflowId: string) {
     if (!process.env.PGFERRY_RECORD_HISTORIES) return;
-    const history = await env.client.workflow.getHandle(workflowId).fetchHistory();
+    // The CLI's JSON export is the format Worker.runReplayHistory reads.
+    const json = execFileSync(findTemporalBinary()!, ['workflow', 'show', '--workflow-id', workflowId, '--address', env.address, '--output', 'json'], { encoding: 'utf8' });
     fs.mkdirSync(HISTORIES, { recursive: true });
-    fs.writeFileSync(path.join(HISTORIES, `${name}.json`), JSON.stringify(history, null, 1));
+    fs.writeFileSync(path.join(HISTORIES, `${name}.json`), json);
   }
 
   function fakeBatches() {
