@@ -4,7 +4,7 @@ import type { ChannelModel } from 'amqplib';
 import { Config, replicaUrl, requireSourceUrl } from '../src/config';
 import { PgferryError, describeCause, isTransient } from '../src/errors';
 import { streamChanges as runCapture, CaptureProgress } from '../src/capture/stream-changes';
-import { prepareSource as runPrepareSource, TableRef } from '../src/capture/source';
+import type { TableRef } from '../src/capture/source';
 import { applyBatch as runApplyBatch, BatchResult } from '../src/apply/apply-batch';
 import { checkTargetTables, ensureTargetSchema } from '../src/apply/target';
 import { connectRabbit } from '../src/log/rabbit';
@@ -41,7 +41,7 @@ export const createActivities = (deps: Deps) => {
   const pool = (replica: string) => {
     let p = pools.get(replica);
     if (!p) {
-      p = createPool(`replica '${replica}'`, replicaUrl(config, replica));
+      p = createPool(replicaUrl(config, replica));
       pools.set(replica, p);
     }
     return p;
@@ -70,15 +70,6 @@ export const createActivities = (deps: Deps) => {
   };
 
   return {
-    async prepareSource({ source }: SourceRef): Promise<{ tables: TableRef[] }> {
-      try {
-        const r = await runPrepareSource(requireSourceUrl(config), source, config.source.tables);
-        return { tables: r.tables };
-      } catch (err) {
-        return translate(err);
-      }
-    },
-
     /** Long-running: streams until cancelled or for ~15 minutes, heartbeating its confirmed position. */
     async streamChanges({ source }: SourceRef): Promise<CaptureProgress> {
       const ctx = Context.current();

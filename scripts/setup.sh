@@ -41,9 +41,12 @@ apt_install() {
 # --- Node and npm dependencies -------------------------------------------------
 node -e 'process.exit(+process.versions.node.split(".")[0] >= 20 ? 0 : 1)' \
   || die "Node.js 20 or newer is required (found $(node --version)); install it from your distribution or nodejs.org"
+# `npm install`, not `npm ci`: it installs the locked versions too, but tolerates the lock file lacking
+# other platforms' optional builds (e.g. @swc/core-darwin-*), which some registries do not serve and
+# which `npm ci` then reports as "lock file out of sync".
 if [ ! -d node_modules ] || [ package-lock.json -nt node_modules/.package-lock.json ]; then
-  say "installing npm dependencies (npm ci)"
-  npm ci --no-audit --no-fund --loglevel=error
+  say "installing npm dependencies (npm install, from package-lock.json)"
+  npm install --no-audit --no-fund --loglevel=error
 else
   say "npm dependencies are up to date"
 fi

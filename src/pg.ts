@@ -46,12 +46,11 @@ export async function connectPg(what: string, url: string, options: Partial<pg.C
   return client;
 }
 
-export function createPool(what: string, url: string, max = 4): pg.Pool {
+export function createPool(url: string, max = 4): pg.Pool {
   const pool = new pg.Pool({ connectionString: url, types: TEXT_TYPES, max, connectionTimeoutMillis: 10_000, idleTimeoutMillis: 30_000 });
   pool.on('error', () => {
     /* an idle client lost its connection; the pool replaces it */
   });
-  (pool as pg.Pool & { pgferryWhat?: string }).pgferryWhat = what;
   return pool;
 }
 

@@ -147,7 +147,11 @@ export class StreamReader {
         const offset = Number(msg.properties.headers?.['x-stream-offset']);
         r.buffered.push({ offset, body: msg.content });
         // Stream consumers ack only for flow control (credit); nothing is removed.
-        ch.ack(msg);
+        try {
+          ch.ack(msg);
+        } catch {
+          /* channel closing: the reader is done */
+        }
         r.wake();
       },
       { noAck: false, arguments: { 'x-stream-offset': from } },

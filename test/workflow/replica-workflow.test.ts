@@ -57,7 +57,7 @@ describe('replicaWorkflow and captureWorkflow (mocked activities)', () => {
       await new Promise((r) => setTimeout(r, 20));
       return { appliedLsn: `0/${lsn.toString(16).toUpperCase()}`, offset: applied, txns: 1, changes: 2, lastCommitTime: '2026-01-01T00:00:00.000001Z', caughtUp: true, skipped: 0 };
     };
-    return { state, applyBatch, prepareReplica: async () => undefined, prepareSource: async () => ({ tables: [] }) };
+    return { state, applyBatch, prepareReplica: async () => undefined };
   }
 
   it('applies batches, pauses (no batch runs while paused), resumes, and reports status', async () => {
