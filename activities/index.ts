@@ -1,15 +1,14 @@
 import { ApplicationFailure, Context, log } from '@temporalio/activity';
 import type pg from 'pg';
-import type { ChannelModel } from 'amqplib';
 import { Config, replicaUrl, requireSourceUrl } from '../src/config';
 import { PgferryError, describeCause, isTransient } from '../src/errors';
 import { streamChanges as runCapture, CaptureProgress } from '../src/capture/stream-changes';
 import type { TableRef } from '../src/capture/source';
 import { applyBatch as runApplyBatch, BatchResult } from '../src/apply/apply-batch';
 import { checkTargetTables, ensureTargetSchema } from '../src/apply/target';
-import { connectRabbit } from '../src/log/rabbit';
 import { declareStream } from '../src/log/stream';
-import { createPool, poolConnect } from '../src/pg';
+import { poolConnect } from '../src/pg';
+import type { WorkerResources } from '../src/temporal/resources';
 import { redactText } from '../src/redact';
 import type { Logger } from '../src/logger';
 
@@ -22,6 +21,7 @@ import type { Logger } from '../src/logger';
 export interface Deps {
   config: Config;
   logger: Logger;
+  resources: WorkerResources;
 }
 
 export interface SourceRef {
@@ -35,30 +35,7 @@ export interface ReplicaRef {
 export const createActivities = (deps: Deps) => {
   const { config } = deps;
   const secrets = [config.source.url ?? '', config.rabbitmqUrl, ...config.replicas.map((r) => r.url)].filter(Boolean);
-  const pools = new Map<string, pg.Pool>();
-  let rabbit: Promise<ChannelModel> | null = null;
-
-  const pool = (replica: string) => {
-    let p = pools.get(replica);
-    if (!p) {
-      p = createPool(replicaUrl(config, replica));
-      pools.set(replica, p);
-    }
-    return p;
-  };
-
-  /** One AMQP connection per worker for reading, re-opened after it drops. */
-  const sharedRabbit = async (): Promise<ChannelModel> => {
-    if (!rabbit) {
-      const opening = connectRabbit(config.rabbitmqUrl);
-      rabbit = opening;
-      opening.then(
-        (conn) => conn.on('close', () => (rabbit === opening ? (rabbit = null) : undefined)),
-        () => (rabbit === opening ? (rabbit = null) : undefined),
-      );
-    }
-    return rabbit;
-  };
+  const { resources } = deps;
 
   /** Errors crossing into Temporal: one clean line, secrets removed, retryable or not. */
   const translate = (err: unknown): never => {
@@ -93,14 +70,14 @@ export const createActivities = (deps: Deps) => {
     async prepareReplica({ replica, source, tables }: ReplicaRef & { tables: TableRef[] }): Promise<void> {
       try {
         const url = replicaUrl(config, replica);
-        const client = await poolConnect(`replica '${replica}'`, url, pool(replica));
+        const client = await poolConnect(`replica '${replica}'`, url, resources.pool(replica));
         try {
           await ensureTargetSchema(client);
           await checkTargetTables(client, replica, tables);
         } finally {
           client.release();
         }
-        const conn = await sharedRabbit();
+        const conn = await resources.rabbit();
         await declareStream(conn, source);
       } catch (err) {
         log.error('replica check failed', { replica, error: redactText(describeCause(err), secrets) });
@@ -114,12 +91,12 @@ export const createActivities = (deps: Deps) => {
       let broken = false;
       try {
         const url = replicaUrl(config, replica);
-        client = await poolConnect(`replica '${replica}'`, url, pool(replica));
+        client = await poolConnect(`replica '${replica}'`, url, resources.pool(replica));
         return await runApplyBatch({
           replica,
           source,
           client,
-          rabbit: await sharedRabbit(),
+          rabbit: await resources.rabbit(),
           maxChanges: config.batch.maxChanges,
           maxWaitMs: config.batch.maxWaitMs,
           heartbeat: () => ctx.heartbeat(),

@@ -91,7 +91,7 @@ elif [ -x "$CACHE_BIN/temporal" ]; then
 elif command -v go >/dev/null 2>&1; then
   say "building the Temporal CLI $TEMPORAL_VERSION with go install into $CACHE_BIN (first time: a few minutes)"
   mkdir -p "$CACHE_BIN"
-  GOBIN="$CACHE_BIN" GOFLAGS=-mod=mod go install "github.com/temporalio/cli/cmd/temporal@$TEMPORAL_VERSION" \
+  GOBIN="$CACHE_BIN" go install "github.com/temporalio/cli/cmd/temporal@$TEMPORAL_VERSION" \
     || die "go install github.com/temporalio/cli/cmd/temporal@$TEMPORAL_VERSION failed (it needs Go 1.25+, or GOTOOLCHAIN=auto to fetch it); or set TEMPORAL_ADDRESS to an existing Temporal server"
   say "Temporal CLI built: $CACHE_BIN/temporal"
 else

@@ -57,6 +57,7 @@ connectionOptions(program.command('up'))
     action(async (opts: RawConfig & { queues: string; temporalPort: string; uiPort: string }) => {
       const config = loadConfig(opts);
       await up(config, { queues: parseQueues(opts.queues), temporalPort: Number(opts.temporalPort), uiPort: Number(opts.uiPort) });
+      process.exit(EXIT.ok); // everything is closed; do not wait on stray timers
     }, { log: true }),
   );
 
@@ -72,6 +73,7 @@ connectionOptions(program.command('worker'))
       process.once('SIGINT', () => void workers.shutdown());
       process.once('SIGTERM', () => void workers.shutdown());
       await workers.run;
+      process.exit(EXIT.ok);
     }, { log: true }),
   );
 

@@ -6,6 +6,7 @@ import type { Config } from '../config';
 import { UnavailableError, describeCause } from '../errors';
 import { logger } from '../logger';
 import { APPLY_TASK_QUEUE, CAPTURE_TASK_QUEUE } from '../names';
+import { WorkerResources } from './resources';
 
 /**
  * Workers: one for the capture task queue (long-running streamChanges) and
@@ -50,7 +51,8 @@ export async function startWorkers(config: Config, address: string, queues: Queu
   } catch (err) {
     throw new UnavailableError(`Temporal at ${address}: cannot connect (${describeCause(err)}); start it (pgferry up does) or fix TEMPORAL_ADDRESS`, { cause: err });
   }
-  const activities = createActivities({ config, logger });
+  const resources = new WorkerResources(config);
+  const activities = createActivities({ config, logger, resources });
   const common = { connection, namespace: config.temporal.namespace, activities, ...workflowSource() };
   const workers: Worker[] = [];
   if (queues.includes('capture')) {
@@ -63,9 +65,12 @@ export async function startWorkers(config: Config, address: string, queues: Queu
   if (queues.includes('apply')) {
     workers.push(await Worker.create({ ...common, taskQueue: APPLY_TASK_QUEUE, maxConcurrentActivityTaskExecutions: 50 }));
   }
-  const run = Promise.all(workers.map((w) => w.run())).then(async () => {
-    await connection.close();
-  });
+  const run = Promise.all(workers.map((w) => w.run()))
+    .then(() => undefined)
+    .finally(async () => {
+      await resources.close();
+      await connection.close().catch(() => undefined);
+    });
   return {
     run,
     async shutdown() {

@@ -99,7 +99,10 @@ describe('clear errors', () => {
     await w.replicas.withClient('replica_b', (c) => c.query('CREATE TABLE items (sku text PRIMARY KEY, qty int)'));
     expect((await cli(w, ['replica', 'resume', 'b'])).code).toBe(0);
     await waitForEqual(w, 'b', ['customers', 'items']);
-    await up.stop();
+    // Ctrl-C (SIGTERM) stops workers, closes connections and exits cleanly, promptly.
+    const stopping = Date.now();
+    expect(await up.stop()).toBe(0);
+    expect(Date.now() - stopping).toBeLessThan(10_000);
   });
 
   it('while running, an unreachable RabbitMQ or source shows in replica status as a retried error, and recovers', async () => {

@@ -13,7 +13,7 @@ export interface Proc {
   output: () => string;
   exited: Promise<number | null>;
   kill9: () => Promise<void>;
-  stop: () => Promise<void>;
+  stop: () => Promise<number | null>;
 }
 
 export function startCli(args: string[], env: NodeJS.ProcessEnv): Proc {
@@ -30,12 +30,14 @@ export function startCli(args: string[], env: NodeJS.ProcessEnv): Proc {
       child.kill('SIGKILL');
       await exited;
     },
+    /** SIGTERM, as Ctrl-C would; resolves with the exit code (null if it had to be killed after 20 s). */
     async stop() {
-      if (child.exitCode !== null || child.signalCode !== null) return;
+      if (child.exitCode !== null || child.signalCode !== null) return child.exitCode;
       child.kill('SIGTERM');
       const t = setTimeout(() => child.kill('SIGKILL'), 20_000);
-      await exited;
+      const code = await exited;
       clearTimeout(t);
+      return code;
     },
   };
 }
