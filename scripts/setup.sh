@@ -84,18 +84,33 @@ fi
 if [ -n "${TEMPORAL_ADDRESS:-}" ]; then
   say "TEMPORAL_ADDRESS=$TEMPORAL_ADDRESS: using that Temporal server (the dev server is still needed for npm test)"
 fi
+# Go 1.21+ can build it: it fetches the Go 1.25 toolchain the CLI needs (GOTOOLCHAIN=auto) from the module proxy.
+go_ok() {
+  command -v go >/dev/null 2>&1 || return 1
+  local v; v=$(go env GOVERSION 2>/dev/null | sed -E 's/^go([0-9]+)\.([0-9]+).*/\1 \2/')
+  set -- $v
+  [ "${1:-0}" -gt 1 ] || { [ "${1:-0}" -eq 1 ] && [ "${2:-0}" -ge 21 ]; }
+}
+no_temporal() {
+  local msg="no Temporal CLI: install Go 1.21+ from go.dev/dl (Debian 12's golang-go is too old) and run npm run setup again, or put a 'temporal' binary ($TEMPORAL_VERSION) on PATH"
+  if [ -n "${TEMPORAL_ADDRESS:-}" ]; then
+    say "WARNING: $msg. pgferry will use TEMPORAL_ADDRESS=$TEMPORAL_ADDRESS, but npm test needs the dev server."
+  else
+    die "$msg, or set TEMPORAL_ADDRESS to your Temporal server"
+  fi
+}
 if command -v temporal >/dev/null 2>&1; then
   say "Temporal CLI found on PATH: $(command -v temporal)"
 elif [ -x "$CACHE_BIN/temporal" ]; then
   say "Temporal CLI present in $CACHE_BIN"
-elif command -v go >/dev/null 2>&1; then
+elif go_ok; then
   say "building the Temporal CLI $TEMPORAL_VERSION with go install into $CACHE_BIN (first time: a few minutes)"
   mkdir -p "$CACHE_BIN"
   GOBIN="$CACHE_BIN" go install "github.com/temporalio/cli/cmd/temporal@$TEMPORAL_VERSION" \
-    || die "go install github.com/temporalio/cli/cmd/temporal@$TEMPORAL_VERSION failed (it needs Go 1.25+, or GOTOOLCHAIN=auto to fetch it); or set TEMPORAL_ADDRESS to an existing Temporal server"
+    || die "go install github.com/temporalio/cli/cmd/temporal@$TEMPORAL_VERSION failed (see above); or set TEMPORAL_ADDRESS to an existing Temporal server"
   say "Temporal CLI built: $CACHE_BIN/temporal"
 else
-  die "no Temporal CLI: install Go 1.25+ (apt-get install golang-go, or go.dev/dl) and run npm run setup again, or put a 'temporal' binary on PATH, or set TEMPORAL_ADDRESS to your Temporal server"
+  no_temporal
 fi
 
 # --- Build -------------------------------------------------------------------------
