@@ -33,9 +33,8 @@ export interface ReplicaRef {
 }
 
 export const createActivities = (deps: Deps) => {
-  const { config } = deps;
+  const { config, resources } = deps;
   const secrets = [config.source.url ?? '', config.rabbitmqUrl, ...config.replicas.map((r) => r.url)].filter(Boolean);
-  const { resources } = deps;
 
   /** Errors crossing into Temporal: one clean line, secrets removed, retryable or not. */
   const translate = (err: unknown): never => {

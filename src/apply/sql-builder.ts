@@ -42,6 +42,13 @@ export function buildInsert(rel: RelationInfo, row: Row): Statement {
 }
 
 /**
+ * Types without a usable equality operator (json, xml, geometry — box's `=`
+ * even compares areas): a whole-row match compares their text form, which is
+ * exactly what the source sent.
+ */
+const NO_EQUALITY = /^(json|xml|point|line|lseg|box|path|polygon|circle)(\[\])*$/;
+
+/**
  * WHERE clause matching the row identified by `old`. With a key (primary key
  * or identity index) it matches on the key. With REPLICA IDENTITY FULL it
  * matches the whole old row, NULLs included, and exactly one row even when
@@ -55,13 +62,22 @@ function whereRow(rel: RelationInfo, old: Row, firstParam: number): { sql: strin
   if (!full) {
     return { sql: cols.map((c, i) => `${ident(c)} = $${firstParam + i}`).join(' AND '), values };
   }
-  const cond = cols.map((c, i) => `${ident(c)} IS NOT DISTINCT FROM $${firstParam + i}`).join(' AND ');
+  const types = new Map(rel.columns.map((c) => [c.name, c.type]));
+  const cond = cols
+    .map((c, i) =>
+      NO_EQUALITY.test(types.get(c) ?? '')
+        ? `${ident(c)}::text IS NOT DISTINCT FROM $${firstParam + i}::text`
+        : `${ident(c)} IS NOT DISTINCT FROM $${firstParam + i}`,
+    )
+    .join(' AND ');
   return { sql: `ctid = (SELECT ctid FROM ${qualified(rel.schema, rel.table)} WHERE ${cond} LIMIT 1)`, values };
 }
 
 export function buildUpdate(rel: RelationInfo, old: Row, row: Row): Statement | null {
-  const cols = Object.keys(row);
-  if (!cols.length) return null; // every column unchanged TOAST: nothing to write
+  // Identity columns whose value did not change are not SET: a GENERATED ALWAYS identity
+  // key may only be "updated" to DEFAULT, and with REPLICA IDENTITY FULL only changed columns are written.
+  const cols = Object.keys(row).filter((c) => !(c in old && old[c] === row[c]));
+  if (!cols.length) return null; // nothing changed that was sent (e.g. only unchanged TOAST)
   const set = cols.map((c, i) => `${ident(c)} = $${i + 1}`).join(', ');
   const where = whereRow(rel, old, cols.length + 1);
   return stmt(`UPDATE ${qualified(rel.schema, rel.table)} SET ${set} WHERE ${where.sql}`, [...cols.map((c) => row[c]), ...where.values]);

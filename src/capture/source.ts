@@ -48,14 +48,16 @@ export async function prepareSource(url: string, source: string, tableSpecs: str
     const pub = publicationName(source);
     const tables = tableSpecs?.length ? await resolveTables(c, source, tableSpecs) : undefined;
     const list = tables?.map((t) => qualified(t.schema, t.table)).join(', ');
-    const exists = (await c.query('SELECT puballtables FROM pg_catalog.pg_publication WHERE pubname = $1', [pub])).rows[0];
+    const exists = (await c.query('SELECT puballtables, pubviaroot FROM pg_catalog.pg_publication WHERE pubname = $1', [pub])).rows[0];
     let publicationCreated = false;
     try {
+      // Partitioned tables are published as their root, so a replica may partition them differently, or not at all.
       if (!exists) {
-        await c.query(`CREATE PUBLICATION ${ident(pub)} ${list ? `FOR TABLE ${list}` : 'FOR ALL TABLES'}`);
+        await c.query(`CREATE PUBLICATION ${ident(pub)} ${list ? `FOR TABLE ${list}` : 'FOR ALL TABLES'} WITH (publish_via_partition_root = true)`);
         publicationCreated = true;
-      } else if (list && !exists.puballtables) {
-        await c.query(`ALTER PUBLICATION ${ident(pub)} SET TABLE ${list}`);
+      } else {
+        if (list && !exists.puballtables) await c.query(`ALTER PUBLICATION ${ident(pub)} SET TABLE ${list}`);
+        if (!exists.pubviaroot) await c.query(`ALTER PUBLICATION ${ident(pub)} SET (publish_via_partition_root = true)`);
       }
     } catch (err) {
       throw privilegeError(source, 'create its publication', err);

@@ -94,6 +94,8 @@ export async function startUp(w: World, args = upArgs(w), env: NodeJS.ProcessEnv
   return p;
 }
 
+export class StopWaiting extends Error {}
+
 export function cli(w: World, args: string[]) {
   return runCli(args, w.env);
 }
@@ -112,13 +114,23 @@ export async function contentOf(cluster: PgCluster, db: string, tables: string[]
   return cluster.withClient(db, (c) => snapshot(c, tables));
 }
 
-/** Wait until a replica database holds exactly the source's rows. */
+/**
+ * Wait until a replica database holds exactly the source's rows. Fails at
+ * once, with the reason, if the replica stops in state `failed`.
+ */
 export async function waitForEqual(w: World, replica: string, tables: string[], timeoutMs = 120_000): Promise<void> {
   let diff = '';
+  let lastStatusCheck = Date.now();
   try {
     await waitFor(
       `replica '${replica}' to equal the source`,
       async () => {
+        if (Date.now() - lastStatusCheck > 5000) {
+          lastStatusCheck = Date.now();
+          const r = await cli(w, ['replica', 'status', replica, '--json']);
+          const v = r.code === 1 && r.stdout ? JSON.parse(r.stdout) : null;
+          if (v?.state === 'failed') throw new StopWaiting(`replica '${replica}' failed: ${v.lastError}`);
+        }
         const [src, dst] = await Promise.all([contentOf(w.source, 'app', tables), contentOf(w.replicas, `replica_${replica}`, tables)]);
         const same = JSON.stringify(src) === JSON.stringify(dst);
         if (!same) {

@@ -11,6 +11,7 @@ export async function waitFor<T>(reason: string, check: () => Promise<T> | T, ti
       if (v) return v as NonNullable<T>;
       last = v;
     } catch (err) {
+      if ((err as Error)?.constructor?.name === 'StopWaiting') throw err;
       last = err;
     }
     if (Date.now() > deadline) {

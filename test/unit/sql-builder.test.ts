@@ -37,8 +37,9 @@ describe('apply SQL', () => {
   });
 
   it('sets only the columns sent (unchanged TOAST columns are left alone)', () => {
-    expect(buildUpdate(orders, { id: '1' }, { id: '1', amount: '2.00' })!.text).toBe('UPDATE "public"."orders" SET "id" = $1, "amount" = $2 WHERE "id" = $3');
+    expect(buildUpdate(orders, { id: '1' }, { id: '1', amount: '2.00' })!.text).toBe('UPDATE "public"."orders" SET "amount" = $1 WHERE "id" = $2');
     expect(buildUpdate(orders, { id: '1' }, {})).toBeNull();
+    expect(buildUpdate(orders, { id: '1' }, { id: '1' })).toBeNull();
   });
 
   it('deletes by key', () => {
@@ -53,6 +54,22 @@ describe('apply SQL', () => {
       'DELETE FROM "My ""Schema"""."x""; drop table y; --" WHERE ctid = (SELECT ctid FROM "My ""Schema"""."x""; drop table y; --" WHERE "select" IS NOT DISTINCT FROM $1 AND "a b" IS NOT DISTINCT FROM $2 LIMIT 1)',
     );
     expect(s.values).toEqual([null, '3']);
+  });
+
+  it('compares types without an equality operator (json, geometry) by their text form in whole-row matches', () => {
+    const rel: RelationInfo = {
+      schema: 's',
+      table: 't',
+      identity: 'full',
+      columns: [
+        { name: 'j', type: 'json', key: true },
+        { name: 'b', type: 'box[]', key: true },
+        { name: 'n', type: 'numeric(12,2)', key: true },
+      ],
+    };
+    expect(buildDelete(rel, { j: '{}', b: null, n: '1.00' }).text).toBe(
+      'DELETE FROM "s"."t" WHERE ctid = (SELECT ctid FROM "s"."t" WHERE "j"::text IS NOT DISTINCT FROM $1::text AND "b"::text IS NOT DISTINCT FROM $2::text AND "n" IS NOT DISTINCT FROM $3 LIMIT 1)',
+    );
   });
 
   it('truncates several tables in one statement with its options', () => {
