@@ -51,6 +51,20 @@ export interface BatchResult {
 }
 
 export async function applyBatch(o: ApplyBatchOptions): Promise<BatchResult> {
+  try {
+    return await runBatch(o);
+  } catch (err) {
+    const at = (err as { sourceLsn?: string }).sourceLsn;
+    if (!at) throw err;
+    // A rejected change: keep every transaction before it (apply the batch again, stopping
+    // just before the rejected transaction), then report it.
+    const before = await runBatch(o, at);
+    o.log.info({ replica: o.replica, appliedLsn: before.appliedLsn, txns: before.txns }, 'applied what came before the rejected transaction');
+    throw err;
+  }
+}
+
+async function runBatch(o: ApplyBatchOptions, stopBefore?: string): Promise<BatchResult> {
   const c = o.client;
   const idleMs = o.idleMs ?? 100;
   const chunkWaitMs = o.chunkWaitMs ?? 30_000;
@@ -96,6 +110,7 @@ export async function applyBatch(o: ApplyBatchOptions): Promise<BatchResult> {
       }
       received += 1;
       const m = decodeTxn(msg.body);
+      if (stopBefore && !open && compareLsn(m.lsn, stopBefore) >= 0) break;
 
       if (open && (m.lsn !== open.lsn || m.seq === 0)) {
         // A transaction restarted from its first chunk (re-sent by capture after a restart), or an
@@ -226,8 +241,9 @@ function rejection(replica: string, m: TxnMessage, ch: Change, err: unknown): Er
   const table = r ? relLabel(r) : 'unknown table';
   const key = ch.op === 'truncate' ? '' : ` key ${describeKey(r, ch.op === 'insert' ? ch.new : ch.old)}`;
   const where = `replica '${replica}': ${ch.op} on ${table}${key} at source position ${m.lsn} was rejected: ${e.message} [${e.code}]`;
-  if (e.code === '42P01' || e.code === '42703' || e.code === '42804') {
-    return new SchemaMismatchError(`${where}; make the replica's table match the source's, then run pgferry replica resume ${replica}`, { cause: err });
-  }
-  return new RejectedChangeError(`${where}; fix the replica (or the row), then run pgferry replica resume ${replica}`, { cause: err });
+  const rejected =
+    e.code === '42P01' || e.code === '42703' || e.code === '42804'
+      ? new SchemaMismatchError(`${where}; make the replica's table match the source's, then run pgferry replica resume ${replica}`, { cause: err })
+      : new RejectedChangeError(`${where}; fix the replica (or the row), then run pgferry replica resume ${replica}`, { cause: err });
+  return Object.assign(rejected, { sourceLsn: m.lsn });
 }
