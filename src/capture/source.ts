@@ -3,6 +3,7 @@ import { SourceError } from '../errors';
 import { publicationName, slotName } from '../names';
 import { ident, qualified, withClient } from '../pg';
 import { loadSql } from '../sql';
+import { relLabel } from '../change';
 
 /**
  * Preparing a source for WAL capture: check prerequisites, create the
@@ -38,6 +39,8 @@ export async function checkWalLevel(c: pg.Client, source: string): Promise<void>
 
 export interface PreparedSource {
   tables: TableRef[];
+  /** Tables on which the source refuses UPDATE/DELETE while published, with the fix. */
+  warnings: string[];
   slotCreated: boolean;
   publicationCreated: boolean;
 }
@@ -73,7 +76,12 @@ export async function prepareSource(url: string, source: string, tableSpecs: str
       }
     }
     const published = (await c.query(loadSql('source/published-tables.sql'), [pub])).rows.map((r) => ({ schema: r.schemaname, table: r.tablename }));
-    return { tables: published, slotCreated, publicationCreated };
+    const warnings = (await c.query(loadSql('source/identity-problems.sql'), [pub])).rows.map((r) => {
+      const name = relLabel({ schema: r.schema_name, table: r.table_name });
+      const why = r.identity === 'n' ? 'has REPLICA IDENTITY NOTHING' : 'has no primary key or replica identity';
+      return `source '${source}': table ${name} ${why}, so PostgreSQL refuses UPDATE and DELETE on it while it is replicated; run ALTER TABLE ${name} REPLICA IDENTITY FULL, or add a primary key`;
+    });
+    return { tables: published, warnings, slotCreated, publicationCreated };
   });
 }
 

@@ -78,6 +78,10 @@ export async function up(config: Config, opts: UpOptions): Promise<void> {
     `source '${source}': ${prepared.tables.length} table(s) published` +
       `${prepared.publicationCreated ? ' (publication created)' : ''}${prepared.slotCreated ? ', replication slot created' : ''}`,
   );
+  for (const warning of prepared.warnings) {
+    logger.warn({ source }, warning);
+    say(`WARNING ${warning}`);
+  }
   const tables: TableRef[] = prepared.tables;
 
   // 4. Replicas: report problems now; each replica's workflow also reports them in its status.

@@ -68,6 +68,10 @@ const MORE = `
   CREATE TABLE "Odd Schema".lone (id int PRIMARY KEY, v text);
   -- generated and identity columns
   CREATE TABLE gen (id int GENERATED ALWAYS AS IDENTITY PRIMARY KEY, price numeric, qty int, total numeric GENERATED ALWAYS AS (price * qty) STORED);
+  -- no way to identify rows: reported at start-up
+  CREATE TABLE no_identity (a int);
+  ALTER TABLE no_identity REPLICA IDENTITY NOTHING;
+  CREATE TABLE "no key" (a int);
   -- partitioned on the source
   CREATE TABLE measurements (id int, at date NOT NULL, v numeric, PRIMARY KEY (id, at)) PARTITION BY RANGE (at);
   CREATE TABLE measurements_2025 PARTITION OF measurements FOR VALUES FROM ('2025-01-01') TO ('2026-01-01');
@@ -108,6 +112,14 @@ describe('faithful apply', () => {
   });
 
   const src = (sql: string) => w.source.withClient('app', (c) => c.query(sql));
+
+  it('reports, at start-up, tables whose rows cannot be identified, with the fix', () => {
+    expect(up.output()).toContain(
+      `WARNING source '${w.sourceName}': table public.no_identity has REPLICA IDENTITY NOTHING, so PostgreSQL refuses UPDATE and DELETE on it while it is replicated; run ALTER TABLE public.no_identity REPLICA IDENTITY FULL, or add a primary key`,
+    );
+    expect(up.output()).toContain(`table public."no key" has no primary key or replica identity`);
+    expect(up.output()).not.toMatch(/WARNING.*table public\.(types|nokey|by_index)\b/);
+  });
 
   it('round-trips every built-in type exactly through insert, update and delete', async () => {
     await src(ROWS);
