@@ -51,7 +51,7 @@ export class StreamPublisher {
     ch.on('close', () => this.fail(new Error('RabbitMQ channel closed')));
   }
 
-  static async open(conn: amqp.ChannelModel, source: string, window = 512): Promise<StreamPublisher> {
+  static async open(conn: amqp.ChannelModel, source: string, window = 64): Promise<StreamPublisher> {
     const ch = await conn.createConfirmChannel();
     return new StreamPublisher(ch, streamName(source), window);
   }
@@ -136,7 +136,7 @@ export class StreamReader {
   }
 
   /** `from` = first offset wanted, or 'first' for the oldest retained message. */
-  static async open(conn: amqp.ChannelModel, source: string, from: number | 'first', prefetch = 1000): Promise<StreamReader> {
+  static async open(conn: amqp.ChannelModel, source: string, from: number | 'first', prefetch = 16): Promise<StreamReader> {
     const ch = await conn.createChannel();
     await ch.prefetch(prefetch);
     const r = new StreamReader(ch);
