@@ -120,12 +120,16 @@ export interface StreamMessage {
   body: Buffer;
 }
 
+interface Delivered extends StreamMessage {
+  ack: () => void;
+}
+
 /**
  * Reads a stream from a given offset (or its first retained message). Used
  * inside one apply batch: open, read what is there, close.
  */
 export class StreamReader {
-  private buffered: StreamMessage[] = [];
+  private buffered: Delivered[] = [];
   private waiter: (() => void) | null = null;
   private error: Error | null = null;
   private tag = '';
@@ -145,13 +149,16 @@ export class StreamReader {
       (msg) => {
         if (!msg) return r.setError(new Error('the stream consumer was cancelled by RabbitMQ'));
         const offset = Number(msg.properties.headers?.['x-stream-offset']);
-        r.buffered.push({ offset, body: msg.content });
-        // Stream consumers ack only for flow control (credit); nothing is removed.
-        try {
-          ch.ack(msg);
-        } catch {
-          /* channel closing: the reader is done */
-        }
+        // Stream consumers ack only for flow control (credit): acking when the message is taken,
+        // not when it arrives, keeps at most `prefetch` messages in memory. Nothing is removed.
+        const ack = () => {
+          try {
+            ch.ack(msg);
+          } catch {
+            /* channel closing: the reader is done */
+          }
+        };
+        r.buffered.push({ offset, body: msg.content, ack });
         r.wake();
       },
       { noAck: false, arguments: { 'x-stream-offset': from } },
@@ -175,7 +182,10 @@ export class StreamReader {
       });
     }
     const m = this.buffered.shift();
-    if (m) return m;
+    if (m) {
+      m.ack();
+      return { offset: m.offset, body: m.body };
+    }
     if (this.error) throw this.error;
     return null;
   }
