@@ -5,7 +5,7 @@ import { PgferryError, describeCause, isTransient } from '../src/errors';
 import { streamChanges as runCapture, CaptureProgress } from '../src/capture/stream-changes';
 import type { TableRef } from '../src/capture/source';
 import { applyBatch as runApplyBatch, BatchResult } from '../src/apply/apply-batch';
-import { checkTargetTables, ensureTargetSchema } from '../src/apply/target';
+import { prepareTarget } from '../src/apply/target';
 import { declareStream } from '../src/log/stream';
 import { poolConnect } from '../src/pg';
 import type { WorkerResources } from '../src/temporal/resources';
@@ -71,8 +71,7 @@ export const createActivities = (deps: Deps) => {
         const url = replicaUrl(config, replica);
         const client = await poolConnect(`replica '${replica}'`, url, resources.pool(replica));
         try {
-          await ensureTargetSchema(client);
-          await checkTargetTables(client, replica, tables);
+          await prepareTarget(client, replica, tables);
         } finally {
           client.release();
         }

@@ -6,7 +6,7 @@ import type { Logger } from './logger';
  * starting or restarting) with exponential backoff for up to `waitMs`, and
  * reporting each retry. Permanent errors are thrown at once.
  */
-export async function withRetry<T>(what: string, fn: () => Promise<T>, waitMs: number, log: Logger): Promise<T> {
+export async function withRetry<T>(fn: () => Promise<T>, waitMs: number, log: Logger): Promise<T> {
   const deadline = Date.now() + waitMs;
   let delay = 500;
   for (let attempt = 1; ; attempt++) {

@@ -12,6 +12,12 @@ export async function ensureTargetSchema(c: pg.ClientBase): Promise<void> {
   await c.query(loadSql('target/schema.sql'));
 }
 
+/** Everything a replica needs before the first batch: the pgferry schema, and every published table. */
+export async function prepareTarget(c: pg.ClientBase, replica: string, tables: TableRef[]): Promise<void> {
+  await ensureTargetSchema(c);
+  await checkTargetTables(c, replica, tables);
+}
+
 export async function checkTargetTables(c: pg.ClientBase, replica: string, tables: TableRef[]): Promise<void> {
   if (!tables.length) return;
   const { rows } = await c.query(loadSql('target/missing-tables.sql'), [tables.map((t) => t.schema), tables.map((t) => t.table)]);

@@ -1,7 +1,7 @@
 import { Command, Option } from 'commander';
 import { loadConfig, RawConfig } from '../config';
 import { CliFailure, EXIT, fail, printJson, table } from './output';
-import { connectClient } from '../temporal/connection';
+import { connectClient, temporalAddress } from '../temporal/connection';
 import { captureView, listReplicaNames, replicaView, ReplicaView } from '../temporal/inspect';
 import { QueueName, startWorkers } from '../temporal/worker';
 import { pauseSignal, resumeSignal } from '../../workflows/messages';
@@ -67,7 +67,6 @@ connectionOptions(program.command('worker'))
   .action(
     action(async (opts: RawConfig & { queues: string }) => {
       const config = loadConfig(opts);
-      const { temporalAddress } = await import('../temporal/connection');
       const workers = await startWorkers(config, temporalAddress(), parseQueues(opts.queues));
       process.stdout.write(`pgferry worker running on ${temporalAddress()} (queues: ${opts.queues})\n`);
       process.once('SIGINT', () => void workers.shutdown());

@@ -1,16 +1,16 @@
-import { Client, Connection, WorkflowIdConflictPolicy } from '@temporalio/client';
+import { WorkflowIdConflictPolicy } from '@temporalio/client';
 import type { Config } from '../config';
 import { requireSourceUrl } from '../config';
-import { describeCause, PgferryError, UnavailableError } from '../errors';
+import { describeCause, PgferryError } from '../errors';
 import { logger } from '../logger';
 import { connectRabbit } from '../log/rabbit';
 import { declareStream } from '../log/stream';
 import { prepareSource, TableRef } from '../capture/source';
-import { checkTargetTables, ensureTargetSchema } from '../apply/target';
+import { prepareTarget } from '../apply/target';
 import { withClient } from '../pg';
 import { withRetry } from '../retry';
 import { APPLY_TASK_QUEUE, CAPTURE_TASK_QUEUE, captureWorkflowId, replicaWorkflowId } from '../names';
-import { DEFAULT_TEMPORAL_ADDRESS } from '../temporal/connection';
+import { connectClient, DEFAULT_TEMPORAL_ADDRESS } from '../temporal/connection';
 import { DevServer, isTemporalUp, startDevServer } from '../temporal/dev-server';
 import { QueueName, startWorkers } from '../temporal/worker';
 import { captureWorkflow, replicaWorkflow } from '../../workflows';
@@ -51,19 +51,11 @@ export async function up(config: Config, opts: UpOptions): Promise<void> {
     }
   }
   const temporalAt = address;
-  const connection = await withRetry(
-    `Temporal at ${temporalAt}`,
-    () =>
-      Connection.connect({ address: temporalAt, connectTimeout: 5000 }).catch((err) => {
-        throw new UnavailableError(`Temporal at ${temporalAt}: cannot connect (${describeCause(err)}); check TEMPORAL_ADDRESS`);
-      }),
-    wait,
-    logger,
-  );
-  const client = new Client({ connection, namespace: config.temporal.namespace });
+  const client = await withRetry(() => connectClient(temporalAt, config.temporal.namespace, 'check TEMPORAL_ADDRESS'), wait, logger);
+  const connection = client.connection;
 
   // 2. RabbitMQ and the stream
-  await withRetry('RabbitMQ', async () => {
+  await withRetry(async () => {
     const conn = await connectRabbit(config.rabbitmqUrl);
     try {
       await declareStream(conn, source);
@@ -73,7 +65,7 @@ export async function up(config: Config, opts: UpOptions): Promise<void> {
   }, wait, logger);
 
   // 3. Source: publication then slot
-  const prepared = await withRetry(`source '${source}'`, () => prepareSource(sourceUrl, source, config.source.tables), wait, logger);
+  const prepared = await withRetry(() => prepareSource(sourceUrl, source, config.source.tables), wait, logger);
   say(
     `source '${source}': ${prepared.tables.length} table(s) published` +
       `${prepared.publicationCreated ? ' (publication created)' : ''}${prepared.slotCreated ? ', replication slot created' : ''}`,
@@ -87,10 +79,7 @@ export async function up(config: Config, opts: UpOptions): Promise<void> {
   // 4. Replicas: report problems now; each replica's workflow also reports them in its status.
   for (const r of config.replicas) {
     try {
-      await withRetry(`replica '${r.name}'`, () => withClient(`replica '${r.name}'`, r.url, async (c) => {
-        await ensureTargetSchema(c);
-        await checkTargetTables(c, r.name, tables);
-      }), wait, logger);
+      await withRetry(() => withClient(`replica '${r.name}'`, r.url, (c) => prepareTarget(c, r.name, tables)), wait, logger);
       say(`replica '${r.name}': ready`);
     } catch (err) {
       const message = err instanceof PgferryError ? err.message : describeCause(err);

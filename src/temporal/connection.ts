@@ -12,13 +12,15 @@ export function temporalNamespace(): string {
   return process.env.TEMPORAL_NAMESPACE || 'default';
 }
 
-export async function connectClient(address = temporalAddress()): Promise<Client> {
+const DEFAULT_HINT = 'is pgferry up running? (or set TEMPORAL_ADDRESS to your Temporal server)';
+
+export async function connectClient(address = temporalAddress(), namespace = temporalNamespace(), hint = DEFAULT_HINT): Promise<Client> {
   try {
     const connection = await Connection.connect({ address, connectTimeout: 5000 });
-    return new Client({ connection, namespace: temporalNamespace() });
+    return new Client({ connection, namespace });
   } catch (err) {
     throw new UnavailableError(
-      `Temporal at ${address}: cannot connect (${describeCause(err)}); is pgferry up running? (or set TEMPORAL_ADDRESS to your Temporal server)`,
+      `Temporal at ${address}: cannot connect (${describeCause(err)}); ${hint}`,
       { cause: err },
     );
   }
