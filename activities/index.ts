@@ -71,7 +71,7 @@ export const createActivities = (deps: Deps) => {
         const url = replicaUrl(config, replica);
         const client = await poolConnect(`replica '${replica}'`, url, resources.pool(replica));
         try {
-          await prepareTarget(client, replica, tables);
+          for (const warning of await prepareTarget(client, replica, tables)) log.warn(warning, { replica });
         } finally {
           client.release();
         }

@@ -65,9 +65,11 @@ export function relKey(schema: string, table: string): string {
   return JSON.stringify([schema, table]);
 }
 
+/** A name as psql would print it: bare when it can be, double-quoted otherwise. */
+export const nameLabel = (s: string) => (/^[a-z_][a-z0-9_]*$/.test(s) ? s : `"${s.replace(/"/g, '""')}"`);
+
 export function relLabel(r: { schema: string; table: string }): string {
-  const part = (s: string) => (/^[a-z_][a-z0-9_]*$/.test(s) ? s : `"${s.replace(/"/g, '""')}"`);
-  return `${part(r.schema)}.${part(r.table)}`;
+  return `${nameLabel(r.schema)}.${nameLabel(r.table)}`;
 }
 
 export function encodeTxn(m: TxnMessage): Buffer {

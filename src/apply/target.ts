@@ -1,6 +1,6 @@
 import type pg from 'pg';
 import { SchemaMismatchError } from '../errors';
-import { relLabel } from '../change';
+import { nameLabel, relLabel } from '../change';
 import { loadSql } from '../sql';
 import type { TableRef } from '../capture/source';
 
@@ -12,10 +12,15 @@ export async function ensureTargetSchema(c: pg.ClientBase): Promise<void> {
   await c.query(loadSql('target/schema.sql'));
 }
 
-/** Everything a replica needs before the first batch: the pgferry schema, and every published table. */
-export async function prepareTarget(c: pg.ClientBase, replica: string, tables: TableRef[]): Promise<void> {
+/**
+ * Everything a replica needs before the first batch: the pgferry schema, and
+ * every published table with every column the source sends. Returns warnings
+ * (a column whose type differs, which the replica converts on input).
+ */
+export async function prepareTarget(c: pg.ClientBase, replica: string, tables: TableRef[]): Promise<string[]> {
   await ensureTargetSchema(c);
   await checkTargetTables(c, replica, tables);
+  return checkTargetColumns(c, replica, tables);
 }
 
 export async function checkTargetTables(c: pg.ClientBase, replica: string, tables: TableRef[]): Promise<void> {
@@ -27,4 +32,42 @@ export async function checkTargetTables(c: pg.ClientBase, replica: string, table
       `replica '${replica}': table ${names.join(', ')} does not exist on the replica; create ${names.length > 1 ? 'them' : 'it'} there (e.g. pg_dump --schema-only -t … from the source), then run pgferry replica resume ${replica}`,
     );
   }
+}
+
+/**
+ * Compare the replica's columns with the source's, before any change is
+ * applied: a column the source sends but the replica lacks, or a NOT NULL
+ * replica column nothing would fill, would reject every insert later.
+ */
+export async function checkTargetColumns(c: pg.ClientBase, replica: string, tables: TableRef[]): Promise<string[]> {
+  const withColumns = tables.filter((t) => t.columns);
+  if (!withColumns.length) return [];
+  const { rows } = await c.query(loadSql('target/columns.sql'), [withColumns.map((t) => t.schema), withColumns.map((t) => t.table)]);
+  const problems: string[] = [];
+  const warnings: string[] = [];
+  for (const t of withColumns) {
+    const label = relLabel(t);
+    const mine = rows.filter((r) => r.schema_name === t.schema && r.table_name === t.table);
+    const byName = new Map(mine.map((r) => [r.column_name as string, r]));
+    const sent = new Set(t.columns!.map((col) => col.name));
+    for (const col of t.columns!) {
+      const r = byName.get(col.name);
+      if (!r) problems.push(`${label}.${nameLabel(col.name)} (${col.type}) is missing`);
+      else if (r.generated === true || r.generated === 't') problems.push(`${label}.${nameLabel(col.name)} is generated on the replica but sent by the source`);
+      else if (r.type_name !== col.type) {
+        warnings.push(`replica '${replica}': column ${label}.${nameLabel(col.name)} is ${r.type_name} on the replica but ${col.type} on the source; values are converted by the replica's input function, which may round or refuse them`);
+      }
+    }
+    for (const r of mine) {
+      if (!sent.has(r.column_name) && (r.required === true || r.required === 't')) {
+        problems.push(`${label}.${nameLabel(r.column_name)} is NOT NULL without a default on the replica, and the source does not send it`);
+      }
+    }
+  }
+  if (problems.length) {
+    throw new SchemaMismatchError(
+      `replica '${replica}': column ${problems.join('; ')}; make the replica's table match the source's (e.g. pg_dump --schema-only -t … from the source), then run pgferry replica resume ${replica}`,
+    );
+  }
+  return warnings;
 }

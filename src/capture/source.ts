@@ -3,7 +3,7 @@ import { SourceError } from '../errors';
 import { publicationName, slotName } from '../names';
 import { ident, qualified, withClient } from '../pg';
 import { loadSql } from '../sql';
-import { relLabel } from '../change';
+import { nameLabel, relLabel } from '../change';
 
 /**
  * Preparing a source for WAL capture: check prerequisites, create the
@@ -13,6 +13,14 @@ import { relLabel } from '../change';
 export interface TableRef {
   schema: string;
   table: string;
+  /** The columns the source sends, in order (absent in workflow inputs recorded before columns were checked). */
+  columns?: ColumnRef[];
+}
+
+export interface ColumnRef {
+  name: string;
+  /** As format_type prints it, e.g. `character varying(20)`. */
+  type: string;
 }
 
 export async function resolveTables(c: pg.Client, source: string, specs: string[]): Promise<TableRef[]> {
@@ -65,6 +73,8 @@ export async function prepareSource(url: string, source: string, tableSpecs: str
     } catch (err) {
       throw privilegeError(source, 'create its publication', err);
     }
+    // Refuse uncarriable columns before the slot exists: a slot left behind would hold WAL on the source.
+    const published = await publishedTables(c, source, pub);
     let slotCreated = false;
     const slot = slotName(source);
     if (!(await c.query(loadSql('source/slot.sql'), [slot])).rows.length) {
@@ -75,7 +85,6 @@ export async function prepareSource(url: string, source: string, tableSpecs: str
         if ((err as { code?: string }).code !== '42710') throw privilegeError(source, 'create its replication slot', err); // 42710: created concurrently
       }
     }
-    const published = (await c.query(loadSql('source/published-tables.sql'), [pub])).rows.map((r) => ({ schema: r.schemaname, table: r.tablename }));
     const warnings = (await c.query(loadSql('source/identity-problems.sql'), [pub])).rows.map((r) => {
       const name = relLabel({ schema: r.schema_name, table: r.table_name });
       const why = r.identity === 'n' ? 'has REPLICA IDENTITY NOTHING' : 'has no primary key or replica identity';
@@ -83,6 +92,32 @@ export async function prepareSource(url: string, source: string, tableSpecs: str
     });
     return { tables: published, warnings, slotCreated, publicationCreated };
   });
+}
+
+/**
+ * The published tables with their columns. A column whose type cannot be
+ * carried stops start-up with its name: replicating it would fail or mangle
+ * every row of its table.
+ */
+async function publishedTables(c: pg.Client, source: string, pub: string): Promise<TableRef[]> {
+  const tables = new Map<string, TableRef>();
+  for (const r of (await c.query(loadSql('source/published-tables.sql'), [pub])).rows) {
+    tables.set(JSON.stringify([r.schemaname, r.tablename]), { schema: r.schemaname, table: r.tablename, columns: [] });
+  }
+  const refused: string[] = [];
+  for (const r of (await c.query(loadSql('source/published-columns.sql'), [pub])).rows) {
+    tables.get(JSON.stringify([r.schemaname, r.tablename]))?.columns!.push({ name: r.column_name, type: r.type_name });
+    if (r.carriable === false || r.carriable === 'f') {
+      refused.push(`${relLabel({ schema: r.schemaname, table: r.tablename })}.${nameLabel(r.column_name)} (type ${r.type_name})`);
+    }
+  }
+  if (refused.length) {
+    throw new SourceError(
+      `source '${source}': column ${refused.join(', ')} cannot be replicated: pgferry carries values as text and PostgreSQL cannot read ` +
+        `${refused.length > 1 ? 'these types' : 'this type'} back from text; leave the table out with --tables, or change the column's type`,
+    );
+  }
+  return [...tables.values()];
 }
 
 function privilegeError(source: string, what: string, err: unknown): Error {

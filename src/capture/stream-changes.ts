@@ -9,7 +9,7 @@ import { connectRabbit } from '../log/rabbit';
 import { GapError, SourceError, UnavailableError, describeCause, isTransient } from '../errors';
 import { formatLsn, parseLsn, ZERO_LSN } from '../lsn';
 import { publicationName, slotName } from '../names';
-import { connectError, connectPg } from '../pg';
+import { connectError, connectPg, SESSION_OPTIONS } from '../pg';
 import { redactText } from '../redact';
 import { loadSql } from '../sql';
 import type { Logger } from '../logger';
@@ -62,7 +62,7 @@ export async function streamChanges(opts: CaptureOptions): Promise<CaptureProgre
   let rabbit: ChannelModel | undefined;
   let publisher: StreamPublisher | undefined;
   const service = new LogicalReplicationService(
-    { connectionString: url, connectionTimeoutMillis: 10_000 } as pg.ClientConfig,
+    { connectionString: url, options: SESSION_OPTIONS, connectionTimeoutMillis: 10_000 } as pg.ClientConfig,
     { acknowledge: { auto: false, timeoutSeconds: 0 }, flowControl: { enabled: true } },
   );
   try {

@@ -7,6 +7,7 @@ import { QueueName, startWorkers } from '../temporal/worker';
 import { pauseSignal, resumeSignal } from '../../workflows/messages';
 import { captureWorkflowId, replicaWorkflowId } from '../names';
 import { up } from './up';
+import { initialize } from './init';
 import { WorkflowNotFoundError } from '@temporalio/client';
 
 /** The `pgferry` command line. Human output by default, --json for scripts; see EXIT for exit codes. */
@@ -58,6 +59,22 @@ connectionOptions(program.command('up'))
       const config = loadConfig(opts);
       await up(config, { queues: parseQueues(opts.queues), temporalPort: Number(opts.temporalPort), uiPort: Number(opts.uiPort) });
       process.exit(EXIT.ok); // everything is closed; do not wait on stray timers
+    }, { log: true }),
+  );
+
+connectionOptions(program.command('init'))
+  .description('prepare the source (publication, replication slot) and check every replica, without starting anything; reports what to fix')
+  .action(
+    action(async (opts: RawConfig) => {
+      const config = loadConfig(opts);
+      const say = (line: string) => process.stdout.write(`${line}\n`);
+      const { replicaErrors } = await initialize(config, say);
+      if (replicaErrors.size) {
+        say(`${replicaErrors.size} replica(s) not ready: fix what is reported above, then run pgferry init again`);
+        process.exit(EXIT.failed);
+      }
+      say(`ready: run pgferry up to start replicating`);
+      process.exit(EXIT.ok);
     }, { log: true }),
   );
 

@@ -1,14 +1,9 @@
-import { WorkflowIdConflictPolicy } from '@temporalio/client';
+import { Client, WorkflowIdConflictPolicy } from '@temporalio/client';
 import type { Config } from '../config';
 import { requireSourceUrl } from '../config';
-import { describeCause, PgferryError } from '../errors';
 import { logger } from '../logger';
-import { connectRabbit } from '../log/rabbit';
-import { declareStream } from '../log/stream';
-import { prepareSource, TableRef } from '../capture/source';
-import { prepareTarget } from '../apply/target';
-import { withClient } from '../pg';
 import { withRetry } from '../retry';
+import { initialize } from './init';
 import { APPLY_TASK_QUEUE, CAPTURE_TASK_QUEUE, captureWorkflowId, replicaWorkflowId } from '../names';
 import { connectClient, DEFAULT_TEMPORAL_ADDRESS } from '../temporal/connection';
 import { DevServer, isTemporalUp, startDevServer } from '../temporal/dev-server';
@@ -31,9 +26,7 @@ export interface UpOptions {
 const say = (line: string) => process.stdout.write(`${line}\n`);
 
 export async function up(config: Config, opts: UpOptions): Promise<void> {
-  const sourceUrl = requireSourceUrl(config);
-  const source = config.source.name;
-  const wait = config.connectWaitMs;
+  requireSourceUrl(config);
 
   // 1. Temporal
   let dev: DevServer | null = null;
@@ -51,42 +44,22 @@ export async function up(config: Config, opts: UpOptions): Promise<void> {
     }
   }
   const temporalAt = address;
-  const client = await withRetry(() => connectClient(temporalAt, config.temporal.namespace, 'check TEMPORAL_ADDRESS'), wait, logger);
-  const connection = client.connection;
-
-  // 2. RabbitMQ and the stream
-  await withRetry(async () => {
-    const conn = await connectRabbit(config.rabbitmqUrl);
+  try {
+    const client = await withRetry(() => connectClient(temporalAt, config.temporal.namespace, 'check TEMPORAL_ADDRESS'), config.connectWaitMs, logger);
     try {
-      await declareStream(conn, source);
+      await serve(config, opts, client, temporalAt, uiUrl);
     } finally {
-      await conn.close().catch(() => undefined);
+      await client.connection.close().catch(() => undefined);
     }
-  }, wait, logger);
-
-  // 3. Source: publication then slot
-  const prepared = await withRetry(() => prepareSource(sourceUrl, source, config.source.tables), wait, logger);
-  say(
-    `source '${source}': ${prepared.tables.length} table(s) published` +
-      `${prepared.publicationCreated ? ' (publication created)' : ''}${prepared.slotCreated ? ', replication slot created' : ''}`,
-  );
-  for (const warning of prepared.warnings) {
-    logger.warn({ source }, warning);
-    say(`WARNING ${warning}`);
+  } finally {
+    await dev?.stop();
   }
-  const tables: TableRef[] = prepared.tables;
+}
 
-  // 4. Replicas: report problems now; each replica's workflow also reports them in its status.
-  for (const r of config.replicas) {
-    try {
-      await withRetry(() => withClient(`replica '${r.name}'`, r.url, (c) => prepareTarget(c, r.name, tables)), wait, logger);
-      say(`replica '${r.name}': ready`);
-    } catch (err) {
-      const message = err instanceof PgferryError ? err.message : describeCause(err);
-      logger.error({ replica: r.name }, message);
-      say(`replica '${r.name}': ERROR ${message}`);
-    }
-  }
+async function serve(config: Config, opts: UpOptions, client: Client, address: string, uiUrl: string | null): Promise<void> {
+  const source = config.source.name;
+  // 2–4. The change stream, the source (publication, then slot), the replicas.
+  const { tables } = await initialize(config, say);
 
   // 5. Workers, then workflows (re-attaching to running ones keeps their position and state).
   const workers = await startWorkers(config, address, opts.queues);
@@ -118,10 +91,5 @@ export async function up(config: Config, opts: UpOptions): Promise<void> {
   };
   process.once('SIGINT', () => void stop('SIGINT'));
   process.once('SIGTERM', () => void stop('SIGTERM'));
-  try {
-    await workers.run;
-  } finally {
-    await connection.close().catch(() => undefined);
-    await dev?.stop();
-  }
+  await workers.run;
 }

@@ -1,7 +1,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Proc } from '../helpers/procs';
 import { runCli } from '../helpers/procs';
-import { cli, createWorld, startUp, upArgs, waitForEqual, World } from '../helpers/fixture';
+import { cli, createWorld, deleteStream, startUp, upArgs, waitForEqual, World } from '../helpers/fixture';
 import { freePort } from '../helpers/ports';
 import { waitFor } from '../helpers/wait';
 
@@ -35,6 +35,7 @@ describe('clear errors', () => {
 
   afterAll(async () => {
     for (const p of procs) await p.stop();
+    for (const extra of ['shop', 'internals']) await deleteStream(`${w.sourceName}_${extra}`).catch(() => undefined);
     await w?.teardown();
   });
 
@@ -72,6 +73,57 @@ describe('clear errors', () => {
     expect(r.code).toBe(2);
     expect(r.stderr).toMatch(/source.url: must be a postgres:\/\/ or postgresql:\/\/ URL; replicas.0.name: replica name 'Bad-Name' is not allowed/);
     expect(r.stderr).not.toMatch(STACK);
+  });
+
+  it('init reports, by name and with the fix, what would fail later: unidentifiable tables, mismatching replica columns', async () => {
+    const src = await w.source.createDatabase('shop');
+    await w.source.withClient('shop', (c) =>
+      c.query(`CREATE TABLE orders (id int PRIMARY KEY, note text, "Qty" int);
+               CREATE TABLE events (at timestamptz);
+               ALTER TABLE events REPLICA IDENTITY NOTHING;`),
+    );
+    const dst = await w.replicas.createDatabase('shop_copy');
+    await w.replicas.withClient('shop_copy', (c) =>
+      c.query(`CREATE TABLE orders (id int PRIMARY KEY, note varchar(3), must int NOT NULL);
+               CREATE TABLE events (at timestamptz);`),
+    );
+    const args = ['init', '--source', src, '--source-name', `${w.sourceName}_shop`, '--replica', `c=${dst}`];
+    const r = await runCli(args, w.env);
+    expect(r.code, r.stdout + r.stderr).toBe(1);
+    expect(r.stdout).toContain(
+      `WARNING source '${w.sourceName}_shop': table public.events has REPLICA IDENTITY NOTHING, so PostgreSQL refuses UPDATE and DELETE on it while it is replicated; run ALTER TABLE public.events REPLICA IDENTITY FULL, or add a primary key`,
+    );
+    expect(r.stdout).toContain(
+      `replica 'c': ERROR replica 'c': column public.orders."Qty" (integer) is missing; public.orders.must is NOT NULL without a default on the replica, and the source does not send it; make the replica's table match the source's`,
+    );
+    expect(r.stdout).toContain('1 replica(s) not ready');
+    expect(r.stderr).not.toMatch(STACK);
+
+    // A differing type is a warning: the replica's input function converts (or refuses) each value.
+    await w.replicas.withClient('shop_copy', (c) => c.query(`ALTER TABLE orders ADD COLUMN "Qty" int, DROP COLUMN must`));
+    const again = await runCli(args, w.env);
+    expect(again.code, again.stdout + again.stderr).toBe(0);
+    expect(again.stdout).toContain(
+      `WARNING replica 'c': column public.orders.note is character varying(3) on the replica but text on the source; values are converted by the replica's input function, which may round or refuse them`,
+    );
+    expect(again.stdout).toContain(`replica 'c': ready`);
+    expect(again.stdout).toContain('ready: run pgferry up to start replicating');
+  });
+
+  it('a column whose type cannot be carried stops start-up with its name, before any slot is created', async () => {
+    const src = await w.source.createDatabase('internals');
+    await w.source.withClient('internals', (c) =>
+      c.query(`CREATE TABLE "Plans" (id int PRIMARY KEY, tree pg_node_tree);
+               INSERT INTO "Plans" SELECT 1, adbin FROM pg_attrdef LIMIT 1;`),
+    );
+    const name = `${w.sourceName}_internals`;
+    const r = await runCli(['init', '--source', src, '--source-name', name], w.env);
+    expect(r.code).toBe(1);
+    expect(reason(r.stderr)).toBe(
+      `pgferry: source '${name}': column public."Plans".tree (type pg_node_tree) cannot be replicated: pgferry carries values as text and PostgreSQL cannot read this type back from text; leave the table out with --tables, or change the column's type`,
+    );
+    const slots = await w.source.withClient('internals', (c) => c.query(`SELECT 1 FROM pg_replication_slots WHERE slot_name = $1`, [`pgferry_${name}`]));
+    expect(slots.rows).toHaveLength(0);
   });
 
   it('a replica missing a table: reported by up, in the log and in replica status; fixed and resumed, it catches up', async () => {

@@ -100,7 +100,14 @@ describe('faithful apply', () => {
   let up: Proc;
 
   beforeAll(async () => {
-    w = await createWorld({ replicas: ['a'], schema: TYPES });
+    // Source and replica disagree on every setting that changes how values are written as text:
+    // pgferry pins its own sessions, so none of this may leak into the data.
+    w = await createWorld({
+      replicas: ['a'],
+      schema: TYPES,
+      sourceSettings: { DateStyle: "'SQL, DMY'", IntervalStyle: "'sql_standard'", extra_float_digits: '0', bytea_output: "'escape'" },
+      replicaSettings: { DateStyle: "'German, MDY'", IntervalStyle: "'iso_8601'", extra_float_digits: '-3' },
+    });
     await w.source.withClient('app', (c) => c.query(MORE));
     await w.replicas.withClient('replica_a', (c) => c.query(REPLICA_MORE));
     up = await startUp(w);

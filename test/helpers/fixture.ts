@@ -28,8 +28,13 @@ export interface World {
   teardown(): Promise<void>;
 }
 
-export async function createWorld(opts: { replicas: string[]; schema: string; sourceSettings?: Record<string, string> }): Promise<World> {
-  const [source, replicas, temporal] = await Promise.all([PgCluster.start(opts.sourceSettings), PgCluster.start(), startTemporal()]);
+export async function createWorld(opts: {
+  replicas: string[];
+  schema: string;
+  sourceSettings?: Record<string, string>;
+  replicaSettings?: Record<string, string>;
+}): Promise<World> {
+  const [source, replicas, temporal] = await Promise.all([PgCluster.start(opts.sourceSettings), PgCluster.start(opts.replicaSettings), startTemporal()]);
   const sourceName = `t${Math.random().toString(36).slice(2, 10)}`;
   const sourceUrl = await source.createDatabase('app');
   await source.withClient('app', (c) => c.query(opts.schema));
@@ -102,6 +107,8 @@ export function cli(w: World, args: string[]) {
 
 /** Every row of every table, as PostgreSQL prints it (`row::text`), sorted: the content oracle. */
 export async function snapshot(c: pg.Client, tables: string[]): Promise<Record<string, string[]>> {
+  // The same rendering on both sides, whatever each server's defaults (the fidelity test gives them different ones).
+  await c.query(`SET DateStyle = ISO, YMD; SET IntervalStyle = postgres; SET extra_float_digits = 3; SET bytea_output = hex`);
   const out: Record<string, string[]> = {};
   for (const t of tables) {
     const { rows } = await c.query(`SELECT t::text AS r FROM ${t} t ORDER BY 1`);

@@ -1,0 +1,67 @@
+import type { Config } from '../config';
+import { requireSourceUrl } from '../config';
+import { describeCause, PgferryError } from '../errors';
+import { logger } from '../logger';
+import { connectRabbit } from '../log/rabbit';
+import { declareStream } from '../log/stream';
+import { prepareSource, TableRef } from '../capture/source';
+import { prepareTarget } from '../apply/target';
+import { withClient } from '../pg';
+import { withRetry } from '../retry';
+
+/**
+ * `pgferry init` (and the first steps of `pgferry up`): declare the change
+ * stream, prepare the source (publication, then slot), check each replica.
+ * Idempotent. What a user must fix is printed now, with the fix: tables the
+ * source will refuse UPDATE/DELETE on, columns that cannot be carried,
+ * replica tables or columns that do not match.
+ */
+export interface InitResult {
+  tables: TableRef[];
+  /** Replicas that are not ready, with the reason. */
+  replicaErrors: Map<string, string>;
+}
+
+export async function initialize(config: Config, say: (line: string) => void): Promise<InitResult> {
+  const sourceUrl = requireSourceUrl(config);
+  const source = config.source.name;
+  const wait = config.connectWaitMs;
+
+  await withRetry(async () => {
+    const conn = await connectRabbit(config.rabbitmqUrl);
+    try {
+      await declareStream(conn, source);
+    } finally {
+      await conn.close().catch(() => undefined);
+    }
+  }, wait, logger);
+
+  const prepared = await withRetry(() => prepareSource(sourceUrl, source, config.source.tables), wait, logger);
+  say(
+    `source '${source}': ${prepared.tables.length} table(s) published` +
+      `${prepared.publicationCreated ? ' (publication created)' : ''}${prepared.slotCreated ? ', replication slot created' : ''}`,
+  );
+  for (const warning of prepared.warnings) {
+    logger.warn({ source }, warning);
+    say(`WARNING ${warning}`);
+  }
+
+  // Each replica's workflow checks again when it starts, and reports problems in its status.
+  const replicaErrors = new Map<string, string>();
+  for (const r of config.replicas) {
+    try {
+      const warnings = await withRetry(() => withClient(`replica '${r.name}'`, r.url, (c) => prepareTarget(c, r.name, prepared.tables)), wait, logger);
+      for (const warning of warnings) {
+        logger.warn({ replica: r.name }, warning);
+        say(`WARNING ${warning}`);
+      }
+      say(`replica '${r.name}': ready`);
+    } catch (err) {
+      const message = err instanceof PgferryError ? err.message : describeCause(err);
+      logger.error({ replica: r.name }, message);
+      say(`replica '${r.name}': ERROR ${message}`);
+      replicaErrors.set(r.name, message);
+    }
+  }
+  return { tables: prepared.tables, replicaErrors };
+}
