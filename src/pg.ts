@@ -12,6 +12,17 @@ export const TEXT_TYPES = {
   getTypeParser: () => rawText,
 } as unknown as pg.CustomTypesConfig;
 
+/**
+ * Session settings pinned on every connection pgferry opens, source and
+ * replica alike, including the replication connection (pgoutput formats
+ * values with the walsender's settings). Values travel as text, so both ends
+ * must write and read the same text whatever the servers' own defaults are:
+ * a source with DateStyle 'SQL, DMY' would otherwise print 03/04/2024 for a
+ * replica with 'ISO, MDY' to read as 4 March; money is printed and read in
+ * the C locale so the amount, not a locale's rendering, crosses over.
+ */
+export const SESSION_OPTIONS = '-c DateStyle=ISO,YMD -c IntervalStyle=postgres -c extra_float_digits=3 -c lc_monetary=C -c bytea_output=hex';
+
 /** Turn a connection failure into a one-line error naming the server, the cause and the fix. */
 export function connectError(what: string, url: string, err: unknown): PgferryError {
   const e = err as { code?: string };
@@ -33,7 +44,7 @@ export function connectError(what: string, url: string, err: unknown): PgferryEr
 }
 
 export async function connectPg(what: string, url: string, options: Partial<pg.ClientConfig> = {}): Promise<pg.Client> {
-  const client = new pg.Client({ connectionString: url, types: TEXT_TYPES, connectionTimeoutMillis: 10_000, ...options });
+  const client = new pg.Client({ connectionString: url, types: TEXT_TYPES, options: SESSION_OPTIONS, connectionTimeoutMillis: 10_000, ...options });
   client.on('error', () => {
     /* surfaced by the next query */
   });
@@ -47,7 +58,7 @@ export async function connectPg(what: string, url: string, options: Partial<pg.C
 }
 
 export function createPool(url: string, max = 4): pg.Pool {
-  const pool = new pg.Pool({ connectionString: url, types: TEXT_TYPES, max, connectionTimeoutMillis: 10_000, idleTimeoutMillis: 30_000 });
+  const pool = new pg.Pool({ connectionString: url, types: TEXT_TYPES, options: SESSION_OPTIONS, max, connectionTimeoutMillis: 10_000, idleTimeoutMillis: 30_000 });
   pool.on('error', () => {
     /* an idle client lost its connection; the pool replaces it */
   });
