@@ -2,7 +2,7 @@ import { condition, continueAsNew, log, proxyActivities, setHandler, workflowInf
 import type { createActivities } from '../activities';
 import { NON_RETRYABLE } from '../src/errors';
 import { CaptureStatus, captureStatusQuery, resumeSignal } from './messages';
-import { failureMessage, isActivityFailure } from './errors';
+import { failureMessage, failureType, isActivityFailure } from './errors';
 
 type Activities = ReturnType<typeof createActivities>;
 
@@ -56,7 +56,7 @@ export async function captureWorkflow(input: CaptureInput): Promise<void> {
       });
     } catch (err) {
       if (!isActivityFailure(err)) throw err;
-      status.state = 'failed';
+      status.state = failureType(err) === 'GapError' ? 'needs_resync' : 'failed';
       status.lastError = failureMessage(err);
       status.updatedAt = new Date().toISOString();
       log.error('capture stopped', { source: input.source, error: status.lastError });

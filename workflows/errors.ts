@@ -11,3 +11,9 @@ export function failureMessage(err: unknown): string {
 export function isActivityFailure(err: unknown): err is ActivityFailure {
   return err instanceof ActivityFailure;
 }
+
+/** The error class name an activity reported (ApplicationFailure type), e.g. 'GapError'. */
+export function failureType(err: unknown): string | undefined {
+  if (err instanceof ActivityFailure && err.cause instanceof ApplicationFailure) return err.cause.type ?? undefined;
+  return undefined;
+}

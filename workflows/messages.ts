@@ -4,7 +4,11 @@ import { defineQuery, defineSignal } from '@temporalio/workflow';
  * Temporal-visible names: a compatibility contract. Never rename a released
  * signal, query, workflow type or activity; add new ones instead.
  */
-export type ReplicaState = 'starting' | 'running' | 'paused' | 'failed';
+/**
+ * `failed`: a change was rejected or the replica does not match; fix it, then resume.
+ * `needs_resync`: the stream no longer holds what the replica needs; only a resync (or rewind) helps.
+ */
+export type ReplicaState = 'starting' | 'running' | 'paused' | 'failed' | 'needs_resync';
 
 export interface ReplicaStatus {
   replica: string;
@@ -26,7 +30,7 @@ export interface ReplicaStatus {
 
 export interface CaptureStatus {
   source: string;
-  state: 'running' | 'failed';
+  state: 'running' | 'failed' | 'needs_resync';
   confirmedLsn: string | null;
   lastCommitTime: string | null;
   txns: number;

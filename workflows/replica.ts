@@ -2,7 +2,7 @@ import { condition, continueAsNew, log, proxyActivities, setHandler, workflowInf
 import type { createActivities } from '../activities';
 import { NON_RETRYABLE } from '../src/errors';
 import { ReplicaStatus, pauseSignal, replicaStatusQuery, resumeSignal } from './messages';
-import { failureMessage, isActivityFailure } from './errors';
+import { failureMessage, failureType, isActivityFailure } from './errors';
 
 type Activities = ReturnType<typeof createActivities>;
 
@@ -62,7 +62,7 @@ export async function replicaWorkflow(input: ReplicaInput): Promise<void> {
 
   const failed = async (err: unknown) => {
     if (!isActivityFailure(err)) throw err;
-    status.state = 'failed';
+    status.state = failureType(err) === 'GapError' ? 'needs_resync' : 'failed';
     status.lastError = failureMessage(err);
     status.updatedAt = new Date().toISOString();
     log.error('replica stopped', { replica: input.replica, error: status.lastError });

@@ -1,11 +1,11 @@
 import type pg from 'pg';
 import type { ChannelModel } from 'amqplib';
 import { Change, RelationInfo, TxnMessage, decodeTxn, relLabel } from '../change';
-import { RejectedChangeError, SchemaMismatchError, isTransientSqlState } from '../errors';
+import { GapError, RejectedChangeError, SchemaMismatchError, isTransientSqlState } from '../errors';
 import { compareLsn, ZERO_LSN } from '../lsn';
 import { StreamReader } from '../log/stream';
 import { loadSql } from '../sql';
-import { Statement, buildDelete, buildInsert, buildTruncate, buildUpdate, describeKey } from './sql-builder';
+import { Statement, buildDelete, buildInsert, buildInsertRows, buildTruncate, buildUpdate, describeKey, insertRowsLimit } from './sql-builder';
 import type { Logger } from '../logger';
 
 /**
@@ -76,7 +76,12 @@ async function runBatch(o: ApplyBatchOptions, stopBefore?: string): Promise<Batc
     const storedLsn: string = row.lsn ?? ZERO_LSN;
     const storedOffset: number | null = row.stream_offset === null ? null : Number(row.stream_offset);
 
-    reader = await StreamReader.open(o.rabbit, o.source, storedOffset === null ? 'first' : storedOffset + 1);
+    // Read from the last message consumed (not the one after it) to check that the stream still
+    // holds it: RabbitMQ silently moves a consumer past what retention removed, and a stream that
+    // was deleted and re-created starts again at offset 0. A replica that never consumed anything
+    // needs the stream from its very beginning.
+    const from = storedOffset ?? 0;
+    reader = await StreamReader.open(o.rabbit, o.source, storedOffset === null ? 'first' : from);
     const result: BatchResult = {
       appliedLsn: storedLsn,
       offset: storedOffset,
@@ -90,6 +95,7 @@ async function runBatch(o: ApplyBatchOptions, stopBefore?: string): Promise<Batc
     const heartbeat = throttled(o.heartbeat);
     let open: { lsn: string; nextSeq: number; savepoint: boolean; changes: number } | null = null;
     let received = 0;
+    let checked = false;
 
     for (;;) {
       const full = result.changes >= o.maxChanges || Date.now() - started >= o.maxWaitMs;
@@ -107,6 +113,13 @@ async function runBatch(o: ApplyBatchOptions, stopBefore?: string): Promise<Batc
           result.caughtUp = true;
         }
         break;
+      }
+      // RabbitMQ may start a consumer at the beginning of the chunk holding the offset asked for.
+      if (msg.offset < from) continue;
+      if (!checked) {
+        checked = true;
+        checkContinuity(o, storedOffset, storedLsn, msg);
+        if (msg.offset === storedOffset) continue; // consumed by an earlier batch
       }
       received += 1;
       const m = decodeTxn(msg.body);
@@ -171,6 +184,40 @@ async function runBatch(o: ApplyBatchOptions, stopBefore?: string): Promise<Batc
 }
 
 /**
+ * The first message a batch reads must be the last one consumed before (or,
+ * for a replica that never consumed anything, the stream's first ever).
+ * Anything else means changes this replica has not applied are gone: stop
+ * loudly, never skip.
+ */
+function checkContinuity(o: ApplyBatchOptions, storedOffset: number | null, storedLsn: string, msg: { offset: number; body: Buffer }): void {
+  const fix = `run pgferry replica resync ${o.replica} to rebuild it from a snapshot`;
+  const stream = `the stream of source '${o.source}'`;
+  if (storedOffset === null) {
+    if (msg.offset > 0) {
+      throw new GapError(
+        `replica '${o.replica}': ${stream} starts at offset ${msg.offset}, not 0: retention removed changes this replica never applied; ${fix}`,
+      );
+    }
+    return;
+  }
+  if (msg.offset > storedOffset + 1) {
+    throw new GapError(
+      `replica '${o.replica}': ${stream} no longer holds offset ${storedOffset + 1} (the first retained is ${msg.offset}): retention removed ` +
+        `${msg.offset - storedOffset - 1} message(s) this replica has not applied; ${fix} (and raise the stream retention if replicas stay paused this long)`,
+    );
+  }
+  if (msg.offset === storedOffset) {
+    const lsn = decodeTxn(msg.body).lsn;
+    if (compareLsn(lsn, storedLsn) > 0) {
+      throw new GapError(
+        `replica '${o.replica}': ${stream} holds transaction ${lsn} at offset ${storedOffset}, where this replica consumed one at or before ${storedLsn}: ` +
+          `the stream was deleted and re-created, so what it held is gone; ${fix}`,
+      );
+    }
+  }
+}
+
+/**
  * Heartbeat at most once a second, however the time is spent (waiting for
  * messages or applying a long run of chunks), so Temporal can tell a live
  * batch from a dead worker.
@@ -195,14 +242,66 @@ async function nextBeating(reader: StreamReader, waitMs: number, heartbeat: () =
 }
 
 async function applyChanges(c: pg.ClientBase, replica: string, m: TxnMessage): Promise<void> {
-  for (const change of m.changes) {
-    const st = statementFor(m, change);
-    if (!st) continue;
-    try {
-      await c.query(st);
-    } catch (err) {
-      throw rejection(replica, m, change, err);
+  const changes = m.changes;
+  for (let i = 0; i < changes.length; ) {
+    const run = insertRun(changes, i);
+    if (run > 1) {
+      await insertRows(c, replica, m, changes.slice(i, i + run) as InsertChange[]);
+      i += run;
+      continue;
     }
+    await applyOne(c, replica, m, changes[i]);
+    i += 1;
+  }
+}
+
+type InsertChange = Extract<Change, { op: 'insert' }>;
+
+/** Length of the run of inserts into one table, with the same columns, starting at `i`. */
+function insertRun(changes: Change[], i: number): number {
+  const first = changes[i];
+  if (first.op !== 'insert') return 1;
+  const cols = Object.keys(first.new);
+  const limit = insertRowsLimit(cols.length);
+  let j = i + 1;
+  while (j < changes.length && j - i < limit) {
+    const ch = changes[j];
+    if (ch.op !== 'insert' || ch.rel !== first.rel || !sameKeys(ch.new, cols)) break;
+    j += 1;
+  }
+  return j - i;
+}
+
+function sameKeys(row: Record<string, unknown>, cols: string[]): boolean {
+  const keys = Object.keys(row);
+  return keys.length === cols.length && keys.every((k, n) => k === cols[n]);
+}
+
+/**
+ * Consecutive inserts into one table as one statement: the same rows, in the
+ * same order, as inserting them one by one. If the replica refuses the
+ * statement, the rows are tried one by one to name the row it refuses.
+ */
+async function insertRows(c: pg.ClientBase, replica: string, m: TxnMessage, run: InsertChange[]): Promise<void> {
+  await c.query('SAVEPOINT pgferry_rows');
+  try {
+    await c.query(buildInsertRows(rel(m, run[0].rel), run.map((ch) => ch.new)));
+  } catch (err) {
+    const code = (err as { code?: string }).code;
+    if (isTransientSqlState(code) || !code) throw err;
+    await c.query('ROLLBACK TO SAVEPOINT pgferry_rows');
+    for (const ch of run) await applyOne(c, replica, m, ch);
+  }
+  await c.query('RELEASE SAVEPOINT pgferry_rows');
+}
+
+async function applyOne(c: pg.ClientBase, replica: string, m: TxnMessage, change: Change): Promise<void> {
+  const st = statementFor(m, change);
+  if (!st) return;
+  try {
+    await c.query(st);
+  } catch (err) {
+    throw rejection(replica, m, change, err);
   }
 }
 

@@ -32,13 +32,33 @@ export function describeKey(rel: RelationInfo, row: Row): string {
 }
 
 export function buildInsert(rel: RelationInfo, row: Row): Statement {
-  const cols = Object.keys(row);
-  const params = cols.map((_, i) => `$${i + 1}`);
+  return buildInsertRows(rel, [row]);
+}
+
+/** PostgreSQL's limit on bind parameters in one statement. */
+const MAX_PARAMS = 65535;
+/** Rows per multi-row INSERT: large enough to make round trips rare, small enough to parse fast. */
+export const INSERT_ROWS = 500;
+
+/** How many rows of this width one INSERT may carry. */
+export function insertRowsLimit(columns: number): number {
+  return Math.max(1, Math.min(INSERT_ROWS, Math.floor(MAX_PARAMS / Math.max(1, columns))));
+}
+
+/**
+ * One INSERT for several rows with the same columns. Every value is still a
+ * positional parameter typed by its target column, exactly as in a one-row
+ * INSERT. Only statements of the usual sizes (one row, a full group) are
+ * named, so a connection keeps a handful of prepared statements per table.
+ */
+export function buildInsertRows(rel: RelationInfo, rows: Row[]): Statement {
+  const cols = Object.keys(rows[0]);
+  const tuples = rows.map((_, r) => `(${cols.map((_, i) => `$${r * cols.length + i + 1}`).join(', ')})`);
   // OVERRIDING SYSTEM VALUE: GENERATED ALWAYS identity columns take the source's value.
-  return stmt(
-    `INSERT INTO ${qualified(rel.schema, rel.table)} (${cols.map(ident).join(', ')}) OVERRIDING SYSTEM VALUE VALUES (${params.join(', ')})`,
-    cols.map((c) => row[c]),
-  );
+  const text = `INSERT INTO ${qualified(rel.schema, rel.table)} (${cols.map(ident).join(', ')}) OVERRIDING SYSTEM VALUE VALUES ${tuples.join(', ')}`;
+  const values = rows.flatMap((row) => cols.map((c) => row[c]));
+  const st = stmt(text, values);
+  return rows.length === 1 || rows.length === insertRowsLimit(cols.length) ? st : { ...st, name: '' };
 }
 
 /**

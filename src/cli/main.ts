@@ -136,7 +136,7 @@ replica
       if (opts.json) printJson(name ? views[0] : views);
       else if (!views.length) process.stdout.write('no replicas are running (start them with pgferry up)\n');
       else printReplicas(views);
-      if (views.some((v) => v.state === 'failed')) process.exitCode = EXIT.failed;
+      if (views.some((v) => v.state === 'failed' || v.state === 'needs_resync')) process.exitCode = EXIT.failed;
     }),
   );
 
@@ -191,7 +191,7 @@ program
         ];
         process.stdout.write(`${table(rows)}\n`);
       }
-      if (v.state === 'failed') process.exitCode = EXIT.failed;
+      if (v.state === 'failed' || v.state === 'needs_resync') process.exitCode = EXIT.failed;
     }),
   );
 

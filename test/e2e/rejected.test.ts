@@ -32,8 +32,9 @@ describe('a change rejected by one replica', () => {
   it('stops that replica with the reason, leaves the other running, and resumes after the fix', async () => {
     await w.source.withClient('app', async (c) => {
       await c.query(`INSERT INTO orders VALUES (1, 10, 'fine'), (2, 20, 'fine')`);
-      await c.query(`INSERT INTO orders VALUES (3, -5, 'refund')`); // b refuses this one
-      for (let i = 4; i <= 50; i++) await c.query('INSERT INTO orders VALUES ($1, $2, $3)', [i, i, 'after']);
+      // b refuses the middle row of this transaction (applied as one multi-row INSERT, then row by row to name it)
+      await c.query(`INSERT INTO orders VALUES (3, 3, 'before'), (4, -5, 'refund'), (5, 5, 'after')`);
+      for (let i = 6; i <= 50; i++) await c.query('INSERT INTO orders VALUES ($1, $2, $3)', [i, i, 'after']);
     });
     await waitForEqual(w, 'a', ['orders']);
 
@@ -44,7 +45,7 @@ describe('a change rejected by one replica', () => {
     });
     expect(failed.code).toBe(1);
     expect(failed.v.lastError).toMatch(
-      /^replica 'b': insert on public\.orders key \{"id":"3"\} at source position [0-9A-F]+\/[0-9A-F]+ was rejected: new row for relation "orders" violates check constraint "positive" \[23514\]; fix the replica \(or the row\), then run pgferry replica resume b$/,
+      /^replica 'b': insert on public\.orders key \{"id":"4"\} at source position [0-9A-F]+\/[0-9A-F]+ was rejected: new row for relation "orders" violates check constraint "positive" \[23514\]; fix the replica \(or the row\), then run pgferry replica resume b$/,
     );
     expect(up.output()).toMatch(/"level":50.*violates check constraint \\"positive\\"/); // in the log too
 

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { buildDelete, buildInsert, buildTruncate, buildUpdate, describeKey } from '../../src/apply/sql-builder';
+import { buildDelete, buildInsert, buildInsertRows, buildTruncate, buildUpdate, describeKey, insertRowsLimit, INSERT_ROWS } from '../../src/apply/sql-builder';
 import type { RelationInfo } from '../../src/change';
 
 const orders: RelationInfo = {
@@ -28,6 +28,20 @@ describe('apply SQL', () => {
     expect(s.text).toBe('INSERT INTO "public"."orders" ("id", "amount", "note") OVERRIDING SYSTEM VALUE VALUES ($1, $2, $3)');
     expect(s.values).toEqual(['1', '9.99', null]);
     expect(s.name).toMatch(/^pf_[0-9a-f]{20}$/);
+  });
+
+  it('inserts a run of rows in one statement, every value still a parameter, in order', () => {
+    const s = buildInsertRows(orders, [
+      { id: '1', amount: '1.00', note: null },
+      { id: '2', amount: '2.00', note: 'x"); drop table t; --' },
+    ]);
+    expect(s.text).toBe('INSERT INTO "public"."orders" ("id", "amount", "note") OVERRIDING SYSTEM VALUE VALUES ($1, $2, $3), ($4, $5, $6)');
+    expect(s.values).toEqual(['1', '1.00', null, '2', '2.00', 'x"); drop table t; --']);
+    expect(s.name).toBe(''); // an odd size: not kept prepared
+    const full = buildInsertRows(orders, Array.from({ length: insertRowsLimit(3) }, (_, i) => ({ id: String(i), amount: '0', note: null })));
+    expect(full.name).toMatch(/^pf_/);
+    expect(insertRowsLimit(3)).toBe(INSERT_ROWS);
+    expect(insertRowsLimit(1000) * 1000).toBeLessThanOrEqual(65535); // PostgreSQL's bind-parameter limit
   });
 
   it('updates by the old key, so a changed primary key moves the row', () => {
