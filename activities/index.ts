@@ -55,6 +55,7 @@ export const createActivities = (deps: Deps) => {
           url: requireSourceUrl(config),
           rabbitUrl: config.rabbitmqUrl,
           chunkChanges: config.batch.chunkChanges,
+          retention: config.stream,
           signal: ctx.cancellationSignal,
           onProgress: (p) => ctx.heartbeat(p),
           maxRunMs: 15 * 60_000,
@@ -76,7 +77,7 @@ export const createActivities = (deps: Deps) => {
           client.release();
         }
         const conn = await resources.rabbit();
-        await declareStream(conn, source);
+        await declareStream(conn, source, config.stream);
       } catch (err) {
         log.error('replica check failed', { replica, error: redactText(describeCause(err), secrets) });
         return translate(err);

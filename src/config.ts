@@ -45,6 +45,11 @@ const schema = z.object({
     chunkChanges: z.number().int().positive(),
   }),
   connectWaitMs: z.number().int().nonnegative(),
+  stream: z.object({
+    maxBytes: z.number().int().nonnegative(),
+    maxAge: z.string().regex(/^$|^\d+[YMDhms]$/, 'stream max age is a number and a unit (Y, M, D, h, m, s), e.g. 7D; empty for no limit'),
+    segmentBytes: z.number().int().positive(),
+  }),
 });
 
 export type Config = Readonly<z.infer<typeof schema>>;
@@ -103,6 +108,12 @@ export function loadConfig(raw: RawConfig, env: NodeJS.ProcessEnv = process.env)
       chunkChanges: intFrom(env.PGFERRY_CHUNK_CHANGES, 2000),
     },
     connectWaitMs: intFrom(raw.wait ?? env.PGFERRY_CONNECT_WAIT_SECONDS, 30) * 1000,
+    // Retention of the change log: RabbitMQ removes whole segments, oldest first, once either limit is passed.
+    stream: {
+      maxBytes: intFrom(env.PGFERRY_STREAM_MAX_BYTES, 20 * 1024 ** 3),
+      maxAge: env.PGFERRY_STREAM_MAX_AGE ?? '7D',
+      segmentBytes: intFrom(env.PGFERRY_STREAM_SEGMENT_BYTES, 500_000_000),
+    },
   };
   const parsed = schema.safeParse(candidate);
   if (!parsed.success) {

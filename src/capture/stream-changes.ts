@@ -4,7 +4,7 @@ import type { ChannelModel } from 'amqplib';
 import { TxnAssembler } from './assembler';
 import { TextPgoutputPlugin } from './pgoutput';
 import { slotInfo } from './source';
-import { StreamPublisher, declareStream } from '../log/stream';
+import { Retention, StreamPublisher, declareStream } from '../log/stream';
 import { connectRabbit } from '../log/rabbit';
 import { GapError, SourceError, UnavailableError, describeCause, isTransient } from '../errors';
 import { formatLsn, parseLsn, ZERO_LSN } from '../lsn';
@@ -39,6 +39,7 @@ export interface CaptureOptions {
   url: string;
   rabbitUrl: string;
   chunkChanges: number;
+  retention: Retention;
   signal: AbortSignal;
   onProgress: (p: CaptureProgress) => void;
   /** Return normally after this long (lets the workflow continue-as-new); 0 = never. */
@@ -74,7 +75,7 @@ export async function streamChanges(opts: CaptureOptions): Promise<CaptureProgre
       throw new GapError(`${what}: replication slot ${slotName(source)} was invalidated (max_slot_wal_keep_size); the replicas need a resync`);
     }
     rabbit = await connectRabbit(opts.rabbitUrl);
-    await declareStream(rabbit, source);
+    await declareStream(rabbit, source, opts.retention);
     publisher = await StreamPublisher.open(rabbit, source);
     const pub = publisher;
 

@@ -30,7 +30,7 @@ export async function initialize(config: Config, say: (line: string) => void): P
   await withRetry(async () => {
     const conn = await connectRabbit(config.rabbitmqUrl);
     try {
-      await declareStream(conn, source);
+      await declareStream(conn, source, config.stream);
     } finally {
       await conn.close().catch(() => undefined);
     }

@@ -1,5 +1,8 @@
 import { Command, Option } from 'commander';
-import { loadConfig, RawConfig } from '../config';
+import { Config, loadConfig, RawConfig } from '../config';
+import { describeCause, PgferryError } from '../errors';
+import { connectRabbit } from '../log/rabbit';
+import { retainedRange, StreamEnd } from '../log/stream';
 import { CliFailure, EXIT, fail, printJson, table } from './output';
 import { connectClient, temporalAddress } from '../temporal/connection';
 import { captureView, listReplicaNames, replicaView, ReplicaView } from '../temporal/inspect';
@@ -169,23 +172,27 @@ program
   .command('capture')
   .description('inspect capture')
   .command('status')
-  .description('slot position acknowledged, transactions captured, and errors of the capture of a source')
+  .description('slot position acknowledged, transactions captured, errors, and the part of the change stream still retained')
   .option('--source-name <name>', 'source name (env PGFERRY_SOURCE_NAME)', process.env.PGFERRY_SOURCE_NAME ?? 'main')
+  .option('--rabbitmq <url>', 'RabbitMQ URL (env PGFERRY_RABBITMQ_URL)')
   .option('--json', 'machine-readable output')
   .action(
-    action(async (opts: { sourceName: string; json?: boolean }) => {
+    action(async (opts: { sourceName: string; rabbitmq?: string; json?: boolean }) => {
       const client = await connectClient();
       const v = await captureView(client, opts.sourceName);
-      if (opts.json) printJson({ ...v, workflowId: captureWorkflowId(opts.sourceName) });
+      const retained = await streamRange(loadConfig({ sourceName: opts.sourceName, rabbitmq: opts.rabbitmq }), opts.sourceName);
+      if (opts.json) printJson({ ...v, workflowId: captureWorkflowId(opts.sourceName), retained });
       else {
+        const range = 'error' in retained ? `? (${retained.error})` : retained.first ? `${retained.first.offset}–${retained.last!.offset} (${retained.first.lsn} … ${retained.last!.lsn})` : 'empty';
         const rows = [
-          ['SOURCE', 'STATE', 'CONFIRMED', 'LAST COMMIT', 'TXNS', 'ERROR'],
+          ['SOURCE', 'STATE', 'CONFIRMED', 'LAST COMMIT', 'TXNS', 'RETAINED OFFSETS', 'ERROR'],
           [
             v.source,
             v.state,
             v.confirmedLsn ?? '-',
             v.lastCommitTime ?? '-',
             String(v.txns + (v.live?.txns ?? 0)),
+            range,
             v.lastError ?? (v.retrying ? `retrying: ${v.retrying}` : ''),
           ],
         ];
@@ -194,5 +201,19 @@ program
       if (v.state === 'failed' || v.state === 'needs_resync') process.exitCode = EXIT.failed;
     }),
   );
+
+/** The retained part of a source's change stream, or why it could not be read (status must still print). */
+async function streamRange(config: Config, source: string): Promise<{ first: StreamEnd | null; last: StreamEnd | null } | { error: string }> {
+  try {
+    const conn = await connectRabbit(config.rabbitmqUrl);
+    try {
+      return await retainedRange(conn, source);
+    } finally {
+      await conn.close().catch(() => undefined);
+    }
+  } catch (err) {
+    return { error: err instanceof PgferryError ? err.message : describeCause(err) };
+  }
+}
 
 program.parseAsync(process.argv).catch((err) => fail(err, process.argv.includes('--json')));

@@ -1,5 +1,5 @@
 import type * as amqp from 'amqplib';
-import { encodeTxn, TxnMessage } from '../change';
+import { decodeTxn, encodeTxn, TxnMessage } from '../change';
 import { streamName } from '../names';
 
 /**
@@ -13,13 +13,19 @@ export interface Retention {
   maxBytes: number;
   /** x-max-age, e.g. "7D"; empty = unlimited. */
   maxAge: string;
+  /** x-stream-max-segment-size-bytes: retention removes whole segments of this size. */
+  segmentBytes: number;
 }
 
-export const DEFAULT_RETENTION: Retention = { maxBytes: 20 * 1024 ** 3, maxAge: '7D' };
-
-export async function declareStream(conn: amqp.ChannelModel, source: string, retention: Retention = DEFAULT_RETENTION): Promise<string> {
+/**
+ * Create the stream if it does not exist. An existing stream keeps the
+ * retention it was created with (RabbitMQ refuses to redeclare a queue with
+ * other arguments); change it with a RabbitMQ policy, as the README shows.
+ */
+export async function declareStream(conn: amqp.ChannelModel, source: string, retention: Retention): Promise<string> {
   const name = streamName(source);
-  const args: Record<string, unknown> = { 'x-queue-type': 'stream' };
+  if (await streamExists(conn, name)) return name;
+  const args: Record<string, unknown> = { 'x-queue-type': 'stream', 'x-stream-max-segment-size-bytes': retention.segmentBytes };
   if (retention.maxBytes > 0) args['x-max-length-bytes'] = retention.maxBytes;
   if (retention.maxAge) args['x-max-age'] = retention.maxAge;
   const ch = await conn.createChannel();
@@ -29,6 +35,21 @@ export async function declareStream(conn: amqp.ChannelModel, source: string, ret
     await ch.close().catch(() => undefined);
   }
   return name;
+}
+
+/** Whether a queue exists (asked on a channel of its own: RabbitMQ closes the channel when it does not). */
+export async function streamExists(conn: amqp.ChannelModel, name: string): Promise<boolean> {
+  const ch = await conn.createChannel();
+  ch.on('error', () => undefined);
+  try {
+    await ch.checkQueue(name);
+    return true;
+  } catch (err) {
+    if ((err as { code?: number }).code === 404) return false;
+    throw err;
+  } finally {
+    await ch.close().catch(() => undefined);
+  }
 }
 
 /**
@@ -139,8 +160,8 @@ export class StreamReader {
     ch.on('close', () => this.setError(new Error('RabbitMQ channel closed')));
   }
 
-  /** `from` = first offset wanted, or 'first' for the oldest retained message. */
-  static async open(conn: amqp.ChannelModel, source: string, from: number | 'first', prefetch = 16): Promise<StreamReader> {
+  /** `from` = first offset wanted, 'first' for the oldest retained message, 'last' for the newest chunk. */
+  static async open(conn: amqp.ChannelModel, source: string, from: number | 'first' | 'last', prefetch = 16): Promise<StreamReader> {
     const ch = await conn.createChannel();
     await ch.prefetch(prefetch);
     const r = new StreamReader(ch);
@@ -206,4 +227,42 @@ export class StreamReader {
     if (this.tag) await this.ch.cancel(this.tag).catch(() => undefined);
     await this.ch.close().catch(() => undefined);
   }
+}
+
+/** One end of the retained part of a stream. */
+export interface StreamEnd {
+  offset: number;
+  /** Commit LSN of the transaction that message belongs to. */
+  lsn: string;
+  commitTime: string;
+}
+
+/**
+ * The oldest and newest message the stream still holds (null when empty):
+ * what a replica can still be rewound to, and how far retention has cut.
+ */
+export async function retainedRange(conn: amqp.ChannelModel, source: string): Promise<{ first: StreamEnd | null; last: StreamEnd | null }> {
+  const end = (m: StreamMessage | null): StreamEnd | null => {
+    if (!m) return null;
+    const t = decodeTxn(m.body);
+    return { offset: m.offset, lsn: t.lsn, commitTime: t.commitTime };
+  };
+  const firstReader = await StreamReader.open(conn, source, 'first', 1);
+  let first: StreamMessage | null;
+  try {
+    first = await firstReader.next(500);
+  } finally {
+    await firstReader.close();
+  }
+  if (!first) return { first: null, last: null };
+  // 'last' starts at the newest chunk: read it to its end.
+  const lastReader = await StreamReader.open(conn, source, 'last', 64);
+  let last: StreamMessage | null = first;
+  try {
+    const until = Date.now() + 2000; // a busy stream keeps growing: the newest seen within 2 s will do
+    for (let m = await lastReader.next(500); m && Date.now() < until; m = await lastReader.next(200)) if (m.offset >= last!.offset) last = m;
+  } finally {
+    await lastReader.close();
+  }
+  return { first: end(first), last: end(last) };
 }
