@@ -1,0 +1,71 @@
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import type { Proc } from '../helpers/procs';
+import { cli, contentOf, createWorld, startUp, upArgs, waitForEqual, World } from '../helpers/fixture';
+import { waitFor } from '../helpers/wait';
+
+/**
+ * Gaps are loud: with a tiny stream retention, a replica paused long enough
+ * for RabbitMQ to remove what it has not consumed goes to `needs_resync`
+ * with the reason when resumed — it never skips ahead.
+ */
+const SCHEMA = `CREATE TABLE events (id int PRIMARY KEY, payload text)`;
+const RETENTION = { PGFERRY_STREAM_MAX_BYTES: '30000', PGFERRY_STREAM_SEGMENT_BYTES: '10000' };
+
+describe('a retention gap', () => {
+  let w: World;
+  let up: Proc;
+
+  beforeAll(async () => {
+    w = await createWorld({ replicas: ['b'], schema: SCHEMA });
+    Object.assign(w.env, RETENTION); // the stream is created with this retention
+    up = await startUp(w, upArgs(w));
+  });
+
+  afterAll(async () => {
+    await up?.stop();
+    await w?.teardown();
+  });
+
+  const status = async (name: string) => {
+    const r = await cli(w, ['replica', 'status', name, '--json']);
+    return { code: r.code, v: JSON.parse(r.stdout) };
+  };
+
+  it('puts a long-paused replica in needs_resync with the reason, applying nothing past the gap', async () => {
+    await w.source.withClient('app', (c) => c.query(`INSERT INTO events VALUES (0, 'first')`));
+    await waitForEqual(w, 'b', ['events']);
+
+    expect((await cli(w, ['replica', 'pause', 'b'])).code).toBe(0);
+    await waitFor('b to be paused', async () => (await status('b')).v.state === 'paused');
+    const consumed: number = (await status('b')).v.offset;
+
+    // ~150 kB of changes through a 30 kB stream: RabbitMQ removes the oldest segments.
+    await w.source.withClient('app', async (c) => {
+      for (let i = 1; i <= 200; i++) await c.query('INSERT INTO events VALUES ($1, repeat($2, 400))', [i, 'x']);
+    });
+    const range = await waitFor('retention to remove what b consumed last', async () => {
+      const r = await cli(w, ['capture', 'status', '--json']);
+      const v = JSON.parse(r.stdout);
+      return v.retained?.first && v.retained.first.offset > consumed ? v.retained : null;
+    });
+    expect(range.last.offset).toBeGreaterThan(range.first.offset);
+    const human = await cli(w, ['capture', 'status']);
+    expect(human.stdout).toMatch(new RegExp(`RETAINED OFFSETS[^\\n]*\\n.*${range.first.offset}–\\d+ \\(`));
+
+    expect((await cli(w, ['replica', 'resume', 'b'])).code).toBe(0);
+    const stopped = await waitFor('b to need a resync', async () => {
+      const s = await status('b');
+      return s.v.state === 'needs_resync' ? s : null;
+    });
+    expect(stopped.code).toBe(1);
+    expect(stopped.v.lastError).toMatch(
+      new RegExp(
+        `^replica 'b': the stream of source '${w.sourceName}' no longer holds offset ${consumed}, the last this replica consumed ` +
+          `\\(the first retained is \\d+\\): retention removed changes this replica may not have applied; run pgferry replica resync b`,
+      ),
+    );
+    // Nothing after the gap was applied: b still holds exactly what it had.
+    expect((await contentOf(w.replicas, 'replica_b', ['events'])).events).toEqual(['(0,first)']);
+    expect((await status('b')).v.offset).toBe(consumed);
+  });
+});
