@@ -10,6 +10,8 @@ import { QueueName, startWorkers } from '../temporal/worker';
 import { pauseSignal, resumeSignal } from '../../workflows/messages';
 import { captureWorkflowId, replicaWorkflowId } from '../names';
 import { up } from './up';
+import { addReplica } from '../snapshot/add';
+import { snapshotProgressBar } from '../snapshot/progress-bar';
 import { initialize } from './init';
 import { WorkflowNotFoundError } from '@temporalio/client';
 
@@ -140,6 +142,43 @@ replica
       else if (!views.length) process.stdout.write('no replicas are running (start them with pgferry up)\n');
       else printReplicas(views);
       if (views.some((v) => v.state === 'failed' || v.state === 'needs_resync')) process.exitCode = EXIT.failed;
+    }),
+  );
+
+connectionOptions(replica.command('add <name>'))
+  .description('fill a new, empty replica from a snapshot of the source, then leave it where the stream takes over (needs --snapshot)')
+  .option('--snapshot', 'copy the current content of the published tables from a consistent snapshot')
+  .option('--create-tables', 'first create the published tables the replica lacks, from the source definitions')
+  .option('--parallel <n>', 'tables copied at a time', '4')
+  .action(
+    action(async (name: string, opts: RawConfig & { snapshot?: boolean; createTables?: boolean; parallel: string }) => {
+      if (!opts.snapshot) {
+        throw new CliFailure(
+          `replica add ${name}: pass --snapshot to copy the source's content; a replica that already holds it needs no add: give --replica ${name}=… to pgferry up`,
+          EXIT.usage,
+        );
+      }
+      const parallel = Number(opts.parallel);
+      if (!Number.isInteger(parallel) || parallel < 1) throw new CliFailure(`--parallel '${opts.parallel}': use a whole number ≥ 1`, EXIT.usage);
+      const config = loadConfig(opts);
+      const say = (line: string) => process.stdout.write(`${line}\n`);
+      const bar = snapshotProgressBar();
+      const started = Date.now();
+      let result;
+      try {
+        result = await addReplica(config, name, { createTables: Boolean(opts.createTables), parallel, say, onProgress: (t) => bar.update(t) });
+      } finally {
+        bar.stop();
+      }
+      const rows = result.tables.reduce((n, t) => n + t.rows, 0);
+      const bytes = result.tables.reduce((n, t) => n + t.bytes, 0);
+      const seconds = (Date.now() - started) / 1000;
+      say(
+        `replica '${name}': copied ${rows} rows (${(bytes / 1e6).toFixed(1)} MB) in ${result.tables.length} table(s) in ${seconds.toFixed(1)} s ` +
+          `(${Math.round(rows / seconds)} rows/s), as of source position ${result.position}`,
+      );
+      say(`next: run pgferry up with --replica ${name}=… (or restart it with it): the replica catches up from the stream, skipping what the snapshot holds`);
+      process.exit(EXIT.ok);
     }),
   );
 

@@ -2,7 +2,7 @@ import * as fs from 'node:fs';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import pg from 'pg';
 import { startCli, Proc } from '../helpers/procs';
-import { createWorld, startUp, upArgs, World } from '../helpers/fixture';
+import { createWorld, fingerprint, startUp, upArgs, World } from '../helpers/fixture';
 import { waitFor } from '../helpers/wait';
 
 /**
@@ -24,19 +24,6 @@ function peakRssMb(pid: number): number {
   const m = /VmHWM:\s+(\d+) kB/.exec(fs.readFileSync(`/proc/${pid}/status`, 'utf8'));
   if (!m) throw new Error(`no VmHWM for pid ${pid}`);
   return Number(m[1]) / 1024;
-}
-
-/** Row count and an order-independent hash of every row's text, rendered the same way on both sides. */
-async function fingerprint(url: string): Promise<{ rows: string; hash: string }> {
-  const c = new pg.Client({ connectionString: url });
-  await c.connect();
-  try {
-    await c.query(`SET TimeZone = UTC; SET DateStyle = ISO, YMD; SET extra_float_digits = 3`);
-    const { rows } = await c.query(`SELECT count(*)::text AS rows, coalesce(sum(hashtextextended(t::text, 0)), 0)::text AS hash FROM big t`);
-    return rows[0];
-  } finally {
-    await c.end();
-  }
 }
 
 describe(`a ${ROWS.toLocaleString('en')}-row transaction`, () => {
@@ -111,7 +98,7 @@ describe(`a ${ROWS.toLocaleString('en')}-row transaction`, () => {
     expect([...seen.keys()].sort()).toEqual(['0/0', `${ROWS}/1`].sort());
     expect(seen.get('0/0')).toBeGreaterThan(1);
     // Exact: the same rows, byte for byte as text.
-    expect(await fingerprint(w.replicaUrls.a)).toEqual(await fingerprint(w.sourceUrl));
+    expect(await fingerprint(w.replicas, 'replica_a', 'big')).toEqual(await fingerprint(w.source, 'app', 'big'));
     // Bounded: neither process held the transaction in memory.
     expect(rss.capture).toBeLessThan(RSS_LIMIT_MB);
     expect(rss.apply).toBeLessThan(RSS_LIMIT_MB);

@@ -122,7 +122,7 @@ describe('replicaWorkflow and captureWorkflow (mocked activities)', () => {
     });
   });
 
-  it('captureWorkflow reports failed with the reason and retries on resume', async () => {
+  it('captureWorkflow reports a lost slot as needs_resync with the reason, and retries on resume', async () => {
     const { taskQueue, workflowId } = ids();
     let calls = 0;
     const activities = {
@@ -136,9 +136,9 @@ describe('replicaWorkflow and captureWorkflow (mocked activities)', () => {
     const worker = await Worker.create({ connection: env.nativeConnection, taskQueue, workflowBundle: bundle, activities });
     await worker.runUntil(async () => {
       const h = await env.client.workflow.start('captureWorkflow', { taskQueue, workflowId, args: [{ source: 'main' }] });
-      const s = await waitFor('failed capture', async () => {
+      const s = await waitFor('capture needing a resync', async () => {
         const v = await h.query(captureStatusQuery);
-        return v.state === 'failed' ? v : null;
+        return v.state === 'needs_resync' ? v : null;
       }, 10_000, 50);
       expect(s.lastError).toMatch(/does not exist/);
       await h.signal(resumeSignal);

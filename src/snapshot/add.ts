@@ -1,0 +1,108 @@
+import type { Config } from '../config';
+import { replicaUrl, requireSourceUrl } from '../config';
+import { relLabel } from '../change';
+import { ConfigError, SchemaMismatchError } from '../errors';
+import { logger } from '../logger';
+import { connectRabbit } from '../log/rabbit';
+import { declareStream, retainedRange } from '../log/stream';
+import { prepareSource } from '../capture/source';
+import { prepareTarget } from '../apply/target';
+import { connectPg, qualified, withClient } from '../pg';
+import { withRetry } from '../retry';
+import { loadSql } from '../sql';
+import { copyTables, TableProgress } from './copy';
+import { createMissingTables } from './create-tables';
+import { exportSnapshot } from './export';
+
+/**
+ * `pgferry replica add <name> --snapshot`: fill a new replica with the
+ * source's current content, then leave it where the stream takes over.
+ *
+ * 1. the newest stream offset is noted: every message up to it holds a
+ *    transaction that committed before the snapshot below;
+ * 2. a snapshot with a known position is exported (temporary slot);
+ * 3. the tables are copied from it, several at a time;
+ * 4. the replica's progress row records the snapshot position and that
+ *    offset, so its workflow reads the stream from there and skips every
+ *    transaction at or below the position: writes made during the copy are
+ *    applied exactly once.
+ */
+export interface AddOptions {
+  createTables: boolean;
+  parallel: number;
+  say: (line: string) => void;
+  onProgress?: (tables: TableProgress[]) => void;
+}
+
+export interface AddResult {
+  position: string;
+  offset: number | null;
+  tables: TableProgress[];
+}
+
+export async function addReplica(config: Config, name: string, o: AddOptions): Promise<AddResult> {
+  const sourceUrl = requireSourceUrl(config);
+  const targetUrl = replicaUrl(config, name);
+  const source = config.source.name;
+  const wait = config.connectWaitMs;
+
+  const rabbit = await withRetry(() => connectRabbit(config.rabbitmqUrl), wait, logger);
+  try {
+    await declareStream(rabbit, source, config.stream);
+    const prepared = await withRetry(() => prepareSource(sourceUrl, source, config.source.tables), wait, logger);
+    const tables = prepared.tables;
+    for (const warning of prepared.warnings) o.say(`WARNING ${warning}`);
+
+    // The replica: tables present (or created), matching, empty, and not already replicating.
+    await withClient(`replica '${name}'`, targetUrl, async (c) => {
+      if (o.createTables) {
+        const created = await withClient(`source '${source}'`, sourceUrl, (s) => createMissingTables(s, c, name, tables));
+        if (created.length) o.say(`replica '${name}': created ${created.join(', ')}`);
+      }
+      for (const warning of await prepareTarget(c, name, tables)) o.say(`WARNING ${warning}`);
+      const existing = (await c.query(loadSql('target/progress-get.sql'), [name])).rows[0];
+      if (existing) {
+        throw new ConfigError(
+          `replica '${name}' already replicates source '${existing.source}' (applied up to ${existing.lsn}); to rebuild it from a fresh snapshot run pgferry replica resync ${name}`,
+        );
+      }
+      const busy: string[] = [];
+      for (const t of tables) {
+        if ((await c.query(`SELECT EXISTS (SELECT 1 FROM ${qualified(t.schema, t.table)}) AS e`)).rows[0].e === 't') busy.push(relLabel(t));
+      }
+      if (busy.length) {
+        throw new SchemaMismatchError(
+          `replica '${name}': table ${busy.join(', ')} already holds rows; a snapshot fills empty tables only: empty ${busy.length > 1 ? 'them' : 'it'} (TRUNCATE), or run pgferry replica resync ${name} to replace the content`,
+        );
+      }
+    });
+
+    // 1. then 2.: the order matters (see above).
+    const offset = (await retainedRange(rabbit, source)).last?.offset ?? null;
+    const snapshot = await exportSnapshot(sourceUrl, source);
+    try {
+      o.say(`snapshot of source '${source}' at ${snapshot.position}: copying ${tables.length} table(s), ${o.parallel} at a time`);
+      const copied = await copyTables({
+        sourceUrl,
+        replicaUrl: targetUrl,
+        source,
+        replica: name,
+        snapshot: snapshot.name,
+        tables,
+        parallel: o.parallel,
+        onProgress: o.onProgress,
+      });
+      const c = await connectPg(`replica '${name}'`, targetUrl);
+      try {
+        await c.query(loadSql('target/progress-start.sql'), [name, source, snapshot.position, offset]);
+      } finally {
+        await c.end().catch(() => undefined);
+      }
+      return { position: snapshot.position, offset, tables: copied };
+    } finally {
+      await snapshot.close();
+    }
+  } finally {
+    await rabbit.close().catch(() => undefined);
+  }
+}
