@@ -99,7 +99,7 @@ export async function prepareSource(url: string, source: string, tableSpecs: str
  * carried stops start-up with its name: replicating it would fail or mangle
  * every row of its table.
  */
-async function publishedTables(c: pg.Client, source: string, pub: string): Promise<TableRef[]> {
+export async function publishedTables(c: pg.Client, source: string, pub: string): Promise<TableRef[]> {
   const tables = new Map<string, TableRef>();
   for (const r of (await c.query(loadSql('source/published-tables.sql'), [pub])).rows) {
     tables.set(JSON.stringify([r.schemaname, r.tablename]), { schema: r.schemaname, table: r.tablename, columns: [] });

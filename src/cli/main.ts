@@ -1,5 +1,7 @@
 import { Command, Option } from 'commander';
-import { Config, loadConfig, RawConfig } from '../config';
+import { Config, loadConfig, RawConfig, replicaUrl, requireSourceUrl } from '../config';
+import { withClient } from '../pg';
+import { syncSequences } from '../apply/sequences';
 import { describeCause, PgferryError } from '../errors';
 import { connectRabbit } from '../log/rabbit';
 import { retainedRange, StreamEnd } from '../log/stream';
@@ -10,6 +12,8 @@ import { QueueName, startWorkers } from '../temporal/worker';
 import { pauseSignal, resumeSignal } from '../../workflows/messages';
 import { captureWorkflowId, replicaWorkflowId } from '../names';
 import { up } from './up';
+import { verifyReplica } from '../verify/command';
+import type { TableVerdict } from '../verify/verify';
 import { addReplica } from '../snapshot/add';
 import { snapshotProgressBar } from '../snapshot/progress-bar';
 import { initialize } from './init';
@@ -98,6 +102,37 @@ connectionOptions(program.command('worker'))
     }, { log: true }),
   );
 
+connectionOptions(program.command('verify <name>'))
+  .description('compare a replica with the source by content (row counts, hashes, then the differing keys); exit 1 on a difference')
+  .option('--json', 'machine-readable output')
+  .action(
+    action(async (name: string, opts: RawConfig & { json?: boolean }) => {
+      const config = loadConfig(opts);
+      const verdicts = await verifyReplica(config, name, config.source.tables);
+      // Keys decide, not row counts: on a busy source the counts are read at different instants.
+      const differs = (v: TableVerdict) => v.missing.length + v.extra.length + v.changed.length > 0;
+      const bad = verdicts.filter(differs);
+      if (opts.json) printJson({ replica: name, equal: !bad.length, tables: verdicts });
+      else {
+        const rows = [['TABLE', 'SOURCE ROWS', 'REPLICA ROWS', 'RESULT']];
+        for (const v of verdicts) {
+          const parts = [`${v.missing.length} missing`, `${v.extra.length} extra`, `${v.changed.length} changed`].filter((p) => !p.startsWith('0 '));
+          const moving = v.moving.length ? ` (${v.moving.length} key(s) changing on the source throughout, not compared)` : '';
+          rows.push([v.table, String(v.sourceRows), String(v.replicaRows), (differs(v) ? parts.join(', ') : 'equal') + moving]);
+        }
+        process.stdout.write(`${table(rows)}\n`);
+        const show = (keys: string[]) => keys.slice(0, 20).join(' ') + (keys.length > 20 ? ` … and ${keys.length - 20} more` : '');
+        for (const v of bad) {
+          if (v.missing.length) process.stdout.write(`${v.table}: missing on the replica: ${show(v.missing)}\n`);
+          if (v.extra.length) process.stdout.write(`${v.table}: only on the replica: ${show(v.extra)}\n`);
+          if (v.changed.length) process.stdout.write(`${v.table}: different on the replica: ${show(v.changed)}\n`);
+        }
+        process.stdout.write(bad.length ? `replica '${name}' differs from the source in ${bad.length} table(s)\n` : `replica '${name}' equals the source\n`);
+      }
+      process.exit(bad.length ? EXIT.failed : EXIT.ok);
+    }),
+  );
+
 const replica = program.command('replica').description('inspect and control replicas');
 
 function fmtLag(v: ReplicaView): string {
@@ -179,6 +214,27 @@ connectionOptions(replica.command('add <name>'))
       );
       say(`next: run pgferry up with --replica ${name}=… (or restart it with it): the replica catches up from the stream, skipping what the snapshot holds`);
       process.exit(EXIT.ok);
+    }),
+  );
+
+connectionOptions(replica.command('sync-sequences <name>'))
+  .description('raise every replica sequence to at least the source value (for cut-over; never lowers one)')
+  .option('--json', 'machine-readable output')
+  .action(
+    action(async (name: string, opts: RawConfig & { json?: boolean }) => {
+      const config = loadConfig(opts);
+      const synced = await withClient(`source '${config.source.name}'`, requireSourceUrl(config), (src) =>
+        withClient(`replica '${name}'`, replicaUrl(config, name), (dst) => syncSequences(src, dst)),
+      );
+      if (opts.json) printJson({ replica: name, sequences: synced });
+      else {
+        const rows = [['SEQUENCE', 'SOURCE', 'REPLICA NOW']];
+        for (const q of synced) rows.push([q.sequence, q.source ?? '(unused)', q.missing ? 'MISSING on the replica' : (q.replica ?? '-')]);
+        process.stdout.write(`${table(rows)}\n`);
+        const missing = synced.filter((q) => q.missing).length;
+        process.stdout.write(`${synced.length - missing} sequence(s) at or above the source${missing ? `; ${missing} missing on the replica (create them there, then run this again)` : ''}\n`);
+      }
+      process.exit(synced.some((q) => q.missing) ? EXIT.failed : EXIT.ok);
     }),
   );
 

@@ -108,7 +108,7 @@ export function cli(w: World, args: string[]) {
 /** Every row of every table, as PostgreSQL prints it (`row::text`), sorted: the content oracle. */
 export async function snapshot(c: pg.Client, tables: string[]): Promise<Record<string, string[]>> {
   // The same rendering on both sides, whatever each server's defaults (the fidelity test gives them different ones).
-  await c.query(`SET DateStyle = ISO, YMD; SET IntervalStyle = postgres; SET extra_float_digits = 3; SET bytea_output = hex`);
+  await c.query(`SET TimeZone = UTC; SET DateStyle = ISO, YMD; SET IntervalStyle = postgres; SET extra_float_digits = 3; SET bytea_output = hex`);
   const out: Record<string, string[]> = {};
   for (const t of tables) {
     const { rows } = await c.query(`SELECT t::text AS r FROM ${t} t ORDER BY 1`);

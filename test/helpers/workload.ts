@@ -20,7 +20,11 @@ export class Workload {
   private stopped = false;
   private done: Promise<void> | null = null;
 
-  constructor(private readonly url: string) {}
+  /** `sleepMs` between transactions: a busy source the replica can keep up with (0: as fast as it goes). */
+  constructor(
+    private readonly url: string,
+    private readonly sleepMs = 0,
+  ) {}
 
   start(): void {
     this.done = this.run();
@@ -38,7 +42,8 @@ export class Workload {
         await c.query('INSERT INTO events (counter_id, payload) VALUES ($1, $2)', [(n % 10) + 1, JSON.stringify({ n })]);
         await c.query('COMMIT');
         this.committed = n;
-        if (n % 50 === 0) await new Promise((r) => setTimeout(r, 5)); // a steady, not saturating, stream
+        if (this.sleepMs) await new Promise((r) => setTimeout(r, this.sleepMs));
+        else if (n % 50 === 0) await new Promise((r) => setTimeout(r, 5)); // a steady, not saturating, stream
       }
     } finally {
       await c.end();

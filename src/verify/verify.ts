@@ -1,0 +1,194 @@
+import type pg from 'pg';
+import { relLabel } from '../change';
+import type { TableRef } from '../capture/source';
+import { compareLsn } from '../lsn';
+import { ident, qualified } from '../pg';
+import { loadSql } from '../sql';
+
+/**
+ * `pgferry verify`: source and replica compared by content. Each table's rows
+ * are spread over buckets by a hash of their key (the whole row for a table
+ * without one); per bucket both sides give a row count and a sum of row
+ * hashes. Only buckets that differ are read row by row, to name the keys.
+ *
+ * The two sides are read at different instants, so on a busy source a
+ * difference may just be lag: differing keys are settled (see `settle`)
+ * against a source snapshot the replica is known to have caught up with.
+ */
+export interface TableVerdict {
+  table: string;
+  sourceRows: number;
+  replicaRows: number;
+  /** Keys (as text) whose rows differ; `missing` = only on the source, `extra` = only on the replica. */
+  missing: string[];
+  extra: string[];
+  changed: string[];
+  /** Keys written on the source during every look: not compared, not counted as differences. */
+  moving: string[];
+}
+
+export interface VerifyOptions {
+  source: pg.ClientBase;
+  replica: pg.ClientBase;
+  replicaName: string;
+  tables: TableRef[];
+  /** Re-checks of differing keys after the replica catches up. */
+  rounds?: number;
+  /** How long the replica's position must stand still to count as caught up with an idle source. */
+  catchUpMs?: number;
+  buckets?: number;
+}
+
+/** Key columns of each table on the source: primary key, else replica identity index, else none (whole row). */
+async function keyColumns(c: pg.ClientBase, t: TableRef): Promise<string[]> {
+  const { rows } = await c.query(loadSql('source/key-columns.sql'), [qualified(t.schema, t.table)]);
+  return rows.map((r) => r.column_name);
+}
+
+interface Shape {
+  table: TableRef;
+  /** SQL text of the key, and of the compared row (published columns, in the source's order). */
+  key: string;
+  row: string;
+}
+
+function shapeOf(t: TableRef, keys: string[]): Shape {
+  const cols = (t.columns ?? []).map((c) => `t.${ident(c.name)}`);
+  const row = `ROW(${cols.join(', ')})::text`;
+  return { table: t, key: keys.length ? `ROW(${keys.map((k) => `t.${ident(k)}`).join(', ')})::text` : row, row };
+}
+
+async function bucketSums(c: pg.ClientBase, s: Shape, buckets: number): Promise<Map<number, string>> {
+  const { rows } = await c.query(
+    `SELECT abs(hashtextextended(${s.key}, 0) % ${buckets}) AS b, count(*)::text || ':' || sum(hashtextextended(${s.row}, 0))::text AS v
+     FROM ${qualified(s.table.schema, s.table.table)} t GROUP BY 1`,
+  );
+  return new Map(rows.map((r) => [Number(r.b), r.v as string]));
+}
+
+/** key → row hashes (several for duplicate rows of a table without a key). */
+async function rowsIn(c: pg.ClientBase, s: Shape, buckets: number, which: number[]): Promise<Map<string, string[]>> {
+  const { rows } = await c.query(
+    `SELECT ${s.key} AS k, hashtextextended(${s.row}, 0)::text AS h FROM ${qualified(s.table.schema, s.table.table)} t
+     WHERE abs(hashtextextended(${s.key}, 0) % ${buckets}) = ANY($1::int[])`,
+    [which],
+  );
+  const out = new Map<string, string[]>();
+  for (const r of rows) out.set(r.k, [...(out.get(r.k) ?? []), r.h].sort());
+  return out;
+}
+
+/**
+ * The given keys' rows on the source, each with whether the transaction that
+ * wrote it had committed when `snapshot` was taken (pg_current_snapshot()).
+ * A row written later may simply not have reached the replica yet.
+ */
+async function sourceRowsAt(c: pg.ClientBase, s: Shape, keys: string[], snapshot: string): Promise<Map<string, { h: string[]; settled: boolean }>> {
+  const { rows } = await c.query(loadSql('source/verify-rows.sql').replaceAll('{key}', s.key).replaceAll('{row}', s.row).replaceAll('{table}', qualified(s.table.schema, s.table.table)), [
+    keys,
+    snapshot,
+  ]);
+  const out = new Map<string, { h: string[]; settled: boolean }>();
+  for (const r of rows) {
+    const prev = out.get(r.k);
+    out.set(r.k, { h: [...(prev?.h ?? []), r.h].sort(), settled: (prev?.settled ?? true) && (r.settled === true || r.settled === 't') });
+  }
+  return out;
+}
+
+async function replicaRows(c: pg.ClientBase, s: Shape, keys: string[]): Promise<Map<string, string[]>> {
+  const { rows } = await c.query(`SELECT ${s.key} AS k, hashtextextended(${s.row}, 0)::text AS h FROM ${qualified(s.table.schema, s.table.table)} t WHERE ${s.key} = ANY($1::text[])`, [keys]);
+  const out = new Map<string, string[]>();
+  for (const r of rows) out.set(r.k, [...(out.get(r.k) ?? []), r.h].sort());
+  return out;
+}
+
+function diff(src: Map<string, string[]>, dst: Map<string, string[]>): string[] {
+  const keys: string[] = [];
+  for (const [k, h] of src) if (dst.get(k)?.join() !== h.join()) keys.push(k);
+  for (const k of dst.keys()) if (!src.has(k)) keys.push(k);
+  return keys;
+}
+
+/** Rows counted by the bucket sums ("count:hash" per bucket). */
+function rowsOf(sums: Map<number, string>): number {
+  let n = 0;
+  for (const v of sums.values()) n += Number(v.split(':')[0]);
+  return n;
+}
+
+/**
+ * Wait until the replica has applied every transaction the source had
+ * committed at `lsn`. An idle source never gets a commit at `lsn` itself:
+ * once the replica's position has stood still for `quietMs`, it holds all
+ * there is. A replica that keeps moving is waited for (up to `maxMs`).
+ */
+async function catchUp(o: VerifyOptions, lsn: string, quietMs: number, maxMs = 20_000): Promise<boolean> {
+  const giveUp = Date.now() + maxMs;
+  let last = '';
+  let since = Date.now();
+  while (Date.now() < giveUp) {
+    const r = (await o.replica.query(loadSql('target/progress-get.sql'), [o.replicaName])).rows[0];
+    const at: string = r?.lsn ?? '0/0';
+    if (compareLsn(at, lsn) >= 0) return true;
+    if (at !== last) {
+      last = at;
+      since = Date.now();
+    } else if (Date.now() - since >= quietMs) return true;
+    await new Promise((res) => setTimeout(res, 100));
+  }
+  return false; // still applying: too far behind to judge in this round
+}
+
+/**
+ * Settle the differing keys: in each round, note the source's snapshot and
+ * position, let the replica catch up to it, then read the replica and then
+ * the source. A key whose source row was written before that snapshot must
+ * match — the replica holds everything up to it, and nothing has touched the
+ * row since — so a mismatch there is a real difference. A key written later
+ * is still moving: look again next round. Keys left open after the last
+ * round are reported as moving, never as differences.
+ */
+async function settle(o: VerifyOptions, s: Shape, keys: string[], rounds: number): Promise<{ missing: string[]; extra: string[]; changed: string[]; moving: string[] }> {
+  const found = { missing: [] as string[], extra: [] as string[], changed: [] as string[], moving: [] as string[] };
+  let open = keys;
+  for (let round = 0; round < rounds && open.length; round++) {
+    const at = (await o.source.query(`SELECT pg_catalog.pg_current_snapshot()::text AS snap, pg_catalog.pg_current_wal_lsn()::text AS lsn`)).rows[0];
+    if (!(await catchUp(o, at.lsn, o.catchUpMs ?? 1000))) continue;
+    const dst = await replicaRows(o.replica, s, open);
+    const src = await sourceRowsAt(o.source, s, open, at.snap);
+    const next: string[] = [];
+    for (const k of open) {
+      const a = src.get(k);
+      const b = dst.get(k);
+      if (a && b && a.h.join() === b.join()) continue; // equal now: it was lag
+      if (a && !a.settled) next.push(k); // written after the snapshot: still moving
+      else if (a && !b) found.missing.push(k);
+      else if (a && b) found.changed.push(k);
+      else if (round === rounds - 1) found.extra.push(k); // gone from the source: a delete in flight, unless it stays
+      else next.push(k);
+    }
+    open = next;
+  }
+  found.moving = open.filter((k) => !found.extra.includes(k));
+  for (const list of Object.values(found)) list.sort();
+  return found;
+}
+
+export async function verify(o: VerifyOptions): Promise<TableVerdict[]> {
+  const buckets = o.buckets ?? 256;
+  for (const c of [o.source, o.replica]) await c.query(`SET TimeZone = 'UTC'`);
+  const verdicts: TableVerdict[] = [];
+  for (const t of o.tables) {
+    const s = shapeOf(t, await keyColumns(o.source, t));
+    const [a, b] = await Promise.all([bucketSums(o.source, s, buckets), bucketSums(o.replica, s, buckets)]);
+    const differing = [...new Set([...a.keys(), ...b.keys()])].filter((k) => a.get(k) !== b.get(k));
+    let found = { missing: [] as string[], extra: [] as string[], changed: [] as string[], moving: [] as string[] };
+    if (differing.length) {
+      const [sr, dr] = await Promise.all([rowsIn(o.source, s, buckets, differing), rowsIn(o.replica, s, buckets, differing)]);
+      found = await settle(o, s, diff(sr, dr), o.rounds ?? 3);
+    }
+    verdicts.push({ table: relLabel(t), sourceRows: rowsOf(a), replicaRows: rowsOf(b), ...found });
+  }
+  return verdicts;
+}
