@@ -2,6 +2,7 @@ import { Command, Option } from 'commander';
 import { Config, loadConfig, RawConfig, replicaUrl, requireSourceUrl } from '../config';
 import { withClient } from '../pg';
 import { syncSequences } from '../apply/sequences';
+import { rewindReplica } from '../apply/rewind';
 import { describeCause, PgferryError } from '../errors';
 import { connectRabbit } from '../log/rabbit';
 import { retainedRange, StreamEnd } from '../log/stream';
@@ -235,6 +236,31 @@ connectionOptions(replica.command('sync-sequences <name>'))
         process.stdout.write(`${synced.length - missing} sequence(s) at or above the source${missing ? `; ${missing} missing on the replica (create them there, then run this again)` : ''}\n`);
       }
       process.exit(synced.some((q) => q.missing) ? EXIT.failed : EXIT.ok);
+    }),
+  );
+
+connectionOptions(replica.command('rewind <name>'))
+  .description('continue a replica restored from a backup taken at a source position, from the retained stream')
+  .requiredOption('--to <position>', 'source LSN the replica holds everything up to, e.g. 16/B374D848')
+  .option('--json', 'machine-readable output')
+  .action(
+    action(async (name: string, opts: RawConfig & { to: string; json?: boolean }) => {
+      const config = loadConfig(opts);
+      const conn = await connectRabbit(config.rabbitmqUrl);
+      let r;
+      try {
+        r = await rewindReplica({ rabbit: conn, source: config.source.name, replica: name, replicaUrl: replicaUrl(config, name), to: opts.to });
+      } finally {
+        await conn.close().catch(() => undefined);
+      }
+      if (opts.json) printJson({ ok: true, replica: name, ...r });
+      else {
+        process.stdout.write(
+          `replica '${name}' rewound to ${r.lsn}: it reads the stream after offset ${r.offset}` +
+            `${r.next ? ` and applies from transaction ${r.next} on` : ''} at its next batch (resume it if it is paused or failed)\n`,
+        );
+      }
+      process.exit(EXIT.ok);
     }),
   );
 

@@ -139,6 +139,8 @@ export class StreamPublisher {
 export interface StreamMessage {
   offset: number;
   body: Buffer;
+  /** Commit LSN of the message's transaction (from its header, without decoding the body). */
+  lsn?: string;
 }
 
 interface Delivered extends StreamMessage {
@@ -179,7 +181,8 @@ export class StreamReader {
             /* channel closing: the reader is done */
           }
         };
-        r.buffered.push({ offset, body: msg.content, ack });
+        const lsn = msg.properties.headers?.['pgferry-lsn'];
+        r.buffered.push({ offset, body: msg.content, lsn: typeof lsn === 'string' ? lsn : undefined, ack });
         r.wake();
       },
       { noAck: false, arguments: { 'x-stream-offset': from } },
@@ -205,7 +208,7 @@ export class StreamReader {
     const m = this.buffered.shift();
     if (m) {
       m.ack();
-      return { offset: m.offset, body: m.body };
+      return { offset: m.offset, body: m.body, lsn: m.lsn };
     }
     if (this.error) throw this.error;
     return null;
