@@ -10,12 +10,13 @@ import { CliFailure, EXIT, fail, printJson, table } from './output';
 import { connectClient, temporalAddress } from '../temporal/connection';
 import { captureView, listReplicaNames, replicaView, ReplicaView } from '../temporal/inspect';
 import { QueueName, startWorkers } from '../temporal/worker';
-import { pauseSignal, resumeSignal } from '../../workflows/messages';
+import { pauseSignal, replicaStatusQuery, resumeSignal } from '../../workflows/messages';
 import { captureWorkflowId, replicaWorkflowId } from '../names';
 import { up } from './up';
 import { verifyReplica } from '../verify/command';
 import type { TableVerdict } from '../verify/verify';
 import { addReplica } from '../snapshot/add';
+import { resyncReplica } from '../snapshot/resync';
 import { snapshotProgressBar } from '../snapshot/progress-bar';
 import { initialize } from './init';
 import { WorkflowNotFoundError } from '@temporalio/client';
@@ -236,6 +237,40 @@ connectionOptions(replica.command('sync-sequences <name>'))
         process.stdout.write(`${synced.length - missing} sequence(s) at or above the source${missing ? `; ${missing} missing on the replica (create them there, then run this again)` : ''}\n`);
       }
       process.exit(synced.some((q) => q.missing) ? EXIT.failed : EXIT.ok);
+    }),
+  );
+
+connectionOptions(replica.command('resync <name>'))
+  .description('rebuild a replica from a fresh snapshot (shadow tables swapped in one transaction), then let it catch up')
+  .option('--parallel <n>', 'tables copied at a time', '4')
+  .action(
+    action(async (name: string, opts: RawConfig & { parallel: string }) => {
+      const parallel = Number(opts.parallel);
+      if (!Number.isInteger(parallel) || parallel < 1) throw new CliFailure(`--parallel '${opts.parallel}': use a whole number ≥ 1`, EXIT.usage);
+      const config = loadConfig(opts);
+      const say = (line: string) => process.stdout.write(`${line}\n`);
+      const bar = snapshotProgressBar();
+      let result;
+      try {
+        result = await resyncReplica(config, name, { parallel, say, onProgress: (t) => bar.update(t) });
+      } finally {
+        bar.stop();
+      }
+      const rows = result.tables.reduce((n, t) => n + t.rows, 0);
+      say(`replica '${name}': rebuilt with ${rows} rows as of source position ${result.position}`);
+      // A replica stopped in needs_resync (or failed) waits for resume; a running one simply goes on.
+      try {
+        const client = await connectClient();
+        const handle = client.workflow.getHandle(replicaWorkflowId(name));
+        const { state } = await handle.query(replicaStatusQuery);
+        if (state === 'needs_resync' || state === 'failed') {
+          await handle.signal(resumeSignal);
+          say(`replica '${name}': resumed; it catches up from the stream`);
+        } else say(`replica '${name}': ${state}; it catches up from the stream${state === 'paused' ? ' once resumed' : ''}`);
+      } catch (err) {
+        say(`replica '${name}': not resumed (${err instanceof Error ? err.message : String(err)}); it catches up once pgferry up runs it`);
+      }
+      process.exit(EXIT.ok);
     }),
   );
 

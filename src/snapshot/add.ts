@@ -5,9 +5,10 @@ import { ConfigError, SchemaMismatchError } from '../errors';
 import { logger } from '../logger';
 import { connectRabbit } from '../log/rabbit';
 import { declareStream, retainedRange } from '../log/stream';
-import { prepareSource } from '../capture/source';
+import { prepareSource, TableRef } from '../capture/source';
+import type { ChannelModel } from 'amqplib';
 import { prepareTarget } from '../apply/target';
-import { connectPg, qualified, withClient } from '../pg';
+import { qualified, withClient } from '../pg';
 import { withRetry } from '../retry';
 import { loadSql } from '../sql';
 import { copyTables, TableProgress } from './copy';
@@ -77,32 +78,49 @@ export async function addReplica(config: Config, name: string, o: AddOptions): P
       }
     });
 
-    // 1. then 2.: the order matters (see above).
-    const offset = (await retainedRange(rabbit, source)).last?.offset ?? null;
-    const snapshot = await exportSnapshot(sourceUrl, source);
-    try {
-      o.say(`snapshot of source '${source}' at ${snapshot.position}: copying ${tables.length} table(s), ${o.parallel} at a time`);
-      const copied = await copyTables({
-        sourceUrl,
-        replicaUrl: targetUrl,
-        source,
-        replica: name,
-        snapshot: snapshot.name,
-        tables,
-        parallel: o.parallel,
-        onProgress: o.onProgress,
-      });
-      const c = await connectPg(`replica '${name}'`, targetUrl);
-      try {
-        await c.query(loadSql('target/progress-start.sql'), [name, source, snapshot.position, offset]);
-      } finally {
-        await c.end().catch(() => undefined);
-      }
-      return { position: snapshot.position, offset, tables: copied };
-    } finally {
-      await snapshot.close();
-    }
+    const copied = await copyFromSnapshot({ config, replica: name, rabbit, tables, parallel: o.parallel, say: o.say, onProgress: o.onProgress });
+    await withClient(`replica '${name}'`, targetUrl, (c) => c.query(loadSql('target/progress-start.sql'), [name, source, copied.position, copied.offset]));
+    return copied;
   } finally {
     await rabbit.close().catch(() => undefined);
+  }
+}
+
+/**
+ * Steps 1–3 above: note the stream's newest offset, export a snapshot, copy
+ * the tables from it (into `target` tables if given). Returns the position
+ * and offset the replica continues from once the copy is in place.
+ */
+export async function copyFromSnapshot(o: {
+  config: Config;
+  replica: string;
+  rabbit: ChannelModel;
+  tables: TableRef[];
+  parallel: number;
+  target?: (t: TableRef) => TableRef;
+  say: (line: string) => void;
+  onProgress?: (tables: TableProgress[]) => void;
+}): Promise<AddResult> {
+  const source = o.config.source.name;
+  const sourceUrl = requireSourceUrl(o.config);
+  // 1. then 2.: the order matters (see above).
+  const offset = (await retainedRange(o.rabbit, source)).last?.offset ?? null;
+  const snapshot = await exportSnapshot(sourceUrl, source);
+  try {
+    o.say(`snapshot of source '${source}' at ${snapshot.position}: copying ${o.tables.length} table(s), ${o.parallel} at a time`);
+    const tables = await copyTables({
+      sourceUrl,
+      replicaUrl: replicaUrl(o.config, o.replica),
+      source,
+      replica: o.replica,
+      snapshot: snapshot.name,
+      tables: o.tables,
+      target: o.target,
+      parallel: o.parallel,
+      onProgress: o.onProgress,
+    });
+    return { position: snapshot.position, offset, tables };
+  } finally {
+    await snapshot.close();
   }
 }

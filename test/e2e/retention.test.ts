@@ -1,4 +1,5 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import pg from 'pg';
 import type { Proc } from '../helpers/procs';
 import { cli, contentOf, createWorld, startUp, upArgs, waitForEqual, World } from '../helpers/fixture';
 import { waitFor } from '../helpers/wait';
@@ -6,7 +7,8 @@ import { waitFor } from '../helpers/wait';
 /**
  * Gaps are loud: with a tiny stream retention, a replica paused long enough
  * for RabbitMQ to remove what it has not consumed goes to `needs_resync`
- * with the reason when resumed — it never skips ahead.
+ * with the reason when resumed — it never skips ahead — and `replica
+ * resync` rebuilds it while readers keep seeing whole tables.
  */
 const SCHEMA = `CREATE TABLE events (id int PRIMARY KEY, payload text)`;
 const RETENTION = { PGFERRY_STREAM_MAX_BYTES: '30000', PGFERRY_STREAM_SEGMENT_BYTES: '10000' };
@@ -67,5 +69,33 @@ describe('a retention gap', () => {
     // Nothing after the gap was applied: b still holds exactly what it had.
     expect((await contentOf(w.replicas, 'replica_b', ['events'])).events).toEqual(['(0,first)']);
     expect((await status('b')).v.offset).toBe(consumed);
+  });
+
+  it('replica resync rebuilds it from a snapshot, readers seeing the old or the new table whole, then it runs again', async () => {
+    const reader = new pg.Client({ connectionString: w.replicaUrls.b });
+    await reader.connect();
+    const seen = new Set<string>();
+    let stop = false;
+    const poll = (async () => {
+      while (!stop) {
+        seen.add((await reader.query('SELECT count(*)::text AS n FROM events')).rows[0].n);
+        await new Promise((r) => setTimeout(r, 10));
+      }
+    })();
+    let r;
+    try {
+      r = await cli(w, ['replica', 'resync', 'b', '--source', w.sourceUrl, '--replica', `b=${w.replicaUrls.b}`]);
+    } finally {
+      stop = true;
+      await poll;
+      await reader.end();
+    }
+    expect(r.code, r.stdout + r.stderr).toBe(0);
+    expect(r.stdout).toMatch(/replica 'b': rebuilt with 201 rows as of source position \S+/);
+    expect(r.stdout).toContain(`replica 'b': resumed; it catches up from the stream`);
+    expect([...seen].sort()).toEqual(['1', '201']); // never empty, never half
+    await waitFor('b to run again', async () => (await status('b')).v.state === 'running');
+    await w.source.withClient('app', (c) => c.query(`UPDATE events SET payload = 'after' WHERE id = 7`));
+    await waitForEqual(w, 'b', ['events']);
   });
 });

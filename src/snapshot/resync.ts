@@ -1,0 +1,114 @@
+import { createHash } from 'node:crypto';
+import type pg from 'pg';
+import type { Config } from '../config';
+import { replicaUrl, requireSourceUrl } from '../config';
+import { logger } from '../logger';
+import { connectRabbit } from '../log/rabbit';
+import { declareStream } from '../log/stream';
+import { prepareSource, TableRef } from '../capture/source';
+import { prepareTarget } from '../apply/target';
+import { ident, qualified, withClient } from '../pg';
+import { withRetry } from '../retry';
+import { loadSql } from '../sql';
+import { AddResult, copyFromSnapshot } from './add';
+import type { TableProgress } from './copy';
+
+/**
+ * `pgferry replica resync <name>`: rebuild a replica (one that needs a
+ * resync after a gap, or one an operator no longer trusts) from a fresh
+ * snapshot, without ever showing readers empty or half-filled tables:
+ *
+ * 1. copy the snapshot into shadow tables (schema pgferry_shadow, unlogged);
+ * 2. in ONE replica transaction: lock the replica's progress row (a batch in
+ *    flight finishes first), TRUNCATE the replicated tables, fill them from
+ *    the shadows (parents before children), set the progress row to the
+ *    snapshot's position — readers wait for this transaction and then see
+ *    the new content whole;
+ * 3. drop the shadows. The replica's workflow then catches up from the
+ *    snapshot's position.
+ *
+ * Only the rows change: the tables keep their identity, indexes, grants,
+ * views and foreign keys.
+ */
+const SHADOW_SCHEMA = 'pgferry_shadow';
+
+export function shadowOf(t: TableRef): TableRef {
+  return { schema: SHADOW_SCHEMA, table: `s_${createHash('sha1').update(JSON.stringify([t.schema, t.table])).digest('hex').slice(0, 20)}` };
+}
+
+export async function resyncReplica(
+  config: Config,
+  name: string,
+  o: { parallel: number; say: (line: string) => void; onProgress?: (tables: TableProgress[]) => void },
+): Promise<AddResult> {
+  const sourceUrl = requireSourceUrl(config);
+  const url = replicaUrl(config, name);
+  const source = config.source.name;
+  const rabbit = await withRetry(() => connectRabbit(config.rabbitmqUrl), config.connectWaitMs, logger);
+  try {
+    await declareStream(rabbit, source, config.stream);
+    const { tables } = await withRetry(() => prepareSource(sourceUrl, source, config.source.tables), config.connectWaitMs, logger);
+    await withClient(`replica '${name}'`, url, async (c) => {
+      for (const warning of await prepareTarget(c, name, tables)) o.say(`WARNING ${warning}`);
+      await c.query(`DROP SCHEMA IF EXISTS ${ident(SHADOW_SCHEMA)} CASCADE; CREATE SCHEMA ${ident(SHADOW_SCHEMA)}`);
+      for (const t of tables) {
+        // The replica's own column definitions, without constraints: the shadow only holds rows for a moment.
+        await c.query(`CREATE UNLOGGED TABLE ${qualified(shadowOf(t).schema, shadowOf(t).table)} (LIKE ${qualified(t.schema, t.table)} INCLUDING GENERATED)`);
+      }
+    });
+    const copied = await copyFromSnapshot({ config, replica: name, rabbit, tables, parallel: o.parallel, target: shadowOf, say: o.say, onProgress: o.onProgress });
+    o.say(`replica '${name}': swapping in the copy (one transaction)`);
+    await withClient(`replica '${name}'`, url, (c) => swapIn(c, name, source, tables, copied));
+    return copied;
+  } finally {
+    await rabbit.close().catch(() => undefined);
+  }
+}
+
+async function swapIn(c: pg.ClientBase, replica: string, source: string, tables: TableRef[], at: AddResult): Promise<void> {
+  await c.query('BEGIN');
+  try {
+    await c.query(loadSql('target/progress-init.sql'), [replica, source]);
+    await c.query(loadSql('target/progress-lock.sql'), [replica]);
+    await c.query(`TRUNCATE ${tables.map((t) => qualified(t.schema, t.table)).join(', ')}`);
+    for (const t of await parentsFirst(c, tables)) {
+      const cols = (t.columns ?? []).map((col) => ident(col.name)).join(', ');
+      const shadow = shadowOf(t);
+      await c.query(`INSERT INTO ${qualified(t.schema, t.table)} (${cols}) OVERRIDING SYSTEM VALUE SELECT ${cols} FROM ${qualified(shadow.schema, shadow.table)}`);
+    }
+    await c.query(loadSql('target/progress-set.sql'), [replica, source, at.position, at.offset]);
+    await c.query('COMMIT');
+  } catch (err) {
+    await c.query('ROLLBACK').catch(() => undefined);
+    throw err;
+  }
+  await c.query(`DROP SCHEMA ${ident(SHADOW_SCHEMA)} CASCADE`);
+}
+
+/** The tables ordered so that every table comes after the tables its foreign keys reference. */
+async function parentsFirst(c: pg.ClientBase, tables: TableRef[]): Promise<TableRef[]> {
+  const key = (schema: string, table: string) => JSON.stringify([schema, table]);
+  const { rows } = await c.query(loadSql('target/fk-order.sql'), [tables.map((t) => t.schema), tables.map((t) => t.table)]);
+  const parents = new Map<string, Set<string>>();
+  for (const r of rows) {
+    const [cs, ct] = JSON.parse(r.child);
+    const [ps, pt] = JSON.parse(r.parent);
+    const k = key(cs, ct);
+    parents.set(k, (parents.get(k) ?? new Set()).add(key(ps, pt)));
+  }
+  const done = new Set<string>();
+  const out: TableRef[] = [];
+  const visit = (t: TableRef, path: Set<string>) => {
+    const k = key(t.schema, t.table);
+    if (done.has(k) || path.has(k)) return; // a cycle of foreign keys: keep the order we have
+    path.add(k);
+    for (const p of parents.get(k) ?? []) {
+      const parent = tables.find((x) => key(x.schema, x.table) === p);
+      if (parent) visit(parent, path);
+    }
+    done.add(k);
+    out.push(t);
+  };
+  for (const t of tables) visit(t, new Set());
+  return out;
+}
