@@ -58,6 +58,12 @@ export interface TxnMessage {
   /** Relations referenced by `changes` in this message, keyed by "schema.table" (quoted when needed). */
   relations: Record<string, RelationInfo>;
   changes: Change[];
+  /**
+   * Set on a gap marker, which carries no changes: the log is missing source
+   * transactions before this point (the slot was lost and created anew), so
+   * every consumer that reaches it must be rebuilt. The reason, for people.
+   */
+  gap?: string;
 }
 
 /** Key of a relation in `relations`: unambiguous for any schema and table name. */

@@ -56,8 +56,8 @@ export async function applyBatch(o: ApplyBatchOptions): Promise<BatchResult> {
   } catch (err) {
     const at = (err as { sourceLsn?: string }).sourceLsn;
     if (!at) throw err;
-    // A rejected change: keep every transaction before it (apply the batch again, stopping
-    // just before the rejected transaction), then report it.
+    // A rejected change, or a gap marker: keep every transaction before it (apply the batch
+    // again, stopping just before that position), then report it.
     const before = await runBatch(o, at);
     o.log.info({ replica: o.replica, appliedLsn: before.appliedLsn, txns: before.txns }, 'applied what came before the rejected transaction');
     throw err;
@@ -136,6 +136,14 @@ async function runBatch(o: ApplyBatchOptions, stopBefore?: string): Promise<Batc
         result.skipped += 1;
         if (!open) result.offset = msg.offset;
         continue;
+      }
+      if (m.gap) {
+        // A gap marker above our position: transactions are missing from the log here. Apply what came
+        // before it (sourceLsn makes applyBatch re-run the batch up to it), then stop for a resync.
+        throw Object.assign(
+          new GapError(`replica '${o.replica}': ${m.gap} (stream offset ${msg.offset}); run pgferry replica resync ${o.replica} to rebuild it from a snapshot`),
+          { sourceLsn: m.lsn },
+        );
       }
       if (!open && m.seq !== 0) {
         // A stray later chunk of a transaction whose start we never saw: it is re-sent whole later.

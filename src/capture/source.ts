@@ -50,6 +50,8 @@ export interface PreparedSource {
   /** Tables on which the source refuses UPDATE/DELETE while published, with the fix. */
   warnings: string[];
   slotCreated: boolean;
+  /** Where a slot created now starts (its consistent point). */
+  slotLsn?: string;
   publicationCreated: boolean;
 }
 
@@ -76,10 +78,11 @@ export async function prepareSource(url: string, source: string, tableSpecs: str
     // Refuse uncarriable columns before the slot exists: a slot left behind would hold WAL on the source.
     const published = await publishedTables(c, source, pub);
     let slotCreated = false;
+    let slotLsn: string | undefined;
     const slot = slotName(source);
     if (!(await c.query(loadSql('source/slot.sql'), [slot])).rows.length) {
       try {
-        await c.query(`SELECT pg_catalog.pg_create_logical_replication_slot($1, 'pgoutput')`, [slot]);
+        slotLsn = (await c.query(`SELECT lsn::text AS lsn FROM pg_catalog.pg_create_logical_replication_slot($1, 'pgoutput')`, [slot])).rows[0].lsn;
         slotCreated = true;
       } catch (err) {
         if ((err as { code?: string }).code !== '42710') throw privilegeError(source, 'create its replication slot', err); // 42710: created concurrently
@@ -90,7 +93,7 @@ export async function prepareSource(url: string, source: string, tableSpecs: str
       const why = r.identity === 'n' ? 'has REPLICA IDENTITY NOTHING' : 'has no primary key or replica identity';
       return `source '${source}': table ${name} ${why}, so PostgreSQL refuses UPDATE and DELETE on it while it is replicated; run ALTER TABLE ${name} REPLICA IDENTITY FULL, or add a primary key`;
     });
-    return { tables: published, warnings, slotCreated, publicationCreated };
+    return { tables: published, warnings, slotCreated, slotLsn, publicationCreated };
   });
 }
 

@@ -3,8 +3,8 @@ import { requireSourceUrl } from '../config';
 import { describeCause, PgferryError } from '../errors';
 import { logger } from '../logger';
 import { connectRabbit } from '../log/rabbit';
-import { declareStream } from '../log/stream';
-import { prepareSource, TableRef } from '../capture/source';
+import type { TableRef } from '../capture/source';
+import { prepareCapture } from '../capture/prepare';
 import { prepareTarget } from '../apply/target';
 import { withClient } from '../pg';
 import { withRetry } from '../retry';
@@ -23,20 +23,17 @@ export interface InitResult {
 }
 
 export async function initialize(config: Config, say: (line: string) => void): Promise<InitResult> {
-  const sourceUrl = requireSourceUrl(config);
+  requireSourceUrl(config);
   const source = config.source.name;
   const wait = config.connectWaitMs;
 
-  await withRetry(async () => {
-    const conn = await connectRabbit(config.rabbitmqUrl);
-    try {
-      await declareStream(conn, source, config.stream);
-    } finally {
-      await conn.close().catch(() => undefined);
-    }
-  }, wait, logger);
-
-  const prepared = await withRetry(() => prepareSource(sourceUrl, source, config.source.tables), wait, logger);
+  const rabbit = await withRetry(() => connectRabbit(config.rabbitmqUrl), wait, logger);
+  let prepared;
+  try {
+    prepared = await prepareCapture(config, rabbit);
+  } finally {
+    await rabbit.close().catch(() => undefined);
+  }
   say(
     `source '${source}': ${prepared.tables.length} table(s) published` +
       `${prepared.publicationCreated ? ' (publication created)' : ''}${prepared.slotCreated ? ', replication slot created' : ''}`,

@@ -105,6 +105,12 @@ export class StreamPublisher {
     if (!ok) await new Promise<void>((resolve) => this.ch.once('drain', resolve));
   }
 
+  /** Resolves once every message published so far is confirmed; throws if one was not. */
+  async flush(): Promise<void> {
+    while (this.unconfirmed > 0) await this.waitForProgress();
+    this.check();
+  }
+
   get pending(): number {
     return this.unconfirmed;
   }

@@ -4,8 +4,9 @@ import { relLabel } from '../change';
 import { ConfigError, SchemaMismatchError } from '../errors';
 import { logger } from '../logger';
 import { connectRabbit } from '../log/rabbit';
-import { declareStream, retainedRange } from '../log/stream';
-import { prepareSource, TableRef } from '../capture/source';
+import { retainedRange } from '../log/stream';
+import type { TableRef } from '../capture/source';
+import { prepareCapture } from '../capture/prepare';
 import type { ChannelModel } from 'amqplib';
 import { prepareTarget } from '../apply/target';
 import { qualified, withClient } from '../pg';
@@ -49,8 +50,7 @@ export async function addReplica(config: Config, name: string, o: AddOptions): P
 
   const rabbit = await withRetry(() => connectRabbit(config.rabbitmqUrl), wait, logger);
   try {
-    await declareStream(rabbit, source, config.stream);
-    const prepared = await withRetry(() => prepareSource(sourceUrl, source, config.source.tables), wait, logger);
+    const prepared = await prepareCapture(config, rabbit);
     const tables = prepared.tables;
     for (const warning of prepared.warnings) o.say(`WARNING ${warning}`);
 

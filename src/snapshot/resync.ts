@@ -4,8 +4,8 @@ import type { Config } from '../config';
 import { replicaUrl, requireSourceUrl } from '../config';
 import { logger } from '../logger';
 import { connectRabbit } from '../log/rabbit';
-import { declareStream } from '../log/stream';
-import { prepareSource, TableRef } from '../capture/source';
+import type { TableRef } from '../capture/source';
+import { prepareCapture } from '../capture/prepare';
 import { prepareTarget } from '../apply/target';
 import { ident, qualified, withClient } from '../pg';
 import { withRetry } from '../retry';
@@ -41,13 +41,12 @@ export async function resyncReplica(
   name: string,
   o: { parallel: number; say: (line: string) => void; onProgress?: (tables: TableProgress[]) => void },
 ): Promise<AddResult> {
-  const sourceUrl = requireSourceUrl(config);
+  requireSourceUrl(config);
   const url = replicaUrl(config, name);
   const source = config.source.name;
   const rabbit = await withRetry(() => connectRabbit(config.rabbitmqUrl), config.connectWaitMs, logger);
   try {
-    await declareStream(rabbit, source, config.stream);
-    const { tables } = await withRetry(() => prepareSource(sourceUrl, source, config.source.tables), config.connectWaitMs, logger);
+    const { tables } = await prepareCapture(config, rabbit);
     await withClient(`replica '${name}'`, url, async (c) => {
       for (const warning of await prepareTarget(c, name, tables)) o.say(`WARNING ${warning}`);
       await c.query(`DROP SCHEMA IF EXISTS ${ident(SHADOW_SCHEMA)} CASCADE; CREATE SCHEMA ${ident(SHADOW_SCHEMA)}`);

@@ -98,4 +98,28 @@ describe('a retention gap', () => {
     await w.source.withClient('app', (c) => c.query(`UPDATE events SET payload = 'after' WHERE id = 7`));
     await waitForEqual(w, 'b', ['events']);
   });
+
+  it('a lost slot is never papered over: up marks the gap, the replica stops in needs_resync, resync repairs it', async () => {
+    await up.stop();
+    await w.source.withClient('app', async (c) => {
+      await c.query(`SELECT pg_drop_replication_slot($1)`, [`pgferry_${w.sourceName}`]);
+      await c.query(`INSERT INTO events VALUES (500, 'while no slot existed')`); // never captured
+    });
+    up = await startUp(w, upArgs(w));
+    expect(up.output()).toMatch(
+      new RegExp(`WARNING the replication slot pgferry_${w.sourceName} of source '${w.sourceName}' was lost and created anew at \\S+: changes made in between are not in the log; every replica will stop in state needs_resync`),
+    );
+    await w.source.withClient('app', (c) => c.query(`INSERT INTO events VALUES (501, 'after')`));
+    const stopped = await waitFor('b to need a resync', async () => {
+      const s = await status('b');
+      return s.v.state === 'needs_resync' ? s.v : null;
+    });
+    expect(stopped.lastError).toMatch(new RegExp(`^replica 'b': the replication slot pgferry_${w.sourceName} of source '${w.sourceName}' was lost and created anew`));
+    expect((await contentOf(w.replicas, 'replica_b', ['events'])).events).not.toContain('(500,"while no slot existed")');
+
+    const r = await cli(w, ['replica', 'resync', 'b', '--source', w.sourceUrl, '--replica', `b=${w.replicaUrls.b}`]);
+    expect(r.code, r.stdout + r.stderr).toBe(0);
+    await waitForEqual(w, 'b', ['events']);
+    expect((await contentOf(w.replicas, 'replica_b', ['events'])).events).toContain('(500,"while no slot existed")');
+  });
 });

@@ -1,0 +1,55 @@
+import type { ChannelModel } from 'amqplib';
+import type { Config } from '../config';
+import { requireSourceUrl } from '../config';
+import { ENVELOPE_VERSION } from '../change';
+import { logger } from '../logger';
+import { declareStream, retainedRange, StreamPublisher } from '../log/stream';
+import { slotName } from '../names';
+import { withRetry } from '../retry';
+import { PreparedSource, prepareSource } from './source';
+
+/**
+ * Everything capture needs before it runs, for `init`, `up`, `replica add`
+ * and `resync`: the change stream, the publication and the slot.
+ *
+ * A slot created while the stream already holds changes means the old slot
+ * was lost (dropped, or invalidated and dropped) and the changes made in
+ * between are not in the log. That is never papered over: a gap marker is
+ * published first, and every replica that reaches it stops in state
+ * `needs_resync`.
+ */
+export async function prepareCapture(config: Config, rabbit: ChannelModel): Promise<PreparedSource & { gapMarked: boolean }> {
+  const source = config.source.name;
+  await declareStream(rabbit, source, config.stream);
+  const prepared = await withRetry(() => prepareSource(requireSourceUrl(config), source, config.source.tables), config.connectWaitMs, logger);
+  let gapMarked = false;
+  if (prepared.slotCreated && prepared.slotLsn && (await retainedRange(rabbit, source)).last) {
+    const reason = `the replication slot ${slotName(source)} of source '${source}' was lost and created anew at ${prepared.slotLsn}: changes made in between are not in the log`;
+    const publisher = await StreamPublisher.open(rabbit, source);
+    try {
+      await publisher.publish(
+        {
+          v: ENVELOPE_VERSION,
+          source,
+          xid: 0,
+          lsn: prepared.slotLsn,
+          endLsn: prepared.slotLsn,
+          commitTime: new Date().toISOString(),
+          seq: 0,
+          last: true,
+          relations: {},
+          changes: [],
+          gap: reason,
+        },
+        () => undefined,
+      );
+      await publisher.flush();
+    } finally {
+      await publisher.close();
+    }
+    logger.warn({ source }, reason);
+    prepared.warnings.push(`${reason}; every replica will stop in state needs_resync when it reaches that point: run pgferry replica resync <name> for each`);
+    gapMarked = true;
+  }
+  return { ...prepared, gapMarked };
+}
