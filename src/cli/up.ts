@@ -4,6 +4,7 @@ import { requireSourceUrl } from '../config';
 import { logger } from '../logger';
 import { withRetry } from '../retry';
 import { initialize } from './init';
+import { say } from './command';
 import { APPLY_TASK_QUEUE, CAPTURE_TASK_QUEUE, captureWorkflowId, replicaWorkflowId } from '../names';
 import { connectClient, DEFAULT_TEMPORAL_ADDRESS } from '../temporal/connection';
 import { DevServer, isTemporalUp, startDevServer } from '../temporal/dev-server';
@@ -23,7 +24,6 @@ export interface UpOptions {
   temporalPort: number;
 }
 
-const say = (line: string) => process.stdout.write(`${line}\n`);
 
 export async function up(config: Config, opts: UpOptions): Promise<void> {
   requireSourceUrl(config);
