@@ -10,6 +10,8 @@ import { declareStream } from '../src/log/stream';
 import { poolConnect } from '../src/pg';
 import type { WorkerResources } from '../src/temporal/resources';
 import { redactText } from '../src/redact';
+import { addReplica } from '../src/snapshot/add';
+import type { SnapshotResult } from '../workflows/messages';
 import type { Logger } from '../src/logger';
 
 /**
@@ -80,6 +82,31 @@ export const createActivities = (deps: Deps) => {
         await declareStream(conn, source, config.stream);
       } catch (err) {
         log.error('replica check failed', { replica, error: redactText(describeCause(err), secrets) });
+        return translate(err);
+      }
+    },
+
+    /** `replica add --snapshot`: copy, heartbeating table progress; a retried attempt first empties what a failed one claimed and partly filled. */
+    async copySnapshot({ replica, createTables, parallel }: ReplicaRef & { createTables: boolean; parallel: number }): Promise<SnapshotResult> {
+      const ctx = Context.current();
+      try {
+        const r = await addReplica(config, replica, {
+          createTables,
+          parallel,
+          say: (line) => log.info(line, { replica }),
+          onProgress: (tables) => ctx.heartbeat(tables),
+        });
+        return {
+          position: r.position,
+          offset: r.offset,
+          rows: r.tables.reduce((n, t) => n + t.rows, 0),
+          bytes: r.tables.reduce((n, t) => n + t.bytes, 0),
+          tables: r.tables.length,
+          created: r.created ?? [],
+          warnings: r.warnings ?? [],
+        };
+      } catch (err) {
+        log.warn('snapshot copy failed', { replica, error: redactText(describeCause(err), secrets) });
         return translate(err);
       }
     },

@@ -19,6 +19,9 @@ export const TARGET_SCHEMA = 'pgferry';
 
 export const captureWorkflowId = (source: string) => `pgferry-capture-${source}`;
 export const replicaWorkflowId = (replica: string) => `pgferry-replica-${replica}`;
+/** The snapshot copy of `replica add`, on a task queue served only by that command's own process (it knows the replica's URL). */
+export const snapshotWorkflowId = (replica: string) => `pgferry-snapshot-${replica}`;
+export const snapshotTaskQueue = (replica: string) => `pgferry-snapshot-${replica}`;
 
 /** Capture and apply run on separate task queues, so they can be scaled and restarted apart. */
 export const CAPTURE_TASK_QUEUE = 'pgferry-capture';

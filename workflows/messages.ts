@@ -44,3 +44,14 @@ export const pauseSignal = defineSignal('pause');
 export const resumeSignal = defineSignal('resume');
 export const replicaStatusQuery = defineQuery<ReplicaStatus>('status');
 export const captureStatusQuery = defineQuery<CaptureStatus>('status');
+
+/** What `replica add --snapshot` reports when its snapshot workflow completes. */
+export interface SnapshotResult {
+  position: string;
+  offset: number | null;
+  rows: number;
+  bytes: number;
+  tables: number;
+  created: string[];
+  warnings: string[];
+}

@@ -15,3 +15,11 @@ CREATE TABLE IF NOT EXISTS pgferry.progress (
   last_commit_time timestamptz,
   updated_at     timestamptz NOT NULL DEFAULT now()
 );
+
+-- A snapshot copy in progress (replica add --snapshot): written once the
+-- replica's tables were found empty, removed with the progress row's
+-- creation. A retried copy empties the tables again only if this is here.
+CREATE TABLE IF NOT EXISTS pgferry.snapshot_claims (
+  replica    text        PRIMARY KEY,
+  claimed_at timestamptz NOT NULL DEFAULT now()
+);

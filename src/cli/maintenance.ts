@@ -8,10 +8,10 @@ import { CliFailure, EXIT, printJson, table } from './output';
 import { action, connectionOptions, parseParallel, say } from './command';
 import { connectClient } from '../temporal/connection';
 import { replicaStatusQuery, resumeSignal } from '../../workflows/messages';
-import { replicaWorkflowId } from '../names';
+import { replicaWorkflowId, snapshotWorkflowId } from '../names';
 import { verifyReplica } from '../verify/command';
 import type { TableVerdict } from '../verify/verify';
-import { addReplica } from '../snapshot/add';
+import { runSnapshot } from '../temporal/snapshot-run';
 import { resyncReplica } from '../snapshot/resync';
 import { snapshotProgressBar } from '../snapshot/progress-bar';
 
@@ -69,18 +69,19 @@ export function addMaintenanceCommands(program: Command, replica: Command): void
         const config = loadConfig(opts);
         const bar = snapshotProgressBar();
         const started = Date.now();
-        let result;
+        let r;
         try {
-          result = await addReplica(config, name, { createTables: Boolean(opts.createTables), parallel, say, onProgress: (t) => bar.update(t) });
+          r = await runSnapshot(config, name, { createTables: Boolean(opts.createTables), parallel, onProgress: (t) => bar.update(t) });
         } finally {
           bar.stop();
         }
-        const rows = result.tables.reduce((n, t) => n + t.rows, 0);
-        const bytes = result.tables.reduce((n, t) => n + t.bytes, 0);
+        if (r.created.length) say(`replica '${name}': created ${r.created.join(', ')}`);
+        for (const warning of r.warnings) say(`WARNING ${warning}`);
         const seconds = (Date.now() - started) / 1000;
+        say(`snapshot of source '${config.source.name}' at ${r.position}: copied ${r.tables} table(s), ${parallel} at a time (workflow ${snapshotWorkflowId(name)})`);
         say(
-          `replica '${name}': copied ${rows} rows (${(bytes / 1e6).toFixed(1)} MB) in ${result.tables.length} table(s) in ${seconds.toFixed(1)} s ` +
-            `(${Math.round(rows / seconds)} rows/s), as of source position ${result.position}`,
+          `replica '${name}': copied ${r.rows} rows (${(r.bytes / 1e6).toFixed(1)} MB) in ${r.tables} table(s) in ${seconds.toFixed(1)} s ` +
+            `(${Math.round(r.rows / seconds)} rows/s), as of source position ${r.position}`,
         );
         say(`next: run pgferry up with --replica ${name}=… (or restart it with it): the replica catches up from the stream, skipping what the snapshot holds`);
         process.exit(EXIT.ok);

@@ -40,6 +40,9 @@ export interface AddResult {
   position: string;
   offset: number | null;
   tables: TableProgress[];
+  /** Tables `--create-tables` created, and what the checks warned about. */
+  created?: string[];
+  warnings?: string[];
 }
 
 export async function addReplica(config: Config, name: string, o: AddOptions): Promise<AddResult> {
@@ -52,21 +55,26 @@ export async function addReplica(config: Config, name: string, o: AddOptions): P
   try {
     const prepared = await prepareCapture(config, rabbit);
     const tables = prepared.tables;
-    for (const warning of prepared.warnings) o.say(`WARNING ${warning}`);
+    const warnings = [...prepared.warnings];
+    let created: string[] = [];
 
     // The replica: tables present (or created), matching, empty, and not already replicating.
     await withClient(`replica '${name}'`, targetUrl, async (c) => {
       if (o.createTables) {
-        const created = await withClient(`source '${source}'`, sourceUrl, (s) => createMissingTables(s, c, name, tables));
+        created = await withClient(`source '${source}'`, sourceUrl, (s) => createMissingTables(s, c, name, tables));
         if (created.length) o.say(`replica '${name}': created ${created.join(', ')}`);
       }
-      for (const warning of await prepareTarget(c, name, tables)) o.say(`WARNING ${warning}`);
+      warnings.push(...(await prepareTarget(c, name, tables)));
+      for (const warning of warnings) o.say(`WARNING ${warning}`);
       const existing = (await c.query(loadSql('target/progress-get.sql'), [name])).rows[0];
       if (existing) {
         throw new ConfigError(
           `replica '${name}' already replicates source '${existing.source}' (applied up to ${existing.lsn}); to rebuild it from a fresh snapshot run pgferry replica resync ${name}`,
         );
       }
+      // A retried copy empties only what an earlier attempt of its own claimed (after finding it empty).
+      const claimed = (await c.query('SELECT 1 FROM pgferry.snapshot_claims WHERE replica = $1', [name])).rows.length > 0;
+      if (claimed) await c.query(`TRUNCATE ${tables.map((t) => qualified(t.schema, t.table)).join(', ')}`);
       const busy: string[] = [];
       for (const t of tables) {
         if ((await c.query(`SELECT EXISTS (SELECT 1 FROM ${qualified(t.schema, t.table)}) AS e`)).rows[0].e === 't') busy.push(relLabel(t));
@@ -76,11 +84,17 @@ export async function addReplica(config: Config, name: string, o: AddOptions): P
           `replica '${name}': table ${busy.join(', ')} already holds rows; a snapshot fills empty tables only: empty ${busy.length > 1 ? 'them' : 'it'} (TRUNCATE), or run pgferry replica resync ${name} to replace the content`,
         );
       }
+      await c.query('INSERT INTO pgferry.snapshot_claims (replica) VALUES ($1) ON CONFLICT DO NOTHING', [name]);
     });
 
     const copied = await copyFromSnapshot({ config, replica: name, rabbit, tables, parallel: o.parallel, say: o.say, onProgress: o.onProgress });
-    await withClient(`replica '${name}'`, targetUrl, (c) => c.query(loadSql('target/progress-start.sql'), [name, source, copied.position, copied.offset]));
-    return copied;
+    await withClient(`replica '${name}'`, targetUrl, async (c) => {
+      await c.query('BEGIN');
+      await c.query(loadSql('target/progress-start.sql'), [name, source, copied.position, copied.offset]);
+      await c.query('DELETE FROM pgferry.snapshot_claims WHERE replica = $1', [name]);
+      await c.query('COMMIT');
+    });
+    return { ...copied, created, warnings };
   } finally {
     await rabbit.close().catch(() => undefined);
   }

@@ -17,7 +17,7 @@ export interface ActivityView {
   heartbeat: unknown;
 }
 
-async function pendingActivity(client: Client, workflowId: string): Promise<ActivityView | null> {
+export async function pendingActivity(client: Client, workflowId: string): Promise<ActivityView | null> {
   const desc = await client.workflow.getHandle(workflowId).describe();
   const a = desc.raw.pendingActivities?.[0];
   if (!a) return null;

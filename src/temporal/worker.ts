@@ -1,11 +1,11 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { DefaultLogger, LogLevel, NativeConnection, Runtime, Worker } from '@temporalio/worker';
+import { DefaultLogger, LogLevel, NativeConnection, Runtime, Worker, WorkerOptions } from '@temporalio/worker';
 import { createActivities } from '../../activities';
 import type { Config } from '../config';
 import { UnavailableError, describeCause } from '../errors';
 import { logger } from '../logger';
-import { APPLY_TASK_QUEUE, CAPTURE_TASK_QUEUE } from '../names';
+import { APPLY_TASK_QUEUE, CAPTURE_TASK_QUEUE, snapshotTaskQueue } from '../names';
 import { WorkerResources } from './resources';
 
 /**
@@ -44,6 +44,22 @@ export interface RunningWorkers {
 }
 
 export async function startWorkers(config: Config, address: string, queues: QueueName[]): Promise<RunningWorkers> {
+  const specs: { taskQueue: string; options: Partial<WorkerOptions> }[] = [];
+  if (queues.includes('capture')) {
+    // Capture heartbeats carry the live confirmed position that status and lag are computed from:
+    // deliver them every 2 s instead of the default 80% of the heartbeat timeout.
+    specs.push({ taskQueue: CAPTURE_TASK_QUEUE, options: { maxConcurrentActivityTaskExecutions: 20, maxHeartbeatThrottleInterval: '2 seconds' } });
+  }
+  if (queues.includes('apply')) specs.push({ taskQueue: APPLY_TASK_QUEUE, options: { maxConcurrentActivityTaskExecutions: 50 } });
+  return runWorkers(config, address, specs);
+}
+
+/** The worker of one `replica add --snapshot` run: its own task queue, so only this process (which knows the replica) copies. */
+export async function startSnapshotWorker(config: Config, address: string, replica: string): Promise<RunningWorkers> {
+  return runWorkers(config, address, [{ taskQueue: snapshotTaskQueue(replica), options: { maxHeartbeatThrottleInterval: '1 second' } }]);
+}
+
+async function runWorkers(config: Config, address: string, specs: { taskQueue: string; options: Partial<WorkerOptions> }[]): Promise<RunningWorkers> {
   installRuntimeLogger();
   let connection: NativeConnection;
   try {
@@ -55,16 +71,7 @@ export async function startWorkers(config: Config, address: string, queues: Queu
   const activities = createActivities({ config, logger, resources });
   const common = { connection, namespace: config.temporal.namespace, activities, ...workflowSource() };
   const workers: Worker[] = [];
-  if (queues.includes('capture')) {
-    // Capture heartbeats carry the live confirmed position that status and lag are computed from:
-    // deliver them every 2 s instead of the default 80% of the heartbeat timeout.
-    workers.push(
-      await Worker.create({ ...common, taskQueue: CAPTURE_TASK_QUEUE, maxConcurrentActivityTaskExecutions: 20, maxHeartbeatThrottleInterval: '2 seconds' }),
-    );
-  }
-  if (queues.includes('apply')) {
-    workers.push(await Worker.create({ ...common, taskQueue: APPLY_TASK_QUEUE, maxConcurrentActivityTaskExecutions: 50 }));
-  }
+  for (const spec of specs) workers.push(await Worker.create({ ...common, ...spec.options, taskQueue: spec.taskQueue }));
   const run = Promise.all(workers.map((w) => w.run()))
     .then(() => undefined)
     .finally(async () => {

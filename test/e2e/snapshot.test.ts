@@ -1,6 +1,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { Client, Connection } from '@temporalio/client';
 import type { Proc } from '../helpers/procs';
-import { runCli } from '../helpers/procs';
+import { runCli, startCli } from '../helpers/procs';
 import { contentOf, createWorld, fingerprint, startUp, upArgs, waitForEqual, World } from '../helpers/fixture';
 import { audit, AUDIT_SCHEMA, AUDIT_TABLES, Workload } from '../helpers/workload';
 import { waitFor } from '../helpers/wait';
@@ -56,11 +57,20 @@ describe('replica add --snapshot', () => {
     const add = await runCli(args, w.env, 600_000);
     expect(add.code, add.stdout + add.stderr).toBe(0);
     expect(add.stdout).toMatch(/replica 'late': created public\.audit, public\.counters, public\.customers, public\.events, public\.orders/);
-    expect(add.stdout).toMatch(/snapshot of source '\w+' at [0-9A-F]+\/[0-9A-F]+: copying 5 table\(s\), 4 at a time/);
+    expect(add.stdout).toMatch(/snapshot of source '\w+' at [0-9A-F]+\/[0-9A-F]+: copied 5 table\(s\), 4 at a time \(workflow pgferry-snapshot-late\)/);
     expect(add.stdout).toMatch(/copy \|.*\| \d+% · \d+ rows · [\d.]+ MB · \d+ rows\/s · ETA \S+ · tables \d\/5/); // progress, as it goes
     const copied = /copied (\d+) rows/.exec(add.stdout);
     expect(Number(copied?.[1])).toBeGreaterThanOrEqual(BIG_ROWS);
     console.log(add.stdout.split('\n').filter((l) => /copied|snapshot of/.test(l)).join('\n'));
+    // The copy ran as a Temporal workflow: its record stays, with the result.
+    const connection = await Connection.connect({ address: w.temporal.address });
+    try {
+      const handle = new Client({ connection }).workflow.getHandle('pgferry-snapshot-late');
+      expect((await handle.describe()).status.name).toBe('COMPLETED');
+      expect((await handle.result()).rows).toBe(Number(copied![1]));
+    } finally {
+      await connection.close();
+    }
 
     // Running it again must not copy over a replica that is already filled.
     const again = await runCli(args, w.env);
@@ -90,5 +100,25 @@ describe('replica add --snapshot', () => {
     expect(r.code).toBe(1);
     expect(r.stderr).toContain(`pgferry: replica 'busy': table public.counters already holds rows; a snapshot fills empty tables only`);
     expect((await contentOf(w.replicas, 'replica_busy', ['orders'])).orders).toEqual([]);
+  });
+
+  it('survives its own process being killed mid-copy: run again, it re-attaches and copies from the start', async () => {
+    const url = await w.replicas.createDatabase('replica_again');
+    await w.replicas.withClient('replica_again', (c) => c.query(`CREATE TYPE tier AS ENUM ('free', 'pro')`));
+    const args = ['replica', 'add', 'again', '--snapshot', '--create-tables', '--parallel', '1', '--source', w.sourceUrl, '--replica', `again=${url}`];
+    const first = startCli(args, w.env);
+    await waitFor('the copy to be under way', async () => {
+      if (first.child.exitCode !== null) throw new Error(`add exited early:\n${first.output()}`);
+      return /copy \|.*· [1-9]\d* rows/.test(first.output());
+    }, 120_000, 100);
+    await first.kill9();
+    const partial = await w.replicas.withClient('replica_again', async (c) => Number((await c.query('SELECT count(*) FROM customers')).rows[0].count));
+
+    const second = await runCli(args, w.env, 600_000);
+    expect(second.code, second.stdout + second.stderr).toBe(0);
+    for (const t of [...BIG_TABLES, ...AUDIT_TABLES]) {
+      expect(await fingerprint(w.replicas, 'replica_again', t), t).toEqual(await fingerprint(w.source, 'app', t));
+    }
+    console.log(`killed mid-copy (customers had ${partial} committed rows), re-run: ${second.stdout.split('\n').find((l) => l.includes('copied') && l.includes('rows'))}`);
   });
 });
