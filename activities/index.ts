@@ -3,6 +3,7 @@ import type pg from 'pg';
 import { Config, replicaUrl, requireSourceUrl } from '../src/config';
 import { PgferryError, describeCause, isTransient } from '../src/errors';
 import { streamChanges as runCapture, CaptureProgress } from '../src/capture/stream-changes';
+import { captureTriggers } from '../src/capture/trigger-capture';
 import type { TableRef } from '../src/capture/source';
 import { applyBatch as runApplyBatch, BatchResult } from '../src/apply/apply-batch';
 import { prepareTarget } from '../src/apply/target';
@@ -52,7 +53,8 @@ export const createActivities = (deps: Deps) => {
     async streamChanges({ source }: SourceRef): Promise<CaptureProgress> {
       const ctx = Context.current();
       try {
-        return await runCapture({
+        const run = config.source.mode === 'trigger' ? captureTriggers : runCapture;
+        return await run({
           source,
           url: requireSourceUrl(config),
           rabbitUrl: config.rabbitmqUrl,

@@ -28,6 +28,8 @@ const schema = z.object({
       if (bad) ctx.addIssue({ code: 'custom', message: bad });
     }),
     url: pgUrl.optional(),
+    /** wal: logical decoding (pgoutput); trigger: row triggers + change-log table, for sources without wal_level=logical. */
+    mode: z.enum(['wal', 'trigger'], { message: "capture mode is 'wal' or 'trigger'" }),
     tables: z.array(z.string().regex(/^[^.]+\.[^.]+$|^[^.]+$/, 'tables are schema.table or table')).optional(),
   }),
   replicas: z.array(
@@ -58,6 +60,7 @@ export interface RawConfig {
   source?: string;
   sourceName?: string;
   tables?: string;
+  mode?: string;
   replica?: string[];
   rabbitmq?: string;
   dataDir?: string;
@@ -94,6 +97,7 @@ export function loadConfig(raw: RawConfig, env: NodeJS.ProcessEnv = process.env)
     source: {
       name: raw.sourceName ?? env.PGFERRY_SOURCE_NAME ?? 'main',
       url: raw.source ?? env.PGFERRY_SOURCE,
+      mode: raw.mode ?? env.PGFERRY_CAPTURE_MODE ?? 'wal',
       tables: tables
         ? tables
             .split(',')

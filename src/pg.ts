@@ -83,4 +83,5 @@ export async function withClient<T>(what: string, url: string, fn: (c: pg.Client
 }
 
 export const ident = (s: string) => pg.escapeIdentifier(s);
+export const escapeLiteral = (s: string) => pg.escapeLiteral(s);
 export const qualified = (schema: string, table: string) => `${ident(schema)}.${ident(table)}`;

@@ -1,4 +1,4 @@
--- Columns of the published tables, in table and column order, with their
+-- Columns of the given (published) tables, in table and column order, with their
 -- type and whether pgferry can carry their values. Values travel as text, so
 -- a type is carried when PostgreSQL can read back what it prints: not so for
 -- pseudo-types and the internal types whose input function refuses every
@@ -8,11 +8,11 @@
 WITH RECURSIVE cols AS (
   SELECT pt.schemaname, pt.tablename, a.attrelid, a.attnum, a.attname, a.atttypid,
          pg_catalog.format_type(a.atttypid, a.atttypmod) AS type_name
-  FROM pg_catalog.pg_publication_tables pt
+  FROM unnest($1::text[], $2::text[]) AS pt(schemaname, tablename)
   JOIN pg_catalog.pg_namespace n ON n.nspname = pt.schemaname
   JOIN pg_catalog.pg_class c ON c.relnamespace = n.oid AND c.relname = pt.tablename
   JOIN pg_catalog.pg_attribute a ON a.attrelid = c.oid
-  WHERE pt.pubname = $1 AND a.attnum > 0 AND NOT a.attisdropped AND a.attgenerated = ''
+  WHERE a.attnum > 0 AND NOT a.attisdropped AND a.attgenerated = ''
 ),
 -- each column's type, the type under each domain, the element of each array
 under(attrelid, attnum, typid) AS (

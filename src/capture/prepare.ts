@@ -7,10 +7,12 @@ import { declareStream, retainedRange, StreamPublisher } from '../log/stream';
 import { slotName } from '../names';
 import { withRetry } from '../retry';
 import { PreparedSource, prepareSource } from './source';
+import { prepareTriggerSource } from './trigger-source';
 
 /**
  * Everything capture needs before it runs, for `init`, `up`, `replica add`
- * and `resync`: the change stream, the publication and the slot.
+ * and `resync`: the change stream, and the publication and slot (WAL mode)
+ * or the change-log schema and triggers (trigger mode).
  *
  * A slot created while the stream already holds changes means the old slot
  * was lost (dropped, or invalidated and dropped) and the changes made in
@@ -21,7 +23,9 @@ import { PreparedSource, prepareSource } from './source';
 export async function prepareCapture(config: Config, rabbit: ChannelModel): Promise<PreparedSource & { gapMarked: boolean }> {
   const source = config.source.name;
   await declareStream(rabbit, source, config.stream);
-  const prepared = await withRetry(() => prepareSource(requireSourceUrl(config), source, config.source.tables), config.connectWaitMs, logger);
+  const url = requireSourceUrl(config);
+  const prepare = config.source.mode === 'trigger' ? prepareTriggerSource : prepareSource;
+  const prepared = await withRetry(() => prepare(url, source, config.source.tables), config.connectWaitMs, logger);
   let gapMarked = false;
   if (prepared.slotCreated && prepared.slotLsn && (await retainedRange(rabbit, source)).last) {
     const reason = `the replication slot ${slotName(source)} of source '${source}' was lost and created anew at ${prepared.slotLsn}: changes made in between are not in the log`;

@@ -102,13 +102,22 @@ export async function prepareSource(url: string, source: string, tableSpecs: str
  * carried stops start-up with its name: replicating it would fail or mangle
  * every row of its table.
  */
-export async function publishedTables(c: pg.Client, source: string, pub: string): Promise<TableRef[]> {
+export async function publishedTables(c: pg.ClientBase, source: string, pub: string): Promise<TableRef[]> {
+  const list = (await c.query(loadSql('source/published-tables.sql'), [pub])).rows.map((r) => ({ schema: r.schemaname as string, table: r.tablename as string }));
+  return describeTables(c, source, list);
+}
+
+/**
+ * The tables with their columns. A column whose type cannot be carried stops
+ * start-up with its name: replicating it would fail or mangle every row of
+ * its table.
+ */
+export async function describeTables(c: pg.ClientBase, source: string, list: { schema: string; table: string }[]): Promise<TableRef[]> {
   const tables = new Map<string, TableRef>();
-  for (const r of (await c.query(loadSql('source/published-tables.sql'), [pub])).rows) {
-    tables.set(JSON.stringify([r.schemaname, r.tablename]), { schema: r.schemaname, table: r.tablename, columns: [] });
-  }
+  for (const t of list) tables.set(JSON.stringify([t.schema, t.table]), { schema: t.schema, table: t.table, columns: [] });
   const refused: string[] = [];
-  for (const r of (await c.query(loadSql('source/published-columns.sql'), [pub])).rows) {
+  const { rows } = await c.query(loadSql('source/published-columns.sql'), [list.map((t) => t.schema), list.map((t) => t.table)]);
+  for (const r of rows) {
     tables.get(JSON.stringify([r.schemaname, r.tablename]))?.columns!.push({ name: r.column_name, type: r.type_name });
     if (r.carriable === false || r.carriable === 'f') {
       refused.push(`${relLabel({ schema: r.schemaname, table: r.tablename })}.${nameLabel(r.column_name)} (type ${r.type_name})`);

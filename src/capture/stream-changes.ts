@@ -32,6 +32,9 @@ export interface CaptureProgress {
   changes: number;
   messages: number;
   startedAt: string;
+  /** Trigger mode: events waiting in the source's change log, and its size on disk. */
+  logEvents?: number;
+  logBytes?: number;
 }
 
 export interface CaptureOptions {

@@ -15,6 +15,7 @@ export function connectionOptions(cmd: Command): Command {
     .option('--source-name <name>', 'name of the source: slot pgferry_<name>, stream pgferry.<name>.changes (env PGFERRY_SOURCE_NAME)', undefined)
     .option('--replica <name=url>', 'a replica, repeatable (env PGFERRY_REPLICAS="a=url,b=url")', (v: string, acc: string[]) => [...acc, v], [] as string[])
     .option('--tables <list>', 'comma-separated schema.table list to replicate (default: all tables; env PGFERRY_TABLES)')
+    .option('--mode <mode>', 'capture mode: wal (logical decoding) or trigger (row triggers, for wal_level below logical); env PGFERRY_CAPTURE_MODE, default wal')
     .option('--rabbitmq <url>', 'RabbitMQ URL (env PGFERRY_RABBITMQ_URL, default amqp://guest:guest@127.0.0.1:5672)')
     .option('--data-dir <dir>', 'where pgferry keeps local state such as the dev server database (env PGFERRY_DATA_DIR, default .pgferry)')
     .option('--wait <seconds>', 'how long to keep retrying servers that do not answer at start-up (default 30)');

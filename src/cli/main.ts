@@ -1,5 +1,8 @@
 import { Command, Option } from 'commander';
-import { Config, loadConfig, RawConfig } from '../config';
+import * as readline from 'node:readline/promises';
+import { Config, loadConfig, RawConfig, requireSourceUrl } from '../config';
+import { uninstallSource } from '../capture/uninstall';
+import { redactUrl } from '../redact';
 import { describeCause, PgferryError } from '../errors';
 import { connectRabbit } from '../log/rabbit';
 import { retainedRange, StreamEnd } from '../log/stream';
@@ -10,7 +13,7 @@ import { connectClient, temporalAddress } from '../temporal/connection';
 import { captureView, listReplicaNames, replicaView, ReplicaView } from '../temporal/inspect';
 import { QueueName, startWorkers } from '../temporal/worker';
 import { pauseSignal, resumeSignal } from '../../workflows/messages';
-import { captureWorkflowId, replicaWorkflowId } from '../names';
+import { captureWorkflowId, replicaWorkflowId, streamName } from '../names';
 import { up } from './up';
 import { initialize } from './init';
 import { WorkflowNotFoundError } from '@temporalio/client';
@@ -57,6 +60,30 @@ connectionOptions(program.command('init'))
         process.exit(EXIT.failed);
       }
       say(`ready: run pgferry up to start replicating`);
+      process.exit(EXIT.ok);
+    }, { log: true }),
+  );
+
+connectionOptions(program.command('uninstall'))
+  .description('remove everything pgferry installed on the source (slot and publication, or triggers and schema pgferry)')
+  .option('--yes', 'do not ask for confirmation')
+  .action(
+    action(async (opts: RawConfig & { yes?: boolean }) => {
+      const config = loadConfig(opts);
+      const url = requireSourceUrl(config);
+      if (!opts.yes) {
+        if (!process.stdin.isTTY) throw new CliFailure(`uninstall: pass --yes to confirm (there is no terminal to ask)`, EXIT.usage);
+        const rl = readline.createInterface({ input: process.stdin, output: process.stdout });
+        const answer = await rl.question(`Remove pgferry's slot, publication, triggers and schema from source '${config.source.name}' at ${redactUrl(url)}? [y/N] `);
+        rl.close();
+        if (!/^y(es)?$/i.test(answer.trim())) {
+          say('nothing removed');
+          process.exit(EXIT.failed);
+        }
+      }
+      const removed = await uninstallSource(url, config.source.name);
+      say(removed.length ? `removed from source '${config.source.name}':\n${removed.map((r) => `  ${r}`).join('\n')}` : `nothing of pgferry's was installed on source '${config.source.name}'`);
+      say(`the change stream ${streamName(config.source.name)} in RabbitMQ is kept; delete it there if no replica or subscriber needs it`);
       process.exit(EXIT.ok);
     }, { log: true }),
   );
@@ -169,7 +196,7 @@ program
       else {
         const range = 'error' in retained ? `? (${retained.error})` : retained.first ? `${retained.first.offset}–${retained.last!.offset} (${retained.first.lsn} … ${retained.last!.lsn})` : 'empty';
         const rows = [
-          ['SOURCE', 'STATE', 'CONFIRMED', 'LAST COMMIT', 'TXNS', 'RETAINED OFFSETS', 'ERROR'],
+          ['SOURCE', 'STATE', 'CONFIRMED', 'LAST COMMIT', 'TXNS', 'RETAINED OFFSETS', 'CHANGE LOG', 'ERROR'],
           [
             v.source,
             v.state,
@@ -177,6 +204,8 @@ program
             v.lastCommitTime ?? '-',
             String(v.txns + (v.live?.txns ?? 0)),
             range,
+            // trigger mode: events on the source not yet confirmed by RabbitMQ
+            v.live?.logEvents !== undefined ? `${v.live.logEvents} events, ${Math.round((v.live.logBytes ?? 0) / 1024)} kB` : '-',
             v.lastError ?? (v.retrying ? `retrying: ${v.retrying}` : ''),
           ],
         ];

@@ -119,7 +119,7 @@ export async function copyFromSnapshot(o: {
   const sourceUrl = requireSourceUrl(o.config);
   // 1. then 2.: the order matters (see above).
   const offset = (await retainedRange(o.rabbit, source)).last?.offset ?? null;
-  const snapshot = await exportSnapshot(sourceUrl, source);
+  const snapshot = await exportSnapshot(sourceUrl, source, o.config.source.mode);
   try {
     o.say(`snapshot of source '${source}' at ${snapshot.position}: copying ${o.tables.length} table(s), ${o.parallel} at a time`);
     const tables = await copyTables({

@@ -19,8 +19,11 @@ export interface ExportedSnapshot {
   close(): Promise<void>;
 }
 
-export async function exportSnapshot(url: string, source: string): Promise<ExportedSnapshot> {
+export async function exportSnapshot(url: string, source: string, mode: 'wal' | 'trigger' = 'wal'): Promise<ExportedSnapshot> {
   const what = `source '${source}'`;
+  if (mode === 'trigger') {
+    throw new SourceError(`${what}: snapshots of a trigger-mode source are not built yet; fill the replica with pg_dump taken before pgferry init --mode trigger, or use WAL mode`);
+  }
   const c = await connectPg(what, url, { replication: 'database' } as Partial<pg.ClientConfig>);
   const slot = `pgferry_snap_${randomBytes(6).toString('hex')}`;
   try {

@@ -1,0 +1,68 @@
+-- Trigger capture, for sources without wal_level=logical. Idempotent.
+--
+-- Row triggers append every change to pgferry.events, in the writing
+-- transaction (so a change and its event commit or vanish together). Values
+-- are the row's own text form (OLD::text / NEW::text), printed with pinned
+-- settings so every session writes the same text. A statement trigger sends
+-- a NOTIFY, only to wake capture up: capture also polls, and loses nothing
+-- while it is away.
+--
+-- Order: capture records ticks (pg_current_snapshot()); a batch is the set of
+-- transactions that became visible between two consecutive ticks, and within
+-- a batch transactions are ordered by their last event. Events are deleted
+-- once RabbitMQ has confirmed them, with the tick they end at.
+CREATE SCHEMA IF NOT EXISTS pgferry;
+
+CREATE TABLE IF NOT EXISTS pgferry.events (
+  ev_id      bigserial   PRIMARY KEY,
+  txid       xid8        NOT NULL DEFAULT pg_catalog.pg_current_xact_id(),
+  op         "char"      NOT NULL,            -- I, U, D, T
+  rel_schema text        NOT NULL,
+  rel_table  text        NOT NULL,
+  old_row    text,
+  new_row    text,
+  at         timestamptz NOT NULL DEFAULT pg_catalog.clock_timestamp()
+);
+CREATE INDEX IF NOT EXISTS events_txid ON pgferry.events (txid);
+
+CREATE TABLE IF NOT EXISTS pgferry.ticks (
+  tick_id bigserial    PRIMARY KEY,
+  snap    pg_snapshot  NOT NULL,
+  at      timestamptz  NOT NULL DEFAULT now()
+);
+
+-- The last tick whose batch RabbitMQ has confirmed, per pgferry source name.
+CREATE TABLE IF NOT EXISTS pgferry.capture_state (
+  source    text   PRIMARY KEY,
+  last_tick bigint NOT NULL
+);
+
+CREATE OR REPLACE FUNCTION pgferry.capture_row() RETURNS trigger
+LANGUAGE plpgsql
+SET DateStyle = 'ISO, YMD' SET IntervalStyle = 'postgres' SET extra_float_digits = 3 SET lc_monetary = 'C' SET bytea_output = 'hex'
+AS $$
+BEGIN
+  -- TG_ARGV: the published table (a partition's root), not the partition the row landed in.
+  INSERT INTO pgferry.events (op, rel_schema, rel_table, old_row, new_row)
+  VALUES (left(TG_OP, 1), TG_ARGV[0], TG_ARGV[1],
+          CASE WHEN TG_OP <> 'INSERT' THEN OLD::text END,
+          CASE WHEN TG_OP <> 'DELETE' THEN NEW::text END);
+  RETURN NULL;
+END
+$$;
+
+CREATE OR REPLACE FUNCTION pgferry.capture_truncate() RETURNS trigger
+LANGUAGE plpgsql AS $$
+BEGIN
+  INSERT INTO pgferry.events (op, rel_schema, rel_table) VALUES ('T', TG_ARGV[0], TG_ARGV[1]);
+  RETURN NULL;
+END
+$$;
+
+CREATE OR REPLACE FUNCTION pgferry.wake() RETURNS trigger
+LANGUAGE plpgsql AS $$
+BEGIN
+  PERFORM pg_catalog.pg_notify('pgferry', '');  -- delivered at commit, once per transaction
+  RETURN NULL;
+END
+$$;

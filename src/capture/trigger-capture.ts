@@ -1,0 +1,208 @@
+import type { ChannelModel } from 'amqplib';
+import type pg from 'pg';
+import { Change, ENVELOPE_VERSION, RelationInfo, relKey, Row, TxnMessage } from '../change';
+import { SourceError } from '../errors';
+import { formatLsn } from '../lsn';
+import { connectRabbit } from '../log/rabbit';
+import { declareStream, StreamPublisher } from '../log/stream';
+import { connectPg, qualified } from '../pg';
+import { loadSql } from '../sql';
+import { parseRecordText } from './record-text';
+import type { CaptureOptions, CaptureProgress } from './stream-changes';
+import { TICK_LOCK } from './trigger-source';
+
+/**
+ * Trigger capture: read pgferry.events batch by batch, in commit order, and
+ * publish each transaction in the same envelope as WAL capture.
+ *
+ * A batch is delimited by two ticks (snapshots): it holds the transactions
+ * that became visible between them. Transactions get the position
+ * `<tick>/<rank>` (a pg_lsn-shaped number that only grows), so replicas skip
+ * re-sent ones exactly as in WAL mode. A batch's events are deleted, and
+ * capture's tick advanced, only after RabbitMQ confirmed every message of it;
+ * re-reading an unconfirmed batch yields the same positions.
+ */
+interface Column {
+  name: string;
+  type: string;
+  generated: boolean;
+  key: boolean;
+}
+
+export async function captureTriggers(opts: CaptureOptions): Promise<CaptureProgress> {
+  const { source, url, log } = opts;
+  const what = `source '${source}'`;
+  const c = await connectPg(what, url);
+  const listener = await connectPg(what, url);
+  let rabbit: ChannelModel | undefined;
+  let publisher: StreamPublisher | undefined;
+  let wake: () => void = () => undefined;
+  let report: NodeJS.Timeout | undefined;
+  listener.on('notification', () => wake());
+  try {
+    await listener.query('LISTEN pgferry');
+    const state = (await c.query(`SELECT to_regclass('pgferry.capture_state') IS NOT NULL AS installed`)).rows[0];
+    const last = state.installed === true || state.installed === 't' ? (await c.query('SELECT last_tick FROM pgferry.capture_state WHERE source = $1', [source])).rows[0] : null;
+    if (!last) {
+      throw new SourceError(`${what}: trigger capture is not installed for this source; run pgferry init --mode trigger (or pgferry up --mode trigger)`);
+    }
+    let lastTick = BigInt(last.last_tick);
+    rabbit = await connectRabbit(opts.rabbitUrl);
+    await declareStream(rabbit, source, opts.retention);
+    publisher = await StreamPublisher.open(rabbit, source);
+
+    const progress: CaptureProgress = { confirmedLsn: formatLsn(lastTick << 32n), txns: 0, changes: 0, messages: 0, startedAt: new Date().toISOString() };
+    const relations = new Map<string, { info: RelationInfo; columns: Column[] }>();
+    const relation = async (schema: string, table: string) => {
+      const key = relKey(schema, table);
+      let r = relations.get(key);
+      if (!r) {
+        const { rows } = await c.query(loadSql('source/trigger/relation.sql'), [qualified(schema, table)]);
+        const columns: Column[] = rows.map((x) => ({ name: x.name, type: x.type, generated: x.generated === 't' || x.generated === true, key: x.key === 't' || x.key === true }));
+        const identity = (rows[0]?.identity ?? 'full') as RelationInfo['identity'];
+        const sent = columns.filter((col) => !col.generated);
+        r = { info: { schema, table, identity, columns: sent.map((col) => ({ name: col.name, type: col.type, key: identity === 'full' || col.key })) }, columns };
+        relations.set(key, r);
+      }
+      return r;
+    };
+    let log_: { logEvents?: number; logBytes?: number } = {};
+    // Heartbeats (live position, change-log size) even while idle: Temporal tells a live capture by them.
+    report = setInterval(() => opts.onProgress({ ...progress, ...log_ }), 2000);
+    const started = Date.now();
+    const stopAt = started + opts.maxRunMs;
+
+    while (!opts.signal.aborted && Date.now() < stopAt) {
+      const next = await nextTick(c, lastTick);
+      if (next === null) {
+        await waitForWake(1000, opts.signal, (f) => (wake = f));
+        continue;
+      }
+      const txns = (await c.query(loadSql('source/trigger/batch-txns.sql'), [String(lastTick), String(next)])).rows;
+      relations.clear(); // table definitions are read again for every batch
+      let rank = 0n;
+      for (const t of txns) {
+        rank += 1n;
+        const lsn = formatLsn((next << 32n) | rank);
+        let seq = 0;
+        let after = '0';
+        let sent = 0;
+        while (sent < t.events) {
+          const { rows } = await c.query(
+            'SELECT ev_id::text, op, rel_schema, rel_table, old_row, new_row FROM pgferry.events WHERE txid = $1::xid8 AND ev_id > $2::bigint ORDER BY ev_id LIMIT $3',
+            [t.txid, after, opts.chunkChanges],
+          );
+          if (!rows.length) break;
+          sent += rows.length;
+          after = rows[rows.length - 1].ev_id;
+          const msgRelations: Record<string, RelationInfo> = {};
+          const changes: Change[] = [];
+          for (const e of rows) {
+            const r = await relation(e.rel_schema, e.rel_table);
+            const key = relKey(e.rel_schema, e.rel_table);
+            msgRelations[key] = r.info;
+            changes.push(toChange(e, key, r.columns));
+          }
+          const m: TxnMessage = {
+            v: ENVELOPE_VERSION,
+            source,
+            xid: Number(t.txid),
+            lsn,
+            endLsn: lsn,
+            commitTime: t.commit_time,
+            seq,
+            last: sent >= t.events,
+            relations: msgRelations,
+            changes,
+          };
+          seq += 1;
+          await publisher.publish(m, () => undefined);
+          progress.messages += 1;
+          progress.changes += changes.length;
+        }
+        progress.txns += 1;
+        progress.lastLsn = lsn;
+        progress.lastCommitTime = t.commit_time;
+      }
+      await publisher.flush(); // every message of the batch confirmed: now, and only now, forget it
+      await c.query('BEGIN');
+      await c.query(loadSql('source/trigger/batch-done.sql'), [source, String(lastTick), String(next)]);
+      await c.query('DELETE FROM pgferry.ticks WHERE tick_id < (SELECT min(last_tick) FROM pgferry.capture_state)');
+      await c.query('COMMIT');
+      lastTick = next;
+      progress.confirmedLsn = formatLsn((next << 32n) | rank);
+      const size = (await c.query(`SELECT count(*)::int AS n, pg_catalog.pg_total_relation_size('pgferry.events')::bigint AS b FROM pgferry.events`)).rows[0];
+      log_ = { logEvents: Number(size.n), logBytes: Number(size.b) };
+      opts.onProgress({ ...progress, ...log_ });
+      if (!txns.length) await waitForWake(200, opts.signal, (f) => (wake = f)); // only transactions still in progress: let them finish
+    }
+    log.info({ source, txns: progress.txns }, 'trigger capture run ended');
+    return progress;
+  } finally {
+    clearInterval(report);
+    await publisher?.close();
+    await rabbit?.close().catch(() => undefined);
+    await listener.end().catch(() => undefined);
+    await c.end().catch(() => undefined);
+  }
+}
+
+/** The tick after `last`, creating one if events wait and no tick is there yet; null when there is nothing to do. */
+async function nextTick(c: pg.ClientBase, last: bigint): Promise<bigint | null> {
+  const existing = (await c.query('SELECT tick_id::text FROM pgferry.ticks WHERE tick_id > $1 ORDER BY tick_id LIMIT 1', [String(last)])).rows[0];
+  if (existing) return BigInt(existing.tick_id);
+  if (!(await c.query('SELECT EXISTS (SELECT 1 FROM pgferry.events) AS e')).rows[0].e.toString().startsWith('t')) return null;
+  await c.query('BEGIN');
+  try {
+    // Serialized with the snapshot tick of `replica add`: tick ids must follow snapshot order.
+    await c.query(`SELECT pg_catalog.pg_advisory_xact_lock(${TICK_LOCK})`);
+    const id = (await c.query('INSERT INTO pgferry.ticks (snap) VALUES (pg_catalog.pg_current_snapshot()) RETURNING tick_id::text')).rows[0].tick_id;
+    await c.query('COMMIT');
+    return BigInt(id);
+  } catch (err) {
+    await c.query('ROLLBACK').catch(() => undefined);
+    throw err;
+  }
+}
+
+function toChange(e: { op: string; rel_schema: string; rel_table: string; old_row: string | null; new_row: string | null }, rel: string, columns: Column[]): Change {
+  const row = (text: string, keysOnly: boolean): Row => {
+    const fields = parseRecordText(text);
+    // A row captured before ADD COLUMN lacks the new (last) columns: they are left to the replica's default.
+    if (fields.length > columns.length) {
+      throw new SourceError(
+        `table ${e.rel_schema}.${e.rel_table} has ${columns.length} columns but a captured row has ${fields.length}: a column was dropped while changes were queued; resync the replicas`,
+      );
+    }
+    const out: Row = {};
+    columns.forEach((col, i) => {
+      if (i < fields.length && !col.generated && (!keysOnly || col.key)) out[col.name] = fields[i];
+    });
+    return out;
+  };
+  const full = !columns.some((col) => col.key);
+  switch (e.op) {
+    case 'I':
+      return { op: 'insert', rel, new: row(e.new_row!, false) };
+    case 'U':
+      return { op: 'update', rel, old: row(e.old_row!, !full), new: row(e.new_row!, false) };
+    case 'D':
+      return { op: 'delete', rel, old: row(e.old_row!, !full) };
+    default:
+      return { op: 'truncate', rels: [rel], cascade: false, restartIdentity: false };
+  }
+}
+
+function waitForWake(ms: number, signal: AbortSignal | undefined, set: (f: () => void) => void): Promise<void> {
+  return new Promise((resolve) => {
+    const t = setTimeout(done, ms);
+    function done() {
+      clearTimeout(t);
+      signal?.removeEventListener('abort', done);
+      set(() => undefined);
+      resolve();
+    }
+    set(done);
+    signal?.addEventListener('abort', done);
+  });
+}

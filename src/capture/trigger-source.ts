@@ -1,0 +1,81 @@
+import type pg from 'pg';
+import { relLabel } from '../change';
+import { SourceError } from '../errors';
+import { escapeLiteral, qualified, withClient } from '../pg';
+import { loadSql } from '../sql';
+import { describeTables, PreparedSource, resolveTables, TableRef } from './source';
+
+/**
+ * Preparing a source for trigger capture (no logical decoding needed):
+ * install the pgferry schema (sql/source/trigger/install.sql), put the
+ * capture triggers on the selected tables and take them off tables no
+ * longer selected, and give this source name its starting tick. Idempotent;
+ * one transaction, so a half-installed source cannot exist, and every table
+ * starts being captured at the same instant. The first install takes a lock
+ * on each table in turn: on a busy source it may meet a deadlock, which is
+ * retried (run it at a quiet moment).
+ */
+export const TICK_LOCK = 7_364_201; // pg_advisory_xact_lock key serializing tick creation
+
+export async function prepareTriggerSource(url: string, source: string, tableSpecs: string[] | undefined): Promise<PreparedSource> {
+  return withClient(`source '${source}'`, url, async (c) => {
+    await c.query('BEGIN');
+    try {
+      const selected: { schema: string; table: string }[] = tableSpecs?.length
+        ? await resolveTables(c, source, tableSpecs)
+        : (await c.query(loadSql('source/trigger/candidate-tables.sql'))).rows.map((r) => ({ schema: r.schema_name, table: r.table_name }));
+      const tables = await describeTables(c, source, selected); // refuses uncarriable columns before installing anything
+      const installed = (await c.query(`SELECT to_regclass('pgferry.events') IS NOT NULL AS yes`)).rows[0].yes;
+      await c.query(loadSql('source/trigger/install.sql'));
+      await installTriggers(c, tables);
+      const state = await c.query('SELECT last_tick FROM pgferry.capture_state WHERE source = $1', [source]);
+      if (!state.rows.length) {
+        await c.query(`SELECT pg_catalog.pg_advisory_xact_lock(${TICK_LOCK})`);
+        const tick = (await c.query('INSERT INTO pgferry.ticks (snap) VALUES (pg_catalog.pg_current_snapshot()) RETURNING tick_id')).rows[0].tick_id;
+        await c.query('INSERT INTO pgferry.capture_state (source, last_tick) VALUES ($1, $2)', [source, tick]);
+      }
+      await c.query('COMMIT');
+      return { tables, warnings: [], slotCreated: false, publicationCreated: !(installed === true || installed === 't') };
+    } catch (err) {
+      await c.query('ROLLBACK').catch(() => undefined);
+      const e = err as { code?: string; message?: string };
+      if (e.code === '42501') {
+        throw new SourceError(`source '${source}': not allowed to install trigger capture (${e.message}); connect as the tables' owner with CREATE on the database`, { cause: err });
+      }
+      throw err;
+    }
+  });
+}
+
+async function installTriggers(c: pg.ClientBase, tables: TableRef[]): Promise<void> {
+  const wanted = new Set(tables.map((t) => relLabel(t)));
+  for (const r of (await c.query(loadSql('source/trigger/captured-tables.sql'))).rows) {
+    const t = { schema: r.schemaname as string, table: r.tablename as string };
+    if (!wanted.has(relLabel(t))) await dropTriggers(c, t); // no longer selected
+  }
+  // Only missing triggers are created: re-running on a busy source takes no table locks.
+  const present = new Set(
+    (await c.query(loadSql('source/trigger/installed-triggers.sql'), [tables.map((t) => t.schema), tables.map((t) => t.table)])).rows.map((r) =>
+      JSON.stringify([r.schema_name, r.table_name, r.trigger_name]),
+    ),
+  );
+  const missing = (t: TableRef, name: string) => !present.has(JSON.stringify([t.schema, t.table, name]));
+  for (const t of tables) {
+    const rel = qualified(t.schema, t.table);
+    const args = `${escapeLiteral(t.schema)}, ${escapeLiteral(t.table)}`;
+    if (missing(t, 'pgferry_capture')) {
+      await c.query(`CREATE TRIGGER pgferry_capture AFTER INSERT OR UPDATE OR DELETE ON ${rel} FOR EACH ROW EXECUTE FUNCTION pgferry.capture_row(${args})`);
+    }
+    if (missing(t, 'pgferry_truncate')) {
+      await c.query(`CREATE TRIGGER pgferry_truncate AFTER TRUNCATE ON ${rel} FOR EACH STATEMENT EXECUTE FUNCTION pgferry.capture_truncate(${args})`);
+    }
+    if (missing(t, 'pgferry_wake')) {
+      await c.query(`CREATE TRIGGER pgferry_wake AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON ${rel} FOR EACH STATEMENT EXECUTE FUNCTION pgferry.wake()`);
+    }
+  }
+}
+
+export async function dropTriggers(c: pg.ClientBase, t: { schema: string; table: string }): Promise<void> {
+  const rel = qualified(t.schema, t.table);
+  for (const name of ['pgferry_capture', 'pgferry_truncate', 'pgferry_wake']) await c.query(`DROP TRIGGER IF EXISTS ${name} ON ${rel}`);
+}
