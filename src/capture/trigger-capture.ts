@@ -156,13 +156,16 @@ async function nextTick(c: pg.ClientBase, last: bigint): Promise<bigint | null> 
   try {
     // Serialized with the snapshot tick of `replica add`: tick ids must follow snapshot order.
     await c.query(`SELECT pg_catalog.pg_advisory_xact_lock(${TICK_LOCK})`);
-    const id = (await c.query('INSERT INTO pgferry.ticks (snap) VALUES (pg_catalog.pg_current_snapshot()) RETURNING tick_id::text')).rows[0].tick_id;
+    await c.query('INSERT INTO pgferry.ticks (snap) VALUES (pg_catalog.pg_current_snapshot())');
     await c.query('COMMIT');
-    return BigInt(id);
   } catch (err) {
     await c.query('ROLLBACK').catch(() => undefined);
     throw err;
   }
+  // Not necessarily the tick just made: a snapshot tick of `replica add` may have been recorded while we
+  // waited for the lock, and every tick must bound a batch of its own.
+  const first = (await c.query('SELECT tick_id::text FROM pgferry.ticks WHERE tick_id > $1 ORDER BY tick_id LIMIT 1', [String(last)])).rows[0];
+  return BigInt(first.tick_id);
 }
 
 function toChange(e: { op: string; rel_schema: string; rel_table: string; old_row: string | null; new_row: string | null }, rel: string, columns: Column[]): Change {

@@ -126,6 +126,29 @@ describe('trigger capture mode', () => {
     console.log(`trigger mode, kill -9 of up: ${total} source transactions, killed after ${atKill}; both replicas equal, audit clean`);
   });
 
+  it('replica add --snapshot under a write workload: the copy and the change log meet without a gap or a double', async () => {
+    await src(`INSERT INTO customers SELECT g, 'many', NULL, NULL, NULL, g FROM generate_series(10000, 109999) g`);
+    const lateUrl = await w.replicas.createDatabase('replica_late');
+    const load = new Workload(w.sourceUrl, 1);
+    load.start();
+    try {
+      await waitFor('the workload to be under way', async () => load.committed > 50);
+      const add = await cli(w, ['replica', 'add', 'late', '--snapshot', '--create-tables', '--source', w.sourceUrl, '--replica', `late=${lateUrl}`]);
+      expect(add.code, add.stdout + add.stderr).toBe(0);
+      expect(add.stdout).toMatch(/snapshot of source '\w+' at [0-9A-F]+\/FFFFFFFF: copied \d+ table\(s\)/);
+      await up.stop();
+      w.replicaUrls.late = lateUrl;
+      up = await startUp(w, trigger());
+      const at = load.committed;
+      await waitFor('writes after the restart', async () => load.committed > at + 100);
+    } finally {
+      await load.stop();
+    }
+    await waitForEqual(w, 'late', TABLES, 180_000);
+    const total = (await w.source.withClient('app', audit)).rows;
+    expect(await w.replicas.withClient('replica_late', audit)).toEqual({ rows: total, distinct: total });
+  });
+
   it('uninstall removes every pgferry object from the source, in trigger and in WAL mode', async () => {
     await up.stop();
     const r = await cli(w, ['uninstall', '--source', w.sourceUrl]);
