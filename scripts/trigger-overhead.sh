@@ -41,4 +41,4 @@ echo "  with pgferry triggers:       $trig tps ($(pct "$base" "$trig")% fewer)"
 echo "  triggers + capture running:  $withcap tps ($(pct "$base" "$withcap")% fewer)"
 node "$ROOT/bin/pgferry.js" uninstall --yes --source "$URL" >/dev/null
 # and the stream this run created
-node -e "require('amqplib').connect(process.env.PGFERRY_RABBITMQ_URL || 'amqp://guest:guest@127.0.0.1:5672').then(async (c) => { const ch = await c.createChannel(); await ch.deleteQueue('pgferry.$PGFERRY_SOURCE_NAME.changes'); await c.close(); })" || true
+(cd "$ROOT" && node -e "require('amqplib').connect(process.env.PGFERRY_RABBITMQ_URL || 'amqp://guest:guest@127.0.0.1:5672').then(async (c) => { const ch = await c.createChannel(); await ch.deleteQueue('pgferry.$PGFERRY_SOURCE_NAME.changes'); await c.close(); })") || true

@@ -149,6 +149,18 @@ describe('trigger capture mode', () => {
     expect(await w.replicas.withClient('replica_late', audit)).toEqual({ rows: total, distinct: total });
   });
 
+  it('init again with other --tables adds and removes capture triggers', async () => {
+    const captured = async () =>
+      (await src(`SELECT DISTINCT c.relname FROM pg_trigger t JOIN pg_class c ON c.oid = t.tgrelid WHERE t.tgname = 'pgferry_capture' ORDER BY 1`)).rows.map((r) => r.relname);
+    const all = await captured();
+    expect(all).toEqual(['Odd "Log"', 'audit', 'counters', 'customers', 'events', 'kv', 'other']);
+    const some = await cli(w, ['init', '--mode', 'trigger', '--source', w.sourceUrl, '--tables', 'customers,kv']);
+    expect(some.code, some.stdout + some.stderr).toBe(0);
+    expect(await captured()).toEqual(['customers', 'kv']);
+    expect((await cli(w, ['init', '--mode', 'trigger', '--source', w.sourceUrl])).code).toBe(0);
+    expect(await captured()).toEqual(all);
+  });
+
   it('uninstall removes every pgferry object from the source, in trigger and in WAL mode', async () => {
     await up.stop();
     const r = await cli(w, ['uninstall', '--source', w.sourceUrl]);
