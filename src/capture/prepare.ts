@@ -28,7 +28,11 @@ export async function prepareCapture(config: Config, rabbit: ChannelModel): Prom
   const prepared = await withRetry(() => prepare(url, source, config.source.tables), config.connectWaitMs, logger);
   let gapMarked = false;
   if (prepared.slotCreated && prepared.slotLsn && (await retainedRange(rabbit, source)).last) {
-    const reason = `the replication slot ${slotName(source)} of source '${source}' was lost and created anew at ${prepared.slotLsn}: changes made in between are not in the log`;
+    const lost =
+      config.source.mode === 'trigger'
+        ? `the trigger capture state of source '${source}' was lost (schema pgferry removed?) and installed anew at ${prepared.slotLsn}`
+        : `the replication slot ${slotName(source)} of source '${source}' was lost and created anew at ${prepared.slotLsn}`;
+    const reason = `${lost}: changes made in between are not in the log`;
     const publisher = await StreamPublisher.open(rabbit, source);
     try {
       await publisher.publish(

@@ -3,6 +3,7 @@ import { relLabel } from '../change';
 import { SourceError } from '../errors';
 import { escapeLiteral, qualified, withClient } from '../pg';
 import { loadSql } from '../sql';
+import { formatLsn } from '../lsn';
 import { describeTables, PreparedSource, resolveTables, TableRef } from './source';
 
 /**
@@ -29,13 +30,16 @@ export async function prepareTriggerSource(url: string, source: string, tableSpe
       await c.query(loadSql('source/trigger/install.sql'));
       await installTriggers(c, tables);
       const state = await c.query('SELECT last_tick FROM pgferry.capture_state WHERE source = $1', [source]);
+      // Like a new slot: capture starts here. (If the stream already holds changes, the log was lost: see prepareCapture.)
+      let startsAt: string | undefined;
       if (!state.rows.length) {
         await c.query(`SELECT pg_catalog.pg_advisory_xact_lock(${TICK_LOCK})`);
-        const tick = (await c.query('INSERT INTO pgferry.ticks (snap) VALUES (pg_catalog.pg_current_snapshot()) RETURNING tick_id')).rows[0].tick_id;
+        const tick = (await c.query('INSERT INTO pgferry.ticks (snap) VALUES (pg_catalog.pg_current_snapshot()) RETURNING tick_id::text')).rows[0].tick_id;
         await c.query('INSERT INTO pgferry.capture_state (source, last_tick) VALUES ($1, $2)', [source, tick]);
+        startsAt = formatLsn(BigInt(tick) << 32n);
       }
       await c.query('COMMIT');
-      return { tables, warnings: [], slotCreated: false, publicationCreated: !(installed === true || installed === 't') };
+      return { tables, warnings: [], slotCreated: startsAt !== undefined, slotLsn: startsAt, publicationCreated: !(installed === true || installed === 't') };
     } catch (err) {
       await c.query('ROLLBACK').catch(() => undefined);
       const e = err as { code?: string; message?: string };

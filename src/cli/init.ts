@@ -35,8 +35,11 @@ export async function initialize(config: Config, say: (line: string) => void): P
     await rabbit.close().catch(() => undefined);
   }
   say(
-    `source '${source}': ${prepared.tables.length} table(s) published` +
-      `${prepared.publicationCreated ? ' (publication created)' : ''}${prepared.slotCreated ? ', replication slot created' : ''}`,
+    config.source.mode === 'trigger'
+      ? `source '${source}': ${prepared.tables.length} table(s) captured by triggers` +
+          `${prepared.publicationCreated ? ' (schema pgferry installed)' : ''}${prepared.slotCreated ? ', capture starts now' : ''}`
+      : `source '${source}': ${prepared.tables.length} table(s) published` +
+          `${prepared.publicationCreated ? ' (publication created)' : ''}${prepared.slotCreated ? ', replication slot created' : ''}`,
   );
   for (const warning of prepared.warnings) {
     logger.warn({ source }, warning);

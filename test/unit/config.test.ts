@@ -10,10 +10,20 @@ describe('config', () => {
       { source: 'postgres://u:p@src/db', replica: ['a=postgres://r/a'], tables: 'public.x, y' },
       { PGFERRY_SOURCE: 'postgres://ignored/db', PGFERRY_REPLICAS: 'b=postgres://r/b', PGFERRY_SOURCE_NAME: 'shop', TEMPORAL_ADDRESS: 'temporal:7233' },
     );
-    expect(c.source).toEqual({ name: 'shop', url: 'postgres://u:p@src/db', tables: ['public.x', 'y'] });
+    expect(c.source).toEqual({ name: 'shop', url: 'postgres://u:p@src/db', mode: 'wal', tables: ['public.x', 'y'] });
+    expect(c.stream).toEqual({ maxBytes: 20 * 1024 ** 3, maxAge: '7D', segmentBytes: 500_000_000 });
     expect(c.replicas).toEqual([{ name: 'a', url: 'postgres://r/a' }]);
     expect(c.temporal.address).toBe('temporal:7233');
     expect(Object.isFrozen(c)).toBe(true);
+  });
+
+  it('reads the capture mode and stream retention, and names a bad one', () => {
+    const c = loadConfig({ mode: 'trigger' }, { PGFERRY_STREAM_MAX_BYTES: '1000', PGFERRY_STREAM_MAX_AGE: '2h', PGFERRY_STREAM_SEGMENT_BYTES: '500' });
+    expect(c.source.mode).toBe('trigger');
+    expect(c.stream).toEqual({ maxBytes: 1000, maxAge: '2h', segmentBytes: 500 });
+    expect(loadConfig({}, { PGFERRY_CAPTURE_MODE: 'trigger' }).source.mode).toBe('trigger');
+    expect(() => loadConfig({ mode: 'logical' }, {})).toThrow(/source.mode: capture mode is 'wal' or 'trigger'/);
+    expect(() => loadConfig({}, { PGFERRY_STREAM_MAX_AGE: 'a week' })).toThrow(/stream.maxAge: stream max age is a number and a unit/);
   });
 
   it('parses PGFERRY_REPLICAS lists, keeping commas inside URLs', () => {
