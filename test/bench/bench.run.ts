@@ -1,0 +1,213 @@
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { PgCluster } from '../helpers/pg-cluster';
+import { startTemporal } from '../helpers/temporal';
+import { startCli, Proc, ROOT } from '../helpers/procs';
+import { deleteStream, fingerprint, RABBIT_URL } from '../helpers/fixture';
+import { waitFor } from '../helpers/wait';
+
+/**
+ * `npm run bench`: pgferry against PostgreSQL's native logical replication,
+ * on the same machine, in the same run, on the same workloads — native
+ * first, then pgferry (with the other one stopped, and each caught up
+ * before its measurement starts). Every workload ends with the replicas
+ * verified equal to the source by row-hash fingerprint.
+ *
+ *   W1  one transaction inserting N rows (default 1,000,000)
+ *   W2  one transaction updating all those rows
+ *   W4  W1 into three replicas at once (pgferry: three replicas of one capture;
+ *       native: three subscriptions)
+ *
+ * PGFERRY_BENCH_ROWS scales N down for a quick run. Results: a table on
+ * stdout, test/bench/results/latest.{json,md}.
+ * Not yet measured here: W3 (pgbench OLTP mix with lag percentiles).
+ */
+const N = Number(process.env.PGFERRY_BENCH_ROWS ?? 1_000_000);
+const TABLE = `(id bigserial PRIMARY KEY, customer_id int, amount numeric(12,2), status text, payload jsonb, created_at timestamptz)`;
+const SCHEMA = `
+  CREATE TABLE w_native ${TABLE};
+  CREATE TABLE w_pgferry ${TABLE};
+  CREATE TABLE marker (name text PRIMARY KEY, v bigint NOT NULL);
+  INSERT INTO marker VALUES ('native', 0), ('pgferry', 0);
+`;
+const REPLICAS = ['r1', 'r2', 'r3'];
+
+interface Row {
+  workload: string;
+  system: 'native' | 'pgferry';
+  rows: number;
+  seconds: number[];
+  rowsPerSecond: number;
+  captureRssMb?: number;
+  applyRssMb?: number;
+}
+
+function peakRssMb(pid: number): number {
+  const m = /VmHWM:\s+(\d+) kB/.exec(fs.readFileSync(`/proc/${pid}/status`, 'utf8'));
+  return m ? Number(m[1]) / 1024 : NaN;
+}
+
+describe(`benchmark, ${N.toLocaleString('en')} rows`, () => {
+  let source: PgCluster;
+  let replicas: PgCluster;
+  let temporal: Awaited<ReturnType<typeof startTemporal>>;
+  let sourceUrl: string;
+  const urls: Record<string, string> = {};
+  const sourceName = `bench${Math.random().toString(36).slice(2, 8)}`;
+  const results: Row[] = [];
+  let env: NodeJS.ProcessEnv;
+
+  beforeAll(async () => {
+    [source, replicas, temporal] = await Promise.all([PgCluster.start({ max_wal_senders: '20', max_replication_slots: '20' }), PgCluster.start(), startTemporal()]);
+    sourceUrl = await source.createDatabase('app');
+    await source.withClient('app', (c) => c.query(`${SCHEMA} CREATE PUBLICATION native_pub FOR TABLE w_native, marker`));
+    for (const kind of ['native', 'pgferry']) {
+      for (const r of REPLICAS) {
+        const db = `${kind}_${r}`;
+        urls[db] = await replicas.createDatabase(db);
+        await replicas.withClient(db, (c) => c.query(SCHEMA));
+      }
+    }
+    for (const r of REPLICAS) {
+      await replicas.withClient(`native_${r}`, (c) =>
+        c.query(`CREATE SUBSCRIPTION sub_${r} CONNECTION 'host=127.0.0.1 port=${source.port} dbname=app user=postgres' PUBLICATION native_pub WITH (copy_data = false, enabled = false)`),
+      );
+    }
+    env = { TEMPORAL_ADDRESS: temporal.address, PGFERRY_RABBITMQ_URL: RABBIT_URL, PGFERRY_SOURCE_NAME: sourceName, PGFERRY_DATA_DIR: temporal.dataDir, PGFERRY_LOG_LEVEL: 'warn' };
+  });
+
+  afterAll(async () => {
+    for (const r of REPLICAS) await replicas?.withClient(`native_${r}`, (c) => c.query(`ALTER SUBSCRIPTION sub_${r} DISABLE; ALTER SUBSCRIPTION sub_${r} SET (slot_name = NONE); DROP SUBSCRIPTION sub_${r}`)).catch(() => undefined);
+    await temporal?.stop().catch(() => undefined);
+    source?.destroy();
+    replicas?.destroy();
+    await deleteStream(sourceName).catch(() => undefined);
+    if (results.length) report(results);
+  });
+
+  const marker = (db: string, name: string) => replicas.withClient(db, async (c) => Number((await c.query('SELECT v FROM marker WHERE name = $1', [name])).rows[0].v));
+
+  /** Commit `sql` (with a marker bump) on the source; seconds until each target database shows the marker. */
+  async function timed(sql: string, name: string, targets: string[]): Promise<number[]> {
+    const want = (await source.withClient('app', async (c) => Number((await c.query('SELECT v FROM marker WHERE name = $1', [name])).rows[0].v))) + 1;
+    await source.withClient('app', async (c) => {
+      await c.query('BEGIN');
+      await c.query(sql, [N]);
+      await c.query('UPDATE marker SET v = v + 1 WHERE name = $1', [name]);
+      await c.query('COMMIT');
+    });
+    const committed = Date.now();
+    const done: Record<string, number> = {};
+    await waitFor(`${name} replicas to apply the transaction`, async () => {
+      for (const db of targets) if (!(db in done) && (await marker(db, name)) >= want) done[db] = (Date.now() - committed) / 1000;
+      return Object.keys(done).length === targets.length;
+    }, 30 * 60_000, 50);
+    return targets.map((db) => done[db]);
+  }
+
+  async function expectEqual(table: string, dbs: string[]): Promise<void> {
+    const src = await fingerprint(source, 'app', table);
+    for (const db of dbs) expect(await fingerprint(replicas, db, table), `${table} on ${db}`).toEqual(src);
+  }
+
+  const INSERT = (table: string) =>
+    `INSERT INTO ${table} (customer_id, amount, status, payload, created_at)
+     SELECT g % 1000, (g % 100000) / 100.0, (ARRAY['new','paid','shipped','void'])[1 + g % 4],
+            jsonb_build_object('n', g, 's', md5(g::text)), '2026-01-01 00:00:00+00'::timestamptz + g * interval '1 second'
+     FROM generate_series(1, $1::int) g`;
+  const UPDATE = (table: string) => `UPDATE ${table} SET amount = amount + 1, status = 'updated' WHERE $1::int > 0`;
+
+  async function native(dbs: string[], fn: () => Promise<void>): Promise<void> {
+    for (const db of dbs) await replicas.withClient(db, (c) => c.query(`ALTER SUBSCRIPTION sub_${db.slice('native_'.length)} ENABLE`));
+    try {
+      // Caught up with everything before the measurement (a bump of the marker each has to see).
+      await timed('SELECT $1::int', 'native', dbs);
+      await fn();
+    } finally {
+      for (const db of dbs) await replicas.withClient(db, (c) => c.query(`ALTER SUBSCRIPTION sub_${db.slice('native_'.length)} DISABLE`));
+    }
+  }
+
+  async function pgferry(names: string[], fn: (procs: { capture: Proc; apply: Proc }) => Promise<void>): Promise<void> {
+    const common = ['--source', sourceUrl, '--tables', 'public.w_pgferry,public.marker', ...names.flatMap((r) => ['--replica', `${r}=${urls[`pgferry_${r}`]}`])];
+    const capture = startCli(['worker', '--queues', 'capture', ...common], env);
+    await waitFor('the capture worker', async () => capture.output().includes('pgferry worker running'), 60_000);
+    const apply = startCli(['up', '--queues', 'apply', ...common], env);
+    try {
+      await waitFor('pgferry up', async () => {
+        if (apply.child.exitCode !== null) throw new Error(apply.output());
+        return apply.output().includes('pgferry is running');
+      }, 120_000);
+      await timed('SELECT $1::int', 'pgferry', names.map((r) => `pgferry_${r}`));
+      await fn({ capture, apply });
+    } finally {
+      await apply.stop();
+      await capture.stop();
+    }
+  }
+
+  const record = (workload: string, system: Row['system'], seconds: number[], rows: number, procs?: { capture: Proc; apply: Proc }) => {
+    const worst = Math.max(...seconds);
+    results.push({
+      workload,
+      system,
+      rows,
+      seconds,
+      rowsPerSecond: Math.round(rows / worst),
+      captureRssMb: procs ? Math.round(peakRssMb(procs.capture.child.pid!)) : undefined,
+      applyRssMb: procs ? Math.round(peakRssMb(procs.apply.child.pid!)) : undefined,
+    });
+  };
+
+  it('W1 bulk insert and W2 bulk update, one replica', async () => {
+    await native(['native_r1'], async () => {
+      record('W1 insert', 'native', await timed(INSERT('w_native'), 'native', ['native_r1']), N);
+      await expectEqual('w_native', ['native_r1']);
+      record('W2 update', 'native', await timed(UPDATE('w_native'), 'native', ['native_r1']), N);
+      await expectEqual('w_native', ['native_r1']);
+    });
+    await pgferry(['r1'], async (procs) => {
+      record('W1 insert', 'pgferry', await timed(INSERT('w_pgferry'), 'pgferry', ['pgferry_r1']), N, procs);
+      await expectEqual('w_pgferry', ['pgferry_r1']);
+      record('W2 update', 'pgferry', await timed(UPDATE('w_pgferry'), 'pgferry', ['pgferry_r1']), N, procs);
+      await expectEqual('w_pgferry', ['pgferry_r1']);
+    });
+  }, 120 * 60_000);
+
+  it('W4 bulk insert fanned out to three replicas', async () => {
+    const natives = REPLICAS.map((r) => `native_${r}`);
+    await native(natives, async () => {
+      for (const db of natives) await replicas.withClient(db, (c) => c.query('TRUNCATE w_native')); // disabled subscribers: same start everywhere
+      await source.withClient('app', (c) => c.query('TRUNCATE w_native'));
+      record('W4 fan-out ×3', 'native', await timed(INSERT('w_native'), 'native', natives), N);
+      await expectEqual('w_native', natives);
+    });
+    await pgferry(REPLICAS, async (procs) => {
+      await source.withClient('app', (c) => c.query('TRUNCATE w_pgferry'));
+      await waitFor('the truncate to reach every replica', async () => {
+        for (const r of REPLICAS) if ((await fingerprint(replicas, `pgferry_${r}`, 'w_pgferry')).rows !== '0') return false;
+        return true;
+      }, 600_000);
+      record('W4 fan-out ×3', 'pgferry', await timed(INSERT('w_pgferry'), 'pgferry', REPLICAS.map((r) => `pgferry_${r}`)), N, procs);
+      await expectEqual('w_pgferry', REPLICAS.map((r) => `pgferry_${r}`));
+    });
+  }, 120 * 60_000);
+});
+
+function report(rows: Row[]): void {
+  const lines = ['| workload | system | rows | commit → replica (s) | rows/s | pgferry ÷ native | capture RSS (MB) | apply RSS (MB) |', '| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |'];
+  for (const r of rows) {
+    const native = rows.find((x) => x.workload === r.workload && x.system === 'native');
+    const ratio = r.system === 'pgferry' && native ? (r.rowsPerSecond / native.rowsPerSecond).toFixed(2) : '';
+    lines.push(
+      `| ${r.workload} | ${r.system} | ${r.rows} | ${r.seconds.map((s) => s.toFixed(1)).join(' / ')} | ${r.rowsPerSecond} | ${ratio} | ${r.captureRssMb ?? ''} | ${r.applyRssMb ?? ''} |`,
+    );
+  }
+  const md = `${lines.join('\n')}\n`;
+  const dir = path.join(ROOT, 'test', 'bench', 'results');
+  fs.mkdirSync(dir, { recursive: true });
+  fs.writeFileSync(path.join(dir, 'latest.md'), `# pgferry vs native logical replication\n\n${new Date().toISOString()}, ${N} rows\n\n${md}`);
+  fs.writeFileSync(path.join(dir, 'latest.json'), `${JSON.stringify({ at: new Date().toISOString(), rows: N, results: rows }, null, 2)}\n`);
+  console.log(`\n${md}\n(written to test/bench/results/latest.md and latest.json)`);
+}
