@@ -5,7 +5,8 @@ import { GapError, RejectedChangeError, SchemaMismatchError, isTransientSqlState
 import { compareLsn, ZERO_LSN } from '../lsn';
 import { StreamReader } from '../log/stream';
 import { loadSql } from '../sql';
-import { Statement, buildDelete, buildInsert, buildInsertRows, buildTruncate, buildUpdate, describeKey, insertRowsLimit } from './sql-builder';
+import { Statement, buildDelete, buildInsert, buildTruncate, buildUpdate, describeKey } from './sql-builder';
+import { applyRun, runLength } from './set-apply';
 import type { Logger } from '../logger';
 
 /**
@@ -257,56 +258,13 @@ async function nextBeating(reader: StreamReader, waitMs: number, heartbeat: () =
 
 async function applyChanges(c: pg.ClientBase, replica: string, m: TxnMessage): Promise<void> {
   const changes = m.changes;
+  const applier = { one: (ch: Change) => applyOne(c, replica, m, ch) };
   for (let i = 0; i < changes.length; ) {
-    const run = insertRun(changes, i);
-    if (run > 1) {
-      await insertRows(c, replica, m, changes.slice(i, i + run) as InsertChange[]);
-      i += run;
-      continue;
-    }
-    await applyOne(c, replica, m, changes[i]);
-    i += 1;
+    const run = runLength(m, changes, i);
+    if (run > 1) await applyRun(c, m, changes.slice(i, i + run), applier);
+    else await applyOne(c, replica, m, changes[i]);
+    i += run;
   }
-}
-
-type InsertChange = Extract<Change, { op: 'insert' }>;
-
-/** Length of the run of inserts into one table, with the same columns, starting at `i`. */
-function insertRun(changes: Change[], i: number): number {
-  const first = changes[i];
-  if (first.op !== 'insert') return 1;
-  const cols = Object.keys(first.new);
-  const limit = insertRowsLimit(cols.length);
-  let j = i + 1;
-  while (j < changes.length && j - i < limit) {
-    const ch = changes[j];
-    if (ch.op !== 'insert' || ch.rel !== first.rel || !sameKeys(ch.new, cols)) break;
-    j += 1;
-  }
-  return j - i;
-}
-
-function sameKeys(row: Record<string, unknown>, cols: string[]): boolean {
-  const keys = Object.keys(row);
-  return keys.length === cols.length && keys.every((k, n) => k === cols[n]);
-}
-
-/**
- * Consecutive inserts into one table as one statement: the same rows, in the
- * same order, as inserting them one by one. If the replica refuses the
- * statement, the rows are tried one by one to name the row it refuses.
- */
-async function insertRows(c: pg.ClientBase, replica: string, m: TxnMessage, run: InsertChange[]): Promise<void> {
-  await c.query('SAVEPOINT pgferry_rows');
-  try {
-    await c.query(buildInsertRows(rel(m, run[0].rel), run.map((ch) => ch.new)));
-  } catch (err) {
-    const code = (err as { code?: string }).code;
-    if (isTransientSqlState(code) || !code) throw err;
-    await c.query('ROLLBACK TO SAVEPOINT pgferry_rows');
-    for (const ch of run) await applyOne(c, replica, m, ch);
-  }
-  await c.query('RELEASE SAVEPOINT pgferry_rows');
 }
 
 async function applyOne(c: pg.ClientBase, replica: string, m: TxnMessage, change: Change): Promise<void> {

@@ -62,6 +62,37 @@ export function buildInsertRows(rel: RelationInfo, rows: Row[]): Statement {
 }
 
 /**
+ * Several rows updated by key in one statement, each to its own values:
+ * UPDATE … FROM (VALUES …) matched on the key. `types` are the replica's own
+ * column types (without typmod: the assignment still checks length and
+ * precision, as a one-row UPDATE would); every value is a parameter.
+ */
+export function buildUpdateRows(rel: RelationInfo, keys: string[], cols: string[], rows: { old: Row; new: Row }[], types: Map<string, string>): Statement {
+  const all = [...keys, ...cols];
+  const tuples = rows.map((_, r) => `(${all.map((c, i) => `$${r * all.length + i + 1}::${types.get(c)}`).join(', ')})`);
+  const names = [...keys.map((_, i) => `k${i}`), ...cols.map((_, i) => `c${i}`)];
+  const text =
+    `UPDATE ${qualified(rel.schema, rel.table)} AS t SET ${cols.map((c, i) => `${ident(c)} = v.c${i}`).join(', ')} ` +
+    `FROM (VALUES ${tuples.join(', ')}) AS v(${names.join(', ')}) WHERE ${keys.map((k, i) => `t.${ident(k)} = v.k${i}`).join(' AND ')}`;
+  const values = rows.flatMap((r) => [...keys.map((k) => r.old[k]), ...cols.map((c) => r.new[c])]);
+  return { ...stmt(text, values), name: '' };
+}
+
+/** Several rows deleted by key in one statement (DELETE … USING (VALUES …)). */
+export function buildDeleteRows(rel: RelationInfo, keys: string[], olds: Row[], types: Map<string, string>): Statement {
+  const tuples = olds.map((_, r) => `(${keys.map((k, i) => `$${r * keys.length + i + 1}::${types.get(k)}`).join(', ')})`);
+  const text =
+    `DELETE FROM ${qualified(rel.schema, rel.table)} AS t USING (VALUES ${tuples.join(', ')}) AS v(${keys.map((_, i) => `k${i}`).join(', ')}) ` +
+    `WHERE ${keys.map((k, i) => `t.${ident(k)} = v.k${i}`).join(' AND ')}`;
+  return { ...stmt(text, olds.flatMap((o) => keys.map((k) => o[k]))), name: '' };
+}
+
+/** Columns an UPDATE writes: those sent, minus identity columns whose value did not change. */
+export function changedColumns(old: Row, row: Row): string[] {
+  return Object.keys(row).filter((c) => !(c in old && old[c] === row[c]));
+}
+
+/**
  * Types without a usable equality operator (json, xml, geometry — box's `=`
  * even compares areas): a whole-row match compares their text form, which is
  * exactly what the source sent.
@@ -96,7 +127,7 @@ function whereRow(rel: RelationInfo, old: Row, firstParam: number): { sql: strin
 export function buildUpdate(rel: RelationInfo, old: Row, row: Row): Statement | null {
   // Identity columns whose value did not change are not SET: a GENERATED ALWAYS identity
   // key may only be "updated" to DEFAULT, and with REPLICA IDENTITY FULL only changed columns are written.
-  const cols = Object.keys(row).filter((c) => !(c in old && old[c] === row[c]));
+  const cols = changedColumns(old, row);
   if (!cols.length) return null; // nothing changed that was sent (e.g. only unchanged TOAST)
   const set = cols.map((c, i) => `${ident(c)} = $${i + 1}`).join(', ');
   const where = whereRow(rel, old, cols.length + 1);

@@ -1,6 +1,7 @@
 import { describe, expect, it } from 'vitest';
-import { buildDelete, buildInsert, buildInsertRows, buildTruncate, buildUpdate, describeKey, insertRowsLimit, INSERT_ROWS } from '../../src/apply/sql-builder';
-import type { RelationInfo } from '../../src/change';
+import { buildDelete, buildDeleteRows, buildInsert, buildInsertRows, buildUpdateRows, buildTruncate, buildUpdate, describeKey, insertRowsLimit, INSERT_ROWS } from '../../src/apply/sql-builder';
+import type { RelationInfo, TxnMessage } from '../../src/change';
+import { runLength } from '../../src/apply/set-apply';
 
 const orders: RelationInfo = {
   schema: 'public',
@@ -93,5 +94,39 @@ describe('apply SQL', () => {
 
   it('names the key of a row in errors', () => {
     expect(describeKey(orders, { id: '7', amount: '1' })).toBe('{"id":"7"}');
+  });
+});
+
+describe('set-based apply', () => {
+  const types = new Map([['id', 'integer'], ['amount', 'numeric'], ['note', 'text']]);
+  it('updates several rows by key in one statement, values cast to the replica base types', () => {
+    const s = buildUpdateRows(orders, ['id'], ['amount', 'note'], [
+      { old: { id: '1' }, new: { id: '1', amount: '1.50', note: null } },
+      { old: { id: '2' }, new: { id: '2', amount: '2.50', note: 'x' } },
+    ], types);
+    expect(s.text).toBe(
+      'UPDATE "public"."orders" AS t SET "amount" = v.c0, "note" = v.c1 FROM (VALUES ($1::integer, $2::numeric, $3::text), ($4::integer, $5::numeric, $6::text)) AS v(k0, c0, c1) WHERE t."id" = v.k0',
+    );
+    expect(s.values).toEqual(['1', '1.50', null, '2', '2.50', 'x']);
+  });
+
+  it('deletes several rows by key in one statement', () => {
+    const s = buildDeleteRows(orders, ['id'], [{ id: '1' }, { id: '7' }], types);
+    expect(s.text).toBe('DELETE FROM "public"."orders" AS t USING (VALUES ($1::integer), ($2::integer)) AS v(k0) WHERE t."id" = v.k0');
+    expect(s.values).toEqual(['1', '7']);
+  });
+
+  it('groups only what one statement can do exactly as row by row', () => {
+    const rel = JSON.stringify(['public', 'orders']);
+    const m = { relations: { [rel]: orders } } as unknown as TxnMessage;
+    const up = (id: string, amount: string, newId = id) => ({ op: 'update' as const, rel, old: { id }, new: { id: newId, amount, note: null } });
+    expect(runLength(m, [up('1', '1'), up('2', '2'), up('3', '3')], 0)).toBe(3);
+    expect(runLength(m, [up('1', '1'), up('2', '2'), up('1', '9')], 0)).toBe(2); // the same row twice: split
+    expect(runLength(m, [up('1', '1'), up('2', '2', '5')], 0)).toBe(1); // a key change: alone
+    expect(runLength(m, [up('1', '1'), { op: 'delete', rel, old: { id: '3' } }], 0)).toBe(1);
+    const del = (id: string) => ({ op: 'delete' as const, rel, old: { id } });
+    expect(runLength(m, [del('1'), del('2'), del('3')], 0)).toBe(3);
+    const full = { [rel]: { ...orders, identity: 'full' } };
+    expect(runLength({ relations: full } as unknown as TxnMessage, [del('1'), del('2')], 0)).toBe(1);
   });
 });
