@@ -19,9 +19,13 @@ import { waitFor } from '../helpers/wait';
  *   W4  W1 into three replicas at once (pgferry: three replicas of one capture;
  *       native: three subscriptions)
  *
- * PGFERRY_BENCH_ROWS scales N down for a quick run. Results: a table on
- * stdout, test/bench/results/latest.{json,md}.
- * Not yet measured here: W3 (pgbench OLTP mix with lag percentiles).
+ *   W3  pgbench OLTP mix (4 clients; insert + update + delete per transaction):
+ *       source tps without replication, with native, with pgferry; commit-to-
+ *       replica lag p50/p99/max from a 100 ms heartbeat; drain time after the load
+ *
+ * PGFERRY_BENCH_ROWS scales N down for a quick run, PGFERRY_BENCH_OLTP_SECONDS
+ * the W3 duration (default 30). Results: a table on stdout,
+ * test/bench/results/latest.{json,md}.
  */
 const N = Number(process.env.PGFERRY_BENCH_ROWS ?? 1_000_000);
 const TABLE = `(id bigserial PRIMARY KEY, customer_id int, amount numeric(12,2), status text, payload jsonb, created_at timestamptz)`;
@@ -30,11 +34,19 @@ const SCHEMA = `
   CREATE TABLE w_pgferry ${TABLE};
   CREATE TABLE marker (name text PRIMARY KEY, v bigint NOT NULL);
   INSERT INTO marker VALUES ('native', 0), ('pgferry', 0);
+  CREATE TABLE oltp_native (id bigserial PRIMARY KEY, v int NOT NULL, t text);
+  CREATE TABLE oltp_pgferry (id bigserial PRIMARY KEY, v int NOT NULL, t text);
+  CREATE TABLE hb_native (id int PRIMARY KEY, at timestamptz NOT NULL);
+  CREATE TABLE hb_pgferry (id int PRIMARY KEY, at timestamptz NOT NULL);
 `;
+const OLTP_SECONDS = Number(process.env.PGFERRY_BENCH_OLTP_SECONDS ?? 30);
+const PGBENCH = '/usr/lib/postgresql/15/bin/pgbench';
 const REPLICAS = ['r1', 'r2', 'r3'];
 
 interface Row {
   workload: string;
+  /** W3: source tps, commit-to-replica lag percentiles, drain time after the load. */
+  oltp?: { tps: number; lagP50: number; lagP99: number; lagMax: number; drainSeconds: number };
   system: 'native' | 'pgferry';
   rows: number;
   seconds: number[];
@@ -61,7 +73,7 @@ describe(`benchmark, ${N.toLocaleString('en')} rows`, () => {
   beforeAll(async () => {
     [source, replicas, temporal] = await Promise.all([PgCluster.start({ max_wal_senders: '20', max_replication_slots: '20' }), PgCluster.start(), startTemporal()]);
     sourceUrl = await source.createDatabase('app');
-    await source.withClient('app', (c) => c.query(`${SCHEMA} CREATE PUBLICATION native_pub FOR TABLE w_native, marker`));
+    await source.withClient('app', (c) => c.query(`${SCHEMA} CREATE PUBLICATION native_pub FOR TABLE w_native, marker, oltp_native, hb_native`));
     for (const kind of ['native', 'pgferry']) {
       for (const r of REPLICAS) {
         const db = `${kind}_${r}`;
@@ -130,7 +142,7 @@ describe(`benchmark, ${N.toLocaleString('en')} rows`, () => {
   }
 
   async function pgferry(names: string[], fn: (procs: { capture: Proc; apply: Proc }) => Promise<void>): Promise<void> {
-    const common = ['--source', sourceUrl, '--tables', 'public.w_pgferry,public.marker', ...names.flatMap((r) => ['--replica', `${r}=${urls[`pgferry_${r}`]}`])];
+    const common = ['--source', sourceUrl, '--tables', 'public.w_pgferry,public.marker,public.oltp_pgferry,public.hb_pgferry', ...names.flatMap((r) => ['--replica', `${r}=${urls[`pgferry_${r}`]}`])];
     const capture = startCli(['worker', '--queues', 'capture', ...common], env);
     await waitFor('the capture worker', async () => capture.output().includes('pgferry worker running'), 60_000);
     const apply = startCli(['up', '--queues', 'apply', ...common], env);
@@ -175,6 +187,76 @@ describe(`benchmark, ${N.toLocaleString('en')} rows`, () => {
     });
   }, 120 * 60_000);
 
+  /**
+   * pgbench, 4 clients: each transaction inserts a row, updates one, deletes one. A heartbeat row
+   * on the source is set to clock_timestamp() every 100 ms; the replica is polled every 20 ms and
+   * lag = poll time − the heartbeat it shows (commit to visible on the replica, ±20 ms).
+   */
+  async function oltp(kind: 'native' | 'pgferry', replicaDb: string | null): Promise<Row['oltp']> {
+    const table = `oltp_${kind}`;
+    const hb = `hb_${kind}`;
+    await source.withClient('app', (c) => c.query(`INSERT INTO ${table} (v, t) SELECT g, 'seed' FROM generate_series(1, 100000) g; INSERT INTO ${hb} VALUES (1, clock_timestamp()) ON CONFLICT (id) DO UPDATE SET at = EXCLUDED.at`));
+    const script = path.join(temporal.dataDir, `${kind}.sql`);
+    fs.writeFileSync(script, `\\set id random(1, 200000)\nBEGIN;\nINSERT INTO ${table} (v, t) VALUES (:id, 'new');\nUPDATE ${table} SET v = v + 1 WHERE id = :id;\nDELETE FROM ${table} WHERE id = :id + 7;\nEND;\n`);
+    if (replicaDb) await waitFor('the seed rows to arrive', async () => (await fingerprint(replicas, replicaDb, table)).rows === (await fingerprint(source, 'app', table)).rows, 600_000);
+    const lags: number[] = [];
+    let stop = false;
+    const beat = (async () => {
+      while (!stop) {
+        await source.withClient('app', (c) => c.query(`UPDATE ${hb} SET at = clock_timestamp() WHERE id = 1`));
+        await new Promise((r) => setTimeout(r, 100));
+      }
+    })();
+    const watch = replicaDb
+      ? (async () => {
+          const c = new (await import('pg')).default.Client({ connectionString: urls[replicaDb] });
+          await c.connect();
+          try {
+            while (!stop) {
+              const { rows } = await c.query(`SELECT extract(epoch FROM clock_timestamp() - at) * 1000 AS ms FROM ${hb} WHERE id = 1`);
+              lags.push(Number(rows[0].ms));
+              await new Promise((r) => setTimeout(r, 20));
+            }
+          } finally {
+            await c.end();
+          }
+        })()
+      : Promise.resolve();
+    const out = await new Promise<string>((resolve, reject) => {
+      const { execFile } = require('node:child_process') as typeof import('node:child_process');
+      execFile(PGBENCH, ['-n', '-c', '4', '-j', '2', '-T', String(OLTP_SECONDS), '-f', script, sourceUrl], (err, stdout) => (err ? reject(err) : resolve(stdout)));
+    });
+    const tps = Number(/tps = ([\d.]+)/.exec(out)?.[1] ?? NaN);
+    const stopped = Date.now();
+    stop = true;
+    await beat;
+    await watch;
+    let drainSeconds = 0;
+    if (replicaDb) {
+      // One more beat, begun after the load ended: once the replica shows it, it holds every load transaction.
+      const last = await source.withClient('app', async (c) => (await c.query(`UPDATE ${hb} SET at = clock_timestamp() WHERE id = 1 RETURNING at::text`)).rows[0].at);
+      await waitFor('the replica to drain', async () => (await replicas.withClient(replicaDb, (c) => c.query(`SELECT at::text FROM ${hb}`))).rows[0].at === last, 600_000, 20);
+      drainSeconds = (Date.now() - stopped) / 1000;
+      await expectEqual(table, [replicaDb]);
+    }
+    const sorted = [...lags].sort((a, b) => a - b);
+    const q = (p: number) => (sorted.length ? Math.round(sorted[Math.min(sorted.length - 1, Math.floor(p * sorted.length))]) : NaN);
+    return { tps: Math.round(tps), lagP50: q(0.5), lagP99: q(0.99), lagMax: q(1), drainSeconds };
+  }
+
+  it('W3 OLTP: pgbench insert/update/delete mix, lag and drain', async () => {
+    // Baseline: nothing replicating (every subscription disabled, pgferry stopped).
+    const base = await oltp('native', null);
+    results.push({ workload: 'W3 OLTP, no replication', system: 'native', rows: 0, seconds: [], rowsPerSecond: 0, oltp: base });
+    await native(['native_r1'], async () => {
+      results.push({ workload: 'W3 OLTP', system: 'native', rows: 0, seconds: [], rowsPerSecond: 0, oltp: await oltp('native', 'native_r1') });
+    });
+    await pgferry(['r1'], async (procs) => {
+      const r = await oltp('pgferry', 'pgferry_r1');
+      results.push({ workload: 'W3 OLTP', system: 'pgferry', rows: 0, seconds: [], rowsPerSecond: 0, oltp: r, captureRssMb: Math.round(peakRssMb(procs.capture.child.pid!)), applyRssMb: Math.round(peakRssMb(procs.apply.child.pid!)) });
+    });
+  }, 120 * 60_000);
+
   it('W4 bulk insert fanned out to three replicas', async () => {
     const natives = REPLICAS.map((r) => `native_${r}`);
     await native(natives, async () => {
@@ -197,12 +279,22 @@ describe(`benchmark, ${N.toLocaleString('en')} rows`, () => {
 
 function report(rows: Row[]): void {
   const lines = ['| workload | system | rows | commit → replica (s) | rows/s | pgferry ÷ native | capture RSS (MB) | apply RSS (MB) |', '| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |'];
-  for (const r of rows) {
+  for (const r of rows.filter((x) => !x.oltp)) {
     const native = rows.find((x) => x.workload === r.workload && x.system === 'native');
     const ratio = r.system === 'pgferry' && native ? (r.rowsPerSecond / native.rowsPerSecond).toFixed(2) : '';
     lines.push(
       `| ${r.workload} | ${r.system} | ${r.rows} | ${r.seconds.map((s) => s.toFixed(1)).join(' / ')} | ${r.rowsPerSecond} | ${ratio} | ${r.captureRssMb ?? ''} | ${r.applyRssMb ?? ''} |`,
     );
+  }
+  const oltp = rows.filter((r) => r.oltp);
+  if (oltp.length) {
+    lines.push('', '| W3 OLTP (pgbench, 4 clients) | system | source tps | lag p50 (ms) | lag p99 (ms) | lag max (ms) | drain after load (s) | capture RSS (MB) | apply RSS (MB) |');
+    lines.push('| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |');
+    for (const r of oltp) {
+      const o = r.oltp!;
+      const replicated = r.workload !== 'W3 OLTP, no replication';
+      lines.push(`| ${r.workload} | ${replicated ? r.system : '—'} | ${o.tps} | ${replicated ? o.lagP50 : ''} | ${replicated ? o.lagP99 : ''} | ${replicated ? o.lagMax : ''} | ${replicated ? o.drainSeconds.toFixed(2) : ''} | ${r.captureRssMb ?? ''} | ${r.applyRssMb ?? ''} |`);
+    }
   }
   const md = `${lines.join('\n')}\n`;
   const dir = path.join(ROOT, 'test', 'bench', 'results');
