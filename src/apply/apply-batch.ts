@@ -3,7 +3,7 @@ import type { ChannelModel } from 'amqplib';
 import { Change, RelationInfo, TxnMessage, decodeTxn, relLabel } from '../change';
 import { GapError, RejectedChangeError, SchemaMismatchError, isTransientSqlState } from '../errors';
 import { compareLsn, ZERO_LSN } from '../lsn';
-import { StreamReader } from '../log/stream';
+import { StreamMessage, StreamReader } from '../log/stream';
 import { loadSql } from '../sql';
 import { Statement, buildDelete, buildInsert, buildTruncate, buildUpdate, describeKey } from './sql-builder';
 import { applyRun, runLength } from './set-apply';
@@ -199,7 +199,7 @@ async function runBatch(o: ApplyBatchOptions, stopBefore?: string): Promise<Batc
  * Anything else means changes this replica has not applied are gone: stop
  * loudly, never skip.
  */
-function checkContinuity(o: ApplyBatchOptions, storedOffset: number | null, storedLsn: string, msg: { offset: number; body: Buffer }): void {
+function checkContinuity(o: ApplyBatchOptions, storedOffset: number | null, storedLsn: string, msg: StreamMessage): void {
   const fix = `run pgferry replica resync ${o.replica} to rebuild it from a snapshot`;
   const stream = `the stream of source '${o.source}'`;
   if (storedOffset === null) {
@@ -222,7 +222,7 @@ function checkContinuity(o: ApplyBatchOptions, storedOffset: number | null, stor
     );
   }
   if (msg.offset === storedOffset) {
-    const lsn = decodeTxn(msg.body).lsn;
+    const lsn = msg.lsn ?? decodeTxn(msg.body).lsn; // the header, when there: no need to parse the body
     if (compareLsn(lsn, storedLsn) > 0) {
       throw new GapError(
         `replica '${o.replica}': ${stream} holds transaction ${lsn} at offset ${storedOffset}, where this replica consumed one at or before ${storedLsn}: ` +

@@ -66,17 +66,18 @@ async function bucketSums(c: pg.ClientBase, s: Shape, buckets: number): Promise<
   return new Map(rows.map((r) => [Number(r.b), r.v as string]));
 }
 
-/** key → row hashes (several for duplicate rows of a table without a key). */
-async function rowsIn(c: pg.ClientBase, s: Shape, buckets: number, which: number[]): Promise<Map<string, string[]>> {
-  const { rows } = await c.query(
-    `SELECT ${s.key} AS k, hashtextextended(${s.row}, 0)::text AS h FROM ${qualified(s.table.schema, s.table.table)} t
-     WHERE abs(hashtextextended(${s.key}, 0) % ${buckets}) = ANY($1::int[])`,
-    [which],
-  );
+/** key → row hashes (several for duplicate rows of a table without a key), of the rows matching `where` ($1). */
+async function rowHashes(c: pg.ClientBase, s: Shape, where: string, param: unknown): Promise<Map<string, string[]>> {
+  const { rows } = await c.query(`SELECT ${s.key} AS k, hashtextextended(${s.row}, 0)::text AS h FROM ${qualified(s.table.schema, s.table.table)} t WHERE ${where}`, [param]);
   const out = new Map<string, string[]>();
   for (const r of rows) out.set(r.k, [...(out.get(r.k) ?? []), r.h].sort());
   return out;
 }
+
+const inBuckets = (c: pg.ClientBase, s: Shape, buckets: number, which: number[]) =>
+  rowHashes(c, s, `abs(hashtextextended(${s.key}, 0) % ${buckets}) = ANY($1::int[])`, which);
+
+const withKeys = (c: pg.ClientBase, s: Shape, keys: string[]) => rowHashes(c, s, `${s.key} = ANY($1::text[])`, keys);
 
 /**
  * The given keys' rows on the source, each with whether the transaction that
@@ -93,13 +94,6 @@ async function sourceRowsAt(c: pg.ClientBase, s: Shape, keys: string[], snapshot
     const prev = out.get(r.k);
     out.set(r.k, { h: [...(prev?.h ?? []), r.h].sort(), settled: (prev?.settled ?? true) && (r.settled === true || r.settled === 't') });
   }
-  return out;
-}
-
-async function replicaRows(c: pg.ClientBase, s: Shape, keys: string[]): Promise<Map<string, string[]>> {
-  const { rows } = await c.query(`SELECT ${s.key} AS k, hashtextextended(${s.row}, 0)::text AS h FROM ${qualified(s.table.schema, s.table.table)} t WHERE ${s.key} = ANY($1::text[])`, [keys]);
-  const out = new Map<string, string[]>();
-  for (const r of rows) out.set(r.k, [...(out.get(r.k) ?? []), r.h].sort());
   return out;
 }
 
@@ -155,7 +149,7 @@ async function settle(o: VerifyOptions, s: Shape, keys: string[], rounds: number
   for (let round = 0; round < rounds && open.length; round++) {
     const at = (await o.source.query(`SELECT pg_catalog.pg_current_snapshot()::text AS snap, pg_catalog.pg_current_wal_lsn()::text AS lsn`)).rows[0];
     if (!(await catchUp(o, at.lsn, o.catchUpMs ?? 1000))) continue;
-    const dst = await replicaRows(o.replica, s, open);
+    const dst = await withKeys(o.replica, s, open);
     const src = await sourceRowsAt(o.source, s, open, at.snap);
     const next: string[] = [];
     for (const k of open) {
@@ -185,7 +179,7 @@ export async function verify(o: VerifyOptions): Promise<TableVerdict[]> {
     const differing = [...new Set([...a.keys(), ...b.keys()])].filter((k) => a.get(k) !== b.get(k));
     let found = { missing: [] as string[], extra: [] as string[], changed: [] as string[], moving: [] as string[] };
     if (differing.length) {
-      const [sr, dr] = await Promise.all([rowsIn(o.source, s, buckets, differing), rowsIn(o.replica, s, buckets, differing)]);
+      const [sr, dr] = await Promise.all([inBuckets(o.source, s, buckets, differing), inBuckets(o.replica, s, buckets, differing)]);
       found = await settle(o, s, diff(sr, dr), o.rounds ?? 3);
     }
     verdicts.push({ table: relLabel(t), sourceRows: rowsOf(a), replicaRows: rowsOf(b), ...found });

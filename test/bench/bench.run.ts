@@ -3,7 +3,7 @@ import * as path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { PgCluster } from '../helpers/pg-cluster';
 import { startTemporal } from '../helpers/temporal';
-import { startCli, Proc, ROOT } from '../helpers/procs';
+import { peakRssMb, startCli, Proc, ROOT } from '../helpers/procs';
 import { deleteStream, fingerprint, RABBIT_URL } from '../helpers/fixture';
 import { waitFor } from '../helpers/wait';
 
@@ -55,10 +55,6 @@ interface Row {
   applyRssMb?: number;
 }
 
-function peakRssMb(pid: number): number {
-  const m = /VmHWM:\s+(\d+) kB/.exec(fs.readFileSync(`/proc/${pid}/status`, 'utf8'));
-  return m ? Number(m[1]) / 1024 : NaN;
-}
 
 describe(`benchmark, ${N.toLocaleString('en')} rows`, () => {
   let source: PgCluster;

@@ -1,7 +1,6 @@
-import * as fs from 'node:fs';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import pg from 'pg';
-import { startCli, Proc } from '../helpers/procs';
+import { peakRssMb, startCli, Proc } from '../helpers/procs';
 import { createWorld, fingerprint, startUp, upArgs, World } from '../helpers/fixture';
 import { waitFor } from '../helpers/wait';
 
@@ -19,12 +18,6 @@ const SCHEMA = `
 // Far above what a bounded process needs (≈ 250–300 MB), far below what holding the transaction would take.
 const RSS_LIMIT_MB = 600;
 
-/** Peak resident set size of a process, from the kernel's high-water mark. */
-function peakRssMb(pid: number): number {
-  const m = /VmHWM:\s+(\d+) kB/.exec(fs.readFileSync(`/proc/${pid}/status`, 'utf8'));
-  if (!m) throw new Error(`no VmHWM for pid ${pid}`);
-  return Number(m[1]) / 1024;
-}
 
 describe(`a ${ROWS.toLocaleString('en')}-row transaction`, () => {
   let w: World;
