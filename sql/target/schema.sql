@@ -23,3 +23,20 @@ CREATE TABLE IF NOT EXISTS pgferry.snapshot_claims (
   replica    text        PRIMARY KEY,
   claimed_at timestamptz NOT NULL DEFAULT now()
 );
+
+-- Many small apply statements in one round trip. Each statement is SQL that
+-- pgferry built (every identifier escaped) and reads its values only as
+-- $1[1], $1[2], … cast to the replica's column types: statement i gets
+-- counts[i] values from vals, in order. Values stay bound parameters and are
+-- never spliced into SQL text. Runs with the caller's rights.
+CREATE OR REPLACE FUNCTION pgferry.apply_statements(statements text[], counts int[], vals text[]) RETURNS void
+LANGUAGE plpgsql AS $fn$
+DECLARE
+  o int := 0;
+BEGIN
+  FOR i IN 1 .. coalesce(array_length(statements, 1), 0) LOOP
+    EXECUTE statements[i] USING vals[o + 1 : o + counts[i]];
+    o := o + counts[i];
+  END LOOP;
+END
+$fn$;

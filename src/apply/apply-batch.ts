@@ -5,8 +5,9 @@ import { GapError, RejectedChangeError, SchemaMismatchError, isTransientSqlState
 import { compareLsn, ZERO_LSN } from '../lsn';
 import { StreamMessage, StreamReader } from '../log/stream';
 import { loadSql } from '../sql';
-import { Statement, buildDelete, buildInsert, buildTruncate, buildUpdate, describeKey } from './sql-builder';
-import { applyRun, runLength } from './set-apply';
+import { ParamRef, Statement, arrayRefs, buildDelete, buildInsert, buildTruncate, buildUpdate, describeKey, positional } from './sql-builder';
+import { applyRun, forgetReplicaTypes, replicaTypes, runLength } from './set-apply';
+import { StatementGroup } from './statement-group';
 import type { Logger } from '../logger';
 
 /**
@@ -82,7 +83,10 @@ async function runBatch(o: ApplyBatchOptions, stopBefore?: string): Promise<Batc
     // was deleted and re-created starts again at offset 0. A replica that never consumed anything
     // needs the stream from its very beginning.
     const from = storedOffset ?? 0;
-    reader = await StreamReader.open(o.rabbit, o.source, storedOffset === null ? 'first' : from);
+    // Prefetch 256 messages: RabbitMQ delivers a credit's worth per round trip, so a stream of small
+    // transactions is read ~4x faster than with 64 (measured in W3); chunks of at most ~128 kB
+    // (capture's CHUNK_BYTES) keep that within tens of MB for huge transactions.
+    reader = await StreamReader.open(o.rabbit, o.source, storedOffset === null ? 'first' : from, 256);
     const result: BatchResult = {
       appliedLsn: storedLsn,
       offset: storedOffset,
@@ -94,6 +98,9 @@ async function runBatch(o: ApplyBatchOptions, stopBefore?: string): Promise<Batc
     };
     const started = Date.now();
     const heartbeat = throttled(o.heartbeat);
+    // Single-row changes of consecutive transactions travel together; the group is always sent
+    // before anything that depends on what it holds (a savepoint, a run, the progress row).
+    const group = new StatementGroup(c, (m, ch) => applyOne(c, o.replica, m, ch), o.log);
     let open: { lsn: string; nextSeq: number; savepoint: boolean; changes: number } | null = null;
     let received = 0;
     let checked = false;
@@ -158,7 +165,9 @@ async function runBatch(o: ApplyBatchOptions, stopBefore?: string): Promise<Batc
         open = { lsn: m.lsn, nextSeq: 0, savepoint: !m.last, changes: 0 };
         if (open.savepoint) await c.query('SAVEPOINT pgferry_txn');
       }
-      await applyChanges(c, o.replica, m);
+      await applyChanges(c, o.replica, m, group);
+      // A transaction in several chunks may be rolled back to its savepoint: keep nothing of it queued.
+      if (open.savepoint) await group.flush();
       open.nextSeq += 1;
       open.changes += m.changes.length;
       if (m.last) {
@@ -172,6 +181,7 @@ async function runBatch(o: ApplyBatchOptions, stopBefore?: string): Promise<Batc
       }
     }
 
+    await group.flush();
     if (result.offset !== storedOffset || result.appliedLsn !== storedLsn) {
       await c.query(loadSql('target/progress-update.sql'), [
         o.replica,
@@ -256,23 +266,40 @@ async function nextBeating(reader: StreamReader, waitMs: number, heartbeat: () =
   }
 }
 
-async function applyChanges(c: pg.ClientBase, replica: string, m: TxnMessage): Promise<void> {
+async function applyChanges(c: pg.ClientBase, replica: string, m: TxnMessage, group: StatementGroup): Promise<void> {
   const changes = m.changes;
   const applier = { one: (ch: Change) => applyOne(c, replica, m, ch) };
   for (let i = 0; i < changes.length; ) {
     const run = runLength(m, changes, i);
-    if (run > 1) await applyRun(c, m, changes.slice(i, i + run), applier);
-    else await applyOne(c, replica, m, changes[i]);
+    const ch = changes[i];
+    if (run > 1 || ch.op === 'truncate') {
+      await group.flush();
+      if (run > 1) await applyRun(c, m, changes.slice(i, i + run), applier);
+      else await applyOne(c, replica, m, ch);
+    } else {
+      const r = rel(m, ch.rel);
+      const ref = arrayRefs(
+        r.columns.map((col) => col.name),
+        await replicaTypes(c, r, ch.rel),
+      );
+      const st = ref && statementFor(m, ch, ref);
+      if (st) await group.add(m, ch, st);
+      else if (!ref) {
+        await group.flush();
+        await applyOne(c, replica, m, ch);
+      }
+    }
     i += run;
   }
 }
 
 async function applyOne(c: pg.ClientBase, replica: string, m: TxnMessage, change: Change): Promise<void> {
-  const st = statementFor(m, change);
+  const st = statementFor(m, change, positional);
   if (!st) return;
   try {
     await c.query(st);
   } catch (err) {
+    if (change.op !== 'truncate') forgetReplicaTypes(c, rel(m, change.rel));
     throw rejection(replica, m, change, err);
   }
 }
@@ -283,14 +310,14 @@ function rel(m: TxnMessage, key: string): RelationInfo {
   return r;
 }
 
-function statementFor(m: TxnMessage, ch: Change): Statement | null {
+function statementFor(m: TxnMessage, ch: Change, ref: ParamRef): Statement | null {
   switch (ch.op) {
     case 'insert':
-      return buildInsert(rel(m, ch.rel), ch.new);
+      return buildInsert(rel(m, ch.rel), ch.new, ref);
     case 'update':
-      return buildUpdate(rel(m, ch.rel), ch.old, ch.new);
+      return buildUpdate(rel(m, ch.rel), ch.old, ch.new, ref);
     case 'delete':
-      return buildDelete(rel(m, ch.rel), ch.old);
+      return buildDelete(rel(m, ch.rel), ch.old, ref);
     case 'truncate':
       return buildTruncate(
         ch.rels.map((k) => rel(m, k)),

@@ -1,13 +1,25 @@
 import type pg from 'pg';
-import type { Change, RelationInfo, TxnMessage } from '../change';
+import { relKey, type Change, type RelationInfo, type TxnMessage } from '../change';
 import { isTransientSqlState } from '../errors';
-import { buildDeleteRows, buildInsertRows, buildUpdateRows, changedColumns, insertRowsLimit, keyColumns } from './sql-builder';
+import { from as copyFrom } from 'pg-copy-streams';
+import {
+  COPY_MAX_ROWS,
+  COPY_MIN_ROWS,
+  buildCopyInsert,
+  buildDeleteRows,
+  buildInsertRows,
+  buildUpdateRows,
+  changedColumns,
+  copyText,
+  insertRowsLimit,
+  keyColumns,
+} from './sql-builder';
 
 /**
  * Runs of changes applied as one statement instead of one per row — the same
  * rows, in the same order, with the same result:
- *  - consecutive inserts into one table with the same columns: one
- *    multi-row INSERT;
+ *  - consecutive inserts into one table with the same columns: one COPY
+ *    (long runs) or one multi-row INSERT (short ones);
  *  - consecutive updates of one keyed table that write the same columns,
  *    change no key and touch no row twice: one UPDATE … FROM (VALUES …);
  *  - consecutive deletes from one keyed table: one DELETE … USING (VALUES …).
@@ -26,17 +38,23 @@ type Delete = Extract<Change, { op: 'delete' }>;
 
 const sameList = (a: string[], b: string[]) => a.length === b.length && a.every((x, i) => x === b[i]);
 
-/** The replica's column types (base names, no typmod), per connection and table; dropped when a run is refused. */
+/** The replica's column types (base names, no typmod), per connection and table; dropped when a statement is refused. */
 const typeCache = new WeakMap<pg.ClientBase, Map<string, Map<string, string>>>();
 
-async function replicaTypes(c: pg.ClientBase, rel: RelationInfo): Promise<Map<string, string>> {
+/** `key` is the relation's key in the change log (relKey), which changes already carry. */
+export async function replicaTypes(c: pg.ClientBase, rel: RelationInfo, key = relKey(rel.schema, rel.table)): Promise<Map<string, string>> {
   let perConn = typeCache.get(c);
   if (!perConn) typeCache.set(c, (perConn = new Map()));
-  const key = JSON.stringify([rel.schema, rel.table]);
   let types = perConn.get(key);
   if (!types) {
     const { rows } = await c.query(
-      `SELECT a.attname, pg_catalog.format_type(a.atttypid, NULL) AS t FROM pg_catalog.pg_attribute a
+      // Without a typmod `character` and `bit` would mean length 1: cast to bpchar and varbit instead,
+      // and let the column's own typmod check the value, as a one-row statement would.
+      `SELECT a.attname,
+              CASE a.atttypid WHEN 'bpchar'::regtype THEN 'pg_catalog.bpchar' WHEN '_bpchar'::regtype THEN 'pg_catalog.bpchar[]'
+                              WHEN 'bit'::regtype THEN 'pg_catalog.varbit' WHEN '_bit'::regtype THEN 'pg_catalog.varbit[]'
+                              ELSE pg_catalog.format_type(a.atttypid, NULL) END AS t
+       FROM pg_catalog.pg_attribute a
        WHERE a.attrelid = (SELECT c.oid FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = $1 AND c.relname = $2)
          AND a.attnum > 0 AND NOT a.attisdropped`,
       [rel.schema, rel.table],
@@ -47,6 +65,11 @@ async function replicaTypes(c: pg.ClientBase, rel: RelationInfo): Promise<Map<st
   return types;
 }
 
+/** Forget a table's cached replica types (after a refusal: the table may have been altered). */
+export function forgetReplicaTypes(c: pg.ClientBase, rel: RelationInfo): void {
+  typeCache.get(c)?.delete(relKey(rel.schema, rel.table));
+}
+
 /** Length of the run that can go as one statement, starting at `i` (1: apply it alone). */
 export function runLength(m: TxnMessage, changes: Change[], i: number): number {
   const first = changes[i];
@@ -55,7 +78,7 @@ export function runLength(m: TxnMessage, changes: Change[], i: number): number {
   if (!rel) return 1;
   if (first.op === 'insert') {
     const cols = Object.keys(first.new);
-    const limit = insertRowsLimit(cols.length);
+    const limit = COPY_MAX_ROWS;
     let j = i + 1;
     while (j < changes.length && j - i < limit) {
       const ch = changes[j];
@@ -102,7 +125,10 @@ export async function applyRun(c: pg.ClientBase, m: TxnMessage, run: Change[], a
   await c.query('SAVEPOINT pgferry_rows');
   try {
     if (first.op === 'insert') {
-      await c.query(buildInsertRows(rel, (run as Insert[]).map((ch) => ch.new)));
+      const rows = (run as Insert[]).map((ch) => ch.new);
+      const perInsert = insertRowsLimit(Object.keys(rows[0]).length);
+      if (rows.length >= COPY_MIN_ROWS) await copyRows(c, rel, rows);
+      else for (let i = 0; i < rows.length; i += perInsert) await c.query(buildInsertRows(rel, rows.slice(i, i + perInsert)));
     } else if (first.op === 'update') {
       const keys = keyColumns(rel);
       const updates = run as Update[];
@@ -114,8 +140,19 @@ export async function applyRun(c: pg.ClientBase, m: TxnMessage, run: Change[], a
     const code = (err as { code?: string }).code;
     if (isTransientSqlState(code) || !code) throw err;
     await c.query('ROLLBACK TO SAVEPOINT pgferry_rows');
-    typeCache.get(c)?.delete(JSON.stringify([rel.schema, rel.table]));
+    forgetReplicaTypes(c, rel);
     for (const ch of run) await applier.one(ch);
   }
   await c.query('RELEASE SAVEPOINT pgferry_rows');
+}
+
+/** Insert rows with COPY … FROM STDIN (text format) on the batch's connection, inside its transaction. */
+async function copyRows(c: pg.ClientBase, rel: RelationInfo, rows: Record<string, string | null>[]): Promise<void> {
+  const cols = Object.keys(rows[0]);
+  const stream = c.query(copyFrom(buildCopyInsert(rel, cols)));
+  await new Promise<void>((resolve, reject) => {
+    stream.on('error', reject);
+    stream.on('finish', resolve);
+    stream.end(copyText(cols, rows));
+  });
 }

@@ -31,8 +31,25 @@ export function describeKey(rel: RelationInfo, row: Row): string {
   return JSON.stringify(key);
 }
 
-export function buildInsert(rel: RelationInfo, row: Row): Statement {
-  return buildInsertRows(rel, [row]);
+/**
+ * How a statement refers to its n-th value (1-based) for a column: `$n`
+ * (a statement of its own), or `$1[n]::type` (one of many statements run by
+ * pgferry.apply_statements, which binds each statement's values as one text
+ * array; the cast to the replica's own column type makes the server read the
+ * value with that type's input function, as it would read `$n`).
+ */
+export type ParamRef = (n: number, column: string) => string;
+
+export const positional: ParamRef = (n) => `$${n}`;
+
+/** `$1[n]::type` references, or null when a column's replica type is unknown (then the change goes on its own). */
+export function arrayRefs(columns: string[], types: Map<string, string>): ParamRef | null {
+  if (!columns.every((c) => types.has(c))) return null;
+  return (n, column) => `$1[${n}]::${types.get(column)}`;
+}
+
+export function buildInsert(rel: RelationInfo, row: Row, ref: ParamRef = positional): Statement {
+  return buildInsertRows(rel, [row], ref);
 }
 
 /** PostgreSQL's limit on bind parameters in one statement. */
@@ -51,15 +68,47 @@ export function insertRowsLimit(columns: number): number {
  * INSERT. Only statements of the usual sizes (one row, a full group) are
  * named, so a connection keeps a handful of prepared statements per table.
  */
-export function buildInsertRows(rel: RelationInfo, rows: Row[]): Statement {
+export function buildInsertRows(rel: RelationInfo, rows: Row[], ref: ParamRef = positional): Statement {
   const cols = Object.keys(rows[0]);
-  const tuples = rows.map((_, r) => `(${cols.map((_, i) => `$${r * cols.length + i + 1}`).join(', ')})`);
+  const tuples = rows.map((_, r) => `(${cols.map((c, i) => ref(r * cols.length + i + 1, c)).join(', ')})`);
   // OVERRIDING SYSTEM VALUE: GENERATED ALWAYS identity columns take the source's value.
   const text = `INSERT INTO ${qualified(rel.schema, rel.table)} (${cols.map(ident).join(', ')}) OVERRIDING SYSTEM VALUE VALUES ${tuples.join(', ')}`;
   const values = rows.flatMap((row) => cols.map((c) => row[c]));
   const st = stmt(text, values);
   return rows.length === 1 || rows.length === insertRowsLimit(cols.length) ? st : { ...st, name: '' };
 }
+
+/** Runs of at least this many inserts go by COPY (one more round trip than an INSERT, much less work per row). */
+export const COPY_MIN_ROWS = 64;
+/** Most rows in one COPY: bounded so a refused run is cheap to redo row by row. */
+export const COPY_MAX_ROWS = 5000;
+
+/** `COPY table (cols) FROM STDIN` for a run of inserts (COPY, like OVERRIDING SYSTEM VALUE, keeps identity values). */
+export function buildCopyInsert(rel: RelationInfo, cols: string[]): string {
+  return `COPY ${qualified(rel.schema, rel.table)} (${cols.map(ident).join(', ')}) FROM STDIN`;
+}
+
+/**
+ * Rows in COPY's text format: tab between values, newline after each row,
+ * \N for NULL, and backslash, tab, newline and carriage return escaped, so
+ * each value reaches the column's input function exactly as the source printed it.
+ */
+export function copyText(cols: string[], rows: Row[]): string {
+  let out = '';
+  for (const row of rows) {
+    for (let i = 0; i < cols.length; i++) {
+      const v = row[cols[i]];
+      if (i > 0) out += '\t';
+      out += v === null || v === undefined ? '\\N' : COPY_SPECIAL.test(v) ? v.replace(COPY_ESCAPE, escapeCopyChar) : v;
+    }
+    out += '\n';
+  }
+  return out;
+}
+
+const COPY_SPECIAL = /[\\\t\n\r]/;
+const COPY_ESCAPE = /[\\\t\n\r]/g;
+const escapeCopyChar = (ch: string) => (ch === '\\' ? '\\\\' : ch === '\t' ? '\\t' : ch === '\n' ? '\\n' : '\\r');
 
 /**
  * Several rows updated by key in one statement, each to its own values:
@@ -105,37 +154,37 @@ const NO_EQUALITY = /^(json|xml|point|line|lseg|box|path|polygon|circle)(\[\])*$
  * matches the whole old row, NULLs included, and exactly one row even when
  * duplicates exist.
  */
-function whereRow(rel: RelationInfo, old: Row, firstParam: number): { sql: string; values: Value[] } {
+function whereRow(rel: RelationInfo, old: Row, firstParam: number, ref: ParamRef): { sql: string; values: Value[] } {
   const full = rel.identity === 'full';
   const cols = (full ? rel.columns.map((c) => c.name) : keyColumns(rel)).filter((c) => c in old);
   if (!cols.length) throw new Error(`no replica identity columns for ${rel.schema}.${rel.table}`);
   const values = cols.map((c) => old[c]);
   if (!full) {
-    return { sql: cols.map((c, i) => `${ident(c)} = $${firstParam + i}`).join(' AND '), values };
+    return { sql: cols.map((c, i) => `${ident(c)} = ${ref(firstParam + i, c)}`).join(' AND '), values };
   }
   const types = new Map(rel.columns.map((c) => [c.name, c.type]));
   const cond = cols
     .map((c, i) =>
       NO_EQUALITY.test(types.get(c) ?? '')
-        ? `${ident(c)}::text IS NOT DISTINCT FROM $${firstParam + i}::text`
-        : `${ident(c)} IS NOT DISTINCT FROM $${firstParam + i}`,
+        ? `${ident(c)}::text IS NOT DISTINCT FROM ${ref(firstParam + i, c)}::text`
+        : `${ident(c)} IS NOT DISTINCT FROM ${ref(firstParam + i, c)}`,
     )
     .join(' AND ');
   return { sql: `ctid = (SELECT ctid FROM ${qualified(rel.schema, rel.table)} WHERE ${cond} LIMIT 1)`, values };
 }
 
-export function buildUpdate(rel: RelationInfo, old: Row, row: Row): Statement | null {
+export function buildUpdate(rel: RelationInfo, old: Row, row: Row, ref: ParamRef = positional): Statement | null {
   // Identity columns whose value did not change are not SET: a GENERATED ALWAYS identity
   // key may only be "updated" to DEFAULT, and with REPLICA IDENTITY FULL only changed columns are written.
   const cols = changedColumns(old, row);
   if (!cols.length) return null; // nothing changed that was sent (e.g. only unchanged TOAST)
-  const set = cols.map((c, i) => `${ident(c)} = $${i + 1}`).join(', ');
-  const where = whereRow(rel, old, cols.length + 1);
+  const set = cols.map((c, i) => `${ident(c)} = ${ref(i + 1, c)}`).join(', ');
+  const where = whereRow(rel, old, cols.length + 1, ref);
   return stmt(`UPDATE ${qualified(rel.schema, rel.table)} SET ${set} WHERE ${where.sql}`, [...cols.map((c) => row[c]), ...where.values]);
 }
 
-export function buildDelete(rel: RelationInfo, old: Row): Statement {
-  const where = whereRow(rel, old, 1);
+export function buildDelete(rel: RelationInfo, old: Row, ref: ParamRef = positional): Statement {
+  const where = whereRow(rel, old, 1, ref);
   return stmt(`DELETE FROM ${qualified(rel.schema, rel.table)} WHERE ${where.sql}`, where.values);
 }
 

@@ -11,6 +11,8 @@ import { normalizeLsn } from '../lsn';
 export interface AssemblerOptions {
   source: string;
   chunkChanges: number;
+  /** A chunk also ends once its values add up to about this many bytes (bounds what readers buffer). */
+  chunkBytes?: number;
   /** Resolves a column's type name (format_type) for a relation; called once per relation message. */
   typeName: (typeOid: number, typeMod: number) => string;
 }
@@ -29,11 +31,23 @@ interface OpenTxn {
   commitTime: string;
   seq: number;
   changes: Change[];
+  /** Approximate size of the open chunk's values. */
+  bytes: number;
   relations: Record<string, RelationInfo>;
 }
 
+/** Default chunk size: 128 kB of values, so a reader's prefetch of a few hundred messages stays small in memory. */
+export const CHUNK_BYTES = 128 * 1024;
+
+/** Bytes of a row's values and names (an estimate of its encoded size). */
+function rowBytes(row: Row | undefined): number {
+  let n = 0;
+  if (row) for (const k in row) n += k.length + (row[k]?.length ?? 0) + 6;
+  return n;
+}
+
 export class TxnAssembler {
-  private readonly relations = new Map<number, RelationInfo>();
+  private readonly relations = new Map<number, RelationInfo & { key: string }>();
   private txn: OpenTxn | null = null;
 
   constructor(private readonly opts: AssemblerOptions) {}
@@ -52,12 +66,14 @@ export class TxnAssembler {
           commitTime: microsToIso(msg.commitTime as bigint),
           seq: 0,
           changes: [],
+          bytes: 0,
           relations: {},
         };
         return { out: [] };
       }
       case 'relation': {
         this.relations.set(msg.relationOid, {
+          key: relKey(msg.schema, msg.name),
           schema: msg.schema,
           table: msg.name,
           identity: msg.replicaIdentity,
@@ -109,15 +125,15 @@ export class TxnAssembler {
     const t = this.open('change');
     const info = this.relations.get(oid);
     if (!info) throw new Error(`pgoutput: change for relation ${oid} before its RELATION message`);
-    const key = relKey(info.schema, info.table);
-    t.relations[key] = info;
-    return key;
+    if (!(info.key in t.relations)) t.relations[info.key] = { schema: info.schema, table: info.table, identity: info.identity, columns: info.columns };
+    return info.key;
   }
 
   private add(change: Change): { out: TxnMessage[] } {
     const t = this.open(change.op);
     t.changes.push(change);
-    if (t.changes.length < this.opts.chunkChanges) return { out: [] };
+    if (change.op !== 'truncate') t.bytes += rowBytes(change.op === 'delete' ? undefined : change.new) + rowBytes(change.op === 'insert' ? undefined : change.old);
+    if (t.changes.length < this.opts.chunkChanges && t.bytes < (this.opts.chunkBytes ?? CHUNK_BYTES)) return { out: [] };
     return { out: [this.envelope(t, '', false)] };
   }
 
@@ -137,23 +153,17 @@ export class TxnAssembler {
     };
     t.seq += 1;
     t.changes = [];
+    t.bytes = 0;
     t.relations = {};
     return m;
   }
 }
 
 /**
- * pgoutput tuples with our text parsers: every value is a string or null.
- * `undefined` marks an unchanged TOAST value that was not sent: leave it out.
+ * Tuples come from TextPgoutputPlugin, which already gives every value as a
+ * string or null and leaves out unchanged TOAST values that were not sent.
  */
-function toRow(tuple: Record<string, unknown>): Row {
-  const row: Row = {};
-  for (const [k, v] of Object.entries(tuple)) {
-    if (v === undefined) continue;
-    row[k] = v === null ? null : String(v);
-  }
-  return row;
-}
+const toRow = (tuple: Record<string, unknown>): Row => tuple as Row;
 
 function pickKey(info: RelationInfo, row: Row): Row {
   const key: Row = {};

@@ -1,11 +1,9 @@
 import { LogicalReplicationService, Pgoutput } from 'pg-logical-replication';
 import type pg from 'pg';
-import type { ChannelModel } from 'amqplib';
 import { TxnAssembler } from './assembler';
 import { TextPgoutputPlugin } from './pgoutput';
 import { slotInfo } from './source';
-import { Retention, StreamPublisher, declareStream } from '../log/stream';
-import { connectRabbit } from '../log/rabbit';
+import { Retention, StreamPublisher } from '../log/stream';
 import { GapError, SourceError, UnavailableError, describeCause, isTransient } from '../errors';
 import { formatLsn, parseLsn, ZERO_LSN } from '../lsn';
 import { publicationName, slotName } from '../names';
@@ -63,7 +61,6 @@ export async function streamChanges(opts: CaptureOptions): Promise<CaptureProgre
   const { source, url, log } = opts;
   const what = `source '${source}'`;
   const catalog = await connectPg(what, url);
-  let rabbit: ChannelModel | undefined;
   let publisher: StreamPublisher | undefined;
   const service = new LogicalReplicationService(
     { connectionString: url, options: SESSION_OPTIONS, connectionTimeoutMillis: 10_000 } as pg.ClientConfig,
@@ -77,9 +74,7 @@ export async function streamChanges(opts: CaptureOptions): Promise<CaptureProgre
     if (slot.walStatus === 'lost') {
       throw new GapError(`${what}: replication slot ${slotName(source)} was invalidated (max_slot_wal_keep_size); the replicas need a resync`);
     }
-    rabbit = await connectRabbit(opts.rabbitUrl);
-    await declareStream(rabbit, source, opts.retention);
-    publisher = await StreamPublisher.open(rabbit, source);
+    publisher = await StreamPublisher.connect(opts.rabbitUrl, source, opts.retention);
     const pub = publisher;
 
     const progress: CaptureProgress = {
@@ -215,7 +210,6 @@ export async function streamChanges(opts: CaptureOptions): Promise<CaptureProgre
   } finally {
     await service.destroy().catch(() => undefined);
     await publisher?.close();
-    await rabbit?.close().catch(() => undefined);
     await catalog.end().catch(() => undefined);
   }
 }

@@ -1,10 +1,8 @@
-import type { ChannelModel } from 'amqplib';
 import type pg from 'pg';
 import { Change, ENVELOPE_VERSION, RelationInfo, relKey, Row, TxnMessage } from '../change';
 import { SourceError } from '../errors';
 import { formatLsn } from '../lsn';
-import { connectRabbit } from '../log/rabbit';
-import { declareStream, StreamPublisher } from '../log/stream';
+import { StreamPublisher } from '../log/stream';
 import { connectPg, qualified } from '../pg';
 import { loadSql } from '../sql';
 import { parseRecordText } from './record-text';
@@ -34,7 +32,6 @@ export async function captureTriggers(opts: CaptureOptions): Promise<CaptureProg
   const what = `source '${source}'`;
   const c = await connectPg(what, url);
   const listener = await connectPg(what, url);
-  let rabbit: ChannelModel | undefined;
   let publisher: StreamPublisher | undefined;
   let wake: () => void = () => undefined;
   let report: NodeJS.Timeout | undefined;
@@ -47,9 +44,7 @@ export async function captureTriggers(opts: CaptureOptions): Promise<CaptureProg
       throw new SourceError(`${what}: trigger capture is not installed for this source; run pgferry init --mode trigger (or pgferry up --mode trigger)`);
     }
     let lastTick = BigInt(last.last_tick);
-    rabbit = await connectRabbit(opts.rabbitUrl);
-    await declareStream(rabbit, source, opts.retention);
-    publisher = await StreamPublisher.open(rabbit, source);
+    publisher = await StreamPublisher.connect(opts.rabbitUrl, source, opts.retention);
 
     const progress: CaptureProgress = { confirmedLsn: formatLsn(lastTick << 32n), txns: 0, changes: 0, messages: 0, startedAt: new Date().toISOString() };
     const relations = new Map<string, { info: RelationInfo; columns: Column[] }>();
@@ -141,7 +136,6 @@ export async function captureTriggers(opts: CaptureOptions): Promise<CaptureProg
   } finally {
     clearInterval(report);
     await publisher?.close();
-    await rabbit?.close().catch(() => undefined);
     await listener.end().catch(() => undefined);
     await c.end().catch(() => undefined);
   }

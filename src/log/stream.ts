@@ -1,6 +1,7 @@
 import type * as amqp from 'amqplib';
 import { decodeTxn, encodeTxn, TxnMessage } from '../change';
 import { streamName } from '../names';
+import { connectRabbit } from './rabbit';
 
 /**
  * The change log: one RabbitMQ stream per source (`pgferry.<source>.changes`),
@@ -67,14 +68,28 @@ export class StreamPublisher {
     private readonly ch: amqp.ConfirmChannel,
     private readonly queue: string,
     private readonly window: number,
+    /** The connection this publisher opened for itself (closed with it), if any. */
+    private readonly own?: amqp.ChannelModel,
   ) {
     ch.on('error', (e: Error) => this.fail(e));
     ch.on('close', () => this.fail(new Error('RabbitMQ channel closed')));
   }
 
-  static async open(conn: amqp.ChannelModel, source: string, window = 64): Promise<StreamPublisher> {
+  static async open(conn: amqp.ChannelModel, source: string, window = 16): Promise<StreamPublisher> {
     const ch = await conn.createConfirmChannel();
     return new StreamPublisher(ch, streamName(source), window);
+  }
+
+  /** Capture's end of the log: a connection of its own, the stream declared, a publisher on it; close() ends both. */
+  static async connect(rabbitUrl: string, source: string, retention: Retention, window = 16): Promise<StreamPublisher> {
+    const conn = await connectRabbit(rabbitUrl);
+    try {
+      await declareStream(conn, source, retention);
+      return new StreamPublisher(await conn.createConfirmChannel(), streamName(source), window, conn);
+    } catch (err) {
+      await conn.close().catch(() => undefined);
+      throw err;
+    }
   }
 
   /**
@@ -139,6 +154,7 @@ export class StreamPublisher {
 
   async close(): Promise<void> {
     await this.ch.close().catch(() => undefined);
+    await this.own?.close().catch(() => undefined);
   }
 }
 

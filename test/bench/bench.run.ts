@@ -3,7 +3,7 @@ import * as path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { PgCluster } from '../helpers/pg-cluster';
 import { startTemporal } from '../helpers/temporal';
-import { peakRssMb, startCli, Proc, ROOT } from '../helpers/procs';
+import { cpuSeconds, machineCpu, peakRssMb, startCli, Proc, ROOT } from '../helpers/procs';
 import { deleteStream, fingerprint, RABBIT_URL } from '../helpers/fixture';
 import { waitFor } from '../helpers/wait';
 
@@ -46,13 +46,24 @@ const REPLICAS = ['r1', 'r2', 'r3'];
 interface Row {
   workload: string;
   /** W3: source tps, commit-to-replica lag percentiles, drain time after the load. */
-  oltp?: { tps: number; lagP50: number; lagP99: number; lagMax: number; drainSeconds: number };
+  oltp?: { tps: number; lagP50: number; lagP99: number; lagMax: number; drainSeconds: number; cpuBusyPct: number; captureCpuS?: number; applyCpuS?: number };
   system: 'native' | 'pgferry';
   rows: number;
   seconds: number[];
   rowsPerSecond: number;
   captureRssMb?: number;
   applyRssMb?: number;
+  /** From commit until the last replica had it: the whole machine's CPU use (% of all cores), and CPU seconds of capture and apply. */
+  cpuBusyPct?: number;
+  captureCpuS?: number;
+  applyCpuS?: number;
+}
+
+interface Timing {
+  seconds: number[];
+  cpuBusyPct: number;
+  captureCpuS?: number;
+  applyCpuS?: number;
 }
 
 
@@ -97,7 +108,7 @@ describe(`benchmark, ${N.toLocaleString('en')} rows`, () => {
   const marker = (db: string, name: string) => replicas.withClient(db, async (c) => Number((await c.query('SELECT v FROM marker WHERE name = $1', [name])).rows[0].v));
 
   /** Commit `sql` (with a marker bump) on the source; seconds until each target database shows the marker. */
-  async function timed(sql: string, name: string, targets: string[]): Promise<number[]> {
+  async function timed(sql: string, name: string, targets: string[], procs?: { capture: Proc; apply: Proc }): Promise<Timing> {
     const want = (await source.withClient('app', async (c) => Number((await c.query('SELECT v FROM marker WHERE name = $1', [name])).rows[0].v))) + 1;
     await source.withClient('app', async (c) => {
       await c.query('BEGIN');
@@ -106,12 +117,13 @@ describe(`benchmark, ${N.toLocaleString('en')} rows`, () => {
       await c.query('COMMIT');
     });
     const committed = Date.now();
+    const cpu = cpuWindow(procs);
     const done: Record<string, number> = {};
     await waitFor(`${name} replicas to apply the transaction`, async () => {
       for (const db of targets) if (!(db in done) && (await marker(db, name)) >= want) done[db] = (Date.now() - committed) / 1000;
       return Object.keys(done).length === targets.length;
     }, 30 * 60_000, 50);
-    return targets.map((db) => done[db]);
+    return { seconds: targets.map((db) => done[db]), ...cpu() };
   }
 
   async function expectEqual(table: string, dbs: string[]): Promise<void> {
@@ -155,13 +167,16 @@ describe(`benchmark, ${N.toLocaleString('en')} rows`, () => {
     }
   }
 
-  const record = (workload: string, system: Row['system'], seconds: number[], rows: number, procs?: { capture: Proc; apply: Proc }) => {
-    const worst = Math.max(...seconds);
+  const record = (workload: string, system: Row['system'], t: Timing, rows: number, procs?: { capture: Proc; apply: Proc }) => {
+    const worst = Math.max(...t.seconds);
     results.push({
       workload,
       system,
       rows,
-      seconds,
+      seconds: t.seconds,
+      cpuBusyPct: t.cpuBusyPct,
+      captureCpuS: t.captureCpuS,
+      applyCpuS: t.applyCpuS,
       rowsPerSecond: Math.round(rows / worst),
       captureRssMb: procs ? Math.round(peakRssMb(procs.capture.child.pid!)) : undefined,
       applyRssMb: procs ? Math.round(peakRssMb(procs.apply.child.pid!)) : undefined,
@@ -176,9 +191,9 @@ describe(`benchmark, ${N.toLocaleString('en')} rows`, () => {
       await expectEqual('w_native', ['native_r1']);
     });
     await pgferry(['r1'], async (procs) => {
-      record('W1 insert', 'pgferry', await timed(INSERT('w_pgferry'), 'pgferry', ['pgferry_r1']), N, procs);
+      record('W1 insert', 'pgferry', await timed(INSERT('w_pgferry'), 'pgferry', ['pgferry_r1'], procs), N, procs);
       await expectEqual('w_pgferry', ['pgferry_r1']);
-      record('W2 update', 'pgferry', await timed(UPDATE('w_pgferry'), 'pgferry', ['pgferry_r1']), N, procs);
+      record('W2 update', 'pgferry', await timed(UPDATE('w_pgferry'), 'pgferry', ['pgferry_r1'], procs), N, procs);
       await expectEqual('w_pgferry', ['pgferry_r1']);
     });
   }, 120 * 60_000);
@@ -188,7 +203,7 @@ describe(`benchmark, ${N.toLocaleString('en')} rows`, () => {
    * on the source is set to clock_timestamp() every 100 ms; the replica is polled every 20 ms and
    * lag = poll time − the heartbeat it shows (commit to visible on the replica, ±20 ms).
    */
-  async function oltp(kind: 'native' | 'pgferry', replicaDb: string | null): Promise<Row['oltp']> {
+  async function oltp(kind: 'native' | 'pgferry', replicaDb: string | null, procs?: { capture: Proc; apply: Proc }): Promise<Row['oltp']> {
     const table = `oltp_${kind}`;
     const hb = `hb_${kind}`;
     await source.withClient('app', (c) => c.query(`INSERT INTO ${table} (v, t) SELECT g, 'seed' FROM generate_series(1, 100000) g; INSERT INTO ${hb} VALUES (1, clock_timestamp()) ON CONFLICT (id) DO UPDATE SET at = EXCLUDED.at`));
@@ -218,12 +233,14 @@ describe(`benchmark, ${N.toLocaleString('en')} rows`, () => {
           }
         })()
       : Promise.resolve();
+    const cpu = cpuWindow(procs);
     const out = await new Promise<string>((resolve, reject) => {
       const { execFile } = require('node:child_process') as typeof import('node:child_process');
       execFile(PGBENCH, ['-n', '-c', '4', '-j', '2', '-T', String(OLTP_SECONDS), '-f', script, sourceUrl], (err, stdout) => (err ? reject(err) : resolve(stdout)));
     });
     const tps = Number(/tps = ([\d.]+)/.exec(out)?.[1] ?? NaN);
     const stopped = Date.now();
+    const load = cpu();
     stop = true;
     await beat;
     await watch;
@@ -237,7 +254,14 @@ describe(`benchmark, ${N.toLocaleString('en')} rows`, () => {
     }
     const sorted = [...lags].sort((a, b) => a - b);
     const q = (p: number) => (sorted.length ? Math.round(sorted[Math.min(sorted.length - 1, Math.floor(p * sorted.length))]) : NaN);
-    return { tps: Math.round(tps), lagP50: q(0.5), lagP99: q(0.99), lagMax: q(1), drainSeconds };
+    return {
+      tps: Math.round(tps),
+      lagP50: q(0.5),
+      lagP99: q(0.99),
+      lagMax: q(1),
+      drainSeconds,
+      ...load,
+    };
   }
 
   it('W3 OLTP: pgbench insert/update/delete mix, lag and drain', async () => {
@@ -248,7 +272,7 @@ describe(`benchmark, ${N.toLocaleString('en')} rows`, () => {
       results.push({ workload: 'W3 OLTP', system: 'native', rows: 0, seconds: [], rowsPerSecond: 0, oltp: await oltp('native', 'native_r1') });
     });
     await pgferry(['r1'], async (procs) => {
-      const r = await oltp('pgferry', 'pgferry_r1');
+      const r = await oltp('pgferry', 'pgferry_r1', procs);
       results.push({ workload: 'W3 OLTP', system: 'pgferry', rows: 0, seconds: [], rowsPerSecond: 0, oltp: r, captureRssMb: Math.round(peakRssMb(procs.capture.child.pid!)), applyRssMb: Math.round(peakRssMb(procs.apply.child.pid!)) });
     });
   }, 120 * 60_000);
@@ -267,29 +291,52 @@ describe(`benchmark, ${N.toLocaleString('en')} rows`, () => {
         for (const r of REPLICAS) if ((await fingerprint(replicas, `pgferry_${r}`, 'w_pgferry')).rows !== '0') return false;
         return true;
       }, 600_000);
-      record('W4 fan-out ×3', 'pgferry', await timed(INSERT('w_pgferry'), 'pgferry', REPLICAS.map((r) => `pgferry_${r}`)), N, procs);
+      record('W4 fan-out ×3', 'pgferry', await timed(INSERT('w_pgferry'), 'pgferry', REPLICAS.map((r) => `pgferry_${r}`), procs), N, procs);
       await expectEqual('w_pgferry', REPLICAS.map((r) => `pgferry_${r}`));
     });
   }, 120 * 60_000);
 });
 
+/**
+ * Starts measuring CPU; the function it returns gives, for the time since, the whole machine's busy
+ * share (% of all cores) and the CPU seconds the capture and apply processes used.
+ */
+function cpuWindow(procs?: { capture: Proc; apply: Proc }): () => { cpuBusyPct: number; captureCpuS?: number; applyCpuS?: number } {
+  const pids = procs && [procs.capture.child.pid!, procs.apply.child.pid!];
+  const m0 = machineCpu();
+  const p0 = pids?.map(cpuSeconds);
+  return () => {
+    const m1 = machineCpu();
+    const p1 = pids?.map(cpuSeconds);
+    return {
+      cpuBusyPct: Math.round((100 * (m1.busy - m0.busy)) / Math.max(1, m1.total - m0.total)),
+      captureCpuS: p1 && p1[0] - p0![0],
+      applyCpuS: p1 && p1[1] - p0![1],
+    };
+  };
+}
+
 function report(rows: Row[]): void {
-  const lines = ['| workload | system | rows | commit → replica (s) | rows/s | pgferry ÷ native | capture RSS (MB) | apply RSS (MB) |', '| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |'];
+  const lines = [
+    '| workload | system | rows | commit → replica (s) | rows/s | pgferry ÷ native | capture RSS (MB) | apply RSS (MB) | machine CPU busy | capture CPU (s) | apply CPU (s) |',
+    '| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |',
+  ];
+  const cpu = (s?: number) => (s === undefined ? '' : s.toFixed(1));
   for (const r of rows.filter((x) => !x.oltp)) {
     const native = rows.find((x) => x.workload === r.workload && x.system === 'native');
     const ratio = r.system === 'pgferry' && native ? (r.rowsPerSecond / native.rowsPerSecond).toFixed(2) : '';
     lines.push(
-      `| ${r.workload} | ${r.system} | ${r.rows} | ${r.seconds.map((s) => s.toFixed(1)).join(' / ')} | ${r.rowsPerSecond} | ${ratio} | ${r.captureRssMb ?? ''} | ${r.applyRssMb ?? ''} |`,
+      `| ${r.workload} | ${r.system} | ${r.rows} | ${r.seconds.map((s) => s.toFixed(1)).join(' / ')} | ${r.rowsPerSecond} | ${ratio} | ${r.captureRssMb ?? ''} | ${r.applyRssMb ?? ''} | ${r.cpuBusyPct ?? ''}% | ${cpu(r.captureCpuS)} | ${cpu(r.applyCpuS)} |`,
     );
   }
   const oltp = rows.filter((r) => r.oltp);
   if (oltp.length) {
-    lines.push('', '| W3 OLTP (pgbench, 4 clients) | system | source tps | lag p50 (ms) | lag p99 (ms) | lag max (ms) | drain after load (s) | capture RSS (MB) | apply RSS (MB) |');
-    lines.push('| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |');
+    lines.push('', '| W3 OLTP (pgbench, 4 clients) | system | source tps | lag p50 (ms) | lag p99 (ms) | lag max (ms) | drain after load (s) | capture RSS (MB) | apply RSS (MB) | machine CPU busy (load) | capture CPU (s, load) | apply CPU (s, load) |');
+    lines.push('| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |');
     for (const r of oltp) {
       const o = r.oltp!;
       const replicated = r.workload !== 'W3 OLTP, no replication';
-      lines.push(`| ${r.workload} | ${replicated ? r.system : '—'} | ${o.tps} | ${replicated ? o.lagP50 : ''} | ${replicated ? o.lagP99 : ''} | ${replicated ? o.lagMax : ''} | ${replicated ? o.drainSeconds.toFixed(2) : ''} | ${r.captureRssMb ?? ''} | ${r.applyRssMb ?? ''} |`);
+      lines.push(`| ${r.workload} | ${replicated ? r.system : '—'} | ${o.tps} | ${replicated ? o.lagP50 : ''} | ${replicated ? o.lagP99 : ''} | ${replicated ? o.lagMax : ''} | ${replicated ? o.drainSeconds.toFixed(2) : ''} | ${r.captureRssMb ?? ''} | ${r.applyRssMb ?? ''} | ${o.cpuBusyPct}% | ${cpu(o.captureCpuS)} | ${cpu(o.applyCpuS)} |`);
     }
   }
   const md = `${lines.join('\n')}\n`;

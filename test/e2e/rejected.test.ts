@@ -32,9 +32,9 @@ describe('a change rejected by one replica', () => {
   it('stops that replica with the reason, leaves the other running, and resumes after the fix', async () => {
     await w.source.withClient('app', async (c) => {
       await c.query(`INSERT INTO orders VALUES (1, 10, 'fine'), (2, 20, 'fine')`);
-      // b refuses the middle row of this transaction (applied as one multi-row INSERT, then row by row to name it)
-      await c.query(`INSERT INTO orders VALUES (3, 3, 'before'), (4, -5, 'refund'), (5, 5, 'after')`);
-      for (let i = 6; i <= 50; i++) await c.query('INSERT INTO orders VALUES ($1, $2, $3)', [i, i, 'after']);
+      // b refuses one row in the middle of this transaction (applied as one COPY, then row by row to name it)
+      await c.query(`INSERT INTO orders SELECT g, CASE WHEN g = 54 THEN -5 ELSE g END, 'bulk' FROM generate_series(3, 102) g`);
+      for (let i = 103; i <= 150; i++) await c.query('INSERT INTO orders VALUES ($1, $2, $3)', [i, i, 'after']);
     });
     await waitForEqual(w, 'a', ['orders']);
 
@@ -45,7 +45,7 @@ describe('a change rejected by one replica', () => {
     });
     expect(failed.code).toBe(1);
     expect(failed.v.lastError).toMatch(
-      /^replica 'b': insert on public\.orders key \{"id":"4"\} at source position [0-9A-F]+\/[0-9A-F]+ was rejected: new row for relation "orders" violates check constraint "positive" \[23514\]; fix the replica \(or the row\), then run pgferry replica resume b$/,
+      /^replica 'b': insert on public\.orders key \{"id":"54"\} at source position [0-9A-F]+\/[0-9A-F]+ was rejected: new row for relation "orders" violates check constraint "positive" \[23514\]; fix the replica \(or the row\), then run pgferry replica resume b$/,
     );
     expect(up.output()).toMatch(/"level":50.*violates check constraint \\"positive\\"/); // in the log too
 
@@ -73,5 +73,19 @@ describe('a change rejected by one replica', () => {
     expect((await cli(w, ['replica', 'resume', 'b'])).code).toBe(0);
     await waitForEqual(w, 'b', ['orders']);
     expect(JSON.parse((await cli(w, ['replica', 'status', 'b', '--json'])).stdout).lastError).toBeNull();
+
+    // Single-row changes travel many to a round trip; a refused one is still named exactly.
+    await w.replicas.withClient('replica_b', (c) => c.query('ALTER TABLE orders ADD CONSTRAINT positive CHECK (amount >= 0) NOT VALID'));
+    await w.source.withClient('app', (c) =>
+      c.query(`BEGIN; INSERT INTO orders VALUES (200, 1, 'x'); UPDATE orders SET amount = -1 WHERE id = 5; DELETE FROM orders WHERE id = 6; INSERT INTO orders VALUES (201, 1, 'y'); COMMIT`),
+    );
+    const again = await waitFor('replica b to fail again', async () => {
+      const v = JSON.parse((await cli(w, ['replica', 'status', 'b', '--json'])).stdout);
+      return v.state === 'failed' ? v : null;
+    });
+    expect(again.lastError).toMatch(/^replica 'b': update on public\.orders key \{"id":"5"\} at source position \S+ was rejected: new row for relation "orders" violates check constraint "positive"/);
+    expect(up.output()).toMatch(/refused a group of statements; applying them one by one/);
+    const kept = await w.replicas.withClient('replica_b', async (c) => (await c.query('SELECT count(*)::int AS n FROM orders WHERE id IN (200, 201)')).rows[0].n);
+    expect(kept).toBe(0); // nothing of the refused transaction
   });
 });

@@ -60,17 +60,6 @@ describe('TxnAssembler', () => {
     expect(out[0].changes[0]).toEqual({ op: 'update', rel: relKey('public', 't'), old: { id: '1' }, new: { id: '2', body: 'b' } });
   });
 
-  it('leaves unchanged TOAST values (undefined) out of the new row instead of writing NULL', () => {
-    const a = assembler();
-    const r = rel(1, 't');
-    a.push(begin(1, '0/10'));
-    a.push(r);
-    a.push({ tag: 'update', relation: r, key: null, old: null, new: { id: '1', body: undefined } });
-    const { out } = a.push(commit('0/10', '0/20'));
-    expect(out[0].changes[0]).toMatchObject({ op: 'update', new: { id: '1' } });
-    expect('body' in (out[0].changes[0] as { new: object }).new).toBe(false);
-  });
-
   it('splits a large transaction into ordered chunks, each with the commit position, the last one flagged', () => {
     const a = assembler(2);
     const r = rel(1, 't');
@@ -95,6 +84,18 @@ describe('TxnAssembler', () => {
     const { out, commit: info } = a.push(commit('0/100', '0/120'));
     expect(out).toEqual([]);
     expect(info).toMatchObject({ lsn: '0/100', endLsn: '0/120', chunks: 0 });
+  });
+
+  it('also ends a chunk at about chunkBytes of values, so wide rows make small messages', () => {
+    const a = new TxnAssembler({ source: 'main', chunkChanges: 1000, chunkBytes: 1000, typeName: types });
+    const r = rel(1, 't');
+    a.push(begin(1, '0/100'));
+    a.push(r);
+    const chunks = [];
+    for (let i = 1; i <= 10; i++) chunks.push(...a.push({ tag: 'insert', relation: r, new: { id: String(i), body: 'x'.repeat(300) } }).out);
+    chunks.push(...a.push(commit('0/100', '0/120')).out);
+    expect(chunks.map((c) => c.changes.length)).toEqual([4, 4, 2]); // ~310 bytes a row: the 4th passes 1000
+    expect(chunks.map((c) => c.last)).toEqual([false, false, true]);
   });
 
   it('records truncate with its options and every relation', () => {

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { buildDelete, buildDeleteRows, buildInsert, buildInsertRows, buildUpdateRows, buildTruncate, buildUpdate, describeKey, insertRowsLimit, INSERT_ROWS } from '../../src/apply/sql-builder';
+import { buildCopyInsert, copyText, buildDelete, buildDeleteRows, buildInsert, buildInsertRows, buildUpdateRows, buildTruncate, buildUpdate, describeKey, insertRowsLimit, INSERT_ROWS } from '../../src/apply/sql-builder';
 import type { RelationInfo, TxnMessage } from '../../src/change';
 import { runLength } from '../../src/apply/set-apply';
 
@@ -43,6 +43,18 @@ describe('apply SQL', () => {
     expect(full.name).toMatch(/^pf_/);
     expect(insertRowsLimit(3)).toBe(INSERT_ROWS);
     expect(insertRowsLimit(1000) * 1000).toBeLessThanOrEqual(65535); // PostgreSQL's bind-parameter limit
+  });
+
+  it('writes a run of inserts as COPY text: NULL as \\N, backslash, tab, newline and CR escaped, nothing else touched', () => {
+    expect(buildCopyInsert({ ...orders, table: 'Or"ders' }, ['id', 'note'])).toBe('COPY "public"."Or""ders" ("id", "note") FROM STDIN');
+    const text = copyText(['id', 'note'], [
+      { id: '1', note: null },
+      { id: '2', note: 'a\tb\nc\rd\\e' },
+      { id: '3', note: '\\N' },
+      { id: '4', note: '{"k": "v é"}' },
+      { id: '5', note: '' },
+    ]);
+    expect(text).toBe('1\t\\N\n2\ta\\tb\\nc\\rd\\\\e\n3\t\\\\N\n4\t{"k": "v é"}\n5\t\n');
   });
 
   it('updates by the old key, so a changed primary key moves the row', () => {
