@@ -1,6 +1,6 @@
 import { ApplicationFailure, Context, log } from '@temporalio/activity';
 import type pg from 'pg';
-import { Config, replicaUrl, requireSourceUrl } from '../src/config';
+import { Config, replicaTables, replicaUrl, requireSourceUrl } from '../src/config';
 import { PgferryError, describeCause, isTransient } from '../src/errors';
 import { streamChanges as runCapture, CaptureProgress } from '../src/capture/stream-changes';
 import { captureTriggers } from '../src/capture/trigger-capture';
@@ -129,6 +129,7 @@ export const createActivities = (deps: Deps) => {
           maxWaitMs: config.batch.maxWaitMs,
           heartbeat: () => ctx.heartbeat(),
           log: deps.logger.child({ replica }),
+          tables: replicaTables(config, replica),
         });
       } catch (err) {
         broken = isTransient(err);

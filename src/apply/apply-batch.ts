@@ -36,6 +36,8 @@ export interface ApplyBatchOptions {
   chunkWaitMs?: number;
   heartbeat: () => void;
   log: Logger;
+  /** Apply only changes of these tables ("schema.table"); all when undefined. */
+  tables?: ReadonlySet<string>;
 }
 
 export interface BatchResult {
@@ -165,7 +167,7 @@ async function runBatch(o: ApplyBatchOptions, stopBefore?: string): Promise<Batc
         open = { lsn: m.lsn, nextSeq: 0, savepoint: !m.last, changes: 0 };
         if (open.savepoint) await c.query('SAVEPOINT pgferry_txn');
       }
-      await applyChanges(c, o.replica, m, group);
+      await applyChanges(c, o.replica, o.tables ? onlyTables(m, o.tables) : m, group);
       // A transaction in several chunks may be rolled back to its savepoint: keep nothing of it queued.
       if (open.savepoint) await group.flush();
       open.nextSeq += 1;
@@ -264,6 +266,24 @@ async function nextBeating(reader: StreamReader, waitMs: number, heartbeat: () =
     heartbeat();
     if (msg || Date.now() >= until) return msg;
   }
+}
+
+/** The transaction with only the changes of the replica's tables (a TRUNCATE keeps the tables it names that are among them). */
+export function onlyTables(m: TxnMessage, tables: ReadonlySet<string>): TxnMessage {
+  const wanted = (key: string) => {
+    const r = m.relations[key];
+    return r !== undefined && tables.has(`${r.schema}.${r.table}`);
+  };
+  const changes: Change[] = [];
+  for (const ch of m.changes) {
+    if (ch.op !== 'truncate') {
+      if (wanted(ch.rel)) changes.push(ch);
+    } else {
+      const rels = ch.rels.filter(wanted);
+      if (rels.length) changes.push({ ...ch, rels });
+    }
+  }
+  return changes.length === m.changes.length ? m : { ...m, changes };
 }
 
 async function applyChanges(c: pg.ClientBase, replica: string, m: TxnMessage, group: StatementGroup): Promise<void> {

@@ -25,7 +25,7 @@ export async function prepareCapture(config: Config, rabbit: ChannelModel): Prom
   await declareStream(rabbit, source, config.stream);
   const url = requireSourceUrl(config);
   const prepare = config.source.mode === 'trigger' ? prepareTriggerSource : prepareSource;
-  const prepared = await withRetry(() => prepare(url, source, config.source.tables), config.connectWaitMs, logger);
+  const prepared = await withRetry(() => prepare(url, source, config.source), config.connectWaitMs, logger);
   let gapMarked = false;
   if (prepared.slotCreated && prepared.slotLsn && (await retainedRange(rabbit, source)).last) {
     const lost =

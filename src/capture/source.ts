@@ -36,6 +36,20 @@ export async function resolveTables(c: pg.Client, source: string, specs: string[
   return rows.map((r) => ({ schema: r.schema_name, table: r.table_name }));
 }
 
+/** Which tables a source captures: `tables` if given, else every user table but `exclude`, else undefined (all tables, now and later). */
+export interface TableSelection {
+  tables?: readonly string[];
+  exclude?: readonly string[];
+}
+
+export async function selectTables(c: pg.Client, source: string, sel: TableSelection): Promise<TableRef[] | undefined> {
+  if (sel.tables?.length) return resolveTables(c, source, [...sel.tables]);
+  if (!sel.exclude?.length) return undefined;
+  const excluded = new Set((await resolveTables(c, source, [...sel.exclude])).map((t) => JSON.stringify([t.schema, t.table])));
+  const all = (await c.query(loadSql('source/trigger/candidate-tables.sql'))).rows.map((r) => ({ schema: r.schema_name as string, table: r.table_name as string }));
+  return all.filter((t) => !excluded.has(JSON.stringify([t.schema, t.table])));
+}
+
 export async function checkWalLevel(c: pg.Client, source: string): Promise<void> {
   const { rows } = await c.query('SHOW wal_level');
   if (rows[0].wal_level !== 'logical') {
@@ -55,11 +69,11 @@ export interface PreparedSource {
   publicationCreated: boolean;
 }
 
-export async function prepareSource(url: string, source: string, tableSpecs: string[] | undefined): Promise<PreparedSource> {
+export async function prepareSource(url: string, source: string, selection: TableSelection): Promise<PreparedSource> {
   return withClient(`source '${source}'`, url, async (c) => {
     await checkWalLevel(c, source);
     const pub = publicationName(source);
-    const tables = tableSpecs?.length ? await resolveTables(c, source, tableSpecs) : undefined;
+    const tables = await selectTables(c, source, selection);
     const list = tables?.map((t) => qualified(t.schema, t.table)).join(', ');
     const exists = (await c.query('SELECT puballtables, pubviaroot FROM pg_catalog.pg_publication WHERE pubname = $1', [pub])).rows[0];
     let publicationCreated = false;

@@ -4,7 +4,7 @@ import { SourceError } from '../errors';
 import { escapeLiteral, qualified, withClient } from '../pg';
 import { loadSql } from '../sql';
 import { formatLsn } from '../lsn';
-import { describeTables, PreparedSource, resolveTables, TableRef } from './source';
+import { describeTables, PreparedSource, selectTables, TableRef, TableSelection } from './source';
 
 /**
  * Preparing a source for trigger capture (no logical decoding needed):
@@ -18,13 +18,13 @@ import { describeTables, PreparedSource, resolveTables, TableRef } from './sourc
  */
 export const TICK_LOCK = 7_364_201; // pg_advisory_xact_lock key serializing tick creation
 
-export async function prepareTriggerSource(url: string, source: string, tableSpecs: string[] | undefined): Promise<PreparedSource> {
+export async function prepareTriggerSource(url: string, source: string, selection: TableSelection): Promise<PreparedSource> {
   return withClient(`source '${source}'`, url, async (c) => {
     await c.query('BEGIN');
     try {
-      const selected: { schema: string; table: string }[] = tableSpecs?.length
-        ? await resolveTables(c, source, tableSpecs)
-        : (await c.query(loadSql('source/trigger/candidate-tables.sql'))).rows.map((r) => ({ schema: r.schema_name, table: r.table_name }));
+      const selected: { schema: string; table: string }[] =
+        (await selectTables(c, source, selection)) ??
+        (await c.query(loadSql('source/trigger/candidate-tables.sql'))).rows.map((r) => ({ schema: r.schema_name, table: r.table_name }));
       const tables = await describeTables(c, source, selected); // refuses uncarriable columns before installing anything
       const installed = (await c.query(`SELECT to_regclass('pgferry.events') IS NOT NULL AS yes`)).rows[0].yes;
       await c.query(loadSql('source/trigger/install.sql'));

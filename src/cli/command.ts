@@ -18,7 +18,8 @@ export function connectionOptions(cmd: Command): Command {
     .option('--mode <mode>', 'capture mode: wal (logical decoding) or trigger (row triggers, for wal_level below logical); env PGFERRY_CAPTURE_MODE, default wal')
     .option('--rabbitmq <url>', 'RabbitMQ URL (env PGFERRY_RABBITMQ_URL, default amqp://guest:guest@127.0.0.1:5672)')
     .option('--data-dir <dir>', 'where pgferry keeps local state such as the dev server database (env PGFERRY_DATA_DIR, default .pgferry)')
-    .option('--wait <seconds>', 'how long to keep retrying servers that do not answer at start-up (default 30)');
+    .option('--wait <seconds>', 'how long to keep retrying servers that do not answer at start-up (default 30)')
+    .option('--metrics-port <port>', 'port of the Prometheus metrics endpoint of worker processes, 0 for none (env PGFERRY_METRICS_PORT, default 9464)');
 }
 
 /** Run a command; any error becomes one line (JSON with --json) and the exit code for its kind. */

@@ -127,7 +127,7 @@ export function addMaintenanceCommands(program: Command, replica: Command): void
         say(`replica '${name}': rebuilt with ${rows} rows as of source position ${result.position}`);
         // A replica stopped in needs_resync (or failed) waits for resume; a running one simply goes on.
         try {
-          const client = await connectClient();
+          const client = await connectClient(config.temporal);
           const handle = client.workflow.getHandle(replicaWorkflowId(name));
           const { state } = await handle.query(replicaStatusQuery);
           if (state === 'needs_resync' || state === 'failed') {

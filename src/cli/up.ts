@@ -45,7 +45,7 @@ export async function up(config: Config, opts: UpOptions): Promise<void> {
   }
   const temporalAt = address;
   try {
-    const client = await withRetry(() => connectClient(temporalAt, config.temporal.namespace, 'check TEMPORAL_ADDRESS'), config.connectWaitMs, logger);
+    const client = await withRetry(() => connectClient(config.temporal, { address: temporalAt, hint: 'check temporal.address / TEMPORAL_ADDRESS' }), config.connectWaitMs, logger);
     try {
       await serve(config, opts, client, temporalAt, uiUrl);
     } finally {

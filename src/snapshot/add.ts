@@ -1,5 +1,5 @@
 import type { Config } from '../config';
-import { replicaUrl, requireSourceUrl } from '../config';
+import { replicaTables, replicaUrl, requireSourceUrl } from '../config';
 import { relLabel } from '../change';
 import { ConfigError, SchemaMismatchError } from '../errors';
 import { logger } from '../logger';
@@ -54,7 +54,7 @@ export async function addReplica(config: Config, name: string, o: AddOptions): P
   const rabbit = await withRetry(() => connectRabbit(config.rabbitmqUrl), wait, logger);
   try {
     const prepared = await prepareCapture(config, rabbit);
-    const tables = prepared.tables;
+    const tables = replicaShare(config, name, prepared.tables);
     const warnings = [...prepared.warnings];
     let created: string[] = [];
 
@@ -137,4 +137,10 @@ export async function copyFromSnapshot(o: {
   } finally {
     await snapshot.close();
   }
+}
+
+/** The published tables this replica takes (its configured `tables`, or all of them). */
+export function replicaShare(config: Config, replica: string, tables: TableRef[]): TableRef[] {
+  const only = replicaTables(config, replica);
+  return only ? tables.filter((t) => only.has(`${t.schema}.${t.table}`)) : tables;
 }

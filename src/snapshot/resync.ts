@@ -10,7 +10,7 @@ import { prepareTarget } from '../apply/target';
 import { ident, qualified, withClient } from '../pg';
 import { withRetry } from '../retry';
 import { loadSql } from '../sql';
-import { AddResult, copyFromSnapshot } from './add';
+import { AddResult, copyFromSnapshot, replicaShare } from './add';
 import type { TableProgress } from './copy';
 
 /**
@@ -46,7 +46,7 @@ export async function resyncReplica(
   const source = config.source.name;
   const rabbit = await withRetry(() => connectRabbit(config.rabbitmqUrl), config.connectWaitMs, logger);
   try {
-    const { tables } = await prepareCapture(config, rabbit);
+    const tables = replicaShare(config, name, (await prepareCapture(config, rabbit)).tables);
     await withClient(`replica '${name}'`, url, async (c) => {
       for (const warning of await prepareTarget(c, name, tables)) o.say(`WARNING ${warning}`);
       await c.query(`DROP SCHEMA IF EXISTS ${ident(SHADOW_SCHEMA)} CASCADE; CREATE SCHEMA ${ident(SHADOW_SCHEMA)}`);

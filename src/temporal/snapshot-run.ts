@@ -25,8 +25,8 @@ export async function runSnapshot(
 ): Promise<SnapshotResult> {
   requireSourceUrl(config);
   replicaUrl(config, replica);
-  const client = await connectClient();
-  const worker = await startSnapshotWorker(config, temporalAddress(), replica);
+  const client = await connectClient(config.temporal);
+  const worker = await startSnapshotWorker(config, temporalAddress(config.temporal), replica);
   try {
     const id = snapshotWorkflowId(replica);
     const handle = await client.workflow.start(snapshotWorkflow, {

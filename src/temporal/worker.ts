@@ -7,6 +7,7 @@ import { UnavailableError, describeCause } from '../errors';
 import { logger } from '../logger';
 import { APPLY_TASK_QUEUE, CAPTURE_TASK_QUEUE, snapshotTaskQueue } from '../names';
 import { WorkerResources } from './resources';
+import { temporalTls } from './connection';
 
 /**
  * Workers: one for the capture task queue (long-running streamChanges) and
@@ -63,7 +64,7 @@ async function runWorkers(config: Config, address: string, specs: { taskQueue: s
   installRuntimeLogger();
   let connection: NativeConnection;
   try {
-    connection = await NativeConnection.connect({ address });
+    connection = await NativeConnection.connect({ address, tls: temporalTls(config.temporal) });
   } catch (err) {
     throw new UnavailableError(`Temporal at ${address}: cannot connect (${describeCause(err)}); start it (pgferry up does) or fix TEMPORAL_ADDRESS`, { cause: err });
   }

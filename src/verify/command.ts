@@ -6,6 +6,7 @@ import { publishedTables, resolveTables, TableRef } from '../capture/source';
 import { withClient } from '../pg';
 import { relLabel } from '../change';
 import { verify, TableVerdict } from './verify';
+import { replicaShare } from '../snapshot/add';
 
 /** Read-only: what `pgferry verify` compares — the published tables, or the given subset of them. */
 export async function verifyReplica(config: Config, name: string, only: string[] | undefined): Promise<TableVerdict[]> {
@@ -17,7 +18,7 @@ export async function verifyReplica(config: Config, name: string, only: string[]
     if (!(await src.query('SELECT 1 FROM pg_catalog.pg_publication WHERE pubname = $1', [pub])).rows.length) {
       throw new SourceError(`source '${source}': not set up for pgferry (no publication ${pub}); run pgferry init first`);
     }
-    let tables: TableRef[] = await publishedTables(src, source, pub);
+    let tables: TableRef[] = replicaShare(config, name, await publishedTables(src, source, pub));
     if (only?.length) {
       const wanted = await resolveTables(src, source, only);
       const byName = new Map(tables.map((t) => [relLabel(t), t]));

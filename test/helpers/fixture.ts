@@ -50,6 +50,8 @@ export async function createWorld(opts: {
     PGFERRY_RABBITMQ_URL: RABBIT_URL,
     PGFERRY_SOURCE_NAME: sourceName,
     PGFERRY_LOG_LEVEL: 'info',
+    // Several pgferry processes run at once in tests: no metrics endpoint unless a test asks for one.
+    PGFERRY_METRICS_PORT: '0',
   };
   return {
     source,
