@@ -10,7 +10,7 @@ describe('config', () => {
       { source: 'postgres://u:p@src/db', replica: ['a=postgres://r/a'], tables: 'public.x, y' },
       { PGFERRY_SOURCE: 'postgres://ignored/db', PGFERRY_REPLICAS: 'b=postgres://r/b', PGFERRY_SOURCE_NAME: 'shop', TEMPORAL_ADDRESS: 'temporal:7233' },
     );
-    expect(c.source).toEqual({ name: 'shop', url: 'postgres://u:p@src/db', mode: 'wal', tables: ['public.x', 'y'] });
+    expect(c.source).toEqual({ name: 'shop', url: 'postgres://u:p@src/db', mode: 'wal', tables: ['public.x', 'y'], heartbeatMs: 60_000, slotWarnBytes: 1024 ** 3 });
     expect(c.stream).toEqual({ maxBytes: 20 * 1024 ** 3, maxAge: '7D', segmentBytes: 500_000_000 });
     expect(c.replicas).toEqual([{ name: 'a', url: 'postgres://r/a' }]);
     expect(c.temporal.address).toBe('temporal:7233');
@@ -22,8 +22,8 @@ describe('config', () => {
     expect(c.source.mode).toBe('trigger');
     expect(c.stream).toEqual({ maxBytes: 1000, maxAge: '2h', segmentBytes: 500 });
     expect(loadConfig({}, { PGFERRY_CAPTURE_MODE: 'trigger' }).source.mode).toBe('trigger');
-    expect(() => loadConfig({ mode: 'logical' }, {})).toThrow(/source.mode: capture mode is 'wal' or 'trigger'/);
-    expect(() => loadConfig({}, { PGFERRY_STREAM_MAX_AGE: 'a week' })).toThrow(/stream.maxAge: stream max age is a number and a unit/);
+    expect(() => loadConfig({ mode: 'logical' }, {})).toThrow(/sources\[\]\.mode \(PGFERRY_CAPTURE_MODE, --mode\): capture mode is 'wal' or 'trigger'/);
+    expect(() => loadConfig({}, { PGFERRY_STREAM_MAX_AGE: 'a week' })).toThrow(/stream.max_age \(PGFERRY_STREAM_MAX_AGE\): stream max age is a number and a unit/);
   });
 
   it('parses PGFERRY_REPLICAS lists, keeping commas inside URLs', () => {
@@ -40,7 +40,8 @@ describe('config', () => {
     } catch (err) {
       expect(err).toBeInstanceOf(ConfigError);
       const m = (err as Error).message;
-      for (const field of ['rabbitmqUrl', 'source.name', 'source.url', 'replicas.0.url']) expect(m).toContain(field);
+      for (const field of ['rabbitmq_url', 'sources[].name', 'sources[].url', 'replicas.a.url']) expect(m).toContain(field);
+      expect(m).toMatch(/4 problems/);
     }
   });
 
