@@ -26,3 +26,15 @@ export function redactText(text: string, urls: string[]): string {
   }
   return out;
 }
+
+/**
+ * Mask anything that looks like a credential in free text: the password of
+ * any scheme://user:password@host, and libpq password=… pairs. The logger
+ * runs every message and string field through this, so a password cannot
+ * reach a log even from a driver's error message.
+ */
+export function redactSecrets(text: string): string {
+  return text
+    .replace(/([a-z][a-z0-9+.-]*:\/\/[^\s:@/]*:)([^@\s]+)@/gi, '$1***@')
+    .replace(/(\bpassword\s*=\s*)('[^']*'|[^\s&]+)/gi, '$1***');
+}

@@ -1,9 +1,12 @@
 import { describe, expect, it } from 'vitest';
 import { runCli } from '../helpers/procs';
 import { freePort } from '../helpers/ports';
+import * as fs from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
 
 /** The CLI surface: help everywhere, one-line errors and meaningful exit codes without any server. */
-const COMMANDS = [[], ['up'], ['worker'], ['replica'], ['replica', 'list'], ['replica', 'status'], ['replica', 'pause'], ['replica', 'resume'], ['capture'], ['capture', 'status']];
+const COMMANDS = [[], ['up'], ['config', 'check'], ['status'], ['worker'], ['replica'], ['replica', 'list'], ['replica', 'status'], ['replica', 'pause'], ['replica', 'resume'], ['capture'], ['capture', 'status']];
 
 describe('pgferry CLI', () => {
   it.each(COMMANDS.map((c) => [c.join(' ') || '(top level)', c]))('%s --help', async (_, cmd) => {
@@ -19,12 +22,42 @@ describe('pgferry CLI', () => {
       expect(r.code, cmd.join(' ')).toBe(3);
       const lines = r.stderr.split('\n').filter(Boolean);
       expect(lines).toHaveLength(1);
-      expect(lines[0]).toMatch(new RegExp(`^pgferry: Temporal at 127\\.0\\.0\\.1:${port}: cannot connect .*; is pgferry up running\\? \\(or set TEMPORAL_ADDRESS`));
+      expect(lines[0]).toMatch(new RegExp(`^pgferry: Temporal at 127\\.0\\.0\\.1:${port}: cannot connect .*; is pgferry up running\\? \\(or set temporal\\.address in the config file / TEMPORAL_ADDRESS`));
     }
   });
 
   it('an unknown command or option is a usage error (exit 2)', async () => {
     expect((await runCli(['replica', 'explode'], {})).code).toBe(2);
     expect((await runCli(['up', '--frobnicate'], {})).code).toBe(2);
+  });
+
+  it('config check validates a file without connecting to anything: exit 0 with passwords masked, exit 2 naming every mistake', async () => {
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'pgferry-cli-config-'));
+    const good = path.join(dir, 'good.yaml');
+    fs.writeFileSync(good, 'sources:\n  - name: shop\n    url: postgres://cap:${SRC_PW}@db.invalid/shop\nreplicas:\n  - { name: dw, url: "postgres://app:hunter2@dw.invalid/dw" }\n');
+    const ok = await runCli(['config', 'check', '--config', good], { SRC_PW: 's3cret' });
+    expect(ok.code, ok.stderr).toBe(0);
+    expect(ok.stdout).toContain(`configuration is valid (${good})`);
+    expect(ok.stdout).toContain('postgres://cap:***@db.invalid/shop');
+    expect(ok.stdout).not.toMatch(/s3cret|hunter2/);
+    const json = await runCli(['--config', good, 'config', 'check', '--json', '--source', 'postgres://flag@other.invalid/x'], { SRC_PW: 's3cret' });
+    expect(JSON.parse(json.stdout).config.source).toMatchObject({ name: 'shop', url: 'postgres://flag@other.invalid/x', mode: 'wal' });
+
+    const bad = path.join(dir, 'bad.yaml');
+    fs.writeFileSync(bad, 'sources:\n  - { name: shop, url: "mysql://x", mode: logical }\nbatch: { max_changes: 0 }\n');
+    const r = await runCli(['config', 'check', '--config', bad], {});
+    expect(r.code).toBe(2);
+    expect(r.stderr).toContain('3 problems');
+    for (const field of ['sources[].url', 'sources[].mode', 'batch.max_changes']) expect(r.stderr).toContain(field);
+  });
+
+  it('logs JSON lines when stderr is not a terminal, with passwords masked', async () => {
+    const port = await freePort();
+    const r = await runCli(['init', '--source', `postgres://app:hunter2@127.0.0.1:${port}/db`, '--wait', '0'], { PGFERRY_LOG_FORMAT: '' });
+    expect(r.code).toBe(3);
+    const logLines = r.stderr.split('\n').filter((l) => l.startsWith('{'));
+    expect(logLines.length).toBeGreaterThan(0);
+    for (const l of logLines) expect(JSON.parse(l)).toHaveProperty('level');
+    expect(r.stderr).not.toContain('hunter2');
   });
 });

@@ -1,7 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { loadConfig, parseReplicaSpecs } from '../../src/config';
 import { ConfigError } from '../../src/errors';
-import { redactText, redactUrl } from '../../src/redact';
+import { redactSecrets, redactText, redactUrl } from '../../src/redact';
 import { describeCause, isTransient } from '../../src/errors';
 
 describe('config', () => {
@@ -57,6 +57,9 @@ describe('redaction and error classification', () => {
     expect(redactUrl('postgres://app:s3cret@db:5432/x?sslpassword=k')).toBe('postgres://app:***@db:5432/x?sslpassword=***');
     expect(redactUrl('host=db password=s3cret user=app')).toBe('host=db password=*** user=app');
     expect(redactText('auth failed for s3cret', ['postgres://app:s3cret@db/x'])).toBe('auth failed for ***');
+    expect(redactSecrets('connect postgresql://app:s3cret@db:5432/x and amqp://guest:gu:est@mq failed; host=db password=s3cret user=app')).toBe(
+      'connect postgresql://app:***@db:5432/x and amqp://guest:***@mq failed; host=db password=*** user=app',
+    );
   });
 
   it.each([
