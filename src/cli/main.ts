@@ -1,12 +1,9 @@
 import { Command, Option } from 'commander';
 import * as path from 'node:path';
 import * as readline from 'node:readline/promises';
-import { Config, loadConfig, RawConfig, redactConfig, requireSourceUrl } from '../config';
+import { loadConfig, RawConfig, redactConfig, requireSourceUrl } from '../config';
 import { uninstallSource } from '../capture/uninstall';
 import { redactUrl } from '../redact';
-import { describeCause, PgferryError } from '../errors';
-import { connectRabbit } from '../log/rabbit';
-import { retainedRange, StreamEnd } from '../log/stream';
 import { CliFailure, EXIT, fail, printJson, table } from './output';
 import { action, connectionOptions, say } from './command';
 import { addMaintenanceCommands } from './maintenance';
@@ -16,6 +13,7 @@ import { QueueName, startWorkers } from '../temporal/worker';
 import { pauseSignal, resumeSignal } from '../../workflows/messages';
 import { captureWorkflowId, replicaWorkflowId, streamName } from '../names';
 import { up } from './up';
+import { addStatusCommand, renderReplicas, streamRange } from './status';
 import { stringify as yamlStringify } from 'yaml';
 import { initialize } from './init';
 import { WorkflowNotFoundError } from '@temporalio/client';
@@ -132,21 +130,6 @@ connectionOptions(program.command('config').description('configuration file and 
 
 const replica = program.command('replica').description('inspect and control replicas');
 
-function fmtLag(v: ReplicaView): string {
-  if (v.lagBytes === null) return '?';
-  if (v.lagBytes === 0) return '0';
-  return `${v.lagBytes} B${v.lagSeconds !== null ? ` / ${v.lagSeconds.toFixed(1)} s` : ''}`;
-}
-
-function printReplicas(views: ReplicaView[]): void {
-  const rows = [['REPLICA', 'STATE', 'APPLIED', 'OFFSET', 'LAG', 'TXNS', 'CHANGES', 'ERROR']];
-  for (const v of views) {
-    const error = v.lastError ?? (v.retrying ? `retrying: ${v.retrying}` : null) ?? (v.captureError ? `capture: ${v.captureError}` : '');
-    rows.push([v.replica, v.state, v.appliedLsn, v.offset === null ? '-' : String(v.offset), fmtLag(v), String(v.txns), String(v.changes), error ?? '']);
-  }
-  process.stdout.write(`${table(rows)}\n`);
-}
-
 replica
   .command('list')
   .description('list running replicas')
@@ -172,12 +155,13 @@ replica
       for (const n of names) views.push(await replicaView(client, n));
       if (opts.json) printJson(name ? views[0] : views);
       else if (!views.length) process.stdout.write('no replicas are running (start them with pgferry up)\n');
-      else printReplicas(views);
+      else process.stdout.write(`${renderReplicas(views)}\n`);
       if (views.some((v) => v.state === 'failed' || v.state === 'needs_resync')) process.exitCode = EXIT.failed;
     }),
   );
 
 addMaintenanceCommands(program, replica);
+addStatusCommand(program);
 
 
 for (const [verb, signal, done] of [
@@ -219,7 +203,7 @@ program
       const source = config.source.name;
       const client = await connectClient(config.temporal);
       const v = await captureView(client, source);
-      const retained = await streamRange(config, source);
+      const retained = await streamRange(config);
       if (opts.json) printJson({ ...v, workflowId: captureWorkflowId(source), retained });
       else {
         const range = 'error' in retained ? `? (${retained.error})` : retained.first ? `${retained.first.offset}–${retained.last!.offset} (${retained.first.lsn} … ${retained.last!.lsn})` : 'empty';
@@ -242,19 +226,5 @@ program
       if (v.state === 'failed' || v.state === 'needs_resync') process.exitCode = EXIT.failed;
     }),
   );
-
-/** The retained part of a source's change stream, or why it could not be read (status must still print). */
-async function streamRange(config: Config, source: string): Promise<{ first: StreamEnd | null; last: StreamEnd | null } | { error: string }> {
-  try {
-    const conn = await connectRabbit(config.rabbitmqUrl);
-    try {
-      return await retainedRange(conn, source);
-    } finally {
-      await conn.close().catch(() => undefined);
-    }
-  } catch (err) {
-    return { error: err instanceof PgferryError ? err.message : describeCause(err) };
-  }
-}
 
 program.parseAsync(process.argv).catch((err) => fail(err, process.argv.includes('--json')));
