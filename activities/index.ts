@@ -14,6 +14,7 @@ import { redactText } from '../src/redact';
 import { addReplica } from '../src/snapshot/add';
 import type { SnapshotResult } from '../workflows/messages';
 import type { Logger } from '../src/logger';
+import { applyBatchTimer, countError } from '../src/metrics';
 
 /**
  * Thin adapters from Temporal to src/: inputs are names, never connection
@@ -63,9 +64,11 @@ export const createActivities = (deps: Deps) => {
           signal: ctx.cancellationSignal,
           onProgress: (p) => ctx.heartbeat(p),
           maxRunMs: 15 * 60_000,
+          heartbeatMs: config.source.heartbeatMs,
           log: deps.logger.child({ source }),
         });
       } catch (err) {
+        if (!ctx.cancellationSignal.aborted) countError('capture', { source });
         log.warn('capture failed', { source, error: redactText(describeCause(err), secrets) });
         return translate(err);
       }
@@ -117,10 +120,11 @@ export const createActivities = (deps: Deps) => {
       const ctx = Context.current();
       let client: pg.PoolClient | undefined;
       let broken = false;
+      const timer = applyBatchTimer(replica, source);
       try {
         const url = replicaUrl(config, replica);
         client = await poolConnect(`replica '${replica}'`, url, resources.pool(replica));
-        return await runApplyBatch({
+        const result = await runApplyBatch({
           replica,
           source,
           client,
@@ -131,7 +135,10 @@ export const createActivities = (deps: Deps) => {
           log: deps.logger.child({ replica }),
           tables: replicaTables(config, replica),
         });
+        timer(); // pgferry_apply_batch_duration_seconds: successful batches
+        return result;
       } catch (err) {
+        countError('apply', { replica, source });
         broken = isTransient(err);
         log.warn('apply batch failed', { replica, error: redactText(describeCause(err), secrets) });
         return translate(err);

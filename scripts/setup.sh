@@ -113,6 +113,51 @@ else
   no_temporal
 fi
 
+# --- Docker Compose CLI (npm run compose:check validates docker-compose.yml) ---------------
+# `docker compose config` needs the Compose CLI only, no Docker engine. Debian 12 has no package for it:
+# docker-compose-plugin is only in Docker Inc.'s apt repository, and bookworm's docker-compose 1.29.2 is
+# the Python v1 tool (`docker-compose`, not `docker compose`; it predates the Compose spec, e.g. `name:`).
+# So it is built with `go install`, like the Temporal CLI: github.com/docker/compose/v5 is the Go Compose
+# CLI plugin (the v2 line, renumbered). v5.0.2 is pinned because it is the newest release whose go.mod has
+# no replace/exclude directives (go install pkg@version refuses those; v2.35.1, v2.40.x and v5.1+ have excludes).
+# It is linked as a docker CLI plugin when the docker client exists. The docker client itself is NOT
+# installed: bookworm has no client-only package (docker-cli exists only from Debian 13; docker.io brings
+# dockerd, containerd and runc and enables a root daemon), and the compose binary works standalone
+# (`docker-compose config`), which scripts/check-compose.sh falls back to.
+COMPOSE_VERSION=v5.0.2
+COMPOSE_MODULE=github.com/docker/compose/v5
+COMPOSE_PLUGIN="${DOCKER_CONFIG:-$HOME/.docker}/cli-plugins/docker-compose"
+compose_cached_ok() { [ "$("$CACHE_BIN/docker-compose" version --short 2>/dev/null)" = "${COMPOSE_VERSION#v}" ]; }
+if command -v docker >/dev/null 2>&1 && docker compose version >/dev/null 2>&1; then
+  say "docker compose found: $(docker compose version 2>/dev/null)"
+else
+  if compose_cached_ok; then
+    say "Docker Compose $COMPOSE_VERSION present in $CACHE_BIN"
+  elif go_ok; then
+    say "building Docker Compose $COMPOSE_VERSION with go install into $CACHE_BIN (first time: a few minutes)"
+    mkdir -p "$CACHE_BIN"
+    tmp_gobin=$(mktemp -d)
+    # the package is .../cmd, so go install names the binary "cmd"; the Version ldflag is what the release build sets
+    GOBIN="$tmp_gobin" go install -trimpath -ldflags "-s -w -X $COMPOSE_MODULE/internal.Version=$COMPOSE_VERSION" "$COMPOSE_MODULE/cmd@$COMPOSE_VERSION" \
+      || { rm -rf "$tmp_gobin"; die "go install $COMPOSE_MODULE/cmd@$COMPOSE_VERSION failed (see above); or install the Docker Compose plugin (docker-compose-plugin from Docker's apt repository)"; }
+    mv -f "$tmp_gobin/cmd" "$CACHE_BIN/docker-compose" && rm -rf "$tmp_gobin"
+    compose_cached_ok || die "$CACHE_BIN/docker-compose does not run (expected version $COMPOSE_VERSION)"
+    say "Docker Compose built: $CACHE_BIN/docker-compose"
+  else
+    die "no Docker Compose CLI: install Go 1.21+ from go.dev/dl (Debian 12's golang-go is too old) and run npm run setup again, or install the Docker Compose plugin (docker-compose-plugin from Docker's apt repository)"
+  fi
+  if ! command -v docker >/dev/null 2>&1; then
+    say "no docker client: npm run compose:check uses $CACHE_BIN/docker-compose directly"
+  elif [ -e "$COMPOSE_PLUGIN" ] && [ ! -L "$COMPOSE_PLUGIN" ]; then
+    say "WARNING: $COMPOSE_PLUGIN exists but 'docker compose' does not work; left as is (npm run compose:check uses $CACHE_BIN/docker-compose)"
+  else
+    mkdir -p "$(dirname "$COMPOSE_PLUGIN")"
+    ln -sfn "$CACHE_BIN/docker-compose" "$COMPOSE_PLUGIN"
+    docker compose version >/dev/null 2>&1 || die "linked $COMPOSE_PLUGIN -> $CACHE_BIN/docker-compose but 'docker compose' still fails"
+    say "installed the docker CLI plugin: $COMPOSE_PLUGIN -> $CACHE_BIN/docker-compose"
+  fi
+fi
+
 # --- Build -------------------------------------------------------------------------
 say "building pgferry (dist/)"
 npm run --silent build

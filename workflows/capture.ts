@@ -1,7 +1,8 @@
-import { condition, continueAsNew, log, proxyActivities, setHandler, workflowInfo } from '@temporalio/workflow';
+import { condition, log, makeContinueAsNewFunc, proxyActivities, setHandler, workflowInfo } from '@temporalio/workflow';
 import type { createActivities } from '../activities';
 import { NON_RETRYABLE } from '../src/errors';
-import { CaptureStatus, captureStatusQuery, resumeSignal } from './messages';
+import { CaptureStatus, captureStatusQuery, enableSearchAttributesSignal, resumeSignal } from './messages';
+import { describeIfUndescribed, keepVisibility, show } from './visibility';
 import { failureMessage, failureType, isActivityFailure } from './errors';
 
 type Activities = ReturnType<typeof createActivities>;
@@ -40,6 +41,11 @@ export async function captureWorkflow(input: CaptureInput): Promise<void> {
   setHandler(resumeSignal, () => {
     retry = true;
   });
+  // Search attributes PgferryState/PgferrySource, upserted only when the state changes (see visibility.ts).
+  setHandler(enableSearchAttributesSignal, (opts) => {
+    describeIfUndescribed(opts?.description);
+    show(input.source, status.state, undefined, true);
+  });
 
   for (let runs = 0; runs < 50 && !workflowInfo().continueAsNewSuggested; runs++) {
     try {
@@ -59,12 +65,14 @@ export async function captureWorkflow(input: CaptureInput): Promise<void> {
       status.state = failureType(err) === 'GapError' ? 'needs_resync' : 'failed';
       status.lastError = failureMessage(err);
       status.updatedAt = new Date().toISOString();
+      show(input.source, status.state);
       log.error('capture stopped', { source: input.source, error: status.lastError });
       retry = false;
       await condition(() => retry);
       status.state = 'running';
       status.lastError = null;
+      show(input.source, status.state);
     }
   }
-  await continueAsNew<typeof captureWorkflow>({ source: input.source, status });
+  await makeContinueAsNewFunc<typeof captureWorkflow>(keepVisibility())({ source: input.source, status });
 }

@@ -1,4 +1,5 @@
 import { defineQuery, defineSignal } from '@temporalio/workflow';
+import type { SearchAttributeKey } from '@temporalio/common/lib/search-attributes';
 
 /**
  * Temporal-visible names: a compatibility contract. Never rename a released
@@ -26,6 +27,8 @@ export interface ReplicaStatus {
   batches: number;
   lastError: string | null;
   updatedAt: string;
+  /** Changes applied per second over about the last minute (0 while paused or stopped; null before the first batch). */
+  rowsPerSecond: number | null;
 }
 
 export interface CaptureStatus {
@@ -44,6 +47,27 @@ export const pauseSignal = defineSignal('pause');
 export const resumeSignal = defineSignal('resume');
 export const replicaStatusQuery = defineQuery<ReplicaStatus>('status');
 export const captureStatusQuery = defineQuery<CaptureStatus>('status');
+
+/**
+ * Custom search attributes, so the Temporal Web UI (and `client.workflow.list`)
+ * can filter pgferry's workflows: `PgferryState = 'failed'`,
+ * `PgferryLagSeconds > 60`, `PgferrySource = 'main'`. They must be registered
+ * on the namespace (dev server flags, `pgferry temporal setup`, or `pgferry up`)
+ * before a workflow may carry them: see src/temporal/search-attributes.ts.
+ */
+export const PGFERRY_STATE: SearchAttributeKey<'KEYWORD'> = { name: 'PgferryState', type: 'KEYWORD' };
+/** How far behind the replica was at its last batch: 0 when caught up (or less than a second behind). */
+export const PGFERRY_LAG_SECONDS: SearchAttributeKey<'DOUBLE'> = { name: 'PgferryLagSeconds', type: 'DOUBLE' };
+export const PGFERRY_SOURCE: SearchAttributeKey<'KEYWORD'> = { name: 'PgferrySource', type: 'KEYWORD' };
+export const PGFERRY_SEARCH_ATTRIBUTES = [PGFERRY_STATE, PGFERRY_LAG_SECONDS, PGFERRY_SOURCE] as const;
+
+/**
+ * Sent by `pgferry up` to a running workflow that was started before the
+ * search attributes were registered: from then on it keeps them up to date
+ * (and sets its memo's description). Only send it once they are registered:
+ * Temporal rejects a workflow task that upserts an unknown attribute.
+ */
+export const enableSearchAttributesSignal = defineSignal<[{ description?: string }]>('enableSearchAttributes');
 
 /** What `replica add --snapshot` reports when its snapshot workflow completes. */
 export interface SnapshotResult {

@@ -1,7 +1,9 @@
-import { condition, continueAsNew, log, proxyActivities, setHandler, workflowInfo, RetryPolicy } from '@temporalio/workflow';
+import { condition, log, makeContinueAsNewFunc, proxyActivities, setHandler, workflowInfo, RetryPolicy } from '@temporalio/workflow';
 import type { createActivities } from '../activities';
 import { NON_RETRYABLE } from '../src/errors';
-import { ReplicaStatus, pauseSignal, replicaStatusQuery, resumeSignal } from './messages';
+import { ReplicaStatus, enableSearchAttributesSignal, pauseSignal, replicaStatusQuery, resumeSignal } from './messages';
+import { RateWindow, addBatch, emptyRateWindow, lagSeconds, lagWorthShowing, ratePerSecond } from './replica-metrics';
+import { describeIfUndescribed, keepVisibility, show, shownLag, shownState } from './visibility';
 import { failureMessage, failureType, isActivityFailure } from './errors';
 
 type Activities = ReturnType<typeof createActivities>;
@@ -22,6 +24,8 @@ export interface ReplicaInput {
   /** Tables the source publishes ("schema.table" pairs), checked on the replica before applying. */
   tables: { schema: string; table: string }[];
   status?: ReplicaStatus;
+  /** Changes applied over the last minute, for rowsPerSecond (carried across continue-as-new). */
+  rate?: RateWindow;
 }
 
 /** Batches between continue-as-new: keeps each run's history far below Temporal's limits. */
@@ -34,7 +38,7 @@ const BATCHES_PER_RUN = 400;
  * `resume` continues, and also retries a replica stopped in state `failed`.
  */
 export async function replicaWorkflow(input: ReplicaInput): Promise<void> {
-  const status: ReplicaStatus = input.status ?? {
+  const status: ReplicaStatus = input.status ? { ...input.status, rowsPerSecond: input.status.rowsPerSecond ?? null } : {
     replica: input.replica,
     source: input.source,
     state: 'starting',
@@ -47,6 +51,22 @@ export async function replicaWorkflow(input: ReplicaInput): Promise<void> {
     batches: 0,
     lastError: null,
     updatedAt: new Date().toISOString(),
+    rowsPerSecond: null,
+  };
+  let rate = input.rate ?? emptyRateWindow();
+  // Search attributes (see visibility.ts): the state whenever it changes, with the latest lag in
+  // the same event; the lag alone only when it changes bucket, at most every LAG_UPDATE_MIN_MS,
+  // so a busy replica adds few events to its history (and a steady or idle one none).
+  let lag: number | undefined;
+  let lagShownAt = -Infinity;
+  const publish = (force = false) => {
+    const stateChanges = force || shownState() !== status.state;
+    const withLag = lag !== undefined && (stateChanges || lagWorthShowing(shownLag(), lag, Date.now() - lagShownAt));
+    if (show(input.source, status.state, withLag ? lag : undefined, force)) lagShownAt = Date.now();
+  };
+  const stopped = () => {
+    rate = emptyRateWindow();
+    status.rowsPerSecond = 0;
   };
   let paused = status.state === 'paused';
   let resumed = false;
@@ -59,12 +79,18 @@ export async function replicaWorkflow(input: ReplicaInput): Promise<void> {
     paused = false;
     resumed = true;
   });
+  setHandler(enableSearchAttributesSignal, (opts) => {
+    describeIfUndescribed(opts?.description);
+    publish(true);
+  });
 
   const failed = async (err: unknown) => {
     if (!isActivityFailure(err)) throw err;
     status.state = failureType(err) === 'GapError' ? 'needs_resync' : 'failed';
     status.lastError = failureMessage(err);
     status.updatedAt = new Date().toISOString();
+    stopped();
+    publish();
     log.error('replica stopped', { replica: input.replica, error: status.lastError });
     resumed = false;
     await condition(() => resumed);
@@ -76,6 +102,8 @@ export async function replicaWorkflow(input: ReplicaInput): Promise<void> {
     if (paused) {
       status.state = 'paused';
       status.updatedAt = new Date().toISOString();
+      stopped();
+      publish();
       await condition(() => !paused);
     }
     if (!prepared) {
@@ -89,9 +117,13 @@ export async function replicaWorkflow(input: ReplicaInput): Promise<void> {
     }
     status.state = paused ? 'paused' : 'running';
     if (paused) continue;
+    publish();
     try {
+      const startedAt = Date.now();
       const r = await applyBatch({ replica: input.replica, source: input.source });
       batches++;
+      const now = Date.now();
+      rate = addBatch(rate, startedAt, now, r.changes);
       Object.assign(status, {
         appliedLsn: r.appliedLsn,
         offset: r.offset,
@@ -102,11 +134,14 @@ export async function replicaWorkflow(input: ReplicaInput): Promise<void> {
         batches: status.batches + 1,
         lastError: null,
         updatedAt: new Date().toISOString(),
+        rowsPerSecond: ratePerSecond(rate, now),
       });
+      lag = lagSeconds(r.caughtUp, status.lastCommitTime, now) ?? lag;
+      publish();
     } catch (err) {
       await failed(err);
       prepared = false; // after a fix, check the replica's tables again
     }
   }
-  await continueAsNew<typeof replicaWorkflow>({ ...input, status: { ...status, state: paused ? 'paused' : status.state } });
+  await makeContinueAsNewFunc<typeof replicaWorkflow>(keepVisibility())({ ...input, status: { ...status, state: paused ? 'paused' : status.state }, rate });
 }

@@ -5,7 +5,7 @@ import { TextPgoutputPlugin } from './pgoutput';
 import { slotInfo } from './source';
 import { Retention, StreamPublisher } from '../log/stream';
 import { GapError, SourceError, UnavailableError, describeCause, isTransient } from '../errors';
-import { formatLsn, parseLsn, ZERO_LSN } from '../lsn';
+import { formatLsn, normalizeLsn, parseLsn, ZERO_LSN } from '../lsn';
 import { publicationName, slotName } from '../names';
 import { connectError, connectPg, SESSION_OPTIONS } from '../pg';
 import { redactText } from '../redact';
@@ -21,9 +21,9 @@ import type { Logger } from '../logger';
  * after that position; replicas skip what they already applied.
  */
 export interface CaptureProgress {
-  /** Slot position acknowledged (end LSN of the last fully confirmed transaction). */
+  /** Slot position acknowledged: end LSN of the last fully confirmed transaction (heartbeats included), or a later keepalive position when nothing was in flight. */
   confirmedLsn: string;
-  /** Commit LSN and time of the last confirmed transaction. */
+  /** Commit LSN and time of the last confirmed transaction that was published (not a heartbeat). */
   lastLsn?: string;
   lastCommitTime?: string;
   txns: number;
@@ -45,8 +45,16 @@ export interface CaptureOptions {
   onProgress: (p: CaptureProgress) => void;
   /** Return normally after this long (lets the workflow continue-as-new); 0 = never. */
   maxRunMs: number;
+  /** WAL mode: write a heartbeat on an idle source this often, so the slot keeps moving (default 60 s). */
+  heartbeatMs?: number;
   log: Logger;
 }
+
+/** Prefix of the logical messages capture writes on an idle source (see `streamChanges`). */
+export const HEARTBEAT_PREFIX = 'pgferry.heartbeat';
+
+/** Per source, the kind of heartbeat failure already warned about in this process (capture restarts every few minutes). */
+const heartbeatWarned = new Map<string, string>();
 
 interface PendingTxn {
   lsn: string;
@@ -55,6 +63,8 @@ interface PendingTxn {
   unconfirmed: number;
   committed: boolean;
   changes: number;
+  /** Published at least one message (false for a heartbeat or other empty transaction). */
+  published: boolean;
 }
 
 export async function streamChanges(opts: CaptureOptions): Promise<CaptureProgress> {
@@ -62,6 +72,7 @@ export async function streamChanges(opts: CaptureOptions): Promise<CaptureProgre
   const what = `source '${source}'`;
   const catalog = await connectPg(what, url);
   let publisher: StreamPublisher | undefined;
+  let beatClient: pg.Client | null = null;
   const service = new LogicalReplicationService(
     { connectionString: url, options: SESSION_OPTIONS, connectionTimeoutMillis: 10_000 } as pg.ClientConfig,
     { acknowledge: { auto: false, timeoutSeconds: 0 }, flowControl: { enabled: true } },
@@ -108,23 +119,39 @@ export async function streamChanges(opts: CaptureOptions): Promise<CaptureProgre
       if (lsn > 0n) void service.acknowledge(formatLsn(lsn - 1n)).catch(() => undefined);
     };
 
+    /** Move the slot position to `lsn` if that is ahead (positions only grow). */
+    const moveTo = (lsn: string): boolean => {
+      if (parseLsn(lsn) <= parseLsn(progress.confirmedLsn)) return false;
+      progress.confirmedLsn = normalizeLsn(lsn);
+      return true;
+    };
+
     const advance = () => {
       let moved = false;
       while (pending.length && pending[0].committed && pending[0].unconfirmed === 0) {
         const t = pending.shift()!;
-        progress.confirmedLsn = t.endLsn;
-        progress.lastLsn = t.lsn;
-        progress.lastCommitTime = t.commitTime;
-        progress.txns += 1;
-        progress.changes += t.changes;
-        moved = true;
+        moved = moveTo(t.endLsn) || moved;
+        // An empty transaction (a heartbeat, or another program's logical message) moves the slot
+        // but reaches no replica: it is not a captured transaction, nor what replica lag is measured to.
+        if (t.published) {
+          progress.lastLsn = t.lsn;
+          progress.lastCommitTime = t.commitTime;
+          progress.txns += 1;
+          progress.changes += t.changes;
+        }
       }
       if (moved) sendAck();
     };
 
+    // Messages the replication connection has received (counted as they are decoded, in arrival
+    // order) and those the handler below has finished: equal when nothing is queued or in progress.
+    let received = 0;
+    let handled = 0;
+    let lastTxnAt = Date.now();
+
     service.on('data', async (_lsn: string, msg: Pgoutput.Message) => {
-      if (fatal) return;
       try {
+        if (fatal) return;
         if (msg.tag === 'relation') {
           for (const col of msg.columns) {
             const k = `${col.typeOid}:${col.typeMod}`;
@@ -135,7 +162,7 @@ export async function streamChanges(opts: CaptureOptions): Promise<CaptureProgre
           }
         }
         if (msg.tag === 'begin') {
-          current = { lsn: '', endLsn: '', commitTime: '', unconfirmed: 0, committed: false, changes: 0 };
+          current = { lsn: '', endLsn: '', commitTime: '', unconfirmed: 0, committed: false, changes: 0, published: false };
           pending.push(current);
         }
         const { out, commit } = assembler.push(msg);
@@ -143,6 +170,7 @@ export async function streamChanges(opts: CaptureOptions): Promise<CaptureProgre
         for (const m of out) {
           txn.changes += m.changes.length;
           txn.unconfirmed += 1;
+          txn.published = true;
           progress.messages += 1;
           await pub.publish(m, () => {
             txn.unconfirmed -= 1;
@@ -155,18 +183,98 @@ export async function streamChanges(opts: CaptureOptions): Promise<CaptureProgre
           txn.commitTime = commit.commitTime;
           txn.committed = true;
           current = null;
+          lastTxnAt = Date.now();
           advance();
         }
       } catch (err) {
         failRun(err as Error);
+      } finally {
+        handled += 1;
       }
     });
-    service.on('heartbeat', (_lsn: string, _ts: number, shouldRespond: boolean) => {
-      if (shouldRespond) sendAck();
+    service.on('heartbeat', (lsn: string, _ts: number, shouldRespond: boolean) => {
+      // A keepalive carries the position the server has decoded up to, everything before it sent
+      // (transactions touching no published table are not sent at all). When all of that is handled
+      // and every transaction is confirmed by RabbitMQ, the slot may move there, as PostgreSQL's own
+      // subscriber does: a transaction still open on the source commits after it and is sent then.
+      if (!fatal && received === handled && current === null && pending.length === 0 && moveTo(lsn)) sendAck();
+      else if (shouldRespond) sendAck();
     });
     service.on('error', (err: Error) => failRun(err));
 
-    const plugin = new TextPgoutputPlugin({ protoVersion: 1, publicationNames: [publicationName(source)] });
+    /*
+     * Idle-source heartbeat. The slot moves only when a transaction comes back through it, so a
+     * source whose published tables are quiet would pin its WAL (other tables, other databases,
+     * checkpoints keep writing it) until the disk fills. Every `heartbeatMs` without a transaction,
+     * capture writes a transactional logical message on an ordinary connection; pgoutput sends it
+     * back (we ask for `messages`) as BEGIN, MESSAGE, COMMIT, and it queues behind every earlier
+     * transaction in `pending`, so the slot moves past it only once RabbitMQ confirmed them all.
+     *
+     * Decision: the heartbeat is acknowledged, not published. Published, it would be an empty
+     * transaction on the stream: each replica would apply and count it, applications reading the
+     * stream would see it, and replica lag would be measured to it; nothing needs it there, since a
+     * replica's position only has to cover the transactions it applies.
+     *
+     * A source that refuses the write (a read-only standby, a missing privilege) gets one warning
+     * naming the cause (per worker process and kind of failure), then capture keeps trying quietly
+     * each interval; it never fails capture. Keepalive positions (above) still move the slot then.
+     */
+    const heartbeatMs = opts.heartbeatMs ?? 60_000;
+    let beating = false;
+    let stopping = false;
+    const beat = async () => {
+      if (beating || stopping || fatal || current !== null || Date.now() - lastTxnAt < heartbeatMs) return;
+      beating = true;
+      lastTxnAt = Date.now(); // the next try is one interval later, whether this one works or not
+      try {
+        if (!beatClient) {
+          const c = await connectPg(what, url, { application_name: 'pgferry heartbeat' });
+          if (stopping) {
+            await c.end().catch(() => undefined);
+            return;
+          }
+          beatClient = c;
+        }
+        await beatClient.query('SELECT pg_catalog.pg_logical_emit_message(true, $1::text, $2::text)', [
+          HEARTBEAT_PREFIX,
+          JSON.stringify({ source, at: new Date().toISOString() }),
+        ]);
+        if (heartbeatWarned.delete(source)) log.info(`${what}: the idle heartbeat is written again`);
+      } catch (err) {
+        const e = err as { code?: string; message?: string; severity?: string };
+        // The server refusing the statement leaves the connection usable; anything else opens a new one next time.
+        if (!e.severity || /^(08|57)/.test(e.code ?? '')) {
+          const c = beatClient;
+          beatClient = null;
+          void c?.end().catch(() => undefined);
+        }
+        const kind = e.code ?? e.message ?? 'error';
+        if (!stopping && heartbeatWarned.get(source) !== kind) {
+          heartbeatWarned.set(source, kind);
+          const fix =
+            e.code === '42501'
+              ? 'GRANT EXECUTE ON FUNCTION pg_catalog.pg_logical_emit_message(boolean, text, text) to the capture role'
+              : e.code === '25006' || /recovery/i.test(e.message ?? '')
+                ? 'capture from the primary, not a read-only standby'
+                : 'check the source';
+          const cause = redactText(describeCause(err), [url]);
+          log.warn(
+            { error: cause },
+            `${what}: cannot write the idle heartbeat (${cause}); while the published tables are quiet the slot then moves only with the server's keepalives and the source may keep WAL for it: ${fix}`,
+          );
+        }
+      } finally {
+        beating = false;
+      }
+    };
+
+    // `messages`: logical messages are sent too (the heartbeat above; other programs' are ignored).
+    const plugin = new TextPgoutputPlugin({ protoVersion: 1, publicationNames: [publicationName(source)], messages: true });
+    const parse = plugin.parse.bind(plugin);
+    plugin.parse = (buf: Buffer) => {
+      received += 1;
+      return parse(buf);
+    };
     const replication = service.subscribe(plugin, slotName(source)).then(
       () => {
         if (!opts.signal.aborted) throw new UnavailableError(`${what}: the replication connection closed; capture will reconnect`);
@@ -179,6 +287,7 @@ export async function streamChanges(opts: CaptureOptions): Promise<CaptureProgre
 
     const report = setInterval(() => opts.onProgress({ ...progress }), 2000);
     const keepalive = setInterval(sendAck, 10_000);
+    const heartbeat = setInterval(() => void beat(), Math.max(50, Math.min(heartbeatMs / 4, 1000)));
     let timer: NodeJS.Timeout | undefined;
     try {
       await Promise.race([
@@ -193,6 +302,8 @@ export async function streamChanges(opts: CaptureOptions): Promise<CaptureProgre
     } finally {
       clearInterval(report);
       clearInterval(keepalive);
+      clearInterval(heartbeat);
+      stopping = true;
       if (timer) clearTimeout(timer);
     }
     // Stopping: let outstanding confirms land so the slot moves as far as it may.
@@ -209,6 +320,7 @@ export async function streamChanges(opts: CaptureOptions): Promise<CaptureProgre
     throw err;
   } finally {
     await service.destroy().catch(() => undefined);
+    await (beatClient as pg.Client | null)?.end().catch(() => undefined);
     await publisher?.close();
     await catalog.end().catch(() => undefined);
   }

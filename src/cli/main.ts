@@ -13,7 +13,9 @@ import { QueueName, startWorkers } from '../temporal/worker';
 import { pauseSignal, resumeSignal } from '../../workflows/messages';
 import { captureWorkflowId, replicaWorkflowId, streamName } from '../names';
 import { up } from './up';
+import { runDemo } from '../demo/demo';
 import { addStatusCommand, renderReplicas, streamRange } from './status';
+import { addTemporalCommands } from './temporal-setup';
 import { stringify as yamlStringify } from 'yaml';
 import { initialize } from './init';
 import { WorkflowNotFoundError } from '@temporalio/client';
@@ -113,6 +115,22 @@ connectionOptions(program.command('worker'))
   );
 
 
+program
+  .command('demo')
+  .description('see replication live: a throwaway source and two replicas (private PostgreSQL clusters), Temporal, pgferry and a gentle write workload; Ctrl-C removes it all')
+  .option('--rate <n>', 'transactions per second written to the demo source', '5')
+  .option('--duration <seconds>', 'stop by itself after this long (default: run until Ctrl-C)')
+  .action(
+    action(async (opts: { rate: string; duration?: string }) => {
+      const perSecond = Number(opts.rate);
+      const durationSeconds = opts.duration === undefined ? undefined : Number(opts.duration);
+      if (!(perSecond > 0)) throw new CliFailure(`--rate '${opts.rate}': give a number of transactions per second > 0`, EXIT.usage);
+      if (durationSeconds !== undefined && !(durationSeconds > 0)) throw new CliFailure(`--duration '${opts.duration}': give a number of seconds > 0`, EXIT.usage);
+      const ok = await runDemo({ perSecond, durationSeconds, say });
+      process.exit(ok ? EXIT.ok : EXIT.failed);
+    }, { log: true }),
+  );
+
 connectionOptions(program.command('config').description('configuration file and settings').command('check'))
   .description('validate the configuration (file, environment, flags) without connecting to anything; prints the result with passwords masked')
   .option('--json', 'machine-readable output')
@@ -162,6 +180,7 @@ replica
 
 addMaintenanceCommands(program, replica);
 addStatusCommand(program);
+addTemporalCommands(program);
 
 
 for (const [verb, signal, done] of [

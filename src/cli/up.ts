@@ -9,6 +9,7 @@ import { APPLY_TASK_QUEUE, CAPTURE_TASK_QUEUE, captureWorkflowId, replicaWorkflo
 import { connectClient, DEFAULT_TEMPORAL_ADDRESS } from '../temporal/connection';
 import { DevServer, isTemporalUp, startDevServer } from '../temporal/dev-server';
 import { QueueName, startWorkers } from '../temporal/worker';
+import { captureVisibility, ensureSearchAttributes, replicaVisibility, startVisible } from '../temporal/search-attributes';
 import { captureWorkflow, replicaWorkflow } from '../../workflows';
 
 /**
@@ -22,6 +23,10 @@ export interface UpOptions {
   queues: QueueName[];
   uiPort: number;
   temporalPort: number;
+  /** Resolves when pgferry should stop (with the reason); default: SIGINT or SIGTERM. */
+  until?: Promise<string>;
+  /** Said once everything runs, instead of the default hint. */
+  onRunning?: () => void;
 }
 
 
@@ -62,34 +67,39 @@ async function serve(config: Config, opts: UpOptions, client: Client, address: s
   const { tables } = await initialize(config, say);
 
   // 5. Workers, then workflows (re-attaching to running ones keeps their position and state).
+  // Search attributes for the Temporal UI: registered here when missing and allowed; else said why, and workflows run without them.
+  const ui = await ensureSearchAttributes(client, { address, namespace: config.temporal.namespace });
+  if (ui.message) say(ui.message);
   const workers = await startWorkers(config, address, opts.queues);
-  await client.workflow.start(captureWorkflow, {
+  await startVisible(client, captureWorkflow, {
     workflowId: captureWorkflowId(source),
     taskQueue: CAPTURE_TASK_QUEUE,
     args: [{ source }],
     workflowIdConflictPolicy: WorkflowIdConflictPolicy.USE_EXISTING,
-  });
+  }, captureVisibility(ui.registered, source));
   for (const r of config.replicas) {
-    await client.workflow.start(replicaWorkflow, {
+    await startVisible(client, replicaWorkflow, {
       workflowId: replicaWorkflowId(r.name),
       taskQueue: APPLY_TASK_QUEUE,
       args: [{ replica: r.name, source, tables }],
       workflowIdConflictPolicy: WorkflowIdConflictPolicy.USE_EXISTING,
-    });
+    }, replicaVisibility(ui.registered, r.name, source));
   }
   say(`pgferry is running: source '${source}' → ${config.replicas.map((r) => `'${r.name}'`).join(', ') || 'no replicas'} (worker queues: ${opts.queues.join(', ')})`);
   if (uiUrl) say(`Temporal Web UI: ${uiUrl}/namespaces/${config.temporal.namespace}/workflows  (workflows ${captureWorkflowId(source)}, ${replicaWorkflowId('<name>')})`);
-  say(`Status: npx pgferry replica status   ·   Stop: Ctrl-C`);
+  if (opts.onRunning) opts.onRunning();
+  else say(`Status: npx pgferry status   ·   Stop: Ctrl-C`);
 
   // 6. Run until interrupted.
-  let stopping = false;
-  const stop = async (signal: string) => {
-    if (stopping) return;
-    stopping = true;
-    say(`${signal}: stopping (workflows stay where they are; run pgferry up again to continue)…`);
+  const until =
+    opts.until ??
+    new Promise<string>((resolve) => {
+      process.once('SIGINT', () => resolve('SIGINT'));
+      process.once('SIGTERM', () => resolve('SIGTERM'));
+    });
+  void until.then(async (reason) => {
+    say(`${reason}: stopping (workflows stay where they are; run pgferry up again to continue)…`);
     await workers.shutdown();
-  };
-  process.once('SIGINT', () => void stop('SIGINT'));
-  process.once('SIGTERM', () => void stop('SIGTERM'));
+  });
   await workers.run;
 }

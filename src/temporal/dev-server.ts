@@ -5,6 +5,7 @@ import * as path from 'node:path';
 import { Connection } from '@temporalio/client';
 import { ConfigError, UnavailableError } from '../errors';
 import type { Logger } from '../logger';
+import { devServerSearchAttributeFlags } from './search-attributes';
 
 /**
  * The Temporal CLI dev server (`temporal server start-dev`), used when no
@@ -59,6 +60,8 @@ export async function startDevServer(opts: {
   uiPort: number | null;
   log: Logger;
   timeoutMs?: number;
+  /** Register pgferry's search attributes (default true). They are registered when the database file is created only; pgferry up adds them to an older one. */
+  searchAttributes?: boolean;
 }): Promise<DevServer> {
   const bin = findTemporalBinary();
   if (!bin) {
@@ -69,6 +72,7 @@ export async function startDevServer(opts: {
   fs.mkdirSync(opts.dataDir, { recursive: true });
   const address = `127.0.0.1:${opts.port}`;
   const args = ['server', 'start-dev', '--ip', '127.0.0.1', '--port', String(opts.port), '--db-filename', path.join(opts.dataDir, 'temporal.db'), '--log-level', 'error'];
+  if (opts.searchAttributes !== false) args.push(...devServerSearchAttributeFlags());
   if (opts.uiPort) args.push('--ui-port', String(opts.uiPort));
   else args.push('--headless');
   const logFile = fs.openSync(path.join(opts.dataDir, 'temporal.log'), 'a');

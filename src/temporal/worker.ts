@@ -8,6 +8,7 @@ import { logger } from '../logger';
 import { APPLY_TASK_QUEUE, CAPTURE_TASK_QUEUE, snapshotTaskQueue } from '../names';
 import { WorkerResources } from './resources';
 import { temporalTls } from './connection';
+import { startMetricsServer } from '../metrics';
 
 /**
  * Workers: one for the capture task queue (long-running streamChanges) and
@@ -52,7 +53,21 @@ export async function startWorkers(config: Config, address: string, queues: Queu
     specs.push({ taskQueue: CAPTURE_TASK_QUEUE, options: { maxConcurrentActivityTaskExecutions: 20, maxHeartbeatThrottleInterval: '2 seconds' } });
   }
   if (queues.includes('apply')) specs.push({ taskQueue: APPLY_TASK_QUEUE, options: { maxConcurrentActivityTaskExecutions: 50 } });
-  return runWorkers(config, address, specs);
+  const workers = await runWorkers(config, address, specs);
+  // Prometheus endpoint (config.metrics; off when the port is 0, a warning and no endpoint when it is taken).
+  const metrics = await startMetricsServer(config, address, { servesCapture: queues.includes('capture') }).catch((err) => {
+    logger.warn({ error: describeCause(err) }, 'metrics: cannot start the endpoint; replicating without it');
+    return null;
+  });
+  if (!metrics) return workers;
+  const run = workers.run.finally(() => metrics.close());
+  return {
+    run,
+    async shutdown() {
+      await workers.shutdown();
+      await run;
+    },
+  };
 }
 
 /** The worker of one `replica add --snapshot` run: its own task queue, so only this process (which knows the replica) copies. */
