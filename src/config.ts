@@ -413,3 +413,9 @@ export function redactConfig(config: Config): unknown {
     replicas: config.replicas.map((r) => ({ ...r, url: redactUrl(r.url) })),
   };
 }
+
+/** Of the tables a source publishes, those a replica takes (its configured `tables`, or all of them). */
+export function replicaShare<T extends { schema: string; table: string }>(config: Config, replica: string, tables: T[]): T[] {
+  const only = replicaTables(config, replica);
+  return only ? tables.filter((t) => only.has(`${t.schema}.${t.table}`)) : tables;
+}

@@ -1,5 +1,5 @@
 import type { Config } from '../config';
-import { requireSourceUrl } from '../config';
+import { replicaShare, requireSourceUrl } from '../config';
 import { describeCause, PgferryError } from '../errors';
 import { logger } from '../logger';
 import { connectRabbit } from '../log/rabbit';
@@ -50,7 +50,7 @@ export async function initialize(config: Config, say: (line: string) => void): P
   const replicaErrors = new Map<string, string>();
   for (const r of config.replicas) {
     try {
-      const warnings = await withRetry(() => withClient(`replica '${r.name}'`, r.url, (c) => prepareTarget(c, r.name, prepared.tables)), wait, logger);
+      const warnings = await withRetry(() => withClient(`replica '${r.name}'`, r.url, (c) => prepareTarget(c, r.name, replicaShare(config, r.name, prepared.tables))), wait, logger);
       for (const warning of warnings) {
         logger.warn({ replica: r.name }, warning);
         say(`WARNING ${warning}`);

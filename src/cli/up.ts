@@ -1,6 +1,6 @@
 import { Client, WorkflowIdConflictPolicy } from '@temporalio/client';
 import type { Config } from '../config';
-import { requireSourceUrl } from '../config';
+import { replicaShare, requireSourceUrl } from '../config';
 import { logger } from '../logger';
 import { withRetry } from '../retry';
 import { initialize } from './init';
@@ -81,7 +81,7 @@ async function serve(config: Config, opts: UpOptions, client: Client, address: s
     await startVisible(client, replicaWorkflow, {
       workflowId: replicaWorkflowId(r.name),
       taskQueue: APPLY_TASK_QUEUE,
-      args: [{ replica: r.name, source, tables }],
+      args: [{ replica: r.name, source, tables: replicaShare(config, r.name, tables) }],
       workflowIdConflictPolicy: WorkflowIdConflictPolicy.USE_EXISTING,
     }, replicaVisibility(ui.registered, r.name, source));
   }

@@ -1,5 +1,5 @@
 import type { Config } from '../config';
-import { replicaTables, replicaUrl, requireSourceUrl } from '../config';
+import { replicaShare, replicaUrl, requireSourceUrl } from '../config';
 import { relLabel } from '../change';
 import { ConfigError, SchemaMismatchError } from '../errors';
 import { logger } from '../logger';
@@ -139,8 +139,3 @@ export async function copyFromSnapshot(o: {
   }
 }
 
-/** The published tables this replica takes (its configured `tables`, or all of them). */
-export function replicaShare(config: Config, replica: string, tables: TableRef[]): TableRef[] {
-  const only = replicaTables(config, replica);
-  return only ? tables.filter((t) => only.has(`${t.schema}.${t.table}`)) : tables;
-}

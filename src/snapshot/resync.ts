@@ -1,7 +1,7 @@
 import { createHash } from 'node:crypto';
 import type pg from 'pg';
 import type { Config } from '../config';
-import { replicaUrl, requireSourceUrl } from '../config';
+import { replicaShare, replicaUrl, requireSourceUrl } from '../config';
 import { logger } from '../logger';
 import { connectRabbit } from '../log/rabbit';
 import type { TableRef } from '../capture/source';
@@ -10,7 +10,7 @@ import { prepareTarget } from '../apply/target';
 import { ident, qualified, withClient } from '../pg';
 import { withRetry } from '../retry';
 import { loadSql } from '../sql';
-import { AddResult, copyFromSnapshot, replicaShare } from './add';
+import { AddResult, copyFromSnapshot } from './add';
 import type { TableProgress } from './copy';
 
 /**

@@ -1,12 +1,11 @@
 import type { Config } from '../config';
-import { replicaUrl, requireSourceUrl } from '../config';
+import { replicaShare, replicaUrl, requireSourceUrl } from '../config';
 import { SourceError } from '../errors';
 import { publicationName } from '../names';
 import { publishedTables, resolveTables, TableRef } from '../capture/source';
 import { withClient } from '../pg';
 import { relLabel } from '../change';
 import { verify, TableVerdict } from './verify';
-import { replicaShare } from '../snapshot/add';
 
 /** Read-only: what `pgferry verify` compares — the published tables, or the given subset of them. */
 export async function verifyReplica(config: Config, name: string, only: string[] | undefined): Promise<TableVerdict[]> {
