@@ -6,6 +6,8 @@
 #   - RabbitMQ (started if it is not running; streams need 3.9+)
 #   - the Temporal CLI v1.5.1 (dev server), built with `go install` into a per-user
 #     cache, unless `temporal` is on PATH or TEMPORAL_ADDRESS points at a cluster
+#   - the Docker Compose CLI v5.0.2 (go install, same cache) unless `docker compose` works:
+#     CI validates docker-compose.yml with it (no Docker engine needed)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
