@@ -130,6 +130,15 @@ export function parseReplicaSpecs(specs: string[]): { name: string; url: string 
     });
 }
 
+function replicaFlags(specs: string[], problems: string[]): { name: string; url: string }[] {
+  try {
+    return parseReplicaSpecs(specs);
+  } catch (err) {
+    problems.push((err as Error).message);
+    return [];
+  }
+}
+
 /** libpq keyword/value connection string → URL, so every later step handles one form. URLs pass through. */
 export function keywordsToUrl(conn: string): string {
   if (/^postgres(ql)?:\/\//.test(conn)) return conn;
@@ -300,7 +309,7 @@ export function loadConfig(raw: RawConfig, env: NodeJS.ProcessEnv = process.env)
       heartbeatMs: (num(first(env.PGFERRY_HEARTBEAT_SECONDS, fileSource.heartbeat_seconds as string, DEFAULTS.heartbeatSeconds)) as number) * 1000,
       slotWarnBytes: num(first(env.PGFERRY_SLOT_WARN_BYTES, fileSource.slot_warn_bytes as string, DEFAULTS.slotWarnBytes)),
     },
-    replicas: flagReplicas.length ? parseReplicaSpecs(flagReplicas) : fileReplicas,
+    replicas: flagReplicas.length ? replicaFlags(flagReplicas, problems) : fileReplicas,
     batch: {
       maxChanges: num(first(env.PGFERRY_BATCH_MAX_CHANGES, f.batch?.max_changes as string, 5000)),
       maxWaitMs: num(first(env.PGFERRY_BATCH_MAX_WAIT_MS, f.batch?.max_wait_ms as string, 1000)),

@@ -71,7 +71,8 @@ describe('clear errors', () => {
   it('bad flags get a usage error, not a stack trace', async () => {
     const r = await runCli(['up', '--source', 'mysql://x', '--replica', 'Bad-Name=postgres://h/db'], w.env);
     expect(r.code).toBe(2);
-    expect(r.stderr).toMatch(/source.url: must be a postgres:\/\/ or postgresql:\/\/ URL; replicas.0.name: replica name 'Bad-Name' is not allowed/);
+    expect(r.stderr).toMatch(/invalid configuration: 2 problems:\n  - sources\[\]\.url \(PGFERRY_SOURCE, --source\): must be a postgres:\/\/ URL or a libpq keyword\/value string/);
+    expect(r.stderr).toMatch(/\n  - replicas\.Bad-Name\.name: replica name 'Bad-Name' is not allowed/);
     expect(r.stderr).not.toMatch(STACK);
   });
 
