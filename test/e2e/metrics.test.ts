@@ -222,7 +222,8 @@ describe('Prometheus metrics endpoint', () => {
     } finally {
       temporal.kill('SIGCONT');
     }
-    expect(up.output()).toMatch(/metrics: cannot read temporal status for this scrape/);
+    // The child's stderr arrives through a pipe, possibly after the HTTP answer: wait for it.
+    await waitFor('the scrape problem in the log', async () => /metrics: cannot read temporal status for this scrape/.test(up.output()), 10_000, 100);
     await waitFor('the replicas back in the metrics after Temporal answers again', async () => {
       const s = await scrape();
       return s.get('pgferry_scrape_ok', { part: 'temporal' }) === 1 && state(s, 'a') === 'running' && state(s, 'b') === 'running';

@@ -93,7 +93,8 @@ describe('search attributes and memo for the Temporal UI', () => {
     await listed(`PgferrySource = '${w.sourceName}'`, [a, b, capture]);
     await listed(`PgferryState = 'running' AND WorkflowType = 'captureWorkflow'`, [capture]);
     // a is caught up: its lag shows 0 (a filter such as PgferryLagSeconds > 60 finds replicas far behind).
-    await listed(`PgferryLagSeconds = 0 AND WorkflowType = 'replicaWorkflow'`, [a]);
+    // A stopped replica keeps the lag it had when it stopped (b may show 0 too): filter running ones.
+    await listed(`PgferryLagSeconds = 0 AND PgferryState = 'running' AND WorkflowType = 'replicaWorkflow'`, [a]);
     expect(await list(`PgferryLagSeconds > 60`)).toEqual([]);
 
     // The memo says what each workflow is (the UI shows it on the workflow's page).
