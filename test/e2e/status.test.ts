@@ -92,7 +92,7 @@ describe('pgferry status', () => {
 
     // A slot holding more WAL than the threshold is a warning, in JSON and on screen.
     const warned = JSON.parse((await status(['--json'], { PGFERRY_SLOT_WARN_BYTES: '0' })).stdout);
-    expect(warned.sources[0].slot.warning).toMatch(new RegExp(`source '${w.sourceName}': slot pgferry_${w.sourceName} holds back .* of WAL \\(threshold 0\\.0 MiB\\)`));
+    expect(warned.sources[0].slot.warning).toMatch(new RegExp(`source '${w.sourceName}': slot pgferry_${w.sourceName} holds back .* of WAL \\(threshold 0\\.0 kiB\\)`));
 
     // Fix and resume both: exit 0 again.
     await w.replicas.withClient('replica_broken', (c) => c.query('ALTER TABLE orders DROP CONSTRAINT positive'));
