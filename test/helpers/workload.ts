@@ -20,10 +20,18 @@ export class Workload {
   private stopped = false;
   private done: Promise<void> | null = null;
 
-  /** `sleepMs` between transactions: a busy source the replica can keep up with (0: as fast as it goes). */
+  /**
+   * `sleepMs` between transactions: a busy source the replica can keep up with (0: as fast as it goes).
+   * `reconnect`: survive the source going away (restarts, terminated backends): reconnect and go
+   * on. A transaction whose COMMIT got no answer may or may not have committed; audits compare
+   * against the source's own audit table, so either is fine. `errors` counts those interruptions.
+   */
+  errors = 0;
+
   constructor(
     private readonly url: string,
     private readonly sleepMs = 0,
+    private readonly opts: { reconnect?: boolean } = {},
   ) {}
 
   start(): void {
@@ -31,7 +39,20 @@ export class Workload {
   }
 
   private async run(): Promise<void> {
+    while (!this.stopped) {
+      try {
+        await this.runOnce();
+      } catch (err) {
+        if (!this.opts.reconnect) throw err;
+        this.errors += 1;
+        await new Promise((r) => setTimeout(r, 200));
+      }
+    }
+  }
+
+  private async runOnce(): Promise<void> {
     const c = new pg.Client({ connectionString: this.url });
+    c.on('error', () => undefined); // a dropped connection surfaces in the next query
     await c.connect();
     try {
       while (!this.stopped) {
@@ -46,7 +67,7 @@ export class Workload {
         else if (n % 50 === 0) await new Promise((r) => setTimeout(r, 5)); // a steady, not saturating, stream
       }
     } finally {
-      await c.end();
+      await c.end().catch(() => undefined);
     }
   }
 
