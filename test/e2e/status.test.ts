@@ -2,7 +2,7 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Proc } from '../helpers/procs';
-import { runCli } from '../helpers/procs';
+import { runCli, startCli } from '../helpers/procs';
 import { createWorld, startUp, waitForEqual, World } from '../helpers/fixture';
 import { waitFor } from '../helpers/wait';
 
@@ -106,9 +106,17 @@ describe('pgferry status', () => {
   });
 
   it('--watch refreshes until stopped', async () => {
-    const r = await runCli(['--config', configFile, 'status', '--watch', '1', '--json'], w.env, 3_500);
-    const reports = r.stdout.trim().split('\n').map((l) => JSON.parse(l));
-    expect(reports.length).toBeGreaterThanOrEqual(2);
-    expect(reports[1].at > reports[0].at).toBe(true);
+    const watch = startCli(['--config', configFile, 'status', '--watch', '1', '--json'], w.env);
+    try {
+      // One JSON report per line (the log, on stderr, may be interleaved in output(): keep report lines).
+      const reports = await waitFor('two reports from status --watch', () => {
+        const lines = watch.output().split('\n').filter((l) => l.startsWith('{"ok"'));
+        return lines.length >= 2 ? lines.map((l) => JSON.parse(l)) : null;
+      }, 60_000, 200);
+      expect(reports[1].at > reports[0].at).toBe(true);
+      expect(reports[1].replicas).toHaveLength(3);
+    } finally {
+      await watch.stop();
+    }
   });
 });
