@@ -27,7 +27,14 @@ const pgConn = z
   .refine((s) => /^postgres(ql)?:\/\//.test(s) || /^\s*[a-z_]+\s*=/.test(s), 'must be a postgres:// URL or a libpq keyword/value string (host=… dbname=…)')
   .transform(keywordsToUrl);
 
-const tableName = z.string().regex(/^[^.]+\.[^.]+$|^[^.]+$/, 'tables are schema.table or table');
+/**
+ * A table as SQL writes it: `schema.table` or `table`, each part bare or
+ * double-quoted ("" for a quote inside). A quoted part may hold dots and
+ * commas, e.g. "sch.ema"."a, b": such names were refused, or cut apart at the
+ * commas (found by test/e2e/hostile-names.test.ts).
+ */
+const TABLE_PART = /"(?:[^"]|"")+"|[^."]+/g;
+const tableName = z.string().regex(/^(?:"(?:[^"]|"")+"|[^."]+)(?:\.(?:"(?:[^"]|"")+"|[^."]+))?$/, 'tables are schema.table or table');
 
 const name = (kind: 'source' | 'replica') =>
   z.string().superRefine((s, ctx) => {
@@ -243,8 +250,9 @@ function num(value: unknown): unknown {
   return Number.isNaN(n) ? value : n;
 }
 
+/** A comma-separated list of tables; a comma inside double quotes belongs to a name. */
 function split(list: string | undefined): string[] | undefined {
-  return list === undefined ? undefined : list.split(',').map((t) => t.trim()).filter(Boolean);
+  return list === undefined ? undefined : (list.match(/(?:"(?:[^"]|"")*"?|[^,"])+/g) ?? []).map((t) => t.trim()).filter(Boolean);
 }
 
 function first(...values: unknown[]): any {
@@ -410,7 +418,11 @@ export function replicaUrl(config: Config, name: string): string {
 /** The tables a replica takes ("schema.table"; a bare name means public.name), or undefined for all the source publishes. */
 export function replicaTables(config: Config, name: string): ReadonlySet<string> | undefined {
   const tables = config.replicas.find((x) => x.name === name)?.tables;
-  return tables ? new Set(tables.map((t) => (t.includes('.') ? t : `public.${t}`))) : undefined;
+  // Quoted parts are unquoted ("a.b"."c" is schema a.b, table c), to compare with the catalog's names.
+  return tables ? new Set(tables.map((t) => {
+    const parts = (t.match(TABLE_PART) ?? []).map((p) => (p.startsWith('"') ? p.slice(1, -1).replace(/""/g, '"') : p));
+    return parts.length === 2 ? `${parts[0]}.${parts[1]}` : `public.${parts[0] ?? t}`;
+  })) : undefined;
 }
 
 /** The configuration as `config check` shows it: every connection string with its password masked. */

@@ -62,6 +62,12 @@ export function createPool(url: string, max = 4): pg.Pool {
   pool.on('error', () => {
     /* an idle client lost its connection; the pool replaces it */
   });
+  // A client in use whose connection dies (pg_terminate_backend, a server restart) emits 'error'
+  // besides failing its query; without a listener that event would kill the whole worker process.
+  // The failed query is what reports it (the activity retries, releasing the client as broken).
+  pool.on('connect', (client) => {
+    client.on('error', () => undefined);
+  });
   return pool;
 }
 

@@ -8,8 +8,12 @@ export function redactUrl(url: string): string {
     }
     return u.toString();
   } catch {
-    // Not a URL (a libpq keyword string?): mask password=... pairs.
-    return url.replace(/(password\s*=\s*)('[^']*'|\S+)/gi, '$1***');
+    // Not a URL (a libpq keyword string?): mask password=... pairs. Also a URL too
+    // malformed to parse (a bad port, an unencoded character): `config check` and
+    // connection errors printed it with its password (found by test/e2e/secrets.test.ts),
+    // so mask everything between scheme://user: and the last @, then any other
+    // scheme://user:password@ in it.
+    return redactSecrets(url.replace(/(password\s*=\s*)('[^']*'|\S+)/gi, '$1***').replace(/^([a-z][a-z0-9+.-]*:\/\/[^:@/]*:).*@/i, '$1***@'));
   }
 }
 

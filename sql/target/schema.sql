@@ -3,7 +3,17 @@
 -- transaction applied and the stream offset after it. It is written in the
 -- same transaction as the data it describes: it is the truth about what the
 -- replica holds.
-CREATE SCHEMA IF NOT EXISTS pgferry;
+-- CREATE SCHEMA IF NOT EXISTS needs CREATE on the database even when the
+-- schema exists, so it is only run when it does not: a least-privileged
+-- replica role, given a pgferry schema of its own by the DBA and no CREATE on
+-- the database, gets past this (found by test/e2e/least-privilege.test.ts).
+DO $$
+BEGIN
+  IF NOT EXISTS (SELECT 1 FROM pg_catalog.pg_namespace WHERE nspname = 'pgferry') THEN
+    CREATE SCHEMA IF NOT EXISTS pgferry;
+  END IF;
+END
+$$;
 
 CREATE TABLE IF NOT EXISTS pgferry.progress (
   replica        text        PRIMARY KEY,

@@ -9,6 +9,7 @@ import { ParamRef, Statement, arrayRefs, buildDelete, buildInsert, buildTruncate
 import { applyRun, forgetReplicaTypes, replicaTypes, runLength } from './set-apply';
 import { StatementGroup } from './statement-group';
 import type { Logger } from '../logger';
+import { crashPoint } from '../testing/crash-point';
 
 /**
  * One apply batch for one replica, in ONE replica transaction:
@@ -195,6 +196,7 @@ async function runBatch(o: ApplyBatchOptions, stopBefore?: string): Promise<Batc
       ]);
     }
     await c.query('COMMIT');
+    if (result.txns > 0) crashPoint('apply-after-commit'); // test-only (PGFERRY_TEST_CRASH_AT): committed, activity not returned
     return result;
   } catch (err) {
     await c.query('ROLLBACK').catch(() => undefined);

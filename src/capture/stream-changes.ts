@@ -11,6 +11,7 @@ import { connectError, connectPg, SESSION_OPTIONS } from '../pg';
 import { redactText } from '../redact';
 import { loadSql } from '../sql';
 import type { Logger } from '../logger';
+import { crashPoint } from '../testing/crash-point';
 
 /**
  * WAL capture: stream pgoutput from the slot, group changes by source
@@ -174,8 +175,10 @@ export async function streamChanges(opts: CaptureOptions): Promise<CaptureProgre
           progress.messages += 1;
           await pub.publish(m, () => {
             txn.unconfirmed -= 1;
+            crashPoint('capture-after-confirm'); // test-only (PGFERRY_TEST_CRASH_AT): confirmed, slot not yet acknowledged
             advance();
           });
+          crashPoint('capture-before-confirm'); // test-only (PGFERRY_TEST_CRASH_AT): published, its confirm not yet seen
         }
         if (commit) {
           txn.lsn = commit.lsn;

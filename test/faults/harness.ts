@@ -4,7 +4,7 @@ import type { Proc } from '../helpers/procs';
 import { createWorld, startUp, upArgs, waitForEqual, World } from '../helpers/fixture';
 import { AUDIT_SCHEMA, AUDIT_TABLES, Workload } from '../helpers/workload';
 import { waitFor } from '../helpers/wait';
-import { RESULTS_LOG } from './report';
+import { resultsLog } from './report';
 
 /**
  * The fault suite's world: a source with the audit workload's tables (every
@@ -120,7 +120,7 @@ export interface FaultRow {
 
 /** Add a row to the suite's table (for faults whose outcome is a state, not an audit, too). */
 export function record(row: FaultRow): void {
-  fs.appendFileSync(RESULTS_LOG, `${JSON.stringify(row)}\n`);
+  fs.appendFileSync(resultsLog(), `${JSON.stringify(row)}\n`);
 }
 
 /** Every audit id of the source (replica null) or of a replica, duplicates kept. */

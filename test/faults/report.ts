@@ -9,14 +9,20 @@ import * as path from 'node:path';
 export const RESULTS_DIR = path.join(__dirname, 'results');
 export const RESULTS_LOG = path.join(RESULTS_DIR, 'run.jsonl');
 
+/** This run's rows: a file of its own, so runs at the same time do not mix their rows. */
+export const resultsLog = () => process.env.PGFERRY_FAULT_LOG ?? RESULTS_LOG;
+
 export function setup(): void {
   fs.mkdirSync(RESULTS_DIR, { recursive: true });
-  fs.writeFileSync(RESULTS_LOG, '');
+  process.env.PGFERRY_FAULT_LOG = path.join(RESULTS_DIR, `run-${process.pid}.jsonl`);
+  fs.writeFileSync(resultsLog(), '');
 }
 
 export function teardown(): void {
-  const rows = fs
-    .readFileSync(RESULTS_LOG, 'utf8')
+  const log = resultsLog();
+  const text = fs.readFileSync(log, 'utf8');
+  fs.rmSync(log, { force: true });
+  const rows = text
     .split('\n')
     .filter(Boolean)
     .map((l) => JSON.parse(l) as { n: number; fault: string; lost: number | null; duplicated: number | null; convergedSeconds: number | null; outcome: string; transactions: number | null })

@@ -37,8 +37,16 @@ CREATE TABLE IF NOT EXISTS pgferry.capture_state (
   last_tick bigint NOT NULL
 );
 
+-- The capture triggers run with the rights of pgferry's role (SECURITY
+-- DEFINER), not of whoever writes the table: applications keep writing their
+-- tables with the privileges they had, and get none on the change log (with
+-- SECURITY INVOKER every non-superuser writer failed with "permission denied
+-- for schema pgferry"; found by test/e2e/least-privilege.test.ts). No one
+-- else may attach these functions to a table (REVOKE below): that would let
+-- them write changes for every replica.
 CREATE OR REPLACE FUNCTION pgferry.capture_row() RETURNS trigger
 LANGUAGE plpgsql
+SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 SET DateStyle = 'ISO, YMD' SET IntervalStyle = 'postgres' SET extra_float_digits = 3 SET lc_monetary = 'C' SET bytea_output = 'hex'
 AS $$
 BEGIN
@@ -52,12 +60,14 @@ END
 $$;
 
 CREATE OR REPLACE FUNCTION pgferry.capture_truncate() RETURNS trigger
-LANGUAGE plpgsql AS $$
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
   INSERT INTO pgferry.events (op, rel_schema, rel_table) VALUES ('T', TG_ARGV[0], TG_ARGV[1]);
   RETURN NULL;
 END
 $$;
+
+REVOKE ALL ON FUNCTION pgferry.capture_row(), pgferry.capture_truncate() FROM PUBLIC;
 
 CREATE OR REPLACE FUNCTION pgferry.wake() RETURNS trigger
 LANGUAGE plpgsql AS $$
