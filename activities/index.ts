@@ -6,7 +6,7 @@ import { streamChanges as runCapture, CaptureProgress } from '../src/capture/str
 import { captureTriggers } from '../src/capture/trigger-capture';
 import type { TableRef } from '../src/capture/source';
 import { applyBatch as runApplyBatch, BatchResult } from '../src/apply/apply-batch';
-import { prepareTarget } from '../src/apply/target';
+import { checkNoUnfinishedCopy, prepareTarget } from '../src/apply/target';
 import { declareStream } from '../src/log/stream';
 import { poolConnect } from '../src/pg';
 import type { WorkerResources } from '../src/temporal/resources';
@@ -80,6 +80,7 @@ export const createActivities = (deps: Deps) => {
         const client = await poolConnect(`replica '${replica}'`, url, resources.pool(replica));
         try {
           for (const warning of await prepareTarget(client, replica, tables)) log.warn(warning, { replica });
+          await checkNoUnfinishedCopy(client, replica);
         } finally {
           client.release();
         }

@@ -23,6 +23,23 @@ export async function prepareTarget(c: pg.ClientBase, replica: string, tables: T
   return checkTargetColumns(c, replica, tables);
 }
 
+/**
+ * A replica whose initial copy (`replica add --snapshot`) was interrupted holds
+ * part of the data and a claim row: applying the stream onto it would double
+ * some rows and miss others. Refuse to treat it as a replica until the copy
+ * is finished (running add again re-attaches and restarts the copy) or it is
+ * rebuilt by resync.
+ */
+export async function checkNoUnfinishedCopy(c: pg.ClientBase, replica: string): Promise<void> {
+  const { rows } = await c.query('SELECT claimed_at::text AS at FROM pgferry.snapshot_claims WHERE replica = $1', [replica]).catch(() => ({ rows: [] as { at: string }[] }));
+  if (rows.length) {
+    throw new SchemaMismatchError(
+      `replica '${replica}': its initial copy (replica add --snapshot, started ${rows[0].at}) did not finish, so its tables hold part of the data; ` +
+        `run pgferry replica add ${replica} --snapshot again (it restarts the copy), or pgferry replica resync ${replica}, then pgferry replica resume ${replica}`,
+    );
+  }
+}
+
 export async function checkTargetTables(c: pg.ClientBase, replica: string, tables: TableRef[]): Promise<void> {
   if (!tables.length) return;
   const { rows } = await c.query(loadSql('target/missing-tables.sql'), [tables.map((t) => t.schema), tables.map((t) => t.table)]);

@@ -94,7 +94,17 @@ export async function prepareSource(url: string, source: string, selection: Tabl
     let slotCreated = false;
     let slotLsn: string | undefined;
     const slot = slotName(source);
-    if (!(await c.query(loadSql('source/slot.sql'), [slot])).rows.length) {
+    const existing = (await c.query(loadSql('source/slot.sql'), [slot])).rows[0];
+    if (existing?.wal_status === 'lost') {
+      // Invalidated (max_slot_wal_keep_size): it can never stream again. Drop it and create it anew
+      // like a dropped slot: the caller then marks the gap, so replicas stop in needs_resync.
+      try {
+        await c.query('SELECT pg_catalog.pg_drop_replication_slot($1)', [slot]);
+      } catch (err) {
+        throw privilegeError(source, `drop its invalidated replication slot ${slot}`, err);
+      }
+    }
+    if (!existing || existing.wal_status === 'lost') {
       try {
         slotLsn = (await c.query(`SELECT lsn::text AS lsn FROM pg_catalog.pg_create_logical_replication_slot($1, 'pgoutput')`, [slot])).rows[0].lsn;
         slotCreated = true;

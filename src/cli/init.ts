@@ -5,7 +5,7 @@ import { logger } from '../logger';
 import { connectRabbit } from '../log/rabbit';
 import type { TableRef } from '../capture/source';
 import { prepareCapture } from '../capture/prepare';
-import { prepareTarget } from '../apply/target';
+import { checkNoUnfinishedCopy, prepareTarget } from '../apply/target';
 import { withClient } from '../pg';
 import { withRetry } from '../retry';
 
@@ -50,7 +50,16 @@ export async function initialize(config: Config, say: (line: string) => void): P
   const replicaErrors = new Map<string, string>();
   for (const r of config.replicas) {
     try {
-      const warnings = await withRetry(() => withClient(`replica '${r.name}'`, r.url, (c) => prepareTarget(c, r.name, replicaShare(config, r.name, prepared.tables))), wait, logger);
+      const warnings = await withRetry(
+        () =>
+          withClient(`replica '${r.name}'`, r.url, async (c) => {
+            const w = await prepareTarget(c, r.name, replicaShare(config, r.name, prepared.tables));
+            await checkNoUnfinishedCopy(c, r.name);
+            return w;
+          }),
+        wait,
+        logger,
+      );
       for (const warning of warnings) {
         logger.warn({ replica: r.name }, warning);
         say(`WARNING ${warning}`);

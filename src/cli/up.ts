@@ -11,6 +11,7 @@ import { DevServer, isTemporalUp, startDevServer } from '../temporal/dev-server'
 import { QueueName, startWorkers } from '../temporal/worker';
 import { captureVisibility, ensureSearchAttributes, replicaVisibility, startVisible } from '../temporal/search-attributes';
 import { captureWorkflow, replicaWorkflow } from '../../workflows';
+import { resumeSignal } from '../../workflows/messages';
 
 /**
  * `pgferry up`: everything in one process. Connects to TEMPORAL_ADDRESS or
@@ -77,6 +78,10 @@ async function serve(config: Config, opts: UpOptions, client: Client, address: s
     args: [{ source }],
     workflowIdConflictPolicy: WorkflowIdConflictPolicy.USE_EXISTING,
   }, captureVisibility(ui.registered, source));
+  // A capture stopped in failed / needs_resync (e.g. its slot was lost: initialize just created it anew
+  // and marked the gap) waits for resume; starting pgferry is the operator saying "go on". For a
+  // running capture the signal changes nothing. (No status query: the capture worker may not be up yet.)
+  await client.workflow.getHandle(captureWorkflowId(source)).signal(resumeSignal);
   for (const r of config.replicas) {
     await startVisible(client, replicaWorkflow, {
       workflowId: replicaWorkflowId(r.name),

@@ -69,6 +69,8 @@ async function swapIn(c: pg.ClientBase, replica: string, source: string, tables:
   try {
     await c.query(loadSql('target/progress-init.sql'), [replica, source]);
     await c.query(loadSql('target/progress-lock.sql'), [replica]);
+    // The rebuilt copy replaces whatever an interrupted `replica add --snapshot` left.
+    await c.query('DELETE FROM pgferry.snapshot_claims WHERE replica = $1', [replica]);
     await c.query(`TRUNCATE ${tables.map((t) => qualified(t.schema, t.table)).join(', ')}`);
     for (const t of await parentsFirst(c, tables)) {
       const cols = (t.columns ?? []).map((col) => ident(col.name)).join(', ');

@@ -6,8 +6,8 @@ import { promisify } from 'node:util';
 import * as amqp from 'amqplib';
 import { startDevServer } from '../../src/temporal/dev-server';
 import { logger } from '../../src/logger';
-import type { World } from '../helpers/fixture';
-import type { Proc } from '../helpers/procs';
+import { upArgs, World } from '../helpers/fixture';
+import { startCli, Proc } from '../helpers/procs';
 import type { FaultWorld } from './harness';
 import { freePort } from '../helpers/ports';
 import { waitFor } from '../helpers/wait';
@@ -73,10 +73,6 @@ export class PrivateRabbit {
 
   get url(): string {
     return `amqp://guest:guest@127.0.0.1:${this.port}`;
-  }
-
-  static available(): boolean {
-    return fs.existsSync(path.join(RABBIT_BIN, 'rabbitmq-server')) && fs.existsSync(path.join(RABBIT_BIN, 'rabbitmqctl'));
   }
 
   static async start(): Promise<PrivateRabbit> {
@@ -168,17 +164,22 @@ export interface Crash {
   exit: string;
   /** Seconds since the supervisor started. */
   at: number;
+  /** The process had not yet said it was running (it died while starting). */
+  starting: boolean;
   /** The end of the process's output: why it died. */
   tail: string;
 }
+
+const RUNNING = /pgferry (is running|worker running)/;
 
 /**
  * What a service manager (systemd Restart=always, a Kubernetes Deployment)
  * does for pgferry's processes, so a fault that kills one still gets its
  * audit: every 250 ms, a capture or apply process that has exited is noted
- * (exit code/signal, the end of its output) and started again. A test
- * asserts `crashes` is empty: a pgferry process is expected to ride out the
- * faults of this suite, and a crash is a finding, not part of the fault.
+ * (exit code/signal, the end of its output) and started again with the same
+ * arguments (apply first, as FaultWorld.start does). A test asserts
+ * `crashes` is empty: a pgferry process is expected to ride out the faults of
+ * this suite, and a crash is a finding, not part of the fault.
  */
 export class Supervisor {
   readonly crashes: Crash[] = [];
@@ -191,8 +192,12 @@ export class Supervisor {
   constructor(private readonly f: FaultWorld) {}
 
   start(): this {
-    this.timer = setInterval(() => void this.check(), 250);
+    this.timer = setInterval(() => this.check(), 250);
     return this;
+  }
+
+  private since(): number {
+    return (Date.now() - this.startedAt) / 1000;
   }
 
   private check(): void {
@@ -202,21 +207,34 @@ export class Supervisor {
       return p && (p.child.exitCode !== null || p.child.signalCode !== null);
     });
     if (!dead.length) return;
+    let quick = false;
     for (const k of dead) {
       const p = this.f[k]!;
-      if (this.noted.has(p)) continue; // its restart failed: already noted
+      if (this.noted.has(p)) continue;
       this.noted.add(p);
-      this.crashes.push({ proc: k, exit: String(p.child.signalCode ?? p.child.exitCode), at: (Date.now() - this.startedAt) / 1000, tail: p.output().slice(-2500) });
+      const starting = !RUNNING.test(p.output());
+      quick ||= starting;
+      this.crashes.push({ proc: k, exit: String(p.child.signalCode ?? p.child.exitCode), at: this.since(), starting, tail: p.output().slice(-2500) });
     }
-    this.restarting = this.f
-      .start()
-      .catch(async (err) => {
-        // The new process did not come up (the fault may still be on): note why, try again a bit later.
-        const msg = (err as Error).message;
-        this.errors.push(`+${((Date.now() - this.startedAt) / 1000).toFixed(0)} s: ${msg.split('\n')[0]} … ${msg.slice(-1500).split('\n').join(' | ')}`);
-        await new Promise((r) => setTimeout(r, 2000));
-      })
+    this.restarting = (async () => {
+      if (quick) await new Promise((r) => setTimeout(r, 2000)); // it died while starting: do not restart it in a tight loop
+      for (const k of dead) await this.restart(k);
+    })()
+      .catch((err) => void this.errors.push(`+${this.since().toFixed(0)} s: ${(err as Error).message.split('\n')[0]}`))
       .finally(() => (this.restarting = null));
+  }
+
+  /** Start process k again; it is this.f[k] at once, so if it dies while starting the next check notes it. */
+  private async restart(k: 'capture' | 'apply'): Promise<void> {
+    const args = k === 'apply' ? upArgs(this.f.w, ['--queues', 'apply']) : this.f.captureArgs();
+    const p = startCli(args, this.f.w.env);
+    this.f[k] = p;
+    await waitFor(
+      `restarted ${k} to report it is running`,
+      () => p.child.exitCode !== null || p.child.signalCode !== null || RUNNING.test(p.output()),
+      120_000,
+      200,
+    );
   }
 
   /** Stop watching (after waiting for a restart in progress). */
@@ -231,7 +249,7 @@ export class Supervisor {
     return this.crashes
       .map((c) => {
         const why = /^(\w*Error|error): .*$/m.exec(c.tail)?.[0] ?? c.tail.trim().split('\n').slice(-3).join(' | ');
-        return `${c.proc} exited (${c.exit}) at +${c.at.toFixed(0)} s: ${why}`;
+        return `${c.proc} exited (${c.exit}) at +${c.at.toFixed(0)} s${c.starting ? ' while starting' : ''}: ${why}`;
       })
       .concat(this.errors.map((e) => `restart failed ${e}`))
       .join('\n');

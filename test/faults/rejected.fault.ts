@@ -90,7 +90,7 @@ describe('fault 12: a poison row rejected by one replica', () => {
       t0: fixedAt,
       priorTransactions: firstLoad + 1,
       outcome:
-        `b failed in ${reportedIn.toFixed(1)} s with "${short(failed.v.lastError.replace(/ at source position \S+/, ''), 150)}", ` +
+        `b failed in ${reportedIn.toFixed(1)} s with "${short(failed.v.lastError.replace(/ at source position \S+/, ''), 240)}", ` +
         `keeping a gap-free prefix (${bPrefix.held} of ${bPrefix.committed} txns, 0 holes); a running throughout, exact while b failed (${aAudit.per.a.lost} lost / ${aAudit.per.a.duplicated} dup); ` +
         `after DROP CONSTRAINT + replica resume b (converged s counted from the fix)`,
     });
