@@ -4,7 +4,8 @@ import { defineConfig } from 'vitest/config';
 // run files one at a time on this 2-core machine, with generous timeouts.
 export default defineConfig({
   test: {
-    include: ['test/**/*.test.ts'],
+    // Plus the quicker faults of the fault matrix (npm run test:faults runs them all, ~11 min).
+    include: ['test/**/*.test.ts', 'test/faults/{source-restart,terminate-backend,target-errors,rejected,schema-drift}.fault.ts'],
     fileParallelism: false,
     testTimeout: 300_000,
     hookTimeout: 180_000,
