@@ -1,5 +1,5 @@
 import type pg from 'pg';
-import { SourceError } from '../errors';
+import { describeCause, SourceError } from '../errors';
 import { publicationName, slotName } from '../names';
 import { ident, qualified, withClient } from '../pg';
 import { loadSql } from '../sql';
@@ -77,17 +77,33 @@ export async function prepareSource(url: string, source: string, selection: Tabl
     const list = tables?.map((t) => qualified(t.schema, t.table)).join(', ');
     const exists = (await c.query('SELECT puballtables, pubviaroot FROM pg_catalog.pg_publication WHERE pubname = $1', [pub])).rows[0];
     let publicationCreated = false;
+    const early: string[] = [];
+    // Catalog booleans arrive as text ('t'/'f') on pgferry's connections.
+    const flag = (v: unknown) => v === true || v === 't';
     try {
       // Partitioned tables are published as their root, so a replica may partition them differently, or not at all.
       if (!exists) {
         await c.query(`CREATE PUBLICATION ${ident(pub)} ${list ? `FOR TABLE ${list}` : 'FOR ALL TABLES'} WITH (publish_via_partition_root = true)`);
         publicationCreated = true;
-      } else {
-        if (list && !exists.puballtables) await c.query(`ALTER PUBLICATION ${ident(pub)} SET TABLE ${list}`);
-        if (!exists.pubviaroot) await c.query(`ALTER PUBLICATION ${ident(pub)} SET (publish_via_partition_root = true)`);
+      } else if (tables && !flag(exists.puballtables)) {
+        // Only when the table set differs: a publication made by the DBA stays untouched (and needs no ownership).
+        const key = (t: { schema: string; table: string }) => JSON.stringify([t.schema, t.table]);
+        const current = (await c.query(loadSql('source/published-tables.sql'), [pub])).rows.map((r) => key({ schema: r.schemaname, table: r.tablename })).sort();
+        const wanted = tables.map(key).sort();
+        if (JSON.stringify(current) !== JSON.stringify(wanted)) await c.query(`ALTER PUBLICATION ${ident(pub)} SET TABLE ${list}`);
       }
     } catch (err) {
-      throw privilegeError(source, 'create its publication', err);
+      throw privilegeError(source, exists ? 'change the tables of its publication' : 'create its publication', err);
+    }
+    if (exists && !flag(exists.pubviaroot)) {
+      try {
+        await c.query(`ALTER PUBLICATION ${ident(pub)} SET (publish_via_partition_root = true)`);
+      } catch (err) {
+        early.push(
+          `source '${source}': publication ${pub} does not publish partitions through their root table and pgferry may not change it (${describeCause(err)}); ` +
+            `if you replicate partitioned tables, run ALTER PUBLICATION ${ident(pub)} SET (publish_via_partition_root = true) as its owner`,
+        );
+      }
     }
     // Refuse uncarriable columns before the slot exists: a slot left behind would hold WAL on the source.
     const published = await publishedTables(c, source, pub);
@@ -117,7 +133,7 @@ export async function prepareSource(url: string, source: string, selection: Tabl
       const why = r.identity === 'n' ? 'has REPLICA IDENTITY NOTHING' : 'has no primary key or replica identity';
       return `source '${source}': table ${name} ${why}, so PostgreSQL refuses UPDATE and DELETE on it while it is replicated; run ALTER TABLE ${name} REPLICA IDENTITY FULL, or add a primary key`;
     });
-    return { tables: published, warnings, slotCreated, slotLsn, publicationCreated };
+    return { tables: published, warnings: [...early, ...warnings], slotCreated, slotLsn, publicationCreated };
   });
 }
 

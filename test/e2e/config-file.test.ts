@@ -63,6 +63,14 @@ replicas:
     const pub = await w.source.withClient('app', async (c) => (await c.query(`SELECT tablename FROM pg_publication_tables WHERE pubname = $1 ORDER BY 1`, [`pgferry_${w.sourceName}`])).rows.map((r) => r.tablename));
     expect(pub).toEqual(['customers', 'orders']);
 
+    // A changed table selection changes the publication (and back); an unchanged one leaves it alone.
+    const published = () => w.source.withClient('app', async (c) => (await c.query(`SELECT tablename FROM pg_publication_tables WHERE pubname = $1 ORDER BY 1`, [`pgferry_${w.sourceName}`])).rows.map((r) => r.tablename));
+    const wider = await runCli(['--config', configFile, 'init', '--tables', 'orders,customers,audit_log'], w.env);
+    expect(wider.code, wider.stdout + wider.stderr).toBe(0);
+    expect(await published()).toEqual(['audit_log', 'customers', 'orders']);
+    expect((await runCli(['--config', configFile, 'init'], w.env)).code).toBe(0);
+    expect(await published()).toEqual(['customers', 'orders']);
+
     for (const replica of ['full', 'part']) {
       const r = await runCli(['--config', configFile, 'verify', replica, '--json'], w.env);
       expect(r.code, r.stdout + r.stderr).toBe(0);
