@@ -13,7 +13,7 @@ export function redactUrl(url: string): string {
     // connection errors printed it with its password (found by test/e2e/secrets.test.ts),
     // so mask everything between scheme://user: and the last @, then any other
     // scheme://user:password@ in it.
-    return redactSecrets(url.replace(/(password\s*=\s*)('[^']*'|\S+)/gi, '$1***').replace(/^([a-z][a-z0-9+.-]*:\/\/[^:@/]*:).*@/i, '$1***@'));
+    return redactSecrets(url.replace(/^([a-z][a-z0-9+.-]*:\/\/[^:@/]*:).*@/i, '$1***@'));
   }
 }
 

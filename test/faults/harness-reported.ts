@@ -4,7 +4,7 @@ import { cli, waitForEqual } from '../helpers/fixture';
 import { runCli } from '../helpers/procs';
 import { waitFor } from '../helpers/wait';
 import type { Workload } from '../helpers/workload';
-import { AUDIT_TABLES, auditIds, FaultRow, FaultWorld, record, REPLICAS } from './harness';
+import { AUDIT_TABLES, auditIds, auditReplicas, FaultRow, FaultWorld, record, REPLICAS } from './harness';
 
 /**
  * Helpers for the faults whose outcome is a reported state (needs_resync,
@@ -91,20 +91,7 @@ export async function checkPrefix(f: FaultWorld, replica: string, before: Set<st
 }
 
 /** Lost and duplicated transactions on each replica, against the source's audit table. */
-export async function audit(f: FaultWorld, replicas: string[]): Promise<{ lost: number; duplicated: number; per: Record<string, { lost: number; duplicated: number }> }> {
-  const src = new Set(await auditIds(f.w, null));
-  const per: Record<string, { lost: number; duplicated: number }> = {};
-  let lost = 0;
-  let duplicated = 0;
-  for (const r of replicas) {
-    const dst = await auditIds(f.w, r);
-    const seen = new Set(dst);
-    per[r] = { lost: [...src].filter((id) => !seen.has(id)).length, duplicated: dst.length - seen.size };
-    lost += per[r].lost;
-    duplicated += per[r].duplicated;
-  }
-  return { lost, duplicated, per };
-}
+export const audit = (f: FaultWorld, replicas: string[]) => auditReplicas(f.w, replicas);
 
 /**
  * `record` (the suite's table), and the row on this run's output too: the

@@ -86,15 +86,7 @@ export class FaultWorld {
     const replicas = result.replicas ?? REPLICAS;
     await Promise.all(replicas.map((r) => waitForEqual(this.w, r, AUDIT_TABLES, timeoutMs)));
     const convergedSeconds = (Date.now() - (result.t0 ?? stoppedAt)) / 1000;
-    let lost = 0;
-    let duplicated = 0;
-    const src = await auditIds(this.w, null);
-    for (const r of replicas) {
-      const dst = await auditIds(this.w, r);
-      const seen = new Set(dst);
-      lost += [...new Set(src)].filter((id) => !seen.has(id)).length;
-      duplicated += dst.length - seen.size;
-    }
+    const { lost, duplicated } = await auditReplicas(this.w, replicas);
     const row: FaultRow = { n: result.n, fault: result.fault, transactions, lost, duplicated, convergedSeconds, outcome: lost === 0 && duplicated === 0 ? 'replicas equal the source' : 'AUDIT FAILED' };
     record(row);
     expect({ lost, duplicated }, `${result.fault}: audit of replicas ${replicas.join(', ')}`).toEqual({ lost: 0, duplicated: 0 });
@@ -121,6 +113,22 @@ export interface FaultRow {
 /** Add a row to the suite's table (for faults whose outcome is a state, not an audit, too). */
 export function record(row: FaultRow): void {
   fs.appendFileSync(resultsLog(), `${JSON.stringify(row)}\n`);
+}
+
+/** Lost (source ids missing on the replica) and duplicated (rows beyond one per id) transactions, per replica and in all. */
+export async function auditReplicas(w: World, replicas: string[]): Promise<{ lost: number; duplicated: number; per: Record<string, { lost: number; duplicated: number }> }> {
+  const src = new Set(await auditIds(w, null));
+  const per: Record<string, { lost: number; duplicated: number }> = {};
+  let lost = 0;
+  let duplicated = 0;
+  for (const r of replicas) {
+    const dst = await auditIds(w, r);
+    const seen = new Set(dst);
+    per[r] = { lost: [...src].filter((id) => !seen.has(id)).length, duplicated: dst.length - seen.size };
+    lost += per[r].lost;
+    duplicated += per[r].duplicated;
+  }
+  return { lost, duplicated, per };
 }
 
 /** Every audit id of the source (replica null) or of a replica, duplicates kept. */
