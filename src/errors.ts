@@ -79,3 +79,9 @@ export function describeCause(err: unknown): string {
   const code = e?.code && !msg.includes(e.code) ? ` [${e.code}]` : '';
   return `${msg}${code}`;
 }
+
+/**
+ * An application's handler kept failing on a change: its subscriber stops
+ * there (never skipping it) and continues from it once started again.
+ */
+export class HandlerFailedError extends PgferryError {}

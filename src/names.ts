@@ -26,3 +26,7 @@ export const snapshotTaskQueue = (replica: string) => `pgferry-snapshot-${replic
 /** Capture and apply run on separate task queues, so they can be scaled and restarted apart. */
 export const CAPTURE_TASK_QUEUE = 'pgferry-capture';
 export const APPLY_TASK_QUEUE = 'pgferry-apply';
+
+/** An application subscriber run under Temporal: its workflow, and a task queue served only by the worker holding its handler. */
+export const subscriberWorkflowId = (subscriber: string) => `pgferry-subscriber-${subscriber}`;
+export const subscriberTaskQueue = (subscriber: string) => `pgferry-subscriber-${subscriber}`;

@@ -2,3 +2,4 @@
 export { captureWorkflow } from './capture';
 export { replicaWorkflow } from './replica';
 export { snapshotWorkflow } from './snapshot';
+export { subscriberWorkflow } from './subscriber';

@@ -79,3 +79,27 @@ export interface SnapshotResult {
   created: string[];
   warnings: string[];
 }
+
+/**
+ * An application subscriber run as a Temporal workflow (subscriberWorkflow).
+ * `failed`: its handler kept failing on a change (named in lastError); fix the
+ * handler, restart its worker, then send `resume`.
+ * `needs_resync`: the stream no longer holds what it needs.
+ */
+export interface SubscriberStatus {
+  subscriber: string;
+  source: string;
+  state: 'starting' | 'running' | 'paused' | 'failed' | 'needs_resync';
+  /** Commit LSN of the last source transaction it finished (mirror of its row in the positions table). */
+  lsn: string | null;
+  offset: number | null;
+  lastCommitTime: string | null;
+  caughtUp: boolean;
+  txns: number;
+  changes: number;
+  batches: number;
+  lastError: string | null;
+  updatedAt: string;
+}
+
+export const subscriberStatusQuery = defineQuery<SubscriberStatus>('status');

@@ -16,6 +16,7 @@ import { up } from './up';
 import { runDemo } from '../demo/demo';
 import { addStatusCommand, renderReplicas, streamRange } from './status';
 import { addTemporalCommands } from './temporal-setup';
+import { addTailCommand } from './tail';
 import { stringify as yamlStringify } from 'yaml';
 import { initialize } from './init';
 import { WorkflowNotFoundError } from '@temporalio/client';
@@ -181,6 +182,7 @@ replica
 addMaintenanceCommands(program, replica);
 addStatusCommand(program);
 addTemporalCommands(program);
+addTailCommand(program);
 
 
 for (const [verb, signal, done] of [

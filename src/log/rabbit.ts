@@ -28,3 +28,28 @@ export async function connectRabbit(url: string): Promise<amqp.ChannelModel> {
     );
   }
 }
+
+/** One RabbitMQ connection kept for a process's lifetime and opened again after it drops. */
+export class SharedRabbit {
+  private conn: Promise<amqp.ChannelModel> | null = null;
+
+  constructor(private readonly url: string) {}
+
+  get(): Promise<amqp.ChannelModel> {
+    if (!this.conn) {
+      const opening = connectRabbit(this.url);
+      this.conn = opening;
+      const forget = () => {
+        if (this.conn === opening) this.conn = null;
+      };
+      opening.then((c) => c.on('close', forget), forget);
+    }
+    return this.conn;
+  }
+
+  async close(): Promise<void> {
+    const c = this.conn;
+    this.conn = null;
+    await c?.then((x) => x.close()).catch(() => undefined);
+  }
+}

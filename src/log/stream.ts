@@ -1,5 +1,6 @@
 import type * as amqp from 'amqplib';
 import { decodeTxn, encodeTxn, TxnMessage } from '../change';
+import { ConfigError, UnavailableError } from '../errors';
 import { streamName } from '../names';
 import { connectRabbit } from './rabbit';
 
@@ -51,6 +52,14 @@ export async function streamExists(conn: amqp.ChannelModel, name: string): Promi
   } finally {
     await ch.close().catch(() => undefined);
   }
+}
+
+/** For readers that are not pgferry's own (subscribers, tail): the source's stream must exist, else say how to get it. */
+export async function requireStream(conn: amqp.ChannelModel, source: string, who: string): Promise<void> {
+  if (await streamExists(conn, streamName(source))) return;
+  throw new ConfigError(
+    `${who}: source '${source}' has no change stream (${streamName(source)}) in RabbitMQ; start pgferry for that source first (pgferry up), or fix the source name`,
+  );
 }
 
 /**
@@ -181,11 +190,11 @@ export class StreamReader {
 
   private constructor(private readonly ch: amqp.Channel) {
     ch.on('error', (e: Error) => this.setError(e));
-    ch.on('close', () => this.setError(new Error('RabbitMQ channel closed')));
+    ch.on('close', () => this.setError(new UnavailableError('RabbitMQ closed the stream channel (the connection dropped or the server is restarting)')));
   }
 
-  /** `from` = first offset wanted, 'first' for the oldest retained message, 'last' for the newest chunk. */
-  static async open(conn: amqp.ChannelModel, source: string, from: number | 'first' | 'last', prefetch = 16): Promise<StreamReader> {
+  /** `from` = first offset wanted, 'first' for the oldest retained message, 'last' for the newest chunk, 'next' for only what is published from now on. */
+  static async open(conn: amqp.ChannelModel, source: string, from: number | 'first' | 'last' | 'next', prefetch = 16): Promise<StreamReader> {
     const ch = await conn.createChannel();
     await ch.prefetch(prefetch);
     const r = new StreamReader(ch);

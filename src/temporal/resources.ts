@@ -1,7 +1,7 @@
 import type pg from 'pg';
 import type { ChannelModel } from 'amqplib';
 import { Config, replicaUrl } from '../config';
-import { connectRabbit } from '../log/rabbit';
+import { SharedRabbit } from '../log/rabbit';
 import { createPool } from '../pg';
 
 /**
@@ -11,9 +11,11 @@ import { createPool } from '../pg';
  */
 export class WorkerResources {
   private readonly pools = new Map<string, pg.Pool>();
-  private rabbitConn: Promise<ChannelModel> | null = null;
+  private readonly shared: SharedRabbit;
 
-  constructor(private readonly config: Config) {}
+  constructor(private readonly config: Config) {
+    this.shared = new SharedRabbit(config.rabbitmqUrl);
+  }
 
   pool(replica: string): pg.Pool {
     let p = this.pools.get(replica);
@@ -25,21 +27,11 @@ export class WorkerResources {
   }
 
   rabbit(): Promise<ChannelModel> {
-    if (!this.rabbitConn) {
-      const opening = connectRabbit(this.config.rabbitmqUrl);
-      this.rabbitConn = opening;
-      const forget = () => {
-        if (this.rabbitConn === opening) this.rabbitConn = null;
-      };
-      opening.then((conn) => conn.on('close', forget), forget);
-    }
-    return this.rabbitConn;
+    return this.shared.get();
   }
 
   async close(): Promise<void> {
-    const rabbit = this.rabbitConn;
-    this.rabbitConn = null;
-    await rabbit?.then((c) => c.close()).catch(() => undefined);
+    await this.shared.close();
     await Promise.all([...this.pools.values()].map((p) => p.end().catch(() => undefined)));
     this.pools.clear();
   }

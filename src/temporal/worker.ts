@@ -33,7 +33,7 @@ export function installRuntimeLogger(): void {
   });
 }
 
-function workflowSource(): { workflowBundle: { codePath: string } } | { workflowsPath: string } {
+export function workflowSource(): { workflowBundle: { codePath: string } } | { workflowsPath: string } {
   // Prebuilt by `npm run build`; bundling at start-up would cost seconds.
   const bundle = path.resolve(__dirname, '../../workflow-bundle.js');
   if (fs.existsSync(bundle)) return { workflowBundle: { codePath: bundle } };

@@ -1,0 +1,65 @@
+import { ApplicationFailure, Context, log } from '@temporalio/activity';
+import { HandlerFailedError, PgferryError, describeCause } from '../src/errors';
+import type { SharedRabbit } from '../src/log/rabbit';
+import { runSession, SessionResult } from '../src/subscribe/deliver';
+import { ensurePosition, Prepared, SubscriberFrom } from '../src/subscribe/subscribe';
+
+/**
+ * The activity of subscriberWorkflow, registered by the application's own
+ * worker (runSubscriberWorker), which holds the handlers: the workflow input
+ * only names the subscriber. One batch = one delivery session of up to a few
+ * seconds; the handler's retries are this activity's attempts.
+ */
+export interface SubscriberDeps {
+  subscribers: Map<string, { prepared: Prepared; from: SubscriberFrom | undefined; maxAttempts: number }>;
+  rabbit: SharedRabbit;
+  batch: { maxTxns: number; maxWaitMs: number };
+}
+
+export const createSubscriberActivities = (deps: SubscriberDeps) => {
+  const started = new Set<string>();
+  return {
+    async deliverSubscriberBatch({ subscriber }: { subscriber: string }): Promise<SessionResult> {
+      const ctx = Context.current();
+      const entry = deps.subscribers.get(subscriber);
+      if (!entry) {
+        // Another worker's subscriber on this task queue: let the worker that knows it take the retry.
+        throw ApplicationFailure.retryable(`subscriber '${subscriber}' is not defined in this worker (it defines ${[...deps.subscribers.keys()].join(', ')}); run the worker that defines it`, 'ConfigError');
+      }
+      const { prepared, from, maxAttempts } = entry;
+      const beat = setInterval(() => ctx.heartbeat(), 5000);
+      try {
+        const rabbit = await deps.rabbit.get();
+        if (!started.has(subscriber)) {
+          await ensurePosition(prepared, rabbit, from);
+          started.add(subscriber);
+        }
+        return await runSession({
+          ...prepared.base,
+          // One call per attempt: Temporal's retry policy spaces the attempts, and the workflow's history shows each.
+          retry: { ...prepared.base.retry, maxAttempts: 1 },
+          rabbit,
+          signal: ctx.cancellationSignal,
+          maxTxns: deps.batch.maxTxns,
+          maxWaitMs: deps.batch.maxWaitMs,
+          heartbeat: () => ctx.heartbeat(),
+        });
+      } catch (err) {
+        const message = err instanceof PgferryError ? err.message : describeCause(err);
+        if (err instanceof HandlerFailedError) {
+          const attempt = ctx.info.attempt;
+          if (attempt >= maxAttempts) {
+            throw ApplicationFailure.nonRetryable(message.replace(/failed once on/, `failed ${attempt} times on`), 'HandlerFailedError');
+          }
+          log.warn('handler failed; retrying', { subscriber, attempt, maxAttempts, error: message });
+          throw ApplicationFailure.retryable(message, 'HandlerRetry');
+        }
+        if (err instanceof PgferryError && err.permanent) throw ApplicationFailure.nonRetryable(message, err.name);
+        log.warn('subscriber batch failed; retrying', { subscriber, error: message });
+        throw ApplicationFailure.retryable(message, err instanceof Error ? err.name : 'Error');
+      } finally {
+        clearInterval(beat);
+      }
+    },
+  };
+};

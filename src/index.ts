@@ -1,0 +1,19 @@
+/**
+ * pgferry as a library: what an application imports to consume a source's
+ * change log. See the README's "Feeding applications" for an example.
+ *
+ *   import { subscribe } from 'pgferry';
+ */
+export { subscribe } from './subscribe/subscribe';
+export type { SubscribeOptions, Subscription, SubscriberFrom } from './subscribe/subscribe';
+export { runSubscriberWorker } from './subscribe/temporal';
+export type { SubscriberWorkerOptions, RunningSubscriberWorker } from './subscribe/temporal';
+export type { ChangeEvent, TransactionEvent, Operation, ChangeFilter } from './subscribe/events';
+export type { Handler, HandlerContext, RetryOptions } from './subscribe/deliver';
+export type { PositionTable } from './subscribe/positions';
+export type { LogPosition } from './log/cursor';
+export type { ColumnInfo, Row, Value } from './change';
+export type { SubscriberStatus } from '../workflows/messages';
+export { subscriberWorkflowId } from './names';
+export { pauseSignal, resumeSignal, subscriberStatusQuery } from '../workflows/messages';
+export { HandlerFailedError, GapError, ConfigError, PgferryError } from './errors';
