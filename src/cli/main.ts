@@ -17,6 +17,7 @@ import { runDemo } from '../demo/demo';
 import { addStatusCommand, renderReplicas, streamRange } from './status';
 import { addTemporalCommands } from './temporal-setup';
 import { addTailCommand } from './tail';
+import { addSubscriberCommands } from './subscriber';
 import { stringify as yamlStringify } from 'yaml';
 import { initialize } from './init';
 import { WorkflowNotFoundError } from '@temporalio/client';
@@ -183,6 +184,7 @@ addMaintenanceCommands(program, replica);
 addStatusCommand(program);
 addTemporalCommands(program);
 addTailCommand(program);
+addSubscriberCommands(program);
 
 
 for (const [verb, signal, done] of [

@@ -1,7 +1,7 @@
 import type { Command } from 'commander';
 import { loadConfig } from '../config';
 import { relLabel } from '../change';
-import { LogCursor, LogPosition, START_OF_LOG } from '../log/cursor';
+import { endOfLog, LogCursor, LogPosition, START_OF_LOG } from '../log/cursor';
 import { connectRabbit } from '../log/rabbit';
 import { requireStream } from '../log/stream';
 import { normalizeLsn } from '../lsn';
@@ -49,7 +49,7 @@ export function addTailCommand(program: Command): void {
         const who = 'pgferry tail';
         await requireStream(rabbit, source, who);
         const cursorOptions = { consumer: who, fix: 'tail again with --from beginning' };
-        const cursor = from === 'now' ? await LogCursor.openAtEnd(rabbit, source, cursorOptions) : await LogCursor.open(rabbit, source, from, cursorOptions);
+        const cursor = await LogCursor.open(rabbit, source, from === 'now' ? await endOfLog(rabbit, source) : from, cursorOptions);
         let stop = false;
         const interrupted = () => {
           stop = true;

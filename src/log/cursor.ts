@@ -2,7 +2,7 @@ import type { ChannelModel } from 'amqplib';
 import { TxnMessage, decodeTxn } from '../change';
 import { GapError } from '../errors';
 import { compareLsn, ZERO_LSN } from '../lsn';
-import { StreamReader } from './stream';
+import { retainedRange, StreamReader } from './stream';
 
 /**
  * Reading the change log in order, from a consumer's position, for consumers
@@ -23,6 +23,18 @@ export interface LogPosition {
 }
 
 export const START_OF_LOG: LogPosition = { lsn: ZERO_LSN, offset: null };
+
+/**
+ * Where the log ends now: the newest message the stream holds (START_OF_LOG
+ * when it is empty). A consumer starting here sees exactly what is published
+ * after this call returns. (RabbitMQ's own 'next' offset is resolved some time
+ * after the consumer is registered, so messages published right after could
+ * be missed.)
+ */
+export async function endOfLog(rabbit: ChannelModel, source: string): Promise<LogPosition> {
+  const { last } = await retainedRange(rabbit, source);
+  return last ? { lsn: last.lsn, offset: last.offset } : START_OF_LOG;
+}
 
 export type CursorItem =
   /** One message of a transaction after the position: seq 0 first, `m.last` on its final one. */
@@ -59,12 +71,6 @@ export class LogCursor {
     // Read from the last message consumed, not the one after: finding it proves retention did not cut past it.
     const reader = await StreamReader.open(rabbit, source, from.offset ?? 'first', o.prefetch ?? 64);
     return new LogCursor(reader, source, from, o);
-  }
-
-  /** A cursor that sees only what is published from now on (nothing is checked: there is nothing to miss). */
-  static async openAtEnd(rabbit: ChannelModel, source: string, o: CursorOptions): Promise<LogCursor> {
-    const reader = await StreamReader.open(rabbit, source, 'next', o.prefetch ?? 64);
-    return new LogCursor(reader, source, START_OF_LOG, o);
   }
 
   /** True while a transaction has started but its last chunk has not been yielded. */

@@ -193,8 +193,8 @@ export class StreamReader {
     ch.on('close', () => this.setError(new UnavailableError('RabbitMQ closed the stream channel (the connection dropped or the server is restarting)')));
   }
 
-  /** `from` = first offset wanted, 'first' for the oldest retained message, 'last' for the newest chunk, 'next' for only what is published from now on. */
-  static async open(conn: amqp.ChannelModel, source: string, from: number | 'first' | 'last' | 'next', prefetch = 16): Promise<StreamReader> {
+  /** `from` = first offset wanted, 'first' for the oldest retained message, 'last' for the newest chunk */
+  static async open(conn: amqp.ChannelModel, source: string, from: number | 'first' | 'last', prefetch = 16): Promise<StreamReader> {
     const ch = await conn.createChannel();
     await ch.prefetch(prefetch);
     const r = new StreamReader(ch);

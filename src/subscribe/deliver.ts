@@ -299,7 +299,7 @@ async function withRetries(o: SessionOptions, what: () => string, attempt: (n: n
         );
       }
       const delay = Math.min(o.retry.maxDelayMs, o.retry.initialDelayMs * 2 ** (n - 1));
-      o.log.warn({ subscriber: o.name, attempt: n, retryInMs: delay, error: cause }, `handler failed on ${what()}; retrying`);
+      o.log.warn({ attempt: n, retryInMs: delay, error: cause }, `handler failed on ${what()}; retrying`);
       await sleep(delay, o.signal);
     }
   }

@@ -2,9 +2,9 @@ import pg from 'pg';
 import type { ChannelModel } from 'amqplib';
 import { DEFAULTS } from '../config';
 import { ConfigError, HandlerFailedError, describeCause, isTransient } from '../errors';
-import { START_OF_LOG, LogPosition } from '../log/cursor';
+import { endOfLog, START_OF_LOG, LogPosition } from '../log/cursor';
 import { connectRabbit } from '../log/rabbit';
-import { requireStream, retainedRange } from '../log/stream';
+import { requireStream } from '../log/stream';
 import { logger as rootLogger, Logger } from '../logger';
 import { normalizeLsn } from '../lsn';
 import { createPool } from '../pg';
@@ -140,9 +140,7 @@ export async function ensurePosition(p: Prepared, rabbit: ChannelModel, from: Su
 async function startingPoint(rabbit: ChannelModel, source: string, from: SubscriberFrom): Promise<LogPosition> {
   if (from === 'beginning') return START_OF_LOG;
   if (from !== 'now') return { lsn: normalizeLsn(from), offset: null };
-  // 'now': the newest message the stream holds is where this subscriber has been.
-  const { last } = await retainedRange(rabbit, source);
-  return last ? { lsn: last.lsn, offset: last.offset } : START_OF_LOG;
+  return endOfLog(rabbit, source);
 }
 
 function wrapDbError(p: Prepared, err: unknown): Error {

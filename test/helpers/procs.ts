@@ -12,6 +12,8 @@ export const CLI = path.join(ROOT, 'bin', 'pgferry.js');
 export interface Proc {
   child: ChildProcess;
   output: () => string;
+  /** What it wrote to stdout alone. */
+  stdout: () => string;
   exited: Promise<number | null>;
   kill9: () => Promise<void>;
   stop: () => Promise<number | null>;
@@ -21,14 +23,24 @@ export interface Proc {
 const NODE_ARGS = (process.env.PGFERRY_TEST_NODE_ARGS ?? '').split(' ').filter(Boolean);
 
 export function startCli(args: string[], env: NodeJS.ProcessEnv): Proc {
-  const child = spawn(process.execPath, [...NODE_ARGS, CLI, ...args], { cwd: ROOT, env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
+  return startNode(CLI, args, env);
+}
+
+/** Any node script as a process of its own (e.g. a test application using pgferry's API). */
+export function startNode(script: string, args: string[], env: NodeJS.ProcessEnv): Proc {
+  const child = spawn(process.execPath, [...NODE_ARGS, script, ...args], { cwd: ROOT, env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
   let out = '';
-  child.stdout!.on('data', (d) => (out += d));
+  let stdout = '';
+  child.stdout!.on('data', (d) => {
+    out += d;
+    stdout += d;
+  });
   child.stderr!.on('data', (d) => (out += d));
   const exited = new Promise<number | null>((resolve) => child.on('exit', (code) => resolve(code)));
   return {
     child,
     output: () => out,
+    stdout: () => stdout,
     exited,
     async kill9() {
       child.kill('SIGKILL');
