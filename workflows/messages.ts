@@ -95,6 +95,7 @@ export interface SubscriberStatus {
   offset: number | null;
   lastCommitTime: string | null;
   caughtUp: boolean;
+  /** Transactions and changes delivered since the subscriber began (its positions row). */
   txns: number;
   changes: number;
   batches: number;

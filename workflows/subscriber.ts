@@ -76,8 +76,8 @@ export async function subscriberWorkflow(input: SubscriberInput): Promise<void> 
         offset: r.position.offset,
         lastCommitTime: r.lastCommitTime ?? status.lastCommitTime,
         caughtUp: r.caughtUp,
-        txns: status.txns + r.txns,
-        changes: status.changes + r.changes,
+        txns: r.totalTxns,
+        changes: r.totalChanges,
         batches: status.batches + 1,
         lastError: null,
       });

@@ -73,6 +73,9 @@ export interface SessionProgress {
   /** Transactions and changes handed to the handler in this session. */
   txns: number;
   changes: number;
+  /** Since the subscriber began (the counts in its positions row). */
+  totalTxns: number;
+  totalChanges: number;
   lastCommitTime: string | null;
 }
 
@@ -106,7 +109,7 @@ export async function runSession(o: SessionOptions): Promise<SessionResult> {
   let committed: LogPosition = { lsn: stored.lsn, offset: stored.offset };
   let skipped: LogPosition | null = null;
   let skippedAt = Date.now();
-  const result: SessionResult = { position: committed, txns: 0, changes: 0, lastCommitTime: null, caughtUp: false };
+  const result: SessionResult = { position: committed, txns: 0, changes: 0, totalTxns: stored.txns, totalChanges: stored.changes, lastCommitTime: null, caughtUp: false };
   const cursor = await LogCursor.open(o.rabbit, o.source, committed, {
     consumer: `subscriber '${o.name}'`,
     fix: `its application must rebuild what it derives from these changes; then delete the subscriber's row in ${o.store.label} and start it again (from 'now' or 'beginning')`,
@@ -187,6 +190,8 @@ export async function runSession(o: SessionOptions): Promise<SessionResult> {
       }
       result.txns += 1;
       result.changes += t.delivered;
+      result.totalTxns += 1;
+      result.totalChanges += t.delivered;
       result.lastCommitTime = t.commitTime;
       o.onProgress?.({ ...result });
     }

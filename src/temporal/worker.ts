@@ -35,8 +35,10 @@ export function installRuntimeLogger(): void {
 
 export function workflowSource(): { workflowBundle: { codePath: string } } | { workflowsPath: string } {
   // Prebuilt by `npm run build`; bundling at start-up would cost seconds.
-  const bundle = path.resolve(__dirname, '../../workflow-bundle.js');
-  if (fs.existsSync(bundle)) return { workflowBundle: { codePath: bundle } };
+  // dist/src/temporal → dist/workflow-bundle.js; src/temporal (TypeScript run directly, as in tests) → dist/ as built.
+  for (const bundle of [path.resolve(__dirname, '../../workflow-bundle.js'), path.resolve(__dirname, '../../dist/workflow-bundle.js')]) {
+    if (fs.existsSync(bundle)) return { workflowBundle: { codePath: bundle } };
+  }
   return { workflowsPath: require.resolve('../../workflows') };
 }
 
