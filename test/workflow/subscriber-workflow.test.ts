@@ -1,0 +1,98 @@
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import { execFileSync } from 'node:child_process';
+import { bundleWorkflowCode, Worker, WorkflowBundleWithSourceMap } from '@temporalio/worker';
+import { ApplicationFailure } from '@temporalio/common';
+import type { TestWorkflowEnvironment } from '@temporalio/testing';
+import { findTemporalBinary } from '../../src/temporal/dev-server';
+import { createTestEnv } from '../helpers/test-env';
+import { waitFor } from '../helpers/wait';
+import { pauseSignal, resumeSignal, subscriberStatusQuery } from '../../workflows/messages';
+import type { SessionResult } from '../../src/subscribe/deliver';
+
+/**
+ * subscriberWorkflow with a mocked deliverSubscriberBatch: handler failures
+ * are retried by Temporal with the subscriber's backoff until the activity
+ * gives up (HandlerFailedError), then the workflow waits in `failed` until
+ * resume; pause holds batches. The history is saved for the replay test
+ * with PGFERRY_RECORD_HISTORIES=1.
+ */
+const HISTORIES = path.resolve(__dirname, '../replay/histories');
+
+describe('subscriberWorkflow (mocked activity)', () => {
+  let env: TestWorkflowEnvironment;
+  let bundle: WorkflowBundleWithSourceMap;
+
+  beforeAll(async () => {
+    env = await createTestEnv();
+    bundle = await bundleWorkflowCode({ workflowsPath: path.resolve(__dirname, '../../workflows/index.ts') });
+  });
+
+  afterAll(async () => {
+    await env?.teardown();
+  });
+
+  it('retries a failing handler with backoff, stops in failed naming the change, resumes, and pauses between batches', async () => {
+    const taskQueue = `tq-sub-${Date.now()}`;
+    const workflowId = `wf-sub-${Date.now()}`;
+    const state = { calls: 0, failUntilAttempt: 0, total: 0 };
+    const message = "subscriber 's': the handler failed 3 times on insert of public.t key {\"id\":\"7\"} (change main/0/70/0, source position 0/70, committed …): boom; fix the handler …";
+    const deliverSubscriberBatch = async (): Promise<SessionResult> => {
+      state.calls += 1;
+      if (state.failUntilAttempt) {
+        const { Context } = await import('@temporalio/activity');
+        const attempt = Context.current().info.attempt;
+        if (attempt < state.failUntilAttempt) throw ApplicationFailure.retryable('boom', 'HandlerRetry');
+        throw ApplicationFailure.nonRetryable(message, 'HandlerFailedError');
+      }
+      state.total += 1;
+      await new Promise((r) => setTimeout(r, 20));
+      return { position: { lsn: `0/${state.total}0`, offset: state.total }, txns: 1, changes: 2, totalTxns: state.total, totalChanges: 2 * state.total, lastCommitTime: null, caughtUp: true };
+    };
+    const worker = await Worker.create({ connection: env.nativeConnection, taskQueue, workflowBundle: bundle, activities: { deliverSubscriberBatch } });
+    await worker.runUntil(async () => {
+      const h = await env.client.workflow.start('subscriberWorkflow', {
+        taskQueue,
+        workflowId,
+        args: [{ subscriber: 's', source: 'main', retry: { initialDelayMs: 10, maxDelayMs: 20 } }],
+      });
+      await waitFor('a few batches', async () => (await h.query(subscriberStatusQuery)).batches >= 3, 20_000, 50);
+
+      state.failUntilAttempt = 3;
+      const callsBefore = state.calls;
+      const failed = await waitFor('failed state', async () => {
+        const s = await h.query(subscriberStatusQuery);
+        return s.state === 'failed' ? s : null;
+      }, 20_000, 50);
+      expect(failed.lastError).toBe(message);
+      expect(state.calls - callsBefore).toBe(3); // two retries, then the activity gave up: no loop
+      const stuck = state.calls;
+      await new Promise((r) => setTimeout(r, 300)); // a failed subscriber does not call again by itself
+      expect(state.calls).toBe(stuck);
+
+      state.failUntilAttempt = 0;
+      await h.signal(resumeSignal);
+      await waitFor('delivering again', async () => (await h.query(subscriberStatusQuery)).batches >= failed.batches + 2, 10_000, 50);
+      expect((await h.query(subscriberStatusQuery)).lastError).toBeNull();
+
+      await h.signal(pauseSignal);
+      await waitFor('paused', async () => (await h.query(subscriberStatusQuery)).state === 'paused', 10_000, 50);
+      const atPause = state.calls;
+      await new Promise((r) => setTimeout(r, 300));
+      expect(state.calls).toBe(atPause);
+      await h.signal(resumeSignal);
+      await waitFor('running again', async () => state.calls > atPause + 1, 10_000, 50);
+      const s = await h.query(subscriberStatusQuery);
+      expect(s).toMatchObject({ subscriber: 's', source: 'main', state: 'running' });
+      expect(s.txns).toBe(s.batches); // the positions row's count, as the activity reported it
+      expect(s.changes).toBe(2 * s.batches);
+      await h.terminate('test done');
+      if (process.env.PGFERRY_RECORD_HISTORIES) {
+        const json = execFileSync(findTemporalBinary()!, ['workflow', 'show', '--workflow-id', workflowId, '--address', env.address, '--output', 'json'], { encoding: 'utf8' });
+        fs.mkdirSync(HISTORIES, { recursive: true });
+        fs.writeFileSync(path.join(HISTORIES, 'subscriber-fail-resume.json'), json);
+      }
+    });
+  });
+});
