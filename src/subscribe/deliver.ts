@@ -105,7 +105,12 @@ const SKIP_FLUSH_MS = 1000;
 
 export async function runSession(o: SessionOptions): Promise<SessionResult> {
   const stored = await o.store.get(o.name);
-  if (!stored) throw new ConfigError(`subscriber '${o.name}' has no row in ${o.store.label}; start it with subscribe() to give it a starting point`);
+  if (!stored) {
+    throw new ConfigError(
+      `subscriber '${o.name}' has no row in ${o.store.label} any more (deleted, or the database restored from an older backup?); ` +
+        `start the subscriber again: it begins anew where its 'from' option says`,
+    );
+  }
   let committed: LogPosition = { lsn: stored.lsn, offset: stored.offset };
   let skipped: LogPosition | null = null;
   let skippedAt = Date.now();

@@ -89,6 +89,7 @@ describe('subscribers and tail', () => {
     appUrl = await w.replicas.createDatabase('appdb');
     await w.replicas.withClient('appdb', (c) => c.query(APP_SCHEMA));
     app = new pg.Pool({ connectionString: appUrl, max: 2 });
+    app.on('error', () => undefined); // its server is restarted by a test
     up = await startUp(w);
     // Before any subscriber exists: five orders and three users, in two transactions.
     await sql(`INSERT INTO orders SELECT g, g, NULL FROM generate_series(1, 5) g`);
@@ -272,6 +273,32 @@ describe('subscribers and tail', () => {
     }
   });
 
+  it('keeps going across a restart of its positions database, and refuses to run one name in two places at once', async () => {
+    const common = { source: w.sourceName, from: 'now', rabbitmqUrl: RABBIT_URL, position: { url: appUrl }, tables: ['public.orders'], deliver: 'change' as const };
+    const got: ChangeEvent[] = [];
+    const resilient = subscribe({ ...common, name: 'resilient', handler: (ev: ChangeEvent) => void got.push(ev) });
+    await resilient.ready;
+    // A fast shutdown: connections are cut, committed rows stay (test clusters run with synchronous_commit = off,
+    // so an immediate one could lose the positions row itself).
+    w.replicas.stop('fast');
+    await txn(71);
+    w.replicas.start();
+    await waitFor('the subscriber to deliver order 171 after the restart', () => got.some((e) => e.key?.id === '171'), 90_000);
+    await txn(72);
+    await waitFor('and what came after', () => got.some((e) => e.key?.id === '172'), 60_000);
+    expect(shape(firstOnly(got.map((e) => ({ ...asRow(e), id: e.id }))))).toEqual([exp('orders', 'insert', 171), exp('orders', 'insert', 172)]);
+    const outcome = await Promise.race([resilient.done.then(() => 'stopped', (e: Error) => e.message), new Promise((r) => setTimeout(() => r('running'), 100))]);
+    expect(outcome).toBe('running');
+    await resilient.stop();
+
+    const twins = [subscribe({ ...common, name: 'twin', handler: () => undefined }), subscribe({ ...common, name: 'twin', handler: () => undefined })];
+    await Promise.all(twins.map((t) => t.ready));
+    await txn(73);
+    const refused = await Promise.race(twins.map((t) => t.done.then(() => null, (e: Error) => e)));
+    expect(refused?.message).toMatch(/^subscriber 'twin': its position in pgferry_subscribers moved from \S+ to \S+ under it: another process runs the same subscriber; run each subscriber name in one process only$/);
+    await Promise.all(twins.map((t) => t.stop()));
+    await waitForEqual(w, 'r1', ['orders', 'users']);
+  });
   it('pgferry tail: JSON lines (filtered, from the beginning, and live from now), human lines, and clear errors', async () => {
     const tail = (args: string[]) => runCli(['tail', '--source', w.sourceName, ...args], w.env);
     const updates = want(['public.users'], ['update']);
