@@ -10,7 +10,6 @@ import { addMaintenanceCommands } from './maintenance';
 import { connectClient, temporalAddress } from '../temporal/connection';
 import { captureView, listReplicaNames, replicaView, ReplicaView } from '../temporal/inspect';
 import { QueueName, startWorkers } from '../temporal/worker';
-import { pauseSignal, resumeSignal } from '../../workflows/messages';
 import { captureWorkflowId, replicaWorkflowId, streamName } from '../names';
 import { up } from './up';
 import { runDemo } from '../demo/demo';
@@ -18,9 +17,9 @@ import { addStatusCommand, renderReplicas, streamRange } from './status';
 import { addTemporalCommands } from './temporal-setup';
 import { addTailCommand } from './tail';
 import { addSubscriberCommands } from './subscriber';
+import { addPauseResumeCommands } from './pause-resume';
 import { stringify as yamlStringify } from 'yaml';
 import { initialize } from './init';
-import { WorkflowNotFoundError } from '@temporalio/client';
 
 /** The `pgferry` command line. Human output by default, --json for scripts; see EXIT for exit codes. */
 const program = new Command('pgferry')
@@ -187,30 +186,13 @@ addTailCommand(program);
 addSubscriberCommands(program);
 
 
-for (const [verb, signal, done] of [
-  ['pause', pauseSignal, 'paused (takes effect after the batch in flight, within about 2 seconds)'],
-  ['resume', resumeSignal, 'resumed'],
-] as const) {
-  replica
-    .command(`${verb} <name>`)
-    .description(verb === 'pause' ? 'stop applying to a replica (its position is kept)' : 'continue applying to a paused or failed replica')
-    .option('--json', 'machine-readable output')
-    .action(
-      action(async (name: string, opts: { json?: boolean }) => {
-        const client = await connectClient(settings().temporal);
-        try {
-          await client.workflow.getHandle(replicaWorkflowId(name)).signal(signal);
-        } catch (err) {
-          if (err instanceof WorkflowNotFoundError) {
-            throw new CliFailure(`replica '${name}' not found (no running workflow ${replicaWorkflowId(name)}); pgferry replica list shows the replicas`, EXIT.failed);
-          }
-          throw err;
-        }
-        if (opts.json) printJson({ ok: true, replica: name, action: verb });
-        else process.stdout.write(`replica '${name}' ${done}\n`);
-      }),
-    );
-}
+addPauseResumeCommands(replica, {
+  kind: 'replica',
+  workflowId: replicaWorkflowId,
+  listHint: 'pgferry replica list shows the replicas',
+  pause: { description: 'stop applying to a replica (its position is kept)', done: 'paused (takes effect after the batch in flight, within about 2 seconds)' },
+  resume: { description: 'continue applying to a paused or failed replica' },
+});
 
 program
   .command('capture')

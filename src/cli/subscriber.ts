@@ -3,7 +3,8 @@ import { Client, WorkflowNotFoundError } from '@temporalio/client';
 import { loadConfig } from '../config';
 import { subscriberWorkflowId } from '../names';
 import { connectClient } from '../temporal/connection';
-import { SubscriberStatus, pauseSignal, resumeSignal, subscriberStatusQuery } from '../../workflows/messages';
+import { SubscriberStatus, subscriberStatusQuery } from '../../workflows/messages';
+import { addPauseResumeCommands } from './pause-resume';
 import { action } from './command';
 import { CliFailure, EXIT, printJson, table } from './output';
 
@@ -37,23 +38,13 @@ export function addSubscriberCommands(program: Command): void {
       }),
     );
 
-  for (const [verb, signal, done] of [
-    ['pause', pauseSignal, 'paused (after the batch in flight)'],
-    ['resume', resumeSignal, 'resumed'],
-  ] as const) {
-    cmd
-      .command(`${verb} <name>`)
-      .description(verb === 'pause' ? 'stop delivering to a subscriber (its position is kept)' : 'continue a paused subscriber, or retry a failed one (after fixing its handler)')
-      .option('--json', 'machine-readable output')
-      .action(
-        action(async (name: string, opts: { json?: boolean }) => {
-          const client = await connectClient(loadConfig({}).temporal);
-          await notFoundAsFailure(name, client.workflow.getHandle(subscriberWorkflowId(name)).signal(signal));
-          if (opts.json) printJson({ ok: true, subscriber: name, action: verb });
-          else process.stdout.write(`subscriber '${name}' ${done}\n`);
-        }),
-      );
-  }
+  addPauseResumeCommands(cmd, {
+    kind: 'subscriber',
+    workflowId: subscriberWorkflowId,
+    listHint: 'pgferry subscriber status lists the running ones',
+    pause: { description: 'stop delivering to a subscriber (its position is kept)', done: 'paused (after the batch in flight)' },
+    resume: { description: 'continue a paused subscriber, or retry a failed one (after fixing its handler)' },
+  });
 }
 
 async function subscriberStatus(client: Client, name: string): Promise<SubscriberStatus> {
@@ -65,7 +56,7 @@ async function notFoundAsFailure<T>(name: string, p: Promise<T>): Promise<T> {
     return await p;
   } catch (err) {
     if (err instanceof WorkflowNotFoundError) {
-      throw new CliFailure(`subscriber '${name}' not found (no workflow ${subscriberWorkflowId(name)}); pgferry subscriber status lists the running ones`, EXIT.failed);
+      throw new CliFailure(`subscriber '${name}' not found (no running workflow ${subscriberWorkflowId(name)}); pgferry subscriber status lists the running ones`, EXIT.failed);
     }
     throw err;
   }

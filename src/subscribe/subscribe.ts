@@ -8,7 +8,6 @@ import { requireStream } from '../log/stream';
 import { logger as rootLogger, Logger } from '../logger';
 import { normalizeLsn } from '../lsn';
 import { createPool } from '../pg';
-import { redactUrl } from '../redact';
 import { ChangeEvent, ChangeFilter, TransactionEvent, compileFilter } from './events';
 import { DEFAULT_RETRY, Handler, RetryOptions, SessionOptions, SessionProgress, runSession } from './deliver';
 import { PositionStore, PositionTable } from './positions';
@@ -188,7 +187,7 @@ export function subscribe(options: SubscribeOptions): Subscription {
         if (stopper.signal.aborted) return;
       } catch (err) {
         if (err instanceof HandlerFailedError || !isTransient(err)) throw err;
-        p.base.log.warn({ error: describeCause(err), retryInMs: backoff }, `subscriber '${p.name}': ${redactUrl(describeCause(err))}; reconnecting`);
+        p.base.log.warn({ error: describeCause(err), retryInMs: backoff }, 'a server connection failed; reconnecting');
         await new Promise((r) => setTimeout(r, backoff));
         backoff = Math.min(30_000, backoff * 2);
         if (stopper.signal.aborted) return;

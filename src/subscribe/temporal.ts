@@ -6,7 +6,7 @@ import { ConfigError, UnavailableError, describeCause } from '../errors';
 import { SharedRabbit } from '../log/rabbit';
 import { subscriberTaskQueue, subscriberWorkflowId } from '../names';
 import { connectClient, DEFAULT_TEMPORAL_ADDRESS, TemporalSettings, temporalTls } from '../temporal/connection';
-import { installRuntimeLogger, workflowSource } from '../temporal/worker';
+import { installRuntimeLogger, runningWorkers, RunningWorkers, workflowSource } from '../temporal/worker';
 import { prepareSubscriber, SubscribeOptions } from './subscribe';
 
 /**
@@ -34,11 +34,8 @@ export interface SubscriberWorkerOptions {
   batch?: { maxTxns?: number; maxWaitMs?: number };
 }
 
-export interface RunningSubscriberWorker {
-  /** Settles when the worker stops (after shutdown(), or on a fatal worker error). */
-  run: Promise<void>;
-  shutdown(): Promise<void>;
-}
+/** `run` settles when the worker stops (after shutdown(), or on a fatal worker error). */
+export type RunningSubscriberWorker = RunningWorkers;
 
 export async function runSubscriberWorker(o: SubscriberWorkerOptions): Promise<RunningSubscriberWorker> {
   const names = o.subscribers.map((s) => s.name);
@@ -98,17 +95,8 @@ export async function runSubscriberWorker(o: SubscriberWorkerOptions): Promise<R
     throw err;
   }
   await client.connection.close().catch(() => undefined);
-  const run = Promise.all(workers.map((w) => w.run()))
-    .then(() => undefined)
-    .finally(async () => {
-      await closeAll();
-      await connection.close().catch(() => undefined);
-    });
-  return {
-    run,
-    async shutdown() {
-      for (const w of workers) if (w.getState() === 'RUNNING') w.shutdown();
-      await run;
-    },
-  };
+  return runningWorkers(workers, async () => {
+    await closeAll();
+    await connection.close().catch(() => undefined);
+  });
 }

@@ -90,12 +90,17 @@ async function runWorkers(config: Config, address: string, specs: { taskQueue: s
   const common = { connection, namespace: config.temporal.namespace, activities, ...workflowSource() };
   const workers: Worker[] = [];
   for (const spec of specs) workers.push(await Worker.create({ ...common, ...spec.options, taskQueue: spec.taskQueue }));
+  return runningWorkers(workers, async () => {
+    await resources.close();
+    await connection.close().catch(() => undefined);
+  });
+}
+
+/** Run workers together until all stop (shutdown(), or a fatal error), then release what they used. */
+export function runningWorkers(workers: Worker[], release: () => Promise<void>): RunningWorkers {
   const run = Promise.all(workers.map((w) => w.run()))
     .then(() => undefined)
-    .finally(async () => {
-      await resources.close();
-      await connection.close().catch(() => undefined);
-    });
+    .finally(release);
   return {
     run,
     async shutdown() {

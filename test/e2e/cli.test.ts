@@ -6,7 +6,7 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 
 /** The CLI surface: help everywhere, one-line errors and meaningful exit codes without any server. */
-const COMMANDS = [[], ['up'], ['config', 'check'], ['status'], ['worker'], ['replica'], ['replica', 'list'], ['replica', 'status'], ['replica', 'pause'], ['replica', 'resume'], ['capture'], ['capture', 'status']];
+const COMMANDS = [[], ['up'], ['config', 'check'], ['status'], ['worker'], ['replica'], ['replica', 'list'], ['replica', 'status'], ['replica', 'pause'], ['replica', 'resume'], ['capture'], ['capture', 'status'], ['tail'], ['subscriber'], ['subscriber', 'status'], ['subscriber', 'pause'], ['subscriber', 'resume']];
 
 describe('pgferry CLI', () => {
   it.each(COMMANDS.map((c) => [c.join(' ') || '(top level)', c]))('%s --help', async (_, cmd) => {
@@ -17,13 +17,23 @@ describe('pgferry CLI', () => {
 
   it('status commands say which Temporal they could not reach and how to fix it (exit 3)', async () => {
     const port = await freePort();
-    for (const cmd of [['replica', 'status'], ['replica', 'list', '--json'], ['capture', 'status'], ['replica', 'pause', 'a']]) {
+    for (const cmd of [['replica', 'status'], ['replica', 'list', '--json'], ['capture', 'status'], ['replica', 'pause', 'a'], ['subscriber', 'status'], ['subscriber', 'resume', 'a']]) {
       const r = await runCli(cmd, { TEMPORAL_ADDRESS: `127.0.0.1:${port}` });
       expect(r.code, cmd.join(' ')).toBe(3);
       const lines = r.stderr.split('\n').filter(Boolean);
       expect(lines).toHaveLength(1);
       expect(lines[0]).toMatch(new RegExp(`^pgferry: Temporal at 127\\.0\\.0\\.1:${port}: cannot connect .*; is pgferry up running\\? \\(or set temporal\\.address in the config file / TEMPORAL_ADDRESS`));
     }
+  });
+
+  it('tail says which RabbitMQ it could not reach and how to fix it (exit 3)', async () => {
+    const port = await freePort();
+    const r = await runCli(['tail', '--rabbitmq', `amqp://guest:guest@127.0.0.1:${port}`], {});
+    expect(r.code).toBe(3);
+    expect(r.stderr.trim()).toMatch(new RegExp(`^pgferry: RabbitMQ at amqp://guest:\\*+@127\\.0\\.0\\.1:${port}: cannot connect .*; start RabbitMQ`));
+    const bad = await runCli(['tail', '--from', 'yesterday'], {});
+    expect(bad.code).toBe(2);
+    expect(bad.stderr.trim()).toBe("pgferry: --from 'yesterday': use now, beginning or an LSN such as 0/16B3748");
   });
 
   it('an unknown command or option is a usage error (exit 2)', async () => {

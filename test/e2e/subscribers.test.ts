@@ -266,7 +266,7 @@ describe('subscribers and tail', () => {
       expect(JSON.parse(cliStatus.stdout)).toMatchObject({ subscriber: 'wf_orders', state: 'running', lsn: s.lsn });
       const unknown = await runCli(['subscriber', 'pause', 'nosuch'], w.env);
       expect(unknown.code).toBe(1);
-      expect(unknown.stderr).toMatch(/subscriber 'nosuch' not found \(no workflow pgferry-subscriber-nosuch\)/);
+      expect(unknown.stderr).toMatch(/subscriber 'nosuch' not found \(no running workflow pgferry-subscriber-nosuch\)/);
     } finally {
       await connection.close();
       await worker.shutdown();
