@@ -66,6 +66,13 @@ const tableKey = (schema: string, table: string) => JSON.stringify([schema, tabl
 
 /** Check and compile a filter once; a bad table or operation name is an error naming it. */
 export function compileFilter(f: ChangeFilter, what: string): CompiledFilter {
+  const { filter, problems } = checkFilter(f);
+  if (problems.length) throw new TypeError(`${what}: ${problems.join('; ')}`);
+  return filter;
+}
+
+/** The compiled filter and what is wrong with the one given (nothing, when it is fine). */
+export function checkFilter(f: ChangeFilter): { filter: CompiledFilter; problems: string[] } {
   const problems: string[] = [];
   let tables: Set<string> | null = null;
   if (f.tables) {
@@ -89,8 +96,7 @@ export function compileFilter(f: ChangeFilter, what: string): CompiledFilter {
       else problems.push(`operation '${String(op)}' is not one of ${OPERATIONS.join(', ')}`);
     }
   }
-  if (problems.length) throw new TypeError(`${what}: ${problems.join('; ')}`);
-  return { tables, operations };
+  return { filter: { tables, operations }, problems };
 }
 
 /** Parse a comma-separated list (CLI flags) into filter entries. */

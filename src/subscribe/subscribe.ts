@@ -8,7 +8,7 @@ import { requireStream } from '../log/stream';
 import { logger as rootLogger, Logger } from '../logger';
 import { normalizeLsn } from '../lsn';
 import { createPool } from '../pg';
-import { ChangeEvent, ChangeFilter, TransactionEvent, compileFilter } from './events';
+import { ChangeEvent, ChangeFilter, TransactionEvent, checkFilter } from './events';
 import { DEFAULT_RETRY, Handler, RetryOptions, SessionOptions, SessionProgress, runSession } from './deliver';
 import { PositionStore, PositionTable } from './positions';
 
@@ -89,8 +89,9 @@ export function prepareSubscriber(o: SubscribeOptions): Prepared {
   }
   const attempts = o?.retry?.maxAttempts;
   if (attempts !== undefined && !(Number.isInteger(attempts) && attempts >= 1)) problems.push('retry.maxAttempts must be a whole number ≥ 1');
+  const { filter, problems: filterProblems } = checkFilter(o ?? {});
+  problems.push(...filterProblems);
   if (problems.length) throw new ConfigError(`${what}: ${problems.join('; ')}`);
-  const filter = compileFilter(o, what);
   const ownPool = !o.position.pool;
   const db = o.position.pool ?? createPool(o.position.url!);
   const store = new PositionStore(db, o.position.table);
@@ -188,7 +189,10 @@ export function subscribe(options: SubscribeOptions): Subscription {
       } catch (err) {
         if (err instanceof HandlerFailedError || !isTransient(err)) throw err;
         p.base.log.warn({ error: describeCause(err), retryInMs: backoff }, 'a server connection failed; reconnecting');
-        await new Promise((r) => setTimeout(r, backoff));
+        await new Promise<void>((resolve) => {
+          const t = setTimeout(resolve, backoff);
+          stopper.signal.addEventListener('abort', () => (clearTimeout(t), resolve()), { once: true });
+        });
         backoff = Math.min(30_000, backoff * 2);
         if (stopper.signal.aborted) return;
       } finally {

@@ -299,6 +299,17 @@ describe('subscribers and tail', () => {
     await Promise.all(twins.map((t) => t.stop()));
     await waitForEqual(w, 'r1', ['orders', 'users']);
   });
+  it('names bad options, a missing stream and an unusable positions table', async () => {
+    const base = { name: 'oops', source: w.sourceName, rabbitmqUrl: RABBIT_URL, position: { url: appUrl }, handler: () => undefined };
+    expect(() => subscribe({ ...base, position: {}, operations: ['upsert' as never], from: 'yesterday' })).toThrow(
+      /^subscriber 'oops': position\.url or position\.pool is required: the database that stores its position; from must be 'now', 'beginning' or an LSN such as 0\/16B3748, not 'yesterday'; operation 'upsert' is not one of insert, update, delete, truncate$/,
+    );
+    expect(() => subscribe({ ...base, tables: ['public.'] })).toThrow(/^subscriber 'oops': table 'public\.' is not a table name/);
+    const noStream = subscribe({ ...base, source: 'nosuch' });
+    await expect(noStream.done).rejects.toThrow(/^subscriber 'oops': source 'nosuch' has no change stream \(pgferry\.nosuch\.changes\) in RabbitMQ; start pgferry for that source first/);
+    const noSchema = subscribe({ ...base, position: { url: appUrl, table: { schema: 'nosuch', table: 'positions' } } });
+    await expect(noSchema.done).rejects.toThrow(/^subscriber 'oops': cannot use the positions table nosuch\.positions: schema "nosuch" does not exist \[3F000\]; grant/);
+  });
   it('pgferry tail: JSON lines (filtered, from the beginning, and live from now), human lines, and clear errors', async () => {
     const tail = (args: string[]) => runCli(['tail', '--source', w.sourceName, ...args], w.env);
     const updates = want(['public.users'], ['update']);
