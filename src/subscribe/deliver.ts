@@ -173,7 +173,7 @@ export async function runSession(o: SessionOptions): Promise<SessionResult> {
       }
       if (!m.last) continue;
 
-      txn = null;
+      // `txn` stays set until the position is stored, so a failure here still rolls back its open transaction.
       const to = { lsn: m.lsn, offset };
       if (o.delivery.deliver === 'transaction' && t.events.length) {
         const ev: TransactionEvent = { source: o.source, lsn: t.lsn, commitTime: t.commitTime, xid: t.xid, changes: t.events };
@@ -191,8 +191,10 @@ export async function runSession(o: SessionOptions): Promise<SessionResult> {
         if (!skipped) skippedAt = Date.now();
         skipped = to;
         result.position = to;
+        txn = null;
         continue;
       }
+      txn = null;
       result.txns += 1;
       result.changes += t.delivered;
       result.totalTxns += 1;
