@@ -24,7 +24,7 @@ export const createSubscriberActivities = (deps: SubscriberDeps) => {
       const entry = deps.subscribers.get(subscriber);
       if (!entry) {
         // Another worker's subscriber on this task queue: let the worker that knows it take the retry.
-        throw ApplicationFailure.retryable(`subscriber '${subscriber}' is not defined in this worker (it defines ${[...deps.subscribers.keys()].join(', ')}); run the worker that defines it`, 'ConfigError');
+        throw ApplicationFailure.retryable(`subscriber '${subscriber}' is not defined in this worker (it defines ${[...deps.subscribers.keys()].join(', ')}); run the worker that defines it`, 'UnknownSubscriber');
       }
       const { prepared, from, maxAttempts } = entry;
       const beat = setInterval(() => ctx.heartbeat(), 5000);

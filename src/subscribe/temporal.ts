@@ -2,6 +2,7 @@ import { WorkflowIdConflictPolicy } from '@temporalio/client';
 import { NativeConnection, Worker } from '@temporalio/worker';
 import { createSubscriberActivities, SubscriberDeps } from '../../activities/subscriber';
 import { subscriberWorkflow } from '../../workflows/subscriber';
+import { DEFAULTS } from '../config';
 import { ConfigError, UnavailableError, describeCause } from '../errors';
 import { SharedRabbit } from '../log/rabbit';
 import { subscriberTaskQueue, subscriberWorkflowId } from '../names';
@@ -29,6 +30,7 @@ export interface SubscriberWorkerOptions {
   subscribers: SubscribeOptions[];
   /** Default: TEMPORAL_ADDRESS, else 127.0.0.1:7233; namespace TEMPORAL_NAMESPACE, else default. */
   temporal?: Partial<TemporalSettings>;
+  /** The RabbitMQ every subscriber of this worker reads from (default PGFERRY_RABBITMQ_URL, else amqp://guest:guest@127.0.0.1:5672). */
   rabbitmqUrl?: string;
   /** Size of one delivery batch (one activity): at most maxTxns transactions, or maxWaitMs. */
   batch?: { maxTxns?: number; maxWaitMs?: number };
@@ -48,7 +50,7 @@ export async function runSubscriberWorker(o: SubscriberWorkerOptions): Promise<R
   } as TemporalSettings;
   const deps: SubscriberDeps = {
     subscribers: new Map(),
-    rabbit: new SharedRabbit(o.rabbitmqUrl ?? process.env.PGFERRY_RABBITMQ_URL ?? 'amqp://guest:guest@127.0.0.1:5672'),
+    rabbit: new SharedRabbit(o.rabbitmqUrl ?? process.env.PGFERRY_RABBITMQ_URL ?? DEFAULTS.rabbitmqUrl),
     batch: { maxTxns: o.batch?.maxTxns ?? 1000, maxWaitMs: o.batch?.maxWaitMs ?? 5000 },
   };
   for (const s of o.subscribers) {
