@@ -1,5 +1,5 @@
 import { ApplicationFailure, Context, log } from '@temporalio/activity';
-import { HandlerFailedError, PgferryError, describeCause } from '../src/errors';
+import { HandlerFailedError, PgferryError } from '../src/errors';
 import type { SharedRabbit } from '../src/log/rabbit';
 import { runSession, SessionResult } from '../src/subscribe/deliver';
 import { ensurePosition, Prepared, SubscriberFrom } from '../src/subscribe/subscribe';
@@ -45,7 +45,7 @@ export const createSubscriberActivities = (deps: SubscriberDeps) => {
           heartbeat: () => ctx.heartbeat(),
         });
       } catch (err) {
-        const message = err instanceof PgferryError ? err.message : describeCause(err);
+        const message = prepared.describe(err);
         if (err instanceof HandlerFailedError) {
           const attempt = ctx.info.attempt;
           if (attempt >= maxAttempts) {

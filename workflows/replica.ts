@@ -1,7 +1,8 @@
-import { condition, log, makeContinueAsNewFunc, proxyActivities, setHandler, workflowInfo, RetryPolicy } from '@temporalio/workflow';
+import { log, makeContinueAsNewFunc, proxyActivities, setHandler, workflowInfo, RetryPolicy } from '@temporalio/workflow';
 import type { createActivities } from '../activities';
 import { NON_RETRYABLE } from '../src/errors';
-import { ReplicaStatus, enableSearchAttributesSignal, pauseSignal, replicaStatusQuery, resumeSignal } from './messages';
+import { ReplicaStatus, enableSearchAttributesSignal, replicaStatusQuery } from './messages';
+import { PauseSwitch } from './pause-switch';
 import { RateWindow, addBatch, emptyRateWindow, lagSeconds, lagWorthShowing, ratePerSecond } from './replica-metrics';
 import { describeIfUndescribed, keepVisibility, show, shownLag, shownState } from './visibility';
 import { failureMessage, failureType, isActivityFailure } from './errors';
@@ -68,17 +69,9 @@ export async function replicaWorkflow(input: ReplicaInput): Promise<void> {
     rate = emptyRateWindow();
     status.rowsPerSecond = 0;
   };
-  let paused = status.state === 'paused';
-  let resumed = false;
   setHandler(replicaStatusQuery, () => status);
   // State becomes 'paused' only once the batch in flight has committed: 'paused' means nothing more is applied.
-  setHandler(pauseSignal, () => {
-    paused = true;
-  });
-  setHandler(resumeSignal, () => {
-    paused = false;
-    resumed = true;
-  });
+  const pause = new PauseSwitch(status.state === 'paused');
   setHandler(enableSearchAttributesSignal, (opts) => {
     describeIfUndescribed(opts?.description);
     publish(true);
@@ -92,19 +85,18 @@ export async function replicaWorkflow(input: ReplicaInput): Promise<void> {
     stopped();
     publish();
     log.error('replica stopped', { replica: input.replica, error: status.lastError });
-    resumed = false;
-    await condition(() => resumed);
+    await pause.nextResume();
     status.lastError = null;
   };
 
   let prepared = status.state !== 'starting' && status.state !== 'failed';
   for (let batches = 0; batches < BATCHES_PER_RUN && !workflowInfo().continueAsNewSuggested; ) {
-    if (paused) {
+    if (pause.paused) {
       status.state = 'paused';
       status.updatedAt = new Date().toISOString();
       stopped();
       publish();
-      await condition(() => !paused);
+      await pause.whilePaused();
     }
     if (!prepared) {
       try {
@@ -115,8 +107,8 @@ export async function replicaWorkflow(input: ReplicaInput): Promise<void> {
         continue;
       }
     }
-    status.state = paused ? 'paused' : 'running';
-    if (paused) continue;
+    status.state = pause.paused ? 'paused' : 'running';
+    if (pause.paused) continue;
     publish();
     try {
       const startedAt = Date.now();
@@ -143,5 +135,5 @@ export async function replicaWorkflow(input: ReplicaInput): Promise<void> {
       prepared = false; // after a fix, check the replica's tables again
     }
   }
-  await makeContinueAsNewFunc<typeof replicaWorkflow>(keepVisibility())({ ...input, status: { ...status, state: paused ? 'paused' : status.state }, rate });
+  await makeContinueAsNewFunc<typeof replicaWorkflow>(keepVisibility())({ ...input, status: { ...status, state: pause.paused ? 'paused' : status.state }, rate });
 }

@@ -1,6 +1,7 @@
-import { condition, log, makeContinueAsNewFunc, proxyActivities, setHandler, workflowInfo } from '@temporalio/workflow';
+import { log, makeContinueAsNewFunc, proxyActivities, setHandler, workflowInfo } from '@temporalio/workflow';
 import type { createSubscriberActivities } from '../activities/subscriber';
-import { SubscriberStatus, pauseSignal, resumeSignal, subscriberStatusQuery } from './messages';
+import { SubscriberStatus, subscriberStatusQuery } from './messages';
+import { PauseSwitch } from './pause-switch';
 import { failureMessage, failureType, isActivityFailure } from './errors';
 
 type Activities = ReturnType<typeof createSubscriberActivities>;
@@ -51,22 +52,14 @@ export async function subscriberWorkflow(input: SubscriberInput): Promise<void> 
     lastError: null,
     updatedAt: new Date().toISOString(),
   };
-  let paused = status.state === 'paused';
-  let resumed = false;
   setHandler(subscriberStatusQuery, () => status);
-  setHandler(pauseSignal, () => {
-    paused = true;
-  });
-  setHandler(resumeSignal, () => {
-    paused = false;
-    resumed = true;
-  });
+  const pause = new PauseSwitch(status.state === 'paused');
   const set = (patch: Partial<SubscriberStatus>) => Object.assign(status, patch, { updatedAt: new Date().toISOString() });
 
   for (let batches = 0; batches < BATCHES_PER_RUN && !workflowInfo().continueAsNewSuggested; batches++) {
-    if (paused) {
+    if (pause.paused) {
       set({ state: 'paused' });
-      await condition(() => !paused);
+      await pause.whilePaused();
     }
     set({ state: 'running' });
     try {
@@ -85,10 +78,9 @@ export async function subscriberWorkflow(input: SubscriberInput): Promise<void> 
       if (!isActivityFailure(err)) throw err;
       set({ state: failureType(err) === 'GapError' ? 'needs_resync' : 'failed', lastError: failureMessage(err) });
       log.error('subscriber stopped', { subscriber: input.subscriber, error: status.lastError });
-      resumed = false;
-      await condition(() => resumed);
+      await pause.nextResume();
       set({ lastError: null });
     }
   }
-  await makeContinueAsNewFunc<typeof subscriberWorkflow>()({ ...input, status: { ...status, state: paused ? 'paused' : status.state } });
+  await makeContinueAsNewFunc<typeof subscriberWorkflow>()({ ...input, status: { ...status, state: pause.paused ? 'paused' : status.state } });
 }

@@ -4,6 +4,7 @@ import { Change, RelationInfo, TxnMessage, decodeTxn, relLabel } from '../change
 import { GapError, RejectedChangeError, SchemaMismatchError, isTransientSqlState } from '../errors';
 import { compareLsn, ZERO_LSN } from '../lsn';
 import { StreamMessage, StreamReader } from '../log/stream';
+import { checkContinuity } from '../log/continuity';
 import { loadSql } from '../sql';
 import { ParamRef, Statement, arrayRefs, buildDelete, buildInsert, buildTruncate, buildUpdate, describeKey, positional } from './sql-builder';
 import { applyRun, forgetReplicaTypes, replicaTypes, runLength } from './set-apply';
@@ -129,7 +130,7 @@ async function runBatch(o: ApplyBatchOptions, stopBefore?: string): Promise<Batc
       if (msg.offset < from) continue;
       if (!checked) {
         checked = true;
-        checkContinuity(o, storedOffset, storedLsn, msg);
+        checkStreamStart(o, storedOffset, storedLsn, msg);
         if (msg.offset === storedOffset) continue; // consumed by an earlier batch
       }
       received += 1;
@@ -213,7 +214,7 @@ async function runBatch(o: ApplyBatchOptions, stopBefore?: string): Promise<Batc
  * Anything else means changes this replica has not applied are gone: stop
  * loudly, never skip.
  */
-function checkContinuity(o: ApplyBatchOptions, storedOffset: number | null, storedLsn: string, msg: StreamMessage): void {
+function checkStreamStart(o: ApplyBatchOptions, storedOffset: number | null, storedLsn: string, msg: StreamMessage): void {
   const fix = `run pgferry replica resync ${o.replica} to rebuild it from a snapshot`;
   const stream = `the stream of source '${o.source}'`;
   if (storedOffset === null) {
@@ -224,26 +225,20 @@ function checkContinuity(o: ApplyBatchOptions, storedOffset: number | null, stor
     }
     return;
   }
-  // Offsets are not dense (RabbitMQ skips some where segments roll over), so the only proof that
-  // nothing was removed is finding the very message this replica consumed last. If retention removed
-  // it, later ones may be gone too: a replica idle for a whole retention span is resynced rather
-  // than trusted.
-  if (msg.offset > storedOffset) {
-    throw new GapError(
-      `replica '${o.replica}': ${stream} no longer holds offset ${storedOffset}, the last this replica consumed ` +
-        `(the first retained is ${msg.offset}): retention removed changes this replica may not have applied; ${fix} ` +
-        `(and raise the stream retention if replicas stay paused this long)`,
-    );
-  }
-  if (msg.offset === storedOffset) {
-    const lsn = msg.lsn ?? decodeTxn(msg.body).lsn; // the header, when there: no need to parse the body
-    if (compareLsn(lsn, storedLsn) > 0) {
-      throw new GapError(
-        `replica '${o.replica}': ${stream} holds transaction ${lsn} at offset ${storedOffset}, where this replica consumed one at or before ${storedLsn}: ` +
-          `the stream was deleted and re-created, so what it held is gone; ${fix}`,
-      );
-    }
-  }
+  checkContinuity(
+    {
+      who: `replica '${o.replica}'`,
+      noun: 'replica',
+      did: 'applied',
+      source: o.source,
+      fix,
+      // If retention removed the last consumed message, later ones may be gone too: a replica idle for a whole
+      // retention span is resynced rather than trusted.
+      retentionHint: ' (and raise the stream retention if replicas stay paused this long)',
+    },
+    { offset: storedOffset, lsn: storedLsn },
+    msg,
+  );
 }
 
 /**

@@ -1,6 +1,7 @@
 import type { ChannelModel } from 'amqplib';
 import { TxnMessage, decodeTxn } from '../change';
 import { GapError } from '../errors';
+import { checkContinuity } from './continuity';
 import { compareLsn, ZERO_LSN } from '../lsn';
 import { retainedRange, StreamReader } from './stream';
 
@@ -93,7 +94,7 @@ export class LogCursor {
       if (this.from.offset !== null && msg.offset < this.from.offset) continue;
       if (!this.checked) {
         this.checked = true;
-        this.checkContinuity(msg.offset, msg.lsn ?? decodeTxn(msg.body).lsn);
+        checkContinuity({ who: this.o.consumer, noun: 'subscriber', did: 'received', source: this.source, fix: this.o.fix }, { offset: this.from.offset!, lsn: this.from.lsn }, msg);
         if (msg.offset === this.from.offset) continue; // the consumer finished it before
       }
       const m = decodeTxn(msg.body);
@@ -127,28 +128,6 @@ export class LogCursor {
       this.done = { lsn: m.lsn, offset };
     }
     return { kind: 'chunk', m, offset };
-  }
-
-  /**
-   * The first message read must be the one the consumer finished last.
-   * Offsets are not dense, so finding that very message is the only proof
-   * retention removed nothing the consumer still needed.
-   */
-  private checkContinuity(offset: number, lsn: string): void {
-    const stored = this.from.offset!;
-    const stream = `the stream of source '${this.source}'`;
-    if (offset > stored) {
-      throw new GapError(
-        `${this.o.consumer}: ${stream} no longer holds offset ${stored}, the last this consumer finished (the first retained is ${offset}): ` +
-          `retention removed changes it may not have received; ${this.o.fix}`,
-      );
-    }
-    if (offset === stored && compareLsn(lsn, this.from.lsn) > 0) {
-      throw new GapError(
-        `${this.o.consumer}: ${stream} holds transaction ${lsn} at offset ${stored}, where this consumer finished one at ${this.from.lsn}: ` +
-          `the stream was deleted and re-created, so what it held is gone; ${this.o.fix}`,
-      );
-    }
   }
 
   async close(): Promise<void> {

@@ -1,7 +1,8 @@
 import pg from 'pg';
 import type { ChannelModel } from 'amqplib';
 import { DEFAULTS } from '../config';
-import { ConfigError, HandlerFailedError, describeCause, isTransient } from '../errors';
+import { ConfigError, HandlerFailedError, PgferryError, describeCause, isTransient } from '../errors';
+import { redactText } from '../redact';
 import { endOfLog, START_OF_LOG, LogPosition } from '../log/cursor';
 import { connectRabbit } from '../log/rabbit';
 import { requireStream } from '../log/stream';
@@ -68,6 +69,8 @@ export interface Prepared {
   base: Omit<SessionOptions, 'rabbit' | 'signal'>;
   rabbitmqUrl: string;
   store: PositionStore;
+  /** An error as one line for logs and Temporal, with the passwords of its connection URLs masked. */
+  describe(err: unknown): string;
   /** Closes what prepare() opened (the pool, when it made one). */
   close(): Promise<void>;
 }
@@ -96,10 +99,13 @@ export function prepareSubscriber(o: SubscribeOptions): Prepared {
   const db = o.position.pool ?? createPool(o.position.url!);
   const store = new PositionStore(db, o.position.table);
   const log = (o.logger ?? rootLogger).child({ subscriber: o.name, source: o.source });
+  const rabbitmqUrl = o.rabbitmqUrl ?? process.env.PGFERRY_RABBITMQ_URL ?? DEFAULTS.rabbitmqUrl;
+  const secrets = [rabbitmqUrl, o.position.url ?? ''].filter(Boolean);
   return {
     name: o.name,
     source: o.source,
-    rabbitmqUrl: o.rabbitmqUrl ?? process.env.PGFERRY_RABBITMQ_URL ?? DEFAULTS.rabbitmqUrl,
+    rabbitmqUrl,
+    describe: (err) => redactText(err instanceof PgferryError ? err.message : describeCause(err), secrets),
     store,
     base: {
       name: o.name,
@@ -188,7 +194,7 @@ export function subscribe(options: SubscribeOptions): Subscription {
         if (stopper.signal.aborted) return;
       } catch (err) {
         if (err instanceof HandlerFailedError || !isTransient(err)) throw err;
-        p.base.log.warn({ error: describeCause(err), retryInMs: backoff }, 'a server connection failed; reconnecting');
+        p.base.log.warn({ error: p.describe(err), retryInMs: backoff }, 'a server connection failed; reconnecting');
         await new Promise<void>((resolve) => {
           const t = setTimeout(resolve, backoff);
           stopper.signal.addEventListener('abort', () => (clearTimeout(t), resolve()), { once: true });
@@ -204,7 +210,7 @@ export function subscribe(options: SubscribeOptions): Subscription {
   const done = run()
     .catch((err) => {
       failReady(err);
-      p.base.log.error({ error: describeCause(err) }, 'subscriber stopped');
+      p.base.log.error({ error: p.describe(err) }, 'subscriber stopped');
       throw err;
     })
     .finally(() => p.close());

@@ -6,9 +6,9 @@ import { promisify } from 'node:util';
 import * as amqp from 'amqplib';
 import { startDevServer } from '../../src/temporal/dev-server';
 import { logger } from '../../src/logger';
-import { upArgs, World } from '../helpers/fixture';
+import { cli, upArgs, World } from '../helpers/fixture';
 import { startCli, Proc } from '../helpers/procs';
-import type { FaultWorld } from './harness';
+import { REPLICAS, type FaultWorld } from './harness';
 import { freePort } from '../helpers/ports';
 import { waitFor } from '../helpers/wait';
 
@@ -254,4 +254,19 @@ export class Supervisor {
       .concat(this.errors.map((e) => `restart failed ${e}`))
       .join('\n');
   }
+}
+
+/** After an infrastructure fault: wait until `pgferry status --json` shows replicas a and b running (and, if asked, no longer retrying anything). */
+export async function waitForReplicasRunning(f: FaultWorld, opts: { settled?: boolean } = {}) {
+  return waitFor(
+    'pgferry status --json to show replicas a and b running',
+    async () => {
+      const r = await cli(f.w, ['status', '--json']);
+      const s = JSON.parse(r.stdout) as { replicas: { replica: string; state: string; retrying: string | null }[] };
+      const mine = REPLICAS.map((n) => s.replicas.find((x) => x.replica === n));
+      return mine.every((x) => x?.state === 'running' && (!opts.settled || !x.retrying)) ? s : null;
+    },
+    120_000,
+    1000,
+  );
 }

@@ -60,6 +60,14 @@ export class FaultWorld {
     return load;
   }
 
+  /** The workload the infrastructure faults run under: reconnecting, 300 transactions in, both replicas applying. */
+  async steadyLoad(): Promise<Workload> {
+    const load = this.load(2, { reconnect: true });
+    await this.more(load, 300);
+    await Promise.all(REPLICAS.map((r) => this.applied(r, 100)));
+    return load;
+  }
+
   /** Wait until the workload has committed `more` transactions beyond now. */
   async more(load: Workload, more: number, timeoutMs = 60_000): Promise<void> {
     const target = load.committed + more;

@@ -1,8 +1,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { cli } from '../helpers/fixture';
 import { waitFor } from '../helpers/wait';
 import { FaultWorld, REPLICAS } from './harness';
-import { PrivateRabbit, Supervisor } from './harness-infra';
+import { PrivateRabbit, Supervisor, waitForReplicasRunning } from './harness-infra';
 
 /**
  * Fault 4: RabbitMQ restarted (stopped, then started) while the workload
@@ -43,9 +42,7 @@ describe('fault 4: RabbitMQ restart', () => {
     it(`${v.how}: nothing lost or duplicated, replicas running again`, async () => {
       await sup?.stop();
       sup = new Supervisor(f).start();
-      const load = f.load(2, { reconnect: true });
-      await f.more(load, 300);
-      await Promise.all(REPLICAS.map((r) => f.applied(r, 100)));
+      const load = await f.steadyLoad();
       const t0 = Date.now();
       let downSeconds = 0;
       try {
@@ -63,17 +60,7 @@ describe('fault 4: RabbitMQ restart', () => {
       await sup.stop();
       expect.soft(sup.summary(), 'pgferry processes exited during the fault (a service manager would restart them; this one did)').toBe('');
 
-      const status = await waitFor(
-        'pgferry status --json to show replicas a and b running',
-        async () => {
-          const r = await cli(f.w, ['status', '--json']);
-          const s = JSON.parse(r.stdout) as { replicas: { replica: string; state: string; retrying: string | null }[] };
-          const mine = REPLICAS.map((n) => s.replicas.find((x) => x.replica === n));
-          return mine.every((x) => x?.state === 'running' && !x.retrying) ? s : null;
-        },
-        120_000,
-        1000,
-      );
+      const status = await waitForReplicasRunning(f, { settled: true });
       expect(status.replicas.map((r) => [r.replica, r.state])).toEqual(REPLICAS.map((n) => [n, 'running']));
     });
   }

@@ -35,9 +35,7 @@ describe('fault 6: replica database down', () => {
 
   it('replica cluster (replicas a and b) stopped for 60 s: retrying while down, then nothing lost or duplicated', async () => {
     sup = new Supervisor(f).start();
-    const load = f.load(2, { reconnect: true });
-    await f.more(load, 300);
-    await Promise.all(REPLICAS.map((r) => f.applied(r, 100)));
+    const load = await f.steadyLoad();
 
     const downAt = Date.now();
     const committedAtDown = load.committed;

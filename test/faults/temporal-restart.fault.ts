@@ -1,8 +1,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { cli } from '../helpers/fixture';
 import { waitFor } from '../helpers/wait';
 import { FaultWorld, REPLICAS } from './harness';
-import { restartTemporal, Supervisor } from './harness-infra';
+import { restartTemporal, Supervisor, waitForReplicasRunning } from './harness-infra';
 
 /**
  * Fault 5: the Temporal dev server killed (SIGKILL) while the workload writes,
@@ -29,9 +28,7 @@ describe('fault 5: Temporal dev server killed and restarted', () => {
 
   it('SIGKILL, then a restart on the same port and data: nothing lost or duplicated', async () => {
     sup = new Supervisor(f).start();
-    const load = f.load(2, { reconnect: true });
-    await f.more(load, 300);
-    await Promise.all(REPLICAS.map((r) => f.applied(r, 100)));
+    const load = await f.steadyLoad();
     const t0 = Date.now();
     const { downMs } = await restartTemporal(f.w, async () => {
       // Temporal stays dead for DOWN_MS of the workload committing (at least 300 more source transactions).
@@ -43,17 +40,7 @@ describe('fault 5: Temporal dev server killed and restarted', () => {
     await sup.stop();
     expect.soft(sup.summary(), 'pgferry processes exited during the fault (a service manager would restart them; this one did)').toBe('');
 
-    const status = await waitFor(
-      'pgferry status --json to show replicas a and b running',
-      async () => {
-        const r = await cli(f.w, ['status', '--json']);
-        const s = JSON.parse(r.stdout) as { replicas: { replica: string; state: string; retrying: string | null }[] };
-        const mine = REPLICAS.map((n) => s.replicas.find((x) => x.replica === n));
-        return mine.every((x) => x?.state === 'running') ? s : null;
-      },
-      120_000,
-      1000,
-    );
+    const status = await waitForReplicasRunning(f);
     expect(status.replicas.map((r) => [r.replica, r.state])).toEqual(REPLICAS.map((n) => [n, 'running']));
   });
 });

@@ -42,9 +42,7 @@ describe('fault 8: pg_terminate_backend on the walsender and the apply connectio
 
   it(`${ROUNDS} rounds of terminating the walsender and the apply connections: nothing lost or duplicated`, async () => {
     sup = new Supervisor(f).start();
-    const load = f.load(2, { reconnect: true });
-    await f.more(load, 300);
-    await Promise.all(REPLICAS.map((r) => f.applied(r, 100)));
+    const load = await f.steadyLoad();
     const t0 = Date.now();
     const killed = { walsender: 0, apply: 0 };
     const killedWalsenders = new Set<number>();
