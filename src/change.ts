@@ -64,6 +64,13 @@ export interface TxnMessage {
    * every consumer that reaches it must be rebuilt. The reason, for people.
    */
   gap?: string;
+  /**
+   * The source history the position belongs to: positions only compare
+   * within one history (a source re-created, restored, failed over or with
+   * trigger capture re-installed starts a new one). Absent in messages
+   * written before pgferry recorded it.
+   */
+  history?: string;
 }
 
 /** Key of a relation in `relations`: unambiguous for any schema and table name. */
@@ -76,18 +83,6 @@ export const nameLabel = (s: string) => (/^[a-z_][a-z0-9_]*$/.test(s) ? s : `"${
 
 export function relLabel(r: { schema: string; table: string }): string {
   return `${nameLabel(r.schema)}.${nameLabel(r.table)}`;
-}
-
-export function encodeTxn(m: TxnMessage): Buffer {
-  return Buffer.from(JSON.stringify(m));
-}
-
-export function decodeTxn(body: Buffer): TxnMessage {
-  const m = JSON.parse(body.toString('utf8')) as TxnMessage;
-  if (m?.v !== ENVELOPE_VERSION) {
-    throw new Error(`unsupported change envelope version ${String(m?.v)} (this pgferry reads version ${ENVELOPE_VERSION}); upgrade pgferry`);
-  }
-  return m;
 }
 
 /** Microseconds since the Unix epoch → ISO 8601 with all six fractional digits. */

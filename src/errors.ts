@@ -6,9 +6,12 @@
 export class PgferryError extends Error {
   /** True when retrying cannot help: the operator must change something. */
   readonly permanent: boolean = true;
-  constructor(message: string, options?: { cause?: unknown }) {
+  /** The source transaction (commit position) the error is about, when it is about one. */
+  readonly sourceLsn?: string;
+  constructor(message: string, options?: { cause?: unknown; sourceLsn?: string }) {
     super(message, options);
     this.name = new.target.name;
+    if (options?.sourceLsn) this.sourceLsn = options.sourceLsn;
   }
 }
 
@@ -31,6 +34,13 @@ export class RejectedChangeError extends PgferryError {}
 /** The stream or slot no longer holds what a consumer needs. */
 export class GapError extends PgferryError {}
 
+/**
+ * The change log breaks its protocol (a message pgferry cannot read, chunks
+ * out of order, a transaction cut short and followed by a later one): the
+ * same log would be read the same way again, so retrying cannot help.
+ */
+export class ProtocolError extends PgferryError {}
+
 /** Names of the error classes an activity reports as non-retryable. */
 export const NON_RETRYABLE = [
   'ConfigError',
@@ -38,6 +48,7 @@ export const NON_RETRYABLE = [
   'SchemaMismatchError',
   'RejectedChangeError',
   'GapError',
+  'ProtocolError',
 ];
 
 interface PgLikeError {

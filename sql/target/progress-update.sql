@@ -4,5 +4,6 @@ SET lsn = $2::pg_lsn,
     txns_applied = txns_applied + $4::bigint,
     changes_applied = changes_applied + $5::bigint,
     last_commit_time = COALESCE($6::timestamptz, last_commit_time),
+    history = COALESCE($7::text, history),
     updated_at = now()
 WHERE replica = $1

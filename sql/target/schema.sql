@@ -25,6 +25,15 @@ CREATE TABLE IF NOT EXISTS pgferry.progress (
   last_commit_time timestamptz,
   updated_at     timestamptz NOT NULL DEFAULT now()
 );
+-- The source history lsn belongs to (see src/log/protocol.ts); null until known.
+-- (Checked first: ALTER TABLE would lock the table even when the column is there.)
+DO $$
+BEGIN
+  IF NOT EXISTS (SELECT 1 FROM pg_catalog.pg_attribute WHERE attrelid = 'pgferry.progress'::regclass AND attname = 'history' AND NOT attisdropped) THEN
+    ALTER TABLE pgferry.progress ADD COLUMN history text;
+  END IF;
+END
+$$;
 
 -- A snapshot copy in progress (replica add --snapshot): written once the
 -- replica's tables were found empty, removed with the progress row's

@@ -1,10 +1,11 @@
 import type pg from 'pg';
 import type { ChannelModel } from 'amqplib';
-import { Change, RelationInfo, TxnMessage, decodeTxn, relLabel } from '../change';
-import { GapError, RejectedChangeError, SchemaMismatchError, isTransientSqlState } from '../errors';
-import { compareLsn, ZERO_LSN } from '../lsn';
-import { StreamMessage, StreamReader } from '../log/stream';
-import { checkContinuity } from '../log/continuity';
+import { Change, RelationInfo, TxnMessage, relLabel } from '../change';
+import { ConfigError, RejectedChangeError, SchemaMismatchError, isTransientSqlState } from '../errors';
+import { ZERO_LSN } from '../lsn';
+import { decodeTxn } from '../log/envelope';
+import { LogPosition, LogProtocol } from '../log/protocol';
+import { StreamReader } from '../log/stream';
 import { loadSql } from '../sql';
 import { ParamRef, Statement, arrayRefs, buildDelete, buildInsert, buildTruncate, buildUpdate, describeKey, positional } from './sql-builder';
 import { applyRun, forgetReplicaTypes, replicaTypes, runLength } from './set-apply';
@@ -60,17 +61,26 @@ export async function applyBatch(o: ApplyBatchOptions): Promise<BatchResult> {
   try {
     return await runBatch(o);
   } catch (err) {
-    const at = (err as { sourceLsn?: string }).sourceLsn;
-    if (!at) throw err;
-    // A rejected change, or a gap marker: keep every transaction before it (apply the batch
-    // again, stopping just before that position), then report it.
-    const before = await runBatch(o, at);
-    o.log.info({ replica: o.replica, appliedLsn: before.appliedLsn, txns: before.txns }, 'applied what came before the rejected transaction');
-    throw err;
+    if (!(err instanceof StopAt)) throw err;
+    // A rejected change, a gap or a break in the log: keep every transaction before it (apply the
+    // batch again, stopping at the stream offset where its transaction began), then report it.
+    const before = await runBatch(o, err.offset);
+    o.log.info({ replica: o.replica, appliedLsn: before.appliedLsn, txns: before.txns }, 'applied what came before the stop');
+    throw err.error;
   }
 }
 
-async function runBatch(o: ApplyBatchOptions, stopBefore?: string): Promise<BatchResult> {
+/** The batch must stop where a transaction that cannot be applied begins (`offset`), with `error`. */
+class StopAt extends Error {
+  constructor(
+    readonly offset: number,
+    readonly error: Error,
+  ) {
+    super(error.message);
+  }
+}
+
+async function runBatch(o: ApplyBatchOptions, stopAt?: number): Promise<BatchResult> {
   const c = o.client;
   const idleMs = o.idleMs ?? 100;
   const chunkWaitMs = o.chunkWaitMs ?? 30_000;
@@ -79,21 +89,42 @@ async function runBatch(o: ApplyBatchOptions, stopBefore?: string): Promise<Batc
   try {
     await c.query(loadSql('target/progress-init.sql'), [o.replica, o.source]);
     const row = (await c.query(loadSql('target/progress-lock.sql'), [o.replica])).rows[0];
-    const storedLsn: string = row.lsn ?? ZERO_LSN;
-    const storedOffset: number | null = row.stream_offset === null ? null : Number(row.stream_offset);
+    if (row.source !== o.source) {
+      throw new ConfigError(
+        `replica '${o.replica}' holds the position of source '${row.source}' (pgferry.progress), but is configured for source '${o.source}': ` +
+          `its position says nothing about the new source's log; point it back at '${row.source}', or run pgferry replica resync ${o.replica} to rebuild it from '${o.source}'`,
+      );
+    }
+    const stored: LogPosition = {
+      lsn: row.lsn ?? ZERO_LSN,
+      offset: row.stream_offset === null ? null : Number(row.stream_offset),
+      history: row.history ?? null,
+    };
+    const fix = `run pgferry replica resync ${o.replica} to rebuild it from a snapshot`;
+    const protocol = new LogProtocol(
+      {
+        who: `replica '${o.replica}'`,
+        noun: 'replica',
+        did: 'applied',
+        source: o.source,
+        fix,
+        // If retention removed the last consumed message, later ones may be gone too: a replica idle for a whole
+        // retention span is resynced rather than trusted.
+        retentionHint: ' (and raise the stream retention if replicas stay paused this long)',
+        needsLogStart: true,
+      },
+      stored,
+    );
 
-    // Read from the last message consumed (not the one after it) to check that the stream still
-    // holds it: RabbitMQ silently moves a consumer past what retention removed, and a stream that
-    // was deleted and re-created starts again at offset 0. A replica that never consumed anything
-    // needs the stream from its very beginning.
-    const from = storedOffset ?? 0;
+    // Read from the last message consumed (not the one after it): the protocol checks that the stream
+    // still holds it. A replica that never consumed anything needs the stream from its very beginning.
     // Prefetch 256 messages: RabbitMQ delivers a credit's worth per round trip, so a stream of small
     // transactions is read ~4x faster than with 64 (measured in W3); chunks of at most ~128 kB
-    // (capture's CHUNK_BYTES) keep that within tens of MB for huge transactions.
-    reader = await StreamReader.open(o.rabbit, o.source, storedOffset === null ? 'first' : from, 256);
+    // (envelope CHUNK_BYTES) keep that within tens of MB for huge transactions.
+    reader = await StreamReader.open(o.rabbit, o.source, stored.offset ?? 'first', 256);
     const result: BatchResult = {
-      appliedLsn: storedLsn,
-      offset: storedOffset,
+      appliedLsn: stored.lsn,
+      offset: stored.offset,
       txns: 0,
       changes: 0,
       lastCommitTime: null,
@@ -105,88 +136,75 @@ async function runBatch(o: ApplyBatchOptions, stopBefore?: string): Promise<Batc
     // Single-row changes of consecutive transactions travel together; the group is always sent
     // before anything that depends on what it holds (a savepoint, a run, the progress row).
     const group = new StatementGroup(c, (m, ch) => applyOne(c, o.replica, m, ch), o.log);
-    let open: { lsn: string; nextSeq: number; savepoint: boolean; changes: number } | null = null;
+    /** The transaction being applied, and whether it has a savepoint (several chunks). */
+    let open: { lsn: string; savepoint: boolean; changes: number } | null = null;
+    const discardOpen = async () => {
+      if (open?.savepoint) await c.query('ROLLBACK TO SAVEPOINT pgferry_txn');
+      open = null;
+    };
     let received = 0;
-    let checked = false;
-
-    for (;;) {
-      const full = result.changes >= o.maxChanges || Date.now() - started >= o.maxWaitMs;
-      if (!open && full) break;
-      const wait = open ? chunkWaitMs : received ? idleMs : Math.max(0, o.maxWaitMs - (Date.now() - started));
-      const msg = await nextBeating(reader, wait, heartbeat);
-      if (!msg) {
-        if (open) {
-          // The rest of this transaction has not been published (capture restarted mid-transaction
-          // and will re-send it whole). Undo its part; the next batch reads it again.
-          if (open.savepoint) await c.query('ROLLBACK TO SAVEPOINT pgferry_txn');
-          o.log.info({ replica: o.replica, lsn: open.lsn }, 'transaction incomplete in the stream; left for the next batch');
-          open = null;
-        } else {
-          result.caughtUp = true;
+    /** Where each transaction applied in this batch began in the stream: a refused one is stopped at. */
+    const starts = new Map<string, number>();
+    try {
+      for (;;) {
+        const full = result.changes >= o.maxChanges || Date.now() - started >= o.maxWaitMs;
+        if (!open && full) break;
+        const wait = open ? chunkWaitMs : received ? idleMs : Math.max(0, o.maxWaitMs - (Date.now() - started));
+        const msg = await nextBeating(reader, wait, heartbeat);
+        if (!msg) {
+          if (open) {
+            // The rest of this transaction has not been published (capture restarted mid-transaction
+            // and will re-send it whole). Undo its part; the next batch reads it again.
+            o.log.info({ replica: o.replica, lsn: protocol.abandon() }, 'transaction incomplete in the stream; left for the next batch');
+            await discardOpen();
+          } else {
+            result.caughtUp = true;
+          }
+          break;
         }
-        break;
+        if (stopAt !== undefined && msg.offset >= stopAt) {
+          protocol.abandon();
+          await discardOpen();
+          break;
+        }
+        let decoded: TxnMessage | undefined;
+        const step = protocol.step({ offset: msg.offset, lsn: msg.lsn, read: () => (decoded ??= decodeTxn(msg.body)) });
+        if (step.discard) await discardOpen(); // sent again from its first chunk, or cut short: undo what we applied of it
+        if (step.kind === 'skip') {
+          result.skipped += 1;
+          continue;
+        }
+        if (step.kind !== 'chunk') throw new StopAt(msg.offset, step.error);
+        received += 1;
+        const m = step.m;
+        if (!open) {
+          open = { lsn: m.lsn, savepoint: !m.last, changes: 0 };
+          if (open.savepoint) await c.query('SAVEPOINT pgferry_txn');
+        }
+        if (m.seq === 0) starts.set(m.lsn, msg.offset);
+        await applyChanges(c, o.replica, o.tables ? onlyTables(m, o.tables) : m, group);
+        // A transaction in several chunks may be rolled back to its savepoint: keep nothing of it queued.
+        if (open.savepoint) await group.flush();
+        open.changes += m.changes.length;
+        if (m.last) {
+          if (open.savepoint) await c.query('RELEASE SAVEPOINT pgferry_txn');
+          result.txns += 1;
+          result.changes += open.changes;
+          result.lastCommitTime = m.commitTime;
+          open = null;
+        }
       }
-      // RabbitMQ may start a consumer at the beginning of the chunk holding the offset asked for.
-      if (msg.offset < from) continue;
-      if (!checked) {
-        checked = true;
-        checkStreamStart(o, storedOffset, storedLsn, msg);
-        if (msg.offset === storedOffset) continue; // consumed by an earlier batch
-      }
-      received += 1;
-      const m = decodeTxn(msg.body);
-      if (stopBefore && !open && compareLsn(m.lsn, stopBefore) >= 0) break;
 
-      if (open && (m.lsn !== open.lsn || m.seq === 0)) {
-        // A transaction restarted from its first chunk (re-sent by capture after a restart), or an
-        // abandoned partial one: discard what we applied of it and start over.
-        if (open.savepoint) await c.query('ROLLBACK TO SAVEPOINT pgferry_txn');
-        open = null;
-      }
-      if (compareLsn(m.lsn, result.appliedLsn) <= 0) {
-        // Already applied (a re-send after a capture restart, or a redelivery): skip.
-        result.skipped += 1;
-        if (!open) result.offset = msg.offset;
-        continue;
-      }
-      if (m.gap) {
-        // A gap marker above our position: transactions are missing from the log here. Apply what came
-        // before it (sourceLsn makes applyBatch re-run the batch up to it), then stop for a resync.
-        throw Object.assign(
-          new GapError(`replica '${o.replica}': ${m.gap} (stream offset ${msg.offset}); run pgferry replica resync ${o.replica} to rebuild it from a snapshot`),
-          { sourceLsn: m.lsn },
-        );
-      }
-      if (!open && m.seq !== 0) {
-        // A stray later chunk of a transaction whose start we never saw: it is re-sent whole later.
-        // The stored offset is not moved onto it: it always names a message of an applied transaction.
-        continue;
-      }
-      if (open && m.seq !== open.nextSeq) {
-        throw new Error(`stream of source '${o.source}': transaction ${m.lsn} chunk ${m.seq} arrived, expected ${open.nextSeq}`);
-      }
-      if (!open) {
-        open = { lsn: m.lsn, nextSeq: 0, savepoint: !m.last, changes: 0 };
-        if (open.savepoint) await c.query('SAVEPOINT pgferry_txn');
-      }
-      await applyChanges(c, o.replica, o.tables ? onlyTables(m, o.tables) : m, group);
-      // A transaction in several chunks may be rolled back to its savepoint: keep nothing of it queued.
-      if (open.savepoint) await group.flush();
-      open.nextSeq += 1;
-      open.changes += m.changes.length;
-      if (m.last) {
-        if (open.savepoint) await c.query('RELEASE SAVEPOINT pgferry_txn');
-        result.appliedLsn = m.lsn;
-        result.offset = msg.offset;
-        result.txns += 1;
-        result.changes += open.changes;
-        result.lastCommitTime = m.commitTime;
-        open = null;
-      }
+      await group.flush();
+    } catch (err) {
+      const lsn = err instanceof RejectedChangeError || err instanceof SchemaMismatchError ? err.sourceLsn : undefined;
+      const offset = lsn === undefined ? undefined : starts.get(lsn);
+      throw offset === undefined ? err : new StopAt(offset, err as Error);
     }
-
-    await group.flush();
-    if (result.offset !== storedOffset || result.appliedLsn !== storedLsn) {
+    const at = protocol.position;
+    result.appliedLsn = at.lsn;
+    result.offset = at.offset;
+    if (result.offset !== stored.offset || result.appliedLsn !== stored.lsn || (at.history ?? null) !== stored.history) {
       await c.query(loadSql('target/progress-update.sql'), [
         o.replica,
         result.appliedLsn,
@@ -194,6 +212,7 @@ async function runBatch(o: ApplyBatchOptions, stopBefore?: string): Promise<Batc
         result.txns,
         result.changes,
         result.lastCommitTime,
+        at.history ?? null,
       ]);
     }
     await c.query('COMMIT');
@@ -205,40 +224,6 @@ async function runBatch(o: ApplyBatchOptions, stopBefore?: string): Promise<Batc
   } finally {
     await reader?.close();
   }
-}
-
-/**
- * The first message a batch reads must be the last one consumed before (or,
- * for a replica that never consumed anything, the stream's first ever), and
- * hold the transaction consumed then.
- * Anything else means changes this replica has not applied are gone: stop
- * loudly, never skip.
- */
-function checkStreamStart(o: ApplyBatchOptions, storedOffset: number | null, storedLsn: string, msg: StreamMessage): void {
-  const fix = `run pgferry replica resync ${o.replica} to rebuild it from a snapshot`;
-  const stream = `the stream of source '${o.source}'`;
-  if (storedOffset === null) {
-    if (msg.offset > 0) {
-      throw new GapError(
-        `replica '${o.replica}': ${stream} starts at offset ${msg.offset}, not 0: retention removed changes this replica never applied; ${fix}`,
-      );
-    }
-    return;
-  }
-  checkContinuity(
-    {
-      who: `replica '${o.replica}'`,
-      noun: 'replica',
-      did: 'applied',
-      source: o.source,
-      fix,
-      // If retention removed the last consumed message, later ones may be gone too: a replica idle for a whole
-      // retention span is resynced rather than trusted.
-      retentionHint: ' (and raise the stream retention if replicas stay paused this long)',
-    },
-    { offset: storedOffset, lsn: storedLsn },
-    msg,
-  );
 }
 
 /**
@@ -358,7 +343,7 @@ function rejection(replica: string, m: TxnMessage, ch: Change, err: unknown): Er
   const where = `replica '${replica}': ${ch.op} on ${table}${key} at source position ${m.lsn} was rejected: ${e.message} [${e.code}]`;
   const rejected =
     e.code === '42P01' || e.code === '42703' || e.code === '42804'
-      ? new SchemaMismatchError(`${where}; make the replica's table match the source's, then run pgferry replica resume ${replica}`, { cause: err })
-      : new RejectedChangeError(`${where}; fix the replica (or the row), then run pgferry replica resume ${replica}`, { cause: err });
-  return Object.assign(rejected, { sourceLsn: m.lsn });
+      ? new SchemaMismatchError(`${where}; make the replica's table match the source's, then run pgferry replica resume ${replica}`, { cause: err, sourceLsn: m.lsn })
+      : new RejectedChangeError(`${where}; fix the replica (or the row), then run pgferry replica resume ${replica}`, { cause: err, sourceLsn: m.lsn });
+  return rejected;
 }

@@ -1,6 +1,6 @@
 import type { ChannelModel } from 'amqplib';
 import { ConfigError, GapError } from '../errors';
-import { decodeTxn } from '../change';
+import { decodeTxn } from '../log/envelope';
 import { compareLsn, normalizeLsn } from '../lsn';
 import { StreamReader } from '../log/stream';
 import { ensureTargetSchema } from './target';
@@ -59,7 +59,7 @@ export async function rewindReplica(o: { rabbit: ChannelModel; source: string; r
   try {
     await ensureTargetSchema(c);
     // Waits for a batch in flight (it holds the row) and takes effect at the next one.
-    await c.query(loadSql('target/progress-set.sql'), [o.replica, o.source, lsn, found.offset]);
+    await c.query(loadSql('target/progress-set.sql'), [o.replica, o.source, lsn, found.offset, null]);
   } finally {
     await c.end().catch(() => undefined);
   }

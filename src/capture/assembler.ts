@@ -1,18 +1,22 @@
 import type { Pgoutput } from 'pg-logical-replication';
-import { Change, ENVELOPE_VERSION, RelationInfo, Row, TxnMessage, microsToIso, relKey } from '../change';
+import { Change, RelationInfo, Row, TxnMessage, microsToIso, relKey } from '../change';
+import { CHUNK_BYTES, TxnChunker } from '../log/envelope';
 import { normalizeLsn } from '../lsn';
 
 /**
  * Turns the pgoutput message sequence (begin, relation, insert/update/delete/
  * truncate, commit) into change-log messages: one per transaction, or ordered
- * chunks of at most `chunkChanges` changes for large ones, so memory stays
- * bounded whatever the transaction size. Pure: no I/O.
+ * chunks (the envelope's TxnChunker: at most `chunkChanges` changes and
+ * about `chunkBytes` of values each) for large ones, so memory stays bounded
+ * whatever the transaction size. Pure: no I/O.
  */
 export interface AssemblerOptions {
   source: string;
   chunkChanges: number;
   /** A chunk also ends once its values add up to about this many bytes (bounds what readers buffer). */
   chunkBytes?: number;
+  /** The source history positions belong to (see log/protocol.ts). */
+  history?: string;
   /** Resolves a column's type name (format_type) for a relation; called once per relation message. */
   typeName: (typeOid: number, typeMod: number) => string;
 }
@@ -27,27 +31,15 @@ export interface CommitInfo {
 
 interface OpenTxn {
   xid: number;
+  chunker: TxnChunker;
   lsn: string;
   commitTime: string;
-  seq: number;
-  changes: Change[];
-  /** Approximate size of the open chunk's values. */
-  bytes: number;
-  relations: Record<string, RelationInfo>;
-}
-
-/** Default chunk size: 128 kB of values, so a reader's prefetch of a few hundred messages stays small in memory. */
-export const CHUNK_BYTES = 128 * 1024;
-
-/** Bytes of a row's values and names (an estimate of its encoded size). */
-function rowBytes(row: Row | undefined): number {
-  let n = 0;
-  if (row) for (const k in row) n += k.length + (row[k]?.length ?? 0) + 6;
-  return n;
 }
 
 export class TxnAssembler {
   private readonly relations = new Map<number, RelationInfo & { key: string }>();
+  /** The latest description of each relation key. */
+  private readonly described = new Map<string, RelationInfo>();
   private txn: OpenTxn | null = null;
 
   constructor(private readonly opts: AssemblerOptions) {}
@@ -60,20 +52,19 @@ export class TxnAssembler {
     switch (msg.tag) {
       case 'begin': {
         if (this.txn) throw new Error(`pgoutput: BEGIN of xid ${msg.xid} inside open xid ${this.txn.xid}`);
-        this.txn = {
-          xid: msg.xid,
-          lsn: normalizeLsn(msg.commitLsn ?? '0/0'),
-          commitTime: microsToIso(msg.commitTime as bigint),
-          seq: 0,
-          changes: [],
-          bytes: 0,
-          relations: {},
-        };
+        const lsn = normalizeLsn(msg.commitLsn ?? '0/0');
+        const commitTime = microsToIso(msg.commitTime as bigint);
+        const chunker = new TxnChunker(
+          { source: this.opts.source, xid: msg.xid, lsn, commitTime, history: this.opts.history },
+          { changes: this.opts.chunkChanges, bytes: this.opts.chunkBytes ?? CHUNK_BYTES },
+          (key) => this.byKey(key),
+        );
+        this.txn = { xid: msg.xid, chunker, lsn, commitTime };
         return { out: [] };
       }
       case 'relation': {
-        this.relations.set(msg.relationOid, {
-          key: relKey(msg.schema, msg.name),
+        const key = relKey(msg.schema, msg.name);
+        const info: RelationInfo = {
           schema: msg.schema,
           table: msg.name,
           identity: msg.replicaIdentity,
@@ -82,7 +73,9 @@ export class TxnAssembler {
             type: this.opts.typeName(c.typeOid, c.typeMod),
             key: (c.flags & 1) === 1,
           })),
-        });
+        };
+        this.relations.set(msg.relationOid, { ...info, key });
+        this.described.set(key, info);
         return { out: [] };
       }
       case 'insert':
@@ -108,8 +101,8 @@ export class TxnAssembler {
         this.txn = null;
         const endLsn = normalizeLsn(msg.commitEndLsn ?? '0/0');
         // An empty transaction publishes nothing, but its position still counts.
-        const out = t.changes.length || t.seq > 0 ? [this.envelope(t, endLsn, true)] : [];
-        return { out, commit: { lsn: t.lsn, endLsn, commitTime: t.commitTime, chunks: t.seq } };
+        const last = t.chunker.end(endLsn);
+        return { out: last ? [last] : [], commit: { lsn: t.lsn, endLsn, commitTime: t.commitTime, chunks: t.chunker.emitted } };
       }
       default:
         return { out: [] }; // type, origin, message: nothing to replicate
@@ -122,40 +115,21 @@ export class TxnAssembler {
   }
 
   private useRel(oid: number): string {
-    const t = this.open('change');
+    this.open('change');
     const info = this.relations.get(oid);
     if (!info) throw new Error(`pgoutput: change for relation ${oid} before its RELATION message`);
-    if (!(info.key in t.relations)) t.relations[info.key] = { schema: info.schema, table: info.table, identity: info.identity, columns: info.columns };
     return info.key;
   }
 
-  private add(change: Change): { out: TxnMessage[] } {
-    const t = this.open(change.op);
-    t.changes.push(change);
-    if (change.op !== 'truncate') t.bytes += rowBytes(change.op === 'delete' ? undefined : change.new) + rowBytes(change.op === 'insert' ? undefined : change.old);
-    if (t.changes.length < this.opts.chunkChanges && t.bytes < (this.opts.chunkBytes ?? CHUNK_BYTES)) return { out: [] };
-    return { out: [this.envelope(t, '', false)] };
+  private byKey(key: string): RelationInfo {
+    const info = this.described.get(key);
+    if (!info) throw new Error(`pgoutput: relation ${key} not described`);
+    return info;
   }
 
-  /** Emit what the open transaction holds and start its next chunk. */
-  private envelope(t: OpenTxn, endLsn: string, last: boolean): TxnMessage {
-    const m: TxnMessage = {
-      v: ENVELOPE_VERSION,
-      source: this.opts.source,
-      xid: t.xid,
-      lsn: t.lsn,
-      endLsn: last ? endLsn : '',
-      commitTime: t.commitTime,
-      seq: t.seq,
-      last,
-      relations: t.relations,
-      changes: t.changes,
-    };
-    t.seq += 1;
-    t.changes = [];
-    t.bytes = 0;
-    t.relations = {};
-    return m;
+  private add(change: Change): { out: TxnMessage[] } {
+    const chunk = this.open(change.op).chunker.add(change);
+    return { out: chunk ? [chunk] : [] };
   }
 }
 

@@ -1,7 +1,7 @@
 import type { ChannelModel } from 'amqplib';
 import type { Config } from '../config';
 import { requireSourceUrl } from '../config';
-import { ENVELOPE_VERSION } from '../change';
+import { gapMarker } from '../log/envelope';
 import { logger } from '../logger';
 import { declareStream, retainedRange, StreamPublisher } from '../log/stream';
 import { slotName } from '../names';
@@ -35,22 +35,7 @@ export async function prepareCapture(config: Config, rabbit: ChannelModel): Prom
     const reason = `${lost}: changes made in between are not in the log`;
     const publisher = await StreamPublisher.open(rabbit, source);
     try {
-      await publisher.publish(
-        {
-          v: ENVELOPE_VERSION,
-          source,
-          xid: 0,
-          lsn: prepared.slotLsn,
-          endLsn: prepared.slotLsn,
-          commitTime: new Date().toISOString(),
-          seq: 0,
-          last: true,
-          relations: {},
-          changes: [],
-          gap: reason,
-        },
-        () => undefined,
-      );
+      await publisher.publish(gapMarker({ source, lsn: prepared.slotLsn, reason }), () => undefined);
       await publisher.flush();
     } finally {
       await publisher.close();

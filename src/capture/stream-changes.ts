@@ -41,6 +41,8 @@ export interface CaptureOptions {
   url: string;
   rabbitUrl: string;
   chunkChanges: number;
+  /** A chunk also ends once its values add up to about this many bytes (default: the envelope's CHUNK_BYTES). */
+  chunkBytes?: number;
   retention: Retention;
   signal: AbortSignal;
   onProgress: (p: CaptureProgress) => void;
@@ -100,6 +102,7 @@ export async function streamChanges(opts: CaptureOptions): Promise<CaptureProgre
     const assembler = new TxnAssembler({
       source,
       chunkChanges: opts.chunkChanges,
+      chunkBytes: opts.chunkBytes,
       typeName: (oid, mod) => typeNames.get(`${oid}:${mod}`) ?? `oid:${oid}`,
     });
     const pending: PendingTxn[] = [];

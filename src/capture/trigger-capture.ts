@@ -1,5 +1,6 @@
 import type pg from 'pg';
-import { Change, ENVELOPE_VERSION, RelationInfo, relKey, Row, TxnMessage } from '../change';
+import { Change, RelationInfo, relKey, Row, TxnMessage } from '../change';
+import { CHUNK_BYTES, TxnChunker } from '../log/envelope';
 import { SourceError } from '../errors';
 import { formatLsn } from '../lsn';
 import { StreamPublisher } from '../log/stream';
@@ -79,42 +80,33 @@ export async function captureTriggers(opts: CaptureOptions): Promise<CaptureProg
       for (const t of txns) {
         rank += 1n;
         const lsn = formatLsn((next << 32n) | rank);
-        let seq = 0;
+        const chunker = new TxnChunker(
+          { source, xid: Number(t.txid), lsn, commitTime: t.commit_time },
+          { changes: opts.chunkChanges, bytes: opts.chunkBytes ?? CHUNK_BYTES },
+          (key) => relations.get(key)!.info,
+        );
+        const publish = async (m: TxnMessage | null) => {
+          if (!m) return;
+          await publisher!.publish(m, () => undefined);
+          progress.messages += 1;
+          progress.changes += m.changes.length;
+        };
         let after = '0';
-        let sent = 0;
-        while (sent < t.events) {
+        let read = 0;
+        while (read < t.events) {
           const { rows } = await c.query(
             'SELECT ev_id::text, op, rel_schema, rel_table, old_row, new_row FROM pgferry.events WHERE txid = $1::xid8 AND ev_id > $2::bigint ORDER BY ev_id LIMIT $3',
             [t.txid, after, opts.chunkChanges],
           );
           if (!rows.length) break;
-          sent += rows.length;
+          read += rows.length;
           after = rows[rows.length - 1].ev_id;
-          const msgRelations: Record<string, RelationInfo> = {};
-          const changes: Change[] = [];
           for (const e of rows) {
             const r = await relation(e.rel_schema, e.rel_table);
-            const key = relKey(e.rel_schema, e.rel_table);
-            msgRelations[key] = r.info;
-            changes.push(toChange(e, key, r.columns));
+            await publish(chunker.add(toChange(e, relKey(e.rel_schema, e.rel_table), r.columns)));
           }
-          const m: TxnMessage = {
-            v: ENVELOPE_VERSION,
-            source,
-            xid: Number(t.txid),
-            lsn,
-            endLsn: lsn,
-            commitTime: t.commit_time,
-            seq,
-            last: sent >= t.events,
-            relations: msgRelations,
-            changes,
-          };
-          seq += 1;
-          await publisher.publish(m, () => undefined);
-          progress.messages += 1;
-          progress.changes += changes.length;
         }
+        await publish(chunker.end(lsn));
         progress.txns += 1;
         progress.lastLsn = lsn;
         progress.lastCommitTime = t.commit_time;

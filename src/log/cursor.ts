@@ -1,29 +1,23 @@
 import type { ChannelModel } from 'amqplib';
-import { TxnMessage, decodeTxn } from '../change';
-import { GapError } from '../errors';
-import { checkContinuity } from './continuity';
-import { compareLsn, ZERO_LSN } from '../lsn';
+import type { TxnMessage } from '../change';
+import { decodeTxn } from './envelope';
+import { LogPosition, LogProtocol, START_OF_LOG } from './protocol';
 import { retainedRange, StreamReader } from './stream';
 
 /**
  * Reading the change log in order, from a consumer's position, for consumers
  * that are not replicas (application subscribers, `pgferry tail`).
  *
- * A position is the last transaction a consumer finished: its commit LSN and
- * the stream offset of its last message (null: nothing consumed yet, read
- * from the first retained message). The cursor yields the messages of every
- * later transaction, chunk by chunk, in order, exactly once each: re-sent
- * transactions (capture restarted) are skipped, and a transaction whose
- * chunks start again is announced with a `restart` so what was seen of it can
- * be discarded. It stops with a GapError, never skipping, when the stream no
- * longer holds the position or reaches a gap marker.
+ * A position is the last transaction a consumer finished (see protocol.ts).
+ * The cursor yields the messages of every later transaction, chunk by chunk,
+ * in order, exactly once each: the protocol skips re-sent transactions, and a
+ * transaction whose chunks start again is announced with a `restart` so what
+ * was seen of it can be discarded. It stops with a GapError or a
+ * ProtocolError, never skipping, when the stream no longer holds the
+ * position, reaches a gap marker or breaks the protocol.
  */
-export interface LogPosition {
-  lsn: string;
-  offset: number | null;
-}
-
-export const START_OF_LOG: LogPosition = { lsn: ZERO_LSN, offset: null };
+export { START_OF_LOG };
+export type { LogPosition };
 
 /**
  * Where the log ends now: the newest message the stream holds (START_OF_LOG
@@ -34,7 +28,7 @@ export const START_OF_LOG: LogPosition = { lsn: ZERO_LSN, offset: null };
  */
 export async function endOfLog(rabbit: ChannelModel, source: string): Promise<LogPosition> {
   const { last } = await retainedRange(rabbit, source);
-  return last ? { lsn: last.lsn, offset: last.offset } : START_OF_LOG;
+  return last ? { lsn: last.lsn, offset: last.offset, history: last.history ?? null } : START_OF_LOG;
 }
 
 export type CursorItem =
@@ -52,31 +46,28 @@ export interface CursorOptions {
 }
 
 export class LogCursor {
-  private open: { lsn: string; nextSeq: number } | null = null;
-  private checked: boolean;
   private pending: CursorItem | null = null;
-  /** The last transaction yielded whole. */
-  private done: LogPosition;
 
   private constructor(
     private readonly reader: StreamReader,
-    private readonly source: string,
-    private readonly from: LogPosition,
-    private readonly o: CursorOptions,
-  ) {
-    this.done = from;
-    this.checked = from.offset === null;
-  }
+    private readonly protocol: LogProtocol,
+  ) {}
 
   static async open(rabbit: ChannelModel, source: string, from: LogPosition, o: CursorOptions): Promise<LogCursor> {
     // Read from the last message consumed, not the one after: finding it proves retention did not cut past it.
     const reader = await StreamReader.open(rabbit, source, from.offset ?? 'first', o.prefetch ?? 64);
-    return new LogCursor(reader, source, from, o);
+    const protocol = new LogProtocol({ who: o.consumer, noun: 'subscriber', did: 'received', source, fix: o.fix }, from);
+    return new LogCursor(reader, protocol);
   }
 
   /** True while a transaction has started but its last chunk has not been yielded. */
   get inTransaction(): boolean {
-    return this.open !== null;
+    return this.protocol.openLsn !== null;
+  }
+
+  /** The last transaction yielded whole (with the source history it belongs to). */
+  get position(): LogPosition {
+    return this.protocol.position;
   }
 
   /** The next item, or null if nothing arrives within `timeoutMs`. */
@@ -90,44 +81,16 @@ export class LogCursor {
     for (;;) {
       const msg = await this.reader.next(Math.max(0, until - Date.now()));
       if (!msg) return null;
-      // RabbitMQ may start a consumer at the beginning of the chunk holding the offset asked for.
-      if (this.from.offset !== null && msg.offset < this.from.offset) continue;
-      if (!this.checked) {
-        this.checked = true;
-        checkContinuity({ who: this.o.consumer, noun: 'subscriber', did: 'received', source: this.source, fix: this.o.fix }, { offset: this.from.offset!, lsn: this.from.lsn }, msg);
-        if (msg.offset === this.from.offset) continue; // the consumer finished it before
-      }
-      const m = decodeTxn(msg.body);
-      let restart: CursorItem | null = null;
-      if (this.open && (m.lsn !== this.open.lsn || m.seq === 0)) {
-        restart = { kind: 'restart', lsn: this.open.lsn };
-        this.open = null;
-      }
-      const item = this.accept(m, msg.offset);
+      const step = this.protocol.step({ offset: msg.offset, lsn: msg.lsn, read: () => decodeTxn(msg.body) });
+      const restart: CursorItem | null = step.discard ? { kind: 'restart', lsn: step.discard } : null;
+      if (step.kind === 'gap' || step.kind === 'error') throw step.error;
+      const item: CursorItem | null = step.kind === 'chunk' ? { kind: 'chunk', m: step.m, offset: step.offset } : null;
       if (restart) {
         this.pending = item;
         return restart;
       }
       if (item) return item;
     }
-  }
-
-  private accept(m: TxnMessage, offset: number): CursorItem | null {
-    if (compareLsn(m.lsn, this.done.lsn) <= 0) return null; // finished before, or re-sent after a capture restart
-    if (m.gap) {
-      throw new GapError(`${this.o.consumer}: ${m.gap} (stream offset ${offset}, position ${m.lsn}): source changes are missing from the log here; ${this.o.fix}`);
-    }
-    if (!this.open && m.seq !== 0) return null; // a stray later chunk of a transaction re-sent whole later
-    if (this.open && m.seq !== this.open.nextSeq) {
-      throw new Error(`stream of source '${this.source}': transaction ${m.lsn} chunk ${m.seq} arrived, expected ${this.open.nextSeq}`);
-    }
-    this.open ??= { lsn: m.lsn, nextSeq: 0 };
-    this.open.nextSeq += 1;
-    if (m.last) {
-      this.open = null;
-      this.done = { lsn: m.lsn, offset };
-    }
-    return { kind: 'chunk', m, offset };
   }
 
   async close(): Promise<void> {

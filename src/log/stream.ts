@@ -1,5 +1,6 @@
 import type * as amqp from 'amqplib';
-import { decodeTxn, encodeTxn, TxnMessage } from '../change';
+import type { TxnMessage } from '../change';
+import { decodeTxn, encodeTxn } from './envelope';
 import { ConfigError, UnavailableError } from '../errors';
 import { streamName } from '../names';
 import { connectRabbit } from './rabbit';
@@ -269,6 +270,8 @@ export interface StreamEnd {
   /** Commit LSN of the transaction that message belongs to. */
   lsn: string;
   commitTime: string;
+  /** The source history of that transaction (absent in older messages). */
+  history?: string;
 }
 
 /**
@@ -279,7 +282,7 @@ export async function retainedRange(conn: amqp.ChannelModel, source: string): Pr
   const end = (m: StreamMessage | null): StreamEnd | null => {
     if (!m) return null;
     const t = decodeTxn(m.body);
-    return { offset: m.offset, lsn: t.lsn, commitTime: t.commitTime };
+    return { offset: m.offset, lsn: t.lsn, commitTime: t.commitTime, history: t.history };
   };
   const firstReader = await StreamReader.open(conn, source, 'first', 1);
   let first: StreamMessage | null;

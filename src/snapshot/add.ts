@@ -90,7 +90,7 @@ export async function addReplica(config: Config, name: string, o: AddOptions): P
     const copied = await copyFromSnapshot({ config, replica: name, rabbit, tables, parallel: o.parallel, say: o.say, onProgress: o.onProgress });
     await withClient(`replica '${name}'`, targetUrl, async (c) => {
       await c.query('BEGIN');
-      await c.query(loadSql('target/progress-start.sql'), [name, source, copied.position, copied.offset]);
+      await c.query(loadSql('target/progress-start.sql'), [name, source, copied.position, copied.offset, null]);
       await c.query('DELETE FROM pgferry.snapshot_claims WHERE replica = $1', [name]);
       await c.query('COMMIT');
     });

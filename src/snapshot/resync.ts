@@ -77,7 +77,7 @@ async function swapIn(c: pg.ClientBase, replica: string, source: string, tables:
       const shadow = shadowOf(t);
       await c.query(`INSERT INTO ${qualified(t.schema, t.table)} (${cols}) OVERRIDING SYSTEM VALUE SELECT ${cols} FROM ${qualified(shadow.schema, shadow.table)}`);
     }
-    await c.query(loadSql('target/progress-set.sql'), [replica, source, at.position, at.offset]);
+    await c.query(loadSql('target/progress-set.sql'), [replica, source, at.position, at.offset, null]);
     await c.query('COMMIT');
   } catch (err) {
     await c.query('ROLLBACK').catch(() => undefined);

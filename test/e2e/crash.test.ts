@@ -5,7 +5,7 @@ import { createWorld, progressOf, RABBIT_URL, startUp, upArgs, waitForEqual, Wor
 import { audit, AUDIT_SCHEMA, AUDIT_TABLES, Workload } from '../helpers/workload';
 import { waitFor } from '../helpers/wait';
 import { retainedRange, StreamReader } from '../../src/log/stream';
-import { decodeTxn } from '../../src/change';
+import { decodeTxn } from '../../src/log/envelope';
 import { compareLsn } from '../../src/lsn';
 
 /**

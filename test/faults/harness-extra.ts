@@ -1,7 +1,7 @@
 import * as fs from 'node:fs';
 import * as amqp from 'amqplib';
 import { expect } from 'vitest';
-import { decodeTxn } from '../../src/change';
+import { decodeTxn } from '../../src/log/envelope';
 import { StreamReader } from '../../src/log/stream';
 import { CRASH_ENV } from '../../src/testing/crash-point';
 import { RABBIT_URL, World } from '../helpers/fixture';

@@ -1,0 +1,152 @@
+import { Change, ENVELOPE_VERSION, RelationInfo, Row, TxnMessage } from '../change';
+import { ProtocolError } from '../errors';
+
+/**
+ * The change-log envelope: the one place that builds, encodes and decodes
+ * the messages of a source's stream. Both capture modes cut transactions
+ * into chunks with `TxnChunker`; `init` writes gap markers with `gapMarker`;
+ * every reader decodes with `decodeTxn`. The rules for reading the log in
+ * order live next door, in `protocol.ts`.
+ */
+
+/** Default bound on one chunk's values: a reader's prefetch of a few hundred messages then stays within tens of MB. */
+export const CHUNK_BYTES = 128 * 1024;
+
+export interface ChunkLimits {
+  /** At most this many changes per chunk. */
+  changes: number;
+  /** A chunk ends once its values add up to about this many bytes. */
+  bytes: number;
+}
+
+/** What every chunk of one transaction carries. */
+export interface TxnHeader {
+  source: string;
+  xid: number;
+  /** Commit position. */
+  lsn: string;
+  commitTime: string;
+  /** The source history this position belongs to (see protocol.ts). */
+  history?: string;
+}
+
+/** Bytes of a row's values and names: an estimate of its encoded size. */
+export function rowBytes(row: Row | undefined): number {
+  let n = 0;
+  if (row) for (const k in row) n += k.length + (row[k]?.length ?? 0) + 6;
+  return n;
+}
+
+/** Estimated encoded size of one change's values. */
+export function changeBytes(ch: Change): number {
+  if (ch.op === 'truncate') return 16 * ch.rels.length;
+  return rowBytes(ch.op === 'delete' ? undefined : ch.new) + rowBytes(ch.op === 'insert' ? undefined : ch.old);
+}
+
+/**
+ * Cuts one source transaction into ordered chunks bounded by changes AND
+ * bytes. Feed its changes in order with `add` (which returns a full chunk
+ * when one is ready), then `end` for the last chunk. Each chunk describes
+ * the relations its own changes reference, so a reader needs nothing else.
+ * Pure; the same changes with the same limits always give the same chunks.
+ */
+export class TxnChunker {
+  private seq = 0;
+  private changes: Change[] = [];
+  private bytes = 0;
+  private relations: Record<string, RelationInfo> = {};
+
+  constructor(
+    private readonly header: TxnHeader,
+    private readonly limits: ChunkLimits,
+    /** The description of a relation key used by a change. */
+    private readonly relation: (key: string) => RelationInfo,
+  ) {}
+
+  /** Chunks emitted so far. */
+  get emitted(): number {
+    return this.seq;
+  }
+
+  /** Changes held in the open chunk. */
+  get holding(): number {
+    return this.changes.length;
+  }
+
+  add(change: Change): TxnMessage | null {
+    for (const key of change.op === 'truncate' ? change.rels : [change.rel]) this.relations[key] ??= this.relation(key);
+    this.changes.push(change);
+    this.bytes += changeBytes(change);
+    if (this.changes.length < this.limits.changes && this.bytes < this.limits.bytes) return null;
+    return this.emit('', false);
+  }
+
+  /** The last chunk (possibly without changes), or null for a transaction that emitted nothing at all. */
+  end(endLsn: string): TxnMessage | null {
+    if (!this.changes.length && this.seq === 0) return null;
+    return this.emit(endLsn, true);
+  }
+
+  private emit(endLsn: string, last: boolean): TxnMessage {
+    const h = this.header;
+    const m: TxnMessage = {
+      v: ENVELOPE_VERSION,
+      source: h.source,
+      xid: h.xid,
+      lsn: h.lsn,
+      endLsn,
+      commitTime: h.commitTime,
+      seq: this.seq,
+      last,
+      relations: this.relations,
+      changes: this.changes,
+    };
+    if (h.history) m.history = h.history;
+    this.seq += 1;
+    this.changes = [];
+    this.bytes = 0;
+    this.relations = {};
+    return m;
+  }
+}
+
+/**
+ * A gap marker: the log is missing source transactions before `lsn` (the
+ * slot or the trigger capture state was lost and made anew). It carries no
+ * changes; every consumer that reaches it stops for a resync.
+ */
+export function gapMarker(o: { source: string; lsn: string; reason: string; history?: string }): TxnMessage {
+  const m: TxnMessage = {
+    v: ENVELOPE_VERSION,
+    source: o.source,
+    xid: 0,
+    lsn: o.lsn,
+    endLsn: o.lsn,
+    commitTime: new Date().toISOString(),
+    seq: 0,
+    last: true,
+    relations: {},
+    changes: [],
+    gap: o.reason,
+  };
+  if (o.history) m.history = o.history;
+  return m;
+}
+
+export function encodeTxn(m: TxnMessage): Buffer {
+  return Buffer.from(JSON.stringify(m));
+}
+
+/** Decode one stream message; anything pgferry cannot read is a ProtocolError (retrying cannot help). */
+export function decodeTxn(body: Buffer): TxnMessage {
+  let m: TxnMessage;
+  try {
+    m = JSON.parse(body.toString('utf8')) as TxnMessage;
+  } catch (err) {
+    throw new ProtocolError(`a change-log message is not valid JSON (${(err as Error).message}); something other than pgferry wrote to the stream`, { cause: err });
+  }
+  if (m?.v !== ENVELOPE_VERSION) {
+    throw new ProtocolError(`unsupported change envelope version ${String(m?.v)} (this pgferry reads version ${ENVELOPE_VERSION}); upgrade pgferry`);
+  }
+  return m;
+}
