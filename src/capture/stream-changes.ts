@@ -1,11 +1,12 @@
 import { LogicalReplicationService, Pgoutput } from 'pg-logical-replication';
 import type pg from 'pg';
+import { AckTracker, Released, TrackedTxn } from './ack-tracker';
 import { TxnAssembler } from './assembler';
 import { TextPgoutputPlugin } from './pgoutput';
 import { slotInfo } from './source';
 import { Retention, StreamPublisher } from '../log/stream';
 import { GapError, SourceError, UnavailableError, describeCause, isTransient } from '../errors';
-import { formatLsn, normalizeLsn, parseLsn, ZERO_LSN } from '../lsn';
+import { formatLsn, parseLsn, ZERO_LSN } from '../lsn';
 import { publicationName, slotName } from '../names';
 import { connectError, connectPg, SESSION_OPTIONS } from '../pg';
 import { redactText } from '../redact';
@@ -59,17 +60,6 @@ export const HEARTBEAT_PREFIX = 'pgferry.heartbeat';
 /** Per source, the kind of heartbeat failure already warned about in this process (capture restarts every few minutes). */
 const heartbeatWarned = new Map<string, string>();
 
-interface PendingTxn {
-  lsn: string;
-  endLsn: string;
-  commitTime: string;
-  unconfirmed: number;
-  committed: boolean;
-  changes: number;
-  /** Published at least one message (false for a heartbeat or other empty transaction). */
-  published: boolean;
-}
-
 export async function streamChanges(opts: CaptureOptions): Promise<CaptureProgress> {
   const { source, url, log } = opts;
   const what = `source '${source}'`;
@@ -105,8 +95,8 @@ export async function streamChanges(opts: CaptureOptions): Promise<CaptureProgre
       chunkBytes: opts.chunkBytes,
       typeName: (oid, mod) => typeNames.get(`${oid}:${mod}`) ?? `oid:${oid}`,
     });
-    const pending: PendingTxn[] = [];
-    let current: PendingTxn | null = null;
+    const acks = new AckTracker(progress.confirmedLsn);
+    let current: TrackedTxn | null = null;
     let fatal: Error | null = null;
     let failRun: (e: Error) => void = () => undefined;
     const failed = new Promise<never>((_, reject) => {
@@ -123,34 +113,26 @@ export async function streamChanges(opts: CaptureOptions): Promise<CaptureProgre
       if (lsn > 0n) void service.acknowledge(formatLsn(lsn - 1n)).catch(() => undefined);
     };
 
-    /** Move the slot position to `lsn` if that is ahead (positions only grow). */
-    const moveTo = (lsn: string): boolean => {
-      if (parseLsn(lsn) <= parseLsn(progress.confirmedLsn)) return false;
-      progress.confirmedLsn = normalizeLsn(lsn);
-      return true;
-    };
-
-    const advance = () => {
-      let moved = false;
-      while (pending.length && pending[0].committed && pending[0].unconfirmed === 0) {
-        const t = pending.shift()!;
-        moved = moveTo(t.endLsn) || moved;
-        // An empty transaction (a heartbeat, or another program's logical message) moves the slot
-        // but reaches no replica: it is not a captured transaction, nor what replica lag is measured to.
-        if (t.published) {
-          progress.lastLsn = t.lsn;
-          progress.lastCommitTime = t.commitTime;
-          progress.txns += 1;
-          progress.changes += t.changes;
-        }
+    /** Count what the tracker released and acknowledge the slot if its position moved. */
+    const account = (released: Released[]) => {
+      for (const t of released) {
+        progress.lastLsn = t.lsn;
+        progress.lastCommitTime = t.commitTime;
+        progress.txns += 1;
+        progress.changes += t.changes;
       }
-      if (moved) sendAck();
+      if (acks.position !== progress.confirmedLsn) {
+        progress.confirmedLsn = acks.position;
+        sendAck();
+      }
     };
 
     // Messages the replication connection has received (counted as they are decoded, in arrival
     // order) and those the handler below has finished: equal when nothing is queued or in progress.
     let received = 0;
     let handled = 0;
+    /** Changes published for the open transaction. */
+    let changes = 0;
     let lastTxnAt = Date.now();
 
     service.on('data', async (_lsn: string, msg: Pgoutput.Message) => {
@@ -165,32 +147,28 @@ export async function streamChanges(opts: CaptureOptions): Promise<CaptureProgre
             }
           }
         }
-        if (msg.tag === 'begin') {
-          current = { lsn: '', endLsn: '', commitTime: '', unconfirmed: 0, committed: false, changes: 0, published: false };
-          pending.push(current);
-        }
+        if (msg.tag === 'begin') current = acks.begin();
         const { out, commit } = assembler.push(msg);
         const txn = current!;
         for (const m of out) {
-          txn.changes += m.changes.length;
-          txn.unconfirmed += 1;
-          txn.published = true;
+          changes += m.changes.length;
+          acks.published(txn);
           progress.messages += 1;
-          await pub.publish(m, () => {
-            txn.unconfirmed -= 1;
-            crashPoint('capture-after-confirm'); // test-only (PGFERRY_TEST_CRASH_AT): confirmed, slot not yet acknowledged
-            advance();
-          });
+          await pub.publish(
+            m,
+            () => {
+              crashPoint('capture-after-confirm'); // test-only (PGFERRY_TEST_CRASH_AT): confirmed, slot not yet acknowledged
+              account(acks.confirmed(txn));
+            },
+            () => acks.nack(),
+          );
           crashPoint('capture-before-confirm'); // test-only (PGFERRY_TEST_CRASH_AT): published, its confirm not yet seen
         }
         if (commit) {
-          txn.lsn = commit.lsn;
-          txn.endLsn = commit.endLsn;
-          txn.commitTime = commit.commitTime;
-          txn.committed = true;
           current = null;
           lastTxnAt = Date.now();
-          advance();
+          account(acks.commit(txn, { lsn: commit.lsn, endLsn: commit.endLsn, commitTime: commit.commitTime, changes }));
+          changes = 0;
         }
       } catch (err) {
         failRun(err as Error);
@@ -203,8 +181,10 @@ export async function streamChanges(opts: CaptureOptions): Promise<CaptureProgre
       // (transactions touching no published table are not sent at all). When all of that is handled
       // and every transaction is confirmed by RabbitMQ, the slot may move there, as PostgreSQL's own
       // subscriber does: a transaction still open on the source commits after it and is sent then.
-      if (!fatal && received === handled && current === null && pending.length === 0 && moveTo(lsn)) sendAck();
-      else if (shouldRespond) sendAck();
+      if (!fatal && received === handled && current === null && acks.keepalive(lsn)) {
+        progress.confirmedLsn = acks.position;
+        sendAck();
+      } else if (shouldRespond) sendAck();
     });
     service.on('error', (err: Error) => failRun(err));
 
@@ -214,7 +194,7 @@ export async function streamChanges(opts: CaptureOptions): Promise<CaptureProgre
      * checkpoints keep writing it) until the disk fills. Every `heartbeatMs` without a transaction,
      * capture writes a transactional logical message on an ordinary connection; pgoutput sends it
      * back (we ask for `messages`) as BEGIN, MESSAGE, COMMIT, and it queues behind every earlier
-     * transaction in `pending`, so the slot moves past it only once RabbitMQ confirmed them all.
+     * transaction in the ack tracker, so the slot moves past it only once RabbitMQ confirmed them all.
      *
      * Decision: the heartbeat is acknowledged, not published. Published, it would be an empty
      * transaction on the stream: each replica would apply and count it, applications reading the
@@ -315,7 +295,6 @@ export async function streamChanges(opts: CaptureOptions): Promise<CaptureProgre
     // Stopping: let outstanding confirms land so the slot moves as far as it may.
     const deadline = Date.now() + 5000;
     while (pub.pending > 0 && Date.now() < deadline && !fatal) await new Promise((r) => setTimeout(r, 20));
-    advance();
     sendAck();
     log.info({ source, confirmedLsn: progress.confirmedLsn, txns: progress.txns }, 'capture stopping');
     return { ...progress };

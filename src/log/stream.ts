@@ -103,10 +103,11 @@ export class StreamPublisher {
   }
 
   /**
-   * Publish one message; `onConfirm` runs once the broker has confirmed it.
+   * Publish one message; `onConfirm` runs once the broker has confirmed it,
+   * `onNack` if it refused it (the publisher has then failed).
    * Waits while too many messages are unconfirmed (bounded memory).
    */
-  async publish(m: TxnMessage, onConfirm: () => void): Promise<void> {
+  async publish(m: TxnMessage, onConfirm: () => void, onNack?: () => void): Promise<void> {
     this.check();
     while (this.unconfirmed >= this.window) await this.waitForProgress();
     this.unconfirmed += 1;
@@ -122,8 +123,10 @@ export class StreamPublisher {
       },
       (err) => {
         this.unconfirmed -= 1;
-        if (err) this.fail(new Error(`RabbitMQ did not confirm the message for transaction ${m.lsn} (nack): ${String(err)}`));
-        else onConfirm();
+        if (err) {
+          onNack?.();
+          this.fail(new Error(`RabbitMQ did not confirm the message for transaction ${m.lsn} (nack): ${String(err)}`));
+        } else onConfirm();
         this.wake();
       },
     );
