@@ -60,10 +60,11 @@ export const createActivities = (deps: Deps) => {
           url: requireSourceUrl(config),
           rabbitUrl: config.rabbitmqUrl,
           chunkChanges: config.batch.chunkChanges,
+          chunkBytes: config.batch.chunkBytes,
           retention: config.stream,
           signal: ctx.cancellationSignal,
           onProgress: (p) => ctx.heartbeat(p),
-          maxRunMs: 15 * 60_000,
+          maxRunMs: config.batch.captureRunMs,
           heartbeatMs: config.source.heartbeatMs,
           log: deps.logger.child({ source }),
         });

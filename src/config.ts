@@ -85,6 +85,10 @@ const schema = z.object({
     maxChanges: count.positive('must be > 0'),
     maxWaitMs: count.positive('must be > 0'),
     chunkChanges: count.positive('must be > 0'),
+    /** A chunk of a large transaction ends once its values add up to about this many bytes. */
+    chunkBytes: count.min(1024, 'must be at least 1024'),
+    /** Capture returns (and the workflow continues as new) after this long; it then reconnects to the slot. */
+    captureRunMs: count.min(1000, 'must be at least 1 second'),
   }),
   connectWaitMs: count.nonnegative(),
   stream: z.object({
@@ -322,6 +326,8 @@ export function loadConfig(raw: RawConfig, env: NodeJS.ProcessEnv = process.env)
       maxChanges: num(first(env.PGFERRY_BATCH_MAX_CHANGES, f.batch?.max_changes as string, 5000)),
       maxWaitMs: num(first(env.PGFERRY_BATCH_MAX_WAIT_MS, f.batch?.max_wait_ms as string, 1000)),
       chunkChanges: num(first(env.PGFERRY_CHUNK_CHANGES, f.batch?.chunk_changes as string, 2000)),
+      chunkBytes: num(first(env.PGFERRY_CHUNK_BYTES, f.batch?.chunk_bytes as string, 128 * 1024)),
+      captureRunMs: (num(first(env.PGFERRY_CAPTURE_RUN_SECONDS, f.batch?.capture_run_seconds as string, 900)) as number) * 1000,
     },
     connectWaitMs: (num(first(raw.wait, env.PGFERRY_CONNECT_WAIT_SECONDS, f.connectWaitSeconds as string, 30)) as number) * 1000,
     // Retention of the change log: RabbitMQ removes whole segments, oldest first, once either limit is passed.
@@ -338,7 +344,7 @@ export function loadConfig(raw: RawConfig, env: NodeJS.ProcessEnv = process.env)
   for (const [section, value] of [['stream', f.stream], ['batch', f.batch], ['metrics', f.metrics], ['temporal', f.temporal]] as const) {
     const known: Record<string, string[]> = {
       stream: ['max_bytes', 'max_age', 'segment_bytes'],
-      batch: ['max_changes', 'max_wait_ms', 'chunk_changes'],
+      batch: ['max_changes', 'max_wait_ms', 'chunk_changes', 'chunk_bytes', 'capture_run_seconds'],
       metrics: ['port', 'host'],
       temporal: ['address', 'namespace', 'tls'],
     };
@@ -371,6 +377,8 @@ const LABELS: Record<string, string> = {
   'batch.maxChanges': 'batch.max_changes (PGFERRY_BATCH_MAX_CHANGES)',
   'batch.maxWaitMs': 'batch.max_wait_ms (PGFERRY_BATCH_MAX_WAIT_MS)',
   'batch.chunkChanges': 'batch.chunk_changes (PGFERRY_CHUNK_CHANGES)',
+  'batch.chunkBytes': 'batch.chunk_bytes (PGFERRY_CHUNK_BYTES)',
+  'batch.captureRunMs': 'batch.capture_run_seconds (PGFERRY_CAPTURE_RUN_SECONDS)',
   'stream.maxBytes': 'stream.max_bytes (PGFERRY_STREAM_MAX_BYTES)',
   'stream.maxAge': 'stream.max_age (PGFERRY_STREAM_MAX_AGE)',
   'stream.segmentBytes': 'stream.segment_bytes (PGFERRY_STREAM_SEGMENT_BYTES)',
