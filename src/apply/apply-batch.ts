@@ -169,7 +169,11 @@ async function runBatch(o: ApplyBatchOptions, stopAt?: number): Promise<BatchRes
         }
         let decoded: TxnMessage | undefined;
         const step = protocol.step({ offset: msg.offset, lsn: msg.lsn, read: () => (decoded ??= decodeTxn(msg.body)) });
-        if (step.discard) await discardOpen(); // sent again from its first chunk, or cut short: undo what we applied of it
+        if (step.discard) {
+          // Sent again from its first chunk (capture restarted), or cut short: undo what we applied of it.
+          o.log.info({ replica: o.replica, lsn: step.discard, offset: msg.offset }, 'transaction sent again in the stream; what was applied of it is undone');
+          await discardOpen();
+        }
         if (step.kind === 'skip') {
           result.skipped += 1;
           continue;

@@ -1,0 +1,313 @@
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { mulberry32 } from '../helpers/random-workload';
+import { cli, StopWaiting } from '../helpers/fixture';
+import { ROOT, startNode, Proc } from '../helpers/procs';
+import { waitFor } from '../helpers/wait';
+import { fingerprint } from '../helpers/fixture';
+import { auditIds, FaultWorld, REPLICAS } from '../faults/harness';
+import { PrivateRabbit, restartTemporal, Supervisor } from '../faults/harness-infra';
+import { CHAOS_SCHEMA, CHAOS_TABLES, MixedWorkload } from './mixed-workload';
+
+/**
+ * The randomized fault campaign (`npm run test:chaos`; a short form runs in
+ * `npm test`). Per seed: a source with the mixed workload (small OLTP,
+ * multi-chunk transactions with small ones committing beside them,
+ * TRUNCATEs, a REPLICA IDENTITY FULL table, rollbacks) replicated to two
+ * replicas and read by a transactional subscriber, with capture's periodic
+ * rotation made short and chunks made small, while faults are injected at
+ * random times, several at once: walsender terminated, capture and apply
+ * killed -9, RabbitMQ connections closed and RabbitMQ restarted, the Temporal
+ * dev server restarted, the replica cluster restarted. A supervisor (as
+ * systemd would) restarts what was killed. Then the faults stop, the
+ * workload stops, and the oracle: every committed source transaction exactly
+ * once on every replica (audit ids), every table's content equal, and the
+ * subscriber saw every audit row exactly once, in commit order.
+ *
+ * Seeds: PGFERRY_CHAOS_SEED=<n> replays one; otherwise PGFERRY_CHAOS_SEEDS
+ * runs (default 1) start at PGFERRY_CHAOS_BASE (default random, printed).
+ * PGFERRY_CHAOS_SECONDS is each run's fault window (default 40).
+ */
+const SEEDS = Number(process.env.PGFERRY_CHAOS_SEEDS ?? 1);
+const BASE = Number(process.env.PGFERRY_CHAOS_SEED ?? process.env.PGFERRY_CHAOS_BASE ?? Math.floor(Math.random() * 1e6));
+const WINDOW_S = Number(process.env.PGFERRY_CHAOS_SECONDS ?? 40);
+const seeds = process.env.PGFERRY_CHAOS_SEED ? [BASE] : Array.from({ length: SEEDS }, (_, i) => BASE + i);
+
+const RESULTS = path.join(__dirname, 'results');
+
+interface RunRow {
+  seed: number;
+  windowSeconds: number;
+  faults: Record<string, number>;
+  committed: number;
+  large: number;
+  interleaved: number;
+  rolledBack: number;
+  lost: number | null;
+  duplicated: number | null;
+  subscriberLost: number | null;
+  subscriberDuplicated: number | null;
+  convergedSeconds: number | null;
+  /** Times apply undid part of a transaction sent again, or left one whose chunks stopped (the paths of defect A). */
+  resent?: number;
+  abandoned?: number;
+  outcome: string;
+}
+const rows: RunRow[] = [];
+
+const SEEN = `CREATE TABLE seen (seq bigserial PRIMARY KEY, subscriber text NOT NULL, id text NOT NULL, lsn pg_lsn NOT NULL, idx int NOT NULL,
+                                 tbl text NOT NULL, op text NOT NULL, key text, new text);
+              CREATE SCHEMA app;`;
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+describe(`chaos campaign: ${seeds.length} run(s) of ${WINDOW_S} s, seeds ${seeds.join(', ')}`, () => {
+  let rabbit: PrivateRabbit;
+
+  beforeAll(async () => {
+    rabbit = await PrivateRabbit.start();
+  });
+
+  afterAll(async () => {
+    await rabbit?.destroy();
+    writeReport();
+  });
+
+  for (const seed of seeds) {
+    it(`seed ${seed}: every transaction exactly once on both replicas and the subscriber`, async () => {
+      console.log(`chaos: seed ${seed} (replay with PGFERRY_CHAOS_SEED=${seed} npm run test:chaos)`);
+      const rand = mulberry32(seed);
+      const f = await FaultWorld.create({
+        schema: CHAOS_SCHEMA,
+        env: {
+          PGFERRY_RABBITMQ_URL: rabbit.url,
+          PGFERRY_CHUNK_CHANGES: '50', // large transactions are many chunks
+          PGFERRY_CAPTURE_RUN_SECONDS: '12', // capture rotates (reconnects to its slot) every 12 s
+          PGFERRY_BATCH_MAX_CHANGES: '2000',
+        },
+      });
+      const row: RunRow = {
+        seed,
+        windowSeconds: WINDOW_S,
+        faults: { 'capture rotation every 12 s': 1 },
+        committed: 0,
+        large: 0,
+        interleaved: 0,
+        rolledBack: 0,
+        lost: null,
+        duplicated: null,
+        subscriberLost: null,
+        subscriberDuplicated: null,
+        convergedSeconds: null,
+        outcome: '',
+      };
+      rows.push(row);
+      let sup: Supervisor | null = null;
+      let subscriber: Proc | null = null;
+      let subscriberRestarts = 0;
+      let watchSubscriber: NodeJS.Timeout | null = null;
+      /** Every pgferry process of the run, for what their logs say about re-sent transactions. */
+      const procs = new Set<Proc>();
+      const load = new MixedWorkload(f.w.sourceUrl, seed);
+      try {
+        const positionsUrl = await f.w.replicas.createDatabase('positions');
+        await f.w.replicas.withClient('positions', (c) => c.query(SEEN));
+        await f.start();
+        sup = new Supervisor(f).start();
+        const startSubscriber = () => {
+          subscriber = startNode(path.join(ROOT, 'test/helpers/subscriber-app.js'), [], {
+            ...f.w.env,
+            SUB_SOURCE: f.w.sourceName,
+            SUB_NAME: 'audit',
+            SUB_TABLES: 'public.audit',
+            SUB_FROM: 'beginning',
+            SUB_DELIVER: 'transaction',
+            SUB_TRANSACTIONAL: '1',
+            POSITIONS_URL: positionsUrl,
+          });
+        };
+        startSubscriber();
+        watchSubscriber = setInterval(() => {
+          for (const p of [f.apply, f.capture]) if (p) procs.add(p);
+          const s = subscriber!;
+          if (s.child.exitCode === null && s.child.signalCode === null) return;
+          if (s.child.signalCode !== 'SIGKILL') console.log(`chaos: the subscriber exited (${s.child.exitCode}): ${s.output().slice(-600)}`);
+          subscriberRestarts += 1;
+          startSubscriber();
+        }, 500);
+
+        load.start();
+        await waitFor('the workload to commit 200 transactions', () => load.committed >= 200, 60_000, 100);
+
+        // The faults: at random moments, several at once (one of each kind at a time).
+        const inFlight = new Map<string, Promise<void>>();
+        const faults: Record<string, () => Promise<void>> = {
+          'walsender terminated': async () => {
+            await f.w.source.withClient('postgres', (c) => c.query('SELECT pg_terminate_backend(pid) FROM pg_stat_replication'));
+          },
+          'capture kill -9': async () => void (await f.capture?.kill9()),
+          'apply kill -9': async () => void (await f.apply?.kill9()),
+          'subscriber kill -9': async () => void (await subscriber?.kill9()),
+          'RabbitMQ connections closed': async () => void (await rabbit.ctl('close_all_connections', 'chaos campaign')),
+          'RabbitMQ restarted': async () => {
+            await rabbit.stopApp();
+            await sleep(1000 + rand() * 4000);
+            await rabbit.startApp();
+          },
+          'Temporal restarted': async () => void (await restartTemporal(f.w, () => sleep(500 + rand() * 2500))),
+          'replica cluster restarted': async () => {
+            f.w.replicas.stop(rand() < 0.5 ? 'fast' : 'immediate');
+            await sleep(500 + rand() * 2500);
+            f.w.replicas.start();
+          },
+        };
+        const kinds = Object.keys(faults);
+        const until = Date.now() + WINDOW_S * 1000;
+        while (Date.now() < until) {
+          await sleep(1000 + rand() * 4000);
+          const kind = kinds[Math.floor(rand() * kinds.length)];
+          if (inFlight.has(kind)) continue;
+          row.faults[kind] = (row.faults[kind] ?? 0) + 1;
+          console.log(`chaos: +${Math.round((WINDOW_S * 1000 - (until - Date.now())) / 1000)} s ${kind}`);
+          inFlight.set(
+            kind,
+            faults[kind]()
+              .catch((err) => console.log(`chaos: ${kind} failed: ${(err as Error).message.split('\n')[0]}`))
+              .finally(() => inFlight.delete(kind)),
+          );
+        }
+        await Promise.all(inFlight.values());
+        if (!(await rabbit.answers())) await rabbit.startApp();
+
+        // Settle: the workload goes on a little with everything up, then stops; wait for convergence.
+        await sleep(3000);
+        row.committed = await load.stop();
+        Object.assign(row, { large: load.large, interleaved: load.interleaved, rolledBack: load.rolledBack });
+        const t0 = Date.now();
+        let stuck: Error | null = null;
+        await converge(f, 300_000).catch((err) => (stuck = err as Error));
+        if (!stuck) row.convergedSeconds = (Date.now() - t0) / 1000;
+        const src = await auditIds(f.w, null);
+        let lost = 0;
+        let duplicated = 0;
+        for (const r of REPLICAS) {
+          const dst = await auditIds(f.w, r);
+          const seen = new Set(dst);
+          lost += src.filter((id) => !seen.has(id)).length;
+          duplicated += dst.length - seen.size;
+        }
+        Object.assign(row, { lost, duplicated });
+        const sub = await subscriberAudit(f, new Set(src));
+        Object.assign(row, { subscriberLost: sub.lost, subscriberDuplicated: sub.duplicated });
+        if (stuck) row.outcome = `DID NOT CONVERGE: ${(stuck as Error).message.split('\n')[0]}`;
+        const said = (re: RegExp) => [...procs].reduce((n, p) => n + (p.output().match(re)?.length ?? 0), 0);
+        row.resent = said(/transaction sent again in the stream/g);
+        row.abandoned = said(/transaction incomplete in the stream/g);
+        row.outcome ||=
+          lost || duplicated || sub.lost || sub.duplicated || sub.outOfOrder
+            ? `AUDIT FAILED${sub.outOfOrder ? ` (subscriber out of order ${sub.outOfOrder}×)` : ''}`
+            : `replicas equal the source; subscriber saw each once, in order${subscriberRestarts ? ` (${subscriberRestarts} restarts)` : ''}`;
+        expect({ lost, duplicated, subscriberLost: sub.lost, subscriberDuplicated: sub.duplicated, outOfOrder: sub.outOfOrder }).toEqual({
+          lost: 0,
+          duplicated: 0,
+          subscriberLost: 0,
+          subscriberDuplicated: 0,
+          outOfOrder: 0,
+        });
+        if (stuck) throw stuck;
+      } catch (err) {
+        row.outcome ||= `FAILED: ${(err as Error).message.split('\n').slice(0, 3).join(' ')}`;
+        throw err;
+      } finally {
+        if (watchSubscriber) clearInterval(watchSubscriber);
+        await load.stop().catch(() => undefined);
+        await sup?.stop();
+        await (subscriber as Proc | null)?.stop();
+        if (!(await rabbit.answers())) await rabbit.startApp().catch(() => undefined);
+        await f.teardown();
+        console.log(`chaos: ${JSON.stringify(row)}`);
+      }
+    });
+  }
+});
+
+/** Wait until both replicas hold the source's content (every table's row count and row hash), failing early on a stopped replica. */
+async function converge(f: FaultWorld, timeoutMs: number): Promise<void> {
+  let lastStatus = 0;
+  let detail = '';
+  let changedAt = Date.now();
+  await waitFor(
+    'both replicas to equal the source',
+    async () => {
+      if (Date.now() - lastStatus > 5000) {
+        lastStatus = Date.now();
+        const r = await cli(f.w, ['status', '--json']).catch(() => null);
+        const s = r?.stdout ? (JSON.parse(r.stdout) as { replicas?: { replica: string; state: string; lastError?: string | null }[] }) : null;
+        const stopped = s?.replicas?.find((x) => x.state === 'failed' || x.state === 'needs_resync');
+        if (stopped) throw new StopWaiting(`replica '${stopped.replica}' is ${stopped.state}: ${stopped.lastError}`);
+      }
+      const parts: string[] = [];
+      for (const t of CHAOS_TABLES) {
+        const src = await fingerprint(f.w.source, 'app', t);
+        for (const r of REPLICAS) {
+          const dst = await fingerprint(f.w.replicas, `replica_${r}`, t);
+          if (src.rows !== dst.rows || src.hash !== dst.hash) parts.push(`${r}.${t}: ${dst.rows}/${src.rows} rows`);
+        }
+      }
+      const now = parts.join(', ');
+      if (now !== detail) {
+        detail = now;
+        changedAt = Date.now();
+      } else if (parts.length && Date.now() - changedAt > 60_000) {
+        throw new StopWaiting('no replica moved for 60 s');
+      }
+      return parts.length === 0;
+    },
+    timeoutMs,
+    1000,
+  ).catch((err) => {
+    throw new Error(`${(err as Error).message}; differing: ${detail}`);
+  });
+}
+
+/** What the subscriber recorded against the source's audit ids: missing, doubled, and commit order broken. */
+async function subscriberAudit(f: FaultWorld, src: Set<string>): Promise<{ lost: number; duplicated: number; outOfOrder: number }> {
+  const read = () =>
+    f.w.replicas.withClient('positions', async (c) =>
+      (await c.query(`SELECT lsn::text AS lsn, new FROM seen WHERE subscriber = 'audit' AND op = 'insert' ORDER BY seq`)).rows as { lsn: string; new: string }[],
+    );
+  // The subscriber catches up on its own: wait for it (it never reports more than it saw).
+  await waitFor('the subscriber to have seen every audit row', async () => new Set((await read()).map((r) => JSON.parse(r.new).txn_id)).size >= src.size, 120_000, 1000).catch(() => undefined);
+  const rows = await read();
+  const ids = rows.map((r) => JSON.parse(r.new).txn_id as string);
+  const seen = new Set(ids);
+  let outOfOrder = 0;
+  const big = (l: string) => l.split('/').reduce((a, x) => a * 2n ** 32n + BigInt(`0x${x}`), 0n);
+  for (let i = 1; i < rows.length; i += 1) if (big(rows[i].lsn) < big(rows[i - 1].lsn)) outOfOrder += 1;
+  return { lost: [...src].filter((id) => !seen.has(id)).length, duplicated: ids.length - seen.size, outOfOrder };
+}
+
+function writeReport(): void {
+  if (!rows.length) return;
+  const md = [
+    '# pgferry chaos campaign',
+    '',
+    `${new Date().toISOString()} — \`PGFERRY_CHAOS_SEEDS=${SEEDS} PGFERRY_CHAOS_SECONDS=${WINDOW_S} npm run test:chaos\``,
+    '',
+    '| seed | faults injected | source txns (large, beside large, rolled back) | re-sent / abandoned in apply | lost | duplicated | subscriber lost / dup | converged (s) | outcome |',
+    '| ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | --- |',
+    ...rows.map(
+      (r) =>
+        `| ${r.seed} | ${Object.entries(r.faults)
+          .map(([k, n]) => (n > 1 ? `${k} ×${n}` : k))
+          .join(', ')} | ${r.committed} (${r.large}, ${r.interleaved}, ${r.rolledBack}) | ${r.resent ?? '—'} / ${r.abandoned ?? '—'} | ${r.lost ?? '—'} | ${r.duplicated ?? '—'} | ${r.subscriberLost ?? '—'} / ${r.subscriberDuplicated ?? '—'} | ${r.convergedSeconds?.toFixed(1) ?? '—'} | ${r.outcome} |`,
+    ),
+    '',
+  ].join('\n');
+  fs.mkdirSync(RESULTS, { recursive: true });
+  const name = process.env.PGFERRY_CHAOS_REPORT ?? 'latest';
+  fs.writeFileSync(path.join(RESULTS, `${name}.md`), md);
+  fs.writeFileSync(path.join(RESULTS, `${name}.json`), `${JSON.stringify(rows, null, 2)}\n`);
+  process.stdout.write(`\n${md}\n`);
+}
