@@ -86,6 +86,9 @@ async function runBatch(o: ApplyBatchOptions, stopAt?: number): Promise<BatchRes
   const chunkWaitMs = o.chunkWaitMs ?? 30_000;
   await c.query('BEGIN');
   let reader: StreamReader | undefined;
+  // Heartbeat however the time is spent — also while a statement waits on the replica — so Temporal
+  // tells a live batch from a dead worker and does not start a second attempt beside this one.
+  const beating = setInterval(() => o.heartbeat(), 2000);
   try {
     await c.query(loadSql('target/progress-init.sql'), [o.replica, o.source]);
     const row = (await c.query(loadSql('target/progress-lock.sql'), [o.replica])).rows[0];
@@ -183,7 +186,12 @@ async function runBatch(o: ApplyBatchOptions, stopAt?: number): Promise<BatchRes
         const m = step.m;
         if (!open) {
           open = { lsn: m.lsn, savepoint: !m.last, changes: 0 };
-          if (open.savepoint) await c.query('SAVEPOINT pgferry_txn');
+          if (open.savepoint) {
+            // Defect A: what is queued belongs to earlier, finished transactions; it goes to the replica
+            // before the savepoint, or rolling back to it (a re-send, a chunk that never came) undoes it too.
+            await group.flush();
+            await c.query('SAVEPOINT pgferry_txn');
+          }
         }
         if (m.seq === 0) starts.set(m.lsn, msg.offset);
         await applyChanges(c, o.replica, o.tables ? onlyTables(m, o.tables) : m, group);
@@ -219,15 +227,33 @@ async function runBatch(o: ApplyBatchOptions, stopAt?: number): Promise<BatchRes
         at.history ?? null,
       ]);
     }
-    await c.query('COMMIT');
+    await c.query('COMMIT').catch((err) => {
+      throw commitRefused(o.replica, stored.lsn, result.appliedLsn, err);
+    });
     if (result.txns > 0) crashPoint('apply-after-commit'); // test-only (PGFERRY_TEST_CRASH_AT): committed, activity not returned
     return result;
   } catch (err) {
     await c.query('ROLLBACK').catch(() => undefined);
     throw err;
   } finally {
+    clearInterval(beating);
     await reader?.close();
   }
+}
+
+/**
+ * COMMIT refused (a deferred constraint or constraint trigger on the
+ * replica): nothing of the batch is applied and retrying gives the same
+ * answer, so the replica stops, naming the range of source positions.
+ */
+function commitRefused(replica: string, from: string, to: string, err: unknown): Error {
+  const e = err as { code?: string; message?: string };
+  if (isTransientSqlState(e?.code) || !e?.code) return err as Error;
+  return new RejectedChangeError(
+    `replica '${replica}': the replica refused to commit the source transactions after ${from} up to ${to} (a deferred constraint or trigger): ${e.message} [${e.code}]; ` +
+      `nothing of them was applied; fix the replica, then run pgferry replica resume ${replica}`,
+    { cause: err },
+  );
 }
 
 /**
@@ -327,7 +353,6 @@ function statementFor(m: TxnMessage, ch: Change, ref: ParamRef): Statement | nul
     case 'truncate':
       return buildTruncate(
         ch.rels.map((k) => rel(m, k)),
-        ch.cascade,
         ch.restartIdentity,
       );
   }

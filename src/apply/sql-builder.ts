@@ -154,7 +154,7 @@ const NO_EQUALITY = /^(json|xml|point|line|lseg|box|path|polygon|circle)(\[\])*$
  * matches the whole old row, NULLs included, and exactly one row even when
  * duplicates exist.
  */
-function whereRow(rel: RelationInfo, old: Row, firstParam: number, ref: ParamRef): { sql: string; values: Value[] } {
+function whereRow(rel: RelationInfo, old: Row, firstParam: number, ref: ParamRef): { with?: string; sql: string; values: Value[] } {
   const full = rel.identity === 'full';
   const cols = (full ? rel.columns.map((c) => c.name) : keyColumns(rel)).filter((c) => c in old);
   if (!cols.length) throw new Error(`no replica identity columns for ${rel.schema}.${rel.table}`);
@@ -170,7 +170,14 @@ function whereRow(rel: RelationInfo, old: Row, firstParam: number, ref: ParamRef
         : `${ident(c)} IS NOT DISTINCT FROM ${ref(firstParam + i, c)}`,
     )
     .join(' AND ');
-  return { sql: `ctid = (SELECT ctid FROM ${qualified(rel.schema, rel.table)} WHERE ${cond} LIMIT 1)`, values };
+  // The row by (tableoid, ctid), not ctid alone: on a partitioned or inherited replica table a ctid is
+  // only unique within one partition, and the outer statement sees them all. Picked once (the CTE), then
+  // matched with two scalar comparisons, so the outer statement is still a TID scan.
+  return {
+    with: `WITH pgferry_row AS (SELECT tableoid AS t, ctid AS c FROM ${qualified(rel.schema, rel.table)} WHERE ${cond} LIMIT 1) `,
+    sql: `ctid = (SELECT c FROM pgferry_row) AND tableoid = (SELECT t FROM pgferry_row)`,
+    values,
+  };
 }
 
 export function buildUpdate(rel: RelationInfo, old: Row, row: Row, ref: ParamRef = positional): Statement | null {
@@ -180,15 +187,21 @@ export function buildUpdate(rel: RelationInfo, old: Row, row: Row, ref: ParamRef
   if (!cols.length) return null; // nothing changed that was sent (e.g. only unchanged TOAST)
   const set = cols.map((c, i) => `${ident(c)} = ${ref(i + 1, c)}`).join(', ');
   const where = whereRow(rel, old, cols.length + 1, ref);
-  return stmt(`UPDATE ${qualified(rel.schema, rel.table)} SET ${set} WHERE ${where.sql}`, [...cols.map((c) => row[c]), ...where.values]);
+  return stmt(`${where.with ?? ''}UPDATE ${qualified(rel.schema, rel.table)} SET ${set} WHERE ${where.sql}`, [...cols.map((c) => row[c]), ...where.values]);
 }
 
 export function buildDelete(rel: RelationInfo, old: Row, ref: ParamRef = positional): Statement {
   const where = whereRow(rel, old, 1, ref);
-  return stmt(`DELETE FROM ${qualified(rel.schema, rel.table)} WHERE ${where.sql}`, where.values);
+  return stmt(`${where.with ?? ''}DELETE FROM ${qualified(rel.schema, rel.table)} WHERE ${where.sql}`, where.values);
 }
 
-export function buildTruncate(rels: RelationInfo[], cascade: boolean, restartIdentity: boolean): Statement {
+/**
+ * A source TRUNCATE, never with CASCADE: like PostgreSQL's own apply worker,
+ * pgferry empties exactly the relations it received (a source CASCADE sends
+ * every table it emptied). A replica-only table referencing one of them then
+ * makes the TRUNCATE fail loudly instead of being emptied too.
+ */
+export function buildTruncate(rels: RelationInfo[], restartIdentity: boolean): Statement {
   const list = rels.map((r) => qualified(r.schema, r.table)).join(', ');
-  return stmt(`TRUNCATE ${list}${restartIdentity ? ' RESTART IDENTITY' : ''}${cascade ? ' CASCADE' : ''}`, []);
+  return stmt(`TRUNCATE ${list}${restartIdentity ? ' RESTART IDENTITY' : ''}`, []);
 }

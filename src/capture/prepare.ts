@@ -2,6 +2,8 @@ import type { ChannelModel } from 'amqplib';
 import type { Config } from '../config';
 import { requireSourceUrl } from '../config';
 import { gapMarker } from '../log/envelope';
+import { withClient } from '../pg';
+import { triggerHistory, walHistory } from './history';
 import { logger } from '../logger';
 import { declareStream, retainedRange, StreamPublisher } from '../log/stream';
 import { slotName } from '../names';
@@ -20,6 +22,16 @@ import { prepareTriggerSource } from './trigger-source';
  * published first, and every replica that reaches it stops in state
  * `needs_resync`.
  */
+/** The history the source's positions belong to now (see capture/history.ts). */
+export async function sourceHistory(config: Config, url: string): Promise<string> {
+  const what = `source '${config.source.name}'`;
+  if (config.source.mode !== 'trigger') return walHistory(what, url);
+  return withClient(what, url, async (c) => {
+    const r = (await c.query('SELECT incarnation FROM pgferry.capture_state WHERE source = $1', [config.source.name])).rows[0];
+    return triggerHistory(r.incarnation);
+  });
+}
+
 export async function prepareCapture(config: Config, rabbit: ChannelModel): Promise<PreparedSource & { gapMarked: boolean }> {
   const source = config.source.name;
   await declareStream(rabbit, source, config.stream);
@@ -35,7 +47,8 @@ export async function prepareCapture(config: Config, rabbit: ChannelModel): Prom
     const reason = `${lost}: changes made in between are not in the log`;
     const publisher = await StreamPublisher.open(rabbit, source);
     try {
-      await publisher.publish(gapMarker({ source, lsn: prepared.slotLsn, reason }), () => undefined);
+      const history = await sourceHistory(config, url);
+      await publisher.publish(gapMarker({ source, lsn: prepared.slotLsn, reason, history }), () => undefined);
       await publisher.flush();
     } finally {
       await publisher.close();

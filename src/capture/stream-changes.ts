@@ -2,6 +2,7 @@ import { LogicalReplicationService, Pgoutput } from 'pg-logical-replication';
 import type pg from 'pg';
 import { AckTracker, Released, TrackedTxn } from './ack-tracker';
 import { TxnAssembler } from './assembler';
+import { walHistory } from './history';
 import { TextPgoutputPlugin } from './pgoutput';
 import { slotInfo } from './source';
 import { Retention, StreamPublisher } from '../log/stream';
@@ -78,6 +79,7 @@ export async function streamChanges(opts: CaptureOptions): Promise<CaptureProgre
     if (slot.walStatus === 'lost') {
       throw new GapError(`${what}: replication slot ${slotName(source)} was invalidated (max_slot_wal_keep_size); the replicas need a resync`);
     }
+    const history = await walHistory(what, url);
     publisher = await StreamPublisher.connect(opts.rabbitUrl, source, opts.retention);
     const pub = publisher;
 
@@ -93,6 +95,7 @@ export async function streamChanges(opts: CaptureOptions): Promise<CaptureProgre
       source,
       chunkChanges: opts.chunkChanges,
       chunkBytes: opts.chunkBytes,
+      history,
       typeName: (oid, mod) => typeNames.get(`${oid}:${mod}`) ?? `oid:${oid}`,
     });
     const acks = new AckTracker(progress.confirmedLsn);

@@ -1,7 +1,7 @@
 import type pg from 'pg';
 import { Change, RelationInfo, relKey, Row, TxnMessage } from '../change';
 import { CHUNK_BYTES, TxnChunker } from '../log/envelope';
-import { SourceError } from '../errors';
+import { SourceError, UnavailableError } from '../errors';
 import { formatLsn } from '../lsn';
 import { StreamPublisher } from '../log/stream';
 import { connectPg, qualified } from '../pg';
@@ -9,6 +9,7 @@ import { loadSql } from '../sql';
 import { parseRecordText } from './record-text';
 import type { CaptureOptions, CaptureProgress } from './stream-changes';
 import { TICK_LOCK } from './trigger-source';
+import { triggerHistory } from './history';
 
 /**
  * Trigger capture: read pgferry.events batch by batch, in commit order, and
@@ -38,13 +39,15 @@ export async function captureTriggers(opts: CaptureOptions): Promise<CaptureProg
   let report: NodeJS.Timeout | undefined;
   listener.on('notification', () => wake());
   try {
+    await holdCaptureLock(c, source);
     await listener.query('LISTEN pgferry');
     const state = (await c.query(`SELECT to_regclass('pgferry.capture_state') IS NOT NULL AS installed`)).rows[0];
-    const last = state.installed === true || state.installed === 't' ? (await c.query('SELECT last_tick FROM pgferry.capture_state WHERE source = $1', [source])).rows[0] : null;
+    const last = state.installed === true || state.installed === 't' ? (await c.query('SELECT last_tick, incarnation FROM pgferry.capture_state WHERE source = $1', [source])).rows[0] : null;
     if (!last) {
       throw new SourceError(`${what}: trigger capture is not installed for this source; run pgferry init --mode trigger (or pgferry up --mode trigger)`);
     }
     let lastTick = BigInt(last.last_tick);
+    const history = triggerHistory(last.incarnation);
     publisher = await StreamPublisher.connect(opts.rabbitUrl, source, opts.retention);
 
     const progress: CaptureProgress = { confirmedLsn: formatLsn(lastTick << 32n), txns: 0, changes: 0, messages: 0, startedAt: new Date().toISOString() };
@@ -81,7 +84,7 @@ export async function captureTriggers(opts: CaptureOptions): Promise<CaptureProg
         rank += 1n;
         const lsn = formatLsn((next << 32n) | rank);
         const chunker = new TxnChunker(
-          { source, xid: Number(t.txid), lsn, commitTime: t.commit_time },
+          { source, xid: Number(t.txid), lsn, commitTime: t.commit_time, history },
           { changes: opts.chunkChanges, bytes: opts.chunkBytes ?? CHUNK_BYTES },
           (key) => relations.get(key)!.info,
         );
@@ -132,6 +135,32 @@ export async function captureTriggers(opts: CaptureOptions): Promise<CaptureProg
     await c.end().catch(() => undefined);
   }
 }
+
+/**
+ * One trigger capture per source at a time, as the slot ensures in WAL mode:
+ * a zombie attempt, or a second `up` against another Temporal server, would
+ * interleave its chunks with this one's. The lock is the session's, held
+ * until its connection ends.
+ */
+async function holdCaptureLock(c: pg.ClientBase, source: string): Promise<void> {
+  const got = (await c.query('SELECT pg_catalog.pg_try_advisory_lock($1, pg_catalog.hashtext($2)) AS ok', [CAPTURE_LOCK, source])).rows[0].ok;
+  if (got === true || got === 't') return;
+  const holder = (
+    await c.query(
+      `SELECT l.pid, a.application_name, a.client_addr::text AS addr FROM pg_catalog.pg_locks l LEFT JOIN pg_catalog.pg_stat_activity a USING (pid)
+        WHERE l.locktype = 'advisory' AND l.classid = $1::int::oid AND l.objid = pg_catalog.hashtext($2)::oid AND l.objsubid = 2 AND l.granted`,
+      [CAPTURE_LOCK, source],
+    )
+  ).rows[0];
+  const who = holder ? `backend pid ${holder.pid}${holder.addr ? ` from ${holder.addr}` : ''}${holder.application_name ? ` (${holder.application_name})` : ''}` : 'another session';
+  throw new UnavailableError(
+    `source '${source}': another trigger capture of this source is running (${who} holds its capture lock); this one waits and retries — ` +
+      `if that is a pgferry left running elsewhere (another Temporal server?), stop it`,
+  );
+}
+
+/** pg_advisory_lock class for "a trigger capture of this source runs" (second key: hashtext of the source name). */
+const CAPTURE_LOCK = 7_364_202;
 
 /** The tick after `last`, creating one if events wait and no tick is there yet; null when there is nothing to do. */
 async function nextTick(c: pg.ClientBase, last: bigint): Promise<bigint | null> {

@@ -4,9 +4,10 @@ import { describeCause, PgferryError } from '../errors';
 import { logger } from '../logger';
 import { connectRabbit } from '../log/rabbit';
 import type { TableRef } from '../capture/source';
-import { prepareCapture } from '../capture/prepare';
 import { checkNoUnfinishedCopy, prepareTarget } from '../apply/target';
 import { withClient } from '../pg';
+import { loadSql } from '../sql';
+import { prepareCapture, sourceHistory } from '../capture/prepare';
 import { withRetry } from '../retry';
 
 /**
@@ -46,6 +47,7 @@ export async function initialize(config: Config, say: (line: string) => void): P
     say(`WARNING ${warning}`);
   }
 
+  const history = await sourceHistory(config, requireSourceUrl(config));
   // Each replica's workflow checks again when it starts, and reports problems in its status.
   const replicaErrors = new Map<string, string>();
   for (const r of config.replicas) {
@@ -55,6 +57,7 @@ export async function initialize(config: Config, say: (line: string) => void): P
           withClient(`replica '${r.name}'`, r.url, async (c) => {
             const w = await prepareTarget(c, r.name, replicaShare(config, r.name, prepared.tables));
             await checkNoUnfinishedCopy(c, r.name);
+            await c.query(loadSql('target/progress-new.sql'), [r.name, source, history]);
             return w;
           }),
         wait,

@@ -73,6 +73,8 @@ export class StreamPublisher {
   private failed: Error | null = null;
   private unconfirmed = 0;
   private waiters: (() => void)[] = [];
+  /** Waits that end only on failure (the socket drain). */
+  private failWaiters: ((e: Error) => void)[] = [];
 
   private constructor(
     private readonly ch: amqp.ConfirmChannel,
@@ -82,7 +84,12 @@ export class StreamPublisher {
     private readonly own?: amqp.ChannelModel,
   ) {
     ch.on('error', (e: Error) => this.fail(e));
-    ch.on('close', () => this.fail(new Error('RabbitMQ channel closed')));
+    ch.on('close', () => this.fail(new UnavailableError('RabbitMQ closed the publishing channel (the connection dropped or the server is restarting)')));
+    // Published `mandatory`: a message no queue took (the stream was deleted) comes back here, before
+    // its confirm — which then must not count as delivered.
+    ch.on('return', (msg: amqp.Message) =>
+      this.fail(new UnavailableError(`RabbitMQ returned a change-log message as unroutable (${(msg.fields as { replyText?: string }).replyText ?? 'NO_ROUTE'}): the stream ${this.queue} does not exist any more; capture restarts and declares it again`)),
+    );
   }
 
   static async open(conn: amqp.ChannelModel, source: string, window = 16): Promise<StreamPublisher> {
@@ -117,20 +124,39 @@ export class StreamPublisher {
       encodeTxn(m),
       {
         persistent: true,
+        mandatory: true,
         contentType: 'application/json',
         messageId: `${m.source}:${m.lsn}:${m.seq}`,
         headers: { 'pgferry-lsn': m.lsn, 'pgferry-seq': m.seq, 'pgferry-last': m.last },
       },
       (err) => {
         this.unconfirmed -= 1;
-        if (err) {
+        if (err || this.failed) {
+          // Refused, or returned as unroutable (its confirm still comes): not in the log.
           onNack?.();
           this.fail(new Error(`RabbitMQ did not confirm the message for transaction ${m.lsn} (nack): ${String(err)}`));
         } else onConfirm();
         this.wake();
       },
     );
-    if (!ok) await new Promise<void>((resolve) => this.ch.once('drain', resolve));
+    if (!ok) await this.drained();
+  }
+
+  /** The socket's buffer has room again — or the channel failed (closed, errored): then that error. */
+  private drained(): Promise<void> {
+    return new Promise<void>((resolve, reject) => {
+      if (this.failed) return reject(this.failed);
+      const onDrain = () => {
+        this.failWaiters = this.failWaiters.filter((f) => f !== onFail);
+        resolve();
+      };
+      const onFail = (e: Error) => {
+        this.ch.removeListener('drain', onDrain);
+        reject(e);
+      };
+      this.ch.once('drain', onDrain);
+      this.failWaiters.push(onFail);
+    });
   }
 
   /** Resolves once every message published so far is confirmed; throws if one was not. */
@@ -149,6 +175,9 @@ export class StreamPublisher {
 
   private fail(e: Error): void {
     if (!this.failed) this.failed = e;
+    const f = this.failWaiters;
+    this.failWaiters = [];
+    for (const w of f) w(this.failed);
     this.wake();
   }
 

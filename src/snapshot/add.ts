@@ -67,7 +67,8 @@ export async function addReplica(config: Config, name: string, o: AddOptions): P
       warnings.push(...(await prepareTarget(c, name, tables)));
       for (const warning of warnings) o.say(`WARNING ${warning}`);
       const existing = (await c.query(loadSql('target/progress-get.sql'), [name])).rows[0];
-      if (existing) {
+      // A row init/up made for a replica that never applied anything is no replication yet.
+      if (existing && !(existing.stream_offset === null && existing.lsn === '0/0')) {
         throw new ConfigError(
           `replica '${name}' already replicates source '${existing.source}' (applied up to ${existing.lsn}); to rebuild it from a fresh snapshot run pgferry replica resync ${name}`,
         );

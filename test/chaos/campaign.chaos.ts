@@ -1,7 +1,10 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import * as amqp from 'amqplib';
 import { mulberry32 } from '../helpers/random-workload';
+import { decodeTxn } from '../../src/log/envelope';
+import { StreamReader } from '../../src/log/stream';
 import { cli, StopWaiting } from '../helpers/fixture';
 import { ROOT, startNode, Proc } from '../helpers/procs';
 import { waitFor } from '../helpers/wait';
@@ -198,6 +201,7 @@ describe(`chaos campaign: ${seeds.length} run(s) of ${WINDOW_S} s, seeds ${seeds
           duplicated += dst.length - seen.size;
         }
         Object.assign(row, { lost, duplicated });
+        if (lost || duplicated) await diagnose(f, rabbit.url, src);
         const sub = await subscriberAudit(f, new Set(src));
         Object.assign(row, { subscriberLost: sub.lost, subscriberDuplicated: sub.duplicated });
         if (stuck) row.outcome = `DID NOT CONVERGE: ${(stuck as Error).message.split('\n')[0]}`;
@@ -232,11 +236,16 @@ describe(`chaos campaign: ${seeds.length} run(s) of ${WINDOW_S} s, seeds ${seeds
   }
 });
 
-/** Wait until both replicas hold the source's content (every table's row count and row hash), failing early on a stopped replica. */
+/**
+ * Wait until both replicas hold the source's content, failing early on a
+ * stopped replica or when nothing moves for a minute: first the audit row
+ * counts (cheap), then every table's row count and row hash.
+ */
 async function converge(f: FaultWorld, timeoutMs: number): Promise<void> {
   let lastStatus = 0;
   let detail = '';
   let changedAt = Date.now();
+  const count = (cluster: FaultWorld['w']['source'], db: string) => cluster.withClient(db, async (c) => (await c.query('SELECT count(*)::int AS n FROM audit')).rows[0].n as number);
   await waitFor(
     'both replicas to equal the source',
     async () => {
@@ -247,12 +256,19 @@ async function converge(f: FaultWorld, timeoutMs: number): Promise<void> {
         const stopped = s?.replicas?.find((x) => x.state === 'failed' || x.state === 'needs_resync');
         if (stopped) throw new StopWaiting(`replica '${stopped.replica}' is ${stopped.state}: ${stopped.lastError}`);
       }
+      const want = await count(f.w.source, 'app');
       const parts: string[] = [];
-      for (const t of CHAOS_TABLES) {
-        const src = await fingerprint(f.w.source, 'app', t);
-        for (const r of REPLICAS) {
-          const dst = await fingerprint(f.w.replicas, `replica_${r}`, t);
-          if (src.rows !== dst.rows || src.hash !== dst.hash) parts.push(`${r}.${t}: ${dst.rows}/${src.rows} rows`);
+      for (const r of REPLICAS) {
+        const n = await count(f.w.replicas, `replica_${r}`);
+        if (n !== want) parts.push(`${r}: ${n}/${want} audit rows`);
+      }
+      if (!parts.length) {
+        for (const t of CHAOS_TABLES) {
+          const src = await fingerprint(f.w.source, 'app', t);
+          for (const r of REPLICAS) {
+            const dst = await fingerprint(f.w.replicas, `replica_${r}`, t);
+            if (src.rows !== dst.rows || src.hash !== dst.hash) parts.push(`${r}.${t}: ${dst.rows}/${src.rows} rows`);
+          }
         }
       }
       const now = parts.join(', ');
@@ -265,10 +281,49 @@ async function converge(f: FaultWorld, timeoutMs: number): Promise<void> {
       return parts.length === 0;
     },
     timeoutMs,
-    1000,
+    2000,
   ).catch((err) => {
     throw new Error(`${(err as Error).message}; differing: ${detail}`);
   });
+}
+
+/**
+ * For a failed audit: where each missing audit row of replica a is in the
+ * stream (which message, which transaction, its chunks and their offsets),
+ * so a loss can be told apart as capture's (not in the log) or apply's.
+ */
+async function diagnose(f: FaultWorld, rabbitUrl: string, src: string[]): Promise<void> {
+  const have = new Set(await auditIds(f.w, 'a'));
+  const missing = new Set(src.filter((id) => !have.has(id)));
+  const conn = await amqp.connect(rabbitUrl);
+  const entries: { offset: number; lsn: string; seq: number; last: boolean; changes: number; ids: string[] }[] = [];
+  try {
+    const reader = await StreamReader.open(conn, f.w.sourceName, 'first', 256);
+    try {
+      for (let m = await reader.next(5000); m; m = await reader.next(3000)) {
+        const t = decodeTxn(m.body);
+        const ids = t.changes.flatMap((ch) => (ch.op === 'insert' && 'txn_id' in ch.new ? [String(ch.new.txn_id)] : []));
+        entries.push({ offset: m.offset, lsn: t.lsn, seq: t.seq, last: t.last, changes: t.changes.length, ids });
+      }
+    } finally {
+      await reader.close();
+    }
+  } finally {
+    await conn.close().catch(() => undefined);
+  }
+  const progress = await f.w.replicas.withClient('replica_a', async (c) => (await c.query('SELECT lsn::text, stream_offset::text FROM pgferry.progress')).rows);
+  console.log(`chaos: diagnosis: ${missing.size} audit rows missing on replica a (progress ${JSON.stringify(progress)}); the stream holds ${entries.length} messages`);
+  for (const id of missing) {
+    const hit = entries.filter((e) => e.ids.includes(id));
+    if (!hit.length) {
+      console.log(`chaos:   ${id}: in no message of the stream (lost by capture)`);
+      continue;
+    }
+    const lsn = hit[0].lsn;
+    const i = entries.findIndex((e) => e === hit[0]);
+    const around = entries.slice(Math.max(0, i - 12), i + 12).map((e) => `${e.offset}:${e.lsn}#${e.seq}${e.last ? 'L' : ''}(${e.changes})${e.ids.includes(id) ? '*' : ''}`);
+    console.log(`chaos:   ${id}: in transaction ${lsn} at offsets ${hit.map((e) => e.offset).join(', ')}; around it: ${around.join(' ')}`);
+  }
 }
 
 /** What the subscriber recorded against the source's audit ids: missing, doubled, and commit order broken. */

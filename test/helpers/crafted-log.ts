@@ -19,29 +19,35 @@ import { RABBIT_URL, deleteStream } from './fixture';
  * order, a new source history, an envelope of another version.
  */
 export class CraftedLog {
-  readonly source = `c${Math.random().toString(36).slice(2, 10)}`;
+  source = '';
+  private publisher: StreamPublisher | null = null;
   private constructor(
     readonly cluster: PgCluster,
     readonly rabbit: amqp.ChannelModel,
-    private readonly publisher: StreamPublisher,
     readonly db: string,
   ) {}
 
-  static async create(schema: string): Promise<CraftedLog> {
+  static async create(): Promise<CraftedLog> {
     const cluster = await PgCluster.start();
     await cluster.createDatabase('replica');
-    await cluster.withClient('replica', (c) => c.query(schema));
     const rabbit = await amqp.connect(RABBIT_URL);
-    const log = new CraftedLog(cluster, rabbit, null as unknown as StreamPublisher, 'replica');
-    await declareStream(rabbit, log.source, { maxBytes: 0, maxAge: '', segmentBytes: 1_000_000 });
-    (log as { publisher: StreamPublisher }).publisher = await StreamPublisher.open(rabbit, log.source);
-    return log;
+    return new CraftedLog(cluster, rabbit, 'replica');
+  }
+
+  /** A new stream and a replica database holding only `schema` (and no position). */
+  async reset(schema: string): Promise<void> {
+    await this.publisher?.close();
+    if (this.source) await deleteStream(this.source).catch(() => undefined);
+    this.source = `c${Math.random().toString(36).slice(2, 10)}`;
+    await declareStream(this.rabbit, this.source, { maxBytes: 0, maxAge: '', segmentBytes: 1_000_000 });
+    this.publisher = await StreamPublisher.open(this.rabbit, this.source);
+    await this.cluster.withClient(this.db, (c) => c.query(`DROP SCHEMA IF EXISTS public, pgferry CASCADE; CREATE SCHEMA public; ${schema}`));
   }
 
   /** Publish messages, in order, and wait for RabbitMQ's confirms. */
   async publish(...ms: TxnMessage[]): Promise<void> {
-    for (const m of ms) await this.publisher.publish(m, () => undefined);
-    await this.publisher.flush();
+    for (const m of ms) await this.publisher!.publish(m, () => undefined);
+    await this.publisher!.flush();
   }
 
   /** Publish raw bodies (not pgferry's envelope). */
@@ -85,8 +91,8 @@ export class CraftedLog {
   }
 
   async close(): Promise<void> {
-    await this.publisher.close();
-    await deleteStream(this.source).catch(() => undefined);
+    await this.publisher?.close();
+    if (this.source) await deleteStream(this.source).catch(() => undefined);
     await this.rabbit.close().catch(() => undefined);
     this.cluster.destroy();
   }

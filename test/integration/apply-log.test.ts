@@ -1,5 +1,8 @@
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
-import { CraftedLog, ins, txn } from '../helpers/crafted-log';
+import { CraftedLog, ins, relation, txn } from '../helpers/crafted-log';
+import { relKey } from '../../src/change';
+import { GapError, ProtocolError, RejectedChangeError } from '../../src/errors';
+import { formatLsn } from '../../src/lsn';
 
 /**
  * Apply against logs written by hand (real RabbitMQ stream, real replica
@@ -15,7 +18,7 @@ describe('apply of crafted logs', () => {
   let log: CraftedLog;
 
   beforeAll(async () => {
-    log = await CraftedLog.create(SCHEMA);
+    log = await CraftedLog.create();
   });
   afterAll(async () => {
     await log?.close();
@@ -24,9 +27,8 @@ describe('apply of crafted logs', () => {
   let at = 0x1000;
   const next = () => (at += 0x100);
   beforeEach(async () => {
-    // Every test starts from an empty replica whose position is the newest message of the stream.
-    await log.rows('TRUNCATE a, b');
-    await log.apply();
+    // Every test: its own stream and an empty replica.
+    await log.reset(SCHEMA);
   });
 
   it('defect A: small transactions before a large one re-sent from chunk 0 stay applied', async () => {
@@ -67,5 +69,96 @@ describe('apply of crafted logs', () => {
     expect((await log.apply()).txns).toBe(1);
     expect(await log.rows('SELECT count(*)::int AS n FROM a')).toEqual([{ n: 2 }]);
     expect(await log.rows('SELECT id::int FROM b')).toEqual([{ id: 7 }]);
+  });
+
+  it('defect C: REPLICA IDENTITY FULL on a partitioned replica table deletes the one row, not its twins by ctid in other partitions', async () => {
+    await log.reset(`CREATE TABLE p (a int NOT NULL, b text) PARTITION BY LIST (a);
+                     CREATE TABLE p1 PARTITION OF p FOR VALUES IN (1);
+                     CREATE TABLE p2 PARTITION OF p FOR VALUES IN (2);
+                     INSERT INTO p VALUES (1, 'x'), (2, 'y');`);
+    const full = relation('p', { identity: 'full', columns: [{ name: 'a', type: 'integer', key: true }, { name: 'b', type: 'text', key: true }] });
+    // Both rows are the first of their partition: the same ctid (0,1).
+    expect(await log.rows(`SELECT tableoid::regclass::text AS part, ctid::text FROM p ORDER BY a`)).toEqual([
+      { part: 'p1', ctid: '(0,1)' },
+      { part: 'p2', ctid: '(0,1)' },
+    ]);
+    await log.publish(
+      txn(next(), [{ op: 'delete', rel: relKey('public', 'p'), old: { a: '2', b: 'y' } }], { rels: [full] }),
+      txn(next(), [{ op: 'update', rel: relKey('public', 'p'), old: { a: '1', b: 'x' }, new: { a: '1', b: 'x2' } }], { rels: [full] }),
+    );
+    expect((await log.apply()).txns).toBe(2);
+    expect(await log.rows('SELECT a, b FROM p ORDER BY a')).toEqual([{ a: 1, b: 'x2' }]);
+  });
+
+  it('defect D: a TRUNCATE that cascaded on the source empties only the tables it names, and a replica-only reference refuses it loudly', async () => {
+    await log.reset(`${SCHEMA}
+      CREATE TABLE notes (id bigint PRIMARY KEY, a_id bigint REFERENCES a (id));
+      INSERT INTO a VALUES (1, 'kept');
+      INSERT INTO notes VALUES (1, 1);`);
+    const [before, t] = [next(), next()];
+    await log.publish(txn(before, [ins('b', { id: '1', v: 'before' })]), txn(t, [{ op: 'truncate', rels: [relKey('public', 'a')], cascade: true, restartIdentity: false }]));
+    const err = await log.apply().catch((e) => e);
+    expect(err).toBeInstanceOf(RejectedChangeError);
+    expect(String(err.message)).toMatch(/truncate on public\.a at source position .* was rejected: cannot truncate a table referenced in a foreign key constraint/);
+    // The replica-only table and the truncated table keep their rows; what came before the TRUNCATE is applied.
+    expect(await log.rows('SELECT count(*)::int AS n FROM notes')).toEqual([{ n: 1 }]);
+    expect(await log.rows('SELECT v FROM a')).toEqual([{ v: 'kept' }]);
+    expect(await log.rows('SELECT v FROM b')).toEqual([{ v: 'before' }]);
+  });
+
+  it('defect J: a refused COMMIT (deferred constraint) stops the replica with the reason instead of retrying forever', async () => {
+    await log.reset(`${SCHEMA}
+      ALTER TABLE b ADD UNIQUE (v);
+      CREATE TABLE child (id bigint PRIMARY KEY, v text REFERENCES b (v) DEFERRABLE INITIALLY DEFERRED);`);
+    const child = relation('child');
+    await log.publish(txn(next(), [{ op: 'insert', rel: relKey('public', 'child'), new: { id: '1', v: 'no such parent' } }], { rels: [child] }));
+    const err = await log.apply().catch((e) => e);
+    expect(err).toBeInstanceOf(RejectedChangeError);
+    expect(String(err.message)).toMatch(/refused to commit the source transactions after 0\/0 up to .*violates foreign key constraint.*\[23503\]; nothing of them was applied/);
+    expect(await log.rows('SELECT count(*)::int AS n FROM child')).toEqual([{ n: 0 }]);
+  });
+
+  it('defect J: chunks out of order stop the replica (ProtocolError) after applying what came before', async () => {
+    const [first, big, after] = [next(), next(), next()];
+    await log.publish(
+      txn(first, [ins('b', { id: '1', v: 'first' })]),
+      txn(big, [ins('a', { id: '1', v: 'x' })], { seq: 0, last: false }),
+      txn(big, [ins('a', { id: '3', v: 'x' })], { seq: 2, last: true }),
+      txn(after, [ins('b', { id: '2', v: 'after' })]),
+    );
+    const err = await log.apply().catch((e) => e);
+    expect(err).toBeInstanceOf(ProtocolError);
+    expect(String(err.message)).toMatch(/is out of order at stream offset \d+: transaction .* chunk 0 arrived before transaction .* was delivered whole/);
+    expect(await log.rows('SELECT v FROM b ORDER BY id')).toEqual([{ v: 'first' }]);
+    expect(await log.rows('SELECT count(*)::int AS n FROM a')).toEqual([{ n: 0 }]);
+  });
+
+  it('defect J: a message of another envelope version stops the replica (ProtocolError) after applying what came before', async () => {
+    const [first, later] = [next(), next()];
+    await log.publish(txn(first, [ins('b', { id: '1', v: 'first' })]));
+    await log.publishRaw(Buffer.from(JSON.stringify({ v: 99, lsn: '0/1' })), formatLsn(BigInt(later)));
+    const err = await log.apply().catch((e) => e);
+    expect(err).toBeInstanceOf(ProtocolError);
+    expect(String(err.message)).toMatch(/unsupported change envelope version 99 .*upgrade pgferry/);
+    expect(await log.rows('SELECT v FROM b')).toEqual([{ v: 'first' }]);
+  });
+
+  it('defect J: a replica whose position belongs to another source is refused, naming both', async () => {
+    await log.publish(txn(next(), [ins('b', { id: '1', v: 'x' })]));
+    await log.apply();
+    await log.rows(`UPDATE pgferry.progress SET source = 'elsewhere'`);
+    await expect(log.apply()).rejects.toThrow(new RegExp(`replica 'r' holds the position of source 'elsewhere' \\(pgferry.progress\\), but is configured for source '${log.source}'`));
+  });
+
+  it('defect B: a new source history in the log stops the replica (needs_resync), never skipped as applied', async () => {
+    // History H1 reached a high position; the source was then re-created: H2 starts low again.
+    await log.publish(txn(0x90000, [ins('b', { id: '1', v: 'h1' })], { history: 'H1' }));
+    await log.apply();
+    await log.publish(txn(0x2000, [ins('b', { id: '2', v: 'h2' })], { history: 'H2' }));
+    const err = await log.apply().catch((e) => e);
+    expect(err).toBeInstanceOf(GapError);
+    expect(String(err.message)).toMatch(/continues with another source history at stream offset \d+ \(H2, position 0\/2000; this replica applied H1 up to 0\/90000\)/);
+    expect(await log.rows('SELECT v FROM b')).toEqual([{ v: 'h1' }]);
+    expect(await log.rows(`SELECT history FROM pgferry.progress`)).toEqual([{ history: 'H1' }]);
   });
 });

@@ -78,7 +78,7 @@ describe('apply SQL', () => {
   it('escapes every identifier and matches one whole row (NULLs included) for REPLICA IDENTITY FULL', () => {
     const s = buildDelete(hostile, { select: null, 'a b': '3' });
     expect(s.text).toBe(
-      'DELETE FROM "My ""Schema"""."x""; drop table y; --" WHERE ctid = (SELECT ctid FROM "My ""Schema"""."x""; drop table y; --" WHERE "select" IS NOT DISTINCT FROM $1 AND "a b" IS NOT DISTINCT FROM $2 LIMIT 1)',
+      'WITH pgferry_row AS (SELECT tableoid AS t, ctid AS c FROM "My ""Schema"""."x""; drop table y; --" WHERE "select" IS NOT DISTINCT FROM $1 AND "a b" IS NOT DISTINCT FROM $2 LIMIT 1) DELETE FROM "My ""Schema"""."x""; drop table y; --" WHERE ctid = (SELECT c FROM pgferry_row) AND tableoid = (SELECT t FROM pgferry_row)',
     );
     expect(s.values).toEqual([null, '3']);
   });
@@ -95,13 +95,13 @@ describe('apply SQL', () => {
       ],
     };
     expect(buildDelete(rel, { j: '{}', b: null, n: '1.00' }).text).toBe(
-      'DELETE FROM "s"."t" WHERE ctid = (SELECT ctid FROM "s"."t" WHERE "j"::text IS NOT DISTINCT FROM $1::text AND "b"::text IS NOT DISTINCT FROM $2::text AND "n" IS NOT DISTINCT FROM $3 LIMIT 1)',
+      'WITH pgferry_row AS (SELECT tableoid AS t, ctid AS c FROM "s"."t" WHERE "j"::text IS NOT DISTINCT FROM $1::text AND "b"::text IS NOT DISTINCT FROM $2::text AND "n" IS NOT DISTINCT FROM $3 LIMIT 1) DELETE FROM "s"."t" WHERE ctid = (SELECT c FROM pgferry_row) AND tableoid = (SELECT t FROM pgferry_row)',
     );
   });
 
-  it('truncates several tables in one statement with its options', () => {
-    expect(buildTruncate([orders, hostile], true, true).text).toBe('TRUNCATE "public"."orders", "My ""Schema"""."x""; drop table y; --" RESTART IDENTITY CASCADE');
-    expect(buildTruncate([orders], false, false).text).toBe('TRUNCATE "public"."orders"');
+  it('truncates several tables in one statement, never with CASCADE (defect D)', () => {
+    expect(buildTruncate([orders, hostile], true).text).toBe('TRUNCATE "public"."orders", "My ""Schema"""."x""; drop table y; --" RESTART IDENTITY');
+    expect(buildTruncate([orders], false).text).toBe('TRUNCATE "public"."orders"');
   });
 
   it('names the key of a row in errors', () => {

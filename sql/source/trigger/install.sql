@@ -31,11 +31,14 @@ CREATE TABLE IF NOT EXISTS pgferry.ticks (
   at      timestamptz  NOT NULL DEFAULT now()
 );
 
--- The last tick whose batch RabbitMQ has confirmed, per pgferry source name.
+-- The last tick whose batch RabbitMQ has confirmed, per pgferry source name,
+-- and the id of this install (the source history its positions belong to:
+-- installed anew, ticks start again and consumers must not compare them).
 CREATE TABLE IF NOT EXISTS pgferry.capture_state (
   source    text   PRIMARY KEY,
   last_tick bigint NOT NULL
 );
+ALTER TABLE pgferry.capture_state ADD COLUMN IF NOT EXISTS incarnation text NOT NULL DEFAULT pg_catalog.gen_random_uuid()::text;
 
 -- The capture triggers run with the rights of pgferry's role (SECURITY
 -- DEFINER), not of whoever writes the table: applications keep writing their

@@ -1,0 +1,67 @@
+import { EventEmitter } from 'node:events';
+import { describe, expect, it } from 'vitest';
+import type * as amqp from 'amqplib';
+import { StreamPublisher } from '../../src/log/stream';
+import type { TxnMessage } from '../../src/change';
+
+/**
+ * The publisher's waits on RabbitMQ, against a channel stand-in (the
+ * channel's own behaviour is exercised with the real server in the e2e and
+ * fault tests): every wait ends when the channel closes or errors.
+ */
+class FakeChannel extends EventEmitter {
+  full = false;
+  confirms: ((err: unknown) => void)[] = [];
+  publish(_ex: string, _q: string, _body: Buffer, _opts: unknown, cb: (err: unknown) => void): boolean {
+    this.confirms.push(cb);
+    return !this.full;
+  }
+  async close(): Promise<void> {}
+}
+
+const message = (lsn: string): TxnMessage => ({ v: 1, source: 's', xid: 1, lsn, endLsn: lsn, commitTime: '', seq: 0, last: true, relations: {}, changes: [] });
+
+async function publisher(ch: FakeChannel): Promise<StreamPublisher> {
+  return StreamPublisher.open({ createConfirmChannel: async () => ch } as unknown as amqp.ChannelModel, 's');
+}
+
+describe('StreamPublisher waits (defect H)', () => {
+  it('a publish waiting for the socket to drain ends when the channel closes', async () => {
+    const ch = new FakeChannel();
+    const p = await publisher(ch);
+    ch.full = true;
+    const publishing = p.publish(message('0/10'), () => undefined);
+    setTimeout(() => ch.emit('close'), 20);
+    await expect(publishing).rejects.toThrow(/RabbitMQ closed the publishing channel/);
+  });
+
+  it('a publish waiting for the socket to drain ends when the channel errors', async () => {
+    const ch = new FakeChannel();
+    const p = await publisher(ch);
+    ch.full = true;
+    const publishing = p.publish(message('0/10'), () => undefined);
+    setTimeout(() => ch.emit('error', new Error('connection reset')), 20);
+    await expect(publishing).rejects.toThrow(/connection reset/);
+  });
+
+  it('a message returned as unroutable (stream deleted) is not confirmed, even though its ack follows', async () => {
+    const ch = new FakeChannel();
+    const p = await publisher(ch);
+    let confirmed = 0;
+    let nacked = 0;
+    await p.publish(message('0/10'), () => (confirmed += 1), () => (nacked += 1));
+    ch.emit('return', { fields: { replyText: 'NO_ROUTE' }, content: Buffer.from('') });
+    ch.confirms[0](null);
+    expect({ confirmed, nacked }).toEqual({ confirmed: 0, nacked: 1 });
+    await expect(p.flush()).rejects.toThrow(/returned a change-log message as unroutable \(NO_ROUTE\)/);
+  });
+
+  it('flush waits for confirms and ends with the failure when the channel closes meanwhile', async () => {
+    const ch = new FakeChannel();
+    const p = await publisher(ch);
+    await p.publish(message('0/10'), () => undefined);
+    const flushing = p.flush();
+    setTimeout(() => ch.emit('close'), 20);
+    await expect(flushing).rejects.toThrow(/closed the publishing channel/);
+  });
+});
