@@ -61,6 +61,7 @@ export const createActivities = (deps: Deps) => {
           rabbitUrl: config.rabbitmqUrl,
           chunkChanges: config.batch.chunkChanges,
           chunkBytes: config.batch.chunkBytes,
+          maxMessageBytes: config.batch.maxMessageBytes,
           retention: config.stream,
           signal: ctx.cancellationSignal,
           onProgress: (p) => ctx.heartbeat(p),

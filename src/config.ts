@@ -87,6 +87,8 @@ const schema = z.object({
     chunkChanges: count.positive('must be > 0'),
     /** A chunk of a large transaction ends once its values add up to about this many bytes. */
     chunkBytes: count.min(1024, 'must be at least 1024'),
+    /** The largest single change capture may publish (RabbitMQ's max_message_size must allow it). */
+    maxMessageBytes: count.min(1024 * 1024, 'must be at least 1 MiB'),
     /** Capture returns (and the workflow continues as new) after this long; it then reconnects to the slot. */
     captureRunMs: count.min(1000, 'must be at least 1 second'),
   }),
@@ -327,6 +329,7 @@ export function loadConfig(raw: RawConfig, env: NodeJS.ProcessEnv = process.env)
       maxWaitMs: num(first(env.PGFERRY_BATCH_MAX_WAIT_MS, f.batch?.max_wait_ms as string, 1000)),
       chunkChanges: num(first(env.PGFERRY_CHUNK_CHANGES, f.batch?.chunk_changes as string, 2000)),
       chunkBytes: num(first(env.PGFERRY_CHUNK_BYTES, f.batch?.chunk_bytes as string, 128 * 1024)),
+      maxMessageBytes: num(first(env.PGFERRY_MAX_MESSAGE_BYTES, f.batch?.max_message_bytes as string, 64 * 1024 * 1024)),
       captureRunMs: (num(first(env.PGFERRY_CAPTURE_RUN_SECONDS, f.batch?.capture_run_seconds as string, 900)) as number) * 1000,
     },
     connectWaitMs: (num(first(raw.wait, env.PGFERRY_CONNECT_WAIT_SECONDS, f.connectWaitSeconds as string, 30)) as number) * 1000,
@@ -344,7 +347,7 @@ export function loadConfig(raw: RawConfig, env: NodeJS.ProcessEnv = process.env)
   for (const [section, value] of [['stream', f.stream], ['batch', f.batch], ['metrics', f.metrics], ['temporal', f.temporal]] as const) {
     const known: Record<string, string[]> = {
       stream: ['max_bytes', 'max_age', 'segment_bytes'],
-      batch: ['max_changes', 'max_wait_ms', 'chunk_changes', 'chunk_bytes', 'capture_run_seconds'],
+      batch: ['max_changes', 'max_wait_ms', 'chunk_changes', 'chunk_bytes', 'max_message_bytes', 'capture_run_seconds'],
       metrics: ['port', 'host'],
       temporal: ['address', 'namespace', 'tls'],
     };
@@ -378,6 +381,7 @@ const LABELS: Record<string, string> = {
   'batch.maxWaitMs': 'batch.max_wait_ms (PGFERRY_BATCH_MAX_WAIT_MS)',
   'batch.chunkChanges': 'batch.chunk_changes (PGFERRY_CHUNK_CHANGES)',
   'batch.chunkBytes': 'batch.chunk_bytes (PGFERRY_CHUNK_BYTES)',
+  'batch.maxMessageBytes': 'batch.max_message_bytes (PGFERRY_MAX_MESSAGE_BYTES)',
   'batch.captureRunMs': 'batch.capture_run_seconds (PGFERRY_CAPTURE_RUN_SECONDS)',
   'stream.maxBytes': 'stream.max_bytes (PGFERRY_STREAM_MAX_BYTES)',
   'stream.maxAge': 'stream.max_age (PGFERRY_STREAM_MAX_AGE)',

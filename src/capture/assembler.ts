@@ -15,6 +15,8 @@ export interface AssemblerOptions {
   chunkChanges: number;
   /** A chunk also ends once its values add up to about this many bytes (bounds what readers buffer). */
   chunkBytes?: number;
+  /** The largest single change a message may carry. */
+  maxMessageBytes?: number;
   /** The source history positions belong to (see log/protocol.ts). */
   history?: string;
   /** Resolves a column's type name (format_type) for a relation; called once per relation message. */
@@ -56,7 +58,7 @@ export class TxnAssembler {
         const commitTime = microsToIso(msg.commitTime as bigint);
         const chunker = new TxnChunker(
           { source: this.opts.source, xid: msg.xid, lsn, commitTime, history: this.opts.history },
-          { changes: this.opts.chunkChanges, bytes: this.opts.chunkBytes ?? CHUNK_BYTES },
+          { changes: this.opts.chunkChanges, bytes: this.opts.chunkBytes ?? CHUNK_BYTES, maxMessageBytes: this.opts.maxMessageBytes },
           (key) => this.byKey(key),
         );
         this.txn = { xid: msg.xid, chunker, lsn, commitTime };

@@ -45,6 +45,8 @@ export interface CaptureOptions {
   chunkChanges: number;
   /** A chunk also ends once its values add up to about this many bytes (default: the envelope's CHUNK_BYTES). */
   chunkBytes?: number;
+  /** The largest single change one message may carry (default: the envelope's MAX_MESSAGE_BYTES). */
+  maxMessageBytes?: number;
   retention: Retention;
   signal: AbortSignal;
   onProgress: (p: CaptureProgress) => void;
@@ -95,6 +97,7 @@ export async function streamChanges(opts: CaptureOptions): Promise<CaptureProgre
       source,
       chunkChanges: opts.chunkChanges,
       chunkBytes: opts.chunkBytes,
+      maxMessageBytes: opts.maxMessageBytes,
       history,
       typeName: (oid, mod) => typeNames.get(`${oid}:${mod}`) ?? `oid:${oid}`,
     });

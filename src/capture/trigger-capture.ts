@@ -85,7 +85,7 @@ export async function captureTriggers(opts: CaptureOptions): Promise<CaptureProg
         const lsn = formatLsn((next << 32n) | rank);
         const chunker = new TxnChunker(
           { source, xid: Number(t.txid), lsn, commitTime: t.commit_time, history },
-          { changes: opts.chunkChanges, bytes: opts.chunkBytes ?? CHUNK_BYTES },
+          { changes: opts.chunkChanges, bytes: opts.chunkBytes ?? CHUNK_BYTES, maxMessageBytes: opts.maxMessageBytes },
           (key) => relations.get(key)!.info,
         );
         const publish = async (m: TxnMessage | null) => {

@@ -1,5 +1,5 @@
-import { Change, ENVELOPE_VERSION, RelationInfo, Row, TxnMessage } from '../change';
-import { ProtocolError } from '../errors';
+import { Change, ENVELOPE_VERSION, RelationInfo, Row, TxnMessage, relLabel } from '../change';
+import { ProtocolError, SourceError } from '../errors';
 
 /**
  * The change-log envelope: the one place that builds, encodes and decodes
@@ -17,7 +17,15 @@ export interface ChunkLimits {
   changes: number;
   /** A chunk ends once its values add up to about this many bytes. */
   bytes: number;
+  /** One change larger than this cannot travel in one RabbitMQ message (its max_message_size): refused by name. */
+  maxMessageBytes?: number;
 }
+
+/** Default bound on one message: below RabbitMQ 3.x's max_message_size (128 MiB), leaving room for JSON escaping. */
+export const MAX_MESSAGE_BYTES = 64 * 1024 * 1024;
+
+/** A single change too large for one message of the log. */
+export class OversizedChangeError extends SourceError {}
 
 /** What every chunk of one transaction carries. */
 export interface TxnHeader {
@@ -75,8 +83,23 @@ export class TxnChunker {
 
   add(change: Change): TxnMessage | null {
     for (const key of change.op === 'truncate' ? change.rels : [change.rel]) this.relations[key] ??= this.relation(key);
+    const size = changeBytes(change);
+    const max = this.limits.maxMessageBytes ?? MAX_MESSAGE_BYTES;
+    if (size > max && change.op !== 'truncate') {
+      const r = this.relations[change.rel];
+      const row = change.op === 'insert' ? change.new : change.old;
+      const key = Object.fromEntries(r.columns.filter((c) => c.key && c.name in row).map((c) => [c.name, row[c.name]]));
+      const big = Object.entries(change.op === 'delete' ? change.old : change.new)
+        .filter(([, v]) => (v?.length ?? 0) > 1024 * 1024)
+        .map(([k, v]) => `${k} ${v!.length} bytes`);
+      throw new OversizedChangeError(
+        `source '${this.header.source}': the ${change.op} of ${relLabel(r)} key ${JSON.stringify(key)} at source position ${this.header.lsn} is ${size} bytes ` +
+          `(${big.join(', ') || 'many columns'}), more than one change-log message may hold (${max} bytes); capture stops here and loses nothing (the slot keeps it): ` +
+          `raise batch.max_message_bytes (PGFERRY_MAX_MESSAGE_BYTES) and RabbitMQ's max_message_size together, then restart capture`,
+      );
+    }
     this.changes.push(change);
-    this.bytes += changeBytes(change);
+    this.bytes += size;
     if (this.changes.length < this.limits.changes && this.bytes < this.limits.bytes) return null;
     return this.emit('', false);
   }
