@@ -5,6 +5,7 @@ import { defineConfig } from 'vitest/config';
 // printed at the end and written to test/chaos/results/latest.md. `npm test` runs one short run.
 process.env.PGFERRY_CHAOS_SEEDS ??= '20';
 process.env.PGFERRY_CHAOS_SECONDS ??= '90';
+process.env.PGFERRY_CHAOS_REPORT ??= 'latest';
 export default defineConfig({
   test: {
     include: ['test/chaos/**/*.chaos.ts'],

@@ -4,8 +4,13 @@ import { defineConfig } from 'vitest/config';
 // run files one at a time on this 2-core machine, with generous timeouts.
 export default defineConfig({
   test: {
-    // Plus the quicker faults of the fault matrix (npm run test:faults runs them all, ~11 min).
-    include: ['test/**/*.test.ts', 'test/faults/{source-restart,terminate-backend,target-errors,rejected,schema-drift}.fault.ts'],
+    // Plus the quicker faults of the fault matrix (npm run test:faults runs them all, ~11 min) and one
+    // short run of the randomized fault campaign (npm run test:chaos runs 20 long ones).
+    include: [
+      'test/**/*.test.ts',
+      'test/faults/{source-restart,terminate-backend,target-errors,rejected,schema-drift}.fault.ts',
+      'test/chaos/campaign.chaos.ts',
+    ],
     fileParallelism: false,
     testTimeout: 300_000,
     hookTimeout: 180_000,
