@@ -1,4 +1,4 @@
-import { condition, log, makeContinueAsNewFunc, proxyActivities, setHandler, workflowInfo } from '@temporalio/workflow';
+import { condition, log, makeContinueAsNewFunc, patched, proxyActivities, setHandler, workflowInfo } from '@temporalio/workflow';
 import type { createActivities } from '../activities';
 import { NON_RETRYABLE } from '../src/errors';
 import { CaptureStatus, captureStatusQuery, enableSearchAttributesSignal, resumeSignal } from './messages';
@@ -48,6 +48,10 @@ export async function captureWorkflow(input: CaptureInput): Promise<void> {
   });
 
   for (let runs = 0; runs < 50 && !workflowInfo().continueAsNewSuggested; runs++) {
+    // A resume counts from the start of this run: one that arrives with (or just before) a failure
+    // releases it. (It used to be cleared at the failure, so a resume in the same activation was lost.)
+    const keepResume = patched('resume-kept-at-failure');
+    if (keepResume) retry = false;
     try {
       const p = await streamChanges({ source: input.source });
       Object.assign(status, {
@@ -67,7 +71,7 @@ export async function captureWorkflow(input: CaptureInput): Promise<void> {
       status.updatedAt = new Date().toISOString();
       show(input.source, status.state);
       log.error('capture stopped', { source: input.source, error: status.lastError });
-      retry = false;
+      if (!keepResume) retry = false;
       await condition(() => retry);
       status.state = 'running';
       status.lastError = null;

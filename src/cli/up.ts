@@ -1,13 +1,15 @@
+import * as path from 'node:path';
 import { Client, WorkflowIdConflictPolicy } from '@temporalio/client';
 import type { Config } from '../config';
 import { replicaShare, requireSourceUrl } from '../config';
+import { ConfigError } from '../errors';
 import { logger } from '../logger';
 import { withRetry } from '../retry';
 import { initialize } from './init';
 import { say } from './command';
 import { APPLY_TASK_QUEUE, CAPTURE_TASK_QUEUE, captureWorkflowId, replicaWorkflowId } from '../names';
 import { connectClient, DEFAULT_TEMPORAL_ADDRESS } from '../temporal/connection';
-import { DevServer, isTemporalUp, startDevServer } from '../temporal/dev-server';
+import { DevServer, devServerOnPort, isTemporalUp, realFile, startDevServer } from '../temporal/dev-server';
 import { QueueName, startWorkers } from '../temporal/worker';
 import { captureVisibility, ensureSearchAttributes, replicaVisibility, startVisible } from '../temporal/search-attributes';
 import { captureWorkflow, replicaWorkflow } from '../../workflows';
@@ -31,6 +33,23 @@ export interface UpOptions {
 }
 
 
+/**
+ * Whether a Temporal server found answering on the dev server's port may be
+ * used: the dev server an earlier `up` started for this data directory, yes;
+ * one serving another pgferry data directory, no (its workflows belong to
+ * another setup); anything else is said and used, as TEMPORAL_ADDRESS would be.
+ */
+function reusable(config: Config, port: number, address: string): string {
+  const found = devServerOnPort(port);
+  if (!found) return 'not a dev server pgferry can identify; set TEMPORAL_ADDRESS to name it on purpose';
+  const mine = realFile(path.join(config.dataDir, 'temporal.db'));
+  if (found.dbFile === mine) return `the dev server started earlier for this data directory, pid ${found.pid}`;
+  throw new ConfigError(
+    `Temporal: the dev server answering on ${address} (pid ${found.pid}) serves another pgferry data directory (${found.dbFile ?? 'an in-memory database'}), not ${config.dataDir}: ` +
+      `its workflows belong to another setup. Stop it, give this one another port (--temporal-port, --ui-port), or set TEMPORAL_ADDRESS=${address} to use it on purpose`,
+  );
+}
+
 export async function up(config: Config, opts: UpOptions): Promise<void> {
   requireSourceUrl(config);
 
@@ -41,7 +60,7 @@ export async function up(config: Config, opts: UpOptions): Promise<void> {
   if (!address) {
     address = opts.temporalPort === 7233 ? DEFAULT_TEMPORAL_ADDRESS : `127.0.0.1:${opts.temporalPort}`;
     if (await isTemporalUp(address)) {
-      say(`Temporal: using the server already running at ${address}`);
+      say(`Temporal: using the server already running at ${address} (${reusable(config, opts.temporalPort, address)})`);
       uiUrl ??= `http://127.0.0.1:${opts.uiPort}`;
     } else {
       say(`Temporal: starting the dev server (state in ${config.dataDir}/temporal.db)…`);

@@ -54,6 +54,51 @@ export async function isTemporalUp(address: string): Promise<boolean> {
   }
 }
 
+/**
+ * The Temporal CLI dev server of this machine that serves `port`, if any:
+ * its pid and database file, read from its command line (Linux /proc).
+ * null when none is found (another kind of server, or no /proc).
+ */
+export function devServerOnPort(port: number): { pid: number; dbFile: string | null } | null {
+  let pids: string[];
+  try {
+    pids = fs.readdirSync('/proc').filter((d) => /^\d+$/.test(d));
+  } catch {
+    return null;
+  }
+  for (const pid of pids) {
+    let argv: string[];
+    try {
+      argv = fs.readFileSync(`/proc/${pid}/cmdline`, 'utf8').split('\0');
+    } catch {
+      continue;
+    }
+    const at = (flag: string) => {
+      const i = argv.indexOf(flag);
+      return i >= 0 ? argv[i + 1] : undefined;
+    };
+    if (!argv.includes('start-dev') || at('--port') !== String(port)) continue;
+    const db = at('--db-filename') ?? null;
+    let cwd = '/';
+    try {
+      cwd = fs.readlinkSync(`/proc/${pid}/cwd`); // a relative --db-filename is the server's, not ours
+    } catch {
+      /* not ours to read */
+    }
+    return { pid: Number(pid), dbFile: db ? realFile(path.resolve(cwd, db)) : null };
+  }
+  return null;
+}
+
+/** A file's path with its directory's links resolved (as given when that cannot be read). */
+export function realFile(file: string): string {
+  try {
+    return path.join(fs.realpathSync.native(path.dirname(path.resolve(file))), path.basename(file));
+  } catch {
+    return path.resolve(file);
+  }
+}
+
 export async function startDevServer(opts: {
   dataDir: string;
   port: number;

@@ -60,4 +60,14 @@ describe('a new source history (trigger capture re-installed)', () => {
     for (let i = 61; i <= 65; i++) await sql(`INSERT INTO items VALUES (${i}, 'after resync')`);
     await waitForEqual(w, 'a', ['items']);
   });
+
+  it('verify works on a trigger-mode source (defect J: it refused it), waiting on trigger positions, and names a row altered by hand', async () => {
+    const verifyArgs = ['verify', 'a', '--mode', 'trigger', '--source', w.sourceUrl, '--replica', `a=${w.replicaUrls.a}`];
+    const same = await cli(w, verifyArgs);
+    expect(same.code, same.stdout + same.stderr).toBe(0);
+    await w.replicas.withClient('replica_a', (c) => c.query(`UPDATE items SET v = 'altered by hand' WHERE id = 61`));
+    const differs = await cli(w, verifyArgs);
+    expect(differs.code, differs.stdout + differs.stderr).toBe(1);
+    expect(differs.stdout).toMatch(/61/);
+  });
 });

@@ -147,4 +147,33 @@ describe('replicaWorkflow and captureWorkflow (mocked activities)', () => {
       await record('capture-fail-resume', workflowId);
     });
   });
+
+  it('captureWorkflow: a resume that arrives as capture fails (up re-created the slot meanwhile) releases it, not lost (defect J)', async () => {
+    const { taskQueue, workflowId } = ids();
+    let calls = 0;
+    let signalled!: () => void;
+    const sent = new Promise<void>((r) => (signalled = r));
+    const activities = {
+      streamChanges: async () => {
+        calls += 1;
+        if (calls === 1) {
+          await sent; // the resume is on its way while this run fails
+          await new Promise((r) => setTimeout(r, 200));
+          throw ApplicationFailure.nonRetryable("source 'main': replication slot pgferry_main does not exist", 'GapError');
+        }
+        await new Promise((r) => setTimeout(r, 100));
+        return { confirmedLsn: '0/20', txns: 3, changes: 9, messages: 3, startedAt: '' };
+      },
+    };
+    const worker = await Worker.create({ connection: env.nativeConnection, taskQueue, workflowBundle: bundle, activities });
+    await worker.runUntil(async () => {
+      const h = await env.client.workflow.start('captureWorkflow', { taskQueue, workflowId, args: [{ source: 'main' }] });
+      await waitFor('capture running', () => calls >= 1, 10_000, 20);
+      await h.signal(resumeSignal);
+      signalled();
+      await waitFor('capture running again without a second resume', async () => (await h.query(captureStatusQuery)).txns >= 3, 10_000, 50);
+      expect(calls).toBeGreaterThanOrEqual(2);
+      await h.terminate('test done');
+    });
+  });
 });
