@@ -23,6 +23,15 @@ export const TEXT_TYPES = {
  */
 export const SESSION_OPTIONS = '-c DateStyle=ISO,YMD -c IntervalStyle=postgres -c extra_float_digits=3 -c lc_monetary=C -c bytea_output=hex';
 
+/**
+ * Sessions that write replicas and compare them (apply, verify) also pin
+ * search_path, as PostgreSQL's own apply worker does: everything pgferry
+ * names is schema-qualified, and nothing it runs resolves through a schema a
+ * role's default search_path happens to put first. (Not for the sessions an
+ * application's subscriber handler uses: those are the application's.)
+ */
+export const REPLICA_SESSION_OPTIONS = `${SESSION_OPTIONS} -c search_path=pg_catalog,pg_temp`;
+
 /** Turn a connection failure into a one-line error naming the server, the cause and the fix. */
 export function connectError(what: string, url: string, err: unknown): PgferryError {
   const e = err as { code?: string };
@@ -57,8 +66,8 @@ export async function connectPg(what: string, url: string, options: Partial<pg.C
   return client;
 }
 
-export function createPool(url: string, max = 4): pg.Pool {
-  const pool = new pg.Pool({ connectionString: url, types: TEXT_TYPES, options: SESSION_OPTIONS, max, connectionTimeoutMillis: 10_000, idleTimeoutMillis: 30_000 });
+export function createPool(url: string, max = 4, options = SESSION_OPTIONS): pg.Pool {
+  const pool = new pg.Pool({ connectionString: url, types: TEXT_TYPES, options, max, connectionTimeoutMillis: 10_000, idleTimeoutMillis: 30_000 });
   pool.on('error', () => {
     /* an idle client lost its connection; the pool replaces it */
   });
@@ -79,8 +88,8 @@ export async function poolConnect(what: string, url: string, pool: pg.Pool): Pro
   }
 }
 
-export async function withClient<T>(what: string, url: string, fn: (c: pg.Client) => Promise<T>): Promise<T> {
-  const c = await connectPg(what, url);
+export async function withClient<T>(what: string, url: string, fn: (c: pg.Client) => Promise<T>, options: Partial<pg.ClientConfig> = {}): Promise<T> {
+  const c = await connectPg(what, url, options);
   try {
     return await fn(c);
   } finally {

@@ -8,7 +8,7 @@ import { LogPosition, LogProtocol } from '../log/protocol';
 import { StreamReader } from '../log/stream';
 import { loadSql } from '../sql';
 import { ParamRef, Statement, arrayRefs, buildDelete, buildInsert, buildTruncate, buildUpdate, describeKey, positional } from './sql-builder';
-import { applyRun, forgetReplicaTypes, replicaTypes, runLength } from './set-apply';
+import { applyRun, forgetReplicaTypes, prepared, refreshReplicaTypes, replicaTypes, runLength } from './set-apply';
 import { StatementGroup } from './statement-group';
 import type { Logger } from '../logger';
 import { crashPoint } from '../testing/crash-point';
@@ -138,6 +138,7 @@ async function runBatch(o: ApplyBatchOptions, stopAt?: number): Promise<BatchRes
     const heartbeat = throttled(o.heartbeat);
     // Single-row changes of consecutive transactions travel together; the group is always sent
     // before anything that depends on what it holds (a savepoint, a run, the progress row).
+    refreshReplicaTypes(c); // the replica's tables may have been altered since the last batch
     const group = new StatementGroup(c, (m, ch) => applyOne(c, o.replica, m, ch), o.log);
     /** The transaction being applied, and whether it has a savepoint (several chunks). */
     let open: { lsn: string; savepoint: boolean; changes: number } | null = null;
@@ -329,7 +330,7 @@ async function applyOne(c: pg.ClientBase, replica: string, m: TxnMessage, change
   const st = statementFor(m, change, positional);
   if (!st) return;
   try {
-    await c.query(st);
+    await c.query(change.op === 'truncate' ? st : await prepared(c, rel(m, change.rel), st));
   } catch (err) {
     if (change.op !== 'truncate') forgetReplicaTypes(c, rel(m, change.rel));
     throw rejection(replica, m, change, err);

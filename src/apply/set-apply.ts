@@ -41,6 +41,38 @@ const sameList = (a: string[], b: string[]) => a.length === b.length && a.every(
 /** The replica's column types (base names, no typmod), per connection and table; dropped when a statement is refused. */
 const typeCache = new WeakMap<pg.ClientBase, Map<string, Map<string, string>>>();
 
+/** The types loaded before the last refresh, to tell whether the replica's tables changed since. */
+const previousTypes = new WeakMap<pg.ClientBase, Map<string, Map<string, string>>>();
+/** Per connection, how many times a replica table's column types were seen to change. */
+const generations = new WeakMap<pg.ClientBase, number>();
+
+/**
+ * Read the replica's column types again as they are needed (apply calls this
+ * at the start of every batch): a table altered since (ALTER COLUMN … TYPE)
+ * must not be written with the parameter types of statements prepared before.
+ */
+export function refreshReplicaTypes(c: pg.ClientBase): void {
+  const current = typeCache.get(c);
+  if (!current?.size) return;
+  const previous = previousTypes.get(c) ?? new Map();
+  for (const [k, v] of current) previous.set(k, v);
+  previousTypes.set(c, previous);
+  typeCache.set(c, new Map());
+}
+
+/**
+ * A statement as this connection runs it. A named statement is prepared once
+ * per connection with the parameter types of the replica's columns at that
+ * moment, so its name carries the connection's type generation: once a table's
+ * types changed, every statement is prepared anew.
+ */
+export async function prepared<S extends { name: string }>(c: pg.ClientBase, rel: RelationInfo, st: S): Promise<S> {
+  if (!st.name) return st;
+  await replicaTypes(c, rel);
+  const g = generations.get(c) ?? 0;
+  return g ? { ...st, name: `${st.name}_g${g}` } : st;
+}
+
 /** `key` is the relation's key in the change log (relKey), which changes already carry. */
 export async function replicaTypes(c: pg.ClientBase, rel: RelationInfo, key = relKey(rel.schema, rel.table)): Promise<Map<string, string>> {
   let perConn = typeCache.get(c);
@@ -61,8 +93,17 @@ export async function replicaTypes(c: pg.ClientBase, rel: RelationInfo, key = re
     );
     types = new Map(rows.map((r) => [r.attname as string, r.t as string]));
     perConn.set(key, types);
+    const before = previousTypes.get(c)?.get(key);
+    if (before && !sameTypes(before, types)) generations.set(c, (generations.get(c) ?? 0) + 1);
+    previousTypes.get(c)?.set(key, types);
   }
   return types;
+}
+
+function sameTypes(a: Map<string, string>, b: Map<string, string>): boolean {
+  if (a.size !== b.size) return false;
+  for (const [k, v] of a) if (b.get(k) !== v) return false;
+  return true;
 }
 
 /** Forget a table's cached replica types (after a refusal: the table may have been altered). */
@@ -128,13 +169,13 @@ export async function applyRun(c: pg.ClientBase, m: TxnMessage, run: Change[], a
       const rows = (run as Insert[]).map((ch) => ch.new);
       const perInsert = insertRowsLimit(Object.keys(rows[0]).length);
       if (rows.length >= COPY_MIN_ROWS) await copyRows(c, rel, rows);
-      else for (let i = 0; i < rows.length; i += perInsert) await c.query(buildInsertRows(rel, rows.slice(i, i + perInsert)));
+      else for (let i = 0; i < rows.length; i += perInsert) await c.query(await prepared(c, rel, buildInsertRows(rel, rows.slice(i, i + perInsert))));
     } else if (first.op === 'update') {
       const keys = keyColumns(rel);
       const updates = run as Update[];
-      await c.query(buildUpdateRows(rel, keys, changedColumns(first.old, first.new), updates, await replicaTypes(c, rel)));
+      await c.query(await prepared(c, rel, buildUpdateRows(rel, keys, changedColumns(first.old, first.new), updates, await replicaTypes(c, rel))));
     } else {
-      await c.query(buildDeleteRows(rel, keyColumns(rel), (run as Delete[]).map((ch) => ch.old), await replicaTypes(c, rel)));
+      await c.query(await prepared(c, rel, buildDeleteRows(rel, keyColumns(rel), (run as Delete[]).map((ch) => ch.old), await replicaTypes(c, rel))));
     }
   } catch (err) {
     const code = (err as { code?: string }).code;

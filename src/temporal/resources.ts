@@ -2,7 +2,7 @@ import type pg from 'pg';
 import type { ChannelModel } from 'amqplib';
 import { Config, replicaUrl } from '../config';
 import { SharedRabbit } from '../log/rabbit';
-import { createPool } from '../pg';
+import { createPool, REPLICA_SESSION_OPTIONS } from '../pg';
 
 /**
  * Connections a worker process keeps between activities: one pool per
@@ -20,7 +20,7 @@ export class WorkerResources {
   pool(replica: string): pg.Pool {
     let p = this.pools.get(replica);
     if (!p) {
-      p = createPool(replicaUrl(this.config, replica));
+      p = createPool(replicaUrl(this.config, replica), 4, REPLICA_SESSION_OPTIONS);
       this.pools.set(replica, p);
     }
     return p;

@@ -4,7 +4,7 @@ import { SourceError } from '../errors';
 import { publicationName } from '../names';
 import { describeTables, publishedTables, resolveTables, TableRef } from '../capture/source';
 import { loadSql } from '../sql';
-import { withClient } from '../pg';
+import { REPLICA_SESSION_OPTIONS, withClient } from '../pg';
 import { relLabel } from '../change';
 import { verify, TableVerdict } from './verify';
 
@@ -14,6 +14,7 @@ export async function verifyReplica(config: Config, name: string, only: string[]
   const url = replicaUrl(config, name);
   const source = config.source.name;
   const trigger = config.source.mode === 'trigger';
+  const pinned = { options: REPLICA_SESSION_OPTIONS };
   return withClient(`source '${source}'`, sourceUrl, async (src) => {
     const pub = publicationName(source);
     let tables: TableRef[];
@@ -40,6 +41,6 @@ export async function verifyReplica(config: Config, name: string, only: string[]
       }
       tables = wanted.map((t) => byName.get(relLabel(t))!);
     }
-    return withClient(`replica '${name}'`, url, (dst) => verify({ source: src, replica: dst, replicaName: name, tables, mode: config.source.mode }));
-  });
+    return withClient(`replica '${name}'`, url, (dst) => verify({ source: src, replica: dst, replicaName: name, tables, mode: config.source.mode }), pinned);
+  }, pinned);
 }

@@ -66,8 +66,8 @@ export class CraftedLog {
   }
 
   /** One apply batch for replica 'r'. */
-  async apply(opts: { chunkWaitMs?: number; maxWaitMs?: number } = {}): Promise<BatchResult> {
-    const c = await this.client();
+  async apply(opts: { chunkWaitMs?: number; maxWaitMs?: number; client?: pg.Client } = {}): Promise<BatchResult> {
+    const c = opts.client ?? (await this.client());
     try {
       return await applyBatch({
         replica: 'r',
@@ -82,7 +82,7 @@ export class CraftedLog {
         log: logger.child({ test: true }),
       });
     } finally {
-      await c.end();
+      if (!opts.client) await c.end();
     }
   }
 

@@ -3,6 +3,9 @@ import { CraftedLog, ins, relation, txn } from '../helpers/crafted-log';
 import { relKey } from '../../src/change';
 import { GapError, ProtocolError, RejectedChangeError } from '../../src/errors';
 import { formatLsn } from '../../src/lsn';
+import type pg from 'pg';
+import { createPool, REPLICA_SESSION_OPTIONS } from '../../src/pg';
+import { ensureTargetSchema } from '../../src/apply/target';
 
 /**
  * Apply against logs written by hand (real RabbitMQ stream, real replica
@@ -160,5 +163,43 @@ describe('apply of crafted logs', () => {
     expect(String(err.message)).toMatch(/continues with another source history at stream offset \d+ \(H2, position 0\/2000; this replica applied H1 up to 0\/90000\)/);
     expect(await log.rows('SELECT v FROM b')).toEqual([{ v: 'h1' }]);
     expect(await log.rows(`SELECT history FROM pgferry.progress`)).toEqual([{ history: 'H1' }]);
+  });
+
+  it('defect J: a replica ALTER COLUMN … TYPE does not leave a connection writing with the old parameter types of its prepared statements', async () => {
+    await log.reset(`CREATE TABLE n (id bigint PRIMARY KEY, v integer);`);
+    const n = relation('n', { columns: [{ name: 'id', type: 'bigint', key: true }, { name: 'v', type: 'bigint', key: false }] });
+    const c = await log.client(); // one connection, as a worker's pool keeps it
+    try {
+      await log.publish(txn(next(), [{ op: 'insert', rel: relKey('public', 'n'), new: { id: '1', v: '5' } }], { rels: [n] }));
+      expect((await log.apply({ client: c })).txns).toBe(1);
+      await log.rows('ALTER TABLE n ALTER COLUMN v TYPE bigint');
+      await log.publish(txn(next(), [{ op: 'insert', rel: relKey('public', 'n'), new: { id: '2', v: '3000000000' } }], { rels: [n] }));
+      expect((await log.apply({ client: c })).txns).toBe(1);
+      expect(await log.rows('SELECT id::int, v::text FROM n ORDER BY id')).toEqual([
+        { id: 1, v: '5' },
+        { id: 2, v: '3000000000' },
+      ]);
+    } finally {
+      await c.end();
+    }
+  });
+
+  it("defect J: apply sessions pin search_path: a function a role's search_path puts before pg_catalog is never run", async () => {
+    await log.reset(`${SCHEMA}
+      CREATE SCHEMA attacker;
+      CREATE FUNCTION attacker.now() RETURNS timestamptz LANGUAGE plpgsql AS $$ BEGIN RAISE EXCEPTION 'hijacked'; END $$;`);
+    await log.rows(`ALTER DATABASE replica SET search_path = attacker, pg_catalog, public`);
+    const pool = createPool(log.cluster.url(log.db), 1, REPLICA_SESSION_OPTIONS); // as the workers' replica pools
+    const c = await pool.connect();
+    try {
+      await ensureTargetSchema(c);
+      await log.publish(txn(next(), [ins('b', { id: '1', v: 'x' })]));
+      expect((await log.apply({ client: c as unknown as pg.Client })).txns).toBe(1);
+      expect(await log.rows('SELECT v FROM public.b')).toEqual([{ v: 'x' }]);
+    } finally {
+      c.release();
+      await pool.end();
+      await log.rows('ALTER DATABASE replica RESET search_path');
+    }
   });
 });
