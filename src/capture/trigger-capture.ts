@@ -1,12 +1,12 @@
 import type pg from 'pg';
-import { Change, RelationInfo, relKey, Row, TxnMessage } from '../change';
+import type { TxnMessage } from '../change';
 import { CHUNK_BYTES, TxnChunker } from '../log/envelope';
 import { SourceError, UnavailableError } from '../errors';
 import { formatLsn } from '../lsn';
 import { StreamPublisher } from '../log/stream';
-import { connectPg, qualified } from '../pg';
+import { connectPg } from '../pg';
 import { loadSql } from '../sql';
-import { parseRecordText } from './record-text';
+import { QueuedEvent, TriggerEvents } from './trigger-events';
 import type { CaptureOptions, CaptureProgress } from './stream-changes';
 import { TICK_LOCK } from './trigger-source';
 import { triggerHistory } from './history';
@@ -22,13 +22,6 @@ import { triggerHistory } from './history';
  * capture's tick advanced, only after RabbitMQ confirmed every message of it;
  * re-reading an unconfirmed batch yields the same positions.
  */
-interface Column {
-  name: string;
-  type: string;
-  generated: boolean;
-  key: boolean;
-}
-
 export async function captureTriggers(opts: CaptureOptions): Promise<CaptureProgress> {
   const { source, url, log } = opts;
   const what = `source '${source}'`;
@@ -51,20 +44,6 @@ export async function captureTriggers(opts: CaptureOptions): Promise<CaptureProg
     publisher = await StreamPublisher.connect(opts.rabbitUrl, source, opts.retention);
 
     const progress: CaptureProgress = { confirmedLsn: formatLsn(lastTick << 32n), txns: 0, changes: 0, messages: 0, startedAt: new Date().toISOString() };
-    const relations = new Map<string, { info: RelationInfo; columns: Column[] }>();
-    const relation = async (schema: string, table: string) => {
-      const key = relKey(schema, table);
-      let r = relations.get(key);
-      if (!r) {
-        const { rows } = await c.query(loadSql('source/trigger/relation.sql'), [qualified(schema, table)]);
-        const columns: Column[] = rows.map((x) => ({ name: x.name, type: x.type, generated: x.generated === 't' || x.generated === true, key: x.key === 't' || x.key === true }));
-        const identity = (rows[0]?.identity ?? 'full') as RelationInfo['identity'];
-        const sent = columns.filter((col) => !col.generated);
-        r = { info: { schema, table, identity, columns: sent.map((col) => ({ name: col.name, type: col.type, key: identity === 'full' || col.key })) }, columns };
-        relations.set(key, r);
-      }
-      return r;
-    };
     let log_: { logEvents?: number; logBytes?: number } = {};
     // Heartbeats (live position, change-log size) even while idle: Temporal tells a live capture by them.
     report = setInterval(() => opts.onProgress({ ...progress, ...log_ }), 2000);
@@ -78,7 +57,7 @@ export async function captureTriggers(opts: CaptureOptions): Promise<CaptureProg
         continue;
       }
       const txns = (await c.query(loadSql('source/trigger/batch-txns.sql'), [String(lastTick), String(next)])).rows;
-      relations.clear(); // table definitions are read again for every batch
+      const events = new TriggerEvents(c, source); // table definitions and shapes are read again for every batch
       let rank = 0n;
       for (const t of txns) {
         rank += 1n;
@@ -86,7 +65,7 @@ export async function captureTriggers(opts: CaptureOptions): Promise<CaptureProg
         const chunker = new TxnChunker(
           { source, xid: Number(t.txid), lsn, commitTime: t.commit_time, history },
           { changes: opts.chunkChanges, bytes: opts.chunkBytes ?? CHUNK_BYTES, maxMessageBytes: opts.maxMessageBytes },
-          (key) => relations.get(key)!.info,
+          (key) => events.info(key),
         );
         const publish = async (m: TxnMessage | null) => {
           if (!m) return;
@@ -98,15 +77,15 @@ export async function captureTriggers(opts: CaptureOptions): Promise<CaptureProg
         let read = 0;
         while (read < t.events) {
           const { rows } = await c.query(
-            'SELECT ev_id::text, op, rel_schema, rel_table, old_row, new_row FROM pgferry.events WHERE txid = $1::xid8 AND ev_id > $2::bigint ORDER BY ev_id LIMIT $3',
+            'SELECT ev_id::text, op, rel_schema, rel_table, rel_oid::text, shape, old_row, new_row FROM pgferry.events WHERE txid = $1::xid8 AND ev_id > $2::bigint ORDER BY ev_id LIMIT $3',
             [t.txid, after, opts.chunkChanges],
           );
           if (!rows.length) break;
           read += rows.length;
           after = rows[rows.length - 1].ev_id;
-          for (const e of rows) {
-            const r = await relation(e.rel_schema, e.rel_table);
-            await publish(chunker.add(toChange(e, relKey(e.rel_schema, e.rel_table), r.columns)));
+          for (const e of rows as QueuedEvent[]) {
+            if (e.shape !== null) e.shape = Number(e.shape);
+            await publish(chunker.add(await events.change(e)));
           }
         }
         await publish(chunker.end(lsn));
@@ -181,34 +160,6 @@ async function nextTick(c: pg.ClientBase, last: bigint): Promise<bigint | null> 
   // waited for the lock, and every tick must bound a batch of its own.
   const first = (await c.query('SELECT tick_id::text FROM pgferry.ticks WHERE tick_id > $1 ORDER BY tick_id LIMIT 1', [String(last)])).rows[0];
   return BigInt(first.tick_id);
-}
-
-function toChange(e: { op: string; rel_schema: string; rel_table: string; old_row: string | null; new_row: string | null }, rel: string, columns: Column[]): Change {
-  const row = (text: string, keysOnly: boolean): Row => {
-    const fields = parseRecordText(text);
-    // A row captured before ADD COLUMN lacks the new (last) columns: they are left to the replica's default.
-    if (fields.length > columns.length) {
-      throw new SourceError(
-        `table ${e.rel_schema}.${e.rel_table} has ${columns.length} columns but a captured row has ${fields.length}: a column was dropped while changes were queued; resync the replicas`,
-      );
-    }
-    const out: Row = {};
-    columns.forEach((col, i) => {
-      if (i < fields.length && !col.generated && (!keysOnly || col.key)) out[col.name] = fields[i];
-    });
-    return out;
-  };
-  const full = !columns.some((col) => col.key);
-  switch (e.op) {
-    case 'I':
-      return { op: 'insert', rel, new: row(e.new_row!, false) };
-    case 'U':
-      return { op: 'update', rel, old: row(e.old_row!, !full), new: row(e.new_row!, false) };
-    case 'D':
-      return { op: 'delete', rel, old: row(e.old_row!, !full) };
-    default:
-      return { op: 'truncate', rels: [rel], cascade: false, restartIdentity: false };
-  }
 }
 
 function waitForWake(ms: number, signal: AbortSignal | undefined, set: (f: () => void) => void): Promise<void> {

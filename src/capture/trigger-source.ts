@@ -57,23 +57,30 @@ async function installTriggers(c: pg.ClientBase, tables: TableRef[]): Promise<vo
     const t = { schema: r.schemaname as string, table: r.tablename as string };
     if (!wanted.has(relLabel(t))) await dropTriggers(c, t); // no longer selected
   }
-  // Only missing triggers are created: re-running on a busy source takes no table locks.
-  const present = new Set(
-    (await c.query(loadSql('source/trigger/installed-triggers.sql'), [tables.map((t) => t.schema), tables.map((t) => t.table)])).rows.map((r) =>
+  // Only missing triggers are created: re-running on a busy source takes no table locks. Triggers of an
+  // older pgferry (two arguments, no table oid) are made anew.
+  const present = new Map<string, number>(
+    (await c.query(loadSql('source/trigger/installed-triggers.sql'), [tables.map((t) => t.schema), tables.map((t) => t.table)])).rows.map((r) => [
       JSON.stringify([r.schema_name, r.table_name, r.trigger_name]),
-    ),
+      Number(r.nargs),
+    ]),
   );
-  const missing = (t: TableRef, name: string) => !present.has(JSON.stringify([t.schema, t.table, name]));
+  const missing = (t: TableRef, name: string, nargs: number) => (present.get(JSON.stringify([t.schema, t.table, name])) ?? -1) < nargs;
   for (const t of tables) {
     const rel = qualified(t.schema, t.table);
-    const args = `${escapeLiteral(t.schema)}, ${escapeLiteral(t.table)}`;
-    if (missing(t, 'pgferry_capture')) {
+    const oid = (await c.query('SELECT $1::regclass::oid::text AS oid', [rel])).rows[0].oid as string;
+    // The table's oid travels with every event: a renamed table is followed, a dropped one noticed.
+    const args = `${escapeLiteral(t.schema)}, ${escapeLiteral(t.table)}, ${escapeLiteral(oid)}`;
+    for (const name of ['pgferry_capture', 'pgferry_truncate']) {
+      if (present.has(JSON.stringify([t.schema, t.table, name])) && missing(t, name, 3)) await c.query(`DROP TRIGGER ${name} ON ${rel}`);
+    }
+    if (missing(t, 'pgferry_capture', 3)) {
       await c.query(`CREATE TRIGGER pgferry_capture AFTER INSERT OR UPDATE OR DELETE ON ${rel} FOR EACH ROW EXECUTE FUNCTION pgferry.capture_row(${args})`);
     }
-    if (missing(t, 'pgferry_truncate')) {
+    if (missing(t, 'pgferry_truncate', 3)) {
       await c.query(`CREATE TRIGGER pgferry_truncate AFTER TRUNCATE ON ${rel} FOR EACH STATEMENT EXECUTE FUNCTION pgferry.capture_truncate(${args})`);
     }
-    if (missing(t, 'pgferry_wake')) {
+    if (missing(t, 'pgferry_wake', 0)) {
       await c.query(`CREATE TRIGGER pgferry_wake AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON ${rel} FOR EACH STATEMENT EXECUTE FUNCTION pgferry.wake()`);
     }
   }

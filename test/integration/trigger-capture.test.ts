@@ -6,6 +6,9 @@ import { logger } from '../../src/logger';
 import { PgCluster } from '../helpers/pg-cluster';
 import { RABBIT_URL, deleteStream } from '../helpers/fixture';
 import { waitFor } from '../helpers/wait';
+import * as amqp from 'amqplib';
+import { StreamReader } from '../../src/log/stream';
+import { decodeTxn } from '../../src/log/envelope';
 
 /**
  * Trigger capture against a real source (wal_level=replica) and the
@@ -59,5 +62,64 @@ describe('trigger capture sessions', () => {
     await waitFor('the next capture to run', () => p3.seen > 0, 30_000, 100);
     third.abort();
     await expect(again).resolves.toMatchObject({ txns: expect.any(Number) });
+  });
+
+  it('defects E and F: queued events follow renamed tables and columns, leave out dropped columns without shifting values, and a dropped table is applied by its names', async () => {
+    const sql = (q: string) => source.withClient('app', (c) => c.query(q));
+    await sql(`CREATE TABLE ef (id int PRIMARY KEY, a text, b text, c text); CREATE TABLE gone (id int PRIMARY KEY, v text)`);
+    await prepareTriggerSource(url, name, { tables: ['public.t', 'public.ef', 'public.gone'] });
+    // All of this is queued while no capture runs.
+    await sql(`INSERT INTO ef VALUES (1, 'a1', 'b1', 'c1')`);
+    await sql(`ALTER TABLE ef DROP COLUMN b; ALTER TABLE ef ADD COLUMN d text`);
+    await sql(`INSERT INTO ef VALUES (2, 'a2', 'c2', 'd2')`);
+    await sql(`ALTER TABLE ef RENAME COLUMN a TO a_renamed`);
+    await sql(`UPDATE ef SET c = 'c3' WHERE id = 1`);
+    await sql(`ALTER TABLE ef RENAME TO ef2`);
+    await sql(`INSERT INTO ef2 (id, a_renamed, c, d) VALUES (3, 'a3', 'c3', 'd3')`);
+    await sql(`INSERT INTO gone VALUES (1, 'x')`);
+    await sql(`DROP TABLE gone`);
+
+    const stop = new AbortController();
+    const progress = { seen: 0 };
+    const running = run(stop.signal, progress);
+    const conn = await amqp.connect(RABBIT_URL);
+    const changes: { table: string; op: string; new?: unknown; old?: unknown }[] = [];
+    try {
+      await waitFor(
+        'the queued changes to reach the stream',
+        async () => {
+          changes.length = 0;
+          const reader = await StreamReader.open(conn, name, 'first', 64);
+          try {
+            for (let m = await reader.next(1000); m; m = await reader.next(300)) {
+              const t = decodeTxn(m.body);
+              for (const ch of t.changes) {
+                if (ch.op === 'truncate') continue;
+                const r = t.relations[ch.rel];
+                changes.push({ table: `${r.schema}.${r.table}`, op: ch.op, new: 'new' in ch ? ch.new : undefined, old: 'old' in ch ? ch.old : undefined });
+              }
+            }
+          } finally {
+            await reader.close();
+          }
+          return changes.length >= 5;
+        },
+        30_000,
+        500,
+      );
+    } finally {
+      stop.abort();
+      await running;
+      await conn.close();
+    }
+    expect(changes).toEqual([
+      // Written with columns (id, a, b, c): b is gone, a is now a_renamed, the table is now ef2. Before: c took b's value.
+      { table: 'public.ef2', op: 'insert', new: { id: '1', a_renamed: 'a1', c: 'c1' }, old: undefined },
+      { table: 'public.ef2', op: 'insert', new: { id: '2', a_renamed: 'a2', c: 'c2', d: 'd2' }, old: undefined },
+      { table: 'public.ef2', op: 'update', old: { id: '1' }, new: { id: '1', a_renamed: 'a1', c: 'c3', d: null } },
+      { table: 'public.ef2', op: 'insert', new: { id: '3', a_renamed: 'a3', c: 'c3', d: 'd3' }, old: undefined },
+      // A table dropped with changes queued: applied by the names it had (before: looked up and retried forever).
+      { table: 'public.gone', op: 'insert', new: { id: '1', v: 'x' }, old: undefined },
+    ]);
   });
 });

@@ -24,6 +24,21 @@ CREATE TABLE IF NOT EXISTS pgferry.events (
   at         timestamptz NOT NULL DEFAULT pg_catalog.clock_timestamp()
 );
 CREATE INDEX IF NOT EXISTS events_txid ON pgferry.events (txid);
+-- What an event needs to be read right later, whatever DDL came in between:
+-- rel_oid, the captured (root) table, so a rename is followed and a drop is
+-- noticed; shape, the columns its row text holds, in order (by attnum of the
+-- table the row trigger fired on, and by name as they were then), so a
+-- column dropped and another added never shifts values.
+ALTER TABLE pgferry.events ADD COLUMN IF NOT EXISTS rel_oid oid;
+ALTER TABLE pgferry.events ADD COLUMN IF NOT EXISTS shape int;
+
+CREATE TABLE IF NOT EXISTS pgferry.shapes (
+  shape_id serial PRIMARY KEY,
+  relid    oid    NOT NULL,   -- the table the row trigger fired on (a partition, for partitioned tables)
+  nums     int2[] NOT NULL,   -- attnums of its columns as NEW::text prints them
+  cols     text[] NOT NULL,   -- their names then
+  UNIQUE (relid, nums, cols)
+);
 
 CREATE TABLE IF NOT EXISTS pgferry.ticks (
   tick_id bigserial    PRIMARY KEY,
@@ -52,10 +67,25 @@ LANGUAGE plpgsql
 SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 SET DateStyle = 'ISO, YMD' SET IntervalStyle = 'postgres' SET extra_float_digits = 3 SET lc_monetary = 'C' SET bytea_output = 'hex'
 AS $$
+DECLARE
+  cached text := current_setting('pgferry.shape_' || TG_RELID, true);
+  sid int;
+  n int2[];
+  c text[];
 BEGIN
-  -- TG_ARGV: the published table (a partition's root), not the partition the row landed in.
-  INSERT INTO pgferry.events (op, rel_schema, rel_table, old_row, new_row)
-  VALUES (left(TG_OP, 1), TG_ARGV[0], TG_ARGV[1],
+  -- The row's shape, looked up once per transaction and table (a transaction-local setting).
+  IF cached IS NULL OR cached = '' THEN
+    SELECT array_agg(a.attnum ORDER BY a.attnum), array_agg(a.attname::text ORDER BY a.attnum) INTO n, c
+      FROM pg_catalog.pg_attribute a WHERE a.attrelid = TG_RELID AND a.attnum > 0 AND NOT a.attisdropped;
+    INSERT INTO pgferry.shapes (relid, nums, cols) VALUES (TG_RELID, n, c) ON CONFLICT (relid, nums, cols) DO NOTHING;
+    SELECT s.shape_id INTO sid FROM pgferry.shapes s WHERE s.relid = TG_RELID AND s.nums = n AND s.cols = c;
+    PERFORM pg_catalog.set_config('pgferry.shape_' || TG_RELID, sid::text, true);
+  ELSE
+    sid := cached::int;
+  END IF;
+  -- TG_ARGV: the published table (a partition's root), not the partition the row landed in; its oid.
+  INSERT INTO pgferry.events (op, rel_schema, rel_table, rel_oid, shape, old_row, new_row)
+  VALUES (left(TG_OP, 1), TG_ARGV[0], TG_ARGV[1], TG_ARGV[2]::oid, sid,
           CASE WHEN TG_OP <> 'INSERT' THEN OLD::text END,
           CASE WHEN TG_OP <> 'DELETE' THEN NEW::text END);
   RETURN NULL;
@@ -65,7 +95,7 @@ $$;
 CREATE OR REPLACE FUNCTION pgferry.capture_truncate() RETURNS trigger
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
-  INSERT INTO pgferry.events (op, rel_schema, rel_table) VALUES ('T', TG_ARGV[0], TG_ARGV[1]);
+  INSERT INTO pgferry.events (op, rel_schema, rel_table, rel_oid) VALUES ('T', TG_ARGV[0], TG_ARGV[1], TG_ARGV[2]::oid);
   RETURN NULL;
 END
 $$;

@@ -1,5 +1,5 @@
--- pgferry's triggers present on the given tables: (schema, table, trigger).
-SELECT n.nspname AS schema_name, c.relname AS table_name, t.tgname AS trigger_name
+-- pgferry's triggers present on the given tables: (schema, table, trigger, number of arguments).
+SELECT n.nspname AS schema_name, c.relname AS table_name, t.tgname AS trigger_name, t.tgnargs AS nargs
 FROM pg_catalog.pg_trigger t
 JOIN pg_catalog.pg_class c ON c.oid = t.tgrelid
 JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace

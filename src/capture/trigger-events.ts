@@ -1,0 +1,195 @@
+import type pg from 'pg';
+import { Change, RelationInfo, relKey, relLabel, Row } from '../change';
+import { SourceError } from '../errors';
+import { qualified } from '../pg';
+import { loadSql } from '../sql';
+import { parseRecordText } from './record-text';
+
+/**
+ * Reading trigger capture's queued events (pgferry.events) into changes,
+ * whatever DDL happened between the write and the read:
+ * - the table is the event's `rel_oid` (the captured root table), resolved
+ *   to its name now: a renamed table is followed; a dropped one is applied
+ *   by the names it had (its rows matched whole), never looked up forever;
+ * - the row's fields are mapped by the event's `shape` (the attnums and
+ *   names of the columns its row text held, recorded by the trigger): a
+ *   column dropped since is left out, one renamed since takes its new name,
+ *   one added since is absent (the replica's default) — never a shifted
+ *   value. Events queued by an older pgferry (no oid, no shape) are read by
+ *   position, as before.
+ * Anything that cannot be resolved is a SourceError naming the table.
+ */
+export interface QueuedEvent {
+  ev_id: string;
+  op: string;
+  rel_schema: string;
+  rel_table: string;
+  rel_oid: string | null;
+  shape: number | null;
+  old_row: string | null;
+  new_row: string | null;
+}
+
+export interface Column {
+  name: string;
+  type: string;
+  generated: boolean;
+  key: boolean;
+}
+
+interface Resolved {
+  key: string;
+  /** The table is gone: its changes are applied by the names it had. */
+  dropped?: boolean;
+  info: RelationInfo;
+  /** Every column of the table now (generated ones too), in attnum order. */
+  columns: Column[];
+}
+
+interface Shape {
+  /** For each field of the row text: the column's name now (null: dropped since). */
+  names: (string | null)[];
+  /** The names the columns had when the row was written. */
+  then: string[];
+}
+
+const truthy = (v: unknown) => v === true || v === 't';
+
+export class TriggerEvents {
+  private readonly byOid = new Map<string, Resolved>();
+  private readonly byName = new Map<string, Resolved>();
+  private readonly shapes = new Map<number, Shape>();
+
+  constructor(
+    private readonly c: pg.ClientBase,
+    private readonly source: string,
+  ) {}
+
+  /** The relation description of a change key (for the envelope's relations). */
+  info(key: string): RelationInfo {
+    for (const r of this.byOid.values()) if (r.key === key) return r.info;
+    const r = this.byName.get(key);
+    if (!r) throw new Error(`trigger capture: relation ${key} not resolved`);
+    return r.info;
+  }
+
+  async change(e: QueuedEvent): Promise<Change> {
+    const r = await this.relation(e);
+    if (e.op === 'T') return { op: 'truncate', rels: [r.key], cascade: false, restartIdentity: false };
+    const shape = e.shape === null ? null : await this.shape(e);
+    const full = r.info.identity === 'full';
+    const row = (text: string, keysOnly: boolean) => rowOf(e, r, shape, parseRecordText(text), keysOnly && !full);
+    switch (e.op) {
+      case 'I':
+        return { op: 'insert', rel: r.key, new: row(e.new_row!, false) };
+      case 'U':
+        return { op: 'update', rel: r.key, old: row(e.old_row!, true), new: row(e.new_row!, false) };
+      default:
+        return { op: 'delete', rel: r.key, old: row(e.old_row!, true) };
+    }
+  }
+
+  private async relation(e: QueuedEvent): Promise<Resolved> {
+    if (e.rel_oid !== null) {
+      let r = this.byOid.get(e.rel_oid);
+      if (!r) {
+        const now = (await this.c.query('SELECT n.nspname AS schema, c.relname AS table FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace WHERE c.oid = $1::oid', [e.rel_oid])).rows[0];
+        r = now ? await this.describe(now.schema, now.table, e.rel_oid) : await this.dropped(e);
+        this.byOid.set(e.rel_oid, r);
+      }
+      return r;
+    }
+    const key = relKey(e.rel_schema, e.rel_table);
+    let r = this.byName.get(key);
+    if (!r) {
+      const exists = (await this.c.query('SELECT pg_catalog.to_regclass($1) IS NOT NULL AS yes', [qualified(e.rel_schema, e.rel_table)])).rows[0].yes;
+      if (!truthy(exists)) {
+        throw new SourceError(
+          `source '${this.source}': changes of table ${relLabel({ schema: e.rel_schema, table: e.rel_table })} are queued in pgferry.events, but the table no longer exists ` +
+            `and these events (written by an older pgferry) do not say what its columns were; to go on without them: ` +
+            `DELETE FROM pgferry.events WHERE rel_schema = '${e.rel_schema.replace(/'/g, "''")}' AND rel_table = '${e.rel_table.replace(/'/g, "''")}' AND rel_oid IS NULL — then resync the replicas' copy of that table`,
+        );
+      }
+      r = await this.describe(e.rel_schema, e.rel_table, qualified(e.rel_schema, e.rel_table));
+      this.byName.set(key, r);
+    }
+    return r;
+  }
+
+  /** A captured table as it is now: every column, its type and key, and the table's identity. */
+  private async describe(schema: string, table: string, regclass: string): Promise<Resolved> {
+    const { rows } = await this.c.query(loadSql('source/trigger/relation.sql'), [regclass]);
+    const columns: Column[] = rows.map((x) => ({ name: x.name, type: x.type, generated: truthy(x.generated), key: truthy(x.key) }));
+    const identity = (rows[0]?.identity ?? 'full') as RelationInfo['identity'];
+    const sent = columns.filter((col) => !col.generated);
+    return {
+      key: relKey(schema, table),
+      info: { schema, table, identity, columns: sent.map((col) => ({ name: col.name, type: col.type, key: identity === 'full' || col.key })) },
+      columns,
+    };
+  }
+
+  /**
+   * A table dropped while its changes were queued: they are applied by the
+   * names it had (the replica still has the table; the source's DROP is not
+   * replicated), matching rows on their whole old value.
+   */
+  private async dropped(e: QueuedEvent): Promise<Resolved> {
+    const shape = e.shape === null ? null : await this.shape(e);
+    const names = shape?.then ?? [];
+    const columns: Column[] = names.map((name) => ({ name, type: 'text', generated: false, key: true }));
+    return {
+      key: relKey(e.rel_schema, e.rel_table),
+      dropped: true,
+      info: { schema: e.rel_schema, table: e.rel_table, identity: 'full', columns: columns.map((col) => ({ name: col.name, type: col.type, key: true })) },
+      columns,
+    };
+  }
+
+  private async shape(e: QueuedEvent): Promise<Shape> {
+    const id = e.shape!;
+    let s = this.shapes.get(id);
+    if (!s) {
+      const row = (await this.c.query(loadSql('source/trigger/shape.sql'), [id])).rows[0];
+      if (!row) throw new SourceError(`source '${this.source}': event ${e.ev_id} of ${relLabel({ schema: e.rel_schema, table: e.rel_table })} names shape ${id}, which pgferry.shapes does not hold`);
+      const j = JSON.parse(row.shape) as { cols: string[]; names: (string | null)[] };
+      s = { names: j.names, then: j.cols };
+      this.shapes.set(id, s);
+    }
+    return s;
+  }
+}
+
+/**
+ * One row's fields as a Row of the table as it is now. With a shape, by the
+ * shape (see above); without one, by position in today's columns.
+ */
+export function rowOf(e: QueuedEvent, r: Resolved, shape: Shape | null, fields: (string | null)[], keysOnly: boolean): Row {
+  const out: Row = {};
+  const label = relLabel({ schema: e.rel_schema, table: e.rel_table });
+  if (shape) {
+    if (fields.length !== shape.then.length) {
+      throw new SourceError(
+        `table ${label}: event ${e.ev_id} holds ${fields.length} fields where its shape says ${shape.then.length} ` +
+          `(the table was altered inside the transaction that wrote it, between its writes); resync the replicas' copy of ${label}`,
+      );
+    }
+    const cols = new Map(r.info.columns.map((c) => [c.name, c]));
+    fields.forEach((v, i) => {
+      const name = r.dropped ? shape.then[i] : shape.names[i];
+      const col = name === null ? undefined : cols.get(name);
+      if (col && (!keysOnly || col.key)) out[col.name] = v;
+    });
+    return out;
+  }
+  // Older events: by position in today's columns.
+  if (fields.length > r.columns.length) {
+    throw new SourceError(
+      `table ${label} has ${r.columns.length} columns but a captured row has ${fields.length}: a column was dropped while changes were queued; resync the replicas`,
+    );
+  }
+  r.columns.forEach((col, i) => {
+    if (i < fields.length && !col.generated && (!keysOnly || col.key)) out[col.name] = fields[i];
+  });
+  return out;
+}
