@@ -1,9 +1,10 @@
 import type pg from 'pg';
 import type { TxnMessage } from '../change';
-import { CHUNK_BYTES, TxnChunker } from '../log/envelope';
+import { CHUNK_BYTES, TxnChunker, gapMarker } from '../log/envelope';
 import { SourceError, UnavailableError } from '../errors';
-import { formatLsn } from '../lsn';
-import { StreamPublisher } from '../log/stream';
+import { formatLsn, parseLsn } from '../lsn';
+import { retainedRange, StreamPublisher } from '../log/stream';
+import { connectRabbit } from '../log/rabbit';
 import { connectPg } from '../pg';
 import { loadSql } from '../sql';
 import { QueuedEvent, TriggerEvents } from './trigger-events';
@@ -40,8 +41,8 @@ export async function captureTriggers(opts: CaptureOptions): Promise<CaptureProg
       throw new SourceError(`${what}: trigger capture is not installed for this source; run pgferry init --mode trigger (or pgferry up --mode trigger)`);
     }
     let lastTick = BigInt(last.last_tick);
-    const history = triggerHistory(last.incarnation);
     publisher = await StreamPublisher.connect(opts.rabbitUrl, source, opts.retention);
+    const history = await checkNotBehind(c, opts, publisher, triggerHistory(last.incarnation));
 
     const progress: CaptureProgress = { confirmedLsn: formatLsn(lastTick << 32n), txns: 0, changes: 0, messages: 0, startedAt: new Date().toISOString() };
     let log_: { logEvents?: number; logBytes?: number } = {};
@@ -136,6 +137,37 @@ async function holdCaptureLock(c: pg.ClientBase, source: string): Promise<void> 
     `source '${source}': another trigger capture of this source is running (${who} holds its capture lock); this one waits and retries — ` +
       `if that is a pgferry left running elsewhere (another Temporal server?), stop it`,
   );
+}
+
+/**
+ * A source restored from a dump (or a backup) keeps its install id but is
+ * behind its own change log: the stream already holds positions its ticks
+ * have not reached, and the ticks it makes next would repeat them with other
+ * transactions. Capture notices at start: the source is given a new history
+ * (install id), a gap marker says why, and every consumer stops there for a
+ * resync instead of skipping the new transactions as "already applied".
+ */
+async function checkNotBehind(c: pg.ClientBase, opts: CaptureOptions, publisher: StreamPublisher, history: string): Promise<string> {
+  const rabbit = await connectRabbit(opts.rabbitUrl);
+  let newest: { lsn: string; history?: string } | null;
+  try {
+    newest = (await retainedRange(rabbit, opts.source)).last;
+  } finally {
+    await rabbit.close().catch(() => undefined);
+  }
+  if (!newest || (newest.history && newest.history !== history)) return history;
+  const top = BigInt((await c.query('SELECT coalesce(max(tick_id), 0)::text AS t FROM pgferry.ticks')).rows[0].t);
+  const reach = (top << 32n) | 0xffffffffn; // the highest position the source's ticks can have given
+  if (parseLsn(newest.lsn) <= reach) return history;
+  const id = (await c.query('UPDATE pgferry.capture_state SET incarnation = pg_catalog.gen_random_uuid()::text WHERE source = $1 RETURNING incarnation', [opts.source])).rows[0].incarnation;
+  const next = triggerHistory(id);
+  const reason =
+    `source '${opts.source}' is behind its change log (the stream holds position ${newest.lsn}, the source's ticks reach ${formatLsn(reach)}): ` +
+    `it was restored from a dump or backup, so changes after that point are in no log; capture continues as a new history`;
+  await publisher.publish(gapMarker({ source: opts.source, lsn: formatLsn(top << 32n), reason, history: next }), () => undefined);
+  await publisher.flush();
+  opts.log.warn({ source: opts.source }, `${reason}; every replica will stop in state needs_resync there: run pgferry replica resync <name> for each`);
+  return next;
 }
 
 /** pg_advisory_lock class for "a trigger capture of this source runs" (second key: hashtext of the source name). */
