@@ -36,9 +36,11 @@ CREATE TABLE IF NOT EXISTS pgferry.shapes (
   shape_id serial PRIMARY KEY,
   relid    oid    NOT NULL,   -- the table the row trigger fired on (a partition, for partitioned tables)
   nums     int2[] NOT NULL,   -- attnums of its columns as NEW::text prints them
-  cols     text[] NOT NULL,   -- their names then
-  UNIQUE (relid, nums, cols)
+  cols     text[] NOT NULL    -- their names then
 );
+-- Not unique on purpose: a writer never waits for another transaction's
+-- uncommitted shape row (two may record the same shape; either will do).
+CREATE INDEX IF NOT EXISTS shapes_relid ON pgferry.shapes (relid);
 
 CREATE TABLE IF NOT EXISTS pgferry.ticks (
   tick_id bigserial    PRIMARY KEY,
@@ -77,8 +79,10 @@ BEGIN
   IF cached IS NULL OR cached = '' THEN
     SELECT array_agg(a.attnum ORDER BY a.attnum), array_agg(a.attname::text ORDER BY a.attnum) INTO n, c
       FROM pg_catalog.pg_attribute a WHERE a.attrelid = TG_RELID AND a.attnum > 0 AND NOT a.attisdropped;
-    INSERT INTO pgferry.shapes (relid, nums, cols) VALUES (TG_RELID, n, c) ON CONFLICT (relid, nums, cols) DO NOTHING;
-    SELECT s.shape_id INTO sid FROM pgferry.shapes s WHERE s.relid = TG_RELID AND s.nums = n AND s.cols = c;
+    SELECT s.shape_id INTO sid FROM pgferry.shapes s WHERE s.relid = TG_RELID AND s.nums = n AND s.cols = c LIMIT 1;
+    IF sid IS NULL THEN
+      INSERT INTO pgferry.shapes (relid, nums, cols) VALUES (TG_RELID, n, c) RETURNING shape_id INTO sid;
+    END IF;
     PERFORM pg_catalog.set_config('pgferry.shape_' || TG_RELID, sid::text, true);
   ELSE
     sid := cached::int;
