@@ -200,6 +200,9 @@ export class StreamPublisher {
   }
 }
 
+/** What a reader buffers at most, in bytes, before it stops granting RabbitMQ more credit. */
+export const DEFAULT_READER_BYTES = 64 * 1024 * 1024;
+
 export interface StreamMessage {
   offset: number;
   body: Buffer;
@@ -217,6 +220,12 @@ interface Delivered extends StreamMessage {
  */
 export class StreamReader {
   private buffered: Delivered[] = [];
+  /** Bytes of the messages delivered and not yet taken. */
+  private bufferedBytes = 0;
+  /** Acks of messages taken while the buffer held more than `maxBytes`: sent as it drains. */
+  private heldAcks: (() => void)[] = [];
+  /** The reader's memory bound for buffered messages (besides the `prefetch` count). */
+  maxBytes = DEFAULT_READER_BYTES;
   private waiter: (() => void) | null = null;
   private error: Error | null = null;
   private tag = '';
@@ -237,7 +246,8 @@ export class StreamReader {
         if (!msg) return r.setError(new Error('the stream consumer was cancelled by RabbitMQ'));
         const offset = Number(msg.properties.headers?.['x-stream-offset']);
         // Stream consumers ack only for flow control (credit): acking when the message is taken,
-        // not when it arrives, keeps at most `prefetch` messages in memory. Nothing is removed.
+        // not when it arrives, keeps at most `prefetch` messages in memory, and holding the acks while
+        // the buffer is over `maxBytes` stops RabbitMQ sending more (large messages). Nothing is removed.
         const ack = () => {
           try {
             ch.ack(msg);
@@ -247,6 +257,7 @@ export class StreamReader {
         };
         const lsn = msg.properties.headers?.['pgferry-lsn'];
         r.buffered.push({ offset, body: msg.content, lsn: typeof lsn === 'string' ? lsn : undefined, ack });
+        r.bufferedBytes += msg.content.length;
         r.wake();
       },
       { noAck: false, arguments: { 'x-stream-offset': from } },
@@ -271,7 +282,9 @@ export class StreamReader {
     }
     const m = this.buffered.shift();
     if (m) {
-      m.ack();
+      this.bufferedBytes -= m.body.length;
+      this.heldAcks.push(m.ack);
+      while (this.heldAcks.length && this.bufferedBytes < this.maxBytes) this.heldAcks.shift()!();
       return { offset: m.offset, body: m.body, lsn: m.lsn };
     }
     if (this.error) throw this.error;

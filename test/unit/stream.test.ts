@@ -1,7 +1,7 @@
 import { EventEmitter } from 'node:events';
 import { describe, expect, it } from 'vitest';
 import type * as amqp from 'amqplib';
-import { StreamPublisher } from '../../src/log/stream';
+import { StreamPublisher, StreamReader } from '../../src/log/stream';
 import type { TxnMessage } from '../../src/change';
 
 /**
@@ -63,5 +63,38 @@ describe('StreamPublisher waits (defect H)', () => {
     const flushing = p.flush();
     setTimeout(() => ch.emit('close'), 20);
     await expect(flushing).rejects.toThrow(/closed the publishing channel/);
+  });
+});
+
+describe('StreamReader memory (defect G)', () => {
+  class FakeConsumerChannel extends EventEmitter {
+    deliver: (msg: unknown) => void = () => undefined;
+    acks = 0;
+    async prefetch(): Promise<void> {}
+    async consume(_q: string, cb: (msg: unknown) => void) {
+      this.deliver = cb;
+      return { consumerTag: 't' };
+    }
+    ack(): void {
+      this.acks += 1;
+    }
+    async cancel(): Promise<void> {}
+    async close(): Promise<void> {}
+  }
+  const msg = (offset: number, bytes: number) => ({ content: Buffer.alloc(bytes), properties: { headers: { 'x-stream-offset': offset } } });
+
+  it('holds its acks (RabbitMQ credit) while the messages it buffers exceed maxBytes, and gives them back as it drains', async () => {
+    const ch = new FakeConsumerChannel();
+    const r = await StreamReader.open({ createChannel: async () => ch } as unknown as amqp.ChannelModel, 's', 0, 16);
+    r.maxBytes = 100;
+    for (let i = 0; i < 4; i++) ch.deliver(msg(i, 60)); // 240 bytes buffered
+    await r.next(0); // 180 left: over the bound, no credit back
+    await r.next(0); // 120 left: still over
+    expect(ch.acks).toBe(0);
+    await r.next(0); // 60 left: under the bound, the three held acks go
+    expect(ch.acks).toBe(3);
+    await r.next(0);
+    expect(ch.acks).toBe(4);
+    await r.close();
   });
 });
