@@ -14,6 +14,7 @@ export async function verifyReplica(config: Config, name: string, only: string[]
   const url = replicaUrl(config, name);
   const source = config.source.name;
   const trigger = config.source.mode === 'trigger';
+  // The replica's session pins search_path (as apply's do); the source's resolves --tables as psql would.
   const pinned = { options: REPLICA_SESSION_OPTIONS };
   return withClient(`source '${source}'`, sourceUrl, async (src) => {
     const pub = publicationName(source);
@@ -42,5 +43,5 @@ export async function verifyReplica(config: Config, name: string, only: string[]
       tables = wanted.map((t) => byName.get(relLabel(t))!);
     }
     return withClient(`replica '${name}'`, url, (dst) => verify({ source: src, replica: dst, replicaName: name, tables, mode: config.source.mode }), pinned);
-  }, pinned);
+  });
 }

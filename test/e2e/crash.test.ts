@@ -106,9 +106,12 @@ describe('crash recovery (kill -9)', () => {
       const unpublished = ends.filter((e) => compareLsn(e.endLsn, s.slot) <= 0 && e.offset > s.tail);
       expect(unpublished, `slot at ${s.slot} while the stream ended at offset ${s.tail}`).toEqual([]);
       if (ends.some((e) => e.endLsn === s.slot)) atEnds += 1;
+      // The slot is confirmed to a transaction's end, or (a keepalive with nothing in flight) to a position
+      // between transactions: never into the commit record of one. (How many samples land exactly on an
+      // end depends on timing: when capture keeps up, keepalives move the slot between transactions.)
+      const inside = ends.filter((e) => compareLsn(e.lsn, s.slot) <= 0 && compareLsn(s.slot, e.endLsn) < 0);
+      expect(inside, `slot at ${s.slot} inside a commit record`).toEqual([]);
     }
-    // Under load it is confirmed to transaction ends (idle keepalives and heartbeats may confirm past them).
-    expect(atEnds).toBeGreaterThan(0);
     console.log(`kill -9 of capture: ${total} transactions; ${moved.length} slot samples (${atEnds} at transaction ends), none ahead of RabbitMQ`);
   });
 
@@ -116,16 +119,16 @@ describe('crash recovery (kill -9)', () => {
     return w.source.withClient('app', async (c) => (await c.query(`SELECT confirmed_flush_lsn::text AS p FROM pg_replication_slots WHERE slot_name = $1`, [`pgferry_${w.sourceName}`])).rows[0].p);
   }
 
-  async function confirmedEnds(): Promise<{ endLsn: string; offset: number }[]> {
+  async function confirmedEnds(): Promise<{ lsn: string; endLsn: string; offset: number }[]> {
     const conn = await amqp.connect(RABBIT_URL);
     const reader = await StreamReader.open(conn, w.sourceName, 'first');
-    const ends: { endLsn: string; offset: number }[] = [];
+    const ends: { lsn: string; endLsn: string; offset: number }[] = [];
     try {
       for (;;) {
         const m = await reader.next(3000);
         if (!m) break;
         const t = decodeTxn(m.body);
-        if (t.last) ends.push({ endLsn: t.endLsn, offset: m.offset });
+        if (t.last) ends.push({ lsn: t.lsn, endLsn: t.endLsn, offset: m.offset });
       }
     } finally {
       await reader.close();
