@@ -2,9 +2,9 @@ import { ApplicationFailure, Context, log } from '@temporalio/activity';
 import type pg from 'pg';
 import { Config, replicaTables, replicaUrl, requireSourceUrl } from '../src/config';
 import { PgferryError, describeCause, isTransient } from '../src/errors';
-import { streamChanges as runCapture, CaptureProgress } from '../src/capture/stream-changes';
-import { captureTriggers } from '../src/capture/trigger-capture';
-import type { TableRef } from '../src/capture/source';
+import type { CaptureProgress } from '../src/capture/contract';
+import { captureMode } from '../src/capture/mode';
+import type { TableRef } from '../src/tables';
 import { applyBatch as runApplyBatch, BatchResult } from '../src/apply/apply-batch';
 import { checkNoUnfinishedCopy, prepareTarget } from '../src/apply/target';
 import { declareStream } from '../src/log/stream';
@@ -54,8 +54,7 @@ export const createActivities = (deps: Deps) => {
     async streamChanges({ source }: SourceRef): Promise<CaptureProgress> {
       const ctx = Context.current();
       try {
-        const run = config.source.mode === 'trigger' ? captureTriggers : runCapture;
-        return await run({
+        return await captureMode(config).run({
           source,
           url: requireSourceUrl(config),
           rabbitUrl: config.rabbitmqUrl,

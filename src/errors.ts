@@ -1,8 +1,14 @@
 /**
- * pgferry's errors. Each says what went wrong with which thing and how to fix
- * it. `permanent` errors need an operator; the others may pass (a server
- * restarting) and are retried with backoff while being reported.
+ * pgferry's errors, and the one place that decides what a failure means.
+ *
+ * Each error says what went wrong with which thing and how to fix it. A
+ * `permanent` error needs an operator; the others may pass (a server
+ * restarting) and are retried with backoff while being reported. Errors from
+ * PostgreSQL are classified by SQLSTATE (named in `SQLSTATE` below, the only
+ * place the codes are spelled), never by message text — except where the
+ * server gives one code to several causes, and then the pattern lives here too.
  */
+
 export class PgferryError extends Error {
   /** True when retrying cannot help: the operator must change something. */
   readonly permanent: boolean = true;
@@ -41,43 +47,155 @@ export class GapError extends PgferryError {}
  */
 export class ProtocolError extends PgferryError {}
 
-/** Names of the error classes an activity reports as non-retryable. */
-export const NON_RETRYABLE = [
-  'ConfigError',
-  'SourceError',
-  'SchemaMismatchError',
-  'RejectedChangeError',
-  'GapError',
-  'ProtocolError',
+/**
+ * An application's handler kept failing on a change: its subscriber stops
+ * there (never skipping it) and continues from it once started again.
+ */
+export class HandlerFailedError extends PgferryError {
+  /** The subscriber whose handler failed. */
+  readonly subscriber?: string;
+  constructor(message: string, options?: { cause?: unknown; sourceLsn?: string; subscriber?: string }) {
+    super(message, options);
+    if (options?.subscriber) this.subscriber = options.subscriber;
+  }
+}
+
+/**
+ * The permanent error classes by name. Object keys, not `Class.name`, so the
+ * list survives a bundler that renames classes (the workflows import it).
+ */
+const PERMANENT_ERRORS = { ConfigError, SourceError, SchemaMismatchError, RejectedChangeError, GapError, ProtocolError, HandlerFailedError };
+
+/** The error types every workflow's retry policy treats as non-retryable: derived from the classes above. */
+export const NON_RETRYABLE: string[] = Object.keys(PERMANENT_ERRORS);
+
+/** The SQLSTATE codes pgferry looks at (PostgreSQL, Appendix A), by their condition names. */
+export const SQLSTATE = {
+  readOnlySqlTransaction: '25006',
+  invalidAuthorizationSpecification: '28000',
+  invalidPassword: '28P01',
+  invalidCatalogName: '3D000', // the database does not exist
+  serializationFailure: '40001',
+  deadlockDetected: '40P01',
+  insufficientPrivilege: '42501',
+  undefinedTable: '42P01',
+  undefinedColumn: '42703',
+  datatypeMismatch: '42804',
+  undefinedObject: '42704',
+  duplicateObject: '42710',
+  objectNotInPrerequisiteState: '55000',
+  objectInUse: '55006',
+  lockNotAvailable: '55P03',
+  systemError: '58000',
+  ioError: '58030',
+} as const;
+
+/** SQLSTATE classes (the first two or three characters) after which a retry may succeed. */
+const TRANSIENT_CLASSES = [
+  '08', // connection exception
+  '53', // insufficient resources (too many connections; disk full is 53100)
+  '57P', // operator intervention: admin shutdown, crash shutdown, cannot connect now
+];
+const TRANSIENT_CODES: readonly string[] = [
+  SQLSTATE.serializationFailure,
+  SQLSTATE.deadlockDetected,
+  SQLSTATE.objectInUse, // a replication slot another session still holds
+  SQLSTATE.lockNotAvailable,
+  SQLSTATE.systemError,
+  SQLSTATE.ioError,
 ];
 
-interface PgLikeError {
-  code?: string;
-  message?: string;
+/** Node socket errors that mean "nothing answered right now". */
+const TRANSIENT_NET = new Set(['ECONNREFUSED', 'ECONNRESET', 'EPIPE', 'ETIMEDOUT', 'EHOSTUNREACH', 'ENETUNREACH', 'EAI_AGAIN']);
+
+/** node-postgres reports a dropped socket without a code. */
+const DROPPED_CONNECTION = /Connection terminated|connection closed|socket hang up/i;
+
+/** The SQLSTATE of a PostgreSQL error, or undefined for anything else (socket errors carry other codes). */
+export function sqlState(err: unknown): string | undefined {
+  const code = (err as { code?: unknown } | null)?.code;
+  return typeof code === 'string' && /^[0-9A-Z]{5}$/.test(code) ? code : undefined;
 }
 
 /** SQLSTATE classes/codes after which a retry may succeed (connection, shutdown, conflicts, in-use slot). */
 export function isTransientSqlState(code: string | undefined): boolean {
   if (!code) return false;
-  if (code.startsWith('08')) return true; // connection exception
-  if (code.startsWith('53')) return true; // insufficient resources (too many connections, disk full is 53100)
-  if (code.startsWith('57P')) return true; // operator intervention: admin shutdown, crash shutdown, cannot connect now
-  return ['40001', '40P01', '55006', '55P03', '58000', '58030'].includes(code);
+  return TRANSIENT_CLASSES.some((c) => code.startsWith(c)) || TRANSIENT_CODES.includes(code);
 }
 
-/** Node socket errors that mean "nothing answered right now". */
-const TRANSIENT_NET = new Set(['ECONNREFUSED', 'ECONNRESET', 'EPIPE', 'ETIMEDOUT', 'EHOSTUNREACH', 'ENETUNREACH', 'EAI_AGAIN']);
+/**
+ * What a failure means for whoever retries:
+ * - `permanent`: retrying gives the same answer; an operator must act;
+ * - `transient`: a server is away or busy; retry with backoff;
+ * - `refused`: PostgreSQL refused a statement (a constraint, a type, a missing
+ *   object): permanent for that statement, and the caller says which thing;
+ * - `unexpected`: none of these (a bug, or an error pgferry does not know):
+ *   retried, and logged as unexpected.
+ */
+export type ErrorClass = 'permanent' | 'transient' | 'refused' | 'unexpected';
+
+export function classifyError(err: unknown): ErrorClass {
+  if (err instanceof PgferryError) return err.permanent ? 'permanent' : 'transient';
+  const code = (err as { code?: unknown } | null)?.code;
+  if (typeof code === 'string' && TRANSIENT_NET.has(code)) return 'transient';
+  const state = sqlState(err);
+  if (state) return isTransientSqlState(state) ? 'transient' : 'refused';
+  if (DROPPED_CONNECTION.test(String((err as Error)?.message ?? ''))) return 'transient';
+  return 'unexpected';
+}
 
 export function isTransient(err: unknown): boolean {
-  if (err instanceof PgferryError) return !err.permanent;
-  const e = err as PgLikeError & { errno?: unknown; code?: string };
-  if (e && typeof e.code === 'string') {
-    if (TRANSIENT_NET.has(e.code)) return true;
-    if (/^[0-9A-Z]{5}$/.test(e.code)) return isTransientSqlState(e.code);
-  }
-  const msg = String((err as Error)?.message ?? '');
-  // node-postgres reports a dropped socket without a code.
-  return /Connection terminated|connection closed|socket hang up/i.test(msg);
+  return classifyError(err) === 'transient';
+}
+
+/** PostgreSQL answered with an error about the statement itself (not the connection): apply reports it with the row. */
+export function isRefusal(err: unknown): boolean {
+  return classifyError(err) === 'refused';
+}
+
+/** The replica refused a change because its schema differs (missing table or column, another type). */
+export function isSchemaMismatch(err: unknown): boolean {
+  const s = sqlState(err);
+  return s === SQLSTATE.undefinedTable || s === SQLSTATE.undefinedColumn || s === SQLSTATE.datatypeMismatch;
+}
+
+/** Not allowed: a missing privilege (or, for replication connections, a missing REPLICATION attribute or pg_hba entry). */
+export function isPrivilegeError(err: unknown): boolean {
+  return sqlState(err) === SQLSTATE.insufficientPrivilege;
+}
+
+export function isAuthenticationError(err: unknown): boolean {
+  const s = sqlState(err);
+  return s === SQLSTATE.invalidPassword || s === SQLSTATE.invalidAuthorizationSpecification;
+}
+
+/** The server is a standby in recovery: it refuses writes (25006, or a message naming recovery). */
+export function isReadOnlyServer(err: unknown): boolean {
+  return sqlState(err) === SQLSTATE.readOnlySqlTransaction || /recovery/i.test(String((err as Error)?.message ?? ''));
+}
+
+/** START_REPLICATION on a slot that does not exist. */
+export function isMissingSlot(err: unknown): boolean {
+  return sqlState(err) === SQLSTATE.undefinedObject;
+}
+
+/** START_REPLICATION on a slot that lost WAL it needs (55000 is shared by other causes; the message tells them apart). */
+export function isInvalidatedSlot(err: unknown): boolean {
+  return sqlState(err) === SQLSTATE.objectNotInPrerequisiteState && /invalidated|wal_status|removed/i.test(String((err as Error)?.message ?? ''));
+}
+
+/** The slot is active for another session (capture still running elsewhere). */
+export function isSlotInUse(err: unknown): boolean {
+  return sqlState(err) === SQLSTATE.objectInUse;
+}
+
+/** CREATE … for an object another session just created. */
+export function isDuplicateObject(err: unknown): boolean {
+  return sqlState(err) === SQLSTATE.duplicateObject;
+}
+
+export function isMissingDatabase(err: unknown): boolean {
+  return sqlState(err) === SQLSTATE.invalidCatalogName;
 }
 
 /** One-line cause of any error, without stack or connection secrets. */
@@ -90,9 +208,3 @@ export function describeCause(err: unknown): string {
   const code = e?.code && !msg.includes(e.code) ? ` [${e.code}]` : '';
   return `${msg}${code}`;
 }
-
-/**
- * An application's handler kept failing on a change: its subscriber stops
- * there (never skipping it) and continues from it once started again.
- */
-export class HandlerFailedError extends PgferryError {}

@@ -5,7 +5,7 @@ import type { Config } from './config';
 import { ConfigError, describeCause } from './errors';
 import { logger } from './logger';
 import { redactText } from './redact';
-import { slotHealth } from './capture/slot-health';
+import { captureMode } from './capture/mode';
 import { connectClient } from './temporal/connection';
 import { captureView, CaptureView, listReplicaNames, replicaView, ReplicaView } from './temporal/inspect';
 import type { CaptureStatus, ReplicaState } from '../workflows/messages';
@@ -215,9 +215,10 @@ export async function startMetricsServer(config: Config, temporalAddress: string
   // --- Source slot (processes serving the capture queue, WAL mode): slotHealth opens one short connection per
   // scrape; a source that does not answer in time is left out of that scrape (its query finishes or fails on its own).
   const url = config.source.url;
-  const readsSlot = opts.servesCapture && config.source.mode === 'wal' && Boolean(url);
+  const slotHealth = captureMode(config).slotHealth;
+  const readsSlot = opts.servesCapture && slotHealth !== null && Boolean(url);
   const readSlot = async (deadline: number): Promise<number | null> =>
-    (await within(slotHealth(url!, source), deadline - Date.now(), 'source slot query')).retainedBytes;
+    (await within(slotHealth!(url!, source), deadline - Date.now(), 'source slot query')).retainedBytes;
 
   const refresh = async () => {
     const deadline = Date.now() + SCRAPE_TIMEOUT_MS;

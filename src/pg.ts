@@ -1,5 +1,5 @@
 import pg from 'pg';
-import { ConfigError, PgferryError, UnavailableError, describeCause, isTransient } from './errors';
+import { ConfigError, PgferryError, UnavailableError, describeCause, isAuthenticationError, isMissingDatabase, isTransient } from './errors';
 import { redactText, redactUrl } from './redact';
 
 /**
@@ -37,15 +37,11 @@ export function connectError(what: string, url: string, err: unknown): PgferryEr
   const e = err as { code?: string };
   const cause = redactText(describeCause(err), [url]);
   const where = `${what} at ${redactUrl(url)}`;
-  switch (e?.code) {
-    case 'ENOTFOUND':
-      return new ConfigError(`${where}: host not found (${cause}); fix the host name in the connection URL`, { cause: err });
-    case '28P01':
-    case '28000':
-      return new ConfigError(`${where}: authentication failed (${cause}); fix the user or password in the connection URL or pg_hba.conf`, { cause: err });
-    case '3D000':
-      return new ConfigError(`${where}: ${cause}; create the database or fix its name in the connection URL`, { cause: err });
+  if (e?.code === 'ENOTFOUND') return new ConfigError(`${where}: host not found (${cause}); fix the host name in the connection URL`, { cause: err });
+  if (isAuthenticationError(err)) {
+    return new ConfigError(`${where}: authentication failed (${cause}); fix the user or password in the connection URL or pg_hba.conf`, { cause: err });
   }
+  if (isMissingDatabase(err)) return new ConfigError(`${where}: ${cause}; create the database or fix its name in the connection URL`, { cause: err });
   if (isTransient(err) || !e?.code) {
     return new UnavailableError(`${where}: cannot connect (${cause}); check that PostgreSQL is running and reachable at that address`, { cause: err });
   }

@@ -1,7 +1,7 @@
 import type pg from 'pg';
 import type { ChannelModel } from 'amqplib';
 import { Change, RelationInfo, TxnMessage, relLabel } from '../change';
-import { ConfigError, RejectedChangeError, SchemaMismatchError, isTransientSqlState } from '../errors';
+import { ConfigError, RejectedChangeError, SchemaMismatchError, isRefusal, isSchemaMismatch } from '../errors';
 import { ZERO_LSN } from '../lsn';
 import { decodeTxn } from '../log/envelope';
 import { LogPosition, LogProtocol } from '../log/protocol';
@@ -249,7 +249,7 @@ async function runBatch(o: ApplyBatchOptions, stopAt?: number): Promise<BatchRes
  */
 function commitRefused(replica: string, from: string, to: string, err: unknown): Error {
   const e = err as { code?: string; message?: string };
-  if (isTransientSqlState(e?.code) || !e?.code) return err as Error;
+  if (!isRefusal(err)) return err as Error;
   return new RejectedChangeError(
     `replica '${replica}': the replica refused to commit the source transactions after ${from} up to ${to} (a deferred constraint or trigger): ${e.message} [${e.code}]; ` +
       `nothing of them was applied; fix the replica, then run pgferry replica resume ${replica}`,
@@ -366,13 +366,13 @@ function statementFor(m: TxnMessage, ch: Change, ref: ParamRef): Statement | nul
  */
 function rejection(replica: string, m: TxnMessage, ch: Change, err: unknown): Error {
   const e = err as { code?: string; message?: string };
-  if (isTransientSqlState(e?.code) || !e?.code) return err as Error;
+  if (!isRefusal(err)) return err as Error;
   const r = ch.op === 'truncate' ? m.relations[ch.rels[0]] : m.relations[ch.rel];
   const table = r ? relLabel(r) : 'unknown table';
   const key = ch.op === 'truncate' ? '' : ` key ${describeKey(r, ch.op === 'insert' ? ch.new : ch.old)}`;
   const where = `replica '${replica}': ${ch.op} on ${table}${key} at source position ${m.lsn} was rejected: ${e.message} [${e.code}]`;
   const rejected =
-    e.code === '42P01' || e.code === '42703' || e.code === '42804'
+    isSchemaMismatch(err)
       ? new SchemaMismatchError(`${where}; make the replica's table match the source's, then run pgferry replica resume ${replica}`, { cause: err, sourceLsn: m.lsn })
       : new RejectedChangeError(`${where}; fix the replica (or the row), then run pgferry replica resume ${replica}`, { cause: err, sourceLsn: m.lsn });
   return rejected;

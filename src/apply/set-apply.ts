@@ -1,6 +1,6 @@
 import type pg from 'pg';
 import { relKey, type Change, type RelationInfo, type TxnMessage } from '../change';
-import { isTransientSqlState } from '../errors';
+import { isRefusal } from '../errors';
 import { from as copyFrom } from 'pg-copy-streams';
 import {
   COPY_MAX_ROWS,
@@ -178,8 +178,7 @@ export async function applyRun(c: pg.ClientBase, m: TxnMessage, run: Change[], a
       await c.query(await prepared(c, rel, buildDeleteRows(rel, keyColumns(rel), (run as Delete[]).map((ch) => ch.old), await replicaTypes(c, rel))));
     }
   } catch (err) {
-    const code = (err as { code?: string }).code;
-    if (isTransientSqlState(code) || !code) throw err;
+    if (!isRefusal(err)) throw err;
     await c.query('ROLLBACK TO SAVEPOINT pgferry_rows');
     forgetReplicaTypes(c, rel);
     for (const ch of run) await applier.one(ch);

@@ -1,6 +1,6 @@
 import type pg from 'pg';
 import type { Change, TxnMessage, Value } from '../change';
-import { isTransientSqlState } from '../errors';
+import { isRefusal } from '../errors';
 import type { Statement } from './sql-builder';
 import type { Logger } from '../logger';
 
@@ -62,8 +62,7 @@ export class StatementGroup {
     try {
       await this.c.query(APPLY, [texts, counts, values]);
     } catch (err) {
-      const code = (err as { code?: string }).code;
-      if (isTransientSqlState(code) || !code) throw err;
+      if (!isRefusal(err)) throw err;
       await this.c.query('ROLLBACK TO SAVEPOINT pgferry_group');
       this.log.info({ statements: texts.length, error: (err as Error).message }, 'the replica refused a group of statements; applying them one by one');
       for (const it of items) await this.one(it.m, it.change);

@@ -2,7 +2,7 @@ import type pg from 'pg';
 import { SchemaMismatchError } from '../errors';
 import { nameLabel, relLabel } from '../change';
 import { loadSql } from '../sql';
-import type { TableRef } from '../capture/source';
+import type { TableRef } from '../tables';
 
 /**
  * A replica database: pgferry's bookkeeping schema, and the check that it

@@ -3,8 +3,9 @@ import { replicaShare, requireSourceUrl } from '../config';
 import { describeCause, PgferryError } from '../errors';
 import { logger } from '../logger';
 import { connectRabbit } from '../log/rabbit';
-import type { TableRef } from '../capture/source';
+import type { TableRef } from '../tables';
 import { checkNoUnfinishedCopy, prepareTarget } from '../apply/target';
+import { captureMode } from '../capture/mode';
 import { withClient } from '../pg';
 import { loadSql } from '../sql';
 import { prepareCapture, sourceHistory } from '../capture/prepare';
@@ -35,13 +36,7 @@ export async function initialize(config: Config, say: (line: string) => void): P
   } finally {
     await rabbit.close().catch(() => undefined);
   }
-  say(
-    config.source.mode === 'trigger'
-      ? `source '${source}': ${prepared.tables.length} table(s) captured by triggers` +
-          `${prepared.publicationCreated ? ' (schema pgferry installed)' : ''}${prepared.slotCreated ? ', capture starts now' : ''}`
-      : `source '${source}': ${prepared.tables.length} table(s) published` +
-          `${prepared.publicationCreated ? ' (publication created)' : ''}${prepared.slotCreated ? ', replication slot created' : ''}`,
-  );
+  say(captureMode(config).describePrepared(source, prepared));
   for (const warning of prepared.warnings) {
     logger.warn({ source }, warning);
     say(`WARNING ${warning}`);

@@ -1,7 +1,8 @@
 import type { Command } from 'commander';
 import type { Client } from '@temporalio/client';
 import { Config, loadConfig } from '../config';
-import { slotHealth, SlotHealth } from '../capture/slot-health';
+import type { SlotHealth } from '../capture/wal/slot-health';
+import { captureMode } from '../capture/mode';
 import { describeCause, PgferryError } from '../errors';
 import { connectRabbit } from '../log/rabbit';
 import { retainedRange, StreamEnd } from '../log/stream';
@@ -76,7 +77,8 @@ export async function collectStatus(config: Config, client: Client): Promise<Sta
 }
 
 async function slotOf(config: Config): Promise<SourceStatus['slot']> {
-  if (config.source.mode !== 'wal' || !config.source.url) return null;
+  const slotHealth = captureMode(config).slotHealth;
+  if (!slotHealth || !config.source.url) return null;
   try {
     const h = await slotHealth(config.source.url, config.source.name);
     const warning =

@@ -5,7 +5,7 @@ import { ConfigError, SchemaMismatchError } from '../errors';
 import { logger } from '../logger';
 import { connectRabbit } from '../log/rabbit';
 import { retainedRange } from '../log/stream';
-import type { TableRef } from '../capture/source';
+import type { TableRef } from '../tables';
 import { prepareCapture } from '../capture/prepare';
 import type { ChannelModel } from 'amqplib';
 import { prepareTarget } from '../apply/target';
@@ -14,7 +14,7 @@ import { withRetry } from '../retry';
 import { loadSql } from '../sql';
 import { copyTables, TableProgress } from './copy';
 import { createMissingTables } from './create-tables';
-import { exportSnapshot } from './export';
+import { captureMode } from '../capture/mode';
 
 /**
  * `pgferry replica add <name> --snapshot`: fill a new replica with the
@@ -120,7 +120,7 @@ export async function copyFromSnapshot(o: {
   const sourceUrl = requireSourceUrl(o.config);
   // 1. then 2.: the order matters (see above).
   const offset = (await retainedRange(o.rabbit, source)).last?.offset ?? null;
-  const snapshot = await exportSnapshot(sourceUrl, source, o.config.source.mode);
+  const snapshot = await captureMode(o.config).exportSnapshot(sourceUrl, source);
   try {
     o.say(`snapshot of source '${source}' at ${snapshot.position}: copying ${o.tables.length} table(s), ${o.parallel} at a time`);
     const tables = await copyTables({

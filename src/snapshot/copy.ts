@@ -3,7 +3,7 @@ import { pipeline } from 'node:stream/promises';
 import pg from 'pg';
 import { from as copyFrom, to as copyTo } from 'pg-copy-streams';
 import { relLabel } from '../change';
-import type { TableRef } from '../capture/source';
+import type { TableRef } from '../tables';
 import { connectPg, ident, qualified } from '../pg';
 import { loadSql } from '../sql';
 import { SchemaMismatchError } from '../errors';

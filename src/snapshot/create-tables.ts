@@ -1,6 +1,6 @@
 import type pg from 'pg';
 import { relLabel } from '../change';
-import type { TableRef } from '../capture/source';
+import type { TableRef } from '../tables';
 import { SchemaMismatchError } from '../errors';
 import { ident, qualified } from '../pg';
 import { loadSql } from '../sql';

@@ -4,7 +4,7 @@ import type { Config } from '../config';
 import { replicaShare, replicaUrl, requireSourceUrl } from '../config';
 import { logger } from '../logger';
 import { connectRabbit } from '../log/rabbit';
-import type { TableRef } from '../capture/source';
+import type { TableRef } from '../tables';
 import { prepareCapture } from '../capture/prepare';
 import { prepareTarget } from '../apply/target';
 import { ident, qualified, withClient } from '../pg';

@@ -4,7 +4,7 @@ import { captureStatusQuery, CaptureStatus, replicaStatusQuery, ReplicaStatus } 
 import { ConfigError } from '../errors';
 import { lsnDistance } from '../lsn';
 import { captureWorkflowId, replicaWorkflowId } from '../names';
-import type { CaptureProgress } from '../capture/stream-changes';
+import type { CaptureProgress } from '../capture/contract';
 
 /**
  * What the CLI shows: workflow status (query), plus what Temporal knows about

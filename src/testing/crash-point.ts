@@ -13,10 +13,10 @@ import * as fs from 'node:fs';
  * Without the variable a crash point is one string comparison.
  *
  * The points:
- * - `capture-before-confirm` (src/capture/stream-changes.ts): a change-log
+ * - `capture-before-confirm` (src/capture/wal/stream-changes.ts): a change-log
  *   message was just handed to RabbitMQ, its publisher confirm not yet seen;
  *   the slot was never acknowledged past it.
- * - `capture-after-confirm` (src/capture/stream-changes.ts): RabbitMQ confirmed
+ * - `capture-after-confirm` (src/capture/wal/stream-changes.ts): RabbitMQ confirmed
  *   a message; the slot acknowledgement that the confirm allows is not sent.
  * - `apply-after-commit` (src/apply/apply-batch.ts): an apply batch that applied
  *   transactions has COMMITted on the replica (data and pgferry.progress), and

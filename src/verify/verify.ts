@@ -1,8 +1,8 @@
 import type pg from 'pg';
 import { relLabel } from '../change';
-import type { TableRef } from '../capture/source';
-import { compareLsn, formatLsn } from '../lsn';
-import { TICK_LOCK } from '../capture/trigger-source';
+import type { TableRef } from '../tables';
+import { compareLsn } from '../lsn';
+import type { SourcePoint } from '../capture/contract';
 import { ident, qualified } from '../pg';
 import { loadSql } from '../sql';
 
@@ -38,8 +38,8 @@ export interface VerifyOptions {
   /** How long the replica's position must stand still to count as caught up with an idle source. */
   catchUpMs?: number;
   buckets?: number;
-  /** How the source is captured: what a position is (a WAL LSN, or a trigger-capture tick). */
-  mode?: 'wal' | 'trigger';
+  /** The source's snapshot now and the log position covering it (the capture mode's: a WAL LSN, or a trigger-capture tick). */
+  sourcePoint: (c: pg.ClientBase) => Promise<SourcePoint>;
 }
 
 /** Key columns of each table on the source: primary key, else replica identity index, else none (whole row). */
@@ -138,29 +138,6 @@ async function catchUp(o: VerifyOptions, lsn: string, quietMs: number, maxMs = 2
 }
 
 /**
- * The source's snapshot now, and the position a replica holding everything
- * in it has reached. WAL mode: the WAL insert position. Trigger mode: a new
- * tick of that very snapshot (made as capture makes them, serialized with
- * it), since trigger positions are <tick>/<rank>, not LSNs: every
- * transaction visible in the snapshot lies in a batch up to that tick.
- */
-async function sourcePosition(o: VerifyOptions): Promise<{ snap: string; lsn: string }> {
-  if (o.mode !== 'trigger') {
-    return (await o.source.query(`SELECT pg_catalog.pg_current_snapshot()::text AS snap, pg_catalog.pg_current_wal_lsn()::text AS lsn`)).rows[0];
-  }
-  await o.source.query('BEGIN');
-  try {
-    await o.source.query(`SELECT pg_catalog.pg_advisory_xact_lock(${TICK_LOCK})`);
-    const t = (await o.source.query('INSERT INTO pgferry.ticks (snap) VALUES (pg_catalog.pg_current_snapshot()) RETURNING tick_id::text AS tick, snap::text AS snap')).rows[0];
-    await o.source.query('COMMIT');
-    return { snap: t.snap, lsn: formatLsn(BigInt(t.tick) << 32n) };
-  } catch (err) {
-    await o.source.query('ROLLBACK').catch(() => undefined);
-    throw err;
-  }
-}
-
-/**
  * Settle the differing keys: in each round, note the source's snapshot and
  * position, let the replica catch up to it, then read the replica and then
  * the source. A key whose source row was written before that snapshot must
@@ -173,7 +150,7 @@ async function settle(o: VerifyOptions, s: Shape, keys: string[], rounds: number
   const found = { missing: [] as string[], extra: [] as string[], changed: [] as string[], moving: [] as string[] };
   let open = keys;
   for (let round = 0; round < rounds && open.length; round++) {
-    const at = await sourcePosition(o);
+    const at = await o.sourcePoint(o.source);
     if (!(await catchUp(o, at.lsn, o.catchUpMs ?? 1000))) continue;
     const dst = await withKeys(o.replica, s, open);
     const src = await sourceRowsAt(o.source, s, open, at.snap);

@@ -2,7 +2,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Proc } from '../helpers/procs';
 import { createWorld, progressOf, startUp, upArgs, waitForEqual, World } from '../helpers/fixture';
 import { waitFor } from '../helpers/wait';
-import { slotHealth, SlotHealth } from '../../src/capture/slot-health';
+import { slotHealth, SlotHealth } from '../../src/capture/wal/slot-health';
 import { compareLsn, lsnDistance } from '../../src/lsn';
 import { publicationName, slotName } from '../../src/names';
 

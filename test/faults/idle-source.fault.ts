@@ -1,5 +1,5 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { slotHealth, SlotHealth } from '../../src/capture/slot-health';
+import { slotHealth, SlotHealth } from '../../src/capture/wal/slot-health';
 import { compareLsn } from '../../src/lsn';
 import { waitFor } from '../helpers/wait';
 import { FaultWorld, REPLICAS } from './harness';

@@ -1,6 +1,6 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { captureTriggers } from '../../src/capture/trigger-capture';
-import { prepareTriggerSource } from '../../src/capture/trigger-source';
+import { captureTriggers } from '../../src/capture/trigger/capture';
+import { prepareTriggerSource } from '../../src/capture/trigger/install';
 import { UnavailableError } from '../../src/errors';
 import { logger } from '../../src/logger';
 import { PgCluster } from '../helpers/pg-cluster';

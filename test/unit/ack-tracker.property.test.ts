@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import fc from 'fast-check';
-import { AckTracker, TrackedTxn } from '../../src/capture/ack-tracker';
+import { AckTracker, TrackedTxn } from '../../src/capture/wal/ack-tracker';
 import { compareLsn, formatLsn, parseLsn } from '../../src/lsn';
 
 /**

@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import type { Pgoutput } from 'pg-logical-replication';
-import { TxnAssembler } from '../../src/capture/assembler';
+import { TxnAssembler } from '../../src/capture/wal/assembler';
 import { microsToIso, relKey } from '../../src/change';
 
 /** pgoutput messages as pg-logical-replication decodes them (with our text parsers). */

@@ -1,6 +1,6 @@
 import type { Pgoutput } from 'pg-logical-replication';
 import { describe, expect, it } from 'vitest';
-import { decodePgoutput } from '../../src/capture/pgoutput';
+import { decodePgoutput } from '../../src/capture/wal/pgoutput';
 
 /** pgoutput messages built byte by byte, as the walsender sends them (protocol 1). */
 const u8 = (n: number) => Buffer.from([n]);

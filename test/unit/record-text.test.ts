@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { parseRecordText } from '../../src/capture/record-text';
+import { parseRecordText } from '../../src/capture/trigger/record-text';
 
 describe('row text parsing (trigger capture)', () => {
   it('splits fields, with NULLs, empty strings, quotes, backslashes, commas and nested rows', () => {

@@ -1,55 +1,17 @@
-import type pg from 'pg';
-import { describeCause, SourceError } from '../errors';
-import { publicationName, slotName } from '../names';
-import { ident, qualified, withClient } from '../pg';
-import { loadSql } from '../sql';
-import { nameLabel, relLabel } from '../change';
-
 /**
  * Preparing a source for WAL capture: check prerequisites, create the
  * publication (before the slot, so the slot's first change is covered by it)
  * and the logical replication slot. Idempotent.
  */
-export interface TableRef {
-  schema: string;
-  table: string;
-  /** The columns the source sends, in order (absent in workflow inputs recorded before columns were checked). */
-  columns?: ColumnRef[];
-}
-
-export interface ColumnRef {
-  name: string;
-  /** As format_type prints it, e.g. `character varying(20)`. */
-  type: string;
-}
-
-export async function resolveTables(c: pg.Client, source: string, specs: string[]): Promise<TableRef[]> {
-  const { rows } = await c.query(loadSql('source/resolve-tables.sql'), [specs]);
-  const missing = rows.filter((r) => r.oid === null).map((r) => r.spec);
-  if (missing.length) {
-    throw new SourceError(
-      `source '${source}': table ${missing.join(', ')} does not exist on the source; fix --tables (schema.table, as listed by \\dt)`,
-    );
-  }
-  const notTables = rows.filter((r) => !['r', 'p'].includes(r.relkind)).map((r) => r.spec);
-  if (notTables.length) throw new SourceError(`source '${source}': ${notTables.join(', ')} is not a table; only tables replicate, fix --tables`);
-  return rows.map((r) => ({ schema: r.schema_name, table: r.table_name }));
-}
-
-/** Which tables a source captures: `tables` if given, else every user table but `exclude`, else undefined (all tables, now and later). */
-export interface TableSelection {
-  tables?: readonly string[];
-  exclude?: readonly string[];
-}
-
-export async function selectTables(c: pg.Client, source: string, sel: TableSelection): Promise<TableRef[] | undefined> {
-  if (sel.tables?.length) return resolveTables(c, source, [...sel.tables]);
-  if (!sel.exclude?.length) return undefined;
-  const excluded = new Set((await resolveTables(c, source, [...sel.exclude])).map((t) => JSON.stringify([t.schema, t.table])));
-  const all = (await c.query(loadSql('source/trigger/candidate-tables.sql'))).rows.map((r) => ({ schema: r.schema_name as string, table: r.table_name as string }));
-  return all.filter((t) => !excluded.has(JSON.stringify([t.schema, t.table])));
-}
-
+import type pg from 'pg';
+import { describeCause, isDuplicateObject, isPrivilegeError, SourceError } from '../../errors';
+import { publicationName, slotName } from '../../names';
+import { ident, qualified, withClient } from '../../pg';
+import { loadSql } from '../../sql';
+import { relLabel } from '../../change';
+import type { TableRef } from '../../tables';
+import type { PreparedSource } from '../contract';
+import { describeTables, selectTables, TableSelection } from '../tables';
 export async function checkWalLevel(c: pg.Client, source: string): Promise<void> {
   const { rows } = await c.query('SHOW wal_level');
   if (rows[0].wal_level !== 'logical') {
@@ -57,16 +19,6 @@ export async function checkWalLevel(c: pg.Client, source: string): Promise<void>
       `source '${source}': wal_level is '${rows[0].wal_level}', WAL capture needs 'logical'; run ALTER SYSTEM SET wal_level = logical and restart PostgreSQL`,
     );
   }
-}
-
-export interface PreparedSource {
-  tables: TableRef[];
-  /** Tables on which the source refuses UPDATE/DELETE while published, with the fix. */
-  warnings: string[];
-  slotCreated: boolean;
-  /** Where a slot created now starts (its consistent point). */
-  slotLsn?: string;
-  publicationCreated: boolean;
 }
 
 export async function prepareSource(url: string, source: string, selection: TableSelection): Promise<PreparedSource> {
@@ -125,7 +77,7 @@ export async function prepareSource(url: string, source: string, selection: Tabl
         slotLsn = (await c.query(`SELECT lsn::text AS lsn FROM pg_catalog.pg_create_logical_replication_slot($1, 'pgoutput')`, [slot])).rows[0].lsn;
         slotCreated = true;
       } catch (err) {
-        if ((err as { code?: string }).code !== '42710') throw privilegeError(source, 'create its replication slot', err); // 42710: created concurrently
+        if (!isDuplicateObject(err)) throw privilegeError(source, 'create its replication slot', err); // created concurrently
       }
     }
     const warnings = (await c.query(loadSql('source/identity-problems.sql'), [pub])).rows.map((r) => {
@@ -147,34 +99,9 @@ export async function publishedTables(c: pg.ClientBase, source: string, pub: str
   return describeTables(c, source, list);
 }
 
-/**
- * The tables with their columns. A column whose type cannot be carried stops
- * start-up with its name: replicating it would fail or mangle every row of
- * its table.
- */
-export async function describeTables(c: pg.ClientBase, source: string, list: { schema: string; table: string }[]): Promise<TableRef[]> {
-  const tables = new Map<string, TableRef>();
-  for (const t of list) tables.set(JSON.stringify([t.schema, t.table]), { schema: t.schema, table: t.table, columns: [] });
-  const refused: string[] = [];
-  const { rows } = await c.query(loadSql('source/published-columns.sql'), [list.map((t) => t.schema), list.map((t) => t.table)]);
-  for (const r of rows) {
-    tables.get(JSON.stringify([r.schemaname, r.tablename]))?.columns!.push({ name: r.column_name, type: r.type_name });
-    if (r.carriable === false || r.carriable === 'f') {
-      refused.push(`${relLabel({ schema: r.schemaname, table: r.tablename })}.${nameLabel(r.column_name)} (type ${r.type_name})`);
-    }
-  }
-  if (refused.length) {
-    throw new SourceError(
-      `source '${source}': column ${refused.join(', ')} cannot be replicated: pgferry carries values as text and PostgreSQL cannot read ` +
-        `${refused.length > 1 ? 'these types' : 'this type'} back from text; leave the table out with --tables, or change the column's type`,
-    );
-  }
-  return [...tables.values()];
-}
-
 function privilegeError(source: string, what: string, err: unknown): Error {
   const e = err as { code?: string; message?: string };
-  if (e.code === '42501') {
+  if (isPrivilegeError(err)) {
     return new SourceError(
       `source '${source}': not allowed to ${what} (${e.message}); connect as a role with REPLICATION and ownership of the tables (FOR ALL TABLES needs a superuser: pass --tables)`,
       { cause: err },

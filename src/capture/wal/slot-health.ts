@@ -1,7 +1,7 @@
-import { lsnDistance, normalizeLsn } from '../lsn';
-import { slotName } from '../names';
-import { withClient } from '../pg';
-import { loadSql } from '../sql';
+import { lsnDistance, normalizeLsn } from '../../lsn';
+import { slotName } from '../../names';
+import { withClient } from '../../pg';
+import { loadSql } from '../../sql';
 
 /**
  * How a source's replication slot stands: whether it exists and is in use,

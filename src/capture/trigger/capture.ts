@@ -1,16 +1,16 @@
 import type pg from 'pg';
-import type { TxnMessage } from '../change';
-import { CHUNK_BYTES, TxnChunker, gapMarker } from '../log/envelope';
-import { SourceError, UnavailableError } from '../errors';
-import { formatLsn, parseLsn } from '../lsn';
-import { retainedRange, StreamPublisher } from '../log/stream';
-import { connectRabbit } from '../log/rabbit';
-import { connectPg } from '../pg';
-import { loadSql } from '../sql';
-import { QueuedEvent, TriggerEvents } from './trigger-events';
-import type { CaptureOptions, CaptureProgress } from './stream-changes';
-import { TICK_LOCK } from './trigger-source';
-import { triggerHistory } from './history';
+import type { TxnMessage } from '../../change';
+import { CHUNK_BYTES, TxnChunker, gapMarker } from '../../log/envelope';
+import { SourceError, UnavailableError } from '../../errors';
+import { formatLsn, parseLsn } from '../../lsn';
+import { retainedRange, StreamPublisher } from '../../log/stream';
+import { connectRabbit } from '../../log/rabbit';
+import { connectPg } from '../../pg';
+import { loadSql } from '../../sql';
+import { QueuedEvent, TriggerEvents } from './events';
+import type { CaptureOptions, CaptureProgress } from '../contract';
+import { TICK_LOCK } from './install';
+import { triggerHistory } from '../history';
 
 /**
  * Trigger capture: read pgferry.events batch by batch, in commit order, and

@@ -1,4 +1,4 @@
-import { compareLsn, normalizeLsn } from '../lsn';
+import { compareLsn, normalizeLsn } from '../../lsn';
 
 /**
  * Capture's acknowledgement bookkeeping, pure: which source position the

@@ -1,6 +1,6 @@
 import { PgoutputPlugin, Pgoutput } from 'pg-logical-replication';
-import type { Row } from '../change';
-import { formatLsn } from '../lsn';
+import type { Row } from '../../change';
+import { formatLsn } from '../../lsn';
 
 /**
  * pgoutput (protocol 1) decoding for capture, written for the hot path.

@@ -1,7 +1,7 @@
 import type { Pgoutput } from 'pg-logical-replication';
-import { Change, RelationInfo, Row, TxnMessage, microsToIso, relKey } from '../change';
-import { CHUNK_BYTES, TxnChunker } from '../log/envelope';
-import { normalizeLsn } from '../lsn';
+import { Change, RelationInfo, Row, TxnMessage, microsToIso, relKey } from '../../change';
+import { CHUNK_BYTES, TxnChunker } from '../../log/envelope';
+import { normalizeLsn } from '../../lsn';
 
 /**
  * Turns the pgoutput message sequence (begin, relation, insert/update/delete/

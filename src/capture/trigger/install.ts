@@ -1,10 +1,12 @@
 import type pg from 'pg';
-import { relLabel } from '../change';
-import { SourceError } from '../errors';
-import { escapeLiteral, qualified, withClient } from '../pg';
-import { loadSql } from '../sql';
-import { formatLsn } from '../lsn';
-import { describeTables, PreparedSource, selectTables, TableRef, TableSelection } from './source';
+import { relLabel } from '../../change';
+import { isPrivilegeError, SourceError } from '../../errors';
+import { escapeLiteral, qualified, withClient } from '../../pg';
+import { loadSql } from '../../sql';
+import { formatLsn } from '../../lsn';
+import type { TableRef } from '../../tables';
+import type { PreparedSource } from '../contract';
+import { describeTables, selectTables, TableSelection } from '../tables';
 
 /**
  * Preparing a source for trigger capture (no logical decoding needed):
@@ -43,7 +45,7 @@ export async function prepareTriggerSource(url: string, source: string, selectio
     } catch (err) {
       await c.query('ROLLBACK').catch(() => undefined);
       const e = err as { code?: string; message?: string };
-      if (e.code === '42501') {
+      if (isPrivilegeError(err)) {
         throw new SourceError(`source '${source}': not allowed to install trigger capture (${e.message}); connect as the tables' owner with CREATE on the database`, { cause: err });
       }
       throw err;

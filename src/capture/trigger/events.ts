@@ -1,8 +1,8 @@
 import type pg from 'pg';
-import { Change, RelationInfo, relKey, relLabel, Row } from '../change';
-import { SourceError } from '../errors';
-import { qualified } from '../pg';
-import { loadSql } from '../sql';
+import { Change, RelationInfo, relKey, relLabel, Row } from '../../change';
+import { SourceError } from '../../errors';
+import { qualified } from '../../pg';
+import { loadSql } from '../../sql';
 import { parseRecordText } from './record-text';
 
 /**

@@ -1,0 +1,42 @@
+/** Trigger capture as a capture mode (see ../mode.ts): row triggers write a change log that capture reads tick by tick. */
+import type pg from 'pg';
+import { SourceError } from '../../errors';
+import { loadSql } from '../../sql';
+import { withClient } from '../../pg';
+import type { CaptureMode } from '../mode';
+import type { PreparedSource } from '../contract';
+import { triggerHistory } from '../history';
+import { describeTables } from '../tables';
+import { captureTriggers } from './capture';
+import { prepareTriggerSource } from './install';
+import { exportTriggerSnapshot, triggerPoint } from './snapshot';
+import { uninstallTriggers } from './uninstall';
+
+export const triggerMode: CaptureMode = {
+  name: 'trigger',
+  prepare: prepareTriggerSource,
+  run: captureTriggers,
+  exportSnapshot: exportTriggerSnapshot,
+  currentPoint: triggerPoint,
+  async capturedTables(c: pg.ClientBase, source: string) {
+    // The "publication" is the set of tables with pgferry's capture trigger.
+    const installed = (await c.query(`SELECT to_regclass('pgferry.capture_state') IS NOT NULL AS yes`)).rows[0].yes;
+    if (!(installed === true || installed === 't')) {
+      throw new SourceError(`source '${source}': trigger capture is not installed (no schema pgferry); run pgferry init --mode trigger first`);
+    }
+    const captured = (await c.query(loadSql('source/trigger/captured-tables.sql'))).rows.map((r) => ({ schema: r.schemaname as string, table: r.tablename as string }));
+    return describeTables(c, source, captured);
+  },
+  notCaptured: () => 'no capture trigger',
+  history: (url, source) =>
+    withClient(`source '${source}'`, url, async (c) => {
+      const r = (await c.query('SELECT incarnation FROM pgferry.capture_state WHERE source = $1', [source])).rows[0];
+      return triggerHistory(r.incarnation);
+    }),
+  uninstall: uninstallTriggers,
+  slotHealth: null,
+  describePrepared: (source: string, p: PreparedSource) =>
+    `source '${source}': ${p.tables.length} table(s) captured by triggers` +
+    `${p.publicationCreated ? ' (schema pgferry installed)' : ''}${p.slotCreated ? ', capture starts now' : ''}`,
+  describeLoss: (source, at) => `the trigger capture state of source '${source}' was lost (schema pgferry removed?) and installed anew at ${at}`,
+};

@@ -1,0 +1,250 @@
+/**
+ * WAL capture: stream pgoutput from the slot, group changes by source
+ * transaction, publish each transaction (or its chunks) to the source's
+ * stream with publisher confirms, and acknowledge the slot only with the end
+ * position of transactions that RabbitMQ has confirmed — together with every
+ * transaction before them. If the process dies, the slot replays everything
+ * after that position; replicas skip what they already applied.
+ *
+ * The parts, each in its own file: the ack tracker (which position the slot
+ * may be acknowledged to), the assembler (pgoutput → envelope chunks), the
+ * type names (catalog lookups for RELATION messages), the idle heartbeat,
+ * and the replication error classifier. This file wires them to one
+ * replication connection and runs until stopped.
+ */
+import { LogicalReplicationService, Pgoutput } from 'pg-logical-replication';
+import type pg from 'pg';
+import { AckTracker, Released, TrackedTxn } from './ack-tracker';
+import { TxnAssembler } from './assembler';
+import { IdleHeartbeat } from './idle-heartbeat';
+import { TextPgoutputPlugin } from './pgoutput';
+import { classifyReplicationError } from './replication-errors';
+import { slotInfo } from './prepare';
+import { TypeNames } from './type-names';
+import { walHistory } from '../history';
+import type { CaptureOptions, CaptureProgress } from '../contract';
+import { StreamPublisher } from '../../log/stream';
+import { GapError, UnavailableError, classifyError, describeCause } from '../../errors';
+import { formatLsn, parseLsn, ZERO_LSN } from '../../lsn';
+import { publicationName, slotName } from '../../names';
+import { connectPg, SESSION_OPTIONS } from '../../pg';
+import { redactText } from '../../redact';
+import { crashPoint } from '../../testing/crash-point';
+
+export async function streamChanges(opts: CaptureOptions): Promise<CaptureProgress> {
+  const { source, url } = opts;
+  const what = `source '${source}'`;
+  const catalog = await connectPg(what, url);
+  let publisher: StreamPublisher | undefined;
+  let heartbeat: IdleHeartbeat | undefined;
+  const service = new LogicalReplicationService(
+    { connectionString: url, options: SESSION_OPTIONS, connectionTimeoutMillis: 10_000 } as pg.ClientConfig,
+    { acknowledge: { auto: false, timeoutSeconds: 0 }, flowControl: { enabled: true } },
+  );
+  try {
+    const confirmedLsn = await checkSlot(catalog, source);
+    const history = await walHistory(what, url);
+    publisher = await StreamPublisher.connect(opts.rabbitUrl, source, opts.retention);
+    const run = new CaptureRun(opts, service, publisher, new TypeNames(catalog), history, confirmedLsn);
+    heartbeat = new IdleHeartbeat({ source, url, log: opts.log, intervalMs: opts.heartbeatMs ?? 60_000, busy: () => run.busy });
+    run.onTransaction = () => heartbeat!.noteTransaction();
+    return await run.until(heartbeat);
+  } catch (err) {
+    if (err instanceof Error && classifyError(err) !== 'permanent' && classifyError(err) !== 'transient') {
+      throw new UnavailableError(`${what}: capture failed (${redactText(describeCause(err), [url])}); it will restart from the slot`, { cause: err });
+    }
+    throw err;
+  } finally {
+    await service.destroy().catch(() => undefined);
+    await heartbeat?.close();
+    await publisher?.close();
+    await catalog.end().catch(() => undefined);
+  }
+}
+
+/** The slot's confirmed position; a missing or invalidated slot is a gap. */
+async function checkSlot(catalog: pg.Client, source: string): Promise<string> {
+  const what = `source '${source}'`;
+  const slot = await slotInfo(catalog, source);
+  if (!slot.exists) {
+    throw new GapError(`${what}: replication slot ${slotName(source)} does not exist; changes since it was dropped are lost to pgferry: run pgferry up to recreate it and resync the replicas`);
+  }
+  if (slot.walStatus === 'lost') {
+    throw new GapError(`${what}: replication slot ${slotName(source)} was invalidated (max_slot_wal_keep_size); the replicas need a resync`);
+  }
+  return slot.confirmedFlushLsn ?? ZERO_LSN;
+}
+
+/** One capture run on one replication connection: the message handler, the acknowledgements, and the stop. */
+class CaptureRun {
+  readonly progress: CaptureProgress;
+  private readonly acks: AckTracker;
+  private readonly assembler: TxnAssembler;
+  private current: TrackedTxn | null = null;
+  /** Changes published for the open transaction. */
+  private changes = 0;
+  private fatal: Error | null = null;
+  private failRun: (e: Error) => void = () => undefined;
+  private readonly failed: Promise<never>;
+  // Messages the replication connection has received (counted as they are decoded, in arrival
+  // order) and those the handler has finished: equal when nothing is queued or in progress.
+  private received = 0;
+  private handled = 0;
+  onTransaction: () => void = () => undefined;
+
+  constructor(
+    private readonly opts: CaptureOptions,
+    private readonly service: LogicalReplicationService,
+    private readonly pub: StreamPublisher,
+    private readonly types: TypeNames,
+    history: string,
+    confirmedLsn: string,
+  ) {
+    this.progress = { confirmedLsn, txns: 0, changes: 0, messages: 0, startedAt: new Date().toISOString() };
+    this.acks = new AckTracker(confirmedLsn);
+    this.assembler = new TxnAssembler({
+      source: opts.source,
+      chunkChanges: opts.chunkChanges,
+      chunkBytes: opts.chunkBytes,
+      maxMessageBytes: opts.maxMessageBytes,
+      history,
+      typeName: (oid, mod) => types.name(oid, mod),
+    });
+    this.failed = new Promise<never>((_, reject) => {
+      this.failRun = (e) => {
+        this.fatal ??= e;
+        reject(this.fatal);
+      };
+    });
+    this.failed.catch(() => undefined);
+  }
+
+  /** A transaction is open, or the run failed: no heartbeat now. */
+  get busy(): boolean {
+    return this.fatal !== null || this.current !== null;
+  }
+
+  /** Stream until the signal, maxRunMs, or a failure; then let outstanding confirms land and acknowledge. */
+  async until(heartbeat: IdleHeartbeat): Promise<CaptureProgress> {
+    const { opts } = this;
+    this.service.on('data', (_lsn: string, msg: Pgoutput.Message) => this.onData(msg));
+    this.service.on('heartbeat', (lsn: string, _ts: number, shouldRespond: boolean) => this.onKeepalive(lsn, shouldRespond));
+    this.service.on('error', (err: Error) => this.failRun(err));
+    const replication = this.subscribe();
+    const report = setInterval(() => opts.onProgress({ ...this.progress }), 2000);
+    const keepalive = setInterval(() => this.sendAck(), 10_000);
+    heartbeat.start();
+    let timer: NodeJS.Timeout | undefined;
+    try {
+      await Promise.race([
+        replication,
+        this.failed,
+        new Promise<void>((resolve) => {
+          if (opts.signal.aborted) return resolve();
+          opts.signal.addEventListener('abort', () => resolve(), { once: true });
+          if (opts.maxRunMs > 0) timer = setTimeout(resolve, opts.maxRunMs);
+        }),
+      ]);
+    } finally {
+      clearInterval(report);
+      clearInterval(keepalive);
+      heartbeat.stop();
+      if (timer) clearTimeout(timer);
+    }
+    // Stopping: let outstanding confirms land so the slot moves as far as it may.
+    const deadline = Date.now() + 5000;
+    while (this.pub.pending > 0 && Date.now() < deadline && !this.fatal) await new Promise((r) => setTimeout(r, 20));
+    this.sendAck();
+    opts.log.info({ source: opts.source, confirmedLsn: this.progress.confirmedLsn, txns: this.progress.txns }, 'capture stopping');
+    return { ...this.progress };
+  }
+
+  private subscribe(): Promise<void> {
+    const { source, url, signal } = this.opts;
+    // `messages`: logical messages are sent too (the idle heartbeat; other programs' are ignored).
+    const plugin = new TextPgoutputPlugin({ protoVersion: 1, publicationNames: [publicationName(source)], messages: true });
+    const parse = plugin.parse.bind(plugin);
+    plugin.parse = (buf: Buffer) => {
+      this.received += 1;
+      return parse(buf);
+    };
+    const replication = this.service.subscribe(plugin, slotName(source)).then(
+      () => {
+        if (!signal.aborted) throw new UnavailableError(`source '${source}': the replication connection closed; capture will reconnect`);
+      },
+      (err) => {
+        throw classifyReplicationError(source, url, err);
+      },
+    );
+    replication.catch(() => undefined);
+    return replication;
+  }
+
+  private async onData(msg: Pgoutput.Message): Promise<void> {
+    try {
+      if (this.fatal) return;
+      if (msg.tag === 'relation') await this.types.learn(msg);
+      if (msg.tag === 'begin') this.current = this.acks.begin();
+      const { out, commit } = this.assembler.push(msg);
+      const txn = this.current!;
+      for (const m of out) {
+        this.changes += m.changes.length;
+        this.acks.published(txn);
+        this.progress.messages += 1;
+        await this.pub.publish(
+          m,
+          () => {
+            crashPoint('capture-after-confirm'); // test-only (PGFERRY_TEST_CRASH_AT): confirmed, slot not yet acknowledged
+            this.account(this.acks.confirmed(txn));
+          },
+          () => this.acks.nack(),
+        );
+        crashPoint('capture-before-confirm'); // test-only (PGFERRY_TEST_CRASH_AT): published, its confirm not yet seen
+      }
+      if (commit) {
+        this.current = null;
+        this.onTransaction();
+        this.account(this.acks.commit(txn, { lsn: commit.lsn, endLsn: commit.endLsn, commitTime: commit.commitTime, changes: this.changes }));
+        this.changes = 0;
+      }
+    } catch (err) {
+      this.failRun(err as Error);
+    } finally {
+      this.handled += 1;
+    }
+  }
+
+  /**
+   * A keepalive carries the position the server has decoded up to, everything before it sent
+   * (transactions touching no published table are not sent at all). When all of that is handled
+   * and every transaction is confirmed by RabbitMQ, the slot may move there, as PostgreSQL's own
+   * subscriber does: a transaction still open on the source commits after it and is sent then.
+   */
+  private onKeepalive(lsn: string, shouldRespond: boolean): void {
+    if (!this.fatal && this.received === this.handled && this.current === null && this.acks.keepalive(lsn)) {
+      this.progress.confirmedLsn = this.acks.position;
+      this.sendAck();
+    } else if (shouldRespond) this.sendAck();
+  }
+
+  /** Count what the tracker released and acknowledge the slot if its position moved. */
+  private account(released: Released[]): void {
+    const p = this.progress;
+    for (const t of released) {
+      p.lastLsn = t.lsn;
+      p.lastCommitTime = t.commitTime;
+      p.txns += 1;
+      p.changes += t.changes;
+    }
+    if (this.acks.position !== p.confirmedLsn) {
+      p.confirmedLsn = this.acks.position;
+      this.sendAck();
+    }
+  }
+
+  /** The lib adds 1 to what it is given; the server must receive exactly the confirmed position. */
+  private sendAck(): void {
+    const lsn = parseLsn(this.progress.confirmedLsn);
+    if (lsn > 0n) void this.service.acknowledge(formatLsn(lsn - 1n)).catch(() => undefined);
+  }
+}
