@@ -1,7 +1,7 @@
 import { ApplicationFailure, Context, log } from '@temporalio/activity';
 import type pg from 'pg';
 import { Config, replicaTables, replicaUrl, requireSourceUrl } from '../src/config';
-import { PgferryError, describeCause, isTransient } from '../src/errors';
+import { PgferryError, classifyError, describeCause, isTransient } from '../src/errors';
 import type { CaptureProgress } from '../src/capture/contract';
 import { captureMode } from '../src/capture/mode';
 import type { TableRef } from '../src/tables';
@@ -44,8 +44,9 @@ export const createActivities = (deps: Deps) => {
   const translate = (err: unknown): never => {
     const message = redactText(err instanceof PgferryError ? err.message : describeCause(err), secrets);
     const type = err instanceof Error ? err.name : 'Error';
-    if (err instanceof PgferryError && err.permanent) throw ApplicationFailure.nonRetryable(message, type);
-    if (!isTransient(err) && !(err instanceof PgferryError)) log.warn('unexpected error, retrying', { error: message, type });
+    const kind = classifyError(err);
+    if (kind === 'permanent') throw ApplicationFailure.nonRetryable(message, type);
+    if (kind !== 'transient') log.warn('unexpected error, retrying', { error: message, type });
     throw ApplicationFailure.retryable(message, type);
   };
 

@@ -5,7 +5,7 @@ import { compareLsn, normalizeLsn } from '../lsn';
 import { StreamReader } from '../log/stream';
 import { ensureTargetSchema } from './target';
 import { connectPg } from '../pg';
-import { loadSql } from '../sql';
+import { ProgressStore } from './progress-store';
 
 /**
  * `pgferry replica rewind <name> --to <position>`: a replica restored from a
@@ -59,7 +59,7 @@ export async function rewindReplica(o: { rabbit: ChannelModel; source: string; r
   try {
     await ensureTargetSchema(c);
     // Waits for a batch in flight (it holds the row) and takes effect at the next one.
-    await c.query(loadSql('target/progress-set.sql'), [o.replica, o.source, lsn, found.offset, null]);
+    await ProgressStore.set(c, o.replica, o.source, { lsn, offset: found.offset });
   } finally {
     await c.end().catch(() => undefined);
   }

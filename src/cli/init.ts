@@ -7,9 +7,9 @@ import type { TableRef } from '../tables';
 import { checkNoUnfinishedCopy, prepareTarget } from '../apply/target';
 import { captureMode } from '../capture/mode';
 import { withClient } from '../pg';
-import { loadSql } from '../sql';
 import { prepareCapture, sourceHistory } from '../capture/prepare';
 import { withRetry } from '../retry';
+import { ProgressStore } from '../apply/progress-store';
 
 /**
  * `pgferry init` (and the first steps of `pgferry up`): declare the change
@@ -52,7 +52,7 @@ export async function initialize(config: Config, say: (line: string) => void): P
           withClient(`replica '${r.name}'`, r.url, async (c) => {
             const w = await prepareTarget(c, r.name, replicaShare(config, r.name, prepared.tables));
             await checkNoUnfinishedCopy(c, r.name);
-            await c.query(loadSql('target/progress-new.sql'), [r.name, source, history]);
+            await ProgressStore.create(c, r.name, source, history);
             return w;
           }),
         wait,

@@ -11,10 +11,11 @@ import type { ChannelModel } from 'amqplib';
 import { prepareTarget } from '../apply/target';
 import { qualified, withClient } from '../pg';
 import { withRetry } from '../retry';
-import { loadSql } from '../sql';
 import { copyTables, TableProgress } from './copy';
 import { createMissingTables } from './create-tables';
 import { captureMode } from '../capture/mode';
+import { ProgressStore } from '../apply/progress-store';
+import { ZERO_LSN } from '../lsn';
 
 /**
  * `pgferry replica add <name> --snapshot`: fill a new replica with the
@@ -66,9 +67,9 @@ export async function addReplica(config: Config, name: string, o: AddOptions): P
       }
       warnings.push(...(await prepareTarget(c, name, tables)));
       for (const warning of warnings) o.say(`WARNING ${warning}`);
-      const existing = (await c.query(loadSql('target/progress-get.sql'), [name])).rows[0];
+      const existing = await ProgressStore.get(c, name);
       // A row init/up made for a replica that never applied anything is no replication yet.
-      if (existing && !(existing.stream_offset === null && existing.lsn === '0/0')) {
+      if (existing && !(existing.offset === null && existing.lsn === ZERO_LSN)) {
         throw new ConfigError(
           `replica '${name}' already replicates source '${existing.source}' (applied up to ${existing.lsn}); to rebuild it from a fresh snapshot run pgferry replica resync ${name}`,
         );
@@ -91,7 +92,7 @@ export async function addReplica(config: Config, name: string, o: AddOptions): P
     const copied = await copyFromSnapshot({ config, replica: name, rabbit, tables, parallel: o.parallel, say: o.say, onProgress: o.onProgress });
     await withClient(`replica '${name}'`, targetUrl, async (c) => {
       await c.query('BEGIN');
-      await c.query(loadSql('target/progress-start.sql'), [name, source, copied.position, copied.offset, null]);
+      await ProgressStore.start(c, name, source, { lsn: copied.position, offset: copied.offset });
       await c.query('DELETE FROM pgferry.snapshot_claims WHERE replica = $1', [name]);
       await c.query('COMMIT');
     });

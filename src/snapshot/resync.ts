@@ -12,6 +12,7 @@ import { withRetry } from '../retry';
 import { loadSql } from '../sql';
 import { AddResult, copyFromSnapshot } from './add';
 import type { TableProgress } from './copy';
+import { ProgressStore } from '../apply/progress-store';
 
 /**
  * `pgferry replica resync <name>`: rebuild a replica (one that needs a
@@ -67,8 +68,7 @@ export async function resyncReplica(
 async function swapIn(c: pg.ClientBase, replica: string, source: string, tables: TableRef[], at: AddResult): Promise<void> {
   await c.query('BEGIN');
   try {
-    await c.query(loadSql('target/progress-init.sql'), [replica, source]);
-    await c.query(loadSql('target/progress-lock.sql'), [replica]);
+    await ProgressStore.lock(c, replica, source);
     // The rebuilt copy replaces whatever an interrupted `replica add --snapshot` left.
     await c.query('DELETE FROM pgferry.snapshot_claims WHERE replica = $1', [replica]);
     await c.query(`TRUNCATE ${tables.map((t) => qualified(t.schema, t.table)).join(', ')}`);
@@ -77,7 +77,7 @@ async function swapIn(c: pg.ClientBase, replica: string, source: string, tables:
       const shadow = shadowOf(t);
       await c.query(`INSERT INTO ${qualified(t.schema, t.table)} (${cols}) OVERRIDING SYSTEM VALUE SELECT ${cols} FROM ${qualified(shadow.schema, shadow.table)}`);
     }
-    await c.query(loadSql('target/progress-set.sql'), [replica, source, at.position, at.offset, null]);
+    await ProgressStore.set(c, replica, source, { lsn: at.position, offset: at.offset });
     await c.query('COMMIT');
   } catch (err) {
     await c.query('ROLLBACK').catch(() => undefined);

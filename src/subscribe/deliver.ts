@@ -301,13 +301,10 @@ async function withRetries(o: SessionOptions, what: () => string, attempt: (n: n
       if (err instanceof NotTheHandler) throw err.inner;
       const cause = describeCause(err);
       if (n >= o.retry.maxAttempts) {
-        throw Object.assign(
-          new HandlerFailedError(
-            `subscriber '${o.name}': the handler failed ${n === 1 ? 'once' : `${n} times`} on ${what()}: ${cause}; ` +
-              `fix the handler (or what it writes to), then start the subscriber again: it continues from this change`,
-            { cause: err },
-          ),
-          { subscriber: o.name },
+        throw new HandlerFailedError(
+          `subscriber '${o.name}': the handler failed ${n === 1 ? 'once' : `${n} times`} on ${what()}: ${cause}; ` +
+            `fix the handler (or what it writes to), then start the subscriber again: it continues from this change`,
+          { cause: err, subscriber: o.name },
         );
       }
       const delay = Math.min(o.retry.maxDelayMs, o.retry.initialDelayMs * 2 ** (n - 1));

@@ -1,10 +1,11 @@
 import type pg from 'pg';
 import { relLabel } from '../change';
 import type { TableRef } from '../tables';
-import { compareLsn } from '../lsn';
+import { compareLsn, ZERO_LSN } from '../lsn';
 import type { SourcePoint } from '../capture/contract';
 import { ident, qualified } from '../pg';
 import { loadSql } from '../sql';
+import { ProgressStore } from '../apply/progress-store';
 
 /**
  * `pgferry verify`: source and replica compared by content. Each table's rows
@@ -125,8 +126,7 @@ async function catchUp(o: VerifyOptions, lsn: string, quietMs: number, maxMs = 2
   let last = '';
   let since = Date.now();
   while (Date.now() < giveUp) {
-    const r = (await o.replica.query(loadSql('target/progress-get.sql'), [o.replicaName])).rows[0];
-    const at: string = r?.lsn ?? '0/0';
+    const at = (await ProgressStore.get(o.replica, o.replicaName))?.lsn ?? ZERO_LSN;
     if (compareLsn(at, lsn) >= 0) return true;
     if (at !== last) {
       last = at;

@@ -1,7 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { buildCopyInsert, copyText, buildDelete, buildDeleteRows, buildInsert, buildInsertRows, buildUpdateRows, buildTruncate, buildUpdate, describeKey, insertRowsLimit, INSERT_ROWS } from '../../src/apply/sql-builder';
 import type { RelationInfo, TxnMessage } from '../../src/change';
-import { runLength } from '../../src/apply/set-apply';
+import { runLength } from '../../src/apply/runs';
 
 const orders: RelationInfo = {
   schema: 'public',

@@ -1,0 +1,226 @@
+/**
+ * How the changes of a batch reach one replica: the apply strategy in one
+ * place. Runs of like changes go as one statement (runs.ts: COPY, multi-row
+ * INSERT, UPDATE … FROM, DELETE … USING); single-row changes of consecutive
+ * transactions are grouped into one round trip (statement-group.ts); a
+ * TRUNCATE, and anything the replica refuses in a set form, goes one by one,
+ * so a refusal names the row, its table, its key and its source position.
+ *
+ * The applier works inside the caller's transaction and never commits; the
+ * batch (apply-batch.ts) frames it. Queued statements are sent before
+ * anything that depends on them: `flush()` before a savepoint, before a run,
+ * and before the checkpoint is written.
+ */
+import type pg from 'pg';
+import { from as copyFrom } from 'pg-copy-streams';
+import { Change, RelationInfo, TxnMessage, relLabel } from '../change';
+import { RejectedChangeError, SchemaMismatchError, isRefusal, isSchemaMismatch } from '../errors';
+import type { Logger } from '../logger';
+import { ReplicaTypes } from './replica-types';
+import { runLength } from './runs';
+import {
+  COPY_MIN_ROWS,
+  ParamRef,
+  Statement,
+  arrayRefs,
+  buildCopyInsert,
+  buildDelete,
+  buildDeleteRows,
+  buildInsert,
+  buildInsertRows,
+  buildTruncate,
+  buildUpdate,
+  buildUpdateRows,
+  changedColumns,
+  copyText,
+  describeKey,
+  insertRowsLimit,
+  keyColumns,
+  positional,
+} from './sql-builder';
+import { APPLY_STATEMENTS, StatementGroup } from './statement-group';
+
+type Insert = Extract<Change, { op: 'insert' }>;
+type Update = Extract<Change, { op: 'update' }>;
+type Delete = Extract<Change, { op: 'delete' }>;
+
+export class Applier {
+  private readonly group = new StatementGroup();
+  private readonly types: ReplicaTypes;
+
+  constructor(
+    private readonly c: pg.ClientBase,
+    private readonly replica: string,
+    private readonly log: Logger,
+    /** Apply only changes of these tables ("schema.table"); all when undefined. */
+    private readonly tables?: ReadonlySet<string>,
+  ) {
+    this.types = ReplicaTypes.of(c);
+    this.types.refresh(); // the replica's tables may have been altered since the last batch
+  }
+
+  /** Apply one chunk of a source transaction (or queue its single-row statements). */
+  async apply(chunk: TxnMessage): Promise<void> {
+    const m = this.tables ? onlyTables(chunk, this.tables) : chunk;
+    const changes = m.changes;
+    for (let i = 0; i < changes.length; ) {
+      const run = runLength(m, changes, i);
+      const ch = changes[i];
+      if (run > 1) {
+        await this.flush();
+        await this.applyRun(m, changes.slice(i, i + run));
+      } else if (ch.op === 'truncate') {
+        await this.flush();
+        await this.one(m, ch);
+      } else {
+        await this.queue(m, ch);
+      }
+      i += run;
+    }
+  }
+
+  /** Send everything queued, in order; if the replica refuses the group, apply its changes one by one. */
+  async flush(): Promise<void> {
+    if (!this.group.size) return;
+    const { params, items } = this.group.take();
+    if (items.length === 1) return this.one(items[0].m, items[0].change); // nothing to group
+    await this.c.query('SAVEPOINT pgferry_group');
+    try {
+      await this.c.query(APPLY_STATEMENTS, params);
+    } catch (err) {
+      if (!isRefusal(err)) throw err;
+      await this.c.query('ROLLBACK TO SAVEPOINT pgferry_group');
+      this.log.info({ statements: items.length, error: (err as Error).message }, 'the replica refused a group of statements; applying them one by one');
+      for (const it of items) await this.one(it.m, it.change);
+    }
+    await this.c.query('RELEASE SAVEPOINT pgferry_group');
+  }
+
+  /** A single-row change: into the group when its statement can be written with array references, else on its own. */
+  private async queue(m: TxnMessage, ch: Exclude<Change, { op: 'truncate' }>): Promise<void> {
+    const r = rel(m, ch.rel);
+    const ref = arrayRefs(
+      r.columns.map((col) => col.name),
+      await this.types.get(r, ch.rel),
+    );
+    if (!ref) {
+      await this.flush();
+      return this.one(m, ch);
+    }
+    const st = statementFor(m, ch, ref);
+    if (st && this.group.add(m, ch, st)) await this.flush();
+  }
+
+  /** One change with its own statement; a refusal names the row. */
+  private async one(m: TxnMessage, change: Change): Promise<void> {
+    const st = statementFor(m, change, positional);
+    if (!st) return;
+    try {
+      await this.c.query(change.op === 'truncate' ? st : await this.types.prepared(rel(m, change.rel), st));
+    } catch (err) {
+      if (change.op !== 'truncate') this.types.forget(rel(m, change.rel));
+      throw rejection(this.replica, m, change, err);
+    }
+  }
+
+  /** A run (length ≥ 2 from runLength) as one statement, or row by row if the replica refuses it. */
+  private async applyRun(m: TxnMessage, run: Change[]): Promise<void> {
+    const first = run[0];
+    if (first.op === 'truncate') throw new Error('a TRUNCATE is never part of a run');
+    const r = rel(m, first.rel);
+    await this.c.query('SAVEPOINT pgferry_rows');
+    try {
+      await this.runStatement(r, first, run);
+    } catch (err) {
+      if (!isRefusal(err)) throw err;
+      await this.c.query('ROLLBACK TO SAVEPOINT pgferry_rows');
+      this.types.forget(r);
+      for (const ch of run) await this.one(m, ch);
+    }
+    await this.c.query('RELEASE SAVEPOINT pgferry_rows');
+  }
+
+  private async runStatement(r: RelationInfo, first: Exclude<Change, { op: 'truncate' }>, run: Change[]): Promise<void> {
+    const { c, types } = this;
+    if (first.op === 'insert') {
+      const rows = (run as Insert[]).map((ch) => ch.new);
+      const perInsert = insertRowsLimit(Object.keys(rows[0]).length);
+      if (rows.length >= COPY_MIN_ROWS) return copyRows(c, r, rows);
+      for (let i = 0; i < rows.length; i += perInsert) await c.query(await types.prepared(r, buildInsertRows(r, rows.slice(i, i + perInsert))));
+    } else if (first.op === 'update') {
+      const st = buildUpdateRows(r, keyColumns(r), changedColumns(first.old, first.new), run as Update[], await types.get(r));
+      await c.query(await types.prepared(r, st));
+    } else {
+      const st = buildDeleteRows(r, keyColumns(r), (run as Delete[]).map((ch) => ch.old), await types.get(r));
+      await c.query(await types.prepared(r, st));
+    }
+  }
+}
+
+/** The transaction with only the changes of the replica's tables (a TRUNCATE keeps the tables it names that are among them). */
+function onlyTables(m: TxnMessage, tables: ReadonlySet<string>): TxnMessage {
+  const wanted = (key: string) => {
+    const r = m.relations[key];
+    return r !== undefined && tables.has(`${r.schema}.${r.table}`);
+  };
+  const changes: Change[] = [];
+  for (const ch of m.changes) {
+    if (ch.op !== 'truncate') {
+      if (wanted(ch.rel)) changes.push(ch);
+    } else {
+      const rels = ch.rels.filter(wanted);
+      if (rels.length) changes.push({ ...ch, rels });
+    }
+  }
+  return changes.length === m.changes.length ? m : { ...m, changes };
+}
+
+/** Insert rows with COPY … FROM STDIN (text format) on the batch's connection, inside its transaction. */
+async function copyRows(c: pg.ClientBase, rel: RelationInfo, rows: Record<string, string | null>[]): Promise<void> {
+  const cols = Object.keys(rows[0]);
+  const stream = c.query(copyFrom(buildCopyInsert(rel, cols)));
+  await new Promise<void>((resolve, reject) => {
+    stream.on('error', reject);
+    stream.on('finish', resolve);
+    stream.end(copyText(cols, rows));
+  });
+}
+
+function rel(m: TxnMessage, key: string): RelationInfo {
+  const r = m.relations[key];
+  if (!r) throw new Error(`change-log message ${m.lsn}#${m.seq} references relation ${key} without describing it`);
+  return r;
+}
+
+function statementFor(m: TxnMessage, ch: Change, ref: ParamRef): Statement | null {
+  switch (ch.op) {
+    case 'insert':
+      return buildInsert(rel(m, ch.rel), ch.new, ref);
+    case 'update':
+      return buildUpdate(rel(m, ch.rel), ch.old, ch.new, ref);
+    case 'delete':
+      return buildDelete(rel(m, ch.rel), ch.old, ref);
+    case 'truncate':
+      return buildTruncate(
+        ch.rels.map((k) => rel(m, k)),
+        ch.restartIdentity,
+      );
+  }
+}
+
+/**
+ * A change the replica refused. Connection-level problems are re-thrown to be
+ * retried; anything about the data or the schema stops this replica with the
+ * table, the key, the source position and the database's own message.
+ */
+function rejection(replica: string, m: TxnMessage, ch: Change, err: unknown): Error {
+  const e = err as { code?: string; message?: string };
+  if (!isRefusal(err)) return err as Error;
+  const r = ch.op === 'truncate' ? m.relations[ch.rels[0]] : m.relations[ch.rel];
+  const table = r ? relLabel(r) : 'unknown table';
+  const key = ch.op === 'truncate' ? '' : ` key ${describeKey(r, ch.op === 'insert' ? ch.new : ch.old)}`;
+  const where = `replica '${replica}': ${ch.op} on ${table}${key} at source position ${m.lsn} was rejected: ${e.message} [${e.code}]`;
+  return isSchemaMismatch(err)
+    ? new SchemaMismatchError(`${where}; make the replica's table match the source's, then run pgferry replica resume ${replica}`, { cause: err, sourceLsn: m.lsn })
+    : new RejectedChangeError(`${where}; fix the replica (or the row), then run pgferry replica resume ${replica}`, { cause: err, sourceLsn: m.lsn });
+}
