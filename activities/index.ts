@@ -7,14 +7,14 @@ import { captureMode } from '../src/capture/mode';
 import type { TableRef } from '../src/tables';
 import { applyBatch as runApplyBatch, BatchResult } from '../src/apply/apply-batch';
 import { checkNoUnfinishedCopy, prepareTarget } from '../src/apply/target';
-import { declareStream } from '../src/log/stream';
+import { declareStream } from '../src/changelog/stream';
 import { poolConnect } from '../src/pg';
 import type { WorkerResources } from '../src/temporal/resources';
 import { redactText } from '../src/redact';
 import { addReplica } from '../src/snapshot/add';
 import type { SnapshotResult } from '../workflows/messages';
 import type { Logger } from '../src/logger';
-import { applyBatchTimer, countError } from '../src/metrics';
+import { applyBatchTimer, countError } from '../src/metrics/instruments';
 
 /**
  * Thin adapters from Temporal to src/: inputs are names, never connection

@@ -1,6 +1,6 @@
 import { ApplicationFailure, Context, log } from '@temporalio/activity';
 import { HandlerFailedError, PgferryError } from '../src/errors';
-import type { SharedRabbit } from '../src/log/rabbit';
+import type { SharedRabbit } from '../src/changelog/rabbit';
 import { runSession, SessionResult } from '../src/subscribe/deliver';
 import { ensurePosition, Prepared, SubscriberFrom } from '../src/subscribe/subscribe';
 

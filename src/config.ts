@@ -1,11 +1,3 @@
-import { z } from 'zod';
-import * as fs from 'node:fs';
-import * as path from 'node:path';
-import { parse as parseYaml } from 'yaml';
-import { ConfigError } from './errors';
-import { checkName } from './names';
-import { redactUrl } from './redact';
-
 /**
  * Runtime configuration, parsed and validated once at start-up and frozen.
  *
@@ -18,7 +10,19 @@ import { redactUrl } from './redact';
  * them (`--source-name`, or the only one), with the replicas whose `source`
  * is that source. Connection strings stay here, in the worker process:
  * workflows and activities only ever see the source and replica *names*.
+ *
+ * Which settings exist, and their file keys, variables, flags and defaults,
+ * is the table in settings.ts; this module turns it into values, known-key
+ * checks and error-message names, and validates the result with the schema.
  */
+import { z } from 'zod';
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import { parse as parseYaml } from 'yaml';
+import { ConfigError } from './errors';
+import { checkName } from './names';
+import { redactUrl } from './redact';
+import { sectionKeys, mappingSections, type Setting, SETTINGS, settingAt, settingLabel, topLevelKeys } from './settings';
 
 /** libpq conventions: a postgres:// URL or a keyword/value string (host=… dbname=…); missing parts come from PG* variables and ~/.pgpass (node-postgres reads both). */
 const pgConn = z
@@ -57,7 +61,8 @@ const sourceSchema = z.object({
   slotWarnBytes: count.nonnegative(),
 });
 
-const schema = z.object({
+/** Exported for test/unit/settings.test.ts, which keeps it and the settings table in step. */
+export const configSchema = z.object({
   dataDir: z.string().min(1),
   rabbitmqUrl: z.string().refine((s) => /^amqps?:\/\//.test(s), 'must be an amqp:// or amqps:// URL'),
   temporal: z.object({
@@ -105,7 +110,7 @@ const schema = z.object({
   }),
 });
 
-export type Config = Readonly<z.infer<typeof schema>>;
+export type Config = Readonly<z.infer<typeof configSchema>>;
 export type SourceConfig = Config['source'];
 
 /** What CLI flags can set (commander's option names). */
@@ -122,12 +127,13 @@ export interface RawConfig {
   metricsPort?: string;
 }
 
+/** The defaults other modules need; they live in the settings table (heartbeatSeconds as written: seconds). */
 export const DEFAULTS = {
-  sourceName: 'main',
-  rabbitmqUrl: 'amqp://guest:guest@127.0.0.1:5672',
-  heartbeatSeconds: 60,
-  slotWarnBytes: 1024 ** 3,
-  metricsPort: 9464,
+  sourceName: settingAt('source.name').default,
+  rabbitmqUrl: settingAt('rabbitmqUrl').default,
+  heartbeatSeconds: settingAt('source.heartbeatMs').default,
+  slotWarnBytes: settingAt('source.slotWarnBytes').default,
+  metricsPort: settingAt('metrics.port').default,
 } as const;
 
 /** Parse "name=url" pairs from --replica flags or PGFERRY_REPLICAS ("a=url,b=url" or one per line). */
@@ -185,18 +191,24 @@ export function interpolate(text: string, env: NodeJS.ProcessEnv, missing: Set<s
   });
 }
 
-const FILE_KEYS = ['rabbitmq_url', 'data_dir', 'connect_wait_seconds', 'temporal', 'sources', 'replicas', 'stream', 'batch', 'metrics'];
+/** The config file's top-level keys, and the keys of each of its sections, all from the settings table. */
+const FILE_KEYS = topLevelKeys();
+const SOURCE_KEYS = sectionKeys('sources');
+const REPLICA_KEYS = sectionKeys('replicas');
+/** Unknown keys of the mapping sections are reported in this order: temporal last, as before the settings table. */
+const CHECKED_SECTIONS = [...mappingSections().filter((s) => s !== 'temporal'), 'temporal'];
 
+/** The parsed, interpolated file: its top-level mapping, and its two lists checked to be lists. */
 interface FileConfig {
-  rabbitmqUrl?: unknown;
-  dataDir?: unknown;
-  connectWaitSeconds?: unknown;
-  temporal?: Record<string, unknown>;
+  root: Record<string, unknown>;
   sources: Record<string, unknown>[];
   replicas: Record<string, unknown>[];
-  stream?: Record<string, unknown>;
-  batch?: Record<string, unknown>;
-  metrics?: Record<string, unknown>;
+}
+
+/** What the table's file keys are looked up in: the file, and of its sources the one this process serves. */
+interface FileView {
+  root: Record<string, unknown>;
+  source: Record<string, unknown>;
 }
 
 /** Read a pgferry.yaml. Shape problems are pushed to `problems` (reported with the rest), not thrown. */
@@ -214,38 +226,42 @@ export function readConfigFile(file: string, env: NodeJS.ProcessEnv, problems: s
   } catch (err) {
     throw new ConfigError(`config file ${file}: not valid YAML (${(err as Error).message.split('\n')[0]})`);
   }
-  // Interpolate after parsing, in string values only: a secret containing ':' or '#' cannot break the YAML.
-  const walk = (v: unknown): unknown => {
-    if (typeof v === 'string') return interpolate(v, env, missing);
-    if (Array.isArray(v)) return v.map(walk);
-    if (v && typeof v === 'object') return Object.fromEntries(Object.entries(v).map(([k, x]) => [k, walk(x)]));
-    return v;
-  };
-  const root = (walk(doc ?? {}) ?? {}) as Record<string, unknown>;
+  const root = (interpolateValues(doc ?? {}, env, missing) ?? {}) as Record<string, unknown>;
   if (typeof root !== 'object' || Array.isArray(root)) throw new ConfigError(`config file ${file}: the top level must be a mapping (keys ${FILE_KEYS.join(', ')})`);
   for (const m of missing) problems.push(`\${${m}}: environment variable is not set (set it, or write \${${m}:-default})`);
   for (const k of Object.keys(root)) if (!FILE_KEYS.includes(k)) problems.push(`${k}: unknown key (known: ${FILE_KEYS.join(', ')})`);
-  const list = (key: string): Record<string, unknown>[] => {
-    const v = root[key];
-    if (v === undefined || v === null) return [];
-    if (!Array.isArray(v)) {
-      problems.push(`${key}: must be a list (- name: …)`);
-      return [];
-    }
-    return v as Record<string, unknown>[];
-  };
-  const obj = (key: string) => (root[key] && typeof root[key] === 'object' ? (root[key] as Record<string, unknown>) : undefined);
-  return {
-    rabbitmqUrl: root.rabbitmq_url,
-    dataDir: root.data_dir,
-    connectWaitSeconds: root.connect_wait_seconds,
-    temporal: obj('temporal'),
-    sources: list('sources'),
-    replicas: list('replicas'),
-    stream: obj('stream'),
-    batch: obj('batch'),
-    metrics: obj('metrics'),
-  };
+  return { root, sources: fileList(root, 'sources', problems), replicas: fileList(root, 'replicas', problems) };
+}
+
+/** Interpolate after parsing, in string values only: a secret containing ':' or '#' cannot break the YAML. */
+function interpolateValues(v: unknown, env: NodeJS.ProcessEnv, missing: Set<string>): unknown {
+  if (typeof v === 'string') return interpolate(v, env, missing);
+  if (Array.isArray(v)) return v.map((x) => interpolateValues(x, env, missing));
+  if (v && typeof v === 'object') return Object.fromEntries(Object.entries(v).map(([k, x]) => [k, interpolateValues(x, env, missing)]));
+  return v;
+}
+
+function fileList(root: Record<string, unknown>, key: string, problems: string[]): Record<string, unknown>[] {
+  const v = root[key];
+  if (v === undefined || v === null) return [];
+  if (!Array.isArray(v)) {
+    problems.push(`${key}: must be a list (- name: …)`);
+    return [];
+  }
+  return v as Record<string, unknown>[];
+}
+
+/** A file section that is some kind of object (a list too: its indexes are then reported as unknown keys). */
+function fileMapping(v: unknown): Record<string, unknown> | undefined {
+  return v && typeof v === 'object' ? (v as Record<string, unknown>) : undefined;
+}
+
+/** A dotted file key's value: `batch.max_changes`, `sources[].mode` (in the chosen source), `temporal.tls`. */
+function fileValue(view: FileView, key: string): unknown {
+  const [head, ...rest] = key.split('.');
+  let v: unknown = head === 'sources[]' ? view.source : view.root[head];
+  for (const k of rest) v = v !== null && typeof v === 'object' ? (v as Record<string, unknown>)[k] : undefined;
+  return v;
 }
 
 /** Environment variables are strings: numbers are converted, anything else is left for the schema to name. */
@@ -261,99 +277,127 @@ function split(list: string | undefined): string[] | undefined {
   return list === undefined ? undefined : (list.match(/(?:"(?:[^"]|"")*"?|[^,"])+/g) ?? []).map((t) => t.trim()).filter(Boolean);
 }
 
+/** The first value given: unset, null and empty all mean "not given here". */
 function first(...values: unknown[]): any {
   return values.find((v) => v !== undefined && v !== null && v !== '') ?? undefined;
+}
+
+/** One table row's value before validation: flag, else environment, else file, else default. */
+function resolveSetting(s: Setting, raw: RawConfig, env: NodeJS.ProcessEnv, view: FileView): unknown {
+  const given = (...values: unknown[]) => (s.keepEmpty ? values.find((v) => v !== undefined && v !== null) : first(...values));
+  const fromFlag = s.flag && raw[s.flag];
+  const fromEnv = s.env && env[s.env];
+  const fromFile = fileValue(view, s.file);
+  switch (s.type) {
+    case 'tables':
+      // Flags and variables are comma-separated text; the file has a YAML list, passed as written for the schema to check.
+      return split(given(fromFlag, fromEnv) as string | undefined) ?? fromFile;
+    case 'path':
+      return path.resolve(String(given(fromFlag, fromEnv, fromFile, s.default)));
+    case 'number': {
+      const n = num(given(fromFlag, fromEnv, fromFile, s.default));
+      return s.unit === 'seconds' ? (n as number) * 1000 : n;
+    }
+    case 'text':
+      return given(fromFlag, fromEnv, fromFile, s.default);
+  }
+}
+
+type Tree = Record<string, unknown>;
+
+function setAt(tree: Tree, dotted: string, value: unknown): void {
+  const keys = dotted.split('.');
+  let node = tree;
+  for (const k of keys.slice(0, -1)) node = (node[k] ??= {}) as Tree;
+  node[keys[keys.length - 1]] = value;
+}
+
+/** Every setting the table resolves by itself, placed at its path; dedicated rows are filled in by their own code. */
+function tableValues(raw: RawConfig, env: NodeJS.ProcessEnv, view: FileView): Tree {
+  const tree: Tree = {};
+  for (const s of SETTINGS as readonly Setting[]) if (s.path && !s.dedicated) setAt(tree, s.path, resolveSetting(s, raw, env, view));
+  return tree;
+}
+
+/** Which of the file's sources this process serves: the one named by flag or variable, else the only one. */
+function chooseFileSource(sources: Record<string, unknown>[], wantedName: unknown, file: string | undefined, problems: string[]): Record<string, unknown> {
+  if (!sources.length) return {};
+  const named = sources.filter((s) => s && typeof s === 'object');
+  const match = wantedName ? named.find((s) => s.name === wantedName) : named.length === 1 ? named[0] : undefined;
+  if (match) return match;
+  const listed = named.map((s) => String(s.name)).join(', ');
+  if (wantedName) problems.push(`source '${wantedName}': not in ${file} (it has ${listed})`);
+  else problems.push(`sources: ${file} lists ${named.length} sources (${listed}); choose one with --source-name or PGFERRY_SOURCE_NAME`);
+  return {};
+}
+
+function checkFileSource(fileSource: Record<string, unknown>, sourceName: unknown, problems: string[]): void {
+  for (const k of Object.keys(fileSource)) if (!SOURCE_KEYS.includes(k)) problems.push(`sources.${sourceName}.${k}: unknown key`);
+}
+
+function checkFileReplicas(f: FileConfig, problems: string[]): void {
+  f.replicas.forEach((r, i) => {
+    const label = `replicas.${typeof r?.name === 'string' ? r.name : i}`;
+    if (!r || typeof r !== 'object') return problems.push(`${label}: must be a mapping (${REPLICA_KEYS.join(', ')})`);
+    for (const k of Object.keys(r)) if (!REPLICA_KEYS.includes(k)) problems.push(`${label}.${k}: unknown key`);
+    if (f.sources.length > 1 && r.source === undefined) problems.push(`${label}.source: required when the file lists several sources`);
+  });
+}
+
+function checkFileSections(root: Record<string, unknown>, problems: string[]): void {
+  for (const section of CHECKED_SECTIONS) {
+    const known = sectionKeys(section);
+    for (const k of Object.keys(fileMapping(root[section]) ?? {})) if (!known.includes(k)) problems.push(`${section}.${k}: unknown key (known: ${known.join(', ')})`);
+  }
+}
+
+/** A replica's fields in the file and in `Config`, from the table: [file key, config key]. */
+const REPLICA_FIELDS = (SETTINGS as readonly Setting[])
+  .filter((s) => s.path?.startsWith('replicas[].'))
+  .map((s) => [s.file.slice('replicas[].'.length), s.path!.slice('replicas[].'.length)] as const);
+
+/** --replica flags, else PGFERRY_REPLICAS, replace the file's replicas; the file's are those of this source. */
+function replicasOf(raw: RawConfig, env: NodeJS.ProcessEnv, f: FileConfig, sourceName: unknown, problems: string[]): Tree[] {
+  const { flag, env: variable } = settingAt('replicas[].url');
+  const flags = raw[flag];
+  const specs = flags?.length ? flags : env[variable] ? [env[variable]] : [];
+  if (specs.length) return replicaFlags(specs, problems);
+  return f.replicas
+    .filter((r) => r && typeof r === 'object' && (r.source === undefined || r.source === sourceName))
+    .map((r) => Object.fromEntries(REPLICA_FIELDS.filter(([fileKey]) => r[fileKey] !== undefined).map(([fileKey, key]) => [key, r[fileKey]])));
+}
+
+const TLS_ROWS = (SETTINGS as readonly Setting[]).filter((s) => s.path?.startsWith('temporal.tls.'));
+
+/** temporal.tls from the file's tls section (each field overridden by its variable), else from the variables alone. */
+function temporalTls(env: NodeJS.ProcessEnv, view: FileView): Tree | undefined {
+  const field = (s: Setting) => s.path!.slice('temporal.tls.'.length);
+  if (fileValue(view, 'temporal.tls')) return Object.fromEntries(TLS_ROWS.map((s) => [field(s), first(env[s.env!], fileValue(view, s.file))]));
+  // Without a tls section, a certificate or a CA in the environment turns TLS on.
+  if (env[settingAt('temporal.tls.cert').env] || env[settingAt('temporal.tls.ca').env]) return Object.fromEntries(TLS_ROWS.map((s) => [field(s), env[s.env!]]));
+  return undefined;
 }
 
 export function loadConfig(raw: RawConfig, env: NodeJS.ProcessEnv = process.env): Config {
   const problems: string[] = [];
   const file = raw.config ?? env.PGFERRY_CONFIG;
-  const f: FileConfig = file ? readConfigFile(file, env, problems) : { sources: [], replicas: [] };
+  const f: FileConfig = file ? readConfigFile(file, env, problems) : { root: {}, sources: [], replicas: [] };
+  const nameRow = settingAt('source.name');
+  const fileSource = chooseFileSource(f.sources, first(raw[nameRow.flag], env[nameRow.env]), file, problems);
+  const view: FileView = { root: f.root, source: fileSource };
+  const candidate = tableValues(raw, env, view);
+  const sourceName = (candidate.source as Tree).name;
+  checkFileSource(fileSource, sourceName, problems);
+  checkFileReplicas(f, problems);
+  setAt(candidate, 'temporal.tls', temporalTls(env, view));
+  candidate.replicas = replicasOf(raw, env, f, sourceName, problems);
+  checkFileSections(f.root, problems);
+  return validated(candidate as Tree & { replicas: { name?: unknown }[] }, file, problems);
+}
 
-  // Which of the file's sources this process serves.
-  const wantedName = first(raw.sourceName, env.PGFERRY_SOURCE_NAME);
-  let fileSource: Record<string, unknown> = {};
-  if (f.sources.length) {
-    const named = f.sources.filter((s) => s && typeof s === 'object');
-    const match = wantedName ? named.find((s) => s.name === wantedName) : named.length === 1 ? named[0] : undefined;
-    if (match) fileSource = match;
-    else if (wantedName) problems.push(`source '${wantedName}': not in ${file} (it has ${named.map((s) => String(s.name)).join(', ')})`);
-    else problems.push(`sources: ${file} lists ${named.length} sources (${named.map((s) => String(s.name)).join(', ')}); choose one with --source-name or PGFERRY_SOURCE_NAME`);
-  }
-  const sourceName = first(wantedName, fileSource.name as string, DEFAULTS.sourceName)!;
-  for (const k of Object.keys(fileSource)) {
-    if (!['name', 'url', 'mode', 'tables', 'exclude', 'heartbeat_seconds', 'slot_warn_bytes'].includes(k)) problems.push(`sources.${sourceName}.${k}: unknown key`);
-  }
-  f.replicas.forEach((r, i) => {
-    const label = `replicas.${typeof r?.name === 'string' ? r.name : i}`;
-    if (!r || typeof r !== 'object') return problems.push(`${label}: must be a mapping (name, url, source, tables)`);
-    for (const k of Object.keys(r)) if (!['name', 'url', 'source', 'tables'].includes(k)) problems.push(`${label}.${k}: unknown key`);
-    if (f.sources.length > 1 && r.source === undefined) problems.push(`${label}.source: required when the file lists several sources`);
-  });
-  const fileReplicas = f.replicas
-    .filter((r) => r && typeof r === 'object' && (r.source === undefined || r.source === sourceName))
-    .map((r) => ({ name: r.name, url: r.url, ...(r.tables !== undefined ? { tables: r.tables } : {}) }));
-
-  const flagReplicas = raw.replica?.length ? raw.replica : env.PGFERRY_REPLICAS ? [env.PGFERRY_REPLICAS] : [];
-  const t = f.temporal ?? {};
-  const tls = (t.tls ?? undefined) as Record<string, unknown> | undefined;
-  const candidate = {
-    dataDir: path.resolve(String(first(raw.dataDir, env.PGFERRY_DATA_DIR, f.dataDir as string, '.pgferry'))),
-    rabbitmqUrl: first(raw.rabbitmq, env.PGFERRY_RABBITMQ_URL, f.rabbitmqUrl as string, DEFAULTS.rabbitmqUrl),
-    temporal: {
-      address: first(env.TEMPORAL_ADDRESS, t.address as string),
-      namespace: first(env.TEMPORAL_NAMESPACE, t.namespace as string, 'default'),
-      tls: tls
-        ? {
-            cert: first(env.TEMPORAL_TLS_CERT, tls.cert as string),
-            key: first(env.TEMPORAL_TLS_KEY, tls.key as string),
-            ca: first(env.TEMPORAL_TLS_CA, tls.ca as string),
-            serverName: first(env.TEMPORAL_TLS_SERVER_NAME, tls.server_name as string),
-          }
-        : env.TEMPORAL_TLS_CERT || env.TEMPORAL_TLS_CA
-          ? { cert: env.TEMPORAL_TLS_CERT, key: env.TEMPORAL_TLS_KEY, ca: env.TEMPORAL_TLS_CA, serverName: env.TEMPORAL_TLS_SERVER_NAME }
-          : undefined,
-    },
-    source: {
-      name: sourceName,
-      url: first(raw.source, env.PGFERRY_SOURCE, fileSource.url as string),
-      mode: first(raw.mode, env.PGFERRY_CAPTURE_MODE, fileSource.mode as string, 'wal'),
-      tables: split(first(raw.tables, env.PGFERRY_TABLES)) ?? fileSource.tables,
-      exclude: split(env.PGFERRY_EXCLUDE_TABLES) ?? fileSource.exclude,
-      heartbeatMs: (num(first(env.PGFERRY_HEARTBEAT_SECONDS, fileSource.heartbeat_seconds as string, DEFAULTS.heartbeatSeconds)) as number) * 1000,
-      slotWarnBytes: num(first(env.PGFERRY_SLOT_WARN_BYTES, fileSource.slot_warn_bytes as string, DEFAULTS.slotWarnBytes)),
-    },
-    replicas: flagReplicas.length ? replicaFlags(flagReplicas, problems) : fileReplicas,
-    batch: {
-      maxChanges: num(first(env.PGFERRY_BATCH_MAX_CHANGES, f.batch?.max_changes as string, 5000)),
-      maxWaitMs: num(first(env.PGFERRY_BATCH_MAX_WAIT_MS, f.batch?.max_wait_ms as string, 1000)),
-      chunkChanges: num(first(env.PGFERRY_CHUNK_CHANGES, f.batch?.chunk_changes as string, 2000)),
-      chunkBytes: num(first(env.PGFERRY_CHUNK_BYTES, f.batch?.chunk_bytes as string, 128 * 1024)),
-      maxMessageBytes: num(first(env.PGFERRY_MAX_MESSAGE_BYTES, f.batch?.max_message_bytes as string, 64 * 1024 * 1024)),
-      captureRunMs: (num(first(env.PGFERRY_CAPTURE_RUN_SECONDS, f.batch?.capture_run_seconds as string, 900)) as number) * 1000,
-    },
-    connectWaitMs: (num(first(raw.wait, env.PGFERRY_CONNECT_WAIT_SECONDS, f.connectWaitSeconds as string, 30)) as number) * 1000,
-    // Retention of the change log: RabbitMQ removes whole segments, oldest first, once either limit is passed.
-    stream: {
-      maxBytes: num(first(env.PGFERRY_STREAM_MAX_BYTES, f.stream?.max_bytes as string, 20 * 1024 ** 3)),
-      maxAge: env.PGFERRY_STREAM_MAX_AGE ?? (f.stream?.max_age as string | undefined) ?? '7D',
-      segmentBytes: num(first(env.PGFERRY_STREAM_SEGMENT_BYTES, f.stream?.segment_bytes as string, 500_000_000)),
-    },
-    metrics: {
-      port: num(first(raw.metricsPort, env.PGFERRY_METRICS_PORT, f.metrics?.port as string, DEFAULTS.metricsPort)),
-      host: first(env.PGFERRY_METRICS_HOST, f.metrics?.host as string, '0.0.0.0'),
-    },
-  };
-  for (const [section, value] of [['stream', f.stream], ['batch', f.batch], ['metrics', f.metrics], ['temporal', f.temporal]] as const) {
-    const known: Record<string, string[]> = {
-      stream: ['max_bytes', 'max_age', 'segment_bytes'],
-      batch: ['max_changes', 'max_wait_ms', 'chunk_changes', 'chunk_bytes', 'max_message_bytes', 'capture_run_seconds'],
-      metrics: ['port', 'host'],
-      temporal: ['address', 'namespace', 'tls'],
-    };
-    for (const k of Object.keys(value ?? {})) if (!known[section].includes(k)) problems.push(`${section}.${k}: unknown key (known: ${known[section].join(', ')})`);
-  }
-  const parsed = schema.safeParse(candidate);
+/** Check the candidate with the schema; every problem found so far and by the schema is reported in one error. */
+function validated(candidate: Tree & { replicas: { name?: unknown }[] }, file: string | undefined, problems: string[]): Config {
+  const parsed = configSchema.safeParse(candidate);
   if (!parsed.success) {
     for (const i of parsed.error.issues) problems.push(`${fieldName(i.path, candidate)}: ${i.message}`);
   }
@@ -367,28 +411,13 @@ export function loadConfig(raw: RawConfig, env: NodeJS.ProcessEnv = process.env)
   return deepFreeze(parsed.data);
 }
 
-/** Where each setting comes from, as the user writes it: file key, then environment variable or flag. */
-const LABELS: Record<string, string> = {
-  dataDir: 'data_dir (PGFERRY_DATA_DIR, --data-dir)',
-  rabbitmqUrl: 'rabbitmq_url (PGFERRY_RABBITMQ_URL, --rabbitmq)',
-  connectWaitMs: 'connect_wait_seconds (PGFERRY_CONNECT_WAIT_SECONDS, --wait)',
-  'source.name': 'sources[].name (PGFERRY_SOURCE_NAME, --source-name)',
-  'source.url': 'sources[].url (PGFERRY_SOURCE, --source)',
-  'source.mode': 'sources[].mode (PGFERRY_CAPTURE_MODE, --mode)',
-  'source.heartbeatMs': 'sources[].heartbeat_seconds (PGFERRY_HEARTBEAT_SECONDS)',
-  'source.slotWarnBytes': 'sources[].slot_warn_bytes (PGFERRY_SLOT_WARN_BYTES)',
-  'batch.maxChanges': 'batch.max_changes (PGFERRY_BATCH_MAX_CHANGES)',
-  'batch.maxWaitMs': 'batch.max_wait_ms (PGFERRY_BATCH_MAX_WAIT_MS)',
-  'batch.chunkChanges': 'batch.chunk_changes (PGFERRY_CHUNK_CHANGES)',
-  'batch.chunkBytes': 'batch.chunk_bytes (PGFERRY_CHUNK_BYTES)',
-  'batch.maxMessageBytes': 'batch.max_message_bytes (PGFERRY_MAX_MESSAGE_BYTES)',
-  'batch.captureRunMs': 'batch.capture_run_seconds (PGFERRY_CAPTURE_RUN_SECONDS)',
-  'stream.maxBytes': 'stream.max_bytes (PGFERRY_STREAM_MAX_BYTES)',
-  'stream.maxAge': 'stream.max_age (PGFERRY_STREAM_MAX_AGE)',
-  'stream.segmentBytes': 'stream.segment_bytes (PGFERRY_STREAM_SEGMENT_BYTES)',
-  'metrics.port': 'metrics.port (PGFERRY_METRICS_PORT, --metrics-port)',
-  'metrics.host': 'metrics.host (PGFERRY_METRICS_HOST)',
-};
+/** Where each setting comes from, as the user writes it: file key, then environment variable or flag (settingLabel). */
+const LABELS: Record<string, string> = Object.fromEntries(
+  (SETTINGS as readonly Setting[]).flatMap((s) => {
+    const label = settingLabel(s);
+    return s.path && label ? [[s.path, label]] : [];
+  }),
+);
 
 /** A zod issue path as the user wrote it: "replicas.0.url" → "replicas.analytics.url", "source.heartbeatMs" → "sources[].heartbeat_seconds (…)". */
 function fieldName(p: PropertyKey[], candidate: { replicas: { name?: unknown }[] }): string {
@@ -427,14 +456,32 @@ export function replicaUrl(config: Config, name: string): string {
   return r.url;
 }
 
+/** Each replica's table set of a loaded config; a frozen config never changes, so its lists are parsed once. */
+const replicaTableSets = new WeakMap<Config, ReadonlyMap<string, ReadonlySet<string> | undefined>>();
+
 /** The tables a replica takes ("schema.table"; a bare name means public.name), or undefined for all the source publishes. */
 export function replicaTables(config: Config, name: string): ReadonlySet<string> | undefined {
-  const tables = config.replicas.find((x) => x.name === name)?.tables;
-  // Quoted parts are unquoted ("a.b"."c" is schema a.b, table c), to compare with the catalog's names.
-  return tables ? new Set(tables.map((t) => {
-    const parts = (t.match(TABLE_PART) ?? []).map((p) => (p.startsWith('"') ? p.slice(1, -1).replace(/""/g, '"') : p));
-    return parts.length === 2 ? `${parts[0]}.${parts[1]}` : `public.${parts[0] ?? t}`;
-  })) : undefined;
+  // Called for every apply batch. A config built by hand (not frozen) may still change, so it is parsed each time.
+  if (!Object.isFrozen(config)) return tableSet(config.replicas.find((x) => x.name === name)?.tables);
+  let sets = replicaTableSets.get(config);
+  if (!sets) {
+    const byName = new Map<string, ReadonlySet<string> | undefined>();
+    // The first of a name wins, as find() would pick it (loadConfig refuses duplicate names anyway).
+    for (const r of config.replicas) if (!byName.has(r.name)) byName.set(r.name, tableSet(r.tables));
+    replicaTableSets.set(config, (sets = byName));
+  }
+  return sets.get(name);
+}
+
+/** Quoted parts are unquoted ("a.b"."c" is schema a.b, table c), to compare with the catalog's names. */
+function tableSet(tables: readonly string[] | undefined): ReadonlySet<string> | undefined {
+  if (!tables) return undefined;
+  return new Set(
+    tables.map((t) => {
+      const parts = (t.match(TABLE_PART) ?? []).map((p) => (p.startsWith('"') ? p.slice(1, -1).replace(/""/g, '"') : p));
+      return parts.length === 2 ? `${parts[0]}.${parts[1]}` : `public.${parts[0] ?? t}`;
+    }),
+  );
 }
 
 /** The configuration as `config check` shows it: every connection string with its password masked. */

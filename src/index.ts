@@ -6,12 +6,12 @@
  */
 export { subscribe } from './subscribe/subscribe';
 export type { SubscribeOptions, Subscription, SubscriberFrom } from './subscribe/subscribe';
-export { runSubscriberWorker } from './subscribe/temporal';
-export type { SubscriberWorkerOptions, RunningSubscriberWorker } from './subscribe/temporal';
+export { runSubscriberWorker } from './app/subscriber-worker';
+export type { SubscriberWorkerOptions, RunningSubscriberWorker } from './app/subscriber-worker';
 export type { ChangeEvent, TransactionEvent, Operation, ChangeFilter } from './subscribe/events';
 export type { Handler, HandlerContext, RetryOptions } from './subscribe/deliver';
 export type { PositionTable } from './subscribe/positions';
-export type { LogPosition } from './log/cursor';
+export type { LogPosition } from './changelog/cursor';
 export type { ColumnInfo, Row, Value } from './change';
 export type { SubscriberStatus } from '../workflows/messages';
 export { subscriberWorkflowId } from './names';

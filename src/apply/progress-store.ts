@@ -12,7 +12,7 @@
 import type pg from 'pg';
 import { ZERO_LSN } from '../lsn';
 import { loadSql } from '../sql';
-import type { LogPosition } from '../log/protocol';
+import type { LogPosition } from '../changelog/protocol';
 
 type Queryable = Pick<pg.ClientBase, 'query'>;
 

@@ -1,8 +1,8 @@
 import type { ChannelModel } from 'amqplib';
 import { ConfigError, GapError } from '../errors';
-import { decodeTxn } from '../log/envelope';
+import { decodeTxn } from '../changelog/envelope';
 import { compareLsn, normalizeLsn } from '../lsn';
-import { StreamReader } from '../log/stream';
+import { StreamReader } from '../changelog/stream';
 import { ensureTargetSchema } from './target';
 import { connectPg } from '../pg';
 import { ProgressStore } from './progress-store';

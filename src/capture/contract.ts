@@ -4,7 +4,7 @@
  * yields. Kept apart from the modes so neither depends on the other.
  */
 import type { Logger } from '../logger';
-import type { Retention } from '../log/stream';
+import type { Retention } from '../changelog/stream';
 import type { TableRef } from '../tables';
 
 export interface PreparedSource {

@@ -12,9 +12,9 @@
 import type { ChannelModel } from 'amqplib';
 import type { Config } from '../config';
 import { requireSourceUrl } from '../config';
-import { gapMarker } from '../log/envelope';
+import { gapMarker } from '../changelog/envelope';
 import { logger } from '../logger';
-import { declareStream, retainedRange, StreamPublisher } from '../log/stream';
+import { declareStream, retainedRange, StreamPublisher } from '../changelog/stream';
 import { withRetry } from '../retry';
 import type { PreparedSource } from './contract';
 import { captureMode } from './mode';

@@ -9,17 +9,17 @@ import { action, connectionOptions, say } from './command';
 import { addMaintenanceCommands } from './maintenance';
 import { connectClient, temporalAddress } from '../temporal/connection';
 import { captureView, listReplicaNames, replicaView, ReplicaView } from '../temporal/inspect';
-import { QueueName, startWorkers } from '../temporal/worker';
+import { QueueName, startWorkers } from '../app/worker';
 import { captureWorkflowId, replicaWorkflowId, streamName } from '../names';
-import { up } from './up';
-import { runDemo } from '../demo/demo';
+import { up } from '../app/up';
+import { runDemo } from '../app/demo';
 import { addStatusCommand, renderReplicas, streamRange } from './status';
 import { addTemporalCommands } from './temporal-setup';
 import { addTailCommand } from './tail';
 import { addSubscriberCommands } from './subscriber';
 import { addPauseResumeCommands } from './pause-resume';
 import { stringify as yamlStringify } from 'yaml';
-import { initialize } from './init';
+import { initialize } from '../app/init';
 
 /** The `pgferry` command line. Human output by default, --json for scripts; see EXIT for exit codes. */
 const program = new Command('pgferry')
@@ -56,7 +56,7 @@ connectionOptions(program.command('up'))
   .action(
     action(async (opts: RawConfig & { queues: string; temporalPort: string; uiPort: string }) => {
       const config = loadConfig(opts);
-      await up(config, { queues: parseQueues(opts.queues), temporalPort: Number(opts.temporalPort), uiPort: Number(opts.uiPort) });
+      await up(config, { queues: parseQueues(opts.queues), temporalPort: Number(opts.temporalPort), uiPort: Number(opts.uiPort), say });
       process.exit(EXIT.ok); // everything is closed; do not wait on stray timers
     }, { log: true }),
   );

@@ -3,7 +3,7 @@ import { loadConfig, RawConfig, replicaUrl, requireSourceUrl } from '../config';
 import { withClient } from '../pg';
 import { syncSequences } from '../apply/sequences';
 import { rewindReplica } from '../apply/rewind';
-import { connectRabbit } from '../log/rabbit';
+import { connectRabbit } from '../changelog/rabbit';
 import { CliFailure, EXIT, printJson, table } from './output';
 import { action, connectionOptions, parseParallel, say } from './command';
 import { connectClient } from '../temporal/connection';
@@ -11,7 +11,7 @@ import { replicaStatusQuery, resumeSignal } from '../../workflows/messages';
 import { replicaWorkflowId, snapshotWorkflowId } from '../names';
 import { verifyReplica } from '../verify/command';
 import type { TableVerdict } from '../verify/verify';
-import { runSnapshot } from '../temporal/snapshot-run';
+import { runSnapshot } from '../app/snapshot-run';
 import { resyncReplica } from '../snapshot/resync';
 import { snapshotProgressBar } from '../snapshot/progress-bar';
 
@@ -21,6 +21,15 @@ import { snapshotProgressBar } from '../snapshot/progress-bar';
  * (and RabbitMQ) directly; only resync also signals the replica's workflow.
  */
 export function addMaintenanceCommands(program: Command, replica: Command): void {
+  addVerifyCommand(program);
+  addReplicaAddCommand(replica);
+  addSyncSequencesCommand(replica);
+  addResyncCommand(replica);
+  addRewindCommand(replica);
+}
+
+/** `pgferry verify <name>`: compare a replica with the source by content. */
+function addVerifyCommand(program: Command): void {
   connectionOptions(program.command('verify <name>'))
     .description('compare a replica with the source by content (row counts, hashes, then the differing keys); exit 1 on a difference')
     .option('--json', 'machine-readable output')
@@ -51,7 +60,10 @@ export function addMaintenanceCommands(program: Command, replica: Command): void
         process.exit(bad.length ? EXIT.failed : EXIT.ok);
       }),
     );
+}
 
+/** `pgferry replica add <name> --snapshot`: fill a new, empty replica from a snapshot. */
+function addReplicaAddCommand(replica: Command): void {
   connectionOptions(replica.command('add <name>'))
     .description('fill a new, empty replica from a snapshot of the source, then leave it where the stream takes over (needs --snapshot)')
     .option('--snapshot', 'copy the current content of the published tables from a consistent snapshot')
@@ -87,7 +99,10 @@ export function addMaintenanceCommands(program: Command, replica: Command): void
         process.exit(EXIT.ok);
       }),
     );
+}
 
+/** `pgferry replica sync-sequences <name>`: raise the replica's sequences for a cut-over. */
+function addSyncSequencesCommand(replica: Command): void {
   connectionOptions(replica.command('sync-sequences <name>'))
     .description('raise every replica sequence to at least the source value (for cut-over; never lowers one)')
     .option('--json', 'machine-readable output')
@@ -108,7 +123,10 @@ export function addMaintenanceCommands(program: Command, replica: Command): void
         process.exit(synced.some((q) => q.missing) ? EXIT.failed : EXIT.ok);
       }),
     );
+}
 
+/** `pgferry replica resync <name>`: rebuild a replica from a fresh snapshot. */
+function addResyncCommand(replica: Command): void {
   connectionOptions(replica.command('resync <name>'))
     .description('rebuild a replica from a fresh snapshot (shadow tables swapped in one transaction), then let it catch up')
     .option('--parallel <n>', 'tables copied at a time', '4')
@@ -140,7 +158,10 @@ export function addMaintenanceCommands(program: Command, replica: Command): void
         process.exit(EXIT.ok);
       }),
     );
+}
 
+/** `pgferry replica rewind <name> --to <lsn>`: continue a replica restored from a backup. */
+function addRewindCommand(replica: Command): void {
   connectionOptions(replica.command('rewind <name>'))
     .description('continue a replica restored from a backup taken at a source position, from the retained stream')
     .requiredOption('--to <position>', 'source LSN the replica holds everything up to, e.g. 16/B374D848')

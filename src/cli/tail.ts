@@ -1,9 +1,9 @@
 import type { Command } from 'commander';
 import { loadConfig } from '../config';
 import { relLabel } from '../change';
-import { endOfLog, LogCursor, LogPosition, START_OF_LOG } from '../log/cursor';
-import { connectRabbit } from '../log/rabbit';
-import { requireStream } from '../log/stream';
+import { endOfLog, LogCursor, LogPosition, START_OF_LOG } from '../changelog/cursor';
+import { connectRabbit } from '../changelog/rabbit';
+import { requireStream } from '../changelog/stream';
 import { normalizeLsn } from '../lsn';
 import { ChangeEvent, Operation, compileFilter, eventsOf, splitList } from '../subscribe/events';
 import { action } from './command';

@@ -3,7 +3,7 @@ import type pg from 'pg';
 import type { Config } from '../config';
 import { replicaShare, replicaUrl, requireSourceUrl } from '../config';
 import { logger } from '../logger';
-import { connectRabbit } from '../log/rabbit';
+import { connectRabbit } from '../changelog/rabbit';
 import type { TableRef } from '../tables';
 import { prepareCapture } from '../capture/prepare';
 import { prepareTarget } from '../apply/target';

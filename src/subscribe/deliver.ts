@@ -2,7 +2,7 @@ import type pg from 'pg';
 import type { ChannelModel } from 'amqplib';
 import { relLabel } from '../change';
 import { ConfigError, HandlerFailedError, describeCause } from '../errors';
-import { LogCursor, LogPosition } from '../log/cursor';
+import { LogCursor, LogPosition } from '../changelog/cursor';
 import type { Logger } from '../logger';
 import { ChangeEvent, CompiledFilter, TransactionEvent, eventsOf } from './events';
 import type { PositionStore } from './positions';

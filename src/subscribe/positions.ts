@@ -1,6 +1,6 @@
 import pg from 'pg';
 import { ConfigError } from '../errors';
-import type { LogPosition } from '../log/cursor';
+import type { LogPosition } from '../changelog/cursor';
 import { loadSql } from '../sql';
 
 /**

@@ -1,7 +1,7 @@
 import type pg from 'pg';
 import type { ChannelModel } from 'amqplib';
 import { Config, replicaUrl } from '../config';
-import { SharedRabbit } from '../log/rabbit';
+import { SharedRabbit } from '../changelog/rabbit';
 import { createPool, REPLICA_SESSION_OPTIONS } from '../pg';
 
 /**

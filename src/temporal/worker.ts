@@ -1,21 +1,17 @@
+/**
+ * What every pgferry worker process needs from the Temporal SDK, whatever
+ * activities it serves: the SDK's logs routed into pgferry's log, the
+ * prebuilt workflow bundle, a connection with a clear error, and running a
+ * set of workers until they stop. The processes themselves are composed in
+ * src/app/ (replication workers, subscriber workers).
+ */
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { DefaultLogger, LogLevel, NativeConnection, Runtime, Worker, WorkerOptions } from '@temporalio/worker';
-import { createActivities } from '../../activities';
-import type { Config } from '../config';
+import { DefaultLogger, LogLevel, NativeConnection, Runtime, Worker } from '@temporalio/worker';
 import { UnavailableError, describeCause } from '../errors';
 import { logger } from '../logger';
-import { APPLY_TASK_QUEUE, CAPTURE_TASK_QUEUE, snapshotTaskQueue } from '../names';
-import { WorkerResources } from './resources';
-import { temporalTls } from './connection';
-import { startMetricsServer } from '../metrics';
+import { temporalTls, TemporalSettings } from './connection';
 
-/**
- * Workers: one for the capture task queue (long-running streamChanges) and
- * one for the apply task queue (replica batches). `pgferry up` runs both in
- * its own process; `pgferry worker --queues …` runs either or both.
- */
-export type QueueName = 'capture' | 'apply';
 
 let runtimeInstalled = false;
 
@@ -47,55 +43,6 @@ export interface RunningWorkers {
   shutdown(): Promise<void>;
 }
 
-export async function startWorkers(config: Config, address: string, queues: QueueName[]): Promise<RunningWorkers> {
-  const specs: { taskQueue: string; options: Partial<WorkerOptions> }[] = [];
-  if (queues.includes('capture')) {
-    // Capture heartbeats carry the live confirmed position that status and lag are computed from:
-    // deliver them every 2 s instead of the default 80% of the heartbeat timeout.
-    specs.push({ taskQueue: CAPTURE_TASK_QUEUE, options: { maxConcurrentActivityTaskExecutions: 20, maxHeartbeatThrottleInterval: '2 seconds' } });
-  }
-  if (queues.includes('apply')) specs.push({ taskQueue: APPLY_TASK_QUEUE, options: { maxConcurrentActivityTaskExecutions: 50 } });
-  const workers = await runWorkers(config, address, specs);
-  // Prometheus endpoint (config.metrics; off when the port is 0, a warning and no endpoint when it is taken).
-  const metrics = await startMetricsServer(config, address, { servesCapture: queues.includes('capture') }).catch((err) => {
-    logger.warn({ error: describeCause(err) }, 'metrics: cannot start the endpoint; replicating without it');
-    return null;
-  });
-  if (!metrics) return workers;
-  const run = workers.run.finally(() => metrics.close());
-  return {
-    run,
-    async shutdown() {
-      await workers.shutdown();
-      await run;
-    },
-  };
-}
-
-/** The worker of one `replica add --snapshot` run: its own task queue, so only this process (which knows the replica) copies. */
-export async function startSnapshotWorker(config: Config, address: string, replica: string): Promise<RunningWorkers> {
-  return runWorkers(config, address, [{ taskQueue: snapshotTaskQueue(replica), options: { maxHeartbeatThrottleInterval: '1 second' } }]);
-}
-
-async function runWorkers(config: Config, address: string, specs: { taskQueue: string; options: Partial<WorkerOptions> }[]): Promise<RunningWorkers> {
-  installRuntimeLogger();
-  let connection: NativeConnection;
-  try {
-    connection = await NativeConnection.connect({ address, tls: temporalTls(config.temporal) });
-  } catch (err) {
-    throw new UnavailableError(`Temporal at ${address}: cannot connect (${describeCause(err)}); start it (pgferry up does) or fix TEMPORAL_ADDRESS`, { cause: err });
-  }
-  const resources = new WorkerResources(config);
-  const activities = createActivities({ config, logger, resources });
-  const common = { connection, namespace: config.temporal.namespace, activities, ...workflowSource() };
-  const workers: Worker[] = [];
-  for (const spec of specs) workers.push(await Worker.create({ ...common, ...spec.options, taskQueue: spec.taskQueue }));
-  return runningWorkers(workers, async () => {
-    await resources.close();
-    await connection.close().catch(() => undefined);
-  });
-}
-
 /** Run workers together until all stop (shutdown(), or a fatal error), then release what they used. */
 export function runningWorkers(workers: Worker[], release: () => Promise<void>): RunningWorkers {
   const run = Promise.all(workers.map((w) => w.run()))
@@ -108,4 +55,14 @@ export function runningWorkers(workers: Worker[], release: () => Promise<void>):
       await run;
     },
   };
+}
+
+/** A worker connection to Temporal, or an error naming the address and the fix. */
+export async function connectWorker(temporal: Pick<TemporalSettings, 'address' | 'tls'>, fix: string): Promise<NativeConnection> {
+  installRuntimeLogger();
+  try {
+    return await NativeConnection.connect({ address: temporal.address, tls: temporalTls(temporal as TemporalSettings) });
+  } catch (err) {
+    throw new UnavailableError(`Temporal at ${temporal.address}: cannot connect (${describeCause(err)}); ${fix}`, { cause: err });
+  }
 }

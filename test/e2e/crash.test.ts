@@ -4,8 +4,8 @@ import type { Proc } from '../helpers/procs';
 import { createWorld, progressOf, RABBIT_URL, startUp, upArgs, waitForEqual, World } from '../helpers/fixture';
 import { audit, AUDIT_SCHEMA, AUDIT_TABLES, Workload } from '../helpers/workload';
 import { waitFor } from '../helpers/wait';
-import { retainedRange, StreamReader } from '../../src/log/stream';
-import { decodeTxn } from '../../src/log/envelope';
+import { retainedRange, StreamReader } from '../../src/changelog/stream';
+import { decodeTxn } from '../../src/changelog/envelope';
 import { compareLsn } from '../../src/lsn';
 
 /**

@@ -1,8 +1,8 @@
 import * as fs from 'node:fs';
 import * as amqp from 'amqplib';
 import { expect } from 'vitest';
-import { decodeTxn } from '../../src/log/envelope';
-import { StreamReader } from '../../src/log/stream';
+import { decodeTxn } from '../../src/changelog/envelope';
+import { StreamReader } from '../../src/changelog/stream';
 import { CRASH_ENV } from '../../src/testing/crash-point';
 import { RABBIT_URL, World } from '../helpers/fixture';
 import type { Proc } from '../helpers/procs';

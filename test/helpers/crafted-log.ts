@@ -4,7 +4,7 @@ import type { Change, RelationInfo, Row, TxnMessage } from '../../src/change';
 import { relKey } from '../../src/change';
 import { applyBatch, BatchResult } from '../../src/apply/apply-batch';
 import { ensureTargetSchema } from '../../src/apply/target';
-import { declareStream, StreamPublisher } from '../../src/log/stream';
+import { declareStream, StreamPublisher } from '../../src/changelog/stream';
 import { logger } from '../../src/logger';
 import { formatLsn } from '../../src/lsn';
 import { PgCluster } from './pg-cluster';

@@ -1,6 +1,6 @@
 import type { TxnMessage } from '../../src/change';
 import { formatLsn } from '../../src/lsn';
-import { LogConsumer, LogPosition, LogProtocol, START_OF_LOG } from '../../src/log/protocol';
+import { LogConsumer, LogPosition, LogProtocol, START_OF_LOG } from '../../src/changelog/protocol';
 
 /**
  * A model of what capture writes to a source's log, for property tests of

@@ -7,8 +7,8 @@ import { PgCluster } from '../helpers/pg-cluster';
 import { RABBIT_URL, deleteStream } from '../helpers/fixture';
 import { waitFor } from '../helpers/wait';
 import * as amqp from 'amqplib';
-import { StreamReader } from '../../src/log/stream';
-import { decodeTxn } from '../../src/log/envelope';
+import { StreamReader } from '../../src/changelog/stream';
+import { decodeTxn } from '../../src/changelog/envelope';
 
 /**
  * Trigger capture against a real source (wal_level=replica) and the

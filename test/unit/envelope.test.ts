@@ -1,7 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import fc from 'fast-check';
 import { relKey, type Change, type RelationInfo } from '../../src/change';
-import { changeBytes, OversizedChangeError, TxnChunker, gapMarker, decodeTxn, encodeTxn } from '../../src/log/envelope';
+import { changeBytes, OversizedChangeError, TxnChunker, gapMarker, decodeTxn, encodeTxn } from '../../src/changelog/envelope';
 import { ProtocolError } from '../../src/errors';
 
 const rel: RelationInfo = {

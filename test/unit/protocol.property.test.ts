@@ -1,8 +1,8 @@
 import { describe, expect, it } from 'vitest';
 import fc from 'fast-check';
 import { buildLog, consume, CONSUMER, ConsumeResult, ModelLog, SourceTxn } from '../helpers/log-model';
-import { LogPosition, LogProtocol, START_OF_LOG } from '../../src/log/protocol';
-import { decodeTxn } from '../../src/log/envelope';
+import { LogPosition, LogProtocol, START_OF_LOG } from '../../src/changelog/protocol';
+import { decodeTxn } from '../../src/changelog/envelope';
 import type { TxnMessage } from '../../src/change';
 
 /**

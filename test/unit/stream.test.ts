@@ -1,7 +1,7 @@
 import { EventEmitter } from 'node:events';
 import { describe, expect, it } from 'vitest';
 import type * as amqp from 'amqplib';
-import { StreamPublisher, StreamReader } from '../../src/log/stream';
+import { StreamPublisher, StreamReader } from '../../src/changelog/stream';
 import type { TxnMessage } from '../../src/change';
 
 /**

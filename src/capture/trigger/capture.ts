@@ -1,10 +1,10 @@
 import type pg from 'pg';
 import type { TxnMessage } from '../../change';
-import { CHUNK_BYTES, TxnChunker, gapMarker } from '../../log/envelope';
+import { CHUNK_BYTES, TxnChunker, gapMarker } from '../../changelog/envelope';
 import { SourceError, UnavailableError } from '../../errors';
 import { formatLsn, parseLsn } from '../../lsn';
-import { retainedRange, StreamPublisher } from '../../log/stream';
-import { connectRabbit } from '../../log/rabbit';
+import { retainedRange, StreamPublisher } from '../../changelog/stream';
+import { connectRabbit } from '../../changelog/rabbit';
 import { connectPg } from '../../pg';
 import { loadSql } from '../../sql';
 import { QueuedEvent, TriggerEvents } from './events';

@@ -1,6 +1,6 @@
 import type { Pgoutput } from 'pg-logical-replication';
 import { Change, RelationInfo, Row, TxnMessage, microsToIso, relKey } from '../../change';
-import { CHUNK_BYTES, TxnChunker } from '../../log/envelope';
+import { CHUNK_BYTES, TxnChunker } from '../../changelog/envelope';
 import { normalizeLsn } from '../../lsn';
 
 /**

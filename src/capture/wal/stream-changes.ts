@@ -23,7 +23,7 @@ import { slotInfo } from './prepare';
 import { TypeNames } from './type-names';
 import { walHistory } from '../history';
 import type { CaptureOptions, CaptureProgress } from '../contract';
-import { StreamPublisher } from '../../log/stream';
+import { StreamPublisher } from '../../changelog/stream';
 import { GapError, UnavailableError, classifyError, describeCause } from '../../errors';
 import { formatLsn, parseLsn, ZERO_LSN } from '../../lsn';
 import { publicationName, slotName } from '../../names';

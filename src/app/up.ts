@@ -6,11 +6,10 @@ import { ConfigError } from '../errors';
 import { logger } from '../logger';
 import { withRetry } from '../retry';
 import { initialize } from './init';
-import { say } from './command';
 import { APPLY_TASK_QUEUE, CAPTURE_TASK_QUEUE, captureWorkflowId, replicaWorkflowId } from '../names';
 import { connectClient, DEFAULT_TEMPORAL_ADDRESS } from '../temporal/connection';
 import { DevServer, devServerOnPort, isTemporalUp, realFile, startDevServer } from '../temporal/dev-server';
-import { QueueName, startWorkers } from '../temporal/worker';
+import { QueueName, startWorkers } from './worker';
 import { captureVisibility, ensureSearchAttributes, replicaVisibility, startVisible } from '../temporal/search-attributes';
 import { captureWorkflow, replicaWorkflow } from '../../workflows';
 import { resumeSignal } from '../../workflows/messages';
@@ -24,6 +23,8 @@ import { resumeSignal } from '../../workflows/messages';
  */
 export interface UpOptions {
   queues: QueueName[];
+  /** Where the lines for the operator go (the CLI prints them). */
+  say: (line: string) => void;
   uiPort: number;
   temporalPort: number;
   /** Resolves when pgferry should stop (with the reason); default: SIGINT or SIGTERM. */
@@ -52,6 +53,7 @@ function reusable(config: Config, port: number, address: string): string {
 
 export async function up(config: Config, opts: UpOptions): Promise<void> {
   requireSourceUrl(config);
+  const { say } = opts;
 
   // 1. Temporal
   let dev: DevServer | null = null;
@@ -83,6 +85,7 @@ export async function up(config: Config, opts: UpOptions): Promise<void> {
 
 async function serve(config: Config, opts: UpOptions, client: Client, address: string, uiUrl: string | null): Promise<void> {
   const source = config.source.name;
+  const { say } = opts;
   // 2–4. The change stream, the source (publication, then slot), the replicas.
   const { tables } = await initialize(config, say);
 

@@ -4,15 +4,15 @@ import * as path from 'node:path';
 import { randomBytes } from 'node:crypto';
 import { DEFAULTS, loadConfig } from '../config';
 import { logger } from '../logger';
-import { connectRabbit } from '../log/rabbit';
+import { connectRabbit } from '../changelog/rabbit';
 import { portOr, freePort } from '../net';
 import { streamName } from '../names';
 import { loadSql } from '../sql';
 import { DevServer, startDevServer } from '../temporal/dev-server';
 import { verifyReplica } from '../verify/command';
-import { up } from '../cli/up';
-import { PgCluster } from './pg-cluster';
-import { startWorkload } from './workload';
+import { up } from './up';
+import { PgCluster } from '../demo/pg-cluster';
+import { startWorkload } from '../demo/workload';
 
 /**
  * `pgferry demo`: replication live with one command after setup. Starts a
@@ -100,6 +100,7 @@ export async function runDemo(o: DemoOptions): Promise<boolean> {
     process.once('SIGTERM', () => void finish('SIGTERM'));
 
     await up(config, {
+      say,
       queues: ['capture', 'apply'],
       temporalPort,
       uiPort,

@@ -2,7 +2,7 @@ import type { Config } from '../config';
 import { replicaShare, requireSourceUrl } from '../config';
 import { describeCause, PgferryError } from '../errors';
 import { logger } from '../logger';
-import { connectRabbit } from '../log/rabbit';
+import { connectRabbit } from '../changelog/rabbit';
 import type { TableRef } from '../tables';
 import { checkNoUnfinishedCopy, prepareTarget } from '../apply/target';
 import { captureMode } from '../capture/mode';

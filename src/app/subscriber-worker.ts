@@ -1,14 +1,14 @@
 import { WorkflowIdConflictPolicy } from '@temporalio/client';
-import { NativeConnection, Worker } from '@temporalio/worker';
+import { Worker } from '@temporalio/worker';
 import { createSubscriberActivities, SubscriberDeps } from '../../activities/subscriber';
 import { subscriberWorkflow } from '../../workflows/subscriber';
 import { DEFAULTS } from '../config';
-import { ConfigError, UnavailableError, describeCause } from '../errors';
-import { SharedRabbit } from '../log/rabbit';
+import { ConfigError } from '../errors';
+import { SharedRabbit } from '../changelog/rabbit';
 import { subscriberTaskQueue, subscriberWorkflowId } from '../names';
-import { connectClient, DEFAULT_TEMPORAL_ADDRESS, TemporalSettings, temporalTls } from '../temporal/connection';
-import { installRuntimeLogger, runningWorkers, RunningWorkers, workflowSource } from '../temporal/worker';
-import { prepareSubscriber, SubscribeOptions } from './subscribe';
+import { connectClient, DEFAULT_TEMPORAL_ADDRESS, TemporalSettings } from '../temporal/connection';
+import { connectWorker, runningWorkers, RunningWorkers, workflowSource } from '../temporal/worker';
+import { prepareSubscriber, SubscribeOptions } from '../subscribe/subscribe';
 
 /**
  * Subscribers as Temporal workflows, for applications that want retries,
@@ -62,14 +62,10 @@ export async function runSubscriberWorker(o: SubscriberWorkerOptions): Promise<R
     for (const { prepared } of deps.subscribers.values()) await prepared.close();
   };
 
-  installRuntimeLogger();
-  let connection: NativeConnection;
-  try {
-    connection = await NativeConnection.connect({ address: temporal.address, tls: temporalTls(temporal) });
-  } catch (err) {
+  const connection = await connectWorker(temporal, 'start it or set TEMPORAL_ADDRESS').catch(async (err) => {
     await closeAll();
-    throw new UnavailableError(`Temporal at ${temporal.address}: cannot connect (${describeCause(err)}); start it or set TEMPORAL_ADDRESS`, { cause: err });
-  }
+    throw err;
+  });
   const activities = createSubscriberActivities(deps);
   const workers: Worker[] = [];
   const client = await connectClient(temporal).catch(async (err) => {
