@@ -1,3 +1,9 @@
+/**
+ * Thin adapters from Temporal to src/: inputs are names, never connection
+ * strings; each activity resolves names through the worker's own config,
+ * calls src/, and translates errors (permanent → non-retryable failure with
+ * the error's class as type; anything else → retried with backoff).
+ */
 import { ApplicationFailure, Context, log } from '@temporalio/activity';
 import type pg from 'pg';
 import { Config, replicaTables, replicaUrl, requireSourceUrl } from '../src/config';
@@ -16,12 +22,6 @@ import type { SnapshotResult } from '../workflows/messages';
 import type { Logger } from '../src/logger';
 import { applyBatchTimer, countError } from '../src/metrics/instruments';
 
-/**
- * Thin adapters from Temporal to src/: inputs are names, never connection
- * strings; each activity resolves names through the worker's own config,
- * calls src/, and translates errors (permanent → non-retryable failure with
- * the error's class as type; anything else → retried with backoff).
- */
 export interface Deps {
   config: Config;
   logger: Logger;

@@ -1,15 +1,16 @@
-import { ApplicationFailure, Context, log } from '@temporalio/activity';
-import { HandlerFailedError, PgferryError } from '../src/errors';
-import type { SharedRabbit } from '../src/changelog/rabbit';
-import { runSession, SessionResult } from '../src/subscribe/deliver';
-import { ensurePosition, Prepared, SubscriberFrom } from '../src/subscribe/subscribe';
-
 /**
  * The activity of subscriberWorkflow, registered by the application's own
  * worker (runSubscriberWorker), which holds the handlers: the workflow input
  * only names the subscriber. One batch = one delivery session of up to a few
  * seconds; the handler's retries are this activity's attempts.
  */
+import { ApplicationFailure, Context, log } from '@temporalio/activity';
+import { HandlerFailedError, classifyError } from '../src/errors';
+import { Heartbeat } from '../src/heartbeat';
+import type { SharedRabbit } from '../src/changelog/rabbit';
+import { runSession, SessionResult } from '../src/subscribe/deliver';
+import { ensurePosition, Prepared, SubscriberFrom } from '../src/subscribe/subscribe';
+
 export interface SubscriberDeps {
   subscribers: Map<string, { prepared: Prepared; from: SubscriberFrom | undefined; maxAttempts: number }>;
   rabbit: SharedRabbit;
@@ -27,7 +28,7 @@ export const createSubscriberActivities = (deps: SubscriberDeps) => {
         throw ApplicationFailure.retryable(`subscriber '${subscriber}' is not defined in this worker (it defines ${[...deps.subscribers.keys()].join(', ')}); run the worker that defines it`, 'UnknownSubscriber');
       }
       const { prepared, from, maxAttempts } = entry;
-      const beat = setInterval(() => ctx.heartbeat(), 5000);
+      const beat = new Heartbeat(() => ctx.heartbeat(), { everyMs: 5000, minGapMs: 1000 }).start();
       try {
         const rabbit = await deps.rabbit.get();
         if (!started.has(subscriber)) {
@@ -42,7 +43,7 @@ export const createSubscriberActivities = (deps: SubscriberDeps) => {
           signal: ctx.cancellationSignal,
           maxTxns: deps.batch.maxTxns,
           maxWaitMs: deps.batch.maxWaitMs,
-          heartbeat: () => ctx.heartbeat(),
+          heartbeat: () => beat.beat(),
         });
       } catch (err) {
         const message = prepared.describe(err);
@@ -54,11 +55,11 @@ export const createSubscriberActivities = (deps: SubscriberDeps) => {
           log.warn('handler failed; retrying', { subscriber, attempt, maxAttempts, error: message });
           throw ApplicationFailure.retryable(message, 'HandlerRetry');
         }
-        if (err instanceof PgferryError && err.permanent) throw ApplicationFailure.nonRetryable(message, err.name);
+        if (classifyError(err) === 'permanent') throw ApplicationFailure.nonRetryable(message, (err as Error).name);
         log.warn('subscriber batch failed; retrying', { subscriber, error: message });
         throw ApplicationFailure.retryable(message, err instanceof Error ? err.name : 'Error');
       } finally {
-        clearInterval(beat);
+        beat.stop();
       }
     },
   };

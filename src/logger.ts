@@ -1,7 +1,3 @@
-import pino from 'pino';
-import pretty from 'pino-pretty';
-import { redactSecrets } from './redact';
-
 /**
  * Structured logs on stderr (stdout is for the command's own output: tables, --json).
  * JSON lines when stderr is not a terminal (files, journald, Kubernetes), readable
@@ -11,6 +7,10 @@ import { redactSecrets } from './redact';
  * the usual secret-bearing keys are censored, and every message and string
  * field goes through redactSecrets as the last line of defence.
  */
+import pino from 'pino';
+import pretty from 'pino-pretty';
+import { redactSecrets } from './redact';
+
 const format = process.env.PGFERRY_LOG_FORMAT ?? (process.stderr.isTTY ? 'pretty' : 'json');
 
 function scrub(value: unknown, depth = 0): unknown {

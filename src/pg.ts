@@ -1,12 +1,12 @@
-import pg from 'pg';
-import { ConfigError, PgferryError, UnavailableError, describeCause, isAuthenticationError, isMissingDatabase, isTransient } from './errors';
-import { redactText, redactUrl } from './redact';
-
 /**
  * PostgreSQL connections. Every value we read stays in PostgreSQL's text form:
  * the type parsers below return the raw string for every type, so timestamps
  * keep their microseconds and json keeps its key order and spacing.
  */
+import pg from 'pg';
+import { ConfigError, PgferryError, UnavailableError, describeCause, isAuthenticationError, isMissingDatabase, isTransient } from './errors';
+import { redactText, redactUrl } from './redact';
+
 const rawText = (v: string) => v;
 export const TEXT_TYPES = {
   getTypeParser: () => rawText,

@@ -1,11 +1,11 @@
-import { isTransient } from './errors';
-import type { Logger } from './logger';
-
 /**
  * Run `fn` until it succeeds, retrying errors that may pass (a server
  * starting or restarting) with exponential backoff for up to `waitMs`, and
  * reporting each retry. Permanent errors are thrown at once.
  */
+import { isTransient } from './errors';
+import type { Logger } from './logger';
+
 export async function withRetry<T>(fn: () => Promise<T>, waitMs: number, log: Logger): Promise<T> {
   const deadline = Date.now() + waitMs;
   let delay = 500;

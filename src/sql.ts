@@ -1,10 +1,10 @@
-import * as fs from 'node:fs';
-import * as path from 'node:path';
-
 /**
  * SQL that pgferry installs or runs lives in `sql/` and is loaded from there.
  * Found relative to this file both in the TypeScript tree and in `dist/`.
  */
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+
 const cache = new Map<string, string>();
 
 function sqlDir(): string {

@@ -1,3 +1,15 @@
+/**
+ * `pgferry demo`: replication live with one command after setup. Starts a
+ * throwaway source and two replicas (private PostgreSQL clusters), its own
+ * Temporal dev server, pgferry itself and a gentle write workload, and prints
+ * where to watch. On Ctrl-C (or after --duration) it stops writing, waits for
+ * both replicas to catch up, checks them against the source with the same
+ * code as `pgferry verify`, and removes everything it created.
+ *
+ * It reads no PGFERRY_* variables and no config file of the user's: a demo
+ * must never touch a real database. Only RabbitMQ is shared (the machine's,
+ * or PGFERRY_RABBITMQ_URL), under a stream name of its own.
+ */
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
@@ -14,18 +26,6 @@ import { up } from './up';
 import { PgCluster } from '../demo/pg-cluster';
 import { startWorkload } from '../demo/workload';
 
-/**
- * `pgferry demo`: replication live with one command after setup. Starts a
- * throwaway source and two replicas (private PostgreSQL clusters), its own
- * Temporal dev server, pgferry itself and a gentle write workload, and prints
- * where to watch. On Ctrl-C (or after --duration) it stops writing, waits for
- * both replicas to catch up, checks them against the source with the same
- * code as `pgferry verify`, and removes everything it created.
- *
- * It reads no PGFERRY_* variables and no config file of the user's: a demo
- * must never touch a real database. Only RabbitMQ is shared (the machine's,
- * or PGFERRY_RABBITMQ_URL), under a stream name of its own.
- */
 export interface DemoOptions {
   /** Stop by itself after this many seconds (for scripts); default: run until Ctrl-C. */
   durationSeconds?: number;

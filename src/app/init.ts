@@ -1,3 +1,10 @@
+/**
+ * `pgferry init` (and the first steps of `pgferry up`): declare the change
+ * stream, prepare the source (publication, then slot), check each replica.
+ * Idempotent. What a user must fix is printed now, with the fix: tables the
+ * source will refuse UPDATE/DELETE on, columns that cannot be carried,
+ * replica tables or columns that do not match.
+ */
 import type { Config } from '../config';
 import { replicaShare, requireSourceUrl } from '../config';
 import { describeCause, PgferryError } from '../errors';
@@ -11,13 +18,6 @@ import { prepareCapture, sourceHistory } from '../capture/prepare';
 import { withRetry } from '../retry';
 import { ProgressStore } from '../apply/progress-store';
 
-/**
- * `pgferry init` (and the first steps of `pgferry up`): declare the change
- * stream, prepare the source (publication, then slot), check each replica.
- * Idempotent. What a user must fix is printed now, with the fix: tables the
- * source will refuse UPDATE/DELETE on, columns that cannot be carried,
- * replica tables or columns that do not match.
- */
 export interface InitResult {
   tables: TableRef[];
   /** Replicas that are not ready, with the reason. */

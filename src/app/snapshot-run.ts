@@ -1,3 +1,10 @@
+/**
+ * Run `replica add --snapshot` as the workflow pgferry-snapshot-<name>,
+ * served by a worker in this process (the only one that knows the
+ * replica's URL). Progress comes from the copy's heartbeat — the same
+ * figures the Temporal UI shows. Run again after an interruption, it
+ * re-attaches to the workflow, whose copy is retried from the start.
+ */
 import { WorkflowFailedError, WorkflowIdConflictPolicy } from '@temporalio/client';
 import { ApplicationFailure } from '@temporalio/common';
 import type { Config } from '../config';
@@ -11,13 +18,6 @@ import { startSnapshotWorker } from './worker';
 import { snapshotWorkflow } from '../../workflows';
 import type { SnapshotResult } from '../../workflows/messages';
 
-/**
- * Run `replica add --snapshot` as the workflow pgferry-snapshot-<name>,
- * served by a worker in this process (the only one that knows the
- * replica's URL). Progress comes from the copy's heartbeat — the same
- * figures the Temporal UI shows. Run again after an interruption, it
- * re-attaches to the workflow, whose copy is retried from the start.
- */
 export async function runSnapshot(
   config: Config,
   replica: string,

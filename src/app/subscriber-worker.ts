@@ -1,15 +1,3 @@
-import { WorkflowIdConflictPolicy } from '@temporalio/client';
-import { Worker } from '@temporalio/worker';
-import { createSubscriberActivities, SubscriberDeps } from '../../activities/subscriber';
-import { subscriberWorkflow } from '../../workflows/subscriber';
-import { DEFAULTS } from '../config';
-import { ConfigError } from '../errors';
-import { SharedRabbit } from '../changelog/rabbit';
-import { subscriberTaskQueue, subscriberWorkflowId } from '../names';
-import { connectClient, DEFAULT_TEMPORAL_ADDRESS, TemporalSettings } from '../temporal/connection';
-import { connectWorker, runningWorkers, RunningWorkers, workflowSource } from '../temporal/worker';
-import { prepareSubscriber, SubscribeOptions } from '../subscribe/subscribe';
-
 /**
  * Subscribers as Temporal workflows, for applications that want retries,
  * pause/resume and a history in the Temporal UI, as replicas have.
@@ -26,6 +14,18 @@ import { prepareSubscriber, SubscribeOptions } from '../subscribe/subscribe';
  * `failed` until it is sent `resume` (pgferry subscriber resume <name>, or the
  * Temporal UI).
  */
+import { WorkflowIdConflictPolicy } from '@temporalio/client';
+import { Worker } from '@temporalio/worker';
+import { createSubscriberActivities, SubscriberDeps } from '../../activities/subscriber';
+import { subscriberWorkflow } from '../../workflows/subscriber';
+import { DEFAULTS } from '../config';
+import { ConfigError } from '../errors';
+import { SharedRabbit } from '../changelog/rabbit';
+import { subscriberTaskQueue, subscriberWorkflowId } from '../names';
+import { connectClient, DEFAULT_TEMPORAL_ADDRESS, TemporalSettings } from '../temporal/connection';
+import { connectWorker, runningWorkers, RunningWorkers, workflowSource } from '../temporal/worker';
+import { prepareSubscriber, SubscribeOptions } from '../subscribe/subscribe';
+
 export interface SubscriberWorkerOptions {
   subscribers: SubscribeOptions[];
   /** Default: TEMPORAL_ADDRESS, else 127.0.0.1:7233; namespace TEMPORAL_NAMESPACE, else default. */

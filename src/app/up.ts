@@ -1,3 +1,10 @@
+/**
+ * `pgferry up`: everything in one process. Connects to TEMPORAL_ADDRESS or
+ * starts the Temporal dev server (state under the data directory), checks
+ * RabbitMQ, prepares the source (publication, slot), checks each replica,
+ * runs the workers in-process and starts (or re-attaches to) the capture and
+ * replica workflows. Runs until interrupted.
+ */
 import * as path from 'node:path';
 import { Client, WorkflowIdConflictPolicy } from '@temporalio/client';
 import type { Config } from '../config';
@@ -14,13 +21,6 @@ import { captureVisibility, ensureSearchAttributes, replicaVisibility, startVisi
 import { captureWorkflow, replicaWorkflow } from '../../workflows';
 import { resumeSignal } from '../../workflows/messages';
 
-/**
- * `pgferry up`: everything in one process. Connects to TEMPORAL_ADDRESS or
- * starts the Temporal dev server (state under the data directory), checks
- * RabbitMQ, prepares the source (publication, slot), checks each replica,
- * runs the workers in-process and starts (or re-attaches to) the capture and
- * replica workflows. Runs until interrupted.
- */
 export interface UpOptions {
   queues: QueueName[];
   /** Where the lines for the operator go (the CLI prints them). */
@@ -32,7 +32,6 @@ export interface UpOptions {
   /** Said once everything runs, instead of the default hint. */
   onRunning?: () => void;
 }
-
 
 /**
  * Whether a Temporal server found answering on the dev server's port may be

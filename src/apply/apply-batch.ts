@@ -21,6 +21,7 @@ import { decodeTxn } from '../changelog/envelope';
 import { LogPosition, LogProtocol } from '../changelog/protocol';
 import { StreamReader } from '../changelog/stream';
 import type { Logger } from '../logger';
+import { Heartbeat } from '../heartbeat';
 import { crashPoint } from '../testing/crash-point';
 import { Applier } from './applier';
 import { ProgressStore } from './progress-store';
@@ -85,9 +86,7 @@ async function runBatch(o: ApplyBatchOptions, stopAt?: number): Promise<BatchRes
   const c = o.client;
   await c.query('BEGIN');
   let reader: StreamReader | undefined;
-  // Heartbeat however the time is spent — also while a statement waits on the replica — so Temporal
-  // tells a live batch from a dead worker and does not start a second attempt beside this one.
-  const beating = setInterval(() => o.heartbeat(), 2000);
+  const heartbeat = new Heartbeat(o.heartbeat, { everyMs: 2000, minGapMs: 1000 }).start();
   try {
     const stored = await lockProgress(o);
     const protocol = newProtocol(o, stored);
@@ -97,7 +96,7 @@ async function runBatch(o: ApplyBatchOptions, stopAt?: number): Promise<BatchRes
     // transactions is read ~4x faster than with 64 (measured in W3); chunks of at most ~128 kB
     // (envelope CHUNK_BYTES) keep that within tens of MB for huge transactions.
     reader = await StreamReader.open(o.rabbit, o.source, stored.offset ?? 'first', 256);
-    const batch = new BatchLoop(o, reader, protocol, new Applier(c, o.replica, o.log, o.tables), stopAt);
+    const batch = new BatchLoop(o, reader, protocol, new Applier(c, o.replica, o.log, o.tables), heartbeat, stopAt);
     const result = await batch.run(stored);
     const at = protocol.position;
     if (at.offset !== stored.offset || at.lsn !== stored.lsn || (at.history ?? null) !== stored.history) {
@@ -112,7 +111,7 @@ async function runBatch(o: ApplyBatchOptions, stopAt?: number): Promise<BatchRes
     await c.query('ROLLBACK').catch(() => undefined);
     throw err;
   } finally {
-    clearInterval(beating);
+    heartbeat.stop();
     await reader?.close();
   }
 }
@@ -158,17 +157,16 @@ class BatchLoop {
   private received = 0;
   /** Where each transaction applied in this batch began in the stream: a refused one is stopped at. */
   private readonly starts = new Map<string, number>();
-  private readonly heartbeat: () => void;
 
   constructor(
     private readonly o: ApplyBatchOptions,
     private readonly reader: StreamReader,
     private readonly protocol: LogProtocol,
     private readonly applier: Applier,
+    private readonly heartbeat: Heartbeat,
     private readonly stopAt: number | undefined,
   ) {
     this.result = { appliedLsn: '', offset: null, txns: 0, changes: 0, lastCommitTime: null, caughtUp: false, skipped: 0 };
-    this.heartbeat = throttled(o.heartbeat);
   }
 
   async run(stored: LogPosition): Promise<BatchResult> {
@@ -283,26 +281,12 @@ function commitRefused(replica: string, from: string, to: string, err: unknown):
   );
 }
 
-/**
- * Heartbeat at most once a second, however the time is spent (waiting for
- * messages or applying a long run of chunks), so Temporal can tell a live
- * batch from a dead worker.
- */
-function throttled(beat: () => void): () => void {
-  let last = Date.now();
-  return () => {
-    if (Date.now() - last < 1000) return;
-    last = Date.now();
-    beat();
-  };
-}
-
 /** Wait for the next message in slices of at most a second, heartbeating between them. */
-async function nextBeating(reader: StreamReader, waitMs: number, heartbeat: () => void) {
+async function nextBeating(reader: StreamReader, waitMs: number, heartbeat: Heartbeat) {
   const until = Date.now() + waitMs;
   for (;;) {
     const msg = await reader.next(Math.min(1000, Math.max(0, until - Date.now())));
-    heartbeat();
+    heartbeat.beat();
     if (msg || Date.now() >= until) return msg;
   }
 }

@@ -1,3 +1,11 @@
+/**
+ * `pgferry replica rewind <name> --to <position>`: a replica restored from a
+ * backup taken at source position P continues from there. The stream is
+ * searched for the last message of a transaction at or below P; the
+ * replica's progress row is set to (P, that offset), so its next batch
+ * applies every transaction above P. If the stream no longer reaches back to
+ * P, nothing is changed.
+ */
 import type { ChannelModel } from 'amqplib';
 import { ConfigError, GapError } from '../errors';
 import { decodeTxn } from '../changelog/envelope';
@@ -7,14 +15,6 @@ import { ensureTargetSchema } from './target';
 import { connectPg } from '../pg';
 import { ProgressStore } from './progress-store';
 
-/**
- * `pgferry replica rewind <name> --to <position>`: a replica restored from a
- * backup taken at source position P continues from there. The stream is
- * searched for the last message of a transaction at or below P; the
- * replica's progress row is set to (P, that offset), so its next batch
- * applies every transaction above P. If the stream no longer reaches back to
- * P, nothing is changed.
- */
 export interface RewindResult {
   lsn: string;
   /** Offset of the last message at or below the position (the replica reads after it). */

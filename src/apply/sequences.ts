@@ -1,14 +1,14 @@
-import type pg from 'pg';
-import { relLabel } from '../change';
-import { qualified } from '../pg';
-import { loadSql } from '../sql';
-
 /**
  * `pgferry replica sync-sequences`: logical replication carries rows, not
  * sequence positions, so on cut-over day each replica sequence is raised to
  * at least the source's value (never lowered: a replica that already handed
  * out higher values keeps them). Sequences the replica lacks are listed.
  */
+import type pg from 'pg';
+import { relLabel } from '../change';
+import { qualified } from '../pg';
+import { loadSql } from '../sql';
+
 export interface SequenceSync {
   sequence: string;
   source: string | null;

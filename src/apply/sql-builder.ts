@@ -1,13 +1,13 @@
-import { createHash } from 'node:crypto';
-import type { RelationInfo, Row, Value } from '../change';
-import { ident, qualified } from '../pg';
-
 /**
  * SQL for applying one change to a replica. Pure. Identifiers are always
  * escaped; values are always parameters in PostgreSQL text form, which the
  * server converts with each column's own input function (so every type,
  * arrays and json included, arrives exactly as the source printed it).
  */
+import { createHash } from 'node:crypto';
+import type { RelationInfo, Row, Value } from '../change';
+import { ident, qualified } from '../pg';
+
 export interface Statement {
   /** Prepared-statement name: the same text is parsed once per connection. */
   name: string;

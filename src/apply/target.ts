@@ -1,13 +1,13 @@
+/**
+ * A replica database: pgferry's bookkeeping schema, and the check that it
+ * has every table the source publishes.
+ */
 import type pg from 'pg';
 import { SchemaMismatchError } from '../errors';
 import { nameLabel, relLabel } from '../change';
 import { loadSql } from '../sql';
 import type { TableRef } from '../tables';
 
-/**
- * A replica database: pgferry's bookkeeping schema, and the check that it
- * has every table the source publishes.
- */
 export async function ensureTargetSchema(c: pg.ClientBase): Promise<void> {
   await c.query(loadSql('target/schema.sql'));
 }

@@ -1,6 +1,3 @@
-import type pg from 'pg';
-import { connectPg } from '../pg';
-
 /**
  * The source history a capture's positions belong to, stamped on every
  * message (see log/protocol.ts). Positions only compare within one history;
@@ -20,6 +17,9 @@ import { connectPg } from '../pg';
  *   restored from a dump keeps the id but is behind its stream: trigger
  *   capture notices and starts a new history itself (trigger-capture.ts).
  */
+import type pg from 'pg';
+import { connectPg } from '../pg';
+
 export async function walHistory(what: string, url: string): Promise<string> {
   const c = await connectPg(what, url, { replication: 'database' } as Partial<pg.ClientConfig>);
   try {

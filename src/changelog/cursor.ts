@@ -1,9 +1,3 @@
-import type { ChannelModel } from 'amqplib';
-import type { TxnMessage } from '../change';
-import { decodeTxn } from './envelope';
-import { LogPosition, LogProtocol, START_OF_LOG } from './protocol';
-import { retainedRange, StreamReader } from './stream';
-
 /**
  * Reading the change log in order, from a consumer's position, for consumers
  * that are not replicas (application subscribers, `pgferry tail`).
@@ -16,6 +10,12 @@ import { retainedRange, StreamReader } from './stream';
  * ProtocolError, never skipping, when the stream no longer holds the
  * position, reaches a gap marker or breaks the protocol.
  */
+import type { ChannelModel } from 'amqplib';
+import type { TxnMessage } from '../change';
+import { decodeTxn } from './envelope';
+import { LogPosition, LogProtocol, START_OF_LOG } from './protocol';
+import { retainedRange, StreamReader } from './stream';
+
 export { START_OF_LOG };
 export type { LogPosition };
 

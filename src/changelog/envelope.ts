@@ -1,6 +1,3 @@
-import { Change, ENVELOPE_VERSION, RelationInfo, Row, TxnMessage, relLabel } from '../change';
-import { ProtocolError, SourceError } from '../errors';
-
 /**
  * The change-log envelope: the one place that builds, encodes and decodes
  * the messages of a source's stream. Both capture modes cut transactions
@@ -8,6 +5,8 @@ import { ProtocolError, SourceError } from '../errors';
  * every reader decodes with `decodeTxn`. The rules for reading the log in
  * order live next door, in `protocol.ts`.
  */
+import { Change, ENVELOPE_VERSION, RelationInfo, Row, TxnMessage, relLabel } from '../change';
+import { ProtocolError, SourceError } from '../errors';
 
 /** Default bound on one chunk's values: a reader's prefetch of a few hundred messages then stays within tens of MB. */
 export const CHUNK_BYTES = 128 * 1024;

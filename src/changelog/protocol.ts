@@ -1,7 +1,3 @@
-import type { TxnMessage } from '../change';
-import { GapError, ProtocolError } from '../errors';
-import { compareLsn, ZERO_LSN } from '../lsn';
-
 /**
  * The rules for reading a source's change log in order: one pure state
  * machine that every consumer (replica apply, application subscribers,
@@ -26,6 +22,9 @@ import { compareLsn, ZERO_LSN } from '../lsn';
  * commit order, each whole — or the consumer stops with a GapError or a
  * ProtocolError.
  */
+import type { TxnMessage } from '../change';
+import { GapError, ProtocolError } from '../errors';
+import { compareLsn, ZERO_LSN } from '../lsn';
 
 /**
  * A consumer's position: the last transaction it finished (commit LSN), the

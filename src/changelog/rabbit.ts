@@ -1,12 +1,12 @@
-import * as amqp from 'amqplib';
-import { UnavailableError, ConfigError, describeCause } from '../errors';
-import { redactUrl } from '../redact';
-
 /**
  * Connecting to RabbitMQ with errors that say which server and what to do.
  * Authentication and vhost problems are permanent; refused or dropped
  * connections may pass and are retried by the caller.
  */
+import * as amqp from 'amqplib';
+import { UnavailableError, ConfigError, describeCause } from '../errors';
+import { redactUrl } from '../redact';
+
 export async function connectRabbit(url: string): Promise<amqp.ChannelModel> {
   try {
     const conn = await amqp.connect(url, { timeout: 10_000 });

@@ -1,3 +1,9 @@
+/**
+ * The change log: one RabbitMQ stream per source (`pgferry.<source>.changes`),
+ * written by capture with publisher confirms and read by every replica and
+ * subscriber from its own offset. Streams are append-only and replayable;
+ * consumers never remove anything, retention does.
+ */
 import type * as amqp from 'amqplib';
 import type { TxnMessage } from '../change';
 import { decodeTxn, encodeTxn } from './envelope';
@@ -5,12 +11,6 @@ import { ConfigError, UnavailableError } from '../errors';
 import { streamName } from '../names';
 import { connectRabbit } from './rabbit';
 
-/**
- * The change log: one RabbitMQ stream per source (`pgferry.<source>.changes`),
- * written by capture with publisher confirms and read by every replica and
- * subscriber from its own offset. Streams are append-only and replayable;
- * consumers never remove anything, retention does.
- */
 export interface Retention {
   /** x-max-length-bytes; 0 = unlimited. */
   maxBytes: number;

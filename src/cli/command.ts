@@ -1,10 +1,9 @@
-import type { Command } from 'commander';
-import { CliFailure, EXIT, fail } from './output';
-
 /**
  * Pieces every pgferry command is built from: connection options, the
  * error-to-exit-code wrapper, human output on stdout.
  */
+import type { Command } from 'commander';
+import { CliFailure, EXIT, fail } from './output';
 
 export const say = (line: string) => process.stdout.write(`${line}\n`);
 

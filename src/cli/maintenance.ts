@@ -1,3 +1,8 @@
+/**
+ * Commands that fill, rebuild, reposition and check replicas: verify,
+ * replica add / resync / rewind / sync-sequences. They talk to the databases
+ * (and RabbitMQ) directly; only resync also signals the replica's workflow.
+ */
 import type { Command } from 'commander';
 import { loadConfig, RawConfig, replicaUrl, requireSourceUrl } from '../config';
 import { withClient } from '../pg';
@@ -15,11 +20,6 @@ import { runSnapshot } from '../app/snapshot-run';
 import { resyncReplica } from '../snapshot/resync';
 import { snapshotProgressBar } from '../snapshot/progress-bar';
 
-/**
- * Commands that fill, rebuild, reposition and check replicas: verify,
- * replica add / resync / rewind / sync-sequences. They talk to the databases
- * (and RabbitMQ) directly; only resync also signals the replica's workflow.
- */
 export function addMaintenanceCommands(program: Command, replica: Command): void {
   addVerifyCommand(program);
   addReplicaAddCommand(replica);

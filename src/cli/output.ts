@@ -1,10 +1,10 @@
-import { ConfigError, PgferryError, UnavailableError, describeCause } from '../errors';
-import { logger } from '../logger';
-
 /**
  * Exit codes: 0 success; 1 the operation failed (a replica failed, not
  * found…); 2 bad usage or configuration; 3 a server could not be reached.
  */
+import { ConfigError, PgferryError, UnavailableError, describeCause } from '../errors';
+import { logger } from '../logger';
+
 export const EXIT = { ok: 0, failed: 1, usage: 2, unavailable: 3 } as const;
 
 export class CliFailure extends PgferryError {

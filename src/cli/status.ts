@@ -1,3 +1,10 @@
+/**
+ * `pgferry status`: the whole system on one screen, for the person paged at
+ * 3 a.m. Per source: capture state, slot position, WAL the slot holds back
+ * (with a warning above the configured threshold) and the retained stream
+ * range. Per replica: state, applied position, lag, rows/s, last error.
+ * Exit code 1 when any replica (or the capture) is failed or needs a resync.
+ */
 import type { Command } from 'commander';
 import type { Client } from '@temporalio/client';
 import { Config, loadConfig } from '../config';
@@ -10,14 +17,6 @@ import { connectClient } from '../temporal/connection';
 import { CaptureView, captureView, listReplicaNames, replicaView, ReplicaView } from '../temporal/inspect';
 import { CliFailure, EXIT, printJson, table } from './output';
 import { action } from './command';
-
-/**
- * `pgferry status`: the whole system on one screen, for the person paged at
- * 3 a.m. Per source: capture state, slot position, WAL the slot holds back
- * (with a warning above the configured threshold) and the retained stream
- * range. Per replica: state, applied position, lag, rows/s, last error.
- * Exit code 1 when any replica (or the capture) is failed or needs a resync.
- */
 
 export interface SourceStatus {
   source: string;

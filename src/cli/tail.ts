@@ -1,3 +1,9 @@
+/**
+ * `pgferry tail`: watch a source's changes live, from the change log (it
+ * needs RabbitMQ only, and stores nothing). Human-readable by default; with
+ * --json one ChangeEvent per line, the same objects a subscriber's handler
+ * receives. A transaction re-sent by capture is not printed twice.
+ */
 import type { Command } from 'commander';
 import { loadConfig } from '../config';
 import { relLabel } from '../change';
@@ -9,12 +15,6 @@ import { ChangeEvent, Operation, compileFilter, eventsOf, splitList } from '../s
 import { action } from './command';
 import { CliFailure, EXIT } from './output';
 
-/**
- * `pgferry tail`: watch a source's changes live, from the change log (it
- * needs RabbitMQ only, and stores nothing). Human-readable by default; with
- * --json one ChangeEvent per line, the same objects a subscriber's handler
- * receives. A transaction re-sent by capture is not printed twice.
- */
 export function addTailCommand(program: Command): void {
   program
     .command('tail')

@@ -1,3 +1,9 @@
+/**
+ * `pgferry temporal setup`: prepare a user's own Temporal namespace: register
+ * pgferry's search attributes (PgferryState, PgferryLagSeconds,
+ * PgferrySource) so the Web UI can filter workflows by them. Idempotent. The
+ * dev server `pgferry up` starts registers them itself.
+ */
 import type { Command } from 'commander';
 import { loadConfig } from '../config';
 import { connectClient, temporalAddress } from '../temporal/connection';
@@ -5,12 +11,6 @@ import { registerSearchAttributes } from '../temporal/search-attributes';
 import { action, say } from './command';
 import { printJson } from './output';
 
-/**
- * `pgferry temporal setup`: prepare a user's own Temporal namespace: register
- * pgferry's search attributes (PgferryState, PgferryLagSeconds,
- * PgferrySource) so the Web UI can filter workflows by them. Idempotent. The
- * dev server `pgferry up` starts registers them itself.
- */
 export function addTemporalCommands(program: Command): void {
   const temporal = program.command('temporal').description("prepare the Temporal namespace pgferry uses (temporal.address / TEMPORAL_ADDRESS, temporal.namespace / TEMPORAL_NAMESPACE)");
   temporal

@@ -1,3 +1,9 @@
+/**
+ * A private PostgreSQL cluster (for tests and pgferry demo): initdb into a temp dir,
+ * started with pg_ctl on a free port, wal_level=logical by default. The tests
+ * may restart, kill and reconfigure it freely. PostgreSQL refuses to run as
+ * root, so as root the binaries run as the 'postgres' user.
+ */
 import { execFileSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
@@ -5,12 +11,6 @@ import * as path from 'node:path';
 import pg from 'pg';
 import { freePort } from '../net';
 
-/**
- * A private PostgreSQL cluster (for tests and pgferry demo): initdb into a temp dir,
- * started with pg_ctl on a free port, wal_level=logical by default. The tests
- * may restart, kill and reconfigure it freely. PostgreSQL refuses to run as
- * root, so as root the binaries run as the 'postgres' user.
- */
 export const PG_BIN = process.env.PGFERRY_PG_BIN ?? '/usr/lib/postgresql/15/bin';
 
 const asRoot = process.getuid?.() === 0;

@@ -1,11 +1,11 @@
-import pg from 'pg';
-
 /**
  * The demo's gentle write workload: one small transaction at a time on the
  * source's shop tables — a new customer with a first order, a new order, an
  * order moving on (new → paid → shipped), or a shipped order removed — so
  * replicas see inserts, updates and deletes of several types.
  */
+import pg from 'pg';
+
 export interface Workload {
   stop(): Promise<{ txns: number }>;
 }

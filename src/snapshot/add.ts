@@ -1,3 +1,16 @@
+/**
+ * `pgferry replica add <name> --snapshot`: fill a new replica with the
+ * source's current content, then leave it where the stream takes over.
+ *
+ * 1. the newest stream offset is noted: every message up to it holds a
+ *    transaction that committed before the snapshot below;
+ * 2. a snapshot with a known position is exported (temporary slot);
+ * 3. the tables are copied from it, several at a time;
+ * 4. the replica's progress row records the snapshot position and that
+ *    offset, so its workflow reads the stream from there and skips every
+ *    transaction at or below the position: writes made during the copy are
+ *    applied exactly once.
+ */
 import type { Config } from '../config';
 import { replicaShare, replicaUrl, requireSourceUrl } from '../config';
 import { relLabel } from '../change';
@@ -17,19 +30,6 @@ import { captureMode } from '../capture/mode';
 import { ProgressStore } from '../apply/progress-store';
 import { ZERO_LSN } from '../lsn';
 
-/**
- * `pgferry replica add <name> --snapshot`: fill a new replica with the
- * source's current content, then leave it where the stream takes over.
- *
- * 1. the newest stream offset is noted: every message up to it holds a
- *    transaction that committed before the snapshot below;
- * 2. a snapshot with a known position is exported (temporary slot);
- * 3. the tables are copied from it, several at a time;
- * 4. the replica's progress row records the snapshot position and that
- *    offset, so its workflow reads the stream from there and skips every
- *    transaction at or below the position: writes made during the copy are
- *    applied exactly once.
- */
 export interface AddOptions {
   createTables: boolean;
   parallel: number;

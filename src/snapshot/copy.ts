@@ -1,3 +1,10 @@
+/**
+ * Copying tables from an exported snapshot into a replica, several tables at
+ * a time: COPY … TO STDOUT inside the snapshot on the source, piped into
+ * COPY … FROM STDIN on the replica, in PostgreSQL's text format (both
+ * sessions pin the same text settings). Each table is one replica
+ * transaction: a copy that fails leaves that table as it was.
+ */
 import { Transform } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import pg from 'pg';
@@ -8,13 +15,6 @@ import { connectPg, ident, qualified } from '../pg';
 import { loadSql } from '../sql';
 import { SchemaMismatchError } from '../errors';
 
-/**
- * Copying tables from an exported snapshot into a replica, several tables at
- * a time: COPY … TO STDOUT inside the snapshot on the source, piped into
- * COPY … FROM STDIN on the replica, in PostgreSQL's text format (both
- * sessions pin the same text settings). Each table is one replica
- * transaction: a copy that fails leaves that table as it was.
- */
 export interface TableProgress {
   table: string;
   rows: number;

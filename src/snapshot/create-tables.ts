@@ -1,10 +1,3 @@
-import type pg from 'pg';
-import { relLabel } from '../change';
-import type { TableRef } from '../tables';
-import { SchemaMismatchError } from '../errors';
-import { ident, qualified } from '../pg';
-import { loadSql } from '../sql';
-
 /**
  * `--create-tables`: create on the replica the published tables it lacks,
  * from the source's definitions — columns, types, defaults (and the
@@ -12,6 +5,13 @@ import { loadSql } from '../sql';
  * key. Not copied: other indexes, constraints, triggers, grants (the
  * replica's own business). Types must already exist on the replica.
  */
+import type pg from 'pg';
+import { relLabel } from '../change';
+import type { TableRef } from '../tables';
+import { SchemaMismatchError } from '../errors';
+import { ident, qualified } from '../pg';
+import { loadSql } from '../sql';
+
 export async function createMissingTables(source: pg.ClientBase, replica: pg.ClientBase, replicaName: string, tables: TableRef[]): Promise<string[]> {
   const { rows: missing } = await replica.query(loadSql('target/missing-tables.sql'), [tables.map((t) => t.schema), tables.map((t) => t.table)]);
   if (!missing.length) return [];

@@ -1,11 +1,11 @@
-import cliProgress from 'cli-progress';
-import type { TableProgress } from './copy';
-
 /**
  * The terminal view of a snapshot copy: one bar for all tables, with rows,
  * bytes, rate and ETA. On a terminal it redraws in place; otherwise (logs,
  * CI) it prints a line every two seconds.
  */
+import cliProgress from 'cli-progress';
+import type { TableProgress } from './copy';
+
 export function snapshotProgressBar(out: NodeJS.WriteStream = process.stdout) {
   const bar = new cliProgress.SingleBar(
     {

@@ -1,19 +1,3 @@
-import { createHash } from 'node:crypto';
-import type pg from 'pg';
-import type { Config } from '../config';
-import { replicaShare, replicaUrl, requireSourceUrl } from '../config';
-import { logger } from '../logger';
-import { connectRabbit } from '../changelog/rabbit';
-import type { TableRef } from '../tables';
-import { prepareCapture } from '../capture/prepare';
-import { prepareTarget } from '../apply/target';
-import { ident, qualified, withClient } from '../pg';
-import { withRetry } from '../retry';
-import { loadSql } from '../sql';
-import { AddResult, copyFromSnapshot } from './add';
-import type { TableProgress } from './copy';
-import { ProgressStore } from '../apply/progress-store';
-
 /**
  * `pgferry replica resync <name>`: rebuild a replica (one that needs a
  * resync after a gap, or one an operator no longer trusts) from a fresh
@@ -31,6 +15,22 @@ import { ProgressStore } from '../apply/progress-store';
  * Only the rows change: the tables keep their identity, indexes, grants,
  * views and foreign keys.
  */
+import { createHash } from 'node:crypto';
+import type pg from 'pg';
+import type { Config } from '../config';
+import { replicaShare, replicaUrl, requireSourceUrl } from '../config';
+import { logger } from '../logger';
+import { connectRabbit } from '../changelog/rabbit';
+import type { TableRef } from '../tables';
+import { prepareCapture } from '../capture/prepare';
+import { prepareTarget } from '../apply/target';
+import { ident, qualified, withClient } from '../pg';
+import { withRetry } from '../retry';
+import { loadSql } from '../sql';
+import { AddResult, copyFromSnapshot } from './add';
+import type { TableProgress } from './copy';
+import { ProgressStore } from '../apply/progress-store';
+
 const SHADOW_SCHEMA = 'pgferry_shadow';
 
 export function shadowOf(t: TableRef): TableRef {

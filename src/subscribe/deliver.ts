@@ -1,12 +1,3 @@
-import type pg from 'pg';
-import type { ChannelModel } from 'amqplib';
-import { relLabel } from '../change';
-import { ConfigError, HandlerFailedError, describeCause } from '../errors';
-import { LogCursor, LogPosition } from '../changelog/cursor';
-import type { Logger } from '../logger';
-import { ChangeEvent, CompiledFilter, TransactionEvent, eventsOf } from './events';
-import type { PositionStore } from './positions';
-
 /**
  * One delivery session of one subscriber: read the log from its stored
  * position and hand each transaction (or each change) to the handler, in
@@ -24,6 +15,15 @@ import type { PositionStore } from './positions';
  * session stops with a HandlerFailedError naming the change, and the stored
  * position stays before its transaction.
  */
+import type pg from 'pg';
+import type { ChannelModel } from 'amqplib';
+import { relLabel } from '../change';
+import { ConfigError, HandlerFailedError, describeCause } from '../errors';
+import { LogCursor, LogPosition } from '../changelog/cursor';
+import type { Logger } from '../logger';
+import { ChangeEvent, CompiledFilter, TransactionEvent, eventsOf } from './events';
+import type { PositionStore } from './positions';
+
 export interface HandlerContext {
   subscriber: string;
   /** 1 on the first call for this event, 2 on its first retry, … */

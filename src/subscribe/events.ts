@@ -1,5 +1,3 @@
-import type { ColumnInfo, Row, TxnMessage } from '../change';
-
 /**
  * What an application's handler receives: the change log's messages turned
  * into one event per row change, with the metadata an application needs and
@@ -9,6 +7,8 @@ import type { ColumnInfo, Row, TxnMessage } from '../change';
  * null), as in the log: a numeric keeps every digit, a bigint stays exact, a
  * timestamp keeps its microseconds. `columns` says each column's type.
  */
+import type { ColumnInfo, Row, TxnMessage } from '../change';
+
 export type Operation = 'insert' | 'update' | 'delete' | 'truncate';
 export const OPERATIONS: readonly Operation[] = ['insert', 'update', 'delete', 'truncate'];
 

@@ -1,8 +1,3 @@
-import pg from 'pg';
-import { ConfigError } from '../errors';
-import type { LogPosition } from '../changelog/cursor';
-import { loadSql } from '../sql';
-
 /**
  * Where subscribers keep their positions: a table in a PostgreSQL database of
  * the application's choosing (by default `pgferry_subscribers` in the first
@@ -10,6 +5,11 @@ import { loadSql } from '../sql';
  * own database lets a handler write its effects and the position in one
  * transaction: exactly-once effects from an at-least-once log.
  */
+import pg from 'pg';
+import { ConfigError } from '../errors';
+import type { LogPosition } from '../changelog/cursor';
+import { loadSql } from '../sql';
+
 export interface PositionTable {
   schema?: string;
   table: string;

@@ -1,18 +1,3 @@
-import pg from 'pg';
-import type { ChannelModel } from 'amqplib';
-import { DEFAULTS } from '../config';
-import { ConfigError, HandlerFailedError, PgferryError, describeCause, isTransient } from '../errors';
-import { redactText } from '../redact';
-import { endOfLog, START_OF_LOG, LogPosition } from '../changelog/cursor';
-import { connectRabbit } from '../changelog/rabbit';
-import { requireStream } from '../changelog/stream';
-import { logger as rootLogger, Logger } from '../logger';
-import { normalizeLsn } from '../lsn';
-import { createPool } from '../pg';
-import { ChangeEvent, ChangeFilter, TransactionEvent, checkFilter } from './events';
-import { DEFAULT_RETRY, Handler, RetryOptions, SessionOptions, SessionProgress, runSession } from './deliver';
-import { PositionStore, PositionTable } from './positions';
-
 /**
  * subscribe(): an application's durable, ordered feed of a source's changes.
  *
@@ -28,6 +13,21 @@ import { PositionStore, PositionTable } from './positions';
  * independently. `from` is only used the first time a name is seen; after
  * that the stored position wins.
  */
+import pg from 'pg';
+import type { ChannelModel } from 'amqplib';
+import { DEFAULTS } from '../config';
+import { ConfigError, HandlerFailedError, PgferryError, describeCause, isTransient } from '../errors';
+import { redactText } from '../redact';
+import { endOfLog, START_OF_LOG, LogPosition } from '../changelog/cursor';
+import { connectRabbit } from '../changelog/rabbit';
+import { requireStream } from '../changelog/stream';
+import { logger as rootLogger, Logger } from '../logger';
+import { normalizeLsn } from '../lsn';
+import { createPool } from '../pg';
+import { ChangeEvent, ChangeFilter, TransactionEvent, checkFilter } from './events';
+import { DEFAULT_RETRY, Handler, RetryOptions, SessionOptions, SessionProgress, runSession } from './deliver';
+import { PositionStore, PositionTable } from './positions';
+
 export type SubscriberFrom = 'now' | 'beginning' | string;
 
 export type SubscribeOptions = ChangeFilter & {

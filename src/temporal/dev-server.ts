@@ -1,3 +1,8 @@
+/**
+ * The Temporal CLI dev server (`temporal server start-dev`), used when no
+ * TEMPORAL_ADDRESS is given. Its state lives in a SQLite file under the data
+ * directory, so restarting pgferry resumes every workflow where it was.
+ */
 import { spawn, ChildProcess, execFileSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
@@ -7,11 +12,6 @@ import { ConfigError, UnavailableError } from '../errors';
 import type { Logger } from '../logger';
 import { devServerSearchAttributeFlags } from './search-attributes';
 
-/**
- * The Temporal CLI dev server (`temporal server start-dev`), used when no
- * TEMPORAL_ADDRESS is given. Its state lives in a SQLite file under the data
- * directory, so restarting pgferry resumes every workflow where it was.
- */
 export const TEMPORAL_CLI_VERSION = 'v1.5.1';
 
 export function temporalCacheBin(): string {

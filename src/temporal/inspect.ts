@@ -1,3 +1,8 @@
+/**
+ * What the CLI shows: workflow status (query), plus what Temporal knows about
+ * the activity in flight — its live heartbeat and the error of its last failed
+ * attempt while it is being retried.
+ */
 import { Client, WorkflowNotFoundError } from '@temporalio/client';
 import { defaultPayloadConverter } from '@temporalio/common';
 import { captureStatusQuery, CaptureStatus, replicaStatusQuery, ReplicaStatus } from '../../workflows/messages';
@@ -6,11 +11,6 @@ import { lsnDistance } from '../lsn';
 import { captureWorkflowId, replicaWorkflowId } from '../names';
 import type { CaptureProgress } from '../capture/contract';
 
-/**
- * What the CLI shows: workflow status (query), plus what Temporal knows about
- * the activity in flight — its live heartbeat and the error of its last failed
- * attempt while it is being retried.
- */
 export interface ActivityView {
   attempt: number;
   lastError: string | null;

@@ -1,14 +1,14 @@
+/**
+ * Connections a worker process keeps between activities: one pool per
+ * replica, one RabbitMQ connection (re-opened after it drops). Closed when
+ * the worker shuts down, so the process can exit.
+ */
 import type pg from 'pg';
 import type { ChannelModel } from 'amqplib';
 import { Config, replicaUrl } from '../config';
 import { SharedRabbit } from '../changelog/rabbit';
 import { createPool, REPLICA_SESSION_OPTIONS } from '../pg';
 
-/**
- * Connections a worker process keeps between activities: one pool per
- * replica, one RabbitMQ connection (re-opened after it drops). Closed when
- * the worker shuts down, so the process can exit.
- */
 export class WorkerResources {
   private readonly pools = new Map<string, pg.Pool>();
   private readonly shared: SharedRabbit;

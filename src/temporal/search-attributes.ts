@@ -1,9 +1,3 @@
-import type { Client, WorkflowHandle, WorkflowStartOptions } from '@temporalio/client';
-import type { SearchAttributePair, Workflow } from '@temporalio/common';
-import { ConfigError, PgferryError, UnavailableError, describeCause } from '../errors';
-import { streamName } from '../names';
-import { enableSearchAttributesSignal, PGFERRY_LAG_SECONDS, PGFERRY_SEARCH_ATTRIBUTES, PGFERRY_SOURCE, PGFERRY_STATE } from '../../workflows/messages';
-
 /**
  * pgferry's custom search attributes (defined in workflows/messages.ts) and
  * their registration on a namespace: by the dev server's `--search-attribute`
@@ -17,6 +11,11 @@ import { enableSearchAttributesSignal, PGFERRY_LAG_SECONDS, PGFERRY_SEARCH_ATTRI
  * then upsert nothing (workflows/visibility.ts). Once registered, the next
  * `pgferry up` tells running workflows to start showing them.
  */
+import type { Client, WorkflowHandle, WorkflowStartOptions } from '@temporalio/client';
+import type { SearchAttributePair, Workflow } from '@temporalio/common';
+import { ConfigError, PgferryError, UnavailableError, describeCause } from '../errors';
+import { streamName } from '../names';
+import { enableSearchAttributesSignal, PGFERRY_LAG_SECONDS, PGFERRY_SEARCH_ATTRIBUTES, PGFERRY_SOURCE, PGFERRY_STATE } from '../../workflows/messages';
 
 type AttributeType = (typeof PGFERRY_SEARCH_ATTRIBUTES)[number]['type'];
 

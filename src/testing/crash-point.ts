@@ -1,5 +1,3 @@
-import * as fs from 'node:fs';
-
 /**
  * TEST-ONLY crash points for the fault suite (test/faults, issue 8): kill -9
  * of a worker at an exact place of the data path, which a signal sent from
@@ -22,6 +20,8 @@ import * as fs from 'node:fs';
  *   transactions has COMMITted on the replica (data and pgferry.progress), and
  *   the applyBatch activity has not returned to Temporal.
  */
+import * as fs from 'node:fs';
+
 export const CRASH_ENV = 'PGFERRY_TEST_CRASH_AT';
 
 const spec = parse(process.env[CRASH_ENV]);

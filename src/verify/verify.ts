@@ -1,12 +1,3 @@
-import type pg from 'pg';
-import { relLabel } from '../change';
-import type { TableRef } from '../tables';
-import { compareLsn, ZERO_LSN } from '../lsn';
-import type { SourcePoint } from '../capture/contract';
-import { ident, qualified } from '../pg';
-import { loadSql } from '../sql';
-import { ProgressStore } from '../apply/progress-store';
-
 /**
  * `pgferry verify`: source and replica compared by content. Each table's rows
  * are spread over buckets by a hash of their key (the whole row for a table
@@ -17,6 +8,15 @@ import { ProgressStore } from '../apply/progress-store';
  * difference may just be lag: differing keys are settled (see `settle`)
  * against a source snapshot the replica is known to have caught up with.
  */
+import type pg from 'pg';
+import { relLabel } from '../change';
+import type { TableRef } from '../tables';
+import { compareLsn, ZERO_LSN } from '../lsn';
+import type { SourcePoint } from '../capture/contract';
+import { ident, qualified } from '../pg';
+import { loadSql } from '../sql';
+import { ProgressStore } from '../apply/progress-store';
+
 export interface TableVerdict {
   table: string;
   sourceRows: number;

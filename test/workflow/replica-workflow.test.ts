@@ -3,17 +3,20 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { bundleWorkflowCode, Worker, WorkflowBundleWithSourceMap } from '@temporalio/worker';
 import { ApplicationFailure } from '@temporalio/common';
+import { WorkflowHandle, WorkflowUpdateFailedError, WorkflowUpdateStage } from '@temporalio/client';
 import { execFileSync } from 'node:child_process';
 import { findTemporalBinary } from '../../src/temporal/dev-server';
 import type { TestWorkflowEnvironment } from '@temporalio/testing';
 import { createTestEnv } from '../helpers/test-env';
 import { waitFor } from '../helpers/wait';
-import { pauseSignal, replicaStatusQuery, resumeSignal, captureStatusQuery } from '../../workflows/messages';
+import { pauseSignal, replicaSetPausedUpdate, replicaStatusQuery, resumeSignal, captureStatusQuery, subscriberStatusQuery } from '../../workflows/messages';
 import type { BatchResult } from '../../src/apply/apply-batch';
 
 /**
- * Workflow logic with mocked activities: pause/resume, failure and resume
- * after a fix, continue-as-new carrying state. Each run's history is saved
+ * Workflow logic with mocked activities: pause/resume (signals, and the
+ * setPaused update that answers once the state is reached), failure and
+ * resume after a fix (the same for capture, replica and subscriber),
+ * continue-as-new carrying state. Each run's history is saved
  * under test/replay/histories when PGFERRY_RECORD_HISTORIES=1, for the replay test.
  */
 const HISTORIES = path.resolve(__dirname, '../replay/histories');
@@ -60,6 +63,37 @@ describe('replicaWorkflow and captureWorkflow (mocked activities)', () => {
     return { state, applyBatch, prepareReplica: async () => undefined };
   }
 
+  /** Batches that, once the gate is closed, are held before they commit until the test opens it. */
+  function gatedBatches() {
+    const fake = fakeBatches();
+    const gate = { held: 0, committed: 0, open: () => {} };
+    let opened: Promise<void> | null = null;
+    const close = () => {
+      opened = new Promise<void>((r) => (gate.open = () => {
+        opened = null;
+        r();
+      }));
+    };
+    const applyBatch = async (): Promise<BatchResult> => {
+      if (opened) {
+        gate.held += 1;
+        await opened;
+      }
+      const done = await fake.applyBatch();
+      gate.committed += 1;
+      return done;
+    };
+    return { fake, gate, close, activities: { applyBatch, prepareReplica: fake.prepareReplica } };
+  }
+
+  /** Whether a promise is still unsettled after `ms`. */
+  async function stillPending(p: Promise<unknown>, ms: number): Promise<boolean> {
+    let settled = false;
+    p.then(() => (settled = true), () => (settled = true));
+    await new Promise((r) => setTimeout(r, ms));
+    return !settled;
+  }
+
   it('applies batches, pauses (no batch runs while paused), resumes, and reports status', async () => {
     const { taskQueue, workflowId } = ids();
     const fake = fakeBatches();
@@ -104,6 +138,124 @@ describe('replicaWorkflow and captureWorkflow (mocked activities)', () => {
       expect((await h.query(replicaStatusQuery)).lastError).toBeNull();
       await h.terminate('test done');
       await record('replica-fail-resume', workflowId);
+    });
+  });
+
+  it('setPaused update: pause answers only once the batch in flight has committed, with state paused; resume answers with it running', async () => {
+    const { taskQueue, workflowId } = ids();
+    const { fake, gate, close, activities } = gatedBatches();
+    const worker = await Worker.create({ connection: env.nativeConnection, taskQueue, workflowBundle: bundle, activities });
+    await worker.runUntil(async () => {
+      const h = await env.client.workflow.start('replicaWorkflow', { taskQueue, workflowId, args: [{ replica: 'a', source: 'main', tables: [] }] });
+      await waitFor('a few batches', async () => (await h.query(replicaStatusQuery)).batches >= 2, 20_000, 50);
+      close();
+      await waitFor('a batch held in flight', () => gate.held >= 1, 10_000, 10);
+      const update = await h.startUpdate(replicaSetPausedUpdate, { args: [{ paused: true }], waitForStage: WorkflowUpdateStage.ACCEPTED });
+      const answer = update.result();
+      expect(await stillPending(answer, 500)).toBe(true); // the batch has not committed: not paused yet
+      expect((await h.query(replicaStatusQuery)).state).toBe('running');
+      gate.open();
+      const paused = await answer;
+      expect(paused.state).toBe('paused');
+      expect(paused.batches).toBe(gate.committed); // the batch that was in flight is in the answer
+      const calls = fake.state.calls;
+      await new Promise((r) => setTimeout(r, 300)); // a window in which a running loop would call applyBatch again
+      expect(fake.state.calls).toBe(calls);
+
+      const resumed = await h.executeUpdate(replicaSetPausedUpdate, { args: [{ paused: false }] });
+      expect(resumed.state).toBe('running');
+      await waitFor('applying again', async () => (await h.query(replicaStatusQuery)).batches > paused.batches + 1, 10_000, 50);
+      await h.terminate('test done');
+    });
+  });
+
+  it('setPaused update while failed: pause answers at once with failed and keeps it stopped; resume retries and answers running; bad input is rejected', async () => {
+    const { taskQueue, workflowId } = ids();
+    const fake = fakeBatches();
+    fake.state.fail = "replica 'a': insert on public.t was rejected: boom [23505]";
+    const worker = await Worker.create({ connection: env.nativeConnection, taskQueue, workflowBundle: bundle, activities: fake });
+    await worker.runUntil(async () => {
+      const h = await env.client.workflow.start('replicaWorkflow', { taskQueue, workflowId, args: [{ replica: 'a', source: 'main', tables: [] }] });
+      await waitFor('failed state', async () => (await h.query(replicaStatusQuery)).state === 'failed', 10_000, 50);
+      await expect(h.executeUpdate('setPaused', { args: [{ paused: 'yes' }] })).rejects.toBeInstanceOf(WorkflowUpdateFailedError);
+
+      const paused = await h.executeUpdate(replicaSetPausedUpdate, { args: [{ paused: true }] });
+      expect(paused).toMatchObject({ state: 'failed', lastError: fake.state.fail });
+      await new Promise((r) => setTimeout(r, 300));
+      expect(fake.state.calls).toBe(1); // still stopped: the pause released nothing
+
+      fake.state.fail = null;
+      const resumed = await h.executeUpdate(replicaSetPausedUpdate, { args: [{ paused: false }] });
+      expect(resumed).toMatchObject({ state: 'running', lastError: null });
+      // As with the signals, the resume cleared the pause sent while failed: it applies again.
+      await waitFor('applying again', async () => (await h.query(replicaStatusQuery)).batches >= 2, 10_000, 50);
+      await h.terminate('test done');
+    });
+  });
+
+  /** Each workflow with an activity that fails permanently on its first call, then succeeds. */
+  const stoppingWorkflows = [
+    {
+      workflow: 'replicaWorkflow',
+      args: [{ replica: 'a', source: 'main', tables: [] }],
+      status: (h: WorkflowHandle) => h.query(replicaStatusQuery),
+      activities: (fail: () => void) => ({ prepareReplica: async () => undefined, applyBatch: async () => (fail(), fakeBatches().applyBatch()) }),
+    },
+    {
+      workflow: 'captureWorkflow',
+      args: [{ source: 'main' }],
+      status: (h: WorkflowHandle) => h.query(captureStatusQuery),
+      activities: (fail: () => void) => ({
+        streamChanges: async () => {
+          fail();
+          await new Promise((r) => setTimeout(r, 100));
+          return { confirmedLsn: '0/20', txns: 3, changes: 9, messages: 3, startedAt: '' };
+        },
+      }),
+    },
+    {
+      workflow: 'subscriberWorkflow',
+      args: [{ subscriber: 's', source: 'main', retry: { initialDelayMs: 10, maxDelayMs: 20 } }],
+      status: (h: WorkflowHandle) => h.query(subscriberStatusQuery),
+      activities: (fail: () => void) => ({
+        deliverSubscriberBatch: async () => {
+          fail();
+          await new Promise((r) => setTimeout(r, 20));
+          return { position: { lsn: '0/10', offset: 1 }, txns: 1, changes: 2, totalTxns: 1, totalChanges: 2, lastCommitTime: null, caughtUp: true };
+        },
+      }),
+    },
+  ];
+  const stopCases = stoppingWorkflows.flatMap((w) => [
+    { ...w, type: 'GapError', expected: 'needs_resync' },
+    { ...w, type: 'ConfigError', expected: 'failed' },
+  ]);
+
+  it.each(stopCases)('the failure block is the same everywhere: $workflow stops in $expected on $type, calls nothing until resume, then clears the error and runs', async (c) => {
+    const { taskQueue, workflowId } = ids();
+    const message = `${c.workflow}: permanent ${c.type}`;
+    let calls = 0;
+    const fail = () => {
+      calls += 1;
+      if (calls === 1) throw ApplicationFailure.nonRetryable(message, c.type);
+    };
+    const worker = await Worker.create({ connection: env.nativeConnection, taskQueue, workflowBundle: bundle, activities: c.activities(fail) });
+    await worker.runUntil(async () => {
+      const h = await env.client.workflow.start(c.workflow, { taskQueue, workflowId, args: c.args });
+      const stopped = await waitFor(`${c.expected} state`, async () => {
+        const s = await c.status(h);
+        return s.state === c.expected ? s : null;
+      }, 10_000, 50);
+      expect(stopped.lastError).toBe(message);
+      await new Promise((r) => setTimeout(r, 300)); // a stopped workflow does not call again by itself
+      expect(calls).toBe(1);
+      await h.signal(resumeSignal);
+      const running = await waitFor('running after resume', async () => {
+        const s = await c.status(h);
+        return s.state === 'running' && calls >= 2 ? s : null;
+      }, 10_000, 50);
+      expect(running.lastError).toBeNull();
+      await h.terminate('test done');
     });
   });
 

@@ -8,14 +8,16 @@ import type { TestWorkflowEnvironment } from '@temporalio/testing';
 import { findTemporalBinary } from '../../src/temporal/dev-server';
 import { createTestEnv } from '../helpers/test-env';
 import { waitFor } from '../helpers/wait';
-import { pauseSignal, resumeSignal, subscriberStatusQuery } from '../../workflows/messages';
+import { WorkflowUpdateStage } from '@temporalio/client';
+import { pauseSignal, resumeSignal, subscriberSetPausedUpdate, subscriberStatusQuery } from '../../workflows/messages';
 import type { SessionResult } from '../../src/subscribe/deliver';
 
 /**
  * subscriberWorkflow with a mocked deliverSubscriberBatch: handler failures
  * are retried by Temporal with the subscriber's backoff until the activity
  * gives up (HandlerFailedError), then the workflow waits in `failed` until
- * resume; pause holds batches. The history is saved for the replay test
+ * resume; pause holds batches, and the setPaused update answers once it
+ * does (or at once while failed). The history is saved for the replay test
  * with PGFERRY_RECORD_HISTORIES=1.
  */
 const HISTORIES = path.resolve(__dirname, '../replay/histories');
@@ -93,6 +95,81 @@ describe('subscriberWorkflow (mocked activity)', () => {
         fs.mkdirSync(HISTORIES, { recursive: true });
         fs.writeFileSync(path.join(HISTORIES, 'subscriber-fail-resume.json'), json);
       }
+    });
+  });
+
+  /** A deliverSubscriberBatch that fails (permanently) while `fail` is set, and holds its batch while `hold` is set. */
+  function fakeDelivery() {
+    const state = { calls: 0, total: 0, held: 0, fail: null as string | null, hold: null as Promise<void> | null };
+    const deliverSubscriberBatch = async (): Promise<SessionResult> => {
+      state.calls += 1;
+      if (state.fail) throw ApplicationFailure.nonRetryable(state.fail, 'HandlerFailedError');
+      if (state.hold) {
+        state.held += 1;
+        await state.hold;
+      }
+      state.total += 1;
+      await new Promise((r) => setTimeout(r, 20));
+      return { position: { lsn: `0/${state.total}0`, offset: state.total }, txns: 1, changes: 2, totalTxns: state.total, totalChanges: 2 * state.total, lastCommitTime: null, caughtUp: true };
+    };
+    return { state, deliverSubscriberBatch };
+  }
+
+  function start(taskQueue: string, workflowId: string) {
+    return env.client.workflow.start('subscriberWorkflow', { taskQueue, workflowId, args: [{ subscriber: 's', source: 'main', retry: { initialDelayMs: 10, maxDelayMs: 20 } }] });
+  }
+
+  it('setPaused update: pause answers only once the batch in flight has finished, with state paused; resume answers with it running', async () => {
+    const taskQueue = `tq-sub-upd-${Date.now()}`;
+    const workflowId = `wf-sub-upd-${Date.now()}`;
+    const fake = fakeDelivery();
+    const worker = await Worker.create({ connection: env.nativeConnection, taskQueue, workflowBundle: bundle, activities: { deliverSubscriberBatch: fake.deliverSubscriberBatch } });
+    await worker.runUntil(async () => {
+      const h = await start(taskQueue, workflowId);
+      await waitFor('a few batches', async () => (await h.query(subscriberStatusQuery)).batches >= 2, 20_000, 50);
+      let release!: () => void;
+      fake.state.hold = new Promise<void>((r) => (release = r));
+      await waitFor('a batch held in flight', () => fake.state.held >= 1, 10_000, 10);
+      const update = await h.startUpdate(subscriberSetPausedUpdate, { args: [{ paused: true }], waitForStage: WorkflowUpdateStage.ACCEPTED });
+      let answered = false;
+      const answer = update.result().finally(() => (answered = true));
+      await new Promise((r) => setTimeout(r, 500));
+      expect(answered).toBe(false); // the batch in flight has not finished: not paused yet
+      fake.state.hold = null;
+      release();
+      const paused = await answer;
+      expect(paused.state).toBe('paused');
+      expect(paused.batches).toBe(fake.state.total); // the batch that was in flight is in the answer
+      const calls = fake.state.calls;
+      await new Promise((r) => setTimeout(r, 300));
+      expect(fake.state.calls).toBe(calls);
+
+      const resumed = await h.executeUpdate(subscriberSetPausedUpdate, { args: [{ paused: false }] });
+      expect(resumed.state).toBe('running');
+      await waitFor('delivering again', () => fake.state.calls > calls + 1, 10_000, 50);
+      await h.terminate('test done');
+    });
+  });
+
+  it('setPaused update while failed: pause answers at once with failed and keeps it stopped; resume retries and answers running', async () => {
+    const taskQueue = `tq-sub-fail-${Date.now()}`;
+    const workflowId = `wf-sub-fail-${Date.now()}`;
+    const fake = fakeDelivery();
+    fake.state.fail = "subscriber 's': the handler failed 3 times on insert of public.t: boom";
+    const worker = await Worker.create({ connection: env.nativeConnection, taskQueue, workflowBundle: bundle, activities: { deliverSubscriberBatch: fake.deliverSubscriberBatch } });
+    await worker.runUntil(async () => {
+      const h = await start(taskQueue, workflowId);
+      await waitFor('failed state', async () => (await h.query(subscriberStatusQuery)).state === 'failed', 10_000, 50);
+      const paused = await h.executeUpdate(subscriberSetPausedUpdate, { args: [{ paused: true }] });
+      expect(paused).toMatchObject({ state: 'failed', lastError: fake.state.fail });
+      await new Promise((r) => setTimeout(r, 300));
+      expect(fake.state.calls).toBe(1);
+
+      fake.state.fail = null;
+      const resumed = await h.executeUpdate(subscriberSetPausedUpdate, { args: [{ paused: false }] });
+      expect(resumed).toMatchObject({ state: 'running', lastError: null });
+      await waitFor('delivering again', async () => (await h.query(subscriberStatusQuery)).batches >= 2, 10_000, 50);
+      await h.terminate('test done');
     });
   });
 });

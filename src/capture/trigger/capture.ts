@@ -1,3 +1,14 @@
+/**
+ * Trigger capture: read pgferry.events batch by batch, in commit order, and
+ * publish each transaction in the same envelope as WAL capture.
+ *
+ * A batch is delimited by two ticks (snapshots): it holds the transactions
+ * that became visible between them. Transactions get the position
+ * `<tick>/<rank>` (a pg_lsn-shaped number that only grows), so replicas skip
+ * re-sent ones exactly as in WAL mode. A batch's events are deleted, and
+ * capture's tick advanced, only after RabbitMQ confirmed every message of it;
+ * re-reading an unconfirmed batch yields the same positions.
+ */
 import type pg from 'pg';
 import type { TxnMessage } from '../../change';
 import { CHUNK_BYTES, TxnChunker, gapMarker } from '../../changelog/envelope';
@@ -11,18 +22,8 @@ import { QueuedEvent, TriggerEvents } from './events';
 import type { CaptureOptions, CaptureProgress } from '../contract';
 import { TICK_LOCK } from './install';
 import { triggerHistory } from '../history';
+import { Heartbeat } from '../../heartbeat';
 
-/**
- * Trigger capture: read pgferry.events batch by batch, in commit order, and
- * publish each transaction in the same envelope as WAL capture.
- *
- * A batch is delimited by two ticks (snapshots): it holds the transactions
- * that became visible between them. Transactions get the position
- * `<tick>/<rank>` (a pg_lsn-shaped number that only grows), so replicas skip
- * re-sent ones exactly as in WAL mode. A batch's events are deleted, and
- * capture's tick advanced, only after RabbitMQ confirmed every message of it;
- * re-reading an unconfirmed batch yields the same positions.
- */
 export async function captureTriggers(opts: CaptureOptions): Promise<CaptureProgress> {
   const { source, url, log } = opts;
   const what = `source '${source}'`;
@@ -30,7 +31,7 @@ export async function captureTriggers(opts: CaptureOptions): Promise<CaptureProg
   const listener = await connectPg(what, url);
   let publisher: StreamPublisher | undefined;
   let wake: () => void = () => undefined;
-  let report: NodeJS.Timeout | undefined;
+  let report: Heartbeat<CaptureProgress> | undefined;
   listener.on('notification', () => wake());
   try {
     await holdCaptureLock(c, source);
@@ -47,7 +48,7 @@ export async function captureTriggers(opts: CaptureOptions): Promise<CaptureProg
     const progress: CaptureProgress = { confirmedLsn: formatLsn(lastTick << 32n), txns: 0, changes: 0, messages: 0, startedAt: new Date().toISOString() };
     let log_: { logEvents?: number; logBytes?: number } = {};
     // Heartbeats (live position, change-log size) even while idle: Temporal tells a live capture by them.
-    report = setInterval(() => opts.onProgress({ ...progress, ...log_ }), 2000);
+    report = new Heartbeat(opts.onProgress, { everyMs: 2000, details: () => ({ ...progress, ...log_ }) }).start();
     const started = Date.now();
     const stopAt = started + opts.maxRunMs;
 
@@ -103,13 +104,13 @@ export async function captureTriggers(opts: CaptureOptions): Promise<CaptureProg
       progress.confirmedLsn = formatLsn((next << 32n) | rank);
       const size = (await c.query(`SELECT count(*)::int AS n, pg_catalog.pg_total_relation_size('pgferry.events')::bigint AS b FROM pgferry.events`)).rows[0];
       log_ = { logEvents: Number(size.n), logBytes: Number(size.b) };
-      opts.onProgress({ ...progress, ...log_ });
+      report.beat(true); // the new position at once
       if (!txns.length) await waitForWake(200, opts.signal, (f) => (wake = f)); // only transactions still in progress: let them finish
     }
     log.info({ source, txns: progress.txns }, 'trigger capture run ended');
     return progress;
   } finally {
-    clearInterval(report);
+    report?.stop();
     await publisher?.close();
     await listener.end().catch(() => undefined);
     await c.end().catch(() => undefined);

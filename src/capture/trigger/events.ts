@@ -1,10 +1,3 @@
-import type pg from 'pg';
-import { Change, RelationInfo, relKey, relLabel, Row } from '../../change';
-import { SourceError } from '../../errors';
-import { qualified } from '../../pg';
-import { loadSql } from '../../sql';
-import { parseRecordText } from './record-text';
-
 /**
  * Reading trigger capture's queued events (pgferry.events) into changes,
  * whatever DDL happened between the write and the read:
@@ -19,6 +12,13 @@ import { parseRecordText } from './record-text';
  *   position, as before.
  * Anything that cannot be resolved is a SourceError naming the table.
  */
+import type pg from 'pg';
+import { Change, RelationInfo, relKey, relLabel, Row } from '../../change';
+import { SourceError } from '../../errors';
+import { qualified } from '../../pg';
+import { loadSql } from '../../sql';
+import { parseRecordText } from './record-text';
+
 export interface QueuedEvent {
   ev_id: string;
   op: string;

@@ -1,13 +1,3 @@
-import type pg from 'pg';
-import { relLabel } from '../../change';
-import { isPrivilegeError, SourceError } from '../../errors';
-import { escapeLiteral, qualified, withClient } from '../../pg';
-import { loadSql } from '../../sql';
-import { formatLsn } from '../../lsn';
-import type { TableRef } from '../../tables';
-import type { PreparedSource } from '../contract';
-import { describeTables, selectTables, TableSelection } from '../tables';
-
 /**
  * Preparing a source for trigger capture (no logical decoding needed):
  * install the pgferry schema (sql/source/trigger/install.sql), put the
@@ -18,6 +8,16 @@ import { describeTables, selectTables, TableSelection } from '../tables';
  * on each table in turn: on a busy source it may meet a deadlock, which is
  * retried (run it at a quiet moment).
  */
+import type pg from 'pg';
+import { relLabel } from '../../change';
+import { isPrivilegeError, SourceError } from '../../errors';
+import { escapeLiteral, qualified, withClient } from '../../pg';
+import { loadSql } from '../../sql';
+import { formatLsn } from '../../lsn';
+import type { TableRef } from '../../tables';
+import type { PreparedSource } from '../contract';
+import { describeTables, selectTables, TableSelection } from '../tables';
+
 export const TICK_LOCK = 7_364_201; // pg_advisory_xact_lock key serializing tick creation
 
 export async function prepareTriggerSource(url: string, source: string, selection: TableSelection): Promise<PreparedSource> {

@@ -1,5 +1,3 @@
-import { compareLsn, normalizeLsn } from '../../lsn';
-
 /**
  * Capture's acknowledgement bookkeeping, pure: which source position the
  * slot may be acknowledged with. A transaction is released once it has
@@ -14,6 +12,8 @@ import { compareLsn, normalizeLsn } from '../../lsn';
  * passes the commit of a transaction whose messages RabbitMQ has not all
  * confirmed.
  */
+import { compareLsn, normalizeLsn } from '../../lsn';
+
 export interface TrackedTxn {
   readonly id: number;
 }

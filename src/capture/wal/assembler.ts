@@ -1,8 +1,3 @@
-import type { Pgoutput } from 'pg-logical-replication';
-import { Change, RelationInfo, Row, TxnMessage, microsToIso, relKey } from '../../change';
-import { CHUNK_BYTES, TxnChunker } from '../../changelog/envelope';
-import { normalizeLsn } from '../../lsn';
-
 /**
  * Turns the pgoutput message sequence (begin, relation, insert/update/delete/
  * truncate, commit) into change-log messages: one per transaction, or ordered
@@ -10,6 +5,11 @@ import { normalizeLsn } from '../../lsn';
  * about `chunkBytes` of values each) for large ones, so memory stays bounded
  * whatever the transaction size. Pure: no I/O.
  */
+import type { Pgoutput } from 'pg-logical-replication';
+import { Change, RelationInfo, Row, TxnMessage, microsToIso, relKey } from '../../change';
+import { CHUNK_BYTES, TxnChunker } from '../../changelog/envelope';
+import { normalizeLsn } from '../../lsn';
+
 export interface AssemblerOptions {
   source: string;
   chunkChanges: number;

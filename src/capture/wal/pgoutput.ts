@@ -1,7 +1,3 @@
-import { PgoutputPlugin, Pgoutput } from 'pg-logical-replication';
-import type { Row } from '../../change';
-import { formatLsn } from '../../lsn';
-
 /**
  * pgoutput (protocol 1) decoding for capture, written for the hot path.
  *
@@ -18,6 +14,10 @@ import { formatLsn } from '../../lsn';
  * assembler stay those of pg-logical-replication; only `parse` is ours.
  * https://www.postgresql.org/docs/15/protocol-logicalrep-message-formats.html
  */
+import { PgoutputPlugin, Pgoutput } from 'pg-logical-replication';
+import type { Row } from '../../change';
+import { formatLsn } from '../../lsn';
+
 export class TextPgoutputPlugin extends PgoutputPlugin {
   private readonly relations = new Map<number, Pgoutput.MessageRelation>();
 

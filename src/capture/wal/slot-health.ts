@@ -1,8 +1,3 @@
-import { lsnDistance, normalizeLsn } from '../../lsn';
-import { slotName } from '../../names';
-import { withClient } from '../../pg';
-import { loadSql } from '../../sql';
-
 /**
  * How a source's replication slot stands: whether it exists and is in use,
  * how far it has been confirmed, and how much WAL it makes the source keep
@@ -10,6 +5,11 @@ import { loadSql } from '../../sql';
  * position). For `capture status` and metrics; one short query on an
  * ordinary connection.
  */
+import { lsnDistance, normalizeLsn } from '../../lsn';
+import { slotName } from '../../names';
+import { withClient } from '../../pg';
+import { loadSql } from '../../sql';
+
 export interface SlotHealth {
   slot: string;
   exists: boolean;

@@ -29,6 +29,7 @@ import { formatLsn, parseLsn, ZERO_LSN } from '../../lsn';
 import { publicationName, slotName } from '../../names';
 import { connectPg, SESSION_OPTIONS } from '../../pg';
 import { redactText } from '../../redact';
+import { Heartbeat } from '../../heartbeat';
 import { crashPoint } from '../../testing/crash-point';
 
 export async function streamChanges(opts: CaptureOptions): Promise<CaptureProgress> {
@@ -131,7 +132,7 @@ class CaptureRun {
     this.service.on('heartbeat', (lsn: string, _ts: number, shouldRespond: boolean) => this.onKeepalive(lsn, shouldRespond));
     this.service.on('error', (err: Error) => this.failRun(err));
     const replication = this.subscribe();
-    const report = setInterval(() => opts.onProgress({ ...this.progress }), 2000);
+    const report = new Heartbeat(opts.onProgress, { everyMs: 2000, details: () => ({ ...this.progress }) }).start();
     const keepalive = setInterval(() => this.sendAck(), 10_000);
     heartbeat.start();
     let timer: NodeJS.Timeout | undefined;
@@ -146,7 +147,7 @@ class CaptureRun {
         }),
       ]);
     } finally {
-      clearInterval(report);
+      report.stop();
       clearInterval(keepalive);
       heartbeat.stop();
       if (timer) clearTimeout(timer);
