@@ -1,15 +1,16 @@
 /**
- * SQL that pgferry installs or runs lives in `sql/` and is loaded from there.
- * Found relative to this file both in the TypeScript tree and in `dist/`.
+ * The `sql/` directory: the DDL pgferry installs (sql/migrations, see
+ * migrations.ts) and the demo's schema, loaded from there. Found relative to
+ * this file both in the TypeScript tree and in `dist/`.
  */
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 
 const cache = new Map<string, string>();
 
-function sqlDir(): string {
+export function sqlDir(): string {
   for (const dir of [path.resolve(__dirname, '../sql'), path.resolve(__dirname, '../../sql')]) {
-    if (fs.existsSync(path.join(dir, 'target'))) return dir;
+    if (fs.existsSync(path.join(dir, 'migrations'))) return dir;
   }
   throw new Error(`pgferry's sql/ directory was not found next to ${__dirname}; reinstall pgferry`);
 }

@@ -1,5 +1,5 @@
 /**
- * The replica's checkpoint: its row in pgferry.progress (sql/target/schema.sql),
+ * The replica's checkpoint: its row in pgferry.progress (sql/migrations/target/0001-bookkeeping.sql),
  * the only module that reads or writes it. The row says which source a
  * replica follows, the last source transaction it holds (`lsn`, of source
  * history `history`) and the last stream message it consumed (`offset`).

@@ -2,7 +2,7 @@
  * The statements of many small changes — typically a stream of short OLTP
  * transactions, one insert, update or delete each — queued to go to the
  * replica in one round trip through pgferry.apply_statements
- * (sql/target/schema.sql) instead of one round trip each. Order is kept
+ * (sql/migrations/target/0001-bookkeeping.sql) instead of one round trip each. Order is kept
  * exactly. A buffer only: the applier (applier.ts) sends it, and applies its
  * changes one by one if the replica refuses the group.
  */

@@ -6,10 +6,12 @@ import type pg from 'pg';
 import { SchemaMismatchError } from '../errors';
 import { nameLabel, relLabel } from '../change';
 import { loadSql } from '../sql';
+import { migrate } from '../migrations';
 import type { TableRef } from '../tables';
 
+/** pgferry's schema on the replica, migrated to this version (src/migrations.ts). */
 export async function ensureTargetSchema(c: pg.ClientBase): Promise<void> {
-  await c.query(loadSql('target/schema.sql'));
+  await migrate(c, 'target');
 }
 
 /**

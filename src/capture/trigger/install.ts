@@ -1,6 +1,6 @@
 /**
  * Preparing a source for trigger capture (no logical decoding needed):
- * install the pgferry schema (sql/source/trigger/install.sql), put the
+ * install the pgferry schema (sql/migrations/source/0001-trigger-capture.sql, src/migrations.ts), put the
  * capture triggers on the selected tables and take them off tables no
  * longer selected, and give this source name its starting tick. Idempotent;
  * one transaction, so a half-installed source cannot exist, and every table
@@ -13,6 +13,7 @@ import { relLabel } from '../../change';
 import { isPrivilegeError, SourceError } from '../../errors';
 import { escapeLiteral, qualified, withClient } from '../../pg';
 import { loadSql } from '../../sql';
+import { migrate } from '../../migrations';
 import { formatLsn } from '../../lsn';
 import type { TableRef } from '../../tables';
 import type { PreparedSource } from '../contract';
@@ -29,7 +30,7 @@ export async function prepareTriggerSource(url: string, source: string, selectio
         (await c.query(loadSql('source/trigger/candidate-tables.sql'))).rows.map((r) => ({ schema: r.schema_name, table: r.table_name }));
       const tables = await describeTables(c, source, selected); // refuses uncarriable columns before installing anything
       const installed = (await c.query(`SELECT to_regclass('pgferry.events') IS NOT NULL AS yes`)).rows[0].yes;
-      await c.query(loadSql('source/trigger/install.sql'));
+      await migrate(c, 'source', { inTransaction: true });
       await installTriggers(c, tables);
       const state = await c.query('SELECT last_tick FROM pgferry.capture_state WHERE source = $1', [source]);
       // Like a new slot: capture starts here. (If the stream already holds changes, the log was lost: see prepareCapture.)

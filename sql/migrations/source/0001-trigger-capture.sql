@@ -1,4 +1,6 @@
--- Trigger capture, for sources without wal_level=logical. Idempotent.
+-- Migration source/0001: trigger capture, for sources without wal_level=logical.
+-- Idempotent, as the install.sql it replaces was re-run at every start: a
+-- source installed before migrations existed takes it as a no-op.
 --
 -- Row triggers append every change to pgferry.events, in the writing
 -- transaction (so a change and its event commit or vanish together). Values

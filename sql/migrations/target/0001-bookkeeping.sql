@@ -1,20 +1,11 @@
--- pgferry's bookkeeping on a replica database. Idempotent.
+-- Migration target/0001: pgferry's bookkeeping on a replica database.
+-- Written to be idempotent, as the schema.sql it replaces was re-run at every
+-- start: a replica set up before migrations existed takes it as a no-op.
+--
 -- progress holds, per replica name, the commit position of the last source
 -- transaction applied and the stream offset after it. It is written in the
 -- same transaction as the data it describes: it is the truth about what the
 -- replica holds.
--- CREATE SCHEMA IF NOT EXISTS needs CREATE on the database even when the
--- schema exists, so it is only run when it does not: a least-privileged
--- replica role, given a pgferry schema of its own by the DBA and no CREATE on
--- the database, gets past this (found by test/e2e/least-privilege.test.ts).
-DO $$
-BEGIN
-  IF NOT EXISTS (SELECT 1 FROM pg_catalog.pg_namespace WHERE nspname = 'pgferry') THEN
-    CREATE SCHEMA IF NOT EXISTS pgferry;
-  END IF;
-END
-$$;
-
 CREATE TABLE IF NOT EXISTS pgferry.progress (
   replica        text        PRIMARY KEY,
   source         text        NOT NULL,
@@ -25,7 +16,7 @@ CREATE TABLE IF NOT EXISTS pgferry.progress (
   last_commit_time timestamptz,
   updated_at     timestamptz NOT NULL DEFAULT now()
 );
--- The source history lsn belongs to (see src/log/protocol.ts); null until known.
+-- The source history lsn belongs to (see src/changelog/protocol.ts); null until known.
 -- (Checked first: ALTER TABLE would lock the table even when the column is there.)
 DO $$
 BEGIN
