@@ -9,8 +9,9 @@ import { cli, StopWaiting } from '../helpers/fixture';
 import { ROOT, startNode, Proc } from '../helpers/procs';
 import { waitFor } from '../helpers/wait';
 import { fingerprint } from '../helpers/fixture';
-import { auditIds, FaultWorld, REPLICAS } from '../faults/harness';
-import { PrivateRabbit, restartTemporal, Supervisor } from '../faults/harness-infra';
+import { auditIds } from '../faults/harness/audit';
+import { restartTemporal } from '../faults/harness/faults';
+import { FaultWorld, PrivateRabbit, REPLICAS, Supervisor } from '../faults/harness/system';
 import { CHAOS_SCHEMA, CHAOS_TABLES, MixedWorkload } from './mixed-workload';
 
 /**
@@ -63,7 +64,7 @@ const SEEN = `CREATE TABLE seen (seq bigserial PRIMARY KEY, subscriber text NOT 
                                  tbl text NOT NULL, op text NOT NULL, key text, new text);
               CREATE SCHEMA app;`;
 
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
 
 describe(`chaos campaign: ${seeds.length} run(s) of ${WINDOW_S} s, seeds ${seeds.join(', ')}`, () => {
   let rabbit: PrivateRabbit;

@@ -1,6 +1,8 @@
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
-import { FaultWorld, REPLICAS } from './harness';
-import { crashedAt, crashEnv, maxActivityAttempt, progressLsn, startLoad, stopLoads } from './harness-extra';
+import { crashedAt, crashEnv } from './harness/faults';
+import { maxActivityAttempt, progressLsn } from './harness/inspect';
+import { FaultWorld, REPLICAS } from './harness/system';
+import { startLoad, stopLoads } from './harness/workload';
 import { replicaWorkflowId } from '../../src/names';
 
 /**

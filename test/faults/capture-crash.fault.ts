@@ -1,6 +1,8 @@
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
-import { FaultWorld } from './harness';
-import { crashedAt, crashEnv, readStream, repeatedDeliveries, startLoad, stopLoads } from './harness-extra';
+import { crashedAt, crashEnv } from './harness/faults';
+import { readStream, repeatedDeliveries } from './harness/inspect';
+import { FaultWorld } from './harness/system';
+import { startLoad, stopLoads } from './harness/workload';
 
 /**
  * Faults 1 and 2: kill -9 of the capture worker at an exact point of the

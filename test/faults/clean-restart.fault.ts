@@ -1,6 +1,7 @@
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
-import { FaultWorld } from './harness';
-import { readStream, repeatedDeliveries, startLoad, stopLoads } from './harness-extra';
+import { readStream, repeatedDeliveries } from './harness/inspect';
+import { FaultWorld } from './harness/system';
+import { startLoad, stopLoads } from './harness/workload';
 
 /**
  * Fault 16: a clean shutdown (SIGTERM, as Ctrl-C or `systemctl stop` sends)

@@ -7,8 +7,10 @@ import { startUp, upArgs } from '../helpers/fixture';
 import type { Proc } from '../helpers/procs';
 import { startTemporal } from '../helpers/temporal';
 import { waitFor } from '../helpers/wait';
-import { FaultWorld, REPLICAS } from './harness';
-import { Backend, replicaBackends, startLoad, stopLoads, tcpPortsOf, within } from './harness-extra';
+import { Backend, replicaBackends, tcpPortsOf } from './harness/inspect';
+import { FaultWorld, REPLICAS } from './harness/system';
+import { within } from './harness/wait';
+import { startLoad, stopLoads } from './harness/workload';
 
 /**
  * Fault 15: two workers running at once for the same replica (a deployment

@@ -2,7 +2,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { slotHealth, SlotHealth } from '../../src/capture/wal/slot-health';
 import { compareLsn } from '../../src/lsn';
 import { waitFor } from '../helpers/wait';
-import { FaultWorld, REPLICAS } from './harness';
+import { FaultWorld, REPLICAS } from './harness/system';
 
 /**
  * Fault 17: a source with no writes for a long time, then writes. With a 1 s

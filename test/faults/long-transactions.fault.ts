@@ -1,8 +1,9 @@
 import pg from 'pg';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { compareLsn } from '../../src/lsn';
-import { FaultWorld, REPLICAS } from './harness';
-import { progressLsn, readStream, startLoad, stopLoads } from './harness-extra';
+import { progressLsn, readStream } from './harness/inspect';
+import { FaultWorld, REPLICAS } from './harness/system';
+import { startLoad, stopLoads } from './harness/workload';
 import { waitFor } from '../helpers/wait';
 
 /**

@@ -1,7 +1,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { waitFor } from '../helpers/wait';
-import { FaultWorld, REPLICAS } from './harness';
-import { PrivateRabbit, Supervisor, waitForReplicasRunning } from './harness-infra';
+import { FaultWorld, PrivateRabbit, REPLICAS, Supervisor } from './harness/system';
+import { waitForReplicasRunning } from './harness/wait';
 
 /**
  * Fault 4: RabbitMQ restarted (stopped, then started) while the workload

@@ -1,8 +1,13 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { cli, progressOf, waitForEqual } from '../helpers/fixture';
 import { compareLsn } from '../../src/lsn';
-import { AUDIT_TABLES, FaultWorld } from './harness';
-import { audit, checkPrefix, replicaStatus, settleReported, short, sourceAudit, waitReplicaState } from './harness-reported';
+import { auditReplicas, checkPrefix } from './harness/audit';
+import { replicaStatus } from './harness/operator';
+import { short } from './harness/rows';
+import { settleReported } from './harness/settle';
+import { FaultWorld } from './harness/system';
+import { waitReplicaState } from './harness/wait';
+import { AUDIT_TABLES, sourceAudit } from './harness/workload';
 
 /**
  * Fault 12: a poison row, rejected by one replica only (replica b has a CHECK
@@ -70,7 +75,7 @@ describe('fault 12: a poison row rejected by one replica', () => {
     // a, with the workload stopped: exact while b is still failed.
     const firstLoad = await load.stop();
     await waitForEqual(f.w, 'a', AUDIT_TABLES, 180_000);
-    const aAudit = await audit(f, ['a']);
+    const aAudit = await auditReplicas(f.w, ['a']);
     expect(aAudit.per.a, 'a while b is failed').toEqual({ lost: 0, duplicated: 0 });
 
     // The operator's fix, under a new workload: drop the constraint, resume b.

@@ -1,7 +1,6 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { cli } from '../helpers/fixture';
-import { FaultWorld, REPLICAS } from './harness';
-import { Supervisor } from './harness-infra';
+import { FaultWorld, REPLICAS, Supervisor } from './harness/system';
 
 /**
  * Fault 6: a replica database down for 60 s while the source keeps writing.

@@ -1,8 +1,13 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { cli, progressOf } from '../helpers/fixture';
 import { waitFor } from '../helpers/wait';
-import { FaultWorld } from './harness';
-import { captureStatus, checkPrefix, replicaStatus, resync, settleReported, short, sourceAudit, systemStatus, waitReplicaState } from './harness-reported';
+import { checkPrefix } from './harness/audit';
+import { captureStatus, replicaStatus, resync, systemStatus } from './harness/operator';
+import { short } from './harness/rows';
+import { settleReported } from './harness/settle';
+import { FaultWorld } from './harness/system';
+import { waitReplicaState } from './harness/wait';
+import { sourceAudit } from './harness/workload';
 
 /**
  * Fault 11: stream retention removes what a paused replica still needs, while

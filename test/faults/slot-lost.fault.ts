@@ -3,8 +3,13 @@ import { captureStatusQuery, resumeSignal } from '../../workflows/messages';
 import { captureWorkflowId } from '../../src/names';
 import { waitFor } from '../helpers/wait';
 import type { Workload } from '../helpers/workload';
-import { FaultWorld, REPLICAS } from './harness';
-import { audit, checkPrefix, resync, settleReported, short, sourceAudit, systemStatus, waitReplicaState, withTemporal } from './harness-reported';
+import { auditReplicas, checkPrefix } from './harness/audit';
+import { resync, systemStatus, withTemporal } from './harness/operator';
+import { short } from './harness/rows';
+import { settleReported } from './harness/settle';
+import { FaultWorld, REPLICAS } from './harness/system';
+import { waitReplicaState } from './harness/wait';
+import { sourceAudit } from './harness/workload';
 
 /**
  * Fault 10: the replication slot lost under the audit workload — dropped
@@ -86,7 +91,7 @@ describe('fault 10: the slot dropped or invalidated', () => {
       expect(p.held, `${r} is missing what was written while there was no slot`).toBeLessThan(p.committed);
       notes.push(`${r}: ${p.held} of ${p.committed} txns, 0 holes`);
     }
-    const missing = await audit(f, REPLICAS);
+    const missing = await auditReplicas(f.w, REPLICAS);
     const t0 = Date.now();
     for (const r of REPLICAS) {
       const out = await resync(f, r);

@@ -2,8 +2,10 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { cli, fingerprint, StopWaiting } from '../helpers/fixture';
 import { runCli, startCli } from '../helpers/procs';
 import { waitFor } from '../helpers/wait';
-import { FaultWorld, REPLICAS } from './harness';
-import { recordRow, settleReported, short, systemStatus, withTemporal } from './harness-reported';
+import { systemStatus, withTemporal } from './harness/operator';
+import { recordRow, short } from './harness/rows';
+import { settleReported } from './harness/settle';
+import { FaultWorld, REPLICAS } from './harness/system';
 
 /**
  * Fault 18: the process running `replica add late --snapshot` is killed (-9)

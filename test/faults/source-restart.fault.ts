@@ -1,5 +1,5 @@
 import { afterAll, beforeAll, describe, it } from 'vitest';
-import { FaultWorld } from './harness';
+import { FaultWorld } from './harness/system';
 
 /** Fault 7: the source restarted, fast and immediate, while the workload writes (it reconnects and goes on). */
 describe('fault 7: source restart', () => {

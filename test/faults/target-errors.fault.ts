@@ -5,8 +5,12 @@ import * as path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { cli, progressOf } from '../helpers/fixture';
 import { waitFor } from '../helpers/wait';
-import { FaultWorld } from './harness';
-import { checkPrefix, recordNotProduced, replicaStatus, Reported, settleReported, short, sourceAudit } from './harness-reported';
+import { checkPrefix } from './harness/audit';
+import { replicaStatus, Reported } from './harness/operator';
+import { recordNotProduced, short } from './harness/rows';
+import { settleReported } from './harness/settle';
+import { FaultWorld } from './harness/system';
+import { sourceAudit } from './harness/workload';
 
 /**
  * Fault 14: the target refuses writes — a permission error and a full disk —

@@ -1,7 +1,8 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { waitFor } from '../helpers/wait';
-import { FaultWorld, REPLICAS } from './harness';
-import { restartTemporal, Supervisor, waitForReplicasRunning } from './harness-infra';
+import { restartTemporal } from './harness/faults';
+import { FaultWorld, REPLICAS, Supervisor } from './harness/system';
+import { waitForReplicasRunning } from './harness/wait';
 
 /**
  * Fault 5: the Temporal dev server killed (SIGKILL) while the workload writes,

@@ -1,8 +1,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { cli } from '../helpers/fixture';
 import { waitFor } from '../helpers/wait';
-import { FaultWorld, REPLICAS } from './harness';
-import { Supervisor } from './harness-infra';
+import { FaultWorld, REPLICAS, Supervisor } from './harness/system';
 
 /**
  * Fault 8: pg_terminate_backend, several times during the workload, on the

@@ -1,40 +1,14 @@
+/**
+ * Looking inside the running system, beneath what pgferry reports: the
+ * source's change stream in RabbitMQ (and messages delivered more than once),
+ * a replica's stored position, the database backends of a replica and which
+ * process owns them, and the attempts of an activity in a Temporal history.
+ */
 import * as fs from 'node:fs';
 import * as amqp from 'amqplib';
-import { expect } from 'vitest';
-import { decodeTxn } from '../../src/changelog/envelope';
-import { StreamReader } from '../../src/changelog/stream';
-import { CRASH_ENV } from '../../src/testing/crash-point';
-import { RABBIT_URL, World } from '../helpers/fixture';
-import type { Proc } from '../helpers/procs';
-import type { Workload } from '../helpers/workload';
-import type { FaultWorld } from './harness';
-
-/**
- * Helpers the crash, long-transaction, duplicate-worker and clean-restart
- * faults (1, 2, 3, 9, 15, 16) add to harness.ts.
- */
-
-/** The environment that arms a test-only crash point (src/testing/crash-point.ts): `point` or `point:N` (the N-th hit). */
-export function crashEnv(point: string, nth?: number): NodeJS.ProcessEnv {
-  return { [CRASH_ENV]: nth ? `${point}:${nth}` : point };
-}
-
-/**
- * Wait until `proc` dies by itself at crash point `point` (it prints one line,
- * then SIGKILLs itself), and check that it did: killed by SIGKILL, the line in
- * its output. Returns when it is gone.
- */
-export async function crashedAt(proc: Proc, point: string, timeoutMs = 180_000): Promise<void> {
-  let timer: NodeJS.Timeout | undefined;
-  const dead = await Promise.race([
-    proc.exited.then(() => true),
-    new Promise<false>((resolve) => (timer = setTimeout(() => resolve(false), timeoutMs))),
-  ]);
-  clearTimeout(timer);
-  if (!dead) throw new Error(`timed out after ${timeoutMs / 1000}s waiting for the process to crash at '${point}'; its output:\n${proc.output().slice(-4000)}`);
-  expect(proc.child.signalCode, `the process should have SIGKILLed itself at '${point}'; output:\n${proc.output().slice(-4000)}`).toBe('SIGKILL');
-  expect(proc.output()).toContain(`test crash point '${point}' reached`);
-}
+import { decodeTxn } from '../../../src/changelog/envelope';
+import { StreamReader } from '../../../src/changelog/stream';
+import { RABBIT_URL, World } from '../../helpers/fixture';
 
 /** One message of the change stream, as the fault tests look at it. */
 export interface StreamEntry {
@@ -153,29 +127,6 @@ export function tcpPortsOf(pid: number): Set<number> {
 }
 
 /**
- * Poll `check` until it returns something truthy or `timeoutMs` passes; then
- * false, not an error (for "did this happen within …" probes). An error of the
- * last try is thrown, so a broken probe never reads as "did not happen".
- */
-export async function within<T>(check: () => Promise<T> | T, timeoutMs: number, intervalMs = 200): Promise<NonNullable<T> | false> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    let error: unknown = null;
-    try {
-      const v = await check();
-      if (v) return v as NonNullable<T>;
-    } catch (err) {
-      error = err;
-    }
-    if (Date.now() > deadline) {
-      if (error) throw error;
-      return false;
-    }
-    await new Promise((r) => setTimeout(r, intervalMs));
-  }
-}
-
-/**
  * The highest attempt number at which an activity of type `activityType`
  * completed (or failed) in any run of workflow `workflowId` (its history
  * records the started event of the final attempt only): 2 or more means
@@ -201,22 +152,4 @@ export async function maxActivityAttempt(address: string, workflowId: string, ac
   } finally {
     await connection.close().catch(() => undefined);
   }
-}
-
-const running = new Set<Workload>();
-
-/**
- * f.load(), remembered so that `afterEach(stopLoads)` stops it even when the
- * test failed before settle: a workload left running would go on writing into
- * the next test of the file (and into a source being torn down).
- */
-export function startLoad(f: FaultWorld, sleepMs = 2, opts: { reconnect?: boolean } = {}): Workload {
-  const load = f.load(sleepMs, opts);
-  running.add(load);
-  return load;
-}
-
-export async function stopLoads(): Promise<void> {
-  for (const load of running) await load.stop().catch(() => undefined);
-  running.clear();
 }

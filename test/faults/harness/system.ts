@@ -1,58 +1,127 @@
+/**
+ * The system under test, as the fault suite runs it: a source with the audit
+ * workload's tables replicated to replicas a and b by pgferry split in two
+ * processes (capture and apply) on a Temporal dev server (FaultWorld); a
+ * RabbitMQ node of the test's own that can be stopped without disturbing
+ * other tests (PrivateRabbit); and a service manager that restarts a
+ * pgferry process that died (Supervisor).
+ */
 import { execFile } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { promisify } from 'node:util';
 import * as amqp from 'amqplib';
-import { startDevServer } from '../../src/temporal/dev-server';
-import { logger } from '../../src/logger';
-import { cli, upArgs, World } from '../helpers/fixture';
-import { startCli, Proc } from '../helpers/procs';
-import { REPLICAS, type FaultWorld } from './harness';
-import { freePort } from '../helpers/ports';
-import { waitFor } from '../helpers/wait';
+import { expect } from 'vitest';
+import { createWorld, startUp, upArgs, waitForEqual, World } from '../../helpers/fixture';
+import { freePort } from '../../helpers/ports';
+import { startCli, Proc } from '../../helpers/procs';
+import { waitFor } from '../../helpers/wait';
+import { AUDIT_SCHEMA, AUDIT_TABLES, Workload } from '../../helpers/workload';
+import { auditReplicas } from './audit';
+import { FaultRow, record } from './rows';
 
 /**
- * Infrastructure faults for the fault suite: the Temporal dev server killed
- * and restarted in place, and a RabbitMQ node of the test's own that can be
- * stopped and started without disturbing anybody else's tests.
+ * The fault suite's world: a source with the audit workload's tables (every
+ * source transaction inserts one audit row with a unique id), two replicas a
+ * and b, and pgferry split in two processes — capture (`worker --queues
+ * capture`) and apply (`up --queues apply`) — so a fault can hit either.
+ *
+ * A fault test: `const load = f.load(); …inject…; await f.settle(load, …)`.
+ * settle stops the workload, waits until both replicas equal the source, and
+ * audits them: lost = source transaction ids missing on the replica,
+ * duplicated = audit rows on the replica beyond one per id. The result is
+ * asserted (0 and 0) and recorded for the suite's table.
  */
+export const REPLICAS = ['a', 'b'];
+
+export class FaultWorld {
+  capture: Proc | null = null;
+  apply: Proc | null = null;
+
+  private constructor(readonly w: World) {}
+
+  static async create(opts: { schema?: string; env?: NodeJS.ProcessEnv } = {}): Promise<FaultWorld> {
+    const w = await createWorld({ replicas: REPLICAS, schema: AUDIT_SCHEMA + (opts.schema ?? '') });
+    Object.assign(w.env, opts.env ?? {});
+    return new FaultWorld(w);
+  }
+
+  captureArgs(): string[] {
+    return ['worker', '--queues', 'capture', '--source', this.w.sourceUrl];
+  }
+
+  async startCapture(env: NodeJS.ProcessEnv = {}): Promise<Proc> {
+    this.capture = await startUp(this.w, this.captureArgs(), env);
+    return this.capture;
+  }
+
+  async startApply(env: NodeJS.ProcessEnv = {}): Promise<Proc> {
+    this.apply = await startUp(this.w, upArgs(this.w, ['--queues', 'apply']), env);
+    return this.apply;
+  }
+
+  /** Both processes, apply first (up prepares the source and starts every workflow). */
+  async start(env: NodeJS.ProcessEnv = {}): Promise<void> {
+    if (!this.apply || this.apply.child.exitCode !== null || this.apply.child.signalCode !== null) await this.startApply(env);
+    if (!this.capture || this.capture.child.exitCode !== null || this.capture.child.signalCode !== null) await this.startCapture(env);
+  }
+
+  /** A running workload; `sleepMs` between transactions (0: as fast as one connection goes). */
+  load(sleepMs = 2, opts: { reconnect?: boolean } = {}): Workload {
+    const load = new Workload(this.w.sourceUrl, sleepMs, opts);
+    load.start();
+    return load;
+  }
+
+  /** The workload the infrastructure faults run under: reconnecting, 300 transactions in, both replicas applying. */
+  async steadyLoad(): Promise<Workload> {
+    const load = this.load(2, { reconnect: true });
+    await this.more(load, 300);
+    await Promise.all(REPLICAS.map((r) => this.applied(r, 100)));
+    return load;
+  }
+
+  /** Wait until the workload has committed `more` transactions beyond now. */
+  async more(load: Workload, more: number, timeoutMs = 60_000): Promise<void> {
+    const target = load.committed + more;
+    await waitFor(`${more} more source transactions`, () => load.committed >= target, timeoutMs, 50);
+  }
+
+  /** Wait until replica r has applied at least `txns` transactions in all (pgferry.progress). */
+  async applied(replica: string, txns: number, timeoutMs = 120_000): Promise<void> {
+    await waitFor(`replica ${replica} to apply ${txns} transactions`, async () => {
+      const r = await this.w.replicas.withClient(`replica_${replica}`, (c) =>
+        c.query(`SELECT coalesce(sum(txns_applied), 0)::bigint AS n FROM pgferry.progress`).catch(() => ({ rows: [{ n: 0 }] })),
+      );
+      return Number(r.rows[0].n) >= txns;
+    }, timeoutMs, 200);
+  }
+
+  /**
+   * Stop the workload, wait for both replicas to equal the source, audit them,
+   * assert nothing lost or duplicated, and record the row for the table.
+   */
+  async settle(load: Workload | null, result: { n: number; fault: string; t0?: number; replicas?: string[] }, timeoutMs = 300_000): Promise<FaultRow> {
+    const transactions = load ? await load.stop() : null;
+    const stoppedAt = Date.now();
+    const replicas = result.replicas ?? REPLICAS;
+    await Promise.all(replicas.map((r) => waitForEqual(this.w, r, AUDIT_TABLES, timeoutMs)));
+    const convergedSeconds = (Date.now() - (result.t0 ?? stoppedAt)) / 1000;
+    const { lost, duplicated } = await auditReplicas(this.w, replicas);
+    const row: FaultRow = { n: result.n, fault: result.fault, transactions, lost, duplicated, convergedSeconds, outcome: lost === 0 && duplicated === 0 ? 'replicas equal the source' : 'AUDIT FAILED' };
+    record(row);
+    expect({ lost, duplicated }, `${result.fault}: audit of replicas ${replicas.join(', ')}`).toEqual({ lost: 0, duplicated: 0 });
+    return row;
+  }
+
+  async teardown(): Promise<void> {
+    for (const p of [this.capture, this.apply]) await p?.stop();
+    await this.w.teardown();
+  }
+}
 
 const run = promisify(execFile);
-
-/**
- * SIGKILL the world's Temporal dev server, run `whileDown` (the test's measure
- * of how long it stays dead), then start it again on the same port, UI port
- * and SQLite file. `w.temporal` is updated in place (its teardown stops the
- * new process).
- */
-export async function restartTemporal(w: World, whileDown: () => Promise<void> = async () => undefined): Promise<{ downMs: number }> {
-  const t = w.temporal;
-  const port = Number(t.address.split(':').pop());
-  const old = t.process;
-  if (old.exitCode === null && old.signalCode === null) {
-    const exited = new Promise((r) => old.once('exit', r));
-    old.kill('SIGKILL');
-    await exited;
-  }
-  const downAt = Date.now();
-  await whileDown();
-  // The port was just released by a killed process; the dev server exits at once if it cannot bind
-  // (or if its HTTP API / metrics port, chosen at random, collides): try again a few times.
-  let lastErr: unknown;
-  for (let attempt = 1; attempt <= 5; attempt++) {
-    try {
-      const server = await startDevServer({ dataDir: t.dataDir, port, uiPort: t.uiPort, log: logger.child({ test: true }), timeoutMs: 120_000 });
-      Object.assign(t, { process: server.process, stop: server.stop, uiUrl: server.uiUrl });
-      return { downMs: Date.now() - downAt };
-    } catch (err) {
-      lastErr = err;
-      if (!/exited/.test((err as Error).message)) throw err;
-      await new Promise((r) => setTimeout(r, 1000 * attempt)); // back off before the next attempt
-    }
-  }
-  throw lastErr;
-}
 
 const RABBIT_BIN = process.env.PGFERRY_RABBITMQ_BIN ?? '/usr/lib/rabbitmq/bin';
 const RABBIT_HOME = '/var/lib/rabbitmq';
@@ -254,19 +323,4 @@ export class Supervisor {
       .concat(this.errors.map((e) => `restart failed ${e}`))
       .join('\n');
   }
-}
-
-/** After an infrastructure fault: wait until `pgferry status --json` shows replicas a and b running (and, if asked, no longer retrying anything). */
-export async function waitForReplicasRunning(f: FaultWorld, opts: { settled?: boolean } = {}) {
-  return waitFor(
-    'pgferry status --json to show replicas a and b running',
-    async () => {
-      const r = await cli(f.w, ['status', '--json']);
-      const s = JSON.parse(r.stdout) as { replicas: { replica: string; state: string; retrying: string | null }[] };
-      const mine = REPLICAS.map((n) => s.replicas.find((x) => x.replica === n));
-      return mine.every((x) => x?.state === 'running' && (!opts.settled || !x.retrying)) ? s : null;
-    },
-    120_000,
-    1000,
-  );
 }
