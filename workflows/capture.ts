@@ -1,9 +1,13 @@
-import { condition, log, makeContinueAsNewFunc, patched, proxyActivities, setHandler, workflowInfo } from '@temporalio/workflow';
+/**
+ * The capture workflow: one per source, supervising the activity that reads
+ * its changes (see captureWorkflow below).
+ */
+import { condition, makeContinueAsNewFunc, patched, proxyActivities, setHandler, workflowInfo } from '@temporalio/workflow';
 import type { createActivities } from '../activities';
 import { NON_RETRYABLE } from '../src/errors';
 import { CaptureStatus, captureStatusQuery, enableSearchAttributesSignal, resumeSignal } from './messages';
 import { describeIfUndescribed, keepVisibility, show } from './visibility';
-import { failureMessage, failureType, isActivityFailure } from './errors';
+import { stopUntilResumed } from './stopped';
 
 type Activities = ReturnType<typeof createActivities>;
 
@@ -65,17 +69,21 @@ export async function captureWorkflow(input: CaptureInput): Promise<void> {
         updatedAt: new Date().toISOString(),
       });
     } catch (err) {
-      if (!isActivityFailure(err)) throw err;
-      status.state = failureType(err) === 'GapError' ? 'needs_resync' : 'failed';
-      status.lastError = failureMessage(err);
-      status.updatedAt = new Date().toISOString();
-      show(input.source, status.state);
-      log.error('capture stopped', { source: input.source, error: status.lastError });
-      if (!keepResume) retry = false;
-      await condition(() => retry);
-      status.state = 'running';
-      status.lastError = null;
-      show(input.source, status.state);
+      await stopUntilResumed(status, err, {
+        kind: 'capture',
+        fields: { source: input.source },
+        onStop: () => {
+          show(input.source, status.state);
+        },
+        waitForResume: async () => {
+          if (!keepResume) retry = false;
+          await condition(() => retry);
+        },
+        onResume: () => {
+          status.state = 'running';
+          show(input.source, status.state);
+        },
+      });
     }
   }
   await makeContinueAsNewFunc<typeof captureWorkflow>(keepVisibility())({ source: input.source, status });

@@ -1,3 +1,4 @@
+/** Reading an activity's failure inside a workflow: its message for operators, its error type. */
 import { ActivityFailure, ApplicationFailure } from '@temporalio/workflow';
 
 /** The operator-facing message of a failed activity. */

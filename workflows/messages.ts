@@ -1,10 +1,13 @@
-import { defineQuery, defineSignal } from '@temporalio/workflow';
+/**
+ * The signals, queries and updates of pgferry's workflows, and the statuses
+ * they carry: defined once, imported by the workflows and the CLI.
+ *
+ * Temporal-visible names: a compatibility contract. Never rename a released
+ * signal, query, update, workflow type or activity; add new ones instead.
+ */
+import { defineQuery, defineSignal, defineUpdate } from '@temporalio/workflow';
 import type { SearchAttributeKey } from '@temporalio/common/lib/search-attributes';
 
-/**
- * Temporal-visible names: a compatibility contract. Never rename a released
- * signal, query, workflow type or activity; add new ones instead.
- */
 /**
  * `failed`: a change was rejected or the replica does not match; fix it, then resume.
  * `needs_resync`: the stream no longer holds what the replica needs; only a resync (or rewind) helps.
@@ -46,6 +49,19 @@ export interface CaptureStatus {
 export const pauseSignal = defineSignal('pause');
 export const resumeSignal = defineSignal('resume');
 export const replicaStatusQuery = defineQuery<ReplicaStatus>('status');
+
+/** The input of the `setPaused` update; anything else is rejected by its validator. */
+export interface SetPausedRequest {
+  paused: boolean;
+}
+
+/**
+ * `pause` / `resume` that answer when the state is reached (see
+ * workflows/pause-switch.ts for exactly when), with the status at that moment.
+ * Same change as the signals, which stay for the Temporal UI and older
+ * clients. Replica and subscriber share the name: each registers its own.
+ */
+export const replicaSetPausedUpdate = defineUpdate<ReplicaStatus, [SetPausedRequest]>('setPaused');
 export const captureStatusQuery = defineQuery<CaptureStatus>('status');
 
 /**
@@ -104,3 +120,4 @@ export interface SubscriberStatus {
 }
 
 export const subscriberStatusQuery = defineQuery<SubscriberStatus>('status');
+export const subscriberSetPausedUpdate = defineUpdate<SubscriberStatus, [SetPausedRequest]>('setPaused');

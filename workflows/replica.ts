@@ -1,11 +1,15 @@
-import { log, makeContinueAsNewFunc, proxyActivities, setHandler, workflowInfo, RetryPolicy } from '@temporalio/workflow';
+/**
+ * The replica workflow: one per replica, applying the change stream in
+ * batches (see replicaWorkflow below).
+ */
+import { makeContinueAsNewFunc, proxyActivities, setHandler, workflowInfo, RetryPolicy } from '@temporalio/workflow';
 import type { createActivities } from '../activities';
 import { NON_RETRYABLE } from '../src/errors';
-import { ReplicaStatus, enableSearchAttributesSignal, replicaStatusQuery } from './messages';
+import { ReplicaStatus, enableSearchAttributesSignal, replicaSetPausedUpdate, replicaStatusQuery } from './messages';
 import { PauseSwitch } from './pause-switch';
 import { RateWindow, addBatch, emptyRateWindow, lagSeconds, lagWorthShowing, ratePerSecond } from './replica-metrics';
 import { describeIfUndescribed, keepVisibility, show, shownLag, shownState } from './visibility';
-import { failureMessage, failureType, isActivityFailure } from './errors';
+import { stopUntilResumed } from './stopped';
 
 type Activities = ReturnType<typeof createActivities>;
 
@@ -37,6 +41,7 @@ const BATCHES_PER_RUN = 400;
  * pgferry.progress row is the truth; this workflow's status mirrors it for
  * display. `pause` stops after the current batch (batches last about a second);
  * `resume` continues, and also retries a replica stopped in state `failed`.
+ * The `setPaused` update does the same and answers once it is done (pause-switch.ts).
  */
 export async function replicaWorkflow(input: ReplicaInput): Promise<void> {
   const status: ReplicaStatus = input.status ? { ...input.status, rowsPerSecond: input.status.rowsPerSecond ?? null } : {
@@ -71,23 +76,22 @@ export async function replicaWorkflow(input: ReplicaInput): Promise<void> {
   };
   setHandler(replicaStatusQuery, () => status);
   // State becomes 'paused' only once the batch in flight has committed: 'paused' means nothing more is applied.
-  const pause = new PauseSwitch(status.state === 'paused');
+  const pause = new PauseSwitch(status, replicaSetPausedUpdate);
   setHandler(enableSearchAttributesSignal, (opts) => {
     describeIfUndescribed(opts?.description);
     publish(true);
   });
 
-  const failed = async (err: unknown) => {
-    if (!isActivityFailure(err)) throw err;
-    status.state = failureType(err) === 'GapError' ? 'needs_resync' : 'failed';
-    status.lastError = failureMessage(err);
-    status.updatedAt = new Date().toISOString();
-    stopped();
-    publish();
-    log.error('replica stopped', { replica: input.replica, error: status.lastError });
-    await pause.nextResume();
-    status.lastError = null;
-  };
+  const failed = (err: unknown) =>
+    stopUntilResumed(status, err, {
+      kind: 'replica',
+      fields: { replica: input.replica },
+      onStop: () => {
+        stopped();
+        publish();
+      },
+      waitForResume: () => pause.nextResume(),
+    });
 
   let prepared = status.state !== 'starting' && status.state !== 'failed';
   for (let batches = 0; batches < BATCHES_PER_RUN && !workflowInfo().continueAsNewSuggested; ) {
@@ -135,5 +139,6 @@ export async function replicaWorkflow(input: ReplicaInput): Promise<void> {
       prepared = false; // after a fix, check the replica's tables again
     }
   }
+  await pause.handOver();
   await makeContinueAsNewFunc<typeof replicaWorkflow>(keepVisibility())({ ...input, status: { ...status, state: pause.paused ? 'paused' : status.state }, rate });
 }

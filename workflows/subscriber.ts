@@ -1,8 +1,13 @@
-import { log, makeContinueAsNewFunc, proxyActivities, setHandler, workflowInfo } from '@temporalio/workflow';
+/**
+ * The workflow of an application subscriber run under Temporal (see
+ * subscriberWorkflow below).
+ */
+import { makeContinueAsNewFunc, proxyActivities, setHandler, workflowInfo } from '@temporalio/workflow';
 import type { createSubscriberActivities } from '../activities/subscriber';
-import { SubscriberStatus, subscriberStatusQuery } from './messages';
+import { NON_RETRYABLE } from '../src/errors';
+import { SubscriberStatus, subscriberSetPausedUpdate, subscriberStatusQuery } from './messages';
 import { PauseSwitch } from './pause-switch';
-import { failureMessage, failureType, isActivityFailure } from './errors';
+import { stopUntilResumed } from './stopped';
 
 type Activities = ReturnType<typeof createSubscriberActivities>;
 
@@ -22,8 +27,9 @@ const BATCHES_PER_RUN = 400;
  * progress → again. The handler's retries are the activity's: the activity
  * gives up with HandlerFailedError after the subscriber's maxAttempts, and
  * the workflow then waits in state `failed`, naming the change, until
- * `resume`. `pause` stops after the batch in flight. The subscriber's row in
- * its positions table is the truth; this status mirrors it.
+ * `resume`. `pause` stops after the batch in flight; the `setPaused` update
+ * does the same and answers once it is done (pause-switch.ts). The
+ * subscriber's row in its positions table is the truth; this status mirrors it.
  */
 export async function subscriberWorkflow(input: SubscriberInput): Promise<void> {
   const { deliverSubscriberBatch } = proxyActivities<Activities>({
@@ -35,7 +41,7 @@ export async function subscriberWorkflow(input: SubscriberInput): Promise<void> 
       initialInterval: input.retry.initialDelayMs,
       backoffCoefficient: 2,
       maximumInterval: input.retry.maxDelayMs,
-      nonRetryableErrorTypes: ['ConfigError', 'GapError', 'HandlerFailedError'],
+      nonRetryableErrorTypes: NON_RETRYABLE,
     },
   });
   const status: SubscriberStatus = input.status ?? {
@@ -53,7 +59,7 @@ export async function subscriberWorkflow(input: SubscriberInput): Promise<void> 
     updatedAt: new Date().toISOString(),
   };
   setHandler(subscriberStatusQuery, () => status);
-  const pause = new PauseSwitch(status.state === 'paused');
+  const pause = new PauseSwitch(status, subscriberSetPausedUpdate);
   const set = (patch: Partial<SubscriberStatus>) => Object.assign(status, patch, { updatedAt: new Date().toISOString() });
 
   for (let batches = 0; batches < BATCHES_PER_RUN && !workflowInfo().continueAsNewSuggested; batches++) {
@@ -75,12 +81,15 @@ export async function subscriberWorkflow(input: SubscriberInput): Promise<void> 
         lastError: null,
       });
     } catch (err) {
-      if (!isActivityFailure(err)) throw err;
-      set({ state: failureType(err) === 'GapError' ? 'needs_resync' : 'failed', lastError: failureMessage(err) });
-      log.error('subscriber stopped', { subscriber: input.subscriber, error: status.lastError });
-      await pause.nextResume();
-      set({ lastError: null });
+      await stopUntilResumed(status, err, {
+        kind: 'subscriber',
+        fields: { subscriber: input.subscriber },
+        waitForResume: () => pause.nextResume(),
+        // A subscriber's status also says when it was resumed.
+        onResume: () => set({}),
+      });
     }
   }
+  await pause.handOver();
   await makeContinueAsNewFunc<typeof subscriberWorkflow>()({ ...input, status: { ...status, state: pause.paused ? 'paused' : status.state } });
 }

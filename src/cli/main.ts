@@ -190,7 +190,7 @@ addPauseResumeCommands(replica, {
   kind: 'replica',
   workflowId: replicaWorkflowId,
   listHint: 'pgferry replica list shows the replicas',
-  pause: { description: 'stop applying to a replica (its position is kept)', done: 'paused (takes effect after the batch in flight, within about 2 seconds)' },
+  pause: { description: 'stop applying to a replica (its position is kept)', done: 'paused: the batch in flight has committed, nothing more is applied until resume' },
   resume: { description: 'continue applying to a paused or failed replica' },
 });
 

@@ -1,3 +1,9 @@
+/**
+ * `pgferry subscriber …`: application subscribers that run as Temporal
+ * workflows (runSubscriberWorker). Subscribers run with subscribe() live in
+ * their application's process only; their positions are rows in the
+ * application's positions table.
+ */
 import type { Command } from 'commander';
 import { Client, WorkflowNotFoundError } from '@temporalio/client';
 import { loadConfig } from '../config';
@@ -8,12 +14,6 @@ import { addPauseResumeCommands } from './pause-resume';
 import { action } from './command';
 import { CliFailure, EXIT, printJson, table } from './output';
 
-/**
- * `pgferry subscriber …`: application subscribers that run as Temporal
- * workflows (runSubscriberWorker). Subscribers run with subscribe() live in
- * their application's process only; their positions are rows in the
- * application's positions table.
- */
 export function addSubscriberCommands(program: Command): void {
   const cmd = program.command('subscriber').description('inspect and control application subscribers running as Temporal workflows');
 
@@ -42,7 +42,7 @@ export function addSubscriberCommands(program: Command): void {
     kind: 'subscriber',
     workflowId: subscriberWorkflowId,
     listHint: 'pgferry subscriber status lists the running ones',
-    pause: { description: 'stop delivering to a subscriber (its position is kept)', done: 'paused (after the batch in flight)' },
+    pause: { description: 'stop delivering to a subscriber (its position is kept)', done: 'paused: the batch in flight has finished, nothing more is delivered until resume' },
     resume: { description: 'continue a paused subscriber, or retry a failed one (after fixing its handler)' },
   });
 }

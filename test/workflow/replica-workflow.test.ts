@@ -63,8 +63,8 @@ describe('replicaWorkflow and captureWorkflow (mocked activities)', () => {
     return { state, applyBatch, prepareReplica: async () => undefined };
   }
 
-  /** Batches that, once the gate is closed, are held before they commit until the test opens it. */
-  function gatedBatches() {
+  /** Batches that, once the gate is closed (by the test, or at call number `holdAt`), are held before they commit until the test opens it. */
+  function gatedBatches(holdAt?: number) {
     const fake = fakeBatches();
     const gate = { held: 0, committed: 0, open: () => {} };
     let opened: Promise<void> | null = null;
@@ -75,6 +75,7 @@ describe('replicaWorkflow and captureWorkflow (mocked activities)', () => {
       }));
     };
     const applyBatch = async (): Promise<BatchResult> => {
+      if (fake.state.calls + 1 === holdAt) close();
       if (opened) {
         gate.held += 1;
         await opened;
@@ -190,6 +191,29 @@ describe('replicaWorkflow and captureWorkflow (mocked activities)', () => {
       // As with the signals, the resume cleared the pause sent while failed: it applies again.
       await waitFor('applying again', async () => (await h.query(replicaStatusQuery)).batches >= 2, 10_000, 50);
       await h.terminate('test done');
+    });
+  });
+
+  it('setPaused update waiting when the run continues as new answers paused, and the next run starts paused', async () => {
+    const { taskQueue, workflowId } = ids();
+    const { fake, gate, activities } = gatedBatches(400); // the last batch of the first run
+    const worker = await Worker.create({ connection: env.nativeConnection, taskQueue, workflowBundle: bundle, activities });
+    await worker.runUntil(async () => {
+      const h = await env.client.workflow.start('replicaWorkflow', { taskQueue, workflowId, args: [{ replica: 'a', source: 'main', tables: [] }] });
+      const first = (await h.describe()).runId;
+      await waitFor('the last batch of the run held in flight', () => gate.held >= 1, 120_000, 50);
+      const update = await h.startUpdate(replicaSetPausedUpdate, { args: [{ paused: true }], waitForStage: WorkflowUpdateStage.ACCEPTED });
+      gate.open();
+      const paused = await update.result();
+      expect(paused).toMatchObject({ state: 'paused', batches: 400 });
+      const next = env.client.workflow.getHandle(workflowId);
+      await waitFor('a second run', async () => (await next.describe()).runId !== first, 10_000, 50);
+      expect(await next.query(replicaStatusQuery)).toMatchObject({ state: 'paused', batches: 400 });
+      expect(fake.state.calls).toBe(400);
+      const resumed = await next.executeUpdate(replicaSetPausedUpdate, { args: [{ paused: false }] });
+      expect(resumed.state).toBe('running');
+      await waitFor('applying in the second run', () => fake.state.calls > 401, 10_000, 50);
+      await next.terminate('test done');
     });
   });
 
