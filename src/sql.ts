@@ -1,7 +1,10 @@
 /**
  * The `sql/` directory: the DDL pgferry installs (sql/migrations, see
- * migrations.ts) and the demo's schema, loaded from there. Found relative to
- * this file both in the TypeScript tree and in `dist/`.
+ * migrations.ts) and the demo's schema (sql/demo, see app/demo.ts), loaded
+ * from there — nothing else. Queries are not files: each is a typed function
+ * (or a const SQL string used by one) in the module that owns it
+ * (test/unit/layers.test.ts checks). Found relative to this file both in the
+ * TypeScript tree and in `dist/`.
  */
 import * as fs from 'node:fs';
 import * as path from 'node:path';

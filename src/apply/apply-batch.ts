@@ -24,7 +24,7 @@ import type { Logger } from '../logger';
 import { Heartbeat } from '../heartbeat';
 import { crashPoint } from '../testing/crash-point';
 import { Applier } from './applier';
-import { ProgressStore } from './progress-store';
+import { PROGRESS_TABLE, ProgressStore } from './progress-store';
 
 export interface ApplyBatchOptions {
   replica: string;
@@ -121,7 +121,7 @@ async function lockProgress(o: ApplyBatchOptions): Promise<LogPosition & { histo
   const row = await ProgressStore.lock(o.client, o.replica, o.source);
   if (row.source !== o.source) {
     throw new ConfigError(
-      `replica '${o.replica}' holds the position of source '${row.source}' (pgferry.progress), but is configured for source '${o.source}': ` +
+      `replica '${o.replica}' holds the position of source '${row.source}' (${PROGRESS_TABLE}), but is configured for source '${o.source}': ` +
         `its position says nothing about the new source's log; point it back at '${row.source}', or run pgferry replica resync ${o.replica} to rebuild it from '${o.source}'`,
     );
   }

@@ -8,10 +8,12 @@
  * in the same replica transaction as the data it describes: apply's batch,
  * a snapshot's swap, a rewind. Shaped like the subscribers' PositionStore
  * (src/subscribe/positions.ts), which keeps an application's positions.
+ *
+ * Its statements are the consts below: no other module's code names
+ * pgferry.progress (test/unit/layers.test.ts checks).
  */
 import type pg from 'pg';
 import { ZERO_LSN } from '../lsn';
-import { loadSql } from '../sql';
 import type { LogPosition } from '../changelog/protocol';
 
 type Queryable = Pick<pg.ClientBase, 'query'>;
@@ -28,32 +30,96 @@ export interface ProgressAdvance extends LogPosition {
   lastCommitTime: string | null;
 }
 
-const SQL = {
-  get: 'target/progress-get.sql',
-  init: 'target/progress-init.sql',
-  lock: 'target/progress-lock.sql',
-  create: 'target/progress-new.sql',
-  set: 'target/progress-set.sql',
-  start: 'target/progress-start.sql',
-  advance: 'target/progress-update.sql',
-} as const;
+/** The checkpoint table, for messages that name it. */
+export const PROGRESS_TABLE = 'pgferry.progress';
 
-const sql = (k: keyof typeof SQL) => loadSql(SQL[k]);
+const GET = `
+SELECT replica, source, lsn::text AS lsn, stream_offset FROM pgferry.progress WHERE replica = $1`;
 
-function fromRow(r: { source: string; lsn: string | null; stream_offset: string | number | null; history?: string | null }): StoredProgress {
+/** The row `lock` needs, made if missing (without a history: taken from the log). */
+const INIT = `
+INSERT INTO pgferry.progress (replica, source) VALUES ($1, $2)
+ON CONFLICT (replica) DO NOTHING`;
+
+/**
+ * Lock this replica's progress row for the length of the apply transaction.
+ * A second worker applying the same replica waits here, then sees the new
+ * position: two workers can never apply the same source transaction twice.
+ * (The row is created by INIT.)
+ */
+const LOCK = `
+SELECT lsn::text AS lsn, stream_offset::text AS stream_offset, history, source
+FROM pgferry.progress WHERE replica = $1 FOR UPDATE`;
+
+/**
+ * A replica init/up meets for the first time: it belongs to the source's
+ * history as it is now ($3), so what the stream still holds of an older
+ * history (before pgferry was re-installed, or the source re-created) is
+ * not applied to it. An existing row is left alone.
+ */
+const CREATE = `
+INSERT INTO pgferry.progress (replica, source, history) VALUES ($1, $2, $3)
+ON CONFLICT (replica) DO NOTHING`;
+
+/**
+ * Set where a replica continues (rewind, resync): it holds every source
+ * transaction up to $3 of source history $5 (null: taken from the log), and
+ * reads the stream after offset $4. Counters are kept.
+ */
+const SET = `
+INSERT INTO pgferry.progress (replica, source, lsn, stream_offset, history)
+VALUES ($1, $2, $3::pg_lsn, $4::bigint, $5::text)
+ON CONFLICT (replica) DO UPDATE
+SET source = EXCLUDED.source, lsn = EXCLUDED.lsn, stream_offset = EXCLUDED.stream_offset, history = EXCLUDED.history, updated_at = now()`;
+
+/**
+ * A replica filled from a snapshot: it holds every source transaction up to
+ * the snapshot's position (of source history $5; null: taken from the log),
+ * and reads the stream from the given offset (the newest message when the
+ * snapshot was taken; NULL: from the beginning). A row that never applied
+ * anything (made by init/up) is taken over.
+ */
+const START = `
+INSERT INTO pgferry.progress (replica, source, lsn, stream_offset, history)
+VALUES ($1, $2, $3::pg_lsn, $4::bigint, $5::text)
+ON CONFLICT (replica) DO UPDATE
+SET source = EXCLUDED.source, lsn = EXCLUDED.lsn, stream_offset = EXCLUDED.stream_offset, history = EXCLUDED.history, updated_at = now()
+WHERE pgferry.progress.stream_offset IS NULL AND pgferry.progress.lsn = '0/0' AND pgferry.progress.txns_applied = 0`;
+
+/** A batch committed: the new position, the counters added to, the last commit time and history (null: kept). */
+const ADVANCE = `
+UPDATE pgferry.progress
+SET lsn = $2::pg_lsn,
+    stream_offset = $3::bigint,
+    txns_applied = txns_applied + $4::bigint,
+    changes_applied = changes_applied + $5::bigint,
+    last_commit_time = COALESCE($6::timestamptz, last_commit_time),
+    history = COALESCE($7::text, history),
+    updated_at = now()
+WHERE replica = $1`;
+
+/** What `get` and `lock` read of the row. */
+interface ProgressRow {
+  source: string;
+  lsn: string | null;
+  stream_offset: string | number | null;
+  history?: string | null;
+}
+
+function fromRow(r: ProgressRow): StoredProgress {
   return { source: r.source, lsn: r.lsn ?? ZERO_LSN, offset: r.stream_offset === null ? null : Number(r.stream_offset), history: r.history ?? null };
 }
 
 export const ProgressStore = {
   /** The replica's checkpoint, or null when it has none. */
   async get(q: Queryable, replica: string): Promise<StoredProgress | null> {
-    const r = (await q.query(sql('get'), [replica])).rows[0];
+    const r = (await q.query<ProgressRow>(GET, [replica])).rows[0];
     return r ? fromRow(r) : null;
   },
 
   /** The row a replica init/up meets for the first time: it belongs to the source's history as it is now. An existing row is left alone. */
   async create(q: Queryable, replica: string, source: string, history: string): Promise<void> {
-    await q.query(sql('create'), [replica, source, history]);
+    await q.query(CREATE, [replica, source, history]);
   },
 
   /**
@@ -63,22 +129,22 @@ export const ProgressStore = {
    * never apply the same source transaction twice.
    */
   async lock(q: Queryable, replica: string, source: string): Promise<StoredProgress> {
-    await q.query(sql('init'), [replica, source]);
-    return fromRow((await q.query(sql('lock'), [replica])).rows[0]);
+    await q.query(INIT, [replica, source]);
+    return fromRow((await q.query<ProgressRow>(LOCK, [replica])).rows[0]);
   },
 
   /** Set where a replica continues (rewind, resync): it holds everything up to `at.lsn` and reads the stream after `at.offset`. Counters are kept. */
   async set(q: Queryable, replica: string, source: string, at: LogPosition): Promise<void> {
-    await q.query(sql('set'), [replica, source, at.lsn, at.offset, at.history ?? null]);
+    await q.query(SET, [replica, source, at.lsn, at.offset, at.history ?? null]);
   },
 
   /** A replica filled from a snapshot starts there; a row that never applied anything (made by init/up) is taken over. */
   async start(q: Queryable, replica: string, source: string, at: LogPosition): Promise<void> {
-    await q.query(sql('start'), [replica, source, at.lsn, at.offset, at.history ?? null]);
+    await q.query(START, [replica, source, at.lsn, at.offset, at.history ?? null]);
   },
 
   /** A batch committed: the new position and what it applied, in the batch's own transaction. */
   async advance(q: Queryable, replica: string, to: ProgressAdvance): Promise<void> {
-    await q.query(sql('advance'), [replica, to.lsn, to.offset, to.txns, to.changes, to.lastCommitTime, to.history ?? null]);
+    await q.query(ADVANCE, [replica, to.lsn, to.offset, to.txns, to.changes, to.lastCommitTime, to.history ?? null]);
   },
 };

@@ -5,9 +5,52 @@
 import type pg from 'pg';
 import { SchemaMismatchError } from '../errors';
 import { nameLabel, relLabel } from '../change';
-import { loadSql } from '../sql';
 import { migrate } from '../migrations';
 import type { TableRef } from '../tables';
+
+/** Which of the given (schema, table) pairs do not exist as tables on this database? */
+const MISSING_TABLES = `
+SELECT w.schema_name, w.table_name
+FROM unnest($1::text[], $2::text[]) AS w(schema_name, table_name)
+WHERE NOT EXISTS (
+  SELECT 1 FROM pg_catalog.pg_class c
+  JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+  WHERE n.nspname = w.schema_name AND c.relname = w.table_name
+    AND c.relkind IN ('r', 'p')
+)`;
+
+/**
+ * Columns of the given (schema, table) pairs on this database, with the type
+ * and whether an INSERT that leaves the column out must fail (NOT NULL, and
+ * no default, identity or generation expression to fill it).
+ */
+const COLUMNS = `
+SELECT n.nspname AS schema_name, c.relname AS table_name, a.attname AS column_name,
+       pg_catalog.format_type(a.atttypid, a.atttypmod) AS type_name,
+       (a.attnotnull AND NOT a.atthasdef AND a.attidentity = '' AND a.attgenerated = '') AS required,
+       a.attgenerated <> '' AS generated
+FROM unnest($1::text[], $2::text[]) AS w(schema_name, table_name)
+JOIN pg_catalog.pg_namespace n ON n.nspname = w.schema_name
+JOIN pg_catalog.pg_class c ON c.relnamespace = n.oid AND c.relname = w.table_name AND c.relkind IN ('r', 'p')
+JOIN pg_catalog.pg_attribute a ON a.attrelid = c.oid
+WHERE a.attnum > 0 AND NOT a.attisdropped
+ORDER BY 1, 2, a.attnum`;
+
+interface ColumnRow {
+  schema_name: string;
+  table_name: string;
+  column_name: string;
+  type_name: string;
+  /** Catalog booleans arrive as text ('t'/'f') on pgferry's connections. */
+  required: boolean | string;
+  generated: boolean | string;
+}
+
+/** The given tables that this database lacks (as a plain or partitioned table), in the order given. */
+export async function missingTables(c: Pick<pg.ClientBase, 'query'>, tables: { schema: string; table: string }[]): Promise<{ schema: string; table: string }[]> {
+  const { rows } = await c.query<{ schema_name: string; table_name: string }>(MISSING_TABLES, [tables.map((t) => t.schema), tables.map((t) => t.table)]);
+  return rows.map((r) => ({ schema: r.schema_name, table: r.table_name }));
+}
 
 /** pgferry's schema on the replica, migrated to this version (src/migrations.ts). */
 export async function ensureTargetSchema(c: pg.ClientBase): Promise<void> {
@@ -44,9 +87,9 @@ export async function checkNoUnfinishedCopy(c: pg.ClientBase, replica: string): 
 
 export async function checkTargetTables(c: pg.ClientBase, replica: string, tables: TableRef[]): Promise<void> {
   if (!tables.length) return;
-  const { rows } = await c.query(loadSql('target/missing-tables.sql'), [tables.map((t) => t.schema), tables.map((t) => t.table)]);
-  if (rows.length) {
-    const names = rows.map((r) => relLabel({ schema: r.schema_name, table: r.table_name }));
+  const missing = await missingTables(c, tables);
+  if (missing.length) {
+    const names = missing.map((t) => relLabel(t));
     throw new SchemaMismatchError(
       `replica '${replica}': table ${names.join(', ')} does not exist on the replica; create ${names.length > 1 ? 'them' : 'it'} there (e.g. pg_dump --schema-only -t … from the source), then run pgferry replica resume ${replica}`,
     );
@@ -61,13 +104,13 @@ export async function checkTargetTables(c: pg.ClientBase, replica: string, table
 export async function checkTargetColumns(c: pg.ClientBase, replica: string, tables: TableRef[]): Promise<string[]> {
   const withColumns = tables.filter((t) => t.columns);
   if (!withColumns.length) return [];
-  const { rows } = await c.query(loadSql('target/columns.sql'), [withColumns.map((t) => t.schema), withColumns.map((t) => t.table)]);
+  const { rows } = await c.query<ColumnRow>(COLUMNS, [withColumns.map((t) => t.schema), withColumns.map((t) => t.table)]);
   const problems: string[] = [];
   const warnings: string[] = [];
   for (const t of withColumns) {
     const label = relLabel(t);
     const mine = rows.filter((r) => r.schema_name === t.schema && r.table_name === t.table);
-    const byName = new Map(mine.map((r) => [r.column_name as string, r]));
+    const byName = new Map(mine.map((r) => [r.column_name, r]));
     const sent = new Set(t.columns!.map((col) => col.name));
     for (const col of t.columns!) {
       const r = byName.get(col.name);

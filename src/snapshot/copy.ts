@@ -12,7 +12,6 @@ import { from as copyFrom, to as copyTo } from 'pg-copy-streams';
 import { relLabel } from '../change';
 import type { TableRef } from '../tables';
 import { connectPg, ident, qualified } from '../pg';
-import { loadSql } from '../sql';
 import { SchemaMismatchError } from '../errors';
 
 export interface TableProgress {
@@ -54,10 +53,26 @@ export async function copyTables(o: CopyOptions): Promise<TableProgress[]> {
   return progress;
 }
 
+/**
+ * Estimated rows and bytes of the given tables (a partitioned table: the sum
+ * of its partitions), from the planner's statistics: for progress and ETA only.
+ */
+const TABLE_ESTIMATES = `
+SELECT w.ord,
+       coalesce(sum(greatest(c.reltuples, 0)), 0)::bigint AS est_rows,
+       coalesce(sum(pg_catalog.pg_table_size(c.oid)), 0)::bigint AS est_bytes
+FROM unnest($1::text[], $2::text[]) WITH ORDINALITY AS w(schema_name, table_name, ord)
+JOIN pg_catalog.pg_namespace n ON n.nspname = w.schema_name
+JOIN pg_catalog.pg_class r ON r.relnamespace = n.oid AND r.relname = w.table_name
+CROSS JOIN LATERAL pg_catalog.pg_partition_tree(r.oid) pt
+JOIN pg_catalog.pg_class c ON c.oid = pt.relid AND pt.isleaf
+GROUP BY w.ord
+ORDER BY w.ord`;
+
 async function estimate(o: CopyOptions): Promise<{ estimatedRows: number; estimatedBytes: number }[]> {
   const c = await connectPg(`source '${o.source}'`, o.sourceUrl);
   try {
-    const { rows } = await c.query(loadSql('source/table-estimates.sql'), [o.tables.map((t) => t.schema), o.tables.map((t) => t.table)]);
+    const { rows } = await c.query<{ ord: string; est_rows: string; est_bytes: string }>(TABLE_ESTIMATES, [o.tables.map((t) => t.schema), o.tables.map((t) => t.table)]);
     return rows.map((r) => ({ estimatedRows: Math.max(0, Number(r.est_rows)), estimatedBytes: Number(r.est_bytes) }));
   } finally {
     await c.end().catch(() => undefined);

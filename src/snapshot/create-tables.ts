@@ -10,17 +10,59 @@ import { relLabel } from '../change';
 import type { TableRef } from '../tables';
 import { SchemaMismatchError } from '../errors';
 import { ident, qualified } from '../pg';
-import { loadSql } from '../sql';
+import { missingTables } from '../apply/target';
+
+/**
+ * What CREATE TABLE needs to recreate the given tables elsewhere: each
+ * column with its type, default, NOT NULL, identity and generation
+ * expression, the primary key, and the sequences their defaults use
+ * (lists as JSON text: pgferry reads every value as text).
+ */
+const TABLE_DEFINITIONS = `
+SELECT w.schema_name, w.table_name,
+       a.attname AS column_name,
+       pg_catalog.format_type(a.atttypid, a.atttypmod) AS type_name,
+       a.attnotnull AS not_null,
+       a.attidentity::text AS identity,
+       a.attgenerated::text AS generated,
+       pg_catalog.pg_get_expr(d.adbin, d.adrelid) AS default_expr,
+       (SELECT pg_catalog.to_json(array_agg(s.oid::regclass::text))::text FROM pg_catalog.pg_depend dep
+          JOIN pg_catalog.pg_class s ON s.oid = dep.refobjid AND s.relkind = 'S'
+         WHERE dep.classid = 'pg_catalog.pg_attrdef'::regclass AND dep.objid = d.oid) AS sequences,
+       (SELECT pg_catalog.to_json(array_agg(k.attname ORDER BY x.n))::text FROM pg_catalog.pg_index i
+          CROSS JOIN LATERAL unnest(i.indkey) WITH ORDINALITY AS x(attnum, n)
+          JOIN pg_catalog.pg_attribute k ON k.attrelid = i.indrelid AND k.attnum = x.attnum
+         WHERE i.indrelid = c.oid AND i.indisprimary) AS primary_key
+FROM unnest($1::text[], $2::text[]) WITH ORDINALITY AS w(schema_name, table_name, ord)
+JOIN pg_catalog.pg_namespace n ON n.nspname = w.schema_name
+JOIN pg_catalog.pg_class c ON c.relnamespace = n.oid AND c.relname = w.table_name
+JOIN pg_catalog.pg_attribute a ON a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped
+LEFT JOIN pg_catalog.pg_attrdef d ON d.adrelid = c.oid AND d.adnum = a.attnum
+ORDER BY w.ord, a.attnum`;
+
+interface TableDefinitionRow {
+  schema_name: string;
+  table_name: string;
+  column_name: string;
+  type_name: string;
+  not_null: boolean | string;
+  identity: string;
+  generated: string;
+  default_expr: string | null;
+  /** JSON array of regclass names, or null. */
+  sequences: string | null;
+  /** JSON array of column names, or null (no primary key). */
+  primary_key: string | null;
+}
 
 export async function createMissingTables(source: pg.ClientBase, replica: pg.ClientBase, replicaName: string, tables: TableRef[]): Promise<string[]> {
-  const { rows: missing } = await replica.query(loadSql('target/missing-tables.sql'), [tables.map((t) => t.schema), tables.map((t) => t.table)]);
+  const missing = await missingTables(replica, tables);
   if (!missing.length) return [];
-  const { rows } = await source.query(loadSql('source/table-definitions.sql'), [missing.map((r) => r.schema_name), missing.map((r) => r.table_name)]);
+  const { rows } = await source.query<TableDefinitionRow>(TABLE_DEFINITIONS, [missing.map((t) => t.schema), missing.map((t) => t.table)]);
   const created: string[] = [];
   await replica.query('BEGIN');
   try {
-    for (const m of missing) {
-      const t = { schema: m.schema_name as string, table: m.table_name as string };
+    for (const t of missing) {
       const cols: ColumnDef[] = rows
         .filter((r) => r.schema_name === t.schema && r.table_name === t.table)
         .map((r) => ({

@@ -26,7 +26,6 @@ import { prepareCapture } from '../capture/prepare';
 import { prepareTarget } from '../apply/target';
 import { ident, qualified, withClient } from '../pg';
 import { withRetry } from '../retry';
-import { loadSql } from '../sql';
 import { AddResult, copyFromSnapshot } from './add';
 import type { TableProgress } from './copy';
 import { ProgressStore } from '../apply/progress-store';
@@ -86,10 +85,26 @@ async function swapIn(c: pg.ClientBase, replica: string, source: string, tables:
   await c.query(`DROP SCHEMA ${ident(SHADOW_SCHEMA)} CASCADE`);
 }
 
+/**
+ * Foreign keys among the given tables on this database: (child, parent)
+ * pairs as "schema.table" JSON, so rows can be inserted parents first.
+ */
+const FK_ORDER = `
+SELECT pg_catalog.to_json(ARRAY[cn.nspname, c.relname])::text AS child,
+       pg_catalog.to_json(ARRAY[pn.nspname, p.relname])::text AS parent
+FROM pg_catalog.pg_constraint k
+JOIN pg_catalog.pg_class c ON c.oid = k.conrelid
+JOIN pg_catalog.pg_namespace cn ON cn.oid = c.relnamespace
+JOIN pg_catalog.pg_class p ON p.oid = k.confrelid
+JOIN pg_catalog.pg_namespace pn ON pn.oid = p.relnamespace
+WHERE k.contype = 'f' AND k.conrelid <> k.confrelid
+  AND (cn.nspname, c.relname) IN (SELECT * FROM unnest($1::text[], $2::text[]))
+  AND (pn.nspname, p.relname) IN (SELECT * FROM unnest($1::text[], $2::text[]))`;
+
 /** The tables ordered so that every table comes after the tables its foreign keys reference. */
 async function parentsFirst(c: pg.ClientBase, tables: TableRef[]): Promise<TableRef[]> {
   const key = (schema: string, table: string) => JSON.stringify([schema, table]);
-  const { rows } = await c.query(loadSql('target/fk-order.sql'), [tables.map((t) => t.schema), tables.map((t) => t.table)]);
+  const { rows } = await c.query<{ child: string; parent: string }>(FK_ORDER, [tables.map((t) => t.schema), tables.map((t) => t.table)]);
   const parents = new Map<string, Set<string>>();
   for (const r of rows) {
     const [cs, ct] = JSON.parse(r.child);

@@ -8,7 +8,6 @@
 import pg from 'pg';
 import { ConfigError } from '../errors';
 import type { LogPosition } from '../changelog/cursor';
-import { loadSql } from '../sql';
 
 export interface PositionTable {
   schema?: string;
@@ -25,6 +24,55 @@ export interface StoredPosition extends LogPosition {
 
 type Queryable = Pick<pg.ClientBase, 'query'>;
 
+// Each statement takes the positions table's escaped, schema-qualified name (pg.escapeIdentifier).
+
+/**
+ * Positions of application subscribers, in a table of the application's
+ * choosing (`table` is its escaped, schema-qualified name).
+ * One row per subscriber name: the last source transaction it finished
+ * (commit LSN) and the stream offset of that transaction's last message.
+ * Written after each handled transaction, or in the handler's own
+ * transaction when the subscriber is transactional. Idempotent.
+ */
+const createPositionsTable = (table: string) => `
+CREATE TABLE IF NOT EXISTS ${table} (
+  subscriber    text        PRIMARY KEY,
+  source        text        NOT NULL,
+  lsn           pg_lsn      NOT NULL,
+  stream_offset bigint,
+  txns          bigint      NOT NULL DEFAULT 0,
+  changes       bigint      NOT NULL DEFAULT 0,
+  updated_at    timestamptz NOT NULL DEFAULT now()
+)`;
+
+const positionGet = (table: string) => `
+SELECT source, lsn::text AS lsn, stream_offset::text AS stream_offset, txns::text AS txns, changes::text AS changes
+FROM ${table}
+WHERE subscriber = $1`;
+
+/** A new subscriber's starting point (from: 'now' | 'beginning' | position); an existing one keeps its own. */
+const positionStart = (table: string) => `
+INSERT INTO ${table} (subscriber, source, lsn, stream_offset) VALUES ($1, $2, $3::pg_lsn, $4)
+ON CONFLICT (subscriber) DO NOTHING`;
+
+/**
+ * Move a subscriber forward, only from where this process last left it: if
+ * another process moved it (the same subscriber running twice), no row is
+ * updated and the caller stops instead of delivering twice.
+ */
+const positionSet = (table: string) => `
+UPDATE ${table}
+SET lsn = $3::pg_lsn, stream_offset = $4, txns = txns + $5, changes = changes + $6, updated_at = now()
+WHERE subscriber = $1 AND lsn = $2::pg_lsn`;
+
+interface PositionRow {
+  source: string;
+  lsn: string;
+  stream_offset: string | null;
+  txns: string;
+  changes: string;
+}
+
 export class PositionStore {
   private readonly sql: Record<'create' | 'get' | 'start' | 'set', string>;
 
@@ -34,8 +82,7 @@ export class PositionStore {
   ) {
     const t = typeof table === 'string' ? { table } : table;
     const name = (t.schema ? `${pg.escapeIdentifier(t.schema)}.` : '') + pg.escapeIdentifier(t.table);
-    const load = (file: string) => loadSql(`subscriber/${file}`).replaceAll('%TABLE%', name);
-    this.sql = { create: load('positions.sql'), get: load('position-get.sql'), start: load('position-start.sql'), set: load('position-set.sql') };
+    this.sql = { create: createPositionsTable(name), get: positionGet(name), start: positionStart(name), set: positionSet(name) };
     this.label = t.schema ? `${t.schema}.${t.table}` : t.table;
   }
 
@@ -47,7 +94,7 @@ export class PositionStore {
   }
 
   async get(name: string, q: Queryable = this.db): Promise<StoredPosition | null> {
-    const r = (await q.query(this.sql.get, [name])).rows[0];
+    const r = (await q.query<PositionRow>(this.sql.get, [name])).rows[0];
     if (!r) return null;
     return {
       source: r.source,

@@ -151,7 +151,7 @@ async function startingPoint(rabbit: ChannelModel, source: string, from: Subscri
 
 function wrapDbError(p: Prepared, err: unknown): Error {
   if (isTransient(err)) return err as Error;
-  return new ConfigError(`subscriber '${p.name}': cannot use the positions table ${p.store.label}: ${describeCause(err)}; grant the subscriber's role CREATE on its schema (or create the table as sql/subscriber/positions.sql shows), or choose another position.table`, {
+  return new ConfigError(`subscriber '${p.name}': cannot use the positions table ${p.store.label}: ${describeCause(err)}; grant the subscriber's role CREATE on its schema (or create the table as src/subscribe/positions.ts shows), or choose another position.table`, {
     cause: err,
   });
 }

@@ -14,7 +14,6 @@ import type { TableRef } from '../tables';
 import { compareLsn, ZERO_LSN } from '../lsn';
 import type { SourcePoint } from '../capture/contract';
 import { ident, qualified } from '../pg';
-import { loadSql } from '../sql';
 import { ProgressStore } from '../apply/progress-store';
 
 export interface TableVerdict {
@@ -43,9 +42,47 @@ export interface VerifyOptions {
   sourcePoint: (c: pg.ClientBase) => Promise<SourcePoint>;
 }
 
+/**
+ * The columns that identify a row of a table: its primary key, else its
+ * replica identity index; none for a table without either.
+ */
+const KEY_COLUMNS = `
+SELECT a.attname AS column_name
+FROM pg_catalog.pg_index i
+CROSS JOIN LATERAL unnest(i.indkey) WITH ORDINALITY AS x(attnum, n)
+JOIN pg_catalog.pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = x.attnum
+WHERE i.indrelid = $1::regclass
+  AND i.indexrelid = (SELECT ix.indexrelid FROM pg_catalog.pg_index ix
+                      WHERE ix.indrelid = $1::regclass AND (ix.indisprimary OR ix.indisreplident)
+                      ORDER BY ix.indisprimary DESC LIMIT 1)
+ORDER BY x.n`;
+
+/**
+ * Rows of the given keys, with whether the transaction that wrote each row
+ * had committed in snapshot $2 (a pg_current_snapshot() taken earlier). The
+ * row's xmin has 32 bits: it is widened to the 64-bit id nearest the
+ * snapshot's xmax (ids 0–2 are frozen or bootstrap rows: always settled).
+ * `key`, `row` and `table` are SQL text pgferry builds from escaped identifiers.
+ */
+const verifyRows = (key: string, row: string, table: string) => `
+WITH snap AS (
+  SELECT $2::pg_snapshot AS s, pg_catalog.pg_snapshot_xmax($2::pg_snapshot)::text::bigint AS xmax
+)
+SELECT ${key} AS k,
+       hashtextextended(${row}, 0)::text AS h,
+       CASE WHEN x.xid32 < 3 THEN true
+            ELSE pg_catalog.pg_visible_in_snapshot(greatest(3, snap.xmax + CASE WHEN x.d > 2147483648 THEN x.d - 4294967296
+                                                                         WHEN x.d < -2147483648 THEN x.d + 4294967296
+                                                                         ELSE x.d END)::text::xid8, snap.s)
+       END AS settled
+FROM ${table} t
+CROSS JOIN snap
+CROSS JOIN LATERAL (SELECT t.xmin::text::bigint AS xid32, t.xmin::text::bigint - (snap.xmax & 4294967295) AS d) x
+WHERE ${key} = ANY($1::text[])`;
+
 /** Key columns of each table on the source: primary key, else replica identity index, else none (whole row). */
 async function keyColumns(c: pg.ClientBase, t: TableRef): Promise<string[]> {
-  const { rows } = await c.query(loadSql('source/key-columns.sql'), [qualified(t.schema, t.table)]);
+  const { rows } = await c.query<{ column_name: string }>(KEY_COLUMNS, [qualified(t.schema, t.table)]);
   return rows.map((r) => r.column_name);
 }
 
@@ -89,10 +126,7 @@ const withKeys = (c: pg.ClientBase, s: Shape, keys: string[]) => rowHashes(c, s,
  * A row written later may simply not have reached the replica yet.
  */
 async function sourceRowsAt(c: pg.ClientBase, s: Shape, keys: string[], snapshot: string): Promise<Map<string, { h: string[]; settled: boolean }>> {
-  const { rows } = await c.query(loadSql('source/verify-rows.sql').replaceAll('{key}', s.key).replaceAll('{row}', s.row).replaceAll('{table}', qualified(s.table.schema, s.table.table)), [
-    keys,
-    snapshot,
-  ]);
+  const { rows } = await c.query<{ k: string; h: string; settled: boolean | string }>(verifyRows(s.key, s.row, qualified(s.table.schema, s.table.table)), [keys, snapshot]);
   const out = new Map<string, { h: string[]; settled: boolean }>();
   for (const r of rows) {
     const prev = out.get(r.k);

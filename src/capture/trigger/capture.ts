@@ -17,12 +17,49 @@ import { formatLsn, parseLsn } from '../../lsn';
 import { retainedRange, StreamPublisher } from '../../changelog/stream';
 import { connectRabbit } from '../../changelog/rabbit';
 import { connectPg } from '../../pg';
-import { loadSql } from '../../sql';
 import { QueuedEvent, TriggerEvents } from './events';
 import type { CaptureOptions, CaptureProgress } from '../contract';
 import { TICK_LOCK } from './install';
 import { triggerHistory } from '../history';
 import { Heartbeat } from '../../heartbeat';
+
+/**
+ * The transactions of one batch: those visible in tick $2's snapshot and not
+ * in tick $1's, in commit order as far as it matters — by their last event:
+ * of two transactions writing the same row, the later writer waited for the
+ * earlier one to commit, so its last event comes after all of the earlier's.
+ */
+const BATCH_TXNS = `
+SELECT e.txid::text AS txid, max(e.ev_id)::text AS last_ev, count(*)::int AS events,
+       to_char(max(e.at) AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"') AS commit_time
+FROM pgferry.events e, pgferry.ticks prev, pgferry.ticks next
+WHERE prev.tick_id = $1 AND next.tick_id = $2
+  AND pg_catalog.pg_visible_in_snapshot(e.txid, next.snap) AND NOT pg_catalog.pg_visible_in_snapshot(e.txid, prev.snap)
+GROUP BY e.txid
+ORDER BY max(e.ev_id)`;
+
+interface BatchTxnRow {
+  txid: string;
+  last_ev: string;
+  /** Number of events (text on pgferry's connections). */
+  events: string | number;
+  commit_time: string;
+}
+
+/**
+ * A batch is confirmed by RabbitMQ: forget its events and the ticks before
+ * it, and record how far capture got — one transaction.
+ */
+const BATCH_DONE = `
+WITH gone AS (
+  DELETE FROM pgferry.events e USING pgferry.ticks prev, pgferry.ticks next
+  WHERE prev.tick_id = $2 AND next.tick_id = $3
+    AND pg_catalog.pg_visible_in_snapshot(e.txid, next.snap) AND NOT pg_catalog.pg_visible_in_snapshot(e.txid, prev.snap)
+  RETURNING 1
+), state AS (
+  UPDATE pgferry.capture_state SET last_tick = $3 WHERE source = $1 RETURNING 1
+)
+SELECT (SELECT count(*) FROM gone)::int AS deleted, (SELECT count(*) FROM state)::int AS updated`;
 
 export async function captureTriggers(opts: CaptureOptions): Promise<CaptureProgress> {
   const { source, url, log } = opts;
@@ -58,7 +95,7 @@ export async function captureTriggers(opts: CaptureOptions): Promise<CaptureProg
         await waitForWake(1000, opts.signal, (f) => (wake = f));
         continue;
       }
-      const txns = (await c.query(loadSql('source/trigger/batch-txns.sql'), [String(lastTick), String(next)])).rows;
+      const txns = (await c.query<BatchTxnRow>(BATCH_TXNS, [String(lastTick), String(next)])).rows;
       const events = new TriggerEvents(c, source); // table definitions and shapes are read again for every batch
       let rank = 0n;
       for (const t of txns) {
@@ -77,7 +114,7 @@ export async function captureTriggers(opts: CaptureOptions): Promise<CaptureProg
         };
         let after = '0';
         let read = 0;
-        while (read < t.events) {
+        while (read < Number(t.events)) {
           const { rows } = await c.query(
             'SELECT ev_id::text, op, rel_schema, rel_table, rel_oid::text, shape, old_row, new_row FROM pgferry.events WHERE txid = $1::xid8 AND ev_id > $2::bigint ORDER BY ev_id LIMIT $3',
             [t.txid, after, opts.chunkChanges],
@@ -97,7 +134,7 @@ export async function captureTriggers(opts: CaptureOptions): Promise<CaptureProg
       }
       await publisher.flush(); // every message of the batch confirmed: now, and only now, forget it
       await c.query('BEGIN');
-      await c.query(loadSql('source/trigger/batch-done.sql'), [source, String(lastTick), String(next)]);
+      await c.query(BATCH_DONE, [source, String(lastTick), String(next)]);
       await c.query('DELETE FROM pgferry.ticks WHERE tick_id < (SELECT min(last_tick) FROM pgferry.capture_state)');
       await c.query('COMMIT');
       lastTick = next;

@@ -16,7 +16,6 @@ import type pg from 'pg';
 import { Change, RelationInfo, relKey, relLabel, Row } from '../../change';
 import { SourceError } from '../../errors';
 import { qualified } from '../../pg';
-import { loadSql } from '../../sql';
 import { parseRecordText } from './record-text';
 
 export interface QueuedEvent {
@@ -54,6 +53,53 @@ interface Shape {
 }
 
 const truthy = (v: unknown) => v === true || v === 't';
+
+/**
+ * One captured table as the change envelope describes it: every non-dropped
+ * column in attnum order (as NEW::text prints them), its type, whether it is
+ * generated (printed but not sent), whether it identifies the row, and the
+ * table's identity: its primary key, else its replica identity index, else
+ * the whole row.
+ */
+const RELATION = `
+WITH rel AS (SELECT $1::regclass AS oid),
+     idx AS (
+       SELECT i.indkey, CASE WHEN i.indisprimary THEN 'default' ELSE 'index' END AS identity
+       FROM pg_catalog.pg_index i, rel
+       WHERE i.indrelid = rel.oid AND (i.indisprimary OR i.indisreplident)
+       ORDER BY i.indisprimary DESC LIMIT 1
+     )
+SELECT a.attname AS name, pg_catalog.format_type(a.atttypid, a.atttypmod) AS type,
+       a.attgenerated <> '' AS generated,
+       coalesce(a.attnum = ANY ((SELECT indkey FROM idx)::int2[]), false) AS key,
+       coalesce((SELECT identity FROM idx), 'full') AS identity
+FROM pg_catalog.pg_attribute a, rel
+WHERE a.attrelid = rel.oid AND a.attnum > 0 AND NOT a.attisdropped
+ORDER BY a.attnum`;
+
+interface RelationRow {
+  name: string;
+  type: string;
+  generated: boolean | string;
+  key: boolean | string;
+  /** 'default' (primary key), 'index' (replica identity index) or 'full'. */
+  identity: string;
+}
+
+/**
+ * One row shape of trigger capture (pgferry.shapes), as JSON: for each field
+ * of a row's text, the column's name then ("cols") and its name now
+ * ("names": null where the column was dropped since, or the table is gone).
+ */
+const SHAPE = `
+SELECT pg_catalog.json_build_object(
+         'cols', s.cols,
+         'names', ARRAY(SELECT a.attname::text
+                          FROM unnest(s.nums) WITH ORDINALITY AS u(num, i)
+                          LEFT JOIN pg_catalog.pg_attribute a ON a.attrelid = s.relid AND a.attnum = u.num AND NOT a.attisdropped
+                         ORDER BY u.i))::text AS shape
+FROM pgferry.shapes s
+WHERE s.shape_id = $1`;
 
 export class TriggerEvents {
   private readonly byOid = new Map<string, Resolved>();
@@ -118,7 +164,7 @@ export class TriggerEvents {
 
   /** A captured table as it is now: every column, its type and key, and the table's identity. */
   private async describe(schema: string, table: string, regclass: string): Promise<Resolved> {
-    const { rows } = await this.c.query(loadSql('source/trigger/relation.sql'), [regclass]);
+    const { rows } = await this.c.query<RelationRow>(RELATION, [regclass]);
     const columns: Column[] = rows.map((x) => ({ name: x.name, type: x.type, generated: truthy(x.generated), key: truthy(x.key) }));
     const identity = (rows[0]?.identity ?? 'full') as RelationInfo['identity'];
     const sent = columns.filter((col) => !col.generated);
@@ -150,7 +196,7 @@ export class TriggerEvents {
     const id = e.shape!;
     let s = this.shapes.get(id);
     if (!s) {
-      const row = (await this.c.query(loadSql('source/trigger/shape.sql'), [id])).rows[0];
+      const row = (await this.c.query<{ shape: string }>(SHAPE, [id])).rows[0];
       if (!row) throw new SourceError(`source '${this.source}': event ${e.ev_id} of ${relLabel({ schema: e.rel_schema, table: e.rel_table })} names shape ${id}, which pgferry.shapes does not hold`);
       const j = JSON.parse(row.shape) as { cols: string[]; names: (string | null)[] };
       s = { names: j.names, then: j.cols };

@@ -1,14 +1,13 @@
 /** Trigger capture as a capture mode (see ../mode.ts): row triggers write a change log that capture reads tick by tick. */
 import type pg from 'pg';
 import { SourceError } from '../../errors';
-import { loadSql } from '../../sql';
 import { withClient } from '../../pg';
 import type { CaptureMode } from '../mode';
 import type { PreparedSource } from '../contract';
 import { triggerHistory } from '../history';
 import { describeTables } from '../tables';
 import { captureTriggers } from './capture';
-import { prepareTriggerSource } from './install';
+import { capturedTables, prepareTriggerSource } from './install';
 import { exportTriggerSnapshot, triggerPoint } from './snapshot';
 import { uninstallTriggers } from './uninstall';
 
@@ -24,8 +23,7 @@ export const triggerMode: CaptureMode = {
     if (!(installed === true || installed === 't')) {
       throw new SourceError(`source '${source}': trigger capture is not installed (no schema pgferry); run pgferry init --mode trigger first`);
     }
-    const captured = (await c.query(loadSql('source/trigger/captured-tables.sql'))).rows.map((r) => ({ schema: r.schemaname as string, table: r.tablename as string }));
-    return describeTables(c, source, captured);
+    return describeTables(c, source, await capturedTables(c));
   },
   notCaptured: () => 'no capture trigger',
   history: (url, source) =>

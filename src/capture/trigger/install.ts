@@ -12,22 +12,50 @@ import type pg from 'pg';
 import { relLabel } from '../../change';
 import { isPrivilegeError, SourceError } from '../../errors';
 import { escapeLiteral, qualified, withClient } from '../../pg';
-import { loadSql } from '../../sql';
 import { migrate } from '../../migrations';
 import { formatLsn } from '../../lsn';
 import type { TableRef } from '../../tables';
 import type { PreparedSource } from '../contract';
-import { describeTables, selectTables, TableSelection } from '../tables';
+import { candidateTables, describeTables, selectTables, TableSelection } from '../tables';
 
 export const TICK_LOCK = 7_364_201; // pg_advisory_xact_lock key serializing tick creation
+
+/** Tables with pgferry's capture trigger (trigger mode): the "publication". */
+const CAPTURED_TABLES = `
+SELECT DISTINCT n.nspname AS schemaname, c.relname AS tablename
+FROM pg_catalog.pg_trigger t
+JOIN pg_catalog.pg_class c ON c.oid = t.tgrelid
+JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+WHERE t.tgname = 'pgferry_capture' AND NOT t.tgisinternal
+ORDER BY 1, 2`;
+
+/** pgferry's triggers present on the given tables: (schema, table, trigger, number of arguments). */
+const INSTALLED_TRIGGERS = `
+SELECT n.nspname AS schema_name, c.relname AS table_name, t.tgname AS trigger_name, t.tgnargs AS nargs
+FROM pg_catalog.pg_trigger t
+JOIN pg_catalog.pg_class c ON c.oid = t.tgrelid
+JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+WHERE t.tgname IN ('pgferry_capture', 'pgferry_truncate', 'pgferry_wake') AND NOT t.tgisinternal AND t.tgparentid = 0
+  AND (n.nspname, c.relname) IN (SELECT * FROM unnest($1::text[], $2::text[]))`;
+
+interface InstalledTriggerRow {
+  schema_name: string;
+  table_name: string;
+  trigger_name: string;
+  nargs: string | number;
+}
+
+/** The tables with pgferry's capture trigger, in a stable order: trigger mode's "publication". */
+export async function capturedTables(c: pg.ClientBase): Promise<{ schema: string; table: string }[]> {
+  const { rows } = await c.query<{ schemaname: string; tablename: string }>(CAPTURED_TABLES);
+  return rows.map((r) => ({ schema: r.schemaname, table: r.tablename }));
+}
 
 export async function prepareTriggerSource(url: string, source: string, selection: TableSelection): Promise<PreparedSource> {
   return withClient(`source '${source}'`, url, async (c) => {
     await c.query('BEGIN');
     try {
-      const selected: { schema: string; table: string }[] =
-        (await selectTables(c, source, selection)) ??
-        (await c.query(loadSql('source/trigger/candidate-tables.sql'))).rows.map((r) => ({ schema: r.schema_name, table: r.table_name }));
+      const selected: { schema: string; table: string }[] = (await selectTables(c, source, selection)) ?? (await candidateTables(c));
       const tables = await describeTables(c, source, selected); // refuses uncarriable columns before installing anything
       const installed = (await c.query(`SELECT to_regclass('pgferry.events') IS NOT NULL AS yes`)).rows[0].yes;
       await migrate(c, 'source', { inTransaction: true });
@@ -56,14 +84,13 @@ export async function prepareTriggerSource(url: string, source: string, selectio
 
 async function installTriggers(c: pg.ClientBase, tables: TableRef[]): Promise<void> {
   const wanted = new Set(tables.map((t) => relLabel(t)));
-  for (const r of (await c.query(loadSql('source/trigger/captured-tables.sql'))).rows) {
-    const t = { schema: r.schemaname as string, table: r.tablename as string };
+  for (const t of await capturedTables(c)) {
     if (!wanted.has(relLabel(t))) await dropTriggers(c, t); // no longer selected
   }
   // Only missing triggers are created: re-running on a busy source takes no table locks. Triggers of an
   // older pgferry (two arguments, no table oid) are made anew.
   const present = new Map<string, number>(
-    (await c.query(loadSql('source/trigger/installed-triggers.sql'), [tables.map((t) => t.schema), tables.map((t) => t.table)])).rows.map((r) => [
+    (await c.query<InstalledTriggerRow>(INSTALLED_TRIGGERS, [tables.map((t) => t.schema), tables.map((t) => t.table)])).rows.map((r) => [
       JSON.stringify([r.schema_name, r.table_name, r.trigger_name]),
       Number(r.nargs),
     ]),

@@ -1,15 +1,13 @@
 /** Removing trigger capture from a source: the capture triggers and the pgferry schema (change log, ticks, functions), in one transaction. */
 import type pg from 'pg';
 import { relLabel } from '../../change';
-import { loadSql } from '../../sql';
-import { dropTriggers } from './install';
+import { capturedTables, dropTriggers } from './install';
 
 export async function uninstallTriggers(c: pg.ClientBase, _source: string): Promise<string[]> {
   const removed: string[] = [];
   await c.query('BEGIN');
   try {
-    for (const r of (await c.query(loadSql('source/trigger/captured-tables.sql'))).rows) {
-      const t = { schema: r.schemaname as string, table: r.tablename as string };
+    for (const t of await capturedTables(c)) {
       await dropTriggers(c, t);
       removed.push(`capture triggers on ${relLabel(t)}`);
     }

@@ -7,11 +7,63 @@ import type pg from 'pg';
 import { describeCause, isDuplicateObject, isPrivilegeError, SourceError } from '../../errors';
 import { publicationName, slotName } from '../../names';
 import { ident, qualified, withClient } from '../../pg';
-import { loadSql } from '../../sql';
 import { relLabel } from '../../change';
 import type { TableRef } from '../../tables';
 import type { PreparedSource } from '../contract';
 import { describeTables, selectTables, TableSelection } from '../tables';
+
+/** Tables the publication sends, in a stable order. */
+const PUBLISHED_TABLES = `
+SELECT schemaname, tablename FROM pg_catalog.pg_publication_tables
+WHERE pubname = $1 ORDER BY schemaname, tablename`;
+
+/**
+ * Published tables on which the source refuses UPDATE and DELETE: replica
+ * identity NOTHING, or DEFAULT without a primary key.
+ */
+const IDENTITY_PROBLEMS = `
+SELECT n.nspname AS schema_name, c.relname AS table_name, c.relreplident::text AS identity
+FROM pg_catalog.pg_publication_tables pt
+JOIN pg_catalog.pg_namespace n ON n.nspname = pt.schemaname
+JOIN pg_catalog.pg_class c ON c.relnamespace = n.oid AND c.relname = pt.tablename
+WHERE pt.pubname = $1
+  AND (c.relreplident = 'n'
+       OR (c.relreplident = 'd' AND NOT EXISTS (
+             SELECT 1 FROM pg_catalog.pg_index i WHERE i.indrelid = c.oid AND i.indisprimary)))
+ORDER BY 1, 2`;
+
+/** The replication slot $1 as pg_replication_slots has it, with the WAL it keeps (no row: no such slot). */
+const SLOT = `
+SELECT slot_name, plugin, active, active_pid, confirmed_flush_lsn::text AS confirmed_flush_lsn,
+       restart_lsn::text AS restart_lsn, wal_status,
+       pg_wal_lsn_diff(pg_current_wal_lsn(), restart_lsn)::bigint AS retained_bytes
+FROM pg_catalog.pg_replication_slots WHERE slot_name = $1`;
+
+/** A row of pg_replication_slots (values as pgferry's connections read them: text). */
+export interface SlotRow {
+  slot_name: string;
+  plugin: string;
+  active: boolean | string;
+  active_pid: string | number | null;
+  confirmed_flush_lsn: string | null;
+  restart_lsn: string | null;
+  /** reserved, extended, unreserved or lost. */
+  wal_status: string | null;
+  /** pg_current_wal_lsn() - restart_lsn. */
+  retained_bytes: string | number | null;
+}
+
+/** The replication slot named `slot`, or undefined when there is none. */
+export async function readSlot(c: pg.ClientBase, slot: string): Promise<SlotRow | undefined> {
+  return (await c.query<SlotRow>(SLOT, [slot])).rows[0];
+}
+
+/** The tables publication `pub` sends, in a stable order. */
+async function publicationTables(c: pg.ClientBase, pub: string): Promise<{ schema: string; table: string }[]> {
+  const { rows } = await c.query<{ schemaname: string; tablename: string }>(PUBLISHED_TABLES, [pub]);
+  return rows.map((r) => ({ schema: r.schemaname, table: r.tablename }));
+}
+
 export async function checkWalLevel(c: pg.Client, source: string): Promise<void> {
   const { rows } = await c.query('SHOW wal_level');
   if (rows[0].wal_level !== 'logical') {
@@ -40,7 +92,7 @@ export async function prepareSource(url: string, source: string, selection: Tabl
       } else if (tables && !flag(exists.puballtables)) {
         // Only when the table set differs: a publication made by the DBA stays untouched (and needs no ownership).
         const key = (t: { schema: string; table: string }) => JSON.stringify([t.schema, t.table]);
-        const current = (await c.query(loadSql('source/published-tables.sql'), [pub])).rows.map((r) => key({ schema: r.schemaname, table: r.tablename })).sort();
+        const current = (await publicationTables(c, pub)).map(key).sort();
         const wanted = tables.map(key).sort();
         if (JSON.stringify(current) !== JSON.stringify(wanted)) await c.query(`ALTER PUBLICATION ${ident(pub)} SET TABLE ${list}`);
       }
@@ -62,7 +114,7 @@ export async function prepareSource(url: string, source: string, selection: Tabl
     let slotCreated = false;
     let slotLsn: string | undefined;
     const slot = slotName(source);
-    const existing = (await c.query(loadSql('source/slot.sql'), [slot])).rows[0];
+    const existing = await readSlot(c, slot);
     if (existing?.wal_status === 'lost') {
       // Invalidated (max_slot_wal_keep_size): it can never stream again. Drop it and create it anew
       // like a dropped slot: the caller then marks the gap, so replicas stop in needs_resync.
@@ -80,7 +132,7 @@ export async function prepareSource(url: string, source: string, selection: Tabl
         if (!isDuplicateObject(err)) throw privilegeError(source, 'create its replication slot', err); // created concurrently
       }
     }
-    const warnings = (await c.query(loadSql('source/identity-problems.sql'), [pub])).rows.map((r) => {
+    const warnings = (await c.query<{ schema_name: string; table_name: string; identity: string }>(IDENTITY_PROBLEMS, [pub])).rows.map((r) => {
       const name = relLabel({ schema: r.schema_name, table: r.table_name });
       const why = r.identity === 'n' ? 'has REPLICA IDENTITY NOTHING' : 'has no primary key or replica identity';
       return `source '${source}': table ${name} ${why}, so PostgreSQL refuses UPDATE and DELETE on it while it is replicated; run ALTER TABLE ${name} REPLICA IDENTITY FULL, or add a primary key`;
@@ -95,8 +147,7 @@ export async function prepareSource(url: string, source: string, selection: Tabl
  * every row of its table.
  */
 export async function publishedTables(c: pg.ClientBase, source: string, pub: string): Promise<TableRef[]> {
-  const list = (await c.query(loadSql('source/published-tables.sql'), [pub])).rows.map((r) => ({ schema: r.schemaname as string, table: r.tablename as string }));
-  return describeTables(c, source, list);
+  return describeTables(c, source, await publicationTables(c, pub));
 }
 
 function privilegeError(source: string, what: string, err: unknown): Error {
@@ -114,15 +165,15 @@ export interface SlotInfo {
   slot: string;
   exists: boolean;
   active?: boolean;
-  confirmedFlushLsn?: string;
-  restartLsn?: string;
-  walStatus?: string;
+  confirmedFlushLsn?: string | null;
+  restartLsn?: string | null;
+  walStatus?: string | null;
   retainedBytes?: number;
 }
 
 export async function slotInfo(c: pg.Client, source: string): Promise<SlotInfo> {
   const slot = slotName(source);
-  const r = (await c.query(loadSql('source/slot.sql'), [slot])).rows[0];
+  const r = await readSlot(c, slot);
   if (!r) return { slot, exists: false };
   return {
     slot,

@@ -8,7 +8,6 @@
 import { lsnDistance, normalizeLsn } from '../../lsn';
 import { slotName } from '../../names';
 import { withClient } from '../../pg';
-import { loadSql } from '../../sql';
 
 export interface SlotHealth {
   slot: string;
@@ -25,10 +24,35 @@ export interface SlotHealth {
   walStatus: string | null;
 }
 
+/**
+ * Health of the replication slot $1: where it stands and how much WAL it keeps on the source.
+ * One row even when the slot does not exist (the server's current position is still known).
+ */
+const SLOT_HEALTH = `
+SELECT s.slot_name IS NOT NULL AS slot_exists,
+       s.active,
+       s.restart_lsn::text AS restart_lsn,
+       s.confirmed_flush_lsn::text AS confirmed_flush_lsn,
+       s.wal_status,
+       w.lsn::text AS current_lsn
+FROM (SELECT CASE WHEN pg_catalog.pg_is_in_recovery() THEN pg_catalog.pg_last_wal_replay_lsn()
+                  ELSE pg_catalog.pg_current_wal_lsn() END AS lsn) w
+LEFT JOIN pg_catalog.pg_replication_slots s ON s.slot_name = $1`;
+
+interface SlotHealthRow {
+  slot_exists: boolean | string;
+  /** Null (like the slot's other columns) when the slot does not exist. */
+  active: boolean | string | null;
+  restart_lsn: string | null;
+  confirmed_flush_lsn: string | null;
+  wal_status: string | null;
+  current_lsn: string;
+}
+
 export async function slotHealth(url: string, source: string): Promise<SlotHealth> {
   const slot = slotName(source);
   return withClient(`source '${source}'`, url, async (c) => {
-    const r = (await c.query(loadSql('source/slot-health.sql'), [slot])).rows[0];
+    const r = (await c.query<SlotHealthRow>(SLOT_HEALTH, [slot])).rows[0];
     const bool = (v: unknown) => (v === null || v === undefined ? null : v === true || v === 't');
     const lsn = (v: unknown) => (typeof v === 'string' && v ? normalizeLsn(v) : null);
     const currentLsn = normalizeLsn(r.current_lsn);

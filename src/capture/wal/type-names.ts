@@ -7,7 +7,10 @@
  */
 import type pg from 'pg';
 import type { Pgoutput } from 'pg-logical-replication';
-import { loadSql } from '../../sql';
+
+/** A type's name as format_type prints it, from its OID ($1) and typmod ($2). */
+const COLUMN_TYPE = `
+SELECT format_type($1::oid, $2::int) AS type_name`;
 
 export class TypeNames {
   private readonly names = new Map<string, string>();
@@ -19,7 +22,7 @@ export class TypeNames {
     for (const col of rel.columns) {
       const k = `${col.typeOid}:${col.typeMod}`;
       if (this.names.has(k)) continue;
-      const r = await this.catalog.query(loadSql('source/column-types.sql'), [col.typeOid, col.typeMod]);
+      const r = await this.catalog.query<{ type_name: string }>(COLUMN_TYPE, [col.typeOid, col.typeMod]);
       this.names.set(k, r.rows[0].type_name);
     }
   }

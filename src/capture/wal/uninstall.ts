@@ -3,12 +3,12 @@ import type pg from 'pg';
 import { SourceError } from '../../errors';
 import { publicationName, slotName } from '../../names';
 import { ident } from '../../pg';
-import { loadSql } from '../../sql';
+import { readSlot } from './prepare';
 
 export async function uninstallWal(c: pg.ClientBase, source: string): Promise<string[]> {
   const removed: string[] = [];
   const slot = slotName(source);
-  const s = (await c.query(loadSql('source/slot.sql'), [slot])).rows[0];
+  const s = await readSlot(c, slot);
   if (s) {
     if (s.active === true || s.active === 't') {
       throw new SourceError(`source '${source}': replication slot ${slot} is in use by a running capture (pid ${s.active_pid}); stop pgferry first, then run pgferry uninstall again`);
