@@ -53,8 +53,11 @@ describe('fault 13: a column dropped on a replica', () => {
     await f.applied('a', aBefore + 100);
     expect((await replicaStatus(f, 'a')).v.state).toBe('running');
 
-    // Resumed without the fix: the column check refuses again, naming the column.
-    expect((await cli(f.w, ['replica', 'resume', 'b'])).code).toBe(0);
+    // Resumed without the fix: the column check refuses again, naming the column. The resume
+    // command waits for the outcome (the setPaused update) and says so, exit 1.
+    const refused = await cli(f.w, ['replica', 'resume', 'b']);
+    expect(refused.code).toBe(1);
+    expect(refused.stderr).toMatch(/replica 'b' resumed but stopped again in state failed: replica 'b': column public\.audit\.n \(integer\) is missing/);
     const again = await waitFor('b to fail again, on the column check', async () => {
       const s = await replicaStatus(f, 'b');
       return s.v.state === 'failed' && /is missing/.test(s.v.lastError ?? '') ? (s.v.lastError as string) : null;

@@ -20,7 +20,7 @@
  * Keepalive positions still move the slot then.
  */
 import type pg from 'pg';
-import { classifyError, describeCause, isPrivilegeError, isReadOnlyServer, sqlState } from '../../errors';
+import { classifyError, describeCause, isPrivilegeError, isReadOnlyServer } from '../../errors';
 import type { Logger } from '../../logger';
 import { connectPg } from '../../pg';
 import { redactText } from '../../redact';
@@ -103,7 +103,7 @@ export class IdleHeartbeat {
       this.client = null;
       void c?.end().catch(() => undefined);
     }
-    const kind = sqlState(err) ?? (err as Error)?.message ?? 'error';
+    const kind = (err as { code?: string })?.code ?? (err as Error)?.message ?? 'error';
     if (this.stopped || warned.get(source) === kind) return;
     warned.set(source, kind);
     const fix = isPrivilegeError(err)

@@ -15,7 +15,6 @@ import {
   isSlotInUse,
   describeCause,
   isTransient,
-  sqlState,
 } from '../../errors';
 import { connectError } from '../../pg';
 import { redactText } from '../../redact';
@@ -38,6 +37,8 @@ export function classifyReplicationError(source: string, url: string, err: unkno
       { cause: err },
     );
   }
-  if (!sqlState(err) || isTransient(err)) return connectError(what, url, err);
+  // No code at all (a dropped socket) or a transient one: a connection problem, named with its server.
+  // A socket error with another code (ENOTFOUND…) is left as it is: capture retries it, as before.
+  if (!(err as { code?: unknown })?.code || isTransient(err)) return connectError(what, url, err);
   return err as Error;
 }
