@@ -1,3 +1,4 @@
+/** Local TCP ports for servers pgferry starts itself (the demo, the dev server, tests). */
 import * as net from 'node:net';
 
 /** A TCP port free on 127.0.0.1 right now. */

@@ -1,3 +1,4 @@
+/** The snapshot workflow of `replica add --snapshot` (see snapshotWorkflow below). */
 import { proxyActivities, RetryPolicy } from '@temporalio/workflow';
 import type { createActivities } from '../activities';
 import { NON_RETRYABLE } from '../src/errors';

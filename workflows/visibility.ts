@@ -1,7 +1,3 @@
-import { upsertMemo, upsertSearchAttributes, workflowInfo } from '@temporalio/workflow';
-import type { SearchAttributeUpdatePair } from '@temporalio/common';
-import { PGFERRY_LAG_SECONDS, PGFERRY_SOURCE, PGFERRY_STATE } from './messages';
-
 /**
  * What pgferry's workflows show in the Temporal UI: search attributes
  * (PgferryState, PgferrySource, PgferryLagSeconds) and the memo.
@@ -14,6 +10,10 @@ import { PGFERRY_LAG_SECONDS, PGFERRY_SOURCE, PGFERRY_STATE } from './messages';
  * workflow that has neither runs exactly as before, with nothing to show.
  * Workflows started by older code therefore replay unchanged: no patch needed.
  */
+import { upsertMemo, upsertSearchAttributes, workflowInfo } from '@temporalio/workflow';
+import type { SearchAttributeUpdatePair } from '@temporalio/common';
+import { PGFERRY_LAG_SECONDS, PGFERRY_SOURCE, PGFERRY_STATE } from './messages';
+
 export function searchAttributesEnabled(): boolean {
   return workflowInfo().typedSearchAttributes.get(PGFERRY_SOURCE) !== undefined;
 }

@@ -1,3 +1,4 @@
+/** The `pgferry` command line: every command and its options, wired to src/app (composition roots) and the libraries. */
 import { Command, Option } from 'commander';
 import * as path from 'node:path';
 import * as readline from 'node:readline/promises';

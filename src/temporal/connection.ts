@@ -1,3 +1,4 @@
+/** Connecting to Temporal: the address (config, TEMPORAL_ADDRESS or the dev server's default), TLS from the files the config names, and a client with a clear error. */
 import * as fs from 'node:fs';
 import { Client, Connection, TLSConfig } from '@temporalio/client';
 import type { Config } from '../config';

@@ -1,3 +1,4 @@
+/** `pgferry verify`: which tables to compare (the capture mode's, or a subset), on which connections. */
 import type { Config } from '../config';
 import { replicaShare, replicaUrl, requireSourceUrl } from '../config';
 import { SourceError } from '../errors';
