@@ -20,6 +20,8 @@ export interface Setting {
   readonly env?: string;
   /** The commander option name (a `RawConfig` key); the flag is its kebab-case, `dataDir` → `--data-dir`. */
   readonly flag?: keyof RawConfig;
+  /** The flag's value in CLI help, e.g. `<url>`. */
+  readonly arg?: string;
   /** As the user would write it (seconds for `unit: 'seconds'`). */
   readonly default?: string | number;
   /**
@@ -42,10 +44,10 @@ export interface Setting {
 
 // The order of rows is the order messages list known keys in ("known: rabbitmq_url, data_dir, …").
 export const SETTINGS = [
-  { path: 'rabbitmqUrl', file: 'rabbitmq_url', env: 'PGFERRY_RABBITMQ_URL', flag: 'rabbitmq', default: 'amqp://guest:guest@127.0.0.1:5672', type: 'text', help: 'RabbitMQ (3.9+, streams)' },
-  { path: 'dataDir', file: 'data_dir', env: 'PGFERRY_DATA_DIR', flag: 'dataDir', default: '.pgferry', type: 'path', help: 'local state (dev server database and log)' },
+  { path: 'rabbitmqUrl', file: 'rabbitmq_url', env: 'PGFERRY_RABBITMQ_URL', flag: 'rabbitmq', arg: '<url>', default: 'amqp://guest:guest@127.0.0.1:5672', type: 'text', help: 'RabbitMQ (3.9+, streams)' },
+  { path: 'dataDir', file: 'data_dir', env: 'PGFERRY_DATA_DIR', flag: 'dataDir', arg: '<dir>', default: '.pgferry', type: 'path', help: 'where pgferry keeps local state such as the dev server database' },
   {
-    path: 'connectWaitMs', file: 'connect_wait_seconds', env: 'PGFERRY_CONNECT_WAIT_SECONDS', flag: 'wait', default: 30, type: 'number', unit: 'seconds',
+    path: 'connectWaitMs', file: 'connect_wait_seconds', env: 'PGFERRY_CONNECT_WAIT_SECONDS', flag: 'wait', arg: '<seconds>', default: 30, type: 'number', unit: 'seconds',
     help: 'how long `up` retries servers that do not answer at start-up before giving up',
   },
 
@@ -57,12 +59,12 @@ export const SETTINGS = [
   { path: 'temporal.tls.serverName', file: 'temporal.tls.server_name', env: 'TEMPORAL_TLS_SERVER_NAME', type: 'text', label: false, dedicated: true, help: 'name the Temporal server certificate must carry' },
 
   {
-    path: 'source.name', file: 'sources[].name', env: 'PGFERRY_SOURCE_NAME', flag: 'sourceName', default: 'main', type: 'text',
+    path: 'source.name', file: 'sources[].name', env: 'PGFERRY_SOURCE_NAME', flag: 'sourceName', arg: '<name>', default: 'main', type: 'text',
     help: 'names the slot pgferry_<name>, the publication and the stream pgferry.<name>.changes; chooses among the file\'s sources',
   },
-  { path: 'source.url', file: 'sources[].url', env: 'PGFERRY_SOURCE', flag: 'source', type: 'text', help: 'source database (libpq URL or keyword/value string)' },
-  { path: 'source.mode', file: 'sources[].mode', env: 'PGFERRY_CAPTURE_MODE', flag: 'mode', default: 'wal', type: 'text', help: 'wal (logical decoding) or trigger (row triggers)' },
-  { path: 'source.tables', file: 'sources[].tables', env: 'PGFERRY_TABLES', flag: 'tables', type: 'tables', label: false, help: 'schema.table,… to replicate (default: all tables)' },
+  { path: 'source.url', file: 'sources[].url', env: 'PGFERRY_SOURCE', flag: 'source', arg: '<url>', type: 'text', help: 'source database (libpq URL or keyword/value string)' },
+  { path: 'source.mode', file: 'sources[].mode', env: 'PGFERRY_CAPTURE_MODE', flag: 'mode', arg: '<mode>', default: 'wal', type: 'text', help: 'capture mode: wal (logical decoding) or trigger (row triggers, for wal_level below logical)' },
+  { path: 'source.tables', file: 'sources[].tables', env: 'PGFERRY_TABLES', flag: 'tables', arg: '<list>', type: 'tables', label: false, help: 'schema.table,… to replicate (default: all tables)' },
   {
     path: 'source.exclude', file: 'sources[].exclude', env: 'PGFERRY_EXCLUDE_TABLES', type: 'tables', keepEmpty: true, label: false,
     help: 'schema.table,… not to replicate (when tables is not given)',
@@ -71,7 +73,7 @@ export const SETTINGS = [
   { path: 'source.slotWarnBytes', file: 'sources[].slot_warn_bytes', env: 'PGFERRY_SLOT_WARN_BYTES', default: 1024 ** 3, type: 'number', help: 'status and metrics warn when the slot retains more WAL' },
 
   // --replica / PGFERRY_REPLICAS give name=url pairs, which replace the file's replicas.
-  { path: 'replicas[].name', file: 'replicas[].name', env: 'PGFERRY_REPLICAS', flag: 'replica', type: 'text', label: false, dedicated: true, help: 'a replica\'s name (a-z0-9_)' },
+  { path: 'replicas[].name', file: 'replicas[].name', env: 'PGFERRY_REPLICAS', flag: 'replica', arg: '<name=url>', type: 'text', label: false, dedicated: true, help: 'a replica, as name=url; repeatable (env: "a=url,b=url")' },
   { path: 'replicas[].url', file: 'replicas[].url', env: 'PGFERRY_REPLICAS', flag: 'replica', type: 'text', label: false, dedicated: true, help: 'a replica\'s connection' },
   { file: 'replicas[].source', type: 'text', label: false, dedicated: true, help: 'the source a replica takes; needed when the file lists several sources' },
   { path: 'replicas[].tables', file: 'replicas[].tables', type: 'tables', label: false, dedicated: true, help: 'only these tables are applied to the replica' },
@@ -94,7 +96,7 @@ export const SETTINGS = [
   },
 
   {
-    path: 'metrics.port', file: 'metrics.port', env: 'PGFERRY_METRICS_PORT', flag: 'metricsPort', default: 9464, type: 'number',
+    path: 'metrics.port', file: 'metrics.port', env: 'PGFERRY_METRICS_PORT', flag: 'metricsPort', arg: '<port>', default: 9464, type: 'number',
     help: 'Prometheus endpoint of worker processes; 0 turns it off',
   },
   { path: 'metrics.host', file: 'metrics.host', env: 'PGFERRY_METRICS_HOST', default: '0.0.0.0', type: 'text', help: 'address the metrics endpoint listens on' },
@@ -146,4 +148,17 @@ export function sectionKeys(section: string): string[] {
       .filter((p) => p.length > 1 && p[0].replace(/\[\]$/, '') === section)
       .map((p) => p[1]),
   );
+}
+
+/** A CLI option from its setting row: `--source-name <name>`, its help with the variable and default. */
+export function flagOption(flag: keyof RawConfig): { flags: string; description: string } {
+  const row = (SETTINGS as readonly Setting[]).find((s) => s.flag === flag);
+  if (!row) throw new Error(`no setting has the flag ${flag}`);
+  const notes = [row.env && `env ${row.env}`, row.default !== undefined && `default ${row.default}`].filter(Boolean);
+  return { flags: `${flagName(flag)} ${row.arg ?? '<value>'}`, description: notes.length ? `${row.help} (${notes.join(', ')})` : row.help };
+}
+
+/** The flags connection options offer, in table order (the replica pair is one flag). */
+export function connectionFlags(): (keyof RawConfig)[] {
+  return unique((SETTINGS as readonly Setting[]).flatMap((s) => (s.flag ? [s.flag] : []))) as (keyof RawConfig)[];
 }

@@ -6,7 +6,7 @@ import { loadConfig, RawConfig, redactConfig, requireSourceUrl } from '../config
 import { uninstallSource } from '../capture/uninstall';
 import { redactUrl } from '../redact';
 import { CliFailure, EXIT, fail, printJson, table } from './output';
-import { action, connectionOptions, say } from './command';
+import { action, connectionOptions, say, settingOption } from './command';
 import { addMaintenanceCommands } from './maintenance';
 import { connectClient, temporalAddress } from '../temporal/connection';
 import { captureView, listReplicaNames, replicaView, ReplicaView } from '../temporal/inspect';
@@ -195,13 +195,13 @@ addPauseResumeCommands(replica, {
   resume: { description: 'continue applying to a paused or failed replica' },
 });
 
-program
+const captureStatus = program
   .command('capture')
   .description('inspect capture')
   .command('status')
-  .description('slot position acknowledged, transactions captured, errors, and the part of the change stream still retained')
-  .option('--source-name <name>', 'source name (env PGFERRY_SOURCE_NAME; default: the config file\'s only source, or main)')
-  .option('--rabbitmq <url>', 'RabbitMQ URL (env PGFERRY_RABBITMQ_URL)')
+  .description('slot position acknowledged, transactions captured, errors, and the part of the change stream still retained');
+for (const flag of ['sourceName', 'rabbitmq'] as const) settingOption(captureStatus, flag);
+captureStatus
   .option('--json', 'machine-readable output')
   .action(
     action(async (opts: { sourceName?: string; rabbitmq?: string; json?: boolean }) => {
