@@ -18,7 +18,7 @@
  * change cannot be expressed exactly, `reduceKeyed` returns null and the
  * caller applies the run in order:
  *   - a key change (UPDATE of the key) whose full image is not known (an
- *     unchanged-TOAST column, not sent, of a row that existed before the run);
+ *     unchanged-TOAST column of a row that existed before the run);
  *   - a change missing a key column.
  * Not wired into apply yet: the set-based statements that apply the result
  * are the next step.
@@ -54,10 +54,9 @@ const pick = (keys: readonly string[], row: Row): Row => Object.fromEntries(keys
 /**
  * The net change of `changes` (row changes of one table whose key columns are
  * `keys`, in source order), in first-touched key order; null when it cannot
- * be expressed exactly (see above). `columns`, all of the table's columns,
- * tells an update that sent every column (a whole image) from one that did not.
+ * be expressed exactly (see above).
  */
-export function reduceKeyed(keys: readonly string[], changes: readonly RowChange[], columns?: readonly string[]): NetChange[] | null {
+export function reduceKeyed(keys: readonly string[], changes: readonly RowChange[]): NetChange[] | null {
   if (!keys.length) return null;
   const net = new Map<string, NetChange>();
   const state = (k: string, key: Row) => {
@@ -88,11 +87,9 @@ export function reduceKeyed(keys: readonly string[], changes: readonly RowChange
       s.write = { op: s.write?.op ?? 'update', row: { ...before, ...ch.new } };
       continue;
     }
-    // The key changed: the old key's row is gone, the new key's row holds the whole merged image —
-    // known when an earlier insert in the run gave it, or when the update sent every column.
-    const whole = columns !== undefined && columns.every((c) => c in ch.new);
-    if (s.write?.op !== 'insert' && !whole) return null; // columns not sent (unchanged TOAST) are unknown here
-    const image = { ...(s.write?.op === 'insert' ? s.write.row : {}), ...ch.new };
+    // The key changed: the old key's row is gone, the new key's row holds the whole merged image.
+    if (s.write?.op !== 'insert') return null; // columns not sent (unchanged TOAST) are unknown here
+    const image = { ...s.write.row, ...ch.new };
     s.deleteFirst = true;
     s.write = null;
     const k2 = keyOf(keys, image)!;
