@@ -118,7 +118,7 @@ export function sqlState(err: unknown): string | undefined {
 }
 
 /** SQLSTATE classes/codes after which a retry may succeed (connection, shutdown, conflicts, in-use slot). */
-export function isTransientSqlState(code: string | undefined): boolean {
+function isTransientSqlState(code: string | undefined): boolean {
   if (!code) return false;
   return TRANSIENT_CLASSES.some((c) => code.startsWith(c)) || TRANSIENT_CODES.includes(code);
 }
