@@ -13,6 +13,7 @@ import { captureMode } from '../src/capture/mode';
 import type { TableRef } from '../src/tables';
 import { applyBatch as runApplyBatch, BatchResult } from '../src/apply/apply-batch';
 import { checkNoUnfinishedCopy, prepareTarget } from '../src/apply/target';
+import { replicaRoleAdvice, useReplicaRole } from '../src/apply/session';
 import { declareStream } from '../src/changelog/stream';
 import { poolConnect } from '../src/pg';
 import type { WorkerResources } from '../src/temporal/resources';
@@ -83,6 +84,7 @@ export const createActivities = (deps: Deps) => {
         try {
           for (const warning of await prepareTarget(client, replica, tables)) log.warn(warning, { replica });
           await checkNoUnfinishedCopy(client, replica);
+          if (!(await useReplicaRole(client))) log.warn(await replicaRoleAdvice(client, replica), { replica });
         } finally {
           client.release();
         }
@@ -127,6 +129,7 @@ export const createActivities = (deps: Deps) => {
       try {
         const url = replicaUrl(config, replica);
         client = await poolConnect(`replica '${replica}'`, url, resources.pool(replica));
+        await useReplicaRole(client); // once per pooled connection; prepareReplica said so if it may not
         const result = await runApplyBatch({
           replica,
           source,

@@ -6,6 +6,11 @@
  * TRUNCATE, and anything the replica refuses in a set form, goes one by one,
  * so a refusal names the row, its table, its key and its source position.
  *
+ * Whole transactions of keyed tables are first gathered in a window and sent
+ * as their net change (net-apply.ts: per table the keys deleted first, then
+ * the last image of each key), falling back to the above, in order, when the
+ * replica refuses the set form.
+ *
  * The applier works inside the caller's transaction and never commits; the
  * batch (apply-batch.ts) frames it. Queued statements are sent before
  * anything that depends on them: `flush()` before a savepoint, before a run,
@@ -39,6 +44,7 @@ import {
   positional,
 } from './sql-builder';
 import { APPLY_STATEMENTS, StatementGroup } from './statement-group';
+import { WINDOW_CHANGES, deleteStatements, reduceWindow, windowable, writeStatements } from './net-apply';
 
 type Insert = Extract<Change, { op: 'insert' }>;
 type Update = Extract<Change, { op: 'update' }>;
@@ -47,6 +53,11 @@ type Delete = Extract<Change, { op: 'delete' }>;
 export class Applier {
   private readonly group = new StatementGroup();
   private readonly types: ReplicaTypes;
+  /** Whole transactions of keyed tables gathered for net-change apply (net-apply.ts); never at once with a queued group. */
+  private window: TxnMessage[] = [];
+  private windowChanges = 0;
+  /** Transactions applied as part of a window's net change (not in order after a refusal). */
+  netTxns = 0;
 
   constructor(
     private readonly c: pg.ClientBase,
@@ -54,23 +65,48 @@ export class Applier {
     private readonly log: Logger,
     /** Apply only changes of these tables ("schema.table"); all when undefined. */
     private readonly tables?: ReadonlySet<string>,
+    /** Gather whole transactions of keyed tables and apply their net change (default); false: every change as it happened. */
+    private readonly netChange = true,
   ) {
     this.types = ReplicaTypes.of(c);
     this.types.refresh(); // the replica's tables may have been altered since the last batch
   }
 
-  /** Apply one chunk of a source transaction (or queue its single-row statements). */
+  /**
+   * Apply one chunk of a source transaction, or keep it for later: a whole
+   * transaction of keyed tables joins the window, single-row statements are
+   * queued. Order is kept: what is kept is sent before anything after it.
+   */
   async apply(chunk: TxnMessage): Promise<void> {
     const m = this.tables ? onlyTables(chunk, this.tables) : chunk;
+    if (this.netChange && windowable(m)) {
+      await this.flushGroup();
+      this.window.push(m);
+      this.windowChanges += m.changes.length;
+      if (this.windowChanges >= WINDOW_CHANGES) await this.flushWindow();
+      return;
+    }
+    await this.flushWindow();
+    await this.applyInOrder(m);
+  }
+
+  /** Send everything kept (the window or the queued group), in order. */
+  async flush(): Promise<void> {
+    await this.flushGroup();
+    await this.flushWindow();
+  }
+
+  /** Every change of `m` as it happened: runs as one statement, single rows queued, a TRUNCATE alone. */
+  private async applyInOrder(m: TxnMessage): Promise<void> {
     const changes = m.changes;
     for (let i = 0; i < changes.length; ) {
       const run = runLength(m, changes, i);
       const ch = changes[i];
       if (run > 1) {
-        await this.flush();
+        await this.flushGroup();
         await this.applyRun(m, changes.slice(i, i + run));
       } else if (ch.op === 'truncate') {
-        await this.flush();
+        await this.flushGroup();
         await this.one(m, ch);
       } else {
         await this.queue(m, ch);
@@ -79,8 +115,39 @@ export class Applier {
     }
   }
 
+  /**
+   * The window's net change under a savepoint; if the replica refuses the set
+   * form, its transactions in order instead (a refusal then names the row).
+   */
+  private async flushWindow(): Promise<void> {
+    const txns = this.window;
+    if (!txns.length) return;
+    this.window = [];
+    this.windowChanges = 0;
+    const tables = txns.length > 1 ? reduceWindow(txns) : null; // one transaction: its own runs and groups do as well
+    if (!tables) return this.applyAllInOrder(txns);
+    await this.c.query('SAVEPOINT pgferry_net');
+    try {
+      for (const t of tables) for (const st of deleteStatements(t, await this.types.get(t.rel))) await this.c.query(await this.types.prepared(t.rel, st));
+      for (const t of tables) for (const st of writeStatements(t, await this.types.get(t.rel))) await this.c.query(await this.types.prepared(t.rel, st));
+      this.netTxns += txns.length;
+    } catch (err) {
+      if (!isRefusal(err)) throw err;
+      await this.c.query('ROLLBACK TO SAVEPOINT pgferry_net');
+      for (const t of tables) this.types.forget(t.rel);
+      this.log.info({ txns: txns.length, error: (err as Error).message }, 'the replica refused the net change of a window; applying its transactions in order');
+      await this.applyAllInOrder(txns);
+    }
+    await this.c.query('RELEASE SAVEPOINT pgferry_net');
+  }
+
+  private async applyAllInOrder(txns: TxnMessage[]): Promise<void> {
+    for (const m of txns) await this.applyInOrder(m);
+    await this.flushGroup();
+  }
+
   /** Send everything queued, in order; if the replica refuses the group, apply its changes one by one. */
-  async flush(): Promise<void> {
+  private async flushGroup(): Promise<void> {
     if (!this.group.size) return;
     const { params, items } = this.group.take();
     if (items.length === 1) return this.one(items[0].m, items[0].change); // nothing to group
@@ -104,11 +171,11 @@ export class Applier {
       await this.types.get(r, ch.rel),
     );
     if (!ref) {
-      await this.flush();
+      await this.flushGroup();
       return this.one(m, ch);
     }
     const st = statementFor(m, ch, ref);
-    if (st && this.group.add(m, ch, st)) await this.flush();
+    if (st && this.group.add(m, ch, st)) await this.flushGroup();
   }
 
   /** One change with its own statement; a refusal names the row. */

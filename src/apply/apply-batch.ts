@@ -43,6 +43,8 @@ export interface ApplyBatchOptions {
   log: Logger;
   /** Apply only changes of these tables ("schema.table"); all when undefined. */
   tables?: ReadonlySet<string>;
+  /** Apply the net change of whole transactions of keyed tables (default true; applier.ts, net-apply.ts). */
+  netChange?: boolean;
 }
 
 export interface BatchResult {
@@ -57,6 +59,8 @@ export interface BatchResult {
   caughtUp: boolean;
   /** Messages skipped because their transaction was already applied. */
   skipped: number;
+  /** Of `txns`, those applied as their net change with others (net-apply.ts); absent in results of older workers. */
+  netTxns?: number;
 }
 
 export async function applyBatch(o: ApplyBatchOptions): Promise<BatchResult> {
@@ -96,7 +100,7 @@ async function runBatch(o: ApplyBatchOptions, stopAt?: number): Promise<BatchRes
     // transactions is read ~4x faster than with 64 (measured in W3); chunks of at most ~128 kB
     // (envelope CHUNK_BYTES) keep that within tens of MB for huge transactions.
     reader = await StreamReader.open(o.rabbit, o.source, stored.offset ?? 'first', 256);
-    const batch = new BatchLoop(o, reader, protocol, new Applier(c, o.replica, o.log, o.tables), heartbeat, stopAt);
+    const batch = new BatchLoop(o, reader, protocol, new Applier(c, o.replica, o.log, o.tables, o.netChange ?? true), heartbeat, stopAt);
     const result = await batch.run(stored);
     const at = protocol.position;
     if (at.offset !== stored.offset || at.lsn !== stored.lsn || (at.history ?? null) !== stored.history) {
@@ -202,6 +206,7 @@ class BatchLoop {
     const at = this.protocol.position;
     result.appliedLsn = at.lsn;
     result.offset = at.offset;
+    result.netTxns = this.applier.netTxns;
     return result;
   }
 

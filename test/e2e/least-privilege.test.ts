@@ -127,6 +127,8 @@ describe('least-privileged roles', () => {
       return v.sources[0].slot.confirmedLsn !== before;
     }, 30_000, 1000);
     expect(up.output()).not.toMatch(/cannot write the idle heartbeat|permission denied|not allowed/);
+    // A write-only replica role may not set session_replication_role: apply says so once, with the grant.
+    expect(up.output()).toMatch(/replica 'a': apply runs with session_replication_role = origin, because role pgferry_apply may not set it: .*GRANT SET ON PARAMETER session_replication_role TO \\?"pgferry_apply\\?"/);
     const verify = await cli(w, ['verify', 'a', '--json']);
     expect(verify.code, verify.stdout + verify.stderr).toBe(0);
     expect(JSON.parse(verify.stdout).equal).toBe(true);

@@ -66,7 +66,7 @@ export class CraftedLog {
   }
 
   /** One apply batch for replica 'r'. */
-  async apply(opts: { chunkWaitMs?: number; maxWaitMs?: number; client?: pg.Client } = {}): Promise<BatchResult> {
+  async apply(opts: { chunkWaitMs?: number; maxWaitMs?: number; maxChanges?: number; client?: pg.Client; netChange?: boolean } = {}): Promise<BatchResult> {
     const c = opts.client ?? (await this.client());
     try {
       return await applyBatch({
@@ -74,12 +74,13 @@ export class CraftedLog {
         source: this.source,
         client: c,
         rabbit: this.rabbit,
-        maxChanges: 10_000,
+        maxChanges: opts.maxChanges ?? 10_000,
         maxWaitMs: opts.maxWaitMs ?? 1500,
         chunkWaitMs: opts.chunkWaitMs ?? 1000,
         idleMs: 300,
         heartbeat: () => undefined,
         log: logger.child({ test: true }),
+        netChange: opts.netChange,
       });
     } finally {
       if (!opts.client) await c.end();
