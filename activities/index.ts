@@ -5,15 +5,15 @@
  * the error's class as type; anything else → retried with backoff).
  */
 import { ApplicationFailure, Context, log } from '@temporalio/activity';
-import type pg from 'pg';
-import { Config, replicaTables, replicaUrl, requireSourceUrl } from '../src/config';
-import { PgferryError, classifyError, describeCause, isTransient } from '../src/errors';
+import { Config, replicaUrl, requireSourceUrl } from '../src/config';
+import { PgferryError, classifyError, describeCause } from '../src/errors';
 import type { CaptureProgress } from '../src/capture/contract';
 import { captureMode } from '../src/capture/mode';
 import type { TableRef } from '../src/tables';
-import { applyBatch as runApplyBatch, BatchResult } from '../src/apply/apply-batch';
 import { checkNoUnfinishedCopy, prepareTarget } from '../src/apply/target';
 import { replicaRoleAdvice, useReplicaRole } from '../src/apply/session';
+import { countError } from '../src/metrics/instruments';
+import { createApplyActivities } from './apply';
 import { declareStream } from '../src/changelog/stream';
 import { poolConnect } from '../src/pg';
 import type { WorkerResources } from '../src/temporal/resources';
@@ -21,7 +21,6 @@ import { redactText } from '../src/redact';
 import { addReplica } from '../src/snapshot/add';
 import type { SnapshotResult } from '../workflows/messages';
 import type { Logger } from '../src/logger';
-import { applyBatchTimer, countError } from '../src/metrics/instruments';
 
 export interface Deps {
   config: Config;
@@ -121,36 +120,6 @@ export const createActivities = (deps: Deps) => {
       }
     },
 
-    async applyBatch({ replica, source }: ReplicaRef): Promise<BatchResult> {
-      const ctx = Context.current();
-      let client: pg.PoolClient | undefined;
-      let broken = false;
-      const timer = applyBatchTimer(replica, source);
-      try {
-        const url = replicaUrl(config, replica);
-        client = await poolConnect(`replica '${replica}'`, url, resources.pool(replica));
-        await useReplicaRole(client); // once per pooled connection; prepareReplica said so if it may not
-        const result = await runApplyBatch({
-          replica,
-          source,
-          client,
-          rabbit: await resources.rabbit(),
-          maxChanges: config.batch.maxChanges,
-          maxWaitMs: config.batch.maxWaitMs,
-          heartbeat: () => ctx.heartbeat(),
-          log: deps.logger.child({ replica }),
-          tables: replicaTables(config, replica),
-        });
-        timer(); // pgferry_apply_batch_duration_seconds: successful batches
-        return result;
-      } catch (err) {
-        countError('apply', { replica, source });
-        broken = isTransient(err);
-        log.warn('apply batch failed', { replica, error: redactText(describeCause(err), secrets) });
-        return translate(err);
-      } finally {
-        client?.release(broken);
-      }
-    },
+    ...createApplyActivities(deps, translate, secrets),
   };
 };

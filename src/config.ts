@@ -96,6 +96,7 @@ export const configSchema = z.object({
     maxMessageBytes: count.min(1024 * 1024, 'must be at least 1 MiB'),
     /** Capture returns (and the workflow continues as new) after this long; it then reconnects to the slot. */
     captureRunMs: count.min(1000, 'must be at least 1 second'),
+    applySessionMs: count.min(1000, 'must be at least 1 second'),
   }),
   connectWaitMs: count.nonnegative(),
   stream: z.object({

@@ -94,6 +94,10 @@ export const SETTINGS = [
     path: 'batch.captureRunMs', file: 'batch.capture_run_seconds', env: 'PGFERRY_CAPTURE_RUN_SECONDS', default: 900, type: 'number', unit: 'seconds',
     help: 'capture returns and reconnects to its slot this often',
   },
+  {
+    path: 'batch.applySessionMs', file: 'batch.apply_session_seconds', env: 'PGFERRY_APPLY_SESSION_SECONDS', default: 30, type: 'number', unit: 'seconds',
+    help: 'an apply session runs batches this long before the replica workflow records its progress and starts the next',
+  },
 
   {
     path: 'metrics.port', file: 'metrics.port', env: 'PGFERRY_METRICS_PORT', flag: 'metricsPort', arg: '<port>', default: 9464, type: 'number',

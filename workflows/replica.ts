@@ -2,7 +2,18 @@
  * The replica workflow: one per replica, applying the change stream in
  * batches (see replicaWorkflow below).
  */
-import { makeContinueAsNewFunc, proxyActivities, setHandler, workflowInfo, RetryPolicy } from '@temporalio/workflow';
+import {
+  ActivityCancellationType,
+  CancellationScope,
+  condition,
+  isCancellation,
+  makeContinueAsNewFunc,
+  patched,
+  proxyActivities,
+  setHandler,
+  workflowInfo,
+  RetryPolicy,
+} from '@temporalio/workflow';
 import type { createActivities } from '../activities';
 import { NON_RETRYABLE } from '../src/errors';
 import { ReplicaStatus, enableSearchAttributesSignal, replicaSetPausedUpdate, replicaStatusQuery } from './messages';
@@ -10,6 +21,7 @@ import { PauseSwitch } from './pause-switch';
 import { RateWindow, addBatch, emptyRateWindow, lagSeconds, lagWorthShowing, ratePerSecond } from './replica-metrics';
 import { describeIfUndescribed, keepVisibility, show, shownLag, shownState } from './visibility';
 import { stopUntilResumed } from './stopped';
+import type { SessionResult } from '../src/apply/apply-session';
 
 type Activities = ReturnType<typeof createActivities>;
 
@@ -19,6 +31,17 @@ const { applyBatch } = proxyActivities<Activities>({
   startToCloseTimeout: '30 minutes',
   // Batches heartbeat at least every second; a dead apply worker's batch is retried after this.
   heartbeatTimeout: '10 seconds',
+  retry,
+});
+const { applySession } = proxyActivities<Activities>({
+  // A session returns after batch.apply_session_seconds at its next batch boundary; one batch holding a
+  // huge transaction may take long. A dead worker is noticed by the heartbeat timeout, not this.
+  startToCloseTimeout: '4 hours',
+  // Sessions heartbeat every 250 ms (the apply worker's throttle lets them through every 250 ms), so a
+  // cancellation — a pause — reaches the session within about half a second.
+  heartbeatTimeout: '10 seconds',
+  // A pause cancels the session: wait for it to stop at a batch boundary and return what it applied.
+  cancellationType: ActivityCancellationType.WAIT_CANCELLATION_COMPLETED,
   retry,
 });
 const { prepareReplica } = proxyActivities<Activities>({ startToCloseTimeout: '2 minutes', retry });
@@ -33,14 +56,39 @@ export interface ReplicaInput {
   rate?: RateWindow;
 }
 
-/** Batches between continue-as-new: keeps each run's history far below Temporal's limits. */
+/** Activities (sessions, or batches in runs recorded before sessions) between continue-as-new: keeps each run's history far below Temporal's limits. */
 const BATCHES_PER_RUN = 400;
+
+/**
+ * One apply session, cancelled when a pause arrives (it then stops at its next
+ * batch boundary and returns what it applied); in runs recorded before
+ * sessions, one batch, counted as a session of one batch. Null: cancelled
+ * before it could return, having applied nothing the checkpoint does not hold.
+ */
+async function applyOnce(input: ReplicaInput, sessions: boolean, pause: PauseSwitch<ReplicaStatus>): Promise<SessionResult | null> {
+  const ref = { replica: input.replica, source: input.source };
+  if (!sessions) return { ...(await applyBatch(ref)), batches: 1 };
+  const scope = new CancellationScope();
+  const session = scope.run(() => applySession(ref));
+  let done = false;
+  await Promise.race([session.finally(() => (done = true)), condition(() => pause.paused || done)]);
+  if (done) return await session;
+  scope.cancel();
+  try {
+    return await session;
+  } catch (err) {
+    if (isCancellation(err)) return null;
+    throw err;
+  }
+}
 
 /**
  * One replica: pull → apply → checkpoint, forever. The replica's own
  * pgferry.progress row is the truth; this workflow's status mirrors it for
- * display. `pause` stops after the current batch (batches last about a second);
- * `resume` continues, and also retries a replica stopped in state `failed`.
+ * display. The apply session in flight (activities: applySession) runs batch
+ * after batch for batch.apply_session_seconds; `pause` cancels it, and it stops
+ * at its next batch boundary (within about a second) and returns what it
+ * applied. `resume` continues, and also retries a replica stopped in state `failed`.
  * The `setPaused` update does the same and answers once it is done (pause-switch.ts).
  */
 export async function replicaWorkflow(input: ReplicaInput): Promise<void> {
@@ -93,6 +141,8 @@ export async function replicaWorkflow(input: ReplicaInput): Promise<void> {
       waitForResume: () => pause.nextResume(),
     });
 
+  // Runs recorded before apply sessions existed replay with one applyBatch activity per batch.
+  const sessions = patched('apply-session');
   let prepared = status.state !== 'starting' && status.state !== 'failed';
   for (let batches = 0; batches < BATCHES_PER_RUN && !workflowInfo().continueAsNewSuggested; ) {
     if (pause.paused) {
@@ -116,8 +166,9 @@ export async function replicaWorkflow(input: ReplicaInput): Promise<void> {
     publish();
     try {
       const startedAt = Date.now();
-      const r = await applyBatch({ replica: input.replica, source: input.source });
+      const r = await applyOnce(input, sessions, pause);
       batches++;
+      if (!r) continue;
       const now = Date.now();
       rate = addBatch(rate, startedAt, now, r.changes);
       Object.assign(status, {
@@ -127,7 +178,7 @@ export async function replicaWorkflow(input: ReplicaInput): Promise<void> {
         caughtUp: r.caughtUp,
         txns: status.txns + r.txns,
         changes: status.changes + r.changes,
-        batches: status.batches + 1,
+        batches: status.batches + r.batches,
         lastError: null,
         updatedAt: new Date().toISOString(),
         rowsPerSecond: ratePerSecond(rate, now),

@@ -24,7 +24,8 @@ export async function startWorkers(config: Config, address: string, queues: Queu
     // deliver them every 2 s instead of the default 80% of the heartbeat timeout.
     specs.push({ taskQueue: CAPTURE_TASK_QUEUE, options: { maxConcurrentActivityTaskExecutions: 20, maxHeartbeatThrottleInterval: '2 seconds' } });
   }
-  if (queues.includes('apply')) specs.push({ taskQueue: APPLY_TASK_QUEUE, options: { maxConcurrentActivityTaskExecutions: 50 } });
+  // Apply sessions learn of a pause from the answer to a heartbeat: let their heartbeats through every 250 ms.
+  if (queues.includes('apply')) specs.push({ taskQueue: APPLY_TASK_QUEUE, options: { maxConcurrentActivityTaskExecutions: 50, maxHeartbeatThrottleInterval: '250 ms' } });
   const workers = await runWorkers(config, address, specs);
   // Prometheus endpoint (config.metrics; off when the port is 0, a warning and no endpoint when it is taken).
   const metrics = await startMetricsServer(config, address, { servesCapture: queues.includes('capture') }).catch((err) => {

@@ -45,6 +45,14 @@ export interface ApplyBatchOptions {
   tables?: ReadonlySet<string>;
   /** Apply the net change of whole transactions of keyed tables (default true; applier.ts, net-apply.ts). */
   netChange?: boolean;
+  /**
+   * Stop early (pause, cancellation, worker shutdown): the batch ends at the
+   * next transaction boundary — a transaction still arriving in chunks is
+   * rolled back to its savepoint and left for later — and commits what came before.
+   */
+  signal?: AbortSignal;
+  /** Heartbeat at least this often (default 2000 ms); a session beats faster, so a cancellation reaches it within a second. */
+  heartbeatMs?: number;
 }
 
 export interface BatchResult {
@@ -63,17 +71,57 @@ export interface BatchResult {
   netTxns?: number;
 }
 
-export async function applyBatch(o: ApplyBatchOptions): Promise<BatchResult> {
+/** One batch; `session` is the feed a session keeps between batches (apply-session.ts), else one is opened for this batch. */
+export async function applyBatch(o: ApplyBatchOptions, session?: StreamFeed): Promise<BatchResult> {
+  const feed = session ?? new StreamFeed();
   try {
-    return await runBatch(o);
+    return await runBatch(o, feed);
   } catch (err) {
+    await feed.close(); // what the reader and protocol saw is not what the replica holds now
     if (!(err instanceof StopAt)) throw err;
     // A rejected change, a gap or a break in the log: keep every transaction before it (apply the
-    // batch again, stopping at the stream offset where its transaction began), then report it.
-    const before = await runBatch(o, err.offset);
+    // batch again, from a fresh reader, stopping at the stream offset where its transaction began), then report it.
+    const before = await runBatch(o, feed, err.offset).finally(() => feed.close());
     o.log.info({ replica: o.replica, appliedLsn: before.appliedLsn, txns: before.txns }, 'applied what came before the stop');
     throw err.error;
+  } finally {
+    if (!session) await feed.close();
   }
+}
+
+/**
+ * Where batches read from: one stream consumer and the log protocol's state
+ * that goes with it. A session (apply-session.ts) keeps it from one batch to
+ * the next, so a batch starts reading at once instead of opening a consumer;
+ * it is reused only while the replica's stored position is exactly where the
+ * protocol ended, and dropped after any failure.
+ */
+export class StreamFeed {
+  private current: { reader: StreamReader; protocol: LogProtocol } | null = null;
+
+  async at(o: ApplyBatchOptions, stored: LogPosition & { history: string | null }): Promise<{ reader: StreamReader; protocol: LogProtocol }> {
+    if (this.current && samePosition(this.current.protocol.position, stored)) return this.current;
+    await this.close();
+    const protocol = newProtocol(o, stored);
+    // Read from the last message consumed (not the one after it): the protocol checks that the stream
+    // still holds it. A replica that never consumed anything needs the stream from its very beginning.
+    // Prefetch 256 messages: RabbitMQ delivers a credit's worth per round trip, so a stream of small
+    // transactions is read ~4x faster than with 64 (measured in W3); chunks of at most ~128 kB
+    // (envelope CHUNK_BYTES) keep that within tens of MB for huge transactions.
+    const reader = await StreamReader.open(o.rabbit, o.source, stored.offset ?? 'first', 256);
+    this.current = { reader, protocol };
+    return this.current;
+  }
+
+  async close(): Promise<void> {
+    const c = this.current;
+    this.current = null;
+    await c?.reader.close();
+  }
+}
+
+function samePosition(a: LogPosition, b: LogPosition & { history: string | null }): boolean {
+  return a.lsn === b.lsn && a.offset === b.offset && (a.history ?? null) === b.history;
 }
 
 /** The batch must stop where a transaction that cannot be applied begins (`offset`), with `error`. */
@@ -86,20 +134,14 @@ class StopAt extends Error {
   }
 }
 
-async function runBatch(o: ApplyBatchOptions, stopAt?: number): Promise<BatchResult> {
+async function runBatch(o: ApplyBatchOptions, feed: StreamFeed, stopAt?: number): Promise<BatchResult> {
   const c = o.client;
   await c.query('BEGIN');
-  let reader: StreamReader | undefined;
-  const heartbeat = new Heartbeat(o.heartbeat, { everyMs: 2000, minGapMs: 1000 }).start();
+  const everyMs = o.heartbeatMs ?? 2000;
+  const heartbeat = new Heartbeat(o.heartbeat, { everyMs, minGapMs: everyMs / 2 }).start();
   try {
     const stored = await lockProgress(o);
-    const protocol = newProtocol(o, stored);
-    // Read from the last message consumed (not the one after it): the protocol checks that the stream
-    // still holds it. A replica that never consumed anything needs the stream from its very beginning.
-    // Prefetch 256 messages: RabbitMQ delivers a credit's worth per round trip, so a stream of small
-    // transactions is read ~4x faster than with 64 (measured in W3); chunks of at most ~128 kB
-    // (envelope CHUNK_BYTES) keep that within tens of MB for huge transactions.
-    reader = await StreamReader.open(o.rabbit, o.source, stored.offset ?? 'first', 256);
+    const { reader, protocol } = await feed.at(o, stored);
     const batch = new BatchLoop(o, reader, protocol, new Applier(c, o.replica, o.log, o.tables, o.netChange ?? true), heartbeat, stopAt);
     const result = await batch.run(stored);
     const at = protocol.position;
@@ -116,7 +158,6 @@ async function runBatch(o: ApplyBatchOptions, stopAt?: number): Promise<BatchRes
     throw err;
   } finally {
     heartbeat.stop();
-    await reader?.close();
   }
 }
 
@@ -182,11 +223,16 @@ class BatchLoop {
     const chunkWaitMs = o.chunkWaitMs ?? 30_000;
     try {
       for (;;) {
+        if (o.signal?.aborted) {
+          await this.stopEarly();
+          break;
+        }
         const full = result.changes >= o.maxChanges || Date.now() - started >= o.maxWaitMs;
         if (!this.open && full) break;
         const wait = this.open ? chunkWaitMs : this.received ? idleMs : Math.max(0, o.maxWaitMs - (Date.now() - started));
-        const msg = await nextBeating(this.reader, wait, this.heartbeat);
+        const msg = await nextBeating(this.reader, wait, this.heartbeat, o.signal);
         if (!msg) {
+          if (o.signal?.aborted) continue;
           await this.nothingMore();
           break;
         }
@@ -219,6 +265,13 @@ class BatchLoop {
     // The rest of this transaction has not been published (capture restarted mid-transaction
     // and will re-send it whole). Undo its part; the next batch reads it again.
     this.o.log.info({ replica: this.o.replica, lsn: this.protocol.abandon() }, 'transaction incomplete in the stream; left for the next batch');
+    await this.discardOpen();
+  }
+
+  /** Stopped from outside: a transaction still arriving is undone and left for later; everything before it commits. */
+  private async stopEarly(): Promise<void> {
+    if (!this.open) return;
+    this.o.log.info({ replica: this.o.replica, lsn: this.protocol.abandon() }, 'stopping: the transaction in progress is left for the next batch');
     await this.discardOpen();
   }
 
@@ -286,12 +339,13 @@ function commitRefused(replica: string, from: string, to: string, err: unknown):
   );
 }
 
-/** Wait for the next message in slices of at most a second, heartbeating between them. */
-async function nextBeating(reader: StreamReader, waitMs: number, heartbeat: Heartbeat) {
+/** Wait for the next message in slices of at most a second (a quarter of one when it can be stopped), heartbeating between them. */
+async function nextBeating(reader: StreamReader, waitMs: number, heartbeat: Heartbeat, signal?: AbortSignal) {
   const until = Date.now() + waitMs;
+  const slice = signal ? 250 : 1000;
   for (;;) {
-    const msg = await reader.next(Math.min(1000, Math.max(0, until - Date.now())));
+    const msg = await reader.next(Math.min(slice, Math.max(0, until - Date.now())));
     heartbeat.beat();
-    if (msg || Date.now() >= until) return msg;
+    if (msg || Date.now() >= until || signal?.aborted) return msg;
   }
 }

@@ -12,6 +12,12 @@
  * session_replication_role`. Without it, apply runs with the default role
  * (`origin`) and says so once per replica start (prepareReplica), with the
  * grant that enables it.
+ *
+ * And with `synchronous_commit = off`, as native subscriptions default to: a
+ * batch's COMMIT does not wait for its WAL flush. This loses nothing: data
+ * and checkpoint are one transaction, so a replica that crashes comes back at
+ * an earlier batch boundary, as one whole, and applies the rest again from
+ * the stream.
  */
 import type pg from 'pg';
 import { isPrivilegeError } from '../errors';
@@ -32,6 +38,11 @@ export async function useReplicaRole(c: pg.ClientBase): Promise<boolean> {
     asReplica.set(c, false);
     return false;
   }
+}
+
+/** Commits of apply batches do not wait for the WAL flush (see above). Call outside a transaction. */
+export async function useAsyncCommit(c: pg.ClientBase): Promise<void> {
+  await c.query('SET synchronous_commit = off');
 }
 
 /** What to say once when the replica's role may not apply in replica role. */

@@ -31,7 +31,7 @@ export const CAPTURE_STATES: CaptureStatus['state'][] = ['running', 'failed', 'n
 
 const applyBatchDuration = new Histogram({
   name: 'pgferry_apply_batch_duration_seconds',
-  help: 'Duration of successful applyBatch activities run by this process (a batch waits up to batch.max_wait_ms for changes, so an idle replica shows ~1 s batches)',
+  help: 'Duration of committed apply batches run by this process (a batch waits up to batch.max_wait_ms for changes, so an idle replica shows ~1 s batches)',
   labelNames: ['replica', 'source'] as const,
   buckets: [0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 1.5, 2, 5, 10, 30, 60, 120],
   registers: [registry],
@@ -44,7 +44,7 @@ const errorsTotal = new Counter({
   registers: [registry],
 });
 
-/** Call at the start of an applyBatch attempt; call the returned function when it succeeded. */
+/** Call when an apply batch starts; call the returned function when it committed. */
 export function applyBatchTimer(replica: string, source: string): () => void {
   return applyBatchDuration.startTimer({ replica, source }) as () => void;
 }

@@ -10,6 +10,7 @@ import { ConfigError } from '../errors';
 import { lsnDistance } from '../lsn';
 import { captureWorkflowId, replicaWorkflowId } from '../names';
 import type { CaptureProgress } from '../capture/contract';
+import type { ApplyProgress } from '../apply/apply-session';
 
 export interface ActivityView {
   attempt: number;
@@ -77,6 +78,7 @@ export async function replicaView(client: Client, replica: string, capture?: Cap
     throw err;
   }
   const act = await pendingActivity(client, id);
+  status = withLiveSession(status, act?.heartbeat);
   if (capture === undefined) capture = await captureView(client, status.source).catch(() => null);
   const captured = capture?.live?.lastLsn ?? null;
   const lagBytes = captured ? lsnDistance(status.appliedLsn, captured) : null;
@@ -91,6 +93,26 @@ export async function replicaView(client: Client, replica: string, capture?: Cap
     lagSeconds,
     retrying: act && act.attempt > 1 ? act.lastError : null,
     captureError: capture?.lastError ?? capture?.retrying ?? null,
+  };
+}
+
+/**
+ * The workflow's status counts the sessions that returned; the session in
+ * flight reports its own totals in its heartbeats (activities: ApplyProgress).
+ */
+export function withLiveSession(status: ReplicaStatus, heartbeat: unknown): ReplicaStatus {
+  const live = heartbeat as Partial<ApplyProgress> | null | undefined;
+  if (!live || typeof live !== 'object' || !live.batches || !live.appliedLsn) return status;
+  return {
+    ...status,
+    appliedLsn: live.appliedLsn,
+    offset: live.offset ?? status.offset,
+    lastCommitTime: live.lastCommitTime ?? status.lastCommitTime,
+    caughtUp: live.caughtUp ?? status.caughtUp,
+    txns: status.txns + (live.txns ?? 0),
+    changes: status.changes + (live.changes ?? 0),
+    batches: status.batches + live.batches,
+    rowsPerSecond: live.rowsPerSecond ?? status.rowsPerSecond,
   };
 }
 

@@ -18,7 +18,7 @@
  *   a message; the slot acknowledgement that the confirm allows is not sent.
  * - `apply-after-commit` (src/apply/apply-batch.ts): an apply batch that applied
  *   transactions has COMMITted on the replica (data and pgferry.progress), and
- *   the applyBatch activity has not returned to Temporal.
+ *   the apply session (activity applySession) has not returned to Temporal.
  */
 import * as fs from 'node:fs';
 

@@ -39,11 +39,11 @@ describe('fault 3: kill -9 of the apply worker after the replica commit', () => 
     await f.startApply();
     await f.more(load, 400, 180_000);
     const row = await f.settle(load, { n: 3, fault: 'kill -9 of apply after the replica COMMIT, before the activity completed', t0 });
-    // The batch whose COMMIT the crash hid from Temporal was run again (a later attempt), and skipped what it had applied.
-    const attempts = await Promise.all(REPLICAS.map((r) => maxActivityAttempt(f.w.temporal.address, replicaWorkflowId(r), 'applyBatch')));
-    expect(Math.max(...attempts), 'highest applyBatch attempt per replica').toBeGreaterThanOrEqual(2);
+    // The session whose last COMMIT the crash hid from Temporal was run again (a later attempt), and skipped what it had applied.
+    const attempts = await Promise.all(REPLICAS.map((r) => maxActivityAttempt(f.w.temporal.address, replicaWorkflowId(r), 'applySession')));
+    expect(Math.max(...attempts), 'highest applySession attempt per replica').toBeGreaterThanOrEqual(2);
     console.log(
-      `fault 3: crashed with replica positions ${JSON.stringify(committed)}; applyBatch re-run (highest attempt per replica ${JSON.stringify(attempts)}); ${row.transactions} source transactions; ` +
+      `fault 3: crashed with replica positions ${JSON.stringify(committed)}; applySession re-run (highest attempt per replica ${JSON.stringify(attempts)}); ${row.transactions} source transactions; ` +
         `lost ${row.lost}, duplicated ${row.duplicated}; converged ${row.convergedSeconds}s after the crash`,
     );
   });

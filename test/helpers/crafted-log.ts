@@ -3,6 +3,7 @@ import * as amqp from 'amqplib';
 import type { Change, RelationInfo, Row, TxnMessage } from '../../src/change';
 import { relKey } from '../../src/change';
 import { applyBatch, BatchResult } from '../../src/apply/apply-batch';
+import { applySession, SessionResult } from '../../src/apply/apply-session';
 import { ensureTargetSchema } from '../../src/apply/target';
 import { declareStream, StreamPublisher } from '../../src/changelog/stream';
 import { logger } from '../../src/logger';
@@ -84,6 +85,31 @@ export class CraftedLog {
       });
     } finally {
       if (!opts.client) await c.end();
+    }
+  }
+
+  /** An apply session for replica 'r' (batches until `signal` or `maxRunMs`); `onBatch` sees each commit. */
+  async session(o: { signal?: AbortSignal; maxRunMs: number; maxChanges?: number; maxWaitMs?: number; chunkWaitMs?: number; onBatch?: (total: SessionResult, b: BatchResult) => void }): Promise<SessionResult> {
+    const c = await this.client();
+    try {
+      return await applySession({
+        replica: 'r',
+        source: this.source,
+        client: c,
+        rabbit: this.rabbit,
+        maxChanges: o.maxChanges ?? 10_000,
+        maxWaitMs: o.maxWaitMs ?? 300,
+        chunkWaitMs: o.chunkWaitMs ?? 1000,
+        idleMs: 50,
+        heartbeat: () => undefined,
+        heartbeatMs: 250,
+        log: logger.child({ test: true }),
+        signal: o.signal,
+        maxRunMs: o.maxRunMs,
+        onBatch: o.onBatch,
+      });
+    } finally {
+      await c.end();
     }
   }
 

@@ -71,6 +71,7 @@ const CASES: Record<string, Case> = {
   'batch.chunkBytes': { a: ['2048', 2048], b: ['4096', 4096], file: [8192, 8192], invalid: 10, dflt: 128 * 1024 },
   'batch.maxMessageBytes': { a: ['2000000', 2_000_000], b: ['3000000', 3_000_000], file: [4_000_000, 4_000_000], invalid: 10, dflt: 64 * 1024 * 1024 },
   'batch.captureRunMs': { a: ['5', 5000], b: ['6', 6000], file: [7, 7000], invalid: 0.5, dflt: 900_000 },
+  'batch.applySessionMs': { a: ['5', 5000], b: ['6', 6000], file: [7, 7000], invalid: 0.5, dflt: 30_000 },
   'metrics.port': { a: ['1', 1], b: ['2', 2], file: [3, 3], invalid: 70_000, dflt: 9464 },
   'metrics.host': { a: ['127.0.0.1', '127.0.0.1'], b: ['::1', '::1'], file: ['10.0.0.1', '10.0.0.1'], invalid: 5, dflt: '0.0.0.0' },
 };
@@ -161,6 +162,7 @@ describe('settings table and schema', () => {
       'batch.chunk_bytes PGFERRY_CHUNK_BYTES',
       'batch.max_message_bytes PGFERRY_MAX_MESSAGE_BYTES',
       'batch.capture_run_seconds PGFERRY_CAPTURE_RUN_SECONDS',
+      'batch.apply_session_seconds PGFERRY_APPLY_SESSION_SECONDS',
       'metrics.port PGFERRY_METRICS_PORT --metrics-port',
       'metrics.host PGFERRY_METRICS_HOST',
     ]);
@@ -177,7 +179,7 @@ describe('settings table and schema', () => {
     expect(mappingSections()).toEqual(['temporal', 'stream', 'batch', 'metrics']);
     expect(sectionKeys('temporal')).toEqual(['address', 'namespace', 'tls']);
     expect(sectionKeys('stream')).toEqual(['max_bytes', 'max_age', 'segment_bytes']);
-    expect(sectionKeys('batch')).toEqual(['max_changes', 'max_wait_ms', 'chunk_changes', 'chunk_bytes', 'max_message_bytes', 'capture_run_seconds']);
+    expect(sectionKeys('batch')).toEqual(['max_changes', 'max_wait_ms', 'chunk_changes', 'chunk_bytes', 'max_message_bytes', 'capture_run_seconds', 'apply_session_seconds']);
     expect(sectionKeys('metrics')).toEqual(['port', 'host']);
   });
 

@@ -11,6 +11,8 @@ import { createTestEnv } from '../helpers/test-env';
 import { waitFor } from '../helpers/wait';
 import { pauseSignal, replicaSetPausedUpdate, replicaStatusQuery, resumeSignal, captureStatusQuery, subscriberStatusQuery } from '../../workflows/messages';
 import type { BatchResult } from '../../src/apply/apply-batch';
+import type { SessionResult } from '../../src/apply/apply-session';
+import { Context } from '@temporalio/activity';
 
 /**
  * Workflow logic with mocked activities: pause/resume (signals, and the
@@ -60,7 +62,9 @@ describe('replicaWorkflow and captureWorkflow (mocked activities)', () => {
       await new Promise((r) => setTimeout(r, 20));
       return { appliedLsn: `0/${lsn.toString(16).toUpperCase()}`, offset: applied, txns: 1, changes: 2, lastCommitTime: '2026-01-01T00:00:00.000001Z', caughtUp: true, skipped: 0 };
     };
-    return { state, applyBatch, prepareReplica: async () => undefined };
+    // Runs started now take apply sessions; a fake session is one batch (the loop below is the long kind).
+    const applySession = async (): Promise<SessionResult> => ({ ...(await applyBatch()), batches: 1 });
+    return { state, applyBatch, applySession, prepareReplica: async () => undefined };
   }
 
   /** Batches that, once the gate is closed (by the test, or at call number `holdAt`), are held before they commit until the test opens it. */
@@ -84,7 +88,8 @@ describe('replicaWorkflow and captureWorkflow (mocked activities)', () => {
       gate.committed += 1;
       return done;
     };
-    return { fake, gate, close, activities: { applyBatch, prepareReplica: fake.prepareReplica } };
+    const applySession = async (): Promise<SessionResult> => ({ ...(await applyBatch()), batches: 1 });
+    return { fake, gate, close, activities: { applyBatch, applySession, prepareReplica: fake.prepareReplica } };
   }
 
   /** Whether a promise is still unsettled after `ms`. */
@@ -116,7 +121,56 @@ describe('replicaWorkflow and captureWorkflow (mocked activities)', () => {
       expect(after.txns).toBe(after.batches);
       expect(after.changes).toBe(2 * after.batches);
       await h.terminate('test done');
-      await record('replica-pause-resume', workflowId);
+      await record('replica-session-pause-resume', workflowId);
+    });
+  });
+
+  it('a long apply session is cancelled by pause: it stops at a batch boundary within a second, and the answer holds its batches', async () => {
+    const { taskQueue, workflowId } = ids();
+    const fake = fakeBatches();
+    const progress = { batches: 0, sessions: 0, returned: 0 };
+    // The real session's shape: batch after batch, heartbeating, until cancelled (or a minute has passed).
+    const applySession = async (): Promise<SessionResult> => {
+      const ctx = Context.current();
+      progress.sessions += 1;
+      let total: SessionResult | null = null;
+      const started = Date.now();
+      while (!ctx.cancellationSignal.aborted && Date.now() - started < 60_000) {
+        const b = await fake.applyBatch();
+        total = { ...b, txns: (total?.txns ?? 0) + b.txns, changes: (total?.changes ?? 0) + b.changes, batches: (total?.batches ?? 0) + 1 };
+        progress.batches += 1;
+        ctx.heartbeat(total);
+      }
+      progress.returned += 1;
+      return total!;
+    };
+    const worker = await Worker.create({
+      connection: env.nativeConnection,
+      taskQueue,
+      workflowBundle: bundle,
+      activities: { ...fake, applySession },
+      maxHeartbeatThrottleInterval: '250 ms',
+    });
+    await worker.runUntil(async () => {
+      const h = await env.client.workflow.start('replicaWorkflow', { taskQueue, workflowId, args: [{ replica: 'a', source: 'main', tables: [] }] });
+      await waitFor('a session with a few batches', () => progress.batches >= 10, 20_000, 20);
+      expect((await h.query(replicaStatusQuery)).batches).toBe(0); // the workflow learns of them when the session returns
+      const asked = Date.now();
+      const paused = await h.executeUpdate(replicaSetPausedUpdate, { args: [{ paused: true }] });
+      const tookMs = Date.now() - asked;
+      expect(paused.state).toBe('paused');
+      expect(tookMs).toBeLessThan(2000);
+      expect(progress.returned).toBe(1);
+      expect(paused.batches).toBe(progress.batches); // every batch the session committed is in the answer
+      expect(paused.txns).toBe(progress.batches);
+      const calls = fake.state.calls;
+      await new Promise((r) => setTimeout(r, 500)); // a window in which a running session would apply more
+      expect(fake.state.calls).toBe(calls);
+      const resumed = await h.executeUpdate(replicaSetPausedUpdate, { args: [{ paused: false }] });
+      expect(resumed.state).toBe('running');
+      await waitFor('a second session', () => progress.sessions === 2 && fake.state.calls > calls, 10_000, 20);
+      await h.terminate('test done');
+      await record('replica-session-cancelled', workflowId);
     });
   });
 
@@ -138,7 +192,7 @@ describe('replicaWorkflow and captureWorkflow (mocked activities)', () => {
       await waitFor('applying again', async () => (await h.query(replicaStatusQuery)).batches >= 2, 10_000, 50);
       expect((await h.query(replicaStatusQuery)).lastError).toBeNull();
       await h.terminate('test done');
-      await record('replica-fail-resume', workflowId);
+      await record('replica-session-fail-resume', workflowId);
     });
   });
 
@@ -223,7 +277,7 @@ describe('replicaWorkflow and captureWorkflow (mocked activities)', () => {
       workflow: 'replicaWorkflow',
       args: [{ replica: 'a', source: 'main', tables: [] }],
       status: (h: WorkflowHandle) => h.query(replicaStatusQuery),
-      activities: (fail: () => void) => ({ prepareReplica: async () => undefined, applyBatch: async () => (fail(), fakeBatches().applyBatch()) }),
+      activities: (fail: () => void) => ({ prepareReplica: async () => undefined, applySession: async () => (fail(), fakeBatches().applySession()) }),
     },
     {
       workflow: 'captureWorkflow',

@@ -8,7 +8,7 @@ import { DevServer, startDevServer } from '../../src/temporal/dev-server';
 import { logger } from '../../src/logger';
 import { replicaVisibility, startVisible } from '../../src/temporal/search-attributes';
 import { PGFERRY_LAG_SECONDS, PGFERRY_SOURCE, PGFERRY_STATE, replicaStatusQuery } from '../../workflows/messages';
-import type { BatchResult } from '../../src/apply/apply-batch';
+import type { SessionResult } from '../../src/apply/apply-session';
 import { freePort } from '../helpers/ports';
 import { waitFor } from '../helpers/wait';
 
@@ -32,10 +32,10 @@ describe('replicaWorkflow search attributes (mocked activities)', () => {
     let i = 0;
     return {
       prepareReplica: async () => undefined,
-      applyBatch: async (): Promise<BatchResult> => {
+      applySession: async (): Promise<SessionResult> => {
         i += 1;
         await new Promise((r) => setTimeout(r, 5));
-        return { appliedLsn: `0/${(0x100 + i).toString(16)}`, offset: i, txns: 1, changes: 3, lastCommitTime: new Date(Date.now() - 30_000).toISOString(), caughtUp: false, skipped: 0 };
+        return { appliedLsn: `0/${(0x100 + i).toString(16)}`, offset: i, txns: 1, changes: 3, lastCommitTime: new Date(Date.now() - 30_000).toISOString(), caughtUp: false, skipped: 0, batches: 1 };
       },
     };
   };

@@ -1,0 +1,124 @@
+import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
+import { CraftedLog, ins, txn } from '../helpers/crafted-log';
+import { RejectedChangeError } from '../../src/errors';
+import { waitFor } from '../helpers/wait';
+
+/**
+ * Apply sessions (src/apply/apply-session.ts) against a real stream and a
+ * real replica: many batches on one consumer, stopping at a batch boundary
+ * when told (a pause) even with a large transaction half-arrived, and a
+ * transaction left half-arrived by one batch completed by a later batch of
+ * the same session, each applied once.
+ */
+const SCHEMA = `
+  CREATE TABLE a (id bigint PRIMARY KEY, v text);
+  CREATE TABLE b (id bigint PRIMARY KEY, v text);
+`;
+
+describe('apply sessions', () => {
+  let log: CraftedLog;
+  beforeAll(async () => {
+    log = await CraftedLog.create();
+  });
+  afterAll(async () => {
+    await log?.close();
+  });
+  beforeEach(async () => {
+    await log.reset(SCHEMA);
+  });
+
+  let at = 0x1000;
+  const next = () => (at += 0x100);
+  const count = async (t: string) => ((await log.rows(`SELECT count(*)::int AS n FROM ${t}`)) as { n: number }[])[0].n;
+  const stored = async () => ((await log.rows(`SELECT lsn::text AS lsn FROM pgferry.progress WHERE replica = 'r'`)) as { lsn: string }[])[0]?.lsn;
+
+  it('applies batch after batch on one consumer, also what is published while it runs, and checkpoints each', async () => {
+    const first = Array.from({ length: 30 }, (_, i) => txn(next(), [ins('b', { id: String(i + 1), v: 'early' })]));
+    await log.publish(...first);
+    const commits: string[] = [];
+    const running = log.session({
+      maxRunMs: 4000,
+      maxChanges: 5,
+      onBatch: (_t, b) => {
+        if (b.txns) commits.push(b.appliedLsn);
+      },
+    });
+    await waitFor('the first 30 applied', async () => (await count('b')) === 30, 10_000, 20);
+    const later = Array.from({ length: 20 }, (_, i) => txn(next(), [ins('a', { id: String(i + 1), v: 'late' })]));
+    await log.publish(...later);
+    const r = await running;
+    expect(r.txns).toBe(50);
+    expect(r.changes).toBe(50);
+    expect(r.batches).toBeGreaterThanOrEqual(10); // at most 5 changes a batch
+    expect(await count('a')).toBe(20);
+    expect(await count('b')).toBe(30);
+    expect(r.appliedLsn).toBe(later[19].lsn);
+    expect(await stored()).toBe(later[19].lsn);
+    expect(commits.length).toBeGreaterThanOrEqual(10);
+    expect(commits[commits.length - 1]).toBe(later[19].lsn);
+  });
+
+  it('stops when told, within a second, at a batch boundary: a large transaction half-arrived is undone and applied whole later', async () => {
+    const [small, big] = [next(), next()];
+    await log.publish(
+      txn(small, [ins('b', { id: '1', v: 'small' })]),
+      txn(big, [ins('a', { id: '1', v: 'big' })], { seq: 0, last: false }),
+      txn(big, [ins('a', { id: '2', v: 'big' })], { seq: 1, last: false }),
+    );
+    const stop = new AbortController();
+    // The next chunk would be waited for 30 s: only the stop ends this batch early.
+    const running = log.session({ signal: stop.signal, maxRunMs: 60_000, chunkWaitMs: 30_000 });
+    await waitFor('the big transaction begun on the replica (it writes table a, uncommitted)', async () => {
+      const rows = (await log.rows(
+        `SELECT count(*)::int AS n FROM pg_locks l JOIN pg_class c ON c.oid = l.relation WHERE c.relname = 'a' AND l.mode = 'RowExclusiveLock' AND l.pid <> pg_backend_pid()`,
+      )) as { n: number }[];
+      return rows[0].n > 0;
+    }, 10_000, 20);
+    const asked = Date.now();
+    stop.abort();
+    const r = await running;
+    expect(Date.now() - asked).toBeLessThan(1500);
+    expect(r.txns).toBe(1);
+    expect(await count('b')).toBe(1);
+    expect(await count('a')).toBe(0);
+    expect(await stored()).toBe(r.appliedLsn);
+    // The rest arrives; the next session reads the transaction again from its first chunk.
+    await log.publish(txn(big, [ins('a', { id: '3', v: 'big' })], { seq: 2, last: true }));
+    const again = await log.session({ maxRunMs: 1000 });
+    expect(again.txns).toBe(1);
+    expect(await count('a')).toBe(3);
+    expect(await count('b')).toBe(1);
+  });
+
+  it('a transaction whose chunks stopped is left by one batch and, re-sent whole, applied once by a later batch of the same session', async () => {
+    const [big, after] = [next(), next()];
+    await log.publish(txn(big, [ins('a', { id: '1', v: 'cut' })], { seq: 0, last: false }));
+    const running = log.session({ maxRunMs: 5000, chunkWaitMs: 400 });
+    await new Promise((r) => setTimeout(r, 1000)); // past the chunk wait: that batch gave the transaction up
+    await log.publish(
+      txn(big, [ins('a', { id: '1', v: 'whole' })], { seq: 0, last: false }),
+      txn(big, [ins('a', { id: '2', v: 'whole' })], { seq: 1, last: true }),
+      txn(after, [ins('b', { id: '9', v: 'after' })]),
+    );
+    const r = await running;
+    expect(r.txns).toBe(2);
+    expect(await log.rows('SELECT id::int, v FROM a ORDER BY id')).toEqual([
+      { id: 1, v: 'whole' },
+      { id: 2, v: 'whole' },
+    ]);
+    expect(await count('b')).toBe(1);
+    expect(await stored()).toBe(r.appliedLsn);
+  });
+
+  it('a refused change ends the session with the error, keeping every transaction before it', async () => {
+    await log.reset(`${SCHEMA} ALTER TABLE b ADD CHECK (v <> 'bad');`);
+    const [ok1, ok2, bad] = [next(), next(), next()];
+    await log.publish(txn(ok1, [ins('b', { id: '1', v: 'ok' })]));
+    const running = log.session({ maxRunMs: 10_000 });
+    await waitFor('the first applied', async () => (await count('b')) === 1, 10_000, 20);
+    await log.publish(txn(ok2, [ins('b', { id: '2', v: 'ok' })]), txn(bad, [ins('b', { id: '3', v: 'bad' })]));
+    await expect(running).rejects.toBeInstanceOf(RejectedChangeError);
+    expect(await count('b')).toBe(2);
+    expect(await stored()).toBe(txn(ok2, []).lsn);
+  });
+});
