@@ -1,6 +1,6 @@
 /**
- * Net-change apply (issue 17, second step): whole source transactions of
- * keyed tables are gathered in a window and reach the replica as their net
+ * Net-change apply: whole source transactions of
+ * keyed tables (and inserts into keyless ones) are gathered in a window and reach the replica as their net
  * change — per table one DELETE … USING for the keys deleted first, then
  * multi-row INSERTs and UPDATE … FROM (VALUES …) for the last image of each
  * key (net-change.ts) — instead of one statement per change. The batch
@@ -21,19 +21,34 @@ import { Statement, buildDeleteRows, buildInsertRows, buildUpdateRows, insertRow
 /** Most changes gathered in one window before it is sent (bounds the statements' size). */
 export const WINDOW_CHANGES = 20_000;
 
-/** A whole transaction (one message) whose changes are all row changes of keyed tables, carrying their key columns. */
+/**
+ * A whole transaction (one message) whose changes are row changes of keyed
+ * tables carrying their key columns, or inserts into tables without a key
+ * (no primary key, or REPLICA IDENTITY FULL / NOTHING): those rows are a
+ * multiset, so their order among themselves and against other tables' rows
+ * does not change the final state. An update or delete of such a table
+ * keeps the transaction out (it is applied in order, after the window).
+ */
 export function windowable(m: TxnMessage): boolean {
   if (m.seq !== 0 || !m.last || !m.changes.length) return false;
   for (const ch of m.changes) {
     if (ch.op === 'truncate') return false;
     const r = m.relations[ch.rel];
-    if (!r || r.identity === 'full' || r.identity === 'nothing') return false;
+    if (!r) return false;
+    if (!netKeys(r).length) {
+      if (ch.op !== 'insert') return false;
+      continue;
+    }
     const keys = keyColumns(r);
-    if (!keys.length) return false;
     const image = ch.op === 'insert' ? ch.new : ch.old;
     if (!keys.every((k) => k in image)) return false;
   }
   return true;
+}
+
+/** The key a window reduces a table's changes by: none for a table whose rows only a whole image identifies. */
+function netKeys(r: RelationInfo): string[] {
+  return r.identity === 'full' || r.identity === 'nothing' ? [] : keyColumns(r);
 }
 
 export interface TableNet {
@@ -58,7 +73,17 @@ export function reduceWindow(txns: readonly TxnMessage[]): TableNet[] | null {
   }
   const out: TableNet[] = [];
   for (const { rel, changes } of byRel.values()) {
-    const keys = keyColumns(rel);
+    const keys = netKeys(rel);
+    if (!keys.length) {
+      // Inserts only (windowable): each row as it came.
+      const rows: NetChange[] = [];
+      for (const ch of changes) {
+        if (ch.op !== 'insert') return null;
+        rows.push({ key: {}, deleteFirst: false, write: { op: 'insert', row: { ...ch.new } } });
+      }
+      out.push({ rel, keys, net: rows });
+      continue;
+    }
     const net = reduceKeyed(keys, changes, rel.columns.map((c) => c.name));
     if (!net) return null;
     out.push({ rel, keys, net });
