@@ -1,9 +1,10 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
+import * as os from 'node:os';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { PgCluster } from '../helpers/pg-cluster';
 import { startTemporal } from '../helpers/temporal';
-import { cpuSeconds, machineCpu, peakRssMb, startCli, Proc, ROOT } from '../helpers/procs';
+import { cpuSeconds, machineCpu, peakRssMb, runCli, startCli, Proc, ROOT } from '../helpers/procs';
 import { deleteStream, fingerprint, RABBIT_URL } from '../helpers/fixture';
 import { waitFor } from '../helpers/wait';
 
@@ -19,12 +20,21 @@ import { waitFor } from '../helpers/wait';
  *   W4  W1 into three replicas at once (pgferry: three replicas of one capture;
  *       native: three subscriptions)
  *
- *   W3  pgbench OLTP mix (4 clients; insert + update + delete per transaction):
- *       source tps without replication, with native, with pgferry; commit-to-
- *       replica lag p50/p99/max from a 100 ms heartbeat; drain time after the load
- *
+ *   W3  pgbench's TPC-B-like script (4 clients, scale 10) on the source: its tps
+ *       with nothing attached, with native alone, with pgferry alone, and with
+ *       both replicating the same tables at the same time (the fair comparison:
+ *       they share the machine the same way); lag sampled on each replica
+ *       every 20 ms from a heartbeat row the source sets every 100 ms
+ *       (p50/p99/max), and the drain after the load
+ *   W5  hot rows: TPC-B-like at scale 1 (one branch, ten tellers: every
+ *       transaction updates the same branch row) while both replicas are
+ *       paused (native: subscription disabled); then each resumed alone:
+ *       seconds to catch up and source transactions applied per second
+ *   W6  catch-up: the same with W3's load for PGFERRY_BENCH_CATCHUP_SECONDS
+ *       (default 300)
+
  * PGFERRY_BENCH_ROWS scales N down for a quick run, PGFERRY_BENCH_OLTP_SECONDS
- * the W3 duration (default 30). Results: a table on stdout,
+ * the W3 duration (default 30), PGFERRY_BENCH_HOT_SECONDS W5's load (default 60). Results: a table on stdout,
  * test/bench/results/latest.{json,md}.
  */
 const N = Number(process.env.PGFERRY_BENCH_ROWS ?? 1_000_000);
@@ -34,19 +44,20 @@ const SCHEMA = `
   CREATE TABLE w_pgferry ${TABLE};
   CREATE TABLE marker (name text PRIMARY KEY, v bigint NOT NULL);
   INSERT INTO marker VALUES ('native', 0), ('pgferry', 0);
-  CREATE TABLE oltp_native (id bigserial PRIMARY KEY, v int NOT NULL, t text);
-  CREATE TABLE oltp_pgferry (id bigserial PRIMARY KEY, v int NOT NULL, t text);
-  CREATE TABLE hb_native (id int PRIMARY KEY, at timestamptz NOT NULL);
-  CREATE TABLE hb_pgferry (id int PRIMARY KEY, at timestamptz NOT NULL);
+  CREATE TABLE hb (id int PRIMARY KEY, at timestamptz NOT NULL);
+  INSERT INTO hb VALUES (1, clock_timestamp());
 `;
+/** pgbench's tables: W3 and W6 in public (scale 10), W5 in hot (scale 1), the no-replication baseline in base (in no publication). */
+const PGBENCH_TABLES = ['pgbench_accounts', 'pgbench_branches', 'pgbench_tellers', 'pgbench_history'];
+const OLTP_TABLES = [...PGBENCH_TABLES.map((t) => `public.${t}`), ...PGBENCH_TABLES.map((t) => `hot.${t}`)];
+const CATCHUP_SECONDS = Number(process.env.PGFERRY_BENCH_CATCHUP_SECONDS ?? 300);
+const HOT_SECONDS = Number(process.env.PGFERRY_BENCH_HOT_SECONDS ?? 60);
 const OLTP_SECONDS = Number(process.env.PGFERRY_BENCH_OLTP_SECONDS ?? 30);
 const PGBENCH = '/usr/lib/postgresql/15/bin/pgbench';
 const REPLICAS = ['r1', 'r2', 'r3'];
 
 interface Row {
   workload: string;
-  /** W3: source tps, commit-to-replica lag percentiles, drain time after the load. */
-  oltp?: { tps: number; lagP50: number; lagP99: number; lagMax: number; drainSeconds: number; cpuBusyPct: number; captureCpuS?: number; applyCpuS?: number };
   system: 'native' | 'pgferry';
   rows: number;
   seconds: number[];
@@ -57,6 +68,39 @@ interface Row {
   cpuBusyPct?: number;
   captureCpuS?: number;
   applyCpuS?: number;
+}
+
+interface Lag {
+  p50: number;
+  p99: number;
+  max: number;
+  drainSeconds: number;
+}
+
+/** W3: one pgbench run with some replicators attached. */
+interface OltpRun {
+  attached: ('native' | 'pgferry')[];
+  tps: number;
+  lag: Partial<Record<'native' | 'pgferry', Lag>>;
+  cpuBusyPct: number;
+  captureCpuS?: number;
+  applyCpuS?: number;
+  captureRssMb?: number;
+  applyRssMb?: number;
+}
+
+/** W5, W6: a replica resumed after a load it missed. */
+interface CatchUp {
+  workload: string;
+  system: 'native' | 'pgferry';
+  /** Source transactions of the load (pgbench's count). */
+  txns: number;
+  loadSeconds: number;
+  seconds: number;
+  txnsPerSecond: number;
+  cpuBusyPct: number;
+  applyCpuS?: number;
+  applyRssMb?: number;
 }
 
 interface Timing {
@@ -75,17 +119,24 @@ describe(`benchmark, ${N.toLocaleString('en')} rows`, () => {
   const urls: Record<string, string> = {};
   const sourceName = `bench${Math.random().toString(36).slice(2, 8)}`;
   const results: Row[] = [];
+  const oltpRuns: OltpRun[] = [];
+  const catchUps: CatchUp[] = [];
   let env: NodeJS.ProcessEnv;
 
   beforeAll(async () => {
     [source, replicas, temporal] = await Promise.all([PgCluster.start({ max_wal_senders: '20', max_replication_slots: '20' }), PgCluster.start(), startTemporal()]);
     sourceUrl = await source.createDatabase('app');
-    await source.withClient('app', (c) => c.query(`${SCHEMA} CREATE PUBLICATION native_pub FOR TABLE w_native, marker, oltp_native, hb_native`));
+    await source.withClient('app', (c) => c.query(`${SCHEMA} CREATE SCHEMA hot; CREATE SCHEMA base`));
+    // pgbench's initial data is deterministic: initialized alike on the source and every replica, they start equal.
+    await pgbenchInit(sourceUrl);
+    await pgbenchInit(sourceUrl, 'base', 10);
+    await source.withClient('app', (c) => c.query(`CREATE PUBLICATION native_pub FOR TABLE w_native, marker, hb, ${OLTP_TABLES.join(', ')}`));
     for (const kind of ['native', 'pgferry']) {
       for (const r of REPLICAS) {
         const db = `${kind}_${r}`;
         urls[db] = await replicas.createDatabase(db);
-        await replicas.withClient(db, (c) => c.query(SCHEMA));
+        await replicas.withClient(db, (c) => c.query(`${SCHEMA} CREATE SCHEMA hot`));
+        await pgbenchInit(urls[db]);
       }
     }
     for (const r of REPLICAS) {
@@ -102,7 +153,7 @@ describe(`benchmark, ${N.toLocaleString('en')} rows`, () => {
     source?.destroy();
     replicas?.destroy();
     await deleteStream(sourceName).catch(() => undefined);
-    if (results.length) report(results);
+    if (results.length || oltpRuns.length) report(results, oltpRuns, catchUps);
   });
 
   const marker = (db: string, name: string) => replicas.withClient(db, async (c) => Number((await c.query('SELECT v FROM marker WHERE name = $1', [name])).rows[0].v));
@@ -150,7 +201,8 @@ describe(`benchmark, ${N.toLocaleString('en')} rows`, () => {
   }
 
   async function pgferry(names: string[], fn: (procs: { capture: Proc; apply: Proc }) => Promise<void>): Promise<void> {
-    const common = ['--source', sourceUrl, '--tables', 'public.w_pgferry,public.marker,public.oltp_pgferry,public.hb_pgferry', ...names.flatMap((r) => ['--replica', `${r}=${urls[`pgferry_${r}`]}`])];
+    const tables = ['public.w_pgferry', 'public.marker', 'public.hb', ...OLTP_TABLES].join(',');
+    const common = ['--source', sourceUrl, '--tables', tables, ...names.flatMap((r) => ['--replica', `${r}=${urls[`pgferry_${r}`]}`])];
     const capture = startCli(['worker', '--queues', 'capture', ...common], env);
     await waitFor('the capture worker', async () => capture.output().includes('pgferry worker running'), 60_000);
     const apply = startCli(['up', '--queues', 'apply', ...common], env);
@@ -198,84 +250,116 @@ describe(`benchmark, ${N.toLocaleString('en')} rows`, () => {
     });
   }, 120 * 60_000);
 
+  /** pgbench's TPC-B-like script, 4 clients, for `seconds`, on the tables of `schema`: its tps and transaction count. */
+  async function pgbench(seconds: number, schema = 'public'): Promise<{ tps: number; txns: number }> {
+    const out = await new Promise<string>((resolve, reject) => {
+      const { execFile } = require('node:child_process') as typeof import('node:child_process');
+      execFile(PGBENCH, ['-n', '-b', 'tpcb-like', '-c', '4', '-j', '2', '-T', String(seconds), sourceUrl], { env: { ...process.env, PGOPTIONS: `-c search_path=${schema}` } }, (err, stdout) =>
+        err ? reject(err) : resolve(stdout),
+      );
+    });
+    return { tps: Math.round(Number(/tps = ([\d.]+)/.exec(out)?.[1] ?? NaN)), txns: Number(/actually processed: (\d+)/.exec(out)?.[1] ?? NaN) };
+  }
+
+  /** Set the heartbeat row on the source now; its value as text (what a replica shows once it has everything before). */
+  const beat = () => source.withClient('app', async (c) => (await c.query(`UPDATE hb SET at = clock_timestamp() WHERE id = 1 RETURNING at::text`)).rows[0].at as string);
+  const shows = (db: string, at: string) => replicas.withClient(db, async (c) => (await c.query(`SELECT at::text FROM hb`)).rows[0].at === at);
+  const dbOf = (system: 'native' | 'pgferry') => `${system}_r1`;
+
   /**
-   * pgbench, 4 clients: each transaction inserts a row, updates one, deletes one. A heartbeat row
-   * on the source is set to clock_timestamp() every 100 ms; the replica is polled every 20 ms and
-   * lag = poll time − the heartbeat it shows (commit to visible on the replica, ±20 ms).
+   * W3: pgbench with `attached` replicating. The source sets a heartbeat row
+   * every 100 ms; each replica is polled every 20 ms, lag = poll time − the
+   * heartbeat it shows (commit to visible, ±20 ms). After the load, one more
+   * beat: once a replica shows it, it holds every load transaction (drain).
    */
-  async function oltp(kind: 'native' | 'pgferry', replicaDb: string | null, procs?: { capture: Proc; apply: Proc }): Promise<Row['oltp']> {
-    const table = `oltp_${kind}`;
-    const hb = `hb_${kind}`;
-    await source.withClient('app', (c) => c.query(`INSERT INTO ${table} (v, t) SELECT g, 'seed' FROM generate_series(1, 100000) g; INSERT INTO ${hb} VALUES (1, clock_timestamp()) ON CONFLICT (id) DO UPDATE SET at = EXCLUDED.at`));
-    const script = path.join(temporal.dataDir, `${kind}.sql`);
-    fs.writeFileSync(script, `\\set id random(1, 200000)\nBEGIN;\nINSERT INTO ${table} (v, t) VALUES (:id, 'new');\nUPDATE ${table} SET v = v + 1 WHERE id = :id;\nDELETE FROM ${table} WHERE id = :id + 7;\nEND;\n`);
-    if (replicaDb) await waitFor('the seed rows to arrive', async () => (await fingerprint(replicas, replicaDb, table)).rows === (await fingerprint(source, 'app', table)).rows, 600_000);
-    const lags: number[] = [];
+  async function oltp(attached: ('native' | 'pgferry')[], procs?: { capture: Proc; apply: Proc }, schema = 'public'): Promise<OltpRun> {
+    const lags: Record<string, number[]> = Object.fromEntries(attached.map((a) => [a, []]));
     let stop = false;
-    const beat = (async () => {
+    const beating = (async () => {
       while (!stop) {
-        await source.withClient('app', (c) => c.query(`UPDATE ${hb} SET at = clock_timestamp() WHERE id = 1`));
+        await beat();
         await new Promise((r) => setTimeout(r, 100));
       }
     })();
-    const watch = replicaDb
-      ? (async () => {
-          const c = new (await import('pg')).default.Client({ connectionString: urls[replicaDb] });
-          await c.connect();
-          try {
-            while (!stop) {
-              const { rows } = await c.query(`SELECT extract(epoch FROM clock_timestamp() - at) * 1000 AS ms FROM ${hb} WHERE id = 1`);
-              lags.push(Number(rows[0].ms));
-              await new Promise((r) => setTimeout(r, 20));
-            }
-          } finally {
-            await c.end();
-          }
-        })()
-      : Promise.resolve();
-    const cpu = cpuWindow(procs);
-    const out = await new Promise<string>((resolve, reject) => {
-      const { execFile } = require('node:child_process') as typeof import('node:child_process');
-      execFile(PGBENCH, ['-n', '-c', '4', '-j', '2', '-T', String(OLTP_SECONDS), '-f', script, sourceUrl], (err, stdout) => (err ? reject(err) : resolve(stdout)));
+    const watchers = attached.map(async (system) => {
+      const c = new (await import('pg')).default.Client({ connectionString: urls[dbOf(system)] });
+      await c.connect();
+      try {
+        while (!stop) {
+          const { rows } = await c.query(`SELECT extract(epoch FROM clock_timestamp() - at) * 1000 AS ms FROM hb WHERE id = 1`);
+          lags[system].push(Number(rows[0].ms));
+          await new Promise((r) => setTimeout(r, 20));
+        }
+      } finally {
+        await c.end();
+      }
     });
-    const tps = Number(/tps = ([\d.]+)/.exec(out)?.[1] ?? NaN);
+    const cpu = cpuWindow(procs);
+    const { tps } = await pgbench(OLTP_SECONDS, schema);
     const stopped = Date.now();
     const load = cpu();
     stop = true;
-    await beat;
-    await watch;
-    let drainSeconds = 0;
-    if (replicaDb) {
-      // One more beat, begun after the load ended: once the replica shows it, it holds every load transaction.
-      const last = await source.withClient('app', async (c) => (await c.query(`UPDATE ${hb} SET at = clock_timestamp() WHERE id = 1 RETURNING at::text`)).rows[0].at);
-      await waitFor('the replica to drain', async () => (await replicas.withClient(replicaDb, (c) => c.query(`SELECT at::text FROM ${hb}`))).rows[0].at === last, 600_000, 20);
-      drainSeconds = (Date.now() - stopped) / 1000;
-      await expectEqual(table, [replicaDb]);
+    await beating;
+    await Promise.all(watchers);
+    const last = await beat();
+    const run: OltpRun = { attached, tps, lag: {}, ...load };
+    for (const system of attached) {
+      await waitFor(`${system} to drain`, () => shows(dbOf(system), last), 600_000, 20);
+      const sorted = [...lags[system]].sort((x, y) => x - y);
+      const q = (p: number) => (sorted.length ? Math.round(sorted[Math.min(sorted.length - 1, Math.floor(p * sorted.length))]) : NaN);
+      run.lag[system] = { p50: q(0.5), p99: q(0.99), max: q(1), drainSeconds: (Date.now() - stopped) / 1000 };
     }
-    const sorted = [...lags].sort((a, b) => a - b);
-    const q = (p: number) => (sorted.length ? Math.round(sorted[Math.min(sorted.length - 1, Math.floor(p * sorted.length))]) : NaN);
-    return {
-      tps: Math.round(tps),
-      lagP50: q(0.5),
-      lagP99: q(0.99),
-      lagMax: q(1),
-      drainSeconds,
-      ...load,
-    };
+    for (const system of attached) for (const t of PGBENCH_TABLES) await expectEqual(`${schema}.${t}`, [dbOf(system)]);
+    if (procs) Object.assign(run, { captureRssMb: Math.round(peakRssMb(procs.capture.child.pid!)), applyRssMb: Math.round(peakRssMb(procs.apply.child.pid!)) });
+    return run;
   }
 
-  it('W3 OLTP: pgbench insert/update/delete mix, lag and drain', async () => {
-    // Baseline: nothing replicating (every subscription disabled, pgferry stopped).
-    const base = await oltp('native', null);
-    results.push({ workload: 'W3 OLTP, no replication', system: 'native', rows: 0, seconds: [], rowsPerSecond: 0, oltp: base });
-    await native(['native_r1'], async () => {
-      results.push({ workload: 'W3 OLTP', system: 'native', rows: 0, seconds: [], rowsPerSecond: 0, oltp: await oltp('native', 'native_r1') });
-    });
-    await pgferry(['r1'], async (procs) => {
-      const r = await oltp('pgferry', 'pgferry_r1', procs);
-      results.push({ workload: 'W3 OLTP', system: 'pgferry', rows: 0, seconds: [], rowsPerSecond: 0, oltp: r, captureRssMb: Math.round(peakRssMb(procs.capture.child.pid!)), applyRssMb: Math.round(peakRssMb(procs.apply.child.pid!)) });
-    });
-  }, 120 * 60_000);
+  const subscription = (on: boolean) => replicas.withClient('native_r1', (c) => c.query(`ALTER SUBSCRIPTION sub_r1 ${on ? 'ENABLE' : 'DISABLE'}`));
+  const pgferryReplica = async (on: boolean) => {
+    const r = await runCli(['replica', on ? 'resume' : 'pause', 'r1'], env);
+    if (r.code !== 0) throw new Error(`pgferry replica ${on ? 'resume' : 'pause'} r1: ${r.stdout}${r.stderr}`);
+  };
+
+  /**
+   * W5 / W6: both replicas stopped (native: subscription disabled; pgferry:
+   * paused — its capture keeps running, as it would for other replicas), a
+   * load they miss, then each resumed alone, timed until it shows the beat
+   * set after the load.
+   */
+  async function catchUp(workload: string, schema: string, seconds: number, procs: { capture: Proc; apply: Proc }): Promise<void> {
+    await subscription(false);
+    await pgferryReplica(false);
+    const { txns } = await pgbench(seconds, schema);
+    const last = await beat();
+    // pgferry's capture ran through the load: let it finish putting it in the stream, so each
+    // catch-up below has the machine to itself (pgferry's is then a catch-up from the log).
+    const target = await source.withClient('app', async (c) => (await c.query(`SELECT pg_current_wal_lsn()::text AS lsn`)).rows[0].lsn as string);
+    await waitFor('capture to have the load in the stream', async () => {
+      const q = `SELECT confirmed_flush_lsn >= $2::pg_lsn AS done FROM pg_replication_slots WHERE slot_name = $1`;
+      const rows = await source.withClient('app', async (c) => (await c.query(q, [`pgferry_${sourceName}`, target])).rows);
+      return rows[0]?.done === true;
+    }, 5 * 60_000, 200).catch(() => undefined); // the slot moves on at capture's idle heartbeat if other WAL followed the beat
+    for (const system of ['native', 'pgferry'] as const) {
+      const cpu = cpuWindow(system === 'pgferry' ? procs : undefined);
+      const t0 = Date.now();
+      await (system === 'native' ? subscription(true) : pgferryReplica(true));
+      await waitFor(`${system} to catch up`, () => shows(dbOf(system), last), 60 * 60_000, 50);
+      const took = (Date.now() - t0) / 1000;
+      const c = cpu();
+      catchUps.push({
+        workload,
+        system,
+        txns,
+        loadSeconds: seconds,
+        seconds: took,
+        txnsPerSecond: Math.round(txns / took),
+        cpuBusyPct: c.cpuBusyPct,
+        applyCpuS: c.applyCpuS,
+        applyRssMb: system === 'pgferry' ? Math.round(peakRssMb(procs.apply.child.pid!)) : undefined,
+      });
+      for (const t of PGBENCH_TABLES) await expectEqual(`${schema}.${t}`, [dbOf(system)]);
+    }
+  }
 
   it('W4 bulk insert fanned out to three replicas', async () => {
     const natives = REPLICAS.map((r) => `native_${r}`);
@@ -295,6 +379,22 @@ describe(`benchmark, ${N.toLocaleString('en')} rows`, () => {
       await expectEqual('w_pgferry', REPLICAS.map((r) => `pgferry_${r}`));
     });
   }, 120 * 60_000);
+
+  it('W3 OLTP (TPC-B-like): nothing, native, pgferry, and both at once; W6 catch-up; W5 hot rows', async () => {
+    const base = await oltp([], undefined, 'base');
+    oltpRuns.push(base);
+    await native(['native_r1'], async () => {
+      oltpRuns.push(await oltp(['native']));
+    });
+    await pgferry(['r1'], async (procs) => {
+      oltpRuns.push(await oltp(['pgferry'], procs));
+      await native(['native_r1'], async () => {
+        oltpRuns.push(await oltp(['native', 'pgferry'], procs));
+        await catchUp('W6 catch-up (TPC-B-like, scale 10)', 'public', CATCHUP_SECONDS, procs);
+        await catchUp('W5 hot rows (TPC-B-like, scale 1)', 'hot', HOT_SECONDS, procs);
+      });
+    });
+  }, 180 * 60_000);
 });
 
 /**
@@ -316,33 +416,59 @@ function cpuWindow(procs?: { capture: Proc; apply: Proc }): () => { cpuBusyPct: 
   };
 }
 
-function report(rows: Row[]): void {
+function report(rows: Row[], oltpRuns: OltpRun[], catchUps: CatchUp[]): void {
   const lines = [
+    `Machine: ${os.cpus().length} cores (${os.cpus()[0]?.model ?? 'unknown CPU'}), ${Math.round(os.totalmem() / 1024 ** 3)} GiB; "machine CPU busy" is the share of all cores in use.`,
+    '',
     '| workload | system | rows | commit → replica (s) | rows/s | pgferry ÷ native | capture RSS (MB) | apply RSS (MB) | machine CPU busy | capture CPU (s) | apply CPU (s) |',
     '| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |',
   ];
   const cpu = (s?: number) => (s === undefined ? '' : s.toFixed(1));
-  for (const r of rows.filter((x) => !x.oltp)) {
+  for (const r of rows) {
     const native = rows.find((x) => x.workload === r.workload && x.system === 'native');
     const ratio = r.system === 'pgferry' && native ? (r.rowsPerSecond / native.rowsPerSecond).toFixed(2) : '';
     lines.push(
       `| ${r.workload} | ${r.system} | ${r.rows} | ${r.seconds.map((s) => s.toFixed(1)).join(' / ')} | ${r.rowsPerSecond} | ${ratio} | ${r.captureRssMb ?? ''} | ${r.applyRssMb ?? ''} | ${r.cpuBusyPct ?? ''}% | ${cpu(r.captureCpuS)} | ${cpu(r.applyCpuS)} |`,
     );
   }
-  const oltp = rows.filter((r) => r.oltp);
-  if (oltp.length) {
-    lines.push('', '| W3 OLTP (pgbench, 4 clients) | system | source tps | lag p50 (ms) | lag p99 (ms) | lag max (ms) | drain after load (s) | capture RSS (MB) | apply RSS (MB) | machine CPU busy (load) | capture CPU (s, load) | apply CPU (s, load) |');
+  if (oltpRuns.length) {
+    lines.push('', `| W3 OLTP (pgbench TPC-B-like, 4 clients, scale 10, ${OLTP_SECONDS} s) | replicating | source tps | lag p50 (ms) | lag p99 (ms) | lag max (ms) | drain after load (s) | capture RSS (MB) | apply RSS (MB) | machine CPU busy (load) | capture CPU (s, load) | apply CPU (s, load) |`);
     lines.push('| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |');
-    for (const r of oltp) {
-      const o = r.oltp!;
-      const replicated = r.workload !== 'W3 OLTP, no replication';
-      lines.push(`| ${r.workload} | ${replicated ? r.system : '—'} | ${o.tps} | ${replicated ? o.lagP50 : ''} | ${replicated ? o.lagP99 : ''} | ${replicated ? o.lagMax : ''} | ${replicated ? o.drainSeconds.toFixed(2) : ''} | ${r.captureRssMb ?? ''} | ${r.applyRssMb ?? ''} | ${o.cpuBusyPct}% | ${cpu(o.captureCpuS)} | ${cpu(o.applyCpuS)} |`);
+    for (const r of oltpRuns) {
+      const attached = r.attached.length ? r.attached.join(' + ') : 'nothing (tables in no publication)';
+      const systems = r.attached.length ? r.attached : [null];
+      for (const system of systems) {
+        const l = system ? r.lag[system] : undefined;
+        const who = r.attached.length > 1 ? `${attached}: ${system}` : attached;
+        const mine = system !== 'native';
+        lines.push(
+          `| W3 | ${who} | ${r.tps} | ${l?.p50 ?? ''} | ${l?.p99 ?? ''} | ${l?.max ?? ''} | ${l ? l.drainSeconds.toFixed(2) : ''} | ${mine ? (r.captureRssMb ?? '') : ''} | ${mine ? (r.applyRssMb ?? '') : ''} | ${r.cpuBusyPct}% | ${mine ? cpu(r.captureCpuS) : ''} | ${mine ? cpu(r.applyCpuS) : ''} |`,
+        );
+      }
+    }
+  }
+  if (catchUps.length) {
+    lines.push('', '| catch-up after a load the replica missed | system | load (s) | source txns | catch-up (s) | txns/s applied | pgferry ÷ native | apply RSS (MB) | machine CPU busy | apply CPU (s) |');
+    lines.push('| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |');
+    for (const c of catchUps) {
+      const native = catchUps.find((x) => x.workload === c.workload && x.system === 'native');
+      const ratio = c.system === 'pgferry' && native ? (c.txnsPerSecond / native.txnsPerSecond).toFixed(2) : '';
+      lines.push(`| ${c.workload} | ${c.system} | ${c.loadSeconds} | ${c.txns} | ${c.seconds.toFixed(1)} | ${c.txnsPerSecond} | ${ratio} | ${c.applyRssMb ?? ''} | ${c.cpuBusyPct}% | ${cpu(c.applyCpuS)} |`);
     }
   }
   const md = `${lines.join('\n')}\n`;
   const dir = path.join(ROOT, 'test', 'bench', 'results');
   fs.mkdirSync(dir, { recursive: true });
   fs.writeFileSync(path.join(dir, 'latest.md'), `# pgferry vs native logical replication\n\n${new Date().toISOString()}, ${N} rows\n\n${md}`);
-  fs.writeFileSync(path.join(dir, 'latest.json'), `${JSON.stringify({ at: new Date().toISOString(), rows: N, results: rows }, null, 2)}\n`);
+  fs.writeFileSync(path.join(dir, 'latest.json'), `${JSON.stringify({ at: new Date().toISOString(), rows: N, results: rows, oltp: oltpRuns, catchUps }, null, 2)}\n`);
   console.log(`\n${md}\n(written to test/bench/results/latest.md and latest.json)`);
+}
+
+/** pgbench's tables and data in `schema` of the database at `url` (scale 10 by default; W5's hot rows use scale 1). */
+async function pgbenchInit(url: string, schema?: string, scale?: number): Promise<void> {
+  const { execFileSync } = require('node:child_process') as typeof import('node:child_process');
+  const run = (sch: string, sc: number) => execFileSync(PGBENCH, ['-i', '-q', '-s', String(sc), '-I', 'dtGvp', url], { env: { ...process.env, PGOPTIONS: `-c search_path=${sch}` }, stdio: 'pipe' });
+  if (schema) return void run(schema, scale ?? 10);
+  run('public', 10);
+  run('hot', 1);
 }
