@@ -18,3 +18,8 @@ export function failureType(err: unknown): string | undefined {
   if (err instanceof ActivityFailure && err.cause instanceof ApplicationFailure) return err.cause.type ?? undefined;
   return undefined;
 }
+
+/** An activity failure marked non-retryable (a permanent error of src/errors.ts). */
+export function isPermanentFailure(err: unknown): boolean {
+  return err instanceof ActivityFailure && err.cause instanceof ApplicationFailure && err.cause.nonRetryable === true;
+}

@@ -21,6 +21,7 @@ import { PauseSwitch } from './pause-switch';
 import { RateWindow, addBatch, emptyRateWindow, lagSeconds, lagWorthShowing, ratePerSecond } from './replica-metrics';
 import { describeIfUndescribed, keepVisibility, show, shownLag, shownState } from './visibility';
 import { stopUntilResumed } from './stopped';
+import { isPermanentFailure } from './errors';
 import type { SessionResult } from '../src/apply/apply-session';
 
 type Activities = ReturnType<typeof createActivities>;
@@ -77,7 +78,10 @@ async function applyOnce(input: ReplicaInput, sessions: boolean, pause: PauseSwi
   try {
     return await session;
   } catch (err) {
-    if (isCancellation(err)) return null;
+    // Once cancelled, Temporal retries no attempt: a transient failure while stopping (a connection
+    // reset, a worker lost) ends it too. The replica's checkpoint holds what was committed; the pause
+    // stands and a resume starts a new session. A permanent failure still stops the replica.
+    if (isCancellation(err) || !isPermanentFailure(err)) return null;
     throw err;
   }
 }

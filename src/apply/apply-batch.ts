@@ -75,13 +75,18 @@ export interface BatchResult {
 export async function applyBatch(o: ApplyBatchOptions, session?: StreamFeed): Promise<BatchResult> {
   const feed = session ?? new StreamFeed();
   try {
-    return await runBatch(o, feed);
+    const { result, abandoned } = await runBatch(o, feed);
+    // A transaction given up half-arrived (its chunks stopped) is read again from its first chunk by the
+    // next batch: whether capture re-sends it whole or its chunks simply resume after a stall, a reader
+    // placed at the stored offset sees it from the start.
+    if (abandoned) await feed.close();
+    return result;
   } catch (err) {
     await feed.close(); // what the reader and protocol saw is not what the replica holds now
     if (!(err instanceof StopAt)) throw err;
     // A rejected change, a gap or a break in the log: keep every transaction before it (apply the
     // batch again, from a fresh reader, stopping at the stream offset where its transaction began), then report it.
-    const before = await runBatch(o, feed, err.offset).finally(() => feed.close());
+    const { result: before } = await runBatch(o, feed, err.offset).finally(() => feed.close());
     o.log.info({ replica: o.replica, appliedLsn: before.appliedLsn, txns: before.txns }, 'applied what came before the stop');
     throw err.error;
   } finally {
@@ -134,7 +139,7 @@ class StopAt extends Error {
   }
 }
 
-async function runBatch(o: ApplyBatchOptions, feed: StreamFeed, stopAt?: number): Promise<BatchResult> {
+async function runBatch(o: ApplyBatchOptions, feed: StreamFeed, stopAt?: number): Promise<{ result: BatchResult; abandoned: boolean }> {
   const c = o.client;
   await c.query('BEGIN');
   const everyMs = o.heartbeatMs ?? 2000;
@@ -152,7 +157,7 @@ async function runBatch(o: ApplyBatchOptions, feed: StreamFeed, stopAt?: number)
       throw commitRefused(o.replica, stored.lsn, result.appliedLsn, err);
     });
     if (result.txns > 0) crashPoint('apply-after-commit'); // test-only (PGFERRY_TEST_CRASH_AT): committed, activity not returned
-    return result;
+    return { result, abandoned: batch.abandoned };
   } catch (err) {
     await c.query('ROLLBACK').catch(() => undefined);
     throw err;
@@ -200,6 +205,9 @@ class BatchLoop {
   /** The transaction being applied, and whether it has a savepoint (several chunks). */
   private open: { lsn: string; savepoint: boolean; changes: number } | null = null;
   private received = 0;
+  /** A transaction was given up half-arrived: the next batch must read it again from the stored offset. */
+  abandoned = false;
+  private readonly signal: AbortSignal | undefined;
   /** Where each transaction applied in this batch began in the stream: a refused one is stopped at. */
   private readonly starts = new Map<string, number>();
 
@@ -211,6 +219,8 @@ class BatchLoop {
     private readonly heartbeat: Heartbeat,
     private readonly stopAt: number | undefined,
   ) {
+    // The re-run that keeps what came before a refused change is not stopped early: it is what the stop reports.
+    this.signal = stopAt === undefined ? o.signal : undefined;
     this.result = { appliedLsn: '', offset: null, txns: 0, changes: 0, lastCommitTime: null, caughtUp: false, skipped: 0 };
   }
 
@@ -223,16 +233,16 @@ class BatchLoop {
     const chunkWaitMs = o.chunkWaitMs ?? 30_000;
     try {
       for (;;) {
-        if (o.signal?.aborted) {
+        if (this.signal?.aborted) {
           await this.stopEarly();
           break;
         }
         const full = result.changes >= o.maxChanges || Date.now() - started >= o.maxWaitMs;
         if (!this.open && full) break;
         const wait = this.open ? chunkWaitMs : this.received ? idleMs : Math.max(0, o.maxWaitMs - (Date.now() - started));
-        const msg = await nextBeating(this.reader, wait, this.heartbeat, o.signal);
+        const msg = await nextBeating(this.reader, wait, this.heartbeat, this.signal);
         if (!msg) {
-          if (o.signal?.aborted) continue;
+          if (this.signal?.aborted) continue;
           await this.nothingMore();
           break;
         }
@@ -265,6 +275,7 @@ class BatchLoop {
     // The rest of this transaction has not been published (capture restarted mid-transaction
     // and will re-send it whole). Undo its part; the next batch reads it again.
     this.o.log.info({ replica: this.o.replica, lsn: this.protocol.abandon() }, 'transaction incomplete in the stream; left for the next batch');
+    this.abandoned = true;
     await this.discardOpen();
   }
 

@@ -54,6 +54,9 @@ describe('search attributes and memo for the Temporal UI', () => {
     bareDir = fs.mkdtempSync(path.join(os.tmpdir(), 'pgferry-temporal-bare-'));
     bare = await startDevServer({ dataDir: bareDir, port: await freePort(), uiPort: null, log: logger.child({ test: true }), timeoutMs: 90_000, searchAttributes: false });
     w.env.TEMPORAL_ADDRESS = bare.address; // every pgferry process of this test uses the bare server
+    // Apply sessions of a second (default 30): the history below grows by one session a second, as it
+    // would over half a minute each in production, so 25 of them show the upsert cadence quickly.
+    w.env.PGFERRY_APPLY_SESSION_SECONDS = '1';
     client = new Client({ connection: await Connection.connect({ address: bare.address }) });
     expect(Object.keys(await registered(client)).filter((n) => NAMES.includes(n))).toEqual([]);
     up = await startUp(w);
@@ -121,13 +124,13 @@ describe('search attributes and memo for the Temporal UI', () => {
     await listed(`PgferryState = 'failed'`, []);
     await listed(`PgferryState = 'running' AND WorkflowType = 'replicaWorkflow'`, [a, b]);
 
-    // History stays small: attributes change on state changes (and lag buckets), not on every batch.
-    await waitFor('replica a to run 20 more batches', async () => (await history(a)).filter((e) => e.activityTaskCompletedEventAttributes).length >= 25, 90_000);
+    // History stays small: attributes change on state changes (and lag buckets), not on every session.
+    await waitFor('replica a to run 20 more apply sessions', async () => (await history(a)).filter((e) => e.activityTaskCompletedEventAttributes).length >= 25, 90_000);
     const eventsA = await history(a);
     const upserts = eventsA.filter((e) => e.upsertWorkflowSearchAttributesEventAttributes).length;
     const batches = eventsA.filter((e) => e.activityTaskCompletedEventAttributes).length;
     expect(upserts).toBeGreaterThan(0);
-    expect(upserts, `${upserts} upserts in ${batches} batches`).toBeLessThanOrEqual(8); // running, lag, paused, running, lag moves — not one per batch
+    expect(upserts, `${upserts} upserts in ${batches} sessions`).toBeLessThanOrEqual(8); // running, lag, paused, running, lag moves — not one per session
     expect(batches).toBeGreaterThanOrEqual(25);
 
     // The new workflow code replays its own histories (upserts included) deterministically.

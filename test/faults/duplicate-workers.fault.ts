@@ -2,6 +2,7 @@ import * as fs from 'node:fs';
 import { Client, Connection } from '@temporalio/client';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { replicaWorkflowId } from '../../src/names';
+import { pendingActivity, withLiveSession } from '../../src/temporal/inspect';
 import { replicaStatusQuery } from '../../workflows/messages';
 import { startUp, upArgs } from '../helpers/fixture';
 import type { Proc } from '../helpers/procs';
@@ -113,7 +114,9 @@ describe('fault 15: two workers at once for the same replica', () => {
       const client = new Client({ connection });
       const work = async () =>
         Promise.all(REPLICAS.map(async (r) => {
-          const st = await client.workflow.getHandle(replicaWorkflowId(r)).query(replicaStatusQuery);
+          // The workflow's count plus the session in flight's (its heartbeat), as pgferry status shows it.
+          const id = replicaWorkflowId(r);
+          const st = withLiveSession(await client.workflow.getHandle(id).query(replicaStatusQuery), (await pendingActivity(client, id))?.heartbeat);
           return { replica: r, batches: st.batches, txns: st.txns };
         }));
       const start = await work();

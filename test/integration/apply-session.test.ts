@@ -110,6 +110,21 @@ describe('apply sessions', () => {
     expect(await stored()).toBe(r.appliedLsn);
   });
 
+  it('a transaction whose chunks stall (capture alive but held up) and then resume is applied once, whole, by the same session', async () => {
+    // Review finding: the batch that gives the transaction up must make the next one read it from its
+    // first chunk; a reader left past chunks 0..1 would skip the rest and then refuse what follows.
+    const [big, after] = [next(), next()];
+    await log.publish(txn(big, [ins('a', { id: '1', v: 'x' })], { seq: 0, last: false }), txn(big, [ins('a', { id: '2', v: 'x' })], { seq: 1, last: false }));
+    const running = log.session({ maxRunMs: 5000, chunkWaitMs: 400 });
+    await new Promise((r) => setTimeout(r, 1000)); // past the chunk wait: that batch gave the transaction up
+    await log.publish(txn(big, [ins('a', { id: '3', v: 'x' })], { seq: 2, last: true }), txn(after, [ins('b', { id: '9', v: 'after' })]));
+    const r = await running;
+    expect(r.txns).toBe(2);
+    expect(await count('a')).toBe(3);
+    expect(await count('b')).toBe(1);
+    expect(await stored()).toBe(r.appliedLsn);
+  });
+
   it('a refused change ends the session with the error, keeping every transaction before it', async () => {
     await log.reset(`${SCHEMA} ALTER TABLE b ADD CHECK (v <> 'bad');`);
     const [ok1, ok2, bad] = [next(), next(), next()];
