@@ -174,6 +174,34 @@ describe('replicaWorkflow and captureWorkflow (mocked activities)', () => {
     });
   });
 
+  it('a session that fails transiently while a pause stops it leaves the replica paused (not failed), and resume starts a new one', async () => {
+    const { taskQueue, workflowId } = ids();
+    const fake = fakeBatches();
+    let sessions = 0;
+    const applySession = async (): Promise<SessionResult> => {
+      const ctx = Context.current();
+      sessions += 1;
+      if (sessions > 1) return fake.applySession();
+      while (!ctx.cancellationSignal.aborted) {
+        await fake.applyBatch();
+        ctx.heartbeat();
+      }
+      throw ApplicationFailure.retryable('the replica connection was reset while stopping', 'UnavailableError');
+    };
+    const worker = await Worker.create({ connection: env.nativeConnection, taskQueue, workflowBundle: bundle, activities: { ...fake, applySession }, maxHeartbeatThrottleInterval: '250 ms' });
+    await worker.runUntil(async () => {
+      const h = await env.client.workflow.start('replicaWorkflow', { taskQueue, workflowId, args: [{ replica: 'a', source: 'main', tables: [] }] });
+      await waitFor('the session running', () => fake.state.calls >= 5, 20_000, 20);
+      const paused = await h.executeUpdate(replicaSetPausedUpdate, { args: [{ paused: true }] });
+      expect(paused).toMatchObject({ state: 'paused', lastError: null });
+      expect(sessions).toBe(1);
+      await h.executeUpdate(replicaSetPausedUpdate, { args: [{ paused: false }] });
+      await waitFor('a new session after the resume', () => sessions >= 2, 10_000, 20);
+      expect((await h.query(replicaStatusQuery)).lastError).toBeNull();
+      await h.terminate('test done');
+    });
+  });
+
   it('stops in state failed on a rejected change, without retrying, until resume; then continues', async () => {
     const { taskQueue, workflowId } = ids();
     const fake = fakeBatches();
