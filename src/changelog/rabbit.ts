@@ -9,7 +9,10 @@ import { redactUrl } from '../redact';
 
 export async function connectRabbit(url: string): Promise<amqp.ChannelModel> {
   try {
-    const conn = await amqp.connect(url, { timeout: 10_000 });
+    // noDelay: without it Nagle's algorithm holds a publish whose frames end in a short write until the
+    // broker's delayed ACK (~40 ms): a confirm window of 16 then caps capture at ~350 messages/s for
+    // messages of a few kB (measured: 350/s → 3,900/s at 3 kB), and the same holds back a reader's acks.
+    const conn = await amqp.connect(url, { timeout: 10_000, noDelay: true });
     conn.on('error', () => {
       /* reported through 'close' and failing channel calls */
     });

@@ -31,7 +31,7 @@ export class CraftedLog {
   static async create(): Promise<CraftedLog> {
     const cluster = await PgCluster.start();
     await cluster.createDatabase('replica');
-    const rabbit = await amqp.connect(RABBIT_URL);
+    const rabbit = await amqp.connect(RABBIT_URL, { noDelay: true });
     return new CraftedLog(cluster, rabbit, 'replica');
   }
 

@@ -74,7 +74,7 @@ export async function createWorld(opts: {
 }
 
 export async function deleteStream(sourceName: string): Promise<void> {
-  const conn = await amqp.connect(RABBIT_URL);
+  const conn = await amqp.connect(RABBIT_URL, { noDelay: true });
   try {
     const ch = await conn.createChannel();
     await ch.deleteQueue(streamName(sourceName));

@@ -1,0 +1,89 @@
+import { execFileSync } from 'node:child_process';
+import { afterAll, beforeAll, expect, it } from 'vitest';
+import type { RelationInfo, TxnMessage } from '../../src/change';
+import { relKey } from '../../src/change';
+import { formatLsn } from '../../src/lsn';
+import { CraftedLog } from '../helpers/crafted-log';
+
+/**
+ * `npm run bench:apply`: apply alone, on a stream filled beforehand with
+ * PGFERRY_PROFILE_TXNS (default 50,000) TPC-B-shaped transactions (three
+ * keyed updates and a keyless insert, as pgbench's tpcb-like script at
+ * scale 10 writes them): the catch-up rate of one apply session with capture,
+ * Temporal and the source out of the picture, and where its time goes
+ * (wall vs the process's own CPU). Run with --cpu-prof for a profile.
+ */
+const TXNS = Number(process.env.PGFERRY_PROFILE_TXNS ?? 50_000);
+const PGBENCH = '/usr/lib/postgresql/15/bin/pgbench';
+let log: CraftedLog;
+
+const col = (name: string, type: string, key = false) => ({ name, type, key });
+const rels: Record<string, RelationInfo> = {
+  accounts: { schema: 'public', table: 'pgbench_accounts', identity: 'default', columns: [col('aid', 'integer', true), col('bid', 'integer'), col('abalance', 'integer'), col('filler', 'character(84)')] },
+  tellers: { schema: 'public', table: 'pgbench_tellers', identity: 'default', columns: [col('tid', 'integer', true), col('bid', 'integer'), col('tbalance', 'integer'), col('filler', 'character(84)')] },
+  branches: { schema: 'public', table: 'pgbench_branches', identity: 'default', columns: [col('bid', 'integer', true), col('bbalance', 'integer'), col('filler', 'character(88)')] },
+  history: { schema: 'public', table: 'pgbench_history', identity: 'default', columns: [col('tid', 'integer'), col('bid', 'integer'), col('aid', 'integer'), col('delta', 'integer'), col('mtime', 'timestamp without time zone'), col('filler', 'character(22)')] },
+};
+const key = (r: RelationInfo) => relKey(r.schema, r.table);
+
+/** Deterministic TPC-B transactions and the balances they leave. */
+function workload(n: number): TxnMessage[] {
+  let seed = 20261202;
+  const rnd = (k: number) => ((seed = (seed * 1103515245 + 12345) & 0x7fffffff) % k) + 1;
+  const bal = { a: new Map<number, number>(), t: new Map<number, number>(), b: new Map<number, number>() };
+  const out: TxnMessage[] = [];
+  for (let i = 0; i < n; i++) {
+    const aid = rnd(1_000_000), tid = rnd(100), bid = rnd(10), delta = rnd(10_000) - 5000;
+    const a = (bal.a.get(aid) ?? 0) + delta, t = (bal.t.get(tid) ?? 0) + delta, b = (bal.b.get(bid) ?? 0) + delta;
+    bal.a.set(aid, a); bal.t.set(tid, t); bal.b.set(bid, b);
+    const lsn = formatLsn(BigInt(1_000_000 + i * 100));
+    out.push({
+      v: 1, source: 'profile', xid: i, lsn, endLsn: lsn, commitTime: new Date(Date.UTC(2026, 0, 1) + i).toISOString(), seq: 0, last: true,
+      relations: Object.fromEntries(Object.values(rels).map((r) => [key(r), r])),
+      changes: [
+        { op: 'update', rel: key(rels.accounts), old: { aid: String(aid) }, new: { aid: String(aid), bid: String(Math.ceil(aid / 100_000)), abalance: String(a), filler: ' '.repeat(84) } },
+        { op: 'update', rel: key(rels.tellers), old: { tid: String(tid) }, new: { tid: String(tid), bid: String(Math.ceil(tid / 10)), tbalance: String(t), filler: null } },
+        { op: 'update', rel: key(rels.branches), old: { bid: String(bid) }, new: { bid: String(bid), bbalance: String(b), filler: null } },
+        { op: 'insert', rel: key(rels.history), new: { tid: String(tid), bid: String(bid), aid: String(aid), delta: String(delta), mtime: '2026-01-01 00:00:00', filler: null } },
+      ],
+    });
+  }
+  return out;
+}
+
+beforeAll(async () => {
+  log = await CraftedLog.create();
+  await log.reset('');
+  execFileSync(PGBENCH, ['-i', '-q', '-s', '10', '-I', 'dtGvp', log.cluster.url(log.db)], { stdio: 'pipe' });
+  const t0 = Date.now();
+  const txns = workload(TXNS);
+  for (let i = 0; i < txns.length; i += 1000) await log.publish(...txns.slice(i, i + 1000));
+  console.log(`published ${TXNS} transactions in ${((Date.now() - t0) / 1000).toFixed(1)} s`);
+}, 600_000);
+
+afterAll(async () => log?.close());
+
+it(`applies ${TXNS} TPC-B transactions from the stream`, async () => {
+  const cpu0 = process.cpuUsage();
+  const t0 = Date.now();
+  let applied = 0;
+  const ac = new AbortController();
+  const session = log.session({
+    maxRunMs: 3_600_000,
+    maxChanges: Number(process.env.PGFERRY_BATCH_MAX_CHANGES ?? 5000),
+    maxWaitMs: 1000,
+    signal: ac.signal,
+    onBatch: (total) => {
+      applied = total.txns;
+      if (applied >= TXNS) ac.abort();
+    },
+  });
+  const r = await session;
+  const wall = (Date.now() - t0) / 1000;
+  const cpu = process.cpuUsage(cpu0);
+  console.log(
+    `applied ${r.txns} transactions in ${r.batches} batches, ${wall.toFixed(1)} s = ${Math.round(r.txns / wall)} txns/s; ` +
+      `process CPU ${((cpu.user + cpu.system) / 1e6).toFixed(1)} s (${Math.round((100 * (cpu.user + cpu.system)) / 1e6 / wall)}% of one core)`,
+  );
+  expect(r.txns).toBe(TXNS);
+}, 3_600_000);
