@@ -59,15 +59,14 @@ export interface TableNet {
 
 /** The window's net change per table, in first-touched order; null where it cannot be expressed exactly. */
 export function reduceWindow(txns: readonly TxnMessage[]): TableNet[] | null {
-  const byRel = new Map<string, { rel: RelationInfo; shape: string; changes: RowChange[] }>();
+  const byRel = new Map<string, { rel: RelationInfo; changes: RowChange[] }>();
   for (const m of txns) {
     for (const ch of m.changes) {
       if (ch.op === 'truncate') return null;
       const rel = m.relations[ch.rel];
-      const shape = JSON.stringify(rel);
       const e = byRel.get(ch.rel);
-      if (!e) byRel.set(ch.rel, { rel, shape, changes: [ch] });
-      else if (e.shape !== shape) return null; // the table changed shape within the window: apply in order
+      if (!e) byRel.set(ch.rel, { rel, changes: [ch] });
+      else if (e.rel !== rel && !sameShape(e.rel, rel)) return null; // the table changed shape within the window: apply in order
       else e.changes.push(ch);
     }
   }
@@ -89,6 +88,12 @@ export function reduceWindow(txns: readonly TxnMessage[]): TableNet[] | null {
     out.push({ rel, keys, net });
   }
   return out;
+}
+
+/** Whether two descriptions of a relation agree (each message decodes its own objects). */
+function sameShape(a: RelationInfo, b: RelationInfo): boolean {
+  if (a.schema !== b.schema || a.table !== b.table || a.identity !== b.identity || a.columns.length !== b.columns.length) return false;
+  return a.columns.every((c, i) => c.name === b.columns[i].name && c.type === b.columns[i].type && c.key === b.columns[i].key);
 }
 
 const columnsOf = (row: Record<string, unknown>) => Object.keys(row).sort();

@@ -211,7 +211,7 @@ export interface StreamMessage {
 }
 
 interface Delivered extends StreamMessage {
-  ack: () => void;
+  msg: amqp.Message;
 }
 
 /**
@@ -220,17 +220,24 @@ interface Delivered extends StreamMessage {
  */
 export class StreamReader {
   private buffered: Delivered[] = [];
+  /** Where the next message to take sits in `buffered` (taken ones are dropped in bulk, not shifted one by one). */
+  private head = 0;
   /** Bytes of the messages delivered and not yet taken. */
   private bufferedBytes = 0;
-  /** Acks of messages taken while the buffer held more than `maxBytes`: sent as it drains. */
-  private heldAcks: (() => void)[] = [];
+  /** The last message taken and not yet acknowledged, and how many were taken since the last ack. */
+  private unacked: amqp.Message | null = null;
+  private unackedCount = 0;
   /** The reader's memory bound for buffered messages (besides the `prefetch` count). */
   maxBytes = DEFAULT_READER_BYTES;
   private waiter: (() => void) | null = null;
   private error: Error | null = null;
   private tag = '';
 
-  private constructor(private readonly ch: amqp.Channel) {
+  private constructor(
+    private readonly ch: amqp.Channel,
+    /** Acknowledge taken messages in groups of this many (one `multiple` ack), or when nothing is left to take. */
+    private readonly ackEvery: number,
+  ) {
     ch.on('error', (e: Error) => this.setError(e));
     ch.on('close', () => this.setError(new UnavailableError('RabbitMQ closed the stream channel (the connection dropped or the server is restarting)')));
   }
@@ -239,24 +246,14 @@ export class StreamReader {
   static async open(conn: amqp.ChannelModel, source: string, from: number | 'first' | 'last', prefetch = 16): Promise<StreamReader> {
     const ch = await conn.createChannel();
     await ch.prefetch(prefetch);
-    const r = new StreamReader(ch);
+    const r = new StreamReader(ch, Math.max(1, Math.floor(prefetch / 4)));
     const { consumerTag } = await ch.consume(
       streamName(source),
       (msg) => {
         if (!msg) return r.setError(new Error('the stream consumer was cancelled by RabbitMQ'));
         const offset = Number(msg.properties.headers?.['x-stream-offset']);
-        // Stream consumers ack only for flow control (credit): acking when the message is taken,
-        // not when it arrives, keeps at most `prefetch` messages in memory, and holding the acks while
-        // the buffer is over `maxBytes` stops RabbitMQ sending more (large messages). Nothing is removed.
-        const ack = () => {
-          try {
-            ch.ack(msg);
-          } catch {
-            /* channel closing: the reader is done */
-          }
-        };
         const lsn = msg.properties.headers?.['pgferry-lsn'];
-        r.buffered.push({ offset, body: msg.content, lsn: typeof lsn === 'string' ? lsn : undefined, ack });
+        r.buffered.push({ offset, body: msg.content, lsn: typeof lsn === 'string' ? lsn : undefined, msg });
         r.bufferedBytes += msg.content.length;
         r.wake();
       },
@@ -268,7 +265,7 @@ export class StreamReader {
 
   /** Next message, or null if none arrives within `timeoutMs`. */
   async next(timeoutMs: number): Promise<StreamMessage | null> {
-    if (!this.buffered.length && !this.error && timeoutMs > 0) {
+    if (this.head >= this.buffered.length && !this.error && timeoutMs > 0) {
       await new Promise<void>((resolve) => {
         const t = setTimeout(() => {
           this.waiter = null;
@@ -280,15 +277,48 @@ export class StreamReader {
         };
       });
     }
-    const m = this.buffered.shift();
+    const m = this.take();
     if (m) {
       this.bufferedBytes -= m.body.length;
-      this.heldAcks.push(m.ack);
-      while (this.heldAcks.length && this.bufferedBytes < this.maxBytes) this.heldAcks.shift()!();
+      this.unacked = m.msg;
+      this.unackedCount += 1;
+      this.settle();
       return { offset: m.offset, body: m.body, lsn: m.lsn };
     }
     if (this.error) throw this.error;
     return null;
+  }
+
+  /** The oldest buffered message, if any; its slot is let go at once (its body may be large). */
+  private take(): Delivered | undefined {
+    if (this.head >= this.buffered.length) return undefined;
+    const m = this.buffered[this.head];
+    this.buffered[this.head++] = undefined as unknown as Delivered;
+    if (this.head === this.buffered.length || this.head >= 1024) {
+      this.buffered = this.buffered.slice(this.head);
+      this.head = 0;
+    }
+    return m;
+  }
+
+  /**
+   * Stream consumers ack only for flow control (credit); nothing is removed. Acking when a message is
+   * taken, not when it arrives, keeps at most `prefetch` messages in memory, and holding the acks while
+   * the buffer is over `maxBytes` stops RabbitMQ sending more (large messages). One `multiple` ack
+   * per `ackEvery` messages, or as soon as nothing is left to take, so the credit never runs dry while
+   * a reader waits — and a busy reader sends one ack frame for many messages, not one each.
+   */
+  private settle(): void {
+    if (!this.unacked || this.bufferedBytes >= this.maxBytes) return;
+    if (this.unackedCount < this.ackEvery && this.head < this.buffered.length) return;
+    const m = this.unacked;
+    this.unacked = null;
+    this.unackedCount = 0;
+    try {
+      this.ch.ack(m, true);
+    } catch {
+      /* channel closing: the reader is done */
+    }
   }
 
   private setError(e: Error): void {

@@ -3,6 +3,8 @@ import { afterAll, beforeAll, expect, it } from 'vitest';
 import type { RelationInfo, TxnMessage } from '../../src/change';
 import { relKey } from '../../src/change';
 import { formatLsn } from '../../src/lsn';
+import pg from 'pg';
+import { StreamReader } from '../../src/changelog/stream';
 import { CraftedLog } from '../helpers/crafted-log';
 
 /**
@@ -63,7 +65,23 @@ beforeAll(async () => {
 
 afterAll(async () => log?.close());
 
+/** Wall time spent inside `obj[name]` (awaited), summed: where an apply session waits. */
+function timeMethod(obj: any, name: string, into: Record<string, number>, label: string) {
+  const orig = obj[name];
+  obj[name] = function (this: unknown, ...args: unknown[]) {
+    const t = performance.now();
+    const r = orig.apply(this, args);
+    const done = () => (into[label] = (into[label] ?? 0) + performance.now() - t);
+    if (r && typeof r.then === 'function') r.then(done, done);
+    else done();
+    return r;
+  };
+  return () => (obj[name] = orig);
+}
+
 it(`applies ${TXNS} TPC-B transactions from the stream`, async () => {
+  const stages: Record<string, number> = {};
+  const undo = [timeMethod(pg.Client.prototype, 'query', stages, 'replica queries'), timeMethod(StreamReader.prototype, 'next', stages, 'stream reads'), timeMethod(JSON, 'parse', stages, 'JSON.parse')];
   const cpu0 = process.cpuUsage();
   const t0 = Date.now();
   let applied = 0;
@@ -85,5 +103,7 @@ it(`applies ${TXNS} TPC-B transactions from the stream`, async () => {
     `applied ${r.txns} transactions in ${r.batches} batches, ${wall.toFixed(1)} s = ${Math.round(r.txns / wall)} txns/s; ` +
       `process CPU ${((cpu.user + cpu.system) / 1e6).toFixed(1)} s (${Math.round((100 * (cpu.user + cpu.system)) / 1e6 / wall)}% of one core)`,
   );
+  undo.forEach((f) => f());
+  console.log(`time in: ${Object.entries(stages).map(([k, v]) => `${k} ${(v / 1000).toFixed(2)} s`).join(', ')}`);
   expect(r.txns).toBe(TXNS);
 }, 3_600_000);

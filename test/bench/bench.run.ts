@@ -34,7 +34,8 @@ import { waitFor } from '../helpers/wait';
  *       (default 300)
 
  * PGFERRY_BENCH_ROWS scales N down for a quick run, PGFERRY_BENCH_OLTP_SECONDS
- * the W3 duration (default 30), PGFERRY_BENCH_HOT_SECONDS W5's load (default 60). Results: a table on stdout,
+ * the W3 duration (default 30), PGFERRY_BENCH_HOT_SECONDS W5's load (default 60);
+ * PGFERRY_BENCH_ONLY=W3 (or W1, W4: a comma list) runs only those tests. Results: a table on stdout,
  * test/bench/results/latest.{json,md}.
  */
 const N = Number(process.env.PGFERRY_BENCH_ROWS ?? 1_000_000);
@@ -55,6 +56,9 @@ const HOT_SECONDS = Number(process.env.PGFERRY_BENCH_HOT_SECONDS ?? 60);
 const OLTP_SECONDS = Number(process.env.PGFERRY_BENCH_OLTP_SECONDS ?? 30);
 const PGBENCH = '/usr/lib/postgresql/15/bin/pgbench';
 const REPLICAS = ['r1', 'r2', 'r3'];
+const ONLY = process.env.PGFERRY_BENCH_ONLY?.split(',').map((w) => w.trim().toUpperCase());
+/** The test of workload `w` (W1 runs W1 and W2; W3 runs W3, W6 and W5), unless PGFERRY_BENCH_ONLY leaves it out. */
+const bench = (w: string) => (ONLY && !ONLY.includes(w) ? it.skip : it);
 
 interface Row {
   workload: string;
@@ -235,7 +239,7 @@ describe(`benchmark, ${N.toLocaleString('en')} rows`, () => {
     });
   };
 
-  it('W1 bulk insert and W2 bulk update, one replica', async () => {
+  bench('W1')('W1 bulk insert and W2 bulk update, one replica', async () => {
     await native(['native_r1'], async () => {
       record('W1 insert', 'native', await timed(INSERT('w_native'), 'native', ['native_r1']), N);
       await expectEqual('w_native', ['native_r1']);
@@ -361,7 +365,7 @@ describe(`benchmark, ${N.toLocaleString('en')} rows`, () => {
     }
   }
 
-  it('W4 bulk insert fanned out to three replicas', async () => {
+  bench('W4')('W4 bulk insert fanned out to three replicas', async () => {
     const natives = REPLICAS.map((r) => `native_${r}`);
     await native(natives, async () => {
       for (const db of natives) await replicas.withClient(db, (c) => c.query('TRUNCATE w_native')); // disabled subscribers: same start everywhere
@@ -380,7 +384,7 @@ describe(`benchmark, ${N.toLocaleString('en')} rows`, () => {
     });
   }, 120 * 60_000);
 
-  it('W3 OLTP (TPC-B-like): nothing, native, pgferry, and both at once; W6 catch-up; W5 hot rows', async () => {
+  bench('W3')('W3 OLTP (TPC-B-like): nothing, native, pgferry, and both at once; W6 catch-up; W5 hot rows', async () => {
     const base = await oltp([], undefined, 'base');
     oltpRuns.push(base);
     await native(['native_r1'], async () => {

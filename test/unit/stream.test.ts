@@ -69,23 +69,35 @@ describe('StreamPublisher waits (defect H)', () => {
 describe('StreamReader memory (defect G)', () => {
   class FakeConsumerChannel extends EventEmitter {
     deliver: (msg: unknown) => void = () => undefined;
+    /** Ack frames sent, and how many messages they gave back (a `multiple` ack covers all delivered up to it). */
+    frames = 0;
     acks = 0;
+    private delivered: unknown[] = [];
     async prefetch(): Promise<void> {}
     async consume(_q: string, cb: (msg: unknown) => void) {
-      this.deliver = cb;
+      this.deliver = (m) => {
+        this.delivered.push(m);
+        cb(m);
+      };
       return { consumerTag: 't' };
     }
-    ack(): void {
-      this.acks += 1;
+    ack(m: unknown, allUpTo = false): void {
+      this.frames += 1;
+      const i = this.delivered.indexOf(m);
+      if (i < 0) throw new Error('ack of a message not delivered or already acked');
+      const n = allUpTo ? i + 1 : 1;
+      this.acks += n;
+      this.delivered.splice(allUpTo ? 0 : i, n);
     }
     async cancel(): Promise<void> {}
     async close(): Promise<void> {}
   }
   const msg = (offset: number, bytes: number) => ({ content: Buffer.alloc(bytes), properties: { headers: { 'x-stream-offset': offset } } });
+  const open = (ch: FakeConsumerChannel, prefetch: number) => StreamReader.open({ createChannel: async () => ch } as unknown as amqp.ChannelModel, 's', 0, prefetch);
 
   it('holds its acks (RabbitMQ credit) while the messages it buffers exceed maxBytes, and gives them back as it drains', async () => {
     const ch = new FakeConsumerChannel();
-    const r = await StreamReader.open({ createChannel: async () => ch } as unknown as amqp.ChannelModel, 's', 0, 16);
+    const r = await open(ch, 4); // acks in groups of one
     r.maxBytes = 100;
     for (let i = 0; i < 4; i++) ch.deliver(msg(i, 60)); // 240 bytes buffered
     await r.next(0); // 180 left: over the bound, no credit back
@@ -95,6 +107,24 @@ describe('StreamReader memory (defect G)', () => {
     expect(ch.acks).toBe(3);
     await r.next(0);
     expect(ch.acks).toBe(4);
+    await r.close();
+  });
+
+  it('acks a busy stream in groups of a quarter of its prefetch, and everything taken once nothing is left to take', async () => {
+    const ch = new FakeConsumerChannel();
+    const r = await open(ch, 16); // groups of four
+    for (let i = 0; i < 10; i++) ch.deliver(msg(i, 10));
+    for (let i = 0; i < 3; i++) await r.next(0);
+    expect(ch.acks).toBe(0); // three taken, seven still to take: no frame yet
+    await r.next(0);
+    expect([ch.frames, ch.acks]).toEqual([1, 4]);
+    for (let i = 0; i < 4; i++) await r.next(0);
+    expect([ch.frames, ch.acks]).toEqual([2, 8]);
+    await r.next(0); // nine taken, one left: held
+    expect(ch.acks).toBe(8);
+    await r.next(0); // the last one: the buffer is empty, all credit goes back (a waiting reader never starves)
+    expect([ch.frames, ch.acks]).toEqual([3, 10]);
+    expect(await r.next(0)).toBeNull();
     await r.close();
   });
 });
