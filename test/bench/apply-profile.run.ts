@@ -28,11 +28,14 @@ const rels: Record<string, RelationInfo> = {
 };
 const key = (r: RelationInfo) => relKey(r.schema, r.table);
 
-/** Deterministic TPC-B transactions and the balances they leave. */
+/** The balances the workload leaves (pgbench -i starts them at 0), per table and key. */
+const balances = { a: new Map<number, number>(), t: new Map<number, number>(), b: new Map<number, number>() };
+
+/** Deterministic TPC-B transactions; `balances` holds what they leave. */
 function workload(n: number): TxnMessage[] {
   let seed = 20261202;
   const rnd = (k: number) => ((seed = (seed * 1103515245 + 12345) & 0x7fffffff) % k) + 1;
-  const bal = { a: new Map<number, number>(), t: new Map<number, number>(), b: new Map<number, number>() };
+  const bal = balances;
   const out: TxnMessage[] = [];
   for (let i = 0; i < n; i++) {
     const aid = rnd(1_000_000), tid = rnd(100), bid = rnd(10), delta = rnd(10_000) - 5000;
@@ -106,4 +109,10 @@ it(`applies ${TXNS} TPC-B transactions from the stream`, async () => {
   undo.forEach((f) => f());
   console.log(`time in: ${Object.entries(stages).map(([k, v]) => `${k} ${(v / 1000).toFixed(2)} s`).join(', ')}`);
   expect(r.txns).toBe(TXNS);
+  // The replica holds what the transactions leave: every balance, and one history row per transaction.
+  const got = async (sql: string) => new Map((await log.rows(sql) as { k: number; v: number }[]).map((x) => [Number(x.k), Number(x.v)]));
+  expect(await got('SELECT aid AS k, abalance AS v FROM pgbench_accounts WHERE abalance <> 0')).toEqual(new Map([...balances.a].filter(([, v]) => v !== 0)));
+  expect(await got('SELECT tid AS k, tbalance AS v FROM pgbench_tellers')).toEqual(new Map([...Array(100)].map((_, i) => [i + 1, balances.t.get(i + 1) ?? 0])));
+  expect(await got('SELECT bid AS k, bbalance AS v FROM pgbench_branches')).toEqual(new Map([...Array(10)].map((_, i) => [i + 1, balances.b.get(i + 1) ?? 0])));
+  expect(await log.rows('SELECT count(*)::int AS n FROM pgbench_history')).toEqual([{ n: TXNS }]);
 }, 3_600_000);

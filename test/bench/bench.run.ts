@@ -35,7 +35,8 @@ import { waitFor } from '../helpers/wait';
 
  * PGFERRY_BENCH_ROWS scales N down for a quick run, PGFERRY_BENCH_OLTP_SECONDS
  * the W3 duration (default 30), PGFERRY_BENCH_HOT_SECONDS W5's load (default 60);
- * PGFERRY_BENCH_ONLY=W3 (or W1, W4: a comma list) runs only those tests. Results: a table on stdout,
+ * PGFERRY_BENCH_ONLY=W3 (or W1, W4: a comma list) runs only those tests; PGFERRY_TEST_NODE_ARGS="--cpu-prof
+ * --cpu-prof-dir=<dir>" profiles every pgferry process; PGFERRY_BENCH_KEEP keeps the clusters and stream. Results: a table on stdout,
  * test/bench/results/latest.{json,md}.
  */
 const N = Number(process.env.PGFERRY_BENCH_ROWS ?? 1_000_000);
@@ -154,9 +155,12 @@ describe(`benchmark, ${N.toLocaleString('en')} rows`, () => {
   afterAll(async () => {
     for (const r of REPLICAS) await replicas?.withClient(`native_${r}`, (c) => c.query(`ALTER SUBSCRIPTION sub_${r} DISABLE; ALTER SUBSCRIPTION sub_${r} SET (slot_name = NONE); DROP SUBSCRIPTION sub_${r}`)).catch(() => undefined);
     await temporal?.stop().catch(() => undefined);
-    source?.destroy();
-    replicas?.destroy();
-    await deleteStream(sourceName).catch(() => undefined);
+    if (process.env.PGFERRY_BENCH_KEEP) console.log(`kept: source port ${source?.port}, replicas port ${replicas?.port}, stream of source ${sourceName}`);
+    else {
+      source?.destroy();
+      replicas?.destroy();
+    }
+    if (!process.env.PGFERRY_BENCH_KEEP) await deleteStream(sourceName).catch(() => undefined);
     if (results.length || oltpRuns.length) report(results, oltpRuns, catchUps);
   });
 
@@ -210,6 +214,7 @@ describe(`benchmark, ${N.toLocaleString('en')} rows`, () => {
     const capture = startCli(['worker', '--queues', 'capture', ...common], env);
     await waitFor('the capture worker', async () => capture.output().includes('pgferry worker running'), 60_000);
     const apply = startCli(['up', '--queues', 'apply', ...common], env);
+    if (process.env.PGFERRY_TEST_NODE_ARGS) console.log(`capture pid ${capture.child.pid}, apply pid ${apply.child.pid}`);
     try {
       await waitFor('pgferry up', async () => {
         if (apply.child.exitCode !== null) throw new Error(apply.output());
@@ -385,6 +390,9 @@ describe(`benchmark, ${N.toLocaleString('en')} rows`, () => {
   }, 120 * 60_000);
 
   bench('W3')('W3 OLTP (TPC-B-like): nothing, native, pgferry, and both at once; W6 catch-up; W5 hot rows', async () => {
+    // pgferry's slot must hold everything from here on, as native's subscription has since setup
+    // (when W1 ran first it was created then; PGFERRY_BENCH_ONLY=W3 starts here).
+    await pgferry(['r1'], async () => undefined);
     const base = await oltp([], undefined, 'base');
     oltpRuns.push(base);
     await native(['native_r1'], async () => {
