@@ -8,7 +8,8 @@
  * harmless. Values are PostgreSQL's own text form (exactly what `::text`
  * prints), or null; column types travel by name in `relations`.
  */
-export const ENVELOPE_VERSION = 1;
+/** The envelope version pgferry writes (changelog/wire.ts); it reads 1 and 2. */
+export const ENVELOPE_VERSION = 2;
 
 export type Value = string | null;
 export type Row = Record<string, Value>;
@@ -44,7 +45,8 @@ export interface TruncateChange {
 export type Change = RowChange | TruncateChange;
 
 export interface TxnMessage {
-  v: typeof ENVELOPE_VERSION;
+  /** The envelope version the message was read in (or is made for): 1 or 2, the same content either way. */
+  v: 1 | 2;
   source: string;
   xid: number;
   /** Commit LSN: the transaction's position in source commit order. */

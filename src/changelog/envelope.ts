@@ -2,11 +2,12 @@
  * The change-log envelope: the one place that builds, encodes and decodes
  * the messages of a source's stream. Both capture modes cut transactions
  * into chunks with `TxnChunker`; `init` writes gap markers with `gapMarker`;
- * every reader decodes with `decodeTxn`. The rules for reading the log in
+ * every reader decodes with `decodeTxn` (the bytes themselves: wire.ts). The rules for reading the log in
  * order live next door, in `protocol.ts`.
  */
 import { Change, ENVELOPE_VERSION, RelationInfo, Row, TxnMessage, relLabel } from '../change';
-import { ProtocolError, SourceError } from '../errors';
+import { SourceError } from '../errors';
+import { decodeMessage, encodeMessage } from './wire';
 
 /** Default bound on one chunk's values: a reader's prefetch of a few hundred messages then stays within tens of MB. */
 export const CHUNK_BYTES = 128 * 1024;
@@ -155,20 +156,12 @@ export function gapMarker(o: { source: string; lsn: string; reason: string; hist
   return m;
 }
 
+/** A message's bytes in the stream: envelope version 2 (wire.ts). */
 export function encodeTxn(m: TxnMessage): Buffer {
-  return Buffer.from(JSON.stringify(m));
+  return encodeMessage(m);
 }
 
-/** Decode one stream message; anything pgferry cannot read is a ProtocolError (retrying cannot help). */
+/** Decode one stream message (version 1 or 2); anything pgferry cannot read is a ProtocolError (retrying cannot help). */
 export function decodeTxn(body: Buffer): TxnMessage {
-  let m: TxnMessage;
-  try {
-    m = JSON.parse(body.toString('utf8')) as TxnMessage;
-  } catch (err) {
-    throw new ProtocolError(`a change-log message is not valid JSON (${(err as Error).message}); something other than pgferry wrote to the stream`, { cause: err });
-  }
-  if (m?.v !== ENVELOPE_VERSION) {
-    throw new ProtocolError(`unsupported change envelope version ${String(m?.v)} (this pgferry reads version ${ENVELOPE_VERSION}); upgrade pgferry`);
-  }
-  return m;
+  return decodeMessage(body);
 }

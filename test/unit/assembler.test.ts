@@ -37,7 +37,7 @@ describe('TxnAssembler', () => {
     expect(info).toEqual({ lsn: '0/1000000', endLsn: '0/1000040', commitTime: '2026-01-01T00:00:00.123456Z', chunks: 1 });
     expect(out).toHaveLength(1);
     const m = out[0];
-    expect(m).toMatchObject({ v: 1, source: 'main', xid: 7, lsn: '0/1000000', endLsn: '0/1000040', seq: 0, last: true, commitTime: '2026-01-01T00:00:00.123456Z' });
+    expect(m).toMatchObject({ v: 2, source: 'main', xid: 7, lsn: '0/1000000', endLsn: '0/1000040', seq: 0, last: true, commitTime: '2026-01-01T00:00:00.123456Z' });
     expect(m.relations[relKey('public', 't')].columns).toEqual([
       { name: 'id', type: 'bigint', key: true },
       { name: 'body', type: 'text', key: false },

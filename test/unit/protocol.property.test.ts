@@ -150,8 +150,8 @@ describe('the change-log protocol (property)', () => {
 
   it('an unreadable message stops the consumer with a ProtocolError naming its offset', () => {
     const p = new LogProtocol(CONSUMER, START_OF_LOG);
-    const step = p.step({ offset: 0, read: () => decodeTxn(Buffer.from('{"v":2}')) });
+    const step = p.step({ offset: 0, read: () => decodeTxn(Buffer.from('{"v":3}')) });
     expect(step.kind).toBe('error');
-    expect(step.kind === 'error' && step.error.message).toMatch(/stream offset 0: unsupported change envelope version 2/);
+    expect(step.kind === 'error' && step.error.message).toMatch(/stream offset 0: unsupported change envelope version 3/);
   });
 });

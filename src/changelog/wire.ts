@@ -1,0 +1,193 @@
+/**
+ * The bytes of one change-log message. pgferry writes version 2 and reads
+ * versions 1 and 2, so a stream written by an older pgferry is still read.
+ *
+ * Version 1 is the message model itself as JSON (change.ts): every row an
+ * object naming its columns, every relation's columns as objects.
+ *
+ * Version 2 carries the same information in about half the bytes:
+ *   { "v": 2, source, xid, lsn, endLsn, commitTime, seq, last, history?, gap?,
+ *     "rels": "<JSON text of [[schema, table, identity, [[column, type, key 0|1], …]], …]>",
+ *     "ch": [["i", rel, values] | ["u", rel, values, oldValues] | ["d", rel, oldValues]
+ *            | ["t", [rel, …], cascade, restartIdentity], …] }
+ * `rel` is an index into `rels`; `values` follow the relation's columns, with
+ * 0 (a number: never a value, which is text or null) where the row has no
+ * such column (an unchanged TOAST value that was not sent, a column that is
+ * not part of the old key) and trailing ones left out. `rels` is a string so
+ * a reader can keep what it decoded of it: consecutive messages of the same
+ * tables share one parse and one set of RelationInfo objects.
+ *
+ * A message whose rows name a column its relation does not describe cannot
+ * be written in version 2 and is written in version 1 (capture never makes
+ * one; hand-made messages in tests may).
+ */
+import { Change, ENVELOPE_VERSION, RelationInfo, Row, TxnMessage, Value, relKey } from '../change';
+import { ProtocolError } from '../errors';
+
+/** The version pgferry writes. */
+export const WIRE_VERSION = ENVELOPE_VERSION;
+
+const ABSENT = 0;
+type Values = (Value | typeof ABSENT)[];
+type WireRel = [schema: string, table: string, identity: RelationInfo['identity'], columns: [name: string, type: string, key: 0 | 1][]];
+type WireChange = ['i', number, Values] | ['u', number, Values, Values] | ['d', number, Values] | ['t', number[], boolean, boolean];
+
+interface WireV2 {
+  v: 2;
+  source: string;
+  xid: number;
+  lsn: string;
+  endLsn: string;
+  commitTime: string;
+  seq: number;
+  last: boolean;
+  history?: string;
+  gap?: string;
+  rels: string;
+  ch: WireChange[];
+}
+
+export function encodeMessage(m: TxnMessage): Buffer {
+  return Buffer.from(JSON.stringify(toV2(m) ?? { ...m, v: 1 }));
+}
+
+export function decodeMessage(body: Buffer): TxnMessage {
+  let w: { v?: unknown };
+  try {
+    w = JSON.parse(body.toString('utf8')) as { v?: unknown };
+  } catch (err) {
+    throw new ProtocolError(`a change-log message is not valid JSON (${(err as Error).message}); something other than pgferry wrote to the stream`, { cause: err });
+  }
+  if (w?.v === 1) return w as TxnMessage;
+  if (w?.v === 2) return fromV2(w as WireV2);
+  throw new ProtocolError(`unsupported change envelope version ${String(w?.v)} (this pgferry reads versions 1 and ${WIRE_VERSION}); upgrade pgferry`);
+}
+
+/** Encoded `rels` of recent relation sets, by the identity of their RelationInfo objects (capture reuses them). */
+const relsWritten = new WeakMap<RelationInfo, { with: RelationInfo[]; text: string }>();
+
+function toV2(m: TxnMessage): WireV2 | null {
+  const keys = Object.keys(m.relations);
+  const index = new Map<string, number>();
+  const rels = keys.map((k, i) => {
+    index.set(k, i);
+    return m.relations[k];
+  });
+  const ch: WireChange[] = [];
+  for (const c of m.changes) {
+    if (c.op === 'truncate') {
+      const is = c.rels.map((k) => index.get(k));
+      if (is.some((i) => i === undefined)) return null;
+      ch.push(['t', is as number[], c.cascade, c.restartIdentity]);
+      continue;
+    }
+    const i = index.get(c.rel);
+    if (i === undefined) return null;
+    const cols = rels[i].columns;
+    const values = c.op === 'delete' ? null : toValues(cols, c.new);
+    const old = c.op === 'insert' ? null : toValues(cols, c.old);
+    if ((c.op !== 'delete' && !values) || (c.op !== 'insert' && !old)) return null;
+    if (c.op === 'insert') ch.push(['i', i, values!]);
+    else if (c.op === 'update') ch.push(['u', i, values!, old!]);
+    else ch.push(['d', i, old!]);
+  }
+  const w: WireV2 = { v: 2, source: m.source, xid: m.xid, lsn: m.lsn, endLsn: m.endLsn, commitTime: m.commitTime, seq: m.seq, last: m.last, rels: relsText(rels), ch };
+  if (m.history !== undefined) w.history = m.history;
+  if (m.gap !== undefined) w.gap = m.gap;
+  return w;
+}
+
+function relsText(rels: RelationInfo[]): string {
+  const hit = rels.length ? relsWritten.get(rels[0]) : undefined;
+  if (hit && hit.with.length === rels.length && hit.with.every((r, i) => r === rels[i])) return hit.text;
+  const text = JSON.stringify(rels.map((r): WireRel => [r.schema, r.table, r.identity, r.columns.map((c) => [c.name, c.type, c.key ? 1 : 0])]));
+  if (rels.length) relsWritten.set(rels[0], { with: rels, text });
+  return text;
+}
+
+/** A row as values in column order; null if it names a column the relation does not have. */
+function toValues(cols: RelationInfo['columns'], row: Row): Values | null {
+  const out: Values = new Array(cols.length);
+  let n = 0;
+  let last = -1;
+  for (let j = 0; j < cols.length; j++) {
+    const name = cols[j].name;
+    if (Object.prototype.hasOwnProperty.call(row, name)) {
+      out[j] = row[name];
+      n += 1;
+      last = j;
+    } else out[j] = ABSENT;
+  }
+  if (n !== Object.keys(row).length) return null;
+  out.length = last + 1;
+  return out;
+}
+
+/** What a reader decoded of recent `rels` texts (bounded; cleared when full). */
+const relsRead = new Map<string, { keys: string[]; rels: RelationInfo[]; relations: Record<string, RelationInfo> }>();
+const RELS_KEPT = 256;
+
+function readRels(text: unknown): { keys: string[]; rels: RelationInfo[]; relations: Record<string, RelationInfo> } {
+  if (typeof text !== 'string') throw malformed('rels is not a string');
+  const hit = relsRead.get(text);
+  if (hit) return hit;
+  let raw: WireRel[];
+  try {
+    raw = JSON.parse(text) as WireRel[];
+  } catch (err) {
+    throw malformed(`rels is not valid JSON (${(err as Error).message})`);
+  }
+  if (!Array.isArray(raw)) throw malformed('rels is not a list');
+  const keys: string[] = [];
+  const rels: RelationInfo[] = [];
+  const relations: Record<string, RelationInfo> = {};
+  for (const r of raw) {
+    if (!Array.isArray(r) || typeof r[0] !== 'string' || typeof r[1] !== 'string' || !Array.isArray(r[3])) throw malformed('a relation is not [schema, table, identity, columns]');
+    const info: RelationInfo = { schema: r[0], table: r[1], identity: r[2], columns: r[3].map(([name, type, key]) => ({ name, type, key: key === 1 })) };
+    const k = relKey(info.schema, info.table);
+    keys.push(k);
+    rels.push(info);
+    relations[k] = info;
+  }
+  if (relsRead.size >= RELS_KEPT) relsRead.clear();
+  const out = { keys, rels, relations };
+  relsRead.set(text, out);
+  return out;
+}
+
+function fromV2(w: WireV2): TxnMessage {
+  const { keys, rels, relations } = readRels(w.rels);
+  if (!Array.isArray(w.ch)) throw malformed('ch is not a list');
+  const rel = (i: unknown): RelationInfo => {
+    const r = typeof i === 'number' ? rels[i] : undefined;
+    if (!r) throw malformed(`a change names relation ${String(i)}, which the message does not describe`);
+    return r;
+  };
+  const changes: Change[] = w.ch.map((c): Change => {
+    switch (c[0]) {
+      case 'i':
+        return { op: 'insert', rel: keys[c[1]], new: toRow(rel(c[1]), c[2]) };
+      case 'u':
+        return { op: 'update', rel: keys[c[1]], old: toRow(rel(c[1]), c[3]), new: toRow(rel(c[1]), c[2]) };
+      case 'd':
+        return { op: 'delete', rel: keys[c[1]], old: toRow(rel(c[1]), c[2]) };
+      case 't':
+        return { op: 'truncate', rels: c[1].map((i) => (rel(i), keys[i])), cascade: c[2], restartIdentity: c[3] };
+      default:
+        throw malformed(`unknown change kind ${JSON.stringify((c as unknown[])[0])}`);
+    }
+  });
+  const m: TxnMessage = { v: 2, source: w.source, xid: w.xid, lsn: w.lsn, endLsn: w.endLsn, commitTime: w.commitTime, seq: w.seq, last: w.last, relations, changes };
+  if (w.history !== undefined) m.history = w.history;
+  if (w.gap !== undefined) m.gap = w.gap;
+  return m;
+}
+
+function toRow(r: RelationInfo, values: Values): Row {
+  if (!Array.isArray(values) || values.length > r.columns.length) throw malformed(`a row of ${r.table} does not match its ${r.columns.length} columns`);
+  const row: Row = {};
+  for (let j = 0; j < values.length; j++) if (values[j] !== ABSENT) row[r.columns[j].name] = values[j] as Value;
+  return row;
+}
+
+const malformed = (what: string) => new ProtocolError(`a change-log message of envelope version 2 is malformed: ${what}; something other than pgferry wrote to the stream`);
