@@ -90,6 +90,8 @@ interface OltpRun {
   cpuBusyPct: number;
   captureCpuS?: number;
   applyCpuS?: number;
+  /** RabbitMQ's CPU seconds during the load (it serves pgferry's log only). */
+  rabbitCpuS?: number;
   captureRssMb?: number;
   applyRssMb?: number;
 }
@@ -283,6 +285,10 @@ describe(`benchmark, ${N.toLocaleString('en')} rows`, () => {
    */
   async function oltp(attached: ('native' | 'pgferry')[], procs?: { capture: Proc; apply: Proc }, schema = 'public'): Promise<OltpRun> {
     const lags: Record<string, number[]> = Object.fromEntries(attached.map((a) => [a, []]));
+    // Sampling starts once each replica shows a beat of this run: until then it shows the last beat of an
+    // earlier run, and "now − that" would count the minutes between runs as lag.
+    const first = await beat();
+    for (const system of attached) await waitFor(`${system} to show the first beat`, () => shows(dbOf(system), first), 600_000, 20);
     let stop = false;
     const beating = (async () => {
       while (!stop) {
@@ -413,10 +419,12 @@ describe(`benchmark, ${N.toLocaleString('en')} rows`, () => {
  * Starts measuring CPU; the function it returns gives, for the time since, the whole machine's busy
  * share (% of all cores) and the CPU seconds the capture and apply processes used.
  */
-function cpuWindow(procs?: { capture: Proc; apply: Proc }): () => { cpuBusyPct: number; captureCpuS?: number; applyCpuS?: number } {
+function cpuWindow(procs?: { capture: Proc; apply: Proc }): () => { cpuBusyPct: number; captureCpuS?: number; applyCpuS?: number; rabbitCpuS?: number } {
   const pids = procs && [procs.capture.child.pid!, procs.apply.child.pid!];
+  const rabbit = rabbitPid();
   const m0 = machineCpu();
   const p0 = pids?.map(cpuSeconds);
+  const r0 = rabbit ? cpuSeconds(rabbit) : undefined;
   return () => {
     const m1 = machineCpu();
     const p1 = pids?.map(cpuSeconds);
@@ -424,8 +432,20 @@ function cpuWindow(procs?: { capture: Proc; apply: Proc }): () => { cpuBusyPct: 
       cpuBusyPct: Math.round((100 * (m1.busy - m0.busy)) / Math.max(1, m1.total - m0.total)),
       captureCpuS: p1 && p1[0] - p0![0],
       applyCpuS: p1 && p1[1] - p0![1],
+      rabbitCpuS: rabbit && r0 !== undefined ? cpuSeconds(rabbit) - r0 : undefined,
     };
   };
+}
+
+/** The RabbitMQ server's process (the Erlang VM), whose CPU pgferry's log costs; undefined if not found. */
+function rabbitPid(): number | undefined {
+  try {
+    const { execFileSync } = require('node:child_process') as typeof import('node:child_process');
+    const pid = Number(execFileSync('pgrep', ['-o', '-f', 'beam.smp.*rabbit'], { encoding: 'utf8' }).trim().split('\n')[0]);
+    return pid > 0 ? pid : undefined;
+  } catch {
+    return undefined;
+  }
 }
 
 function report(rows: Row[], oltpRuns: OltpRun[], catchUps: CatchUp[]): void {
@@ -444,8 +464,8 @@ function report(rows: Row[], oltpRuns: OltpRun[], catchUps: CatchUp[]): void {
     );
   }
   if (oltpRuns.length) {
-    lines.push('', `| W3 OLTP (pgbench TPC-B-like, 4 clients, scale 10, ${OLTP_SECONDS} s) | replicating | source tps | lag p50 (ms) | lag p99 (ms) | lag max (ms) | drain after load (s) | capture RSS (MB) | apply RSS (MB) | machine CPU busy (load) | capture CPU (s, load) | apply CPU (s, load) |`);
-    lines.push('| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |');
+    lines.push('', `| W3 OLTP (pgbench TPC-B-like, 4 clients, scale 10, ${OLTP_SECONDS} s) | replicating | source tps | lag p50 (ms) | lag p99 (ms) | lag max (ms) | drain after load (s) | capture RSS (MB) | apply RSS (MB) | machine CPU busy (load) | capture CPU (s, load) | apply CPU (s, load) | RabbitMQ CPU (s, load) |`);
+    lines.push('| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |');
     for (const r of oltpRuns) {
       const attached = r.attached.length ? r.attached.join(' + ') : 'nothing (tables in no publication)';
       const systems = r.attached.length ? r.attached : [null];
@@ -454,7 +474,7 @@ function report(rows: Row[], oltpRuns: OltpRun[], catchUps: CatchUp[]): void {
         const who = r.attached.length > 1 ? `${attached}: ${system}` : attached;
         const mine = system !== 'native';
         lines.push(
-          `| W3 | ${who} | ${r.tps} | ${l?.p50 ?? ''} | ${l?.p99 ?? ''} | ${l?.max ?? ''} | ${l ? l.drainSeconds.toFixed(2) : ''} | ${mine ? (r.captureRssMb ?? '') : ''} | ${mine ? (r.applyRssMb ?? '') : ''} | ${r.cpuBusyPct}% | ${mine ? cpu(r.captureCpuS) : ''} | ${mine ? cpu(r.applyCpuS) : ''} |`,
+          `| W3 | ${who} | ${r.tps} | ${l?.p50 ?? ''} | ${l?.p99 ?? ''} | ${l?.max ?? ''} | ${l ? l.drainSeconds.toFixed(2) : ''} | ${mine ? (r.captureRssMb ?? '') : ''} | ${mine ? (r.applyRssMb ?? '') : ''} | ${r.cpuBusyPct}% | ${mine ? cpu(r.captureCpuS) : ''} | ${mine ? cpu(r.applyCpuS) : ''} | ${cpu(r.rabbitCpuS)} |`,
         );
       }
     }

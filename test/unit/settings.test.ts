@@ -66,7 +66,7 @@ const CASES: Record<string, Case> = {
   'stream.maxAge': { a: ['2h', '2h'], b: ['3m', '3m'], file: ['4D', '4D'], invalid: 'a week', dflt: '7D', emptyVar: '' },
   'stream.segmentBytes': { a: ['5', 5], b: ['6', 6], file: [7, 7], invalid: 0, dflt: 500_000_000 },
   'batch.maxChanges': { a: ['7', 7], b: ['8', 8], file: [9, 9], invalid: 0, dflt: 5000 },
-  'batch.maxWaitMs': { a: ['7', 7], b: ['8', 8], file: [9, 9], invalid: 0, dflt: 250 },
+  'batch.maxWaitMs': { a: ['7', 7], b: ['8', 8], file: [9, 9], invalid: 0, dflt: 100 },
   'batch.chunkChanges': { a: ['7', 7], b: ['8', 8], file: [9, 9], invalid: 0, dflt: 2000 },
   'batch.chunkBytes': { a: ['2048', 2048], b: ['4096', 4096], file: [8192, 8192], invalid: 10, dflt: 128 * 1024 },
   'batch.maxMessageBytes': { a: ['2000000', 2_000_000], b: ['3000000', 3_000_000], file: [4_000_000, 4_000_000], invalid: 10, dflt: 64 * 1024 * 1024 },
