@@ -26,6 +26,9 @@ import { crashPoint } from '../testing/crash-point';
 import { Applier } from './applier';
 import { PROGRESS_TABLE, ProgressStore } from './progress-store';
 
+/** How long a batch with nothing in hand waits for a first message (at least max_wait_ms). */
+const FIRST_WAIT_MS = 1000;
+
 export interface ApplyBatchOptions {
   replica: string;
   source: string;
@@ -33,7 +36,7 @@ export interface ApplyBatchOptions {
   rabbit: ChannelModel;
   /** Stop at the first transaction boundary after this many changes. */
   maxChanges: number;
-  /** Wait this long for the first message, and stop at a boundary after this long. */
+  /** Commit at the first transaction boundary this long after the batch's first message (what a change waits in a batch). */
   maxWaitMs: number;
   /** Once something arrived, stop when nothing more arrives for this long. */
   idleMs?: number;
@@ -231,21 +234,26 @@ class BatchLoop {
     const started = Date.now();
     const idleMs = o.idleMs ?? 100;
     const chunkWaitMs = o.chunkWaitMs ?? 30_000;
+    // With nothing in hand there is nothing to commit: wait for the first message a while longer
+    // (an idle replica then costs one empty batch a second, not one per max_wait_ms).
+    const firstWaitMs = Math.max(o.maxWaitMs, FIRST_WAIT_MS);
+    let firstAt: number | null = null;
     try {
       for (;;) {
         if (this.signal?.aborted) {
           await this.stopEarly();
           break;
         }
-        const full = result.changes >= o.maxChanges || Date.now() - started >= o.maxWaitMs;
+        const full = result.changes >= o.maxChanges || (firstAt !== null && Date.now() - firstAt >= o.maxWaitMs);
         if (!this.open && full) break;
-        const wait = this.open ? chunkWaitMs : this.received ? idleMs : Math.max(0, o.maxWaitMs - (Date.now() - started));
+        const wait = this.open ? chunkWaitMs : this.received ? idleMs : Math.max(0, firstWaitMs - (Date.now() - started));
         const msg = await nextBeating(this.reader, wait, this.heartbeat, this.signal);
         if (!msg) {
           if (this.signal?.aborted) continue;
           await this.nothingMore();
           break;
         }
+        firstAt ??= Date.now();
         if (this.stopAt !== undefined && msg.offset >= this.stopAt) {
           this.protocol.abandon();
           await this.discardOpen();
