@@ -143,12 +143,16 @@ function readRels(text: unknown): { keys: string[]; rels: RelationInfo[]; relati
   const relations: Record<string, RelationInfo> = {};
   for (const r of raw) {
     if (!Array.isArray(r) || typeof r[0] !== 'string' || typeof r[1] !== 'string' || !Array.isArray(r[3])) throw malformed('a relation is not [schema, table, identity, columns]');
-    const info: RelationInfo = { schema: r[0], table: r[1], identity: r[2], columns: r[3].map(([name, type, key]) => ({ name, type, key: key === 1 })) };
+    // Frozen: every message of these tables shares these objects (and toRow names values by them), so
+    // a consumer that changed one — a handler sorting an event's columns — would garble later messages.
+    const columns = Object.freeze(r[3].map(([name, type, key]) => Object.freeze({ name, type, key: key === 1 }))) as RelationInfo['columns'];
+    const info: RelationInfo = Object.freeze({ schema: r[0], table: r[1], identity: r[2], columns });
     const k = relKey(info.schema, info.table);
     keys.push(k);
     rels.push(info);
     relations[k] = info;
   }
+  Object.freeze(relations);
   if (relsRead.size >= RELS_KEPT) relsRead.clear();
   const out = { keys, rels, relations };
   relsRead.set(text, out);

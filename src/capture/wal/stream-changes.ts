@@ -151,6 +151,8 @@ class CaptureRun {
       ]);
     } finally {
       report.stop();
+      if (this.ackTimer) clearTimeout(this.ackTimer); // stopping or failed: acknowledged below, or replayed after a restart
+      this.ackTimer = null;
       clearInterval(keepalive);
       heartbeat.stop();
       if (timer) clearTimeout(timer);
@@ -258,6 +260,7 @@ class CaptureRun {
       this.ackTimer = null;
       if (!this.fatal) this.sendAck();
     }, ACK_EVERY_MS);
+    this.ackTimer.unref();
   }
 
   /** The lib adds 1 to what it is given; the server must receive exactly the confirmed position. */
