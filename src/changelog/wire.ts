@@ -32,20 +32,8 @@ type Values = (Value | typeof ABSENT)[];
 type WireRel = [schema: string, table: string, identity: RelationInfo['identity'], columns: [name: string, type: string, key: 0 | 1][]];
 type WireChange = ['i', number, Values] | ['u', number, Values, Values] | ['d', number, Values] | ['t', number[], boolean, boolean];
 
-interface WireV2 {
-  v: 2;
-  source: string;
-  xid: number;
-  lsn: string;
-  endLsn: string;
-  commitTime: string;
-  seq: number;
-  last: boolean;
-  history?: string;
-  gap?: string;
-  rels: string;
-  ch: WireChange[];
-}
+/** The message's header fields as they are, its relations and changes in the compact form. */
+type WireV2 = Omit<TxnMessage, 'v' | 'relations' | 'changes'> & { v: 2; rels: string; ch: WireChange[] };
 
 export function encodeMessage(m: TxnMessage): Buffer {
   return Buffer.from(JSON.stringify(toV2(m) ?? { ...m, v: 1 }));
