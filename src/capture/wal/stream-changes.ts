@@ -32,9 +32,6 @@ import { redactText } from '../../redact';
 import { Heartbeat } from '../../heartbeat';
 import { crashPoint } from '../../testing/crash-point';
 
-/** How soon a confirmed position reaches the slot (see CaptureRun.ackSoon). */
-const ACK_EVERY_MS = 100;
-
 export async function streamChanges(opts: CaptureOptions): Promise<CaptureProgress> {
   const { source, url } = opts;
   const what = `source '${source}'`;
@@ -151,8 +148,6 @@ class CaptureRun {
       ]);
     } finally {
       report.stop();
-      if (this.ackTimer) clearTimeout(this.ackTimer); // stopping or failed: acknowledged below, or replayed after a restart
-      this.ackTimer = null;
       clearInterval(keepalive);
       heartbeat.stop();
       if (timer) clearTimeout(timer);
@@ -244,29 +239,12 @@ class CaptureRun {
     }
     if (this.acks.position !== p.confirmedLsn) {
       p.confirmedLsn = this.acks.position;
-      this.ackSoon();
+      this.sendAck();
     }
-  }
-
-  /**
-   * Acknowledge the slot within ACK_EVERY_MS rather than once per confirmed transaction (a status
-   * message each, 2,000 a second under pgbench): the slot moves at most that much later, which
-   * only means a little more to replay after a crash, which consumers skip.
-   */
-  private ackTimer: NodeJS.Timeout | null = null;
-  private ackSoon(): void {
-    if (this.ackTimer) return;
-    this.ackTimer = setTimeout(() => {
-      this.ackTimer = null;
-      if (!this.fatal) this.sendAck();
-    }, ACK_EVERY_MS);
-    this.ackTimer.unref();
   }
 
   /** The lib adds 1 to what it is given; the server must receive exactly the confirmed position. */
   private sendAck(): void {
-    if (this.ackTimer) clearTimeout(this.ackTimer);
-    this.ackTimer = null;
     const lsn = parseLsn(this.progress.confirmedLsn);
     if (lsn > 0n) void this.service.acknowledge(formatLsn(lsn - 1n)).catch(() => undefined);
   }
