@@ -218,8 +218,9 @@ interface Delivered extends StreamMessage {
 }
 
 /**
- * Reads a stream from a given offset (or its first retained message). Used
- * inside one apply batch: open, read what is there, close.
+ * Reads a stream from a given offset (or its first retained message): an
+ * apply session keeps one from batch to batch (apply-batch.ts StreamFeed);
+ * other readers open one, read what they need, and close it.
  */
 export class StreamReader {
   private buffered: Delivered[] = [];
