@@ -28,7 +28,10 @@ describe('fault 3: kill -9 of the apply worker after the replica commit', () => 
 
   it('fault 3: the re-run batch skips what was committed; nothing lost or duplicated', async () => {
     // Armed for the 30th batch that applies something (both replicas count): a few seconds into the load.
-    const armed = await f.startApply(crashEnv('apply-after-commit', 30));
+    // One-second apply sessions: a session's attempt shows in the workflow history only once it has
+    // ended, so the re-run session must end (and later ones too) before the attempts are counted.
+    const sessions = { PGFERRY_APPLY_SESSION_SECONDS: '1' };
+    const armed = await f.startApply({ ...crashEnv('apply-after-commit', 30), ...sessions });
     await f.startCapture();
     const load = startLoad(f);
     await crashedAt(armed, 'apply-after-commit');
@@ -36,7 +39,7 @@ describe('fault 3: kill -9 of the apply worker after the replica commit', () => 
     const committed = await Promise.all(REPLICAS.map((r) => progressLsn(f.w, r)));
     expect(committed.some((lsn) => lsn !== null && lsn !== '0/0'), 'some batches were committed before the crash').toBe(true);
     await f.more(load, 200); // writes while nothing applies
-    await f.startApply();
+    await f.startApply(sessions);
     await f.more(load, 400, 180_000);
     const row = await f.settle(load, { n: 3, fault: 'kill -9 of apply after the replica COMMIT, before the activity completed', t0 });
     // The session whose last COMMIT the crash hid from Temporal was run again (a later attempt), and skipped what it had applied.
