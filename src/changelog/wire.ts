@@ -72,12 +72,20 @@ function toV2(m: TxnMessage): WireV2 | null {
     const i = index.get(c.rel);
     if (i === undefined) return null;
     const cols = rels[i].columns;
-    const values = c.op === 'delete' ? null : toValues(cols, c.new);
-    const old = c.op === 'insert' ? null : toValues(cols, c.old);
-    if ((c.op !== 'delete' && !values) || (c.op !== 'insert' && !old)) return null;
-    if (c.op === 'insert') ch.push(['i', i, values!]);
-    else if (c.op === 'update') ch.push(['u', i, values!, old!]);
-    else ch.push(['d', i, old!]);
+    if (c.op === 'insert') {
+      const values = toValues(cols, c.new);
+      if (!values) return null;
+      ch.push(['i', i, values]);
+    } else if (c.op === 'update') {
+      const values = toValues(cols, c.new);
+      const old = toValues(cols, c.old);
+      if (!values || !old) return null;
+      ch.push(['u', i, values, old]);
+    } else {
+      const old = toValues(cols, c.old);
+      if (!old) return null;
+      ch.push(['d', i, old]);
+    }
   }
   const w: WireV2 = { v: 2, source: m.source, xid: m.xid, lsn: m.lsn, endLsn: m.endLsn, commitTime: m.commitTime, seq: m.seq, last: m.last, rels: relsText(rels), ch };
   if (m.history !== undefined) w.history = m.history;
@@ -106,7 +114,9 @@ function toValues(cols: RelationInfo['columns'], row: Row): Values | null {
       last = j;
     } else out[j] = ABSENT;
   }
-  if (n !== Object.keys(row).length) return null;
+  let keys = 0;
+  for (const k in row) if (Object.prototype.hasOwnProperty.call(row, k)) keys += 1; // counted without allocating a key list (capture's hot path)
+  if (n !== keys) return null;
   out.length = last + 1;
   return out;
 }
@@ -159,8 +169,10 @@ function fromV2(w: WireV2): TxnMessage {
     switch (c[0]) {
       case 'i':
         return { op: 'insert', rel: keys[c[1]], new: toRow(rel(c[1]), c[2]) };
-      case 'u':
-        return { op: 'update', rel: keys[c[1]], old: toRow(rel(c[1]), c[3]), new: toRow(rel(c[1]), c[2]) };
+      case 'u': {
+        const r = rel(c[1]);
+        return { op: 'update', rel: keys[c[1]], old: toRow(r, c[3]), new: toRow(r, c[2]) };
+      }
       case 'd':
         return { op: 'delete', rel: keys[c[1]], old: toRow(rel(c[1]), c[2]) };
       case 't':
