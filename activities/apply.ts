@@ -6,7 +6,7 @@
 import { Context, log } from '@temporalio/activity';
 import type pg from 'pg';
 import type { ChannelModel } from 'amqplib';
-import { replicaTables, replicaUrl } from '../src/config';
+import { replicaTables, replicaSchemaPolicy, replicaUrl } from '../src/config';
 import { describeCause, isTransient } from '../src/errors';
 import { applyBatch as runApplyBatch, BatchResult } from '../src/apply/apply-batch';
 import { ApplyProgress, applySession as runApplySession, emptySession, SessionResult } from '../src/apply/apply-session';
@@ -30,6 +30,7 @@ export const createApplyActivities = (deps: Deps, translate: (err: unknown) => n
       maxWaitMs: config.batch.maxWaitMs,
       log: deps.logger.child({ replica }),
       tables: replicaTables(config, replica),
+      schemaPolicy: replicaSchemaPolicy(config, replica),
     };
   }
 

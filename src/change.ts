@@ -42,7 +42,50 @@ export interface TruncateChange {
   restartIdentity: boolean;
 }
 
-export type Change = RowChange | TruncateChange;
+/** A column of a table as the source's catalog has it (schema changes, sql/migrations/schema-capture). */
+export interface ShapeColumn {
+  /** attnum: kept by a rename, never reused, so columns are matched by it across a change. */
+  num: number;
+  name: string;
+  /** format_type() of the column, e.g. "character varying(10)". */
+  type: string;
+  notNull: boolean;
+  /** Part of the primary key. */
+  key: boolean;
+  /** A stored generated column: computed by each database, never carried. */
+  generated: boolean;
+}
+
+export interface TableShape {
+  schema: string;
+  table: string;
+  columns: ShapeColumn[];
+}
+
+/**
+ * A change to a captured table's definition, in its place between the data:
+ * the table's shape before and after (never the statement's text). Applied
+ * to replicas per their `schema_changes` policy (apply/schema-change.ts).
+ */
+export interface SchemaChange {
+  op: 'schema';
+  /** The source table's oid: the same table across renames. */
+  oid: number;
+  /** The command tag, for people: "ALTER TABLE", "CREATE TABLE". */
+  command: string;
+  /** The shape before; null for a table that is new to pgferry (created, or its earlier shape unknown). */
+  before: TableShape | null;
+  /** The shape after; null when the source could not describe it (`error` says why). */
+  after: TableShape | null;
+  /** Columns added with a default PostgreSQL stored once for existing rows: that value, as text. */
+  fills: Record<string, string | null>;
+  /** Columns added whose existing rows got values the log does not carry (a volatile default, an identity). */
+  unfilled: string[];
+  /** The source's event trigger could not describe the change. */
+  error?: string;
+}
+
+export type Change = RowChange | TruncateChange | SchemaChange;
 
 export interface TxnMessage {
   /** The envelope version the message was read in (or is made for): 1 or 2, the same content either way. */

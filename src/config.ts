@@ -84,6 +84,8 @@ export const configSchema = z.object({
       url: pgConn,
       /** Only these tables are applied to this replica (default: every table the source publishes). */
       tables: z.array(tableName).optional(),
+      /** What a schema change captured on the source does to this replica (apply/schema-apply.ts). */
+      schemaChanges: z.enum(['apply', 'stop', 'ignore'], { message: 'must be apply, stop or ignore' }).optional(),
     }),
   ),
   batch: z.object({
@@ -493,6 +495,11 @@ export function redactConfig(config: Config): unknown {
     source: { ...config.source, url: config.source.url && redactUrl(config.source.url) },
     replicas: config.replicas.map((r) => ({ ...r, url: redactUrl(r.url) })),
   };
+}
+
+/** A replica's schema_changes policy: apply unless the config says otherwise. */
+export function replicaSchemaPolicy(config: Config, name: string): 'apply' | 'stop' | 'ignore' {
+  return config.replicas.find((x) => x.name === name)?.schemaChanges ?? 'apply';
 }
 
 /** Of the tables a source publishes, those a replica takes (its configured `tables`, or all of them). */

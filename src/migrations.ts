@@ -15,7 +15,8 @@ import * as path from 'node:path';
 import type pg from 'pg';
 import { loadSql, sqlDir } from './sql';
 
-export type MigrationKind = 'source' | 'target';
+/** `schema-capture`: the event trigger of WAL capture (capture/wal/schema-capture.ts). */
+export type MigrationKind = 'source' | 'target' | 'schema-capture';
 
 /** pg_advisory_xact_lock key serializing migrations of one database. */
 const MIGRATE_LOCK = 7_364_203;

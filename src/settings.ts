@@ -77,6 +77,10 @@ export const SETTINGS = [
   { path: 'replicas[].url', file: 'replicas[].url', env: 'PGFERRY_REPLICAS', flag: 'replica', type: 'text', label: false, dedicated: true, help: 'a replica\'s connection' },
   { file: 'replicas[].source', type: 'text', label: false, dedicated: true, help: 'the source a replica takes; needed when the file lists several sources' },
   { path: 'replicas[].tables', file: 'replicas[].tables', type: 'tables', label: false, dedicated: true, help: 'only these tables are applied to the replica' },
+  {
+    path: 'replicas[].schemaChanges', file: 'replicas[].schema_changes', type: 'text', label: false, dedicated: true,
+    help: 'what a schema change on the source does to the replica: apply (default; safe changes applied with the data, others stop it), stop (stop there for the operator), ignore',
+  },
 
   { path: 'stream.maxBytes', file: 'stream.max_bytes', env: 'PGFERRY_STREAM_MAX_BYTES', default: 20 * 1024 ** 3, type: 'number', help: 'retention of the change stream, in bytes' },
   { path: 'stream.maxAge', file: 'stream.max_age', env: 'PGFERRY_STREAM_MAX_AGE', default: '7D', type: 'text', keepEmpty: true, help: 'retention of the change stream, e.g. 7D; empty for no limit' },

@@ -45,10 +45,12 @@ import {
 } from './sql-builder';
 import { APPLY_STATEMENTS, StatementGroup } from './statement-group';
 import { WINDOW_CHANGES, deleteStatements, reduceWindow, windowable, writeStatements } from './net-apply';
+import { applySchemaChange, type SchemaPolicy } from './schema-apply';
 
 type Insert = Extract<Change, { op: 'insert' }>;
 type Update = Extract<Change, { op: 'update' }>;
 type Delete = Extract<Change, { op: 'delete' }>;
+type RowChange = Exclude<Change, { op: 'truncate' } | { op: 'schema' }>;
 
 export class Applier {
   private readonly group = new StatementGroup();
@@ -67,6 +69,8 @@ export class Applier {
     private readonly tables?: ReadonlySet<string>,
     /** Gather whole transactions of keyed tables and apply their net change (default); false: every change as it happened. */
     private readonly netChange = true,
+    /** What a schema change does to this replica (schema-apply.ts). */
+    private readonly schemaPolicy: SchemaPolicy = 'apply',
   ) {
     this.types = ReplicaTypes.of(c);
     this.types.refresh(); // the replica's tables may have been altered since the last batch
@@ -108,6 +112,10 @@ export class Applier {
       } else if (ch.op === 'truncate') {
         await this.flushGroup();
         await this.one(m, ch);
+      } else if (ch.op === 'schema') {
+        await this.flushGroup();
+        await applySchemaChange(this.c, { replica: this.replica, policy: this.schemaPolicy, log: this.log }, m, ch);
+        for (const t of [ch.before, ch.after]) if (t) this.types.forget(t);
       } else {
         await this.queue(m, ch);
       }
@@ -164,7 +172,7 @@ export class Applier {
   }
 
   /** A single-row change: into the group when its statement can be written with array references, else on its own. */
-  private async queue(m: TxnMessage, ch: Exclude<Change, { op: 'truncate' }>): Promise<void> {
+  private async queue(m: TxnMessage, ch: RowChange): Promise<void> {
     const r = rel(m, ch.rel);
     const ref = arrayRefs(
       r.columns.map((col) => col.name),
@@ -180,6 +188,7 @@ export class Applier {
 
   /** One change with its own statement; a refusal names the row. */
   private async one(m: TxnMessage, change: Change): Promise<void> {
+    if (change.op === 'schema') throw new Error('a schema change is never applied as a row statement');
     const st = statementFor(m, change, positional);
     if (!st) return;
     try {
@@ -193,7 +202,7 @@ export class Applier {
   /** A run (length ≥ 2 from runLength) as one statement, or row by row if the replica refuses it. */
   private async applyRun(m: TxnMessage, run: Change[]): Promise<void> {
     const first = run[0];
-    if (first.op === 'truncate') throw new Error('a TRUNCATE is never part of a run');
+    if (first.op === 'truncate' || first.op === 'schema') throw new Error('a TRUNCATE or schema change is never part of a run');
     const r = rel(m, first.rel);
     await this.c.query('SAVEPOINT pgferry_rows');
     try {
@@ -207,7 +216,7 @@ export class Applier {
     await this.c.query('RELEASE SAVEPOINT pgferry_rows');
   }
 
-  private async runStatement(r: RelationInfo, first: Exclude<Change, { op: 'truncate' }>, run: Change[]): Promise<void> {
+  private async runStatement(r: RelationInfo, first: RowChange, run: Change[]): Promise<void> {
     const { c, types } = this;
     if (first.op === 'insert') {
       const rows = (run as Insert[]).map((ch) => ch.new);
@@ -232,7 +241,9 @@ function onlyTables(m: TxnMessage, tables: ReadonlySet<string>): TxnMessage {
   };
   const changes: Change[] = [];
   for (const ch of m.changes) {
-    if (ch.op !== 'truncate') {
+    if (ch.op === 'schema') {
+      if ([ch.before, ch.after].some((t) => t && tables.has(`${t.schema}.${t.table}`))) changes.push(ch);
+    } else if (ch.op !== 'truncate') {
       if (wanted(ch.rel)) changes.push(ch);
     } else {
       const rels = ch.rels.filter(wanted);
@@ -259,7 +270,7 @@ function rel(m: TxnMessage, key: string): RelationInfo {
   return r;
 }
 
-function statementFor(m: TxnMessage, ch: Change, ref: ParamRef): Statement | null {
+function statementFor(m: TxnMessage, ch: RowChange | Extract<Change, { op: 'truncate' }>, ref: ParamRef): Statement | null {
   switch (ch.op) {
     case 'insert':
       return buildInsert(rel(m, ch.rel), ch.new, ref);
@@ -280,7 +291,7 @@ function statementFor(m: TxnMessage, ch: Change, ref: ParamRef): Statement | nul
  * retried; anything about the data or the schema stops this replica with the
  * table, the key, the source position and the database's own message.
  */
-function rejection(replica: string, m: TxnMessage, ch: Change, err: unknown): Error {
+function rejection(replica: string, m: TxnMessage, ch: RowChange | Extract<Change, { op: 'truncate' }>, err: unknown): Error {
   const e = err as { code?: string; message?: string };
   if (!isRefusal(err)) return err as Error;
   const r = ch.op === 'truncate' ? m.relations[ch.rels[0]] : m.relations[ch.rel];

@@ -13,6 +13,7 @@
  * the checkpoint row is the ProgressStore's, the reading of the log is the
  * protocol's (log/protocol.ts).
  */
+import type { SchemaPolicy } from './schema-apply';
 import type pg from 'pg';
 import type { ChannelModel } from 'amqplib';
 import type { TxnMessage } from '../change';
@@ -48,6 +49,8 @@ export interface ApplyBatchOptions {
   tables?: ReadonlySet<string>;
   /** Apply the net change of whole transactions of keyed tables (default true; applier.ts, net-apply.ts). */
   netChange?: boolean;
+  /** What a schema change does to this replica (schema-apply.ts); default apply. */
+  schemaPolicy?: SchemaPolicy;
   /**
    * Stop early (pause, cancellation, worker shutdown): the batch ends at the
    * next transaction boundary — a transaction still arriving in chunks is
@@ -150,7 +153,7 @@ async function runBatch(o: ApplyBatchOptions, feed: StreamFeed, stopAt?: number)
   try {
     const stored = await lockProgress(o);
     const { reader, protocol } = await feed.at(o, stored);
-    const batch = new BatchLoop(o, reader, protocol, new Applier(c, o.replica, o.log, o.tables, o.netChange ?? true), heartbeat, stopAt);
+    const batch = new BatchLoop(o, reader, protocol, new Applier(c, o.replica, o.log, o.tables, o.netChange ?? true, o.schemaPolicy ?? 'apply'), heartbeat, stopAt);
     const result = await batch.run(stored);
     const at = protocol.position;
     if (at.offset !== stored.offset || at.lsn !== stored.lsn || (at.history ?? null) !== stored.history) {

@@ -32,7 +32,7 @@ export const WINDOW_CHANGES = 20_000;
 export function windowable(m: TxnMessage): boolean {
   if (m.seq !== 0 || !m.last || !m.changes.length) return false;
   for (const ch of m.changes) {
-    if (ch.op === 'truncate') return false;
+    if (ch.op === 'truncate' || ch.op === 'schema') return false;
     const r = m.relations[ch.rel];
     if (!r) return false;
     if (!netKeys(r).length) {
@@ -62,7 +62,7 @@ export function reduceWindow(txns: readonly TxnMessage[]): TableNet[] | null {
   const byRel = new Map<string, { rel: RelationInfo; changes: RowChange[] }>();
   for (const m of txns) {
     for (const ch of m.changes) {
-      if (ch.op === 'truncate') return null;
+      if (ch.op === 'truncate' || ch.op === 'schema') return null;
       const rel = m.relations[ch.rel];
       const e = byRel.get(ch.rel);
       if (!e) byRel.set(ch.rel, { rel, changes: [ch] });

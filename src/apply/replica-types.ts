@@ -60,7 +60,7 @@ export class ReplicaTypes {
   }
 
   /** Forget a table's types (after a refusal: the table may have been altered). */
-  forget(rel: RelationInfo): void {
+  forget(rel: { schema: string; table: string }): void {
     this.current.delete(relKey(rel.schema, rel.table));
   }
 

@@ -19,7 +19,7 @@ const sameList = (a: string[], b: string[]) => a.length === b.length && a.every(
 /** Length of the run that can go as one statement, starting at `i` (1: apply it alone). */
 export function runLength(m: TxnMessage, changes: Change[], i: number): number {
   const first = changes[i];
-  if (first.op === 'truncate') return 1;
+  if (first.op === 'truncate' || first.op === 'schema') return 1;
   const rel = m.relations[first.rel];
   if (!rel) return 1;
   if (first.op === 'insert') {

@@ -48,6 +48,7 @@ export function rowBytes(row: Row | undefined): number {
 /** Estimated encoded size of one change's values. */
 export function changeBytes(ch: Change): number {
   if (ch.op === 'truncate') return 16 * ch.rels.length;
+  if (ch.op === 'schema') return JSON.stringify(ch).length;
   return rowBytes(ch.op === 'delete' ? undefined : ch.new) + rowBytes(ch.op === 'insert' ? undefined : ch.old);
 }
 
@@ -82,10 +83,10 @@ export class TxnChunker {
   }
 
   add(change: Change): TxnMessage | null {
-    for (const key of change.op === 'truncate' ? change.rels : [change.rel]) this.relations[key] ??= this.relation(key);
+    if (change.op !== 'schema') for (const key of change.op === 'truncate' ? change.rels : [change.rel]) this.relations[key] ??= this.relation(key);
     const size = changeBytes(change);
     const max = this.limits.maxMessageBytes ?? MAX_MESSAGE_BYTES;
-    if (size > max && change.op !== 'truncate') {
+    if (size > max && change.op !== 'truncate' && change.op !== 'schema') {
       const r = this.relations[change.rel];
       const row = change.op === 'insert' ? change.new : change.old;
       const key = Object.fromEntries(r.columns.filter((c) => c.key && c.name in row).map((c) => [c.name, row[c.name]]));

@@ -9,7 +9,8 @@
  *   { "v": 2, source, xid, lsn, endLsn, commitTime, seq, last, history?, gap?,
  *     "rels": "<JSON text of [[schema, table, identity, [[column, type, key 0|1], …]], …]>",
  *     "ch": [["i", rel, values] | ["u", rel, values, oldValues] | ["d", rel, oldValues]
- *            | ["t", [rel, …], cascade, restartIdentity], …] }
+ *            | ["t", [rel, …], cascade, restartIdentity]
+ *            | ["s", { oid, command, before, after, fills, unfilled, error? }], …] }
  * `rel` is an index into `rels`; `values` follow the relation's columns, with
  * 0 (a number: never a value, which is text or null) where the row has no
  * such column (an unchanged TOAST value that was not sent, a column that is
@@ -21,7 +22,7 @@
  * be written in version 2 and is written in version 1 (capture never makes
  * one; hand-made messages in tests may).
  */
-import { Change, ENVELOPE_VERSION, RelationInfo, Row, TxnMessage, Value, relKey } from '../change';
+import { Change, ENVELOPE_VERSION, RelationInfo, Row, SchemaChange, TxnMessage, Value, relKey } from '../change';
 import { ProtocolError } from '../errors';
 
 /** The version pgferry writes. */
@@ -30,7 +31,12 @@ export const WIRE_VERSION = ENVELOPE_VERSION;
 const ABSENT = 0;
 type Values = (Value | typeof ABSENT)[];
 type WireRel = [schema: string, table: string, identity: RelationInfo['identity'], columns: [name: string, type: string, key: 0 | 1][]];
-type WireChange = ['i', number, Values] | ['u', number, Values, Values] | ['d', number, Values] | ['t', number[], boolean, boolean];
+type WireChange =
+  | ['i', number, Values]
+  | ['u', number, Values, Values]
+  | ['d', number, Values]
+  | ['t', number[], boolean, boolean]
+  | ['s', Omit<SchemaChange, 'op'>];
 
 /** The message's header fields as they are, its relations and changes in the compact form. */
 type WireV2 = Omit<TxnMessage, 'v' | 'relations' | 'changes'> & { v: 2; rels: string; ch: WireChange[] };
@@ -67,6 +73,11 @@ function toV2(m: TxnMessage): WireV2 | null {
       const is = c.rels.map((k) => index.get(k));
       if (is.some((i) => i === undefined)) return null;
       ch.push(['t', is as number[], c.cascade, c.restartIdentity]);
+      continue;
+    }
+    if (c.op === 'schema') {
+      const { op: _op, ...rest } = c;
+      ch.push(['s', rest]);
       continue;
     }
     const i = index.get(c.rel);
@@ -177,6 +188,9 @@ function fromV2(w: WireV2): TxnMessage {
         return { op: 'delete', rel: keys[c[1]], old: toRow(rel(c[1]), c[2]) };
       case 't':
         return { op: 'truncate', rels: c[1].map((i) => (rel(i), keys[i])), cascade: c[2], restartIdentity: c[3] };
+      case 's':
+        if (!c[1] || typeof c[1] !== 'object' || typeof c[1].oid !== 'number') throw malformed('a schema change is not { oid, command, before, after, … }');
+        return { op: 'schema', ...c[1] };
       default:
         throw malformed(`unknown change kind ${JSON.stringify((c as unknown[])[0])}`);
     }

@@ -4,6 +4,7 @@
  * --json one ChangeEvent per line, the same objects a subscriber's handler
  * receives. A transaction re-sent by capture is not printed twice.
  */
+import { describeSchemaChange } from '../schema-change';
 import type { Command } from 'commander';
 import { loadConfig } from '../config';
 import { relLabel } from '../change';
@@ -99,5 +100,7 @@ export function humanLine(ev: ChangeEvent): string {
       return `${head} ${JSON.stringify(ev.old)}`;
     case 'truncate':
       return `${head}${ev.truncate?.cascade ? ' cascade' : ''}${ev.truncate?.restartIdentity ? ' restart identity' : ''}`;
+    case 'schema':
+      return `${head} ${ev.schemaChange ? describeSchemaChange({ op: 'schema', ...ev.schemaChange }) : ''}`;
   }
 }

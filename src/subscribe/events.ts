@@ -7,10 +7,11 @@
  * null), as in the log: a numeric keeps every digit, a bigint stays exact, a
  * timestamp keeps its microseconds. `columns` says each column's type.
  */
-import type { ColumnInfo, Row, TxnMessage } from '../change';
+import type { ColumnInfo, Row, SchemaChange, TxnMessage } from '../change';
 
-export type Operation = 'insert' | 'update' | 'delete' | 'truncate';
-export const OPERATIONS: readonly Operation[] = ['insert', 'update', 'delete', 'truncate'];
+/** `schema`: the table's definition changed (ALTER TABLE, CREATE TABLE), in its place between the data. */
+export type Operation = 'insert' | 'update' | 'delete' | 'truncate' | 'schema';
+export const OPERATIONS: readonly Operation[] = ['insert', 'update', 'delete', 'truncate', 'schema'];
 
 export interface ChangeEvent {
   /**
@@ -40,6 +41,8 @@ export interface ChangeEvent {
   columns: ColumnInfo[];
   /** For truncate: CASCADE and RESTART IDENTITY as the source ran it. */
   truncate?: { cascade: boolean; restartIdentity: boolean };
+  /** For schema: the table's shape before and after (columns matched by `num`, which a rename keeps). `columns` is the shape after. */
+  schemaChange?: Omit<SchemaChange, 'op'>;
 }
 
 export interface TransactionEvent {
@@ -145,6 +148,26 @@ export function eventsOf(m: TxnMessage, firstIndex: number, filter: CompiledFilt
           truncate: { cascade: ch.cascade, restartIdentity: ch.restartIdentity },
         });
       }
+      continue;
+    }
+    if (ch.op === 'schema') {
+      const shape = ch.after ?? ch.before;
+      const i = index++;
+      if (!shape || !wanted(shape.schema, shape.table, 'schema')) continue;
+      const { op: _op, ...schemaChange } = ch;
+      events.push({
+        id: `${m.source}/${m.lsn}/${i}`,
+        ...base,
+        index: i,
+        schema: shape.schema,
+        table: shape.table,
+        operation: 'schema',
+        key: null,
+        new: null,
+        old: null,
+        columns: (ch.after?.columns ?? []).filter((c) => !c.generated).map((c) => ({ name: c.name, type: c.type, key: c.key })),
+        schemaChange,
+      });
       continue;
     }
     const r = relation(ch.rel);

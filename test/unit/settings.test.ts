@@ -62,6 +62,7 @@ const CASES: Record<string, Case> = {
   'replicas[].name': { a: ['ra=postgres://h/a', 'ra'], b: ['rb=postgres://h/b', 'rb'], file: ['rf', 'rf'], invalid: 'Bad!', shownAs: 'replicas.Bad!.name' },
   'replicas[].url': { a: ['r=postgres://h/a', 'postgres://h/a'], b: ['r=postgres://h/b', 'postgres://h/b'], file: ['postgres://h/f', 'postgres://h/f'], invalid: 'http://x', shownAs: 'replicas.r.url' },
   'replicas[].tables': { file: [['public.f'], ['public.f']], invalid: ['a.b.c'], shownAs: 'replicas.r.tables.0' },
+  'replicas[].schemaChanges': { file: ['stop', 'stop'], invalid: 'sometimes', shownAs: 'replicas.r.schemaChanges' },
   'stream.maxBytes': { a: ['5', 5], b: ['6', 6], file: [7, 7], invalid: -1, dflt: 20 * 1024 ** 3 },
   'stream.maxAge': { a: ['2h', '2h'], b: ['3m', '3m'], file: ['4D', '4D'], invalid: 'a week', dflt: '7D', emptyVar: '' },
   'stream.segmentBytes': { a: ['5', 5], b: ['6', 6], file: [7, 7], invalid: 0, dflt: 500_000_000 },
@@ -153,6 +154,7 @@ describe('settings table and schema', () => {
       'replicas[].url PGFERRY_REPLICAS --replica',
       'replicas[].source',
       'replicas[].tables',
+      'replicas[].schema_changes',
       'stream.max_bytes PGFERRY_STREAM_MAX_BYTES',
       'stream.max_age PGFERRY_STREAM_MAX_AGE',
       'stream.segment_bytes PGFERRY_STREAM_SEGMENT_BYTES',
@@ -175,7 +177,7 @@ describe('settings table and schema', () => {
   it('gives the known keys of every file section, in the order messages list them', () => {
     expect(topLevelKeys()).toEqual(['rabbitmq_url', 'data_dir', 'connect_wait_seconds', 'temporal', 'sources', 'replicas', 'stream', 'batch', 'metrics']);
     expect(sectionKeys('sources')).toEqual(['name', 'url', 'mode', 'tables', 'exclude', 'heartbeat_seconds', 'slot_warn_bytes']);
-    expect(sectionKeys('replicas')).toEqual(['name', 'url', 'source', 'tables']);
+    expect(sectionKeys('replicas')).toEqual(['name', 'url', 'source', 'tables', 'schema_changes']);
     expect(mappingSections()).toEqual(['temporal', 'stream', 'batch', 'metrics']);
     expect(sectionKeys('temporal')).toEqual(['address', 'namespace', 'tls']);
     expect(sectionKeys('stream')).toEqual(['max_bytes', 'max_age', 'segment_bytes']);

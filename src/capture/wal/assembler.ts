@@ -6,7 +6,9 @@
  * whatever the transaction size. Pure: no I/O.
  */
 import type { Pgoutput } from 'pg-logical-replication';
-import { Change, RelationInfo, Row, TxnMessage, microsToIso, relKey } from '../../change';
+import { Change, RelationInfo, Row, SchemaChange, TableShape, TxnMessage, microsToIso, relKey } from '../../change';
+import { ProtocolError } from '../../errors';
+import { publicationName, TARGET_SCHEMA } from '../../names';
 import { CHUNK_BYTES, TxnChunker } from '../../changelog/envelope';
 import { normalizeLsn } from '../../lsn';
 
@@ -19,6 +21,8 @@ export interface AssemblerOptions {
   maxMessageBytes?: number;
   /** The source history positions belong to (see log/protocol.ts). */
   history?: string;
+  /** The publication this capture reads (default pgferry_<source>): schema changes of tables it does not send are left out. */
+  publication?: string;
   /** Resolves a column's type name (format_type) for a relation; called once per relation message. */
   typeName: (typeOid: number, typeMod: number) => string;
 }
@@ -42,9 +46,14 @@ export class TxnAssembler {
   private readonly relations = new Map<number, RelationInfo & { key: string }>();
   /** The latest description of each relation key. */
   private readonly described = new Map<string, RelationInfo>();
+  /** Relations of pgferry's own schema (a FOR ALL TABLES publication sends them): bookkeeping, never replicated. */
+  private readonly own = new Set<number>();
+  private readonly publication: string;
   private txn: OpenTxn | null = null;
 
-  constructor(private readonly opts: AssemblerOptions) {}
+  constructor(private readonly opts: AssemblerOptions) {
+    this.publication = opts.publication ?? publicationName(opts.source);
+  }
 
   /**
    * Feed one decoded message. Returns the envelopes ready to publish (in
@@ -65,6 +74,10 @@ export class TxnAssembler {
         return { out: [] };
       }
       case 'relation': {
+        if (msg.schema === TARGET_SCHEMA) {
+          this.own.add(msg.relationOid);
+          return { out: [] };
+        }
         const key = relKey(msg.schema, msg.name);
         const info: RelationInfo = {
           schema: msg.schema,
@@ -81,8 +94,10 @@ export class TxnAssembler {
         return { out: [] };
       }
       case 'insert':
+        if (this.own.has(msg.relation.relationOid)) return { out: [] };
         return this.add({ op: 'insert', rel: this.useRel(msg.relation.relationOid), new: toRow(msg.new) });
       case 'update': {
+        if (this.own.has(msg.relation.relationOid)) return { out: [] };
         const rel = this.useRel(msg.relation.relationOid);
         const info = this.relations.get(msg.relation.relationOid)!;
         const newRow = toRow(msg.new);
@@ -91,11 +106,13 @@ export class TxnAssembler {
         return this.add({ op: 'update', rel, old, new: newRow });
       }
       case 'delete': {
+        if (this.own.has(msg.relation.relationOid)) return { out: [] };
         const rel = this.useRel(msg.relation.relationOid);
         return this.add({ op: 'delete', rel, old: toRow((msg.old ?? msg.key)!) });
       }
       case 'truncate': {
-        const rels = msg.relations.map((r) => this.useRel(r.relationOid));
+        const rels = msg.relations.filter((r) => !this.own.has(r.relationOid)).map((r) => this.useRel(r.relationOid));
+        if (!rels.length) return { out: [] };
         return this.add({ op: 'truncate', rels, cascade: msg.cascade, restartIdentity: msg.restartIdentity });
       }
       case 'commit': {
@@ -106,8 +123,13 @@ export class TxnAssembler {
         const last = t.chunker.end(endLsn);
         return { out: last ? [last] : [], commit: { lsn: t.lsn, endLsn, commitTime: t.commitTime, chunks: t.chunker.emitted } };
       }
+      case 'message': {
+        if (msg.prefix !== SCHEMA_PREFIX || !msg.transactional) return { out: [] }; // the idle heartbeat, other programs' messages
+        const change = schemaChange(Buffer.from(msg.content), this.publication);
+        return change ? this.add(change) : { out: [] };
+      }
       default:
-        return { out: [] }; // type, origin, message: nothing to replicate
+        return { out: [] }; // type, origin: nothing to replicate
     }
   }
 
@@ -145,4 +167,33 @@ function pickKey(info: RelationInfo, row: Row): Row {
   const key: Row = {};
   for (const c of info.columns) if (c.key && c.name in row) key[c.name] = row[c.name];
   return key;
+}
+
+/** Prefix of the logical messages the source's event trigger emits (sql/migrations/schema-capture). */
+export const SCHEMA_PREFIX = 'pgferry.schema';
+
+interface RawShape {
+  schema: string;
+  table: string;
+  columns: { num: number; name: string; type: string; notNull: boolean; key: boolean; generated: boolean }[];
+}
+
+/** The event trigger's description of a schema change, if it concerns `publication`. */
+export function schemaChange(content: Buffer, publication: string): SchemaChange | null {
+  let p: { oid: unknown; command: string; old: RawShape | null; new: RawShape | null; fills?: Record<string, string | null>; unfilled?: string[]; publications?: string[] | null; error?: string };
+  try {
+    p = JSON.parse(content.toString('utf8'));
+  } catch (err) {
+    throw new ProtocolError(`a schema-change message from the source is not valid JSON (${(err as Error).message}); the event trigger pgferry_schema_changes is not pgferry's`, { cause: err });
+  }
+  if (!p.publications?.includes(publication)) return null;
+  const shape = (s: RawShape | null): TableShape | null =>
+    s && {
+      schema: s.schema,
+      table: s.table,
+      columns: s.columns.map((c) => ({ num: Number(c.num), name: c.name, type: c.type, notNull: c.notNull === true, key: c.key === true, generated: c.generated === true })),
+    };
+  const out: SchemaChange = { op: 'schema', oid: Number(p.oid), command: p.command, before: shape(p.old), after: shape(p.new), fills: p.fills ?? {}, unfilled: p.unfilled ?? [] };
+  if (p.error) out.error = p.error;
+  return out;
 }

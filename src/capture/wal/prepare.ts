@@ -11,6 +11,7 @@ import { relLabel } from '../../change';
 import type { TableRef } from '../../tables';
 import type { PreparedSource } from '../contract';
 import { describeTables, selectTables, TableSelection } from '../tables';
+import { installSchemaCapture } from './schema-capture';
 
 /** Tables the publication sends, in a stable order. */
 const PUBLISHED_TABLES = `
@@ -109,6 +110,7 @@ export async function prepareSource(url: string, source: string, selection: Tabl
         );
       }
     }
+    early.push(...(await installSchemaCapture(c, source)));
     // Refuse uncarriable columns before the slot exists: a slot left behind would hold WAL on the source.
     const published = await publishedTables(c, source, pub);
     let slotCreated = false;

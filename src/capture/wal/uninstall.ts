@@ -4,6 +4,7 @@ import { SourceError } from '../../errors';
 import { publicationName, slotName } from '../../names';
 import { ident } from '../../pg';
 import { readSlot } from './prepare';
+import { uninstallSchemaCapture } from './schema-capture';
 
 export async function uninstallWal(c: pg.ClientBase, source: string): Promise<string[]> {
   const removed: string[] = [];
@@ -21,5 +22,6 @@ export async function uninstallWal(c: pg.ClientBase, source: string): Promise<st
     await c.query(`DROP PUBLICATION ${ident(pub)}`);
     removed.push(`publication ${pub}`);
   }
+  removed.push(...(await uninstallSchemaCapture(c)));
   return removed;
 }
