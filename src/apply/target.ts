@@ -2,6 +2,7 @@
  * A replica database: pgferry's bookkeeping schema, and the check that it
  * has every table the source publishes.
  */
+import { ProgressStore } from './progress-store';
 import type pg from 'pg';
 import { SchemaMismatchError } from '../errors';
 import { nameLabel, relLabel } from '../change';
@@ -64,8 +65,23 @@ export async function ensureTargetSchema(c: pg.ClientBase): Promise<void> {
  */
 export async function prepareTarget(c: pg.ClientBase, replica: string, tables: TableRef[]): Promise<string[]> {
   await ensureTargetSchema(c);
-  await checkTargetTables(c, replica, tables);
-  return checkTargetColumns(c, replica, tables);
+  const at = await ProgressStore.get(c, replica);
+  if (at?.offset === null || at?.offset === undefined) {
+    await checkTargetTables(c, replica, tables);
+    return checkTargetColumns(c, replica, tables);
+  }
+  // A replica that has applied from the stream is as the stream left it, which need not be the
+  // source's shape now: schema changes still in the stream bring it there (schema-apply.ts). So
+  // here a difference is only said; applying stops at the first change the replica cannot take,
+  // naming the row, and nothing is lost.
+  try {
+    await checkTargetTables(c, replica, tables);
+    return await checkTargetColumns(c, replica, tables);
+  } catch (err) {
+    if (!(err instanceof SchemaMismatchError)) throw err;
+    const what = err.message.replace(/; (create|make) .*$/, '');
+    return [`${what} — compared with the source as it is now; schema changes still in the stream may bring the replica there, and if not, applying stops at the first change it cannot take`];
+  }
 }
 
 /**

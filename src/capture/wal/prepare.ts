@@ -13,10 +13,10 @@ import type { PreparedSource } from '../contract';
 import { describeTables, selectTables, TableSelection } from '../tables';
 import { installSchemaCapture } from './schema-capture';
 
-/** Tables the publication sends, in a stable order. */
+/** Tables the publication sends, in a stable order; pgferry's own (a FOR ALL TABLES publication sends them too) are bookkeeping. */
 const PUBLISHED_TABLES = `
 SELECT schemaname, tablename FROM pg_catalog.pg_publication_tables
-WHERE pubname = $1 ORDER BY schemaname, tablename`;
+WHERE pubname = $1 AND schemaname <> 'pgferry' ORDER BY schemaname, tablename`;
 
 /**
  * Published tables on which the source refuses UPDATE and DELETE: replica
