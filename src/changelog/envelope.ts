@@ -83,7 +83,14 @@ export class TxnChunker {
   }
 
   add(change: Change): TxnMessage | null {
-    if (change.op !== 'schema') for (const key of change.op === 'truncate' ? change.rels : [change.rel]) this.relations[key] ??= this.relation(key);
+    let cut: TxnMessage | null = null;
+    if (change.op !== 'schema') {
+      const keys = change.op === 'truncate' ? change.rels : [change.rel];
+      // A table altered within the transaction: its changes from here on have another shape, so
+      // they start a chunk of their own (a chunk describes each table once).
+      if (this.changes.length && keys.some((k) => this.relations[k] !== undefined && !sameRelation(this.relations[k], this.relation(k)))) cut = this.emit('', false);
+      for (const key of keys) this.relations[key] ??= this.relation(key);
+    }
     const size = changeBytes(change);
     const max = this.limits.maxMessageBytes ?? MAX_MESSAGE_BYTES;
     if (size > max && change.op !== 'truncate' && change.op !== 'schema') {
@@ -101,6 +108,7 @@ export class TxnChunker {
     }
     this.changes.push(change);
     this.bytes += size;
+    if (cut) return cut; // the new chunk holds one change: it fills up with the next ones
     if (this.changes.length < this.limits.changes && this.bytes < this.limits.bytes) return null;
     return this.emit('', false);
   }
@@ -132,6 +140,13 @@ export class TxnChunker {
     this.relations = {};
     return m;
   }
+}
+
+/** The same description of a table: names, identity and every column's name, type and key flag. */
+function sameRelation(a: RelationInfo, b: RelationInfo): boolean {
+  if (a === b) return true;
+  if (a.schema !== b.schema || a.table !== b.table || a.identity !== b.identity || a.columns.length !== b.columns.length) return false;
+  return a.columns.every((c, i) => c.name === b.columns[i].name && c.type === b.columns[i].type && c.key === b.columns[i].key);
 }
 
 /**
