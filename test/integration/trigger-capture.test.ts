@@ -9,6 +9,7 @@ import { waitFor } from '../helpers/wait';
 import * as amqp from 'amqplib';
 import { StreamReader } from '../../src/changelog/stream';
 import { decodeTxn } from '../../src/changelog/envelope';
+import { describeSchemaChange } from '../../src/schema-change';
 
 /**
  * Trigger capture against a real source (wal_level=replica) and the
@@ -31,12 +32,12 @@ describe('trigger capture sessions', () => {
     await deleteStream(name).catch(() => undefined);
   });
 
-  const run = (signal: AbortSignal, progress: { seen: number } = { seen: 0 }) =>
+  const run = (signal: AbortSignal, progress: { seen: number } = { seen: 0 }, chunkChanges = 100) =>
     captureTriggers({
       source: name,
       url,
       rabbitUrl: RABBIT_URL,
-      chunkChanges: 100,
+      chunkChanges,
       retention: { maxBytes: 0, maxAge: '', segmentBytes: 1_000_000 },
       signal,
       onProgress: () => (progress.seen += 1),
@@ -68,6 +69,8 @@ describe('trigger capture sessions', () => {
     const sql = (q: string) => source.withClient('app', (c) => c.query(q));
     await sql(`CREATE TABLE ef (id int PRIMARY KEY, a text, b text, c text); CREATE TABLE gone (id int PRIMARY KEY, v text)`);
     await prepareTriggerSource(url, name, { tables: ['public.t', 'public.ef', 'public.gone'] });
+    // Without schema-change capture (no superuser to install its event trigger): queued rows follow the table as it is now.
+    await sql('DROP EVENT TRIGGER pgferry_schema_changes');
     // All of this is queued while no capture runs.
     await sql(`INSERT INTO ef VALUES (1, 'a1', 'b1', 'c1')`);
     await sql(`ALTER TABLE ef DROP COLUMN b; ALTER TABLE ef ADD COLUMN d text`);
@@ -121,6 +124,103 @@ describe('trigger capture sessions', () => {
       // A table dropped with changes queued: applied by the names it had (before: looked up and retried forever).
       { table: 'public.gone', op: 'insert', new: { id: '1', v: 'x' }, old: undefined },
     ]);
+  });
+
+  it('with schema changes captured, rows keep the names and shape they were written with, and each change comes in its place', async () => {
+    const sql = (q: string) => source.withClient('app', (c) => c.query(q));
+    await sql(`CREATE TABLE sc (id int PRIMARY KEY, a text, b text)`);
+    await prepareTriggerSource(url, name, { tables: ['public.t', 'public.sc'] }); // installs the event trigger again
+    const stop = new AbortController();
+    const running = run(stop.signal); // live: capture reads while the changes are made
+    await sql(`INSERT INTO sc VALUES (1, 'a1', 'b1')`);
+    await sql(`ALTER TABLE sc RENAME COLUMN a TO a2`);
+    await sql(`INSERT INTO sc VALUES (2, 'a2', 'b2')`);
+    await sql(`ALTER TABLE sc RENAME TO sc2`);
+    await sql(`BEGIN; ALTER TABLE sc2 ADD COLUMN c int; UPDATE sc2 SET c = id * 2; COMMIT`);
+    await sql(`ALTER TABLE sc2 DROP COLUMN b`);
+    await sql(`INSERT INTO sc2 VALUES (3, 'a3', 6)`);
+
+    const conn = await amqp.connect(RABBIT_URL);
+    const seen: unknown[] = [];
+    try {
+      await waitFor(
+        'the queued changes to reach the stream',
+        async () => {
+          seen.length = 0;
+          const reader = await StreamReader.open(conn, name, 'first', 64);
+          try {
+            for (let m = await reader.next(1000); m; m = await reader.next(300)) {
+              const t = decodeTxn(m.body);
+              for (const ch of t.changes) {
+                if (ch.op === 'schema') seen.push({ schema: describeSchemaChange(ch) });
+                else if (ch.op !== 'truncate' && t.relations[ch.rel].table.startsWith('sc')) {
+                  const r = t.relations[ch.rel];
+                  seen.push({ table: r.table, columns: r.columns.map((c) => c.name).join(','), op: ch.op, new: 'new' in ch ? ch.new : undefined });
+                }
+              }
+            }
+          } finally {
+            await reader.close();
+          }
+          if (process.env.DEBUG_SC) console.log(JSON.stringify(seen));
+          return seen.length >= 9;
+        },
+        30_000,
+        500,
+      );
+    } finally {
+      stop.abort();
+      await running;
+      await conn.close();
+    }
+    expect(seen).toEqual([
+      { table: 'sc', columns: 'id,a,b', op: 'insert', new: { id: '1', a: 'a1', b: 'b1' } },
+      { schema: 'ALTER TABLE public.sc: rename column a to a2' },
+      { table: 'sc', columns: 'id,a2,b', op: 'insert', new: { id: '2', a2: 'a2', b: 'b2' } },
+      { schema: 'ALTER TABLE public.sc: rename to sc2' },
+      { schema: 'ALTER TABLE public.sc2: add column c integer' },
+      { table: 'sc2', columns: 'id,a2,b,c', op: 'update', new: { id: '1', a2: 'a1', b: 'b1', c: '2' } },
+      { table: 'sc2', columns: 'id,a2,b,c', op: 'update', new: { id: '2', a2: 'a2', b: 'b2', c: '4' } },
+      { schema: 'ALTER TABLE public.sc2: drop column b' },
+      { table: 'sc2', columns: 'id,a2,c', op: 'insert', new: { id: '3', a2: 'a3', c: '6' } },
+    ]);
+  });
+
+  it('reads a transaction whose event ids cross a power of ten in order and whole, page by page (they were ordered as text: 999 after 1000, and pages skipped events)', async () => {
+    const sql = (q: string) => source.withClient('app', (c) => c.query(q));
+    await sql(`CREATE TABLE digits (id int PRIMARY KEY, n int)`);
+    await prepareTriggerSource(url, name, { tables: ['public.t', 'public.digits'] });
+    await sql(`SELECT setval('pgferry.events_ev_id_seq', 9994)`);
+    await sql(`BEGIN; INSERT INTO digits VALUES (1, 0); ${Array.from({ length: 11 }, (_, i) => `UPDATE digits SET n = ${i + 1} WHERE id = 1;`).join(' ')} COMMIT`);
+    const stop = new AbortController();
+    const running = run(stop.signal, { seen: 0 }, 4); // pages of 4 events: 9995..9998, 9999..10002, …
+    const conn = await amqp.connect(RABBIT_URL);
+    const ns: string[] = [];
+    try {
+      await waitFor(
+        'the transaction to reach the stream',
+        async () => {
+          ns.length = 0;
+          const reader = await StreamReader.open(conn, name, 'first', 64);
+          try {
+            for (let m = await reader.next(1000); m; m = await reader.next(300)) {
+              const t = decodeTxn(m.body);
+              for (const ch of t.changes) if (ch.op !== 'truncate' && ch.op !== 'schema' && t.relations[ch.rel].table === 'digits') ns.push(`${ch.op} ${'new' in ch ? ch.new.n : ''}`);
+            }
+          } finally {
+            await reader.close();
+          }
+          return ns.length >= 12;
+        },
+        30_000,
+        500,
+      );
+    } finally {
+      stop.abort();
+      await running;
+      await conn.close();
+    }
+    expect(ns).toEqual(['insert 0', ...Array.from({ length: 11 }, (_, i) => `update ${i + 1}`)]);
   });
 
   it('defect B: a source restored from a dump (same install, ticks behind its stream) starts a new history with a gap marker, never repeating positions', async () => {

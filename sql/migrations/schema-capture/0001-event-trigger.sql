@@ -1,10 +1,10 @@
 -- Migration schema-capture/0001: schema changes travel with the data (WAL capture).
 --
 -- An event trigger on ddl_command_end describes every change to a table that
--- a pgferry publication (pgferry_<source>) sends, and emits the description
--- as a transactional logical message (prefix 'pgferry.schema'): it reaches
--- the slot inside the DDL's own transaction, so it arrives in the stream at
--- its exact place between the data. The description is the table's shape
+-- pgferry captures, in the DDL's own transaction, so it arrives at its exact
+-- place between the data: for a table a pgferry publication (pgferry_<source>)
+-- sends, as a transactional logical message (prefix 'pgferry.schema'); for a
+-- table with trigger capture, as an event 'S' in pgferry.events. The description is the table's shape
 -- before and after, never the statement's text:
 --   { oid, command, old: shape | null, new: shape, fills, unfilled, publications, error? }
 --   shape: { schema, table, columns: [{ num, name, type, notNull, key, generated }] }
@@ -68,6 +68,8 @@ DECLARE
   unfilled text[];
   has_rows boolean;
   pubs text[];
+  triggered boolean;
+  payload text;
 BEGIN
   FOR cmd IN
     SELECT DISTINCT ON (d.objid) d.objid, d.command_tag
@@ -77,7 +79,9 @@ BEGIN
   LOOP
     BEGIN
       pubs := pgferry.publications_of(cmd.objid);
-      IF pubs IS NULL THEN
+      triggered := to_regclass('pgferry.events') IS NOT NULL AND EXISTS (
+        SELECT 1 FROM pg_trigger t WHERE t.tgrelid = cmd.objid AND t.tgname = 'pgferry_capture' AND NOT t.tgisinternal);
+      IF pubs IS NULL AND NOT triggered THEN
         DELETE FROM pgferry.table_shapes WHERE relid = cmd.objid;
         CONTINUE;
       END IF;
@@ -109,13 +113,26 @@ BEGIN
           END IF;
         END LOOP;
       END IF;
-      PERFORM pg_logical_emit_message(true, 'pgferry.schema', jsonb_build_object(
-        'oid', cmd.objid, 'command', cmd.command_tag, 'old', before, 'new', after, 'fills', fills, 'unfilled', to_jsonb(unfilled), 'publications', to_jsonb(pubs))::text);
+      payload := jsonb_build_object(
+        'oid', cmd.objid, 'command', cmd.command_tag, 'old', before, 'new', after, 'fills', fills, 'unfilled', to_jsonb(unfilled), 'publications', to_jsonb(pubs))::text;
+      IF pubs IS NOT NULL THEN
+        PERFORM pg_logical_emit_message(true, 'pgferry.schema', payload);
+      END IF;
+      IF triggered THEN
+        INSERT INTO pgferry.events (op, rel_schema, rel_table, rel_oid, new_row) VALUES ('S', after->>'schema', after->>'table', cmd.objid, payload);
+      END IF;
       INSERT INTO pgferry.table_shapes (relid, shape) VALUES (cmd.objid, after)
         ON CONFLICT (relid) DO UPDATE SET shape = EXCLUDED.shape;
     EXCEPTION WHEN OTHERS THEN
-      PERFORM pg_logical_emit_message(true, 'pgferry.schema', jsonb_build_object(
-        'oid', cmd.objid, 'command', cmd.command_tag, 'old', NULL, 'new', NULL, 'error', SQLERRM, 'publications', to_jsonb(pgferry.publications_of(cmd.objid)))::text);
+      pubs := pgferry.publications_of(cmd.objid);
+      payload := jsonb_build_object('oid', cmd.objid, 'command', cmd.command_tag, 'old', NULL, 'new', NULL, 'error', SQLERRM, 'publications', to_jsonb(pubs))::text;
+      IF pubs IS NOT NULL THEN
+        PERFORM pg_logical_emit_message(true, 'pgferry.schema', payload);
+      END IF;
+      IF to_regclass('pgferry.events') IS NOT NULL AND EXISTS (
+           SELECT 1 FROM pg_trigger t WHERE t.tgrelid = cmd.objid AND t.tgname = 'pgferry_capture' AND NOT t.tgisinternal) THEN
+        INSERT INTO pgferry.events (op, rel_schema, rel_table, rel_oid, new_row) VALUES ('S', '', '', cmd.objid, payload);
+      END IF;
     END;
   END LOOP;
 END

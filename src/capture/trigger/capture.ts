@@ -96,7 +96,7 @@ export async function captureTriggers(opts: CaptureOptions): Promise<CaptureProg
         continue;
       }
       const txns = (await c.query<BatchTxnRow>(BATCH_TXNS, [String(lastTick), String(next)])).rows;
-      const events = new TriggerEvents(c, source); // table definitions and shapes are read again for every batch
+      const events = new TriggerEvents(c, source, lastTick); // table definitions and shapes are read again for every batch
       let rank = 0n;
       for (const t of txns) {
         rank += 1n;
@@ -116,7 +116,9 @@ export async function captureTriggers(opts: CaptureOptions): Promise<CaptureProg
         let read = 0;
         while (read < Number(t.events)) {
           const { rows } = await c.query(
-            'SELECT ev_id::text, op, rel_schema, rel_table, rel_oid::text, shape, old_row, new_row FROM pgferry.events WHERE txid = $1::xid8 AND ev_id > $2::bigint ORDER BY ev_id LIMIT $3',
+            // ORDER BY e.ev_id, the column: a bare `ev_id` would name the text output column and order
+            // 99 after 100 (events out of order, and pages that skip events).
+            'SELECT e.ev_id::text AS ev_id, e.op, e.rel_schema, e.rel_table, e.rel_oid::text AS rel_oid, e.shape, e.old_row, e.new_row FROM pgferry.events e WHERE e.txid = $1::xid8 AND e.ev_id > $2::bigint ORDER BY e.ev_id LIMIT $3',
             [t.txid, after, opts.chunkChanges],
           );
           if (!rows.length) break;
@@ -213,7 +215,7 @@ const CAPTURE_LOCK = 7_364_202;
 
 /** The tick after `last`, creating one if events wait and no tick is there yet; null when there is nothing to do. */
 async function nextTick(c: pg.ClientBase, last: bigint): Promise<bigint | null> {
-  const existing = (await c.query('SELECT tick_id::text FROM pgferry.ticks WHERE tick_id > $1 ORDER BY tick_id LIMIT 1', [String(last)])).rows[0];
+  const existing = (await c.query('SELECT t.tick_id::text AS tick_id FROM pgferry.ticks t WHERE t.tick_id > $1 ORDER BY t.tick_id LIMIT 1', [String(last)])).rows[0];
   if (existing) return BigInt(existing.tick_id);
   if (!(await c.query('SELECT EXISTS (SELECT 1 FROM pgferry.events) AS e')).rows[0].e.toString().startsWith('t')) return null;
   await c.query('BEGIN');
@@ -228,7 +230,7 @@ async function nextTick(c: pg.ClientBase, last: bigint): Promise<bigint | null> 
   }
   // Not necessarily the tick just made: a snapshot tick of `replica add` may have been recorded while we
   // waited for the lock, and every tick must bound a batch of its own.
-  const first = (await c.query('SELECT tick_id::text FROM pgferry.ticks WHERE tick_id > $1 ORDER BY tick_id LIMIT 1', [String(last)])).rows[0];
+  const first = (await c.query('SELECT t.tick_id::text AS tick_id FROM pgferry.ticks t WHERE t.tick_id > $1 ORDER BY t.tick_id LIMIT 1', [String(last)])).rows[0];
   return BigInt(first.tick_id);
 }
 

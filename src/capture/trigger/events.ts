@@ -13,7 +13,8 @@
  * Anything that cannot be resolved is a SourceError naming the table.
  */
 import type pg from 'pg';
-import { Change, RelationInfo, relKey, relLabel, Row } from '../../change';
+import { Change, RelationInfo, relKey, relLabel, Row, type TableShape } from '../../change';
+import { parseSchemaChange } from '../schema-capture';
 import { SourceError } from '../../errors';
 import { qualified } from '../../pg';
 import { parseRecordText } from './record-text';
@@ -46,6 +47,8 @@ interface Resolved {
 }
 
 interface Shape {
+  /** For each field of the row text: the column's attnum. */
+  nums: number[];
   /** For each field of the row text: the column's name now (null: dropped since). */
   names: (string | null)[];
   /** The names the columns had when the row was written. */
@@ -93,6 +96,7 @@ interface RelationRow {
  */
 const SHAPE = `
 SELECT pg_catalog.json_build_object(
+         'nums', s.nums,
          'cols', s.cols,
          'names', ARRAY(SELECT a.attname::text
                           FROM unnest(s.nums) WITH ORDINALITY AS u(num, i)
@@ -101,18 +105,43 @@ SELECT pg_catalog.json_build_object(
 FROM pgferry.shapes s
 WHERE s.shape_id = $1`;
 
+/**
+ * The first schema change still queued for a table, in the batch that
+ * starts after tick $2 or a later one: its shape before is the table's
+ * shape at the start of this batch.
+ */
+const FIRST_PENDING_SCHEMA_CHANGE = `
+SELECT e.new_row FROM pgferry.events e, pgferry.ticks t
+WHERE t.tick_id = $2 AND e.op = 'S' AND e.rel_oid = $1::oid AND NOT pg_catalog.pg_visible_in_snapshot(e.txid, t.snap)
+ORDER BY e.ev_id LIMIT 1`;
+
 export class TriggerEvents {
   private readonly byOid = new Map<string, Resolved>();
   private readonly byName = new Map<string, Resolved>();
   private readonly shapes = new Map<number, Shape>();
+  /**
+   * With schema changes captured (events 'S'), each table's shape where the
+   * reader is in the log (by oid; null: no schema change queued, so the
+   * table as it is now). Rows are named and typed by it, not by today's
+   * catalog: a row written before a rename carries the old name, as the
+   * replica then has it.
+   */
+  private readonly atLog = new Map<string, TableShape | null>();
+  /** The relation description of each log-position shape, and the latest one per change key. */
+  private readonly logInfo = new WeakMap<TableShape, RelationInfo>();
+  private readonly lastInfo = new Map<string, RelationInfo>();
 
   constructor(
     private readonly c: pg.ClientBase,
     private readonly source: string,
+    /** The tick this batch starts after (schema changes queued after it are still ahead of the reader). */
+    private readonly fromTick?: bigint,
   ) {}
 
-  /** The relation description of a change key (for the envelope's relations). */
+  /** The relation description of a change key (for the envelope's relations): as of the change read last. */
   info(key: string): RelationInfo {
+    const written = this.lastInfo.get(key);
+    if (written) return written;
     for (const r of this.byOid.values()) if (r.key === key) return r.info;
     const r = this.byName.get(key);
     if (!r) throw new Error(`trigger capture: relation ${key} not resolved`);
@@ -120,6 +149,13 @@ export class TriggerEvents {
   }
 
   async change(e: QueuedEvent): Promise<Change> {
+    if (e.op === 'S') {
+      const { change } = parseSchemaChange(e.new_row ?? '');
+      if (e.rel_oid !== null) this.atLog.set(e.rel_oid, change.after); // the table's shape from here on
+      return change;
+    }
+    const at = e.rel_oid !== null && this.fromTick !== undefined ? await this.logShape(e.rel_oid) : null;
+    if (at) return this.asLogged(e, at);
     const r = await this.relation(e);
     if (e.op === 'T') return { op: 'truncate', rels: [r.key], cascade: false, restartIdentity: false };
     const shape = e.shape === null ? null : await this.shape(e);
@@ -132,6 +168,57 @@ export class TriggerEvents {
         return { op: 'update', rel: r.key, old: row(e.old_row!, true), new: row(e.new_row!, false) };
       default:
         return { op: 'delete', rel: r.key, old: row(e.old_row!, true) };
+    }
+  }
+
+  private async logShape(oid: string): Promise<TableShape | null> {
+    if (!this.atLog.has(oid)) {
+      const row = (await this.c.query<{ new_row: string }>(FIRST_PENDING_SCHEMA_CHANGE, [oid, String(this.fromTick)])).rows[0];
+      this.atLog.set(oid, row ? parseSchemaChange(row.new_row).change.before : null);
+    }
+    return this.atLog.get(oid)!;
+  }
+
+  /** A row change named and typed by the table's shape at its place in the log; fields matched by attnum. */
+  private async asLogged(e: QueuedEvent, at: TableShape): Promise<Change> {
+    const now = await this.relation(e);
+    const key = relKey(at.schema, at.table);
+    let info = this.logInfo.get(at);
+    if (!info) {
+      const identity = now.info.identity;
+      const nowKeys = new Set(now.info.columns.filter((c) => c.key).map((c) => c.name));
+      const columns = at.columns
+        .filter((c) => !c.generated)
+        .map((c) => ({ name: c.name, type: c.type, key: identity === 'full' || (identity === 'default' ? c.key : nowKeys.has(c.name)) }));
+      info = { schema: at.schema, table: at.table, identity, columns };
+      this.logInfo.set(at, info);
+    }
+    this.lastInfo.set(key, info);
+    if (e.op === 'T') return { op: 'truncate', rels: [key], cascade: false, restartIdentity: false };
+    const shape = await this.shape(e);
+    const byNum = new Map(at.columns.map((c) => [c.num, c]));
+    const keys = new Set(info.columns.filter((c) => c.key).map((c) => c.name));
+    const full = info.identity === 'full';
+    const row = (text: string, keysOnly: boolean): Row => {
+      const fields = parseRecordText(text);
+      const label = relLabel(at);
+      if (fields.length !== shape.nums.length) {
+        throw new SourceError(`table ${label}: event ${e.ev_id} holds ${fields.length} fields where its shape says ${shape.nums.length}; resync the replicas' copy of ${label}`);
+      }
+      const out: Row = {};
+      fields.forEach((v, i) => {
+        const col = byNum.get(shape.nums[i]);
+        if (col && !col.generated && (!keysOnly || full || keys.has(col.name))) out[col.name] = v;
+      });
+      return out;
+    };
+    switch (e.op) {
+      case 'I':
+        return { op: 'insert', rel: key, new: row(e.new_row!, false) };
+      case 'U':
+        return { op: 'update', rel: key, old: row(e.old_row!, true), new: row(e.new_row!, false) };
+      default:
+        return { op: 'delete', rel: key, old: row(e.old_row!, true) };
     }
   }
 
@@ -198,8 +285,8 @@ export class TriggerEvents {
     if (!s) {
       const row = (await this.c.query<{ shape: string }>(SHAPE, [id])).rows[0];
       if (!row) throw new SourceError(`source '${this.source}': event ${e.ev_id} of ${relLabel({ schema: e.rel_schema, table: e.rel_table })} names shape ${id}, which pgferry.shapes does not hold`);
-      const j = JSON.parse(row.shape) as { cols: string[]; names: (string | null)[] };
-      s = { names: j.names, then: j.cols };
+      const j = JSON.parse(row.shape) as { nums: number[]; cols: string[]; names: (string | null)[] };
+      s = { nums: j.nums, names: j.names, then: j.cols };
       this.shapes.set(id, s);
     }
     return s;

@@ -8,6 +8,7 @@
  * on each table in turn: on a busy source it may meet a deadlock, which is
  * retried (run it at a quiet moment).
  */
+import { installSchemaCapture } from '../schema-capture';
 import type pg from 'pg';
 import { relLabel } from '../../change';
 import { isPrivilegeError, SourceError } from '../../errors';
@@ -70,7 +71,8 @@ export async function prepareTriggerSource(url: string, source: string, selectio
         startsAt = formatLsn(BigInt(tick) << 32n);
       }
       await c.query('COMMIT');
-      return { tables, warnings: [], slotCreated: startsAt !== undefined, slotLsn: startsAt, publicationCreated: !(installed === true || installed === 't') };
+      const warnings = await installSchemaCapture(c, source); // after the commit: without a superuser, capture runs on without it
+      return { tables, warnings, slotCreated: startsAt !== undefined, slotLsn: startsAt, publicationCreated: !(installed === true || installed === 't') };
     } catch (err) {
       await c.query('ROLLBACK').catch(() => undefined);
       const e = err as { code?: string; message?: string };

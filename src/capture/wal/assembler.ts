@@ -6,9 +6,9 @@
  * whatever the transaction size. Pure: no I/O.
  */
 import type { Pgoutput } from 'pg-logical-replication';
-import { Change, RelationInfo, Row, SchemaChange, TableShape, TxnMessage, microsToIso, relKey } from '../../change';
-import { ProtocolError } from '../../errors';
+import { Change, RelationInfo, Row, TxnMessage, microsToIso, relKey } from '../../change';
 import { publicationName, TARGET_SCHEMA } from '../../names';
+import { parseSchemaChange, SCHEMA_PREFIX } from '../schema-capture';
 import { CHUNK_BYTES, TxnChunker } from '../../changelog/envelope';
 import { normalizeLsn } from '../../lsn';
 
@@ -125,8 +125,8 @@ export class TxnAssembler {
       }
       case 'message': {
         if (msg.prefix !== SCHEMA_PREFIX || !msg.transactional) return { out: [] }; // the idle heartbeat, other programs' messages
-        const change = schemaChange(Buffer.from(msg.content), this.publication);
-        return change ? this.add(change) : { out: [] };
+        const { change, publications } = parseSchemaChange(Buffer.from(msg.content).toString('utf8'));
+        return publications.includes(this.publication) ? this.add(change) : { out: [] };
       }
       default:
         return { out: [] }; // type, origin: nothing to replicate
@@ -169,31 +169,3 @@ function pickKey(info: RelationInfo, row: Row): Row {
   return key;
 }
 
-/** Prefix of the logical messages the source's event trigger emits (sql/migrations/schema-capture). */
-export const SCHEMA_PREFIX = 'pgferry.schema';
-
-interface RawShape {
-  schema: string;
-  table: string;
-  columns: { num: number; name: string; type: string; notNull: boolean; key: boolean; generated: boolean }[];
-}
-
-/** The event trigger's description of a schema change, if it concerns `publication`. */
-export function schemaChange(content: Buffer, publication: string): SchemaChange | null {
-  let p: { oid: unknown; command: string; old: RawShape | null; new: RawShape | null; fills?: Record<string, string | null>; unfilled?: string[]; publications?: string[] | null; error?: string };
-  try {
-    p = JSON.parse(content.toString('utf8'));
-  } catch (err) {
-    throw new ProtocolError(`a schema-change message from the source is not valid JSON (${(err as Error).message}); the event trigger pgferry_schema_changes is not pgferry's`, { cause: err });
-  }
-  if (!p.publications?.includes(publication)) return null;
-  const shape = (s: RawShape | null): TableShape | null =>
-    s && {
-      schema: s.schema,
-      table: s.table,
-      columns: s.columns.map((c) => ({ num: Number(c.num), name: c.name, type: c.type, notNull: c.notNull === true, key: c.key === true, generated: c.generated === true })),
-    };
-  const out: SchemaChange = { op: 'schema', oid: Number(p.oid), command: p.command, before: shape(p.old), after: shape(p.new), fills: p.fills ?? {}, unfilled: p.unfilled ?? [] };
-  if (p.error) out.error = p.error;
-  return out;
-}

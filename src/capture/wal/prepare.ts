@@ -11,7 +11,7 @@ import { relLabel } from '../../change';
 import type { TableRef } from '../../tables';
 import type { PreparedSource } from '../contract';
 import { describeTables, selectTables, TableSelection } from '../tables';
-import { installSchemaCapture } from './schema-capture';
+import { installSchemaCapture } from '../schema-capture';
 
 /** Tables the publication sends, in a stable order; pgferry's own (a FOR ALL TABLES publication sends them too) are bookkeeping. */
 const PUBLISHED_TABLES = `

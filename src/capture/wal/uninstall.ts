@@ -4,7 +4,7 @@ import { SourceError } from '../../errors';
 import { publicationName, slotName } from '../../names';
 import { ident } from '../../pg';
 import { readSlot } from './prepare';
-import { uninstallSchemaCapture } from './schema-capture';
+import { uninstallSchemaCapture } from '../schema-capture';
 
 export async function uninstallWal(c: pg.ClientBase, source: string): Promise<string[]> {
   const removed: string[] = [];

@@ -1,0 +1,88 @@
+/**
+ * Schema changes, both capture modes: the event trigger that describes each
+ * change to a captured table in its transaction (sql/migrations/schema-capture):
+ * a logical message for WAL capture (the assembler turns it into a `schema`
+ * change), an event 'S' in pgferry.events for trigger capture (read by
+ * trigger/events.ts). Installed at start-up, removed by uninstall.
+ *
+ * Creating an event trigger needs a superuser. Without one, capture still
+ * runs and start-up says, once, that schema changes must then be applied to
+ * replicas by hand, and what enables them.
+ */
+import type pg from 'pg';
+import type { SchemaChange, TableShape } from '../change';
+import { describeCause, isPrivilegeError, ProtocolError } from '../errors';
+import { migrate } from '../migrations';
+import { publicationName } from '../names';
+
+/** The shape of every captured table that has none recorded yet (published, or with trigger capture, before the event trigger or since). */
+const RECORD_SHAPES = `
+INSERT INTO pgferry.table_shapes (relid, shape)
+SELECT c.oid, pgferry.table_shape(c.oid)
+FROM pg_catalog.pg_publication_tables pt
+JOIN pg_catalog.pg_namespace n ON n.nspname = pt.schemaname
+JOIN pg_catalog.pg_class c ON c.relnamespace = n.oid AND c.relname = pt.tablename
+WHERE pt.pubname = $1 AND n.nspname <> 'pgferry'
+UNION
+SELECT t.tgrelid, pgferry.table_shape(t.tgrelid) FROM pg_catalog.pg_trigger t WHERE t.tgname = 'pgferry_capture' AND NOT t.tgisinternal
+ON CONFLICT (relid) DO NOTHING`;
+
+/** Install (or update) the event trigger and record the published tables' shapes; returns warnings for people. */
+export async function installSchemaCapture(c: pg.ClientBase, source: string): Promise<string[]> {
+  try {
+    // Installed once (a migration), but a DBA may have dropped the trigger since: then it is made again.
+    const present = await c.query(`SELECT 1 FROM pg_catalog.pg_event_trigger WHERE evtname = 'pgferry_schema_changes'`);
+    if (!present.rows.length && (await c.query(`SELECT to_regclass('pgferry.migrations') IS NOT NULL AS yes`)).rows[0].yes) {
+      await c.query(`DELETE FROM pgferry.migrations WHERE name LIKE 'schema-capture/%'`);
+    }
+    await migrate(c, 'schema-capture');
+    await c.query(RECORD_SHAPES, [publicationName(source)]);
+    return [];
+  } catch (err) {
+    if (!isPrivilegeError(err)) throw err;
+    return [
+      `source '${source}': schema changes are not captured: installing the event trigger pgferry_schema_changes needs a superuser (${describeCause(err)}); ` +
+        `until it is installed, apply each ALTER TABLE to the replicas by hand before the rows that need it, as with native logical replication. ` +
+        `To capture them, run pgferry up once as a superuser`,
+    ];
+  }
+}
+
+/** Remove the event trigger and its functions (the pgferry schema itself goes with trigger capture's uninstall). */
+export async function uninstallSchemaCapture(c: pg.ClientBase): Promise<string[]> {
+  const { rows } = await c.query(`SELECT 1 FROM pg_catalog.pg_event_trigger WHERE evtname = 'pgferry_schema_changes'`);
+  if (!rows.length) return [];
+  await c.query('DROP EVENT TRIGGER pgferry_schema_changes');
+  await c.query('DROP FUNCTION IF EXISTS pgferry.capture_schema_change(), pgferry.table_shape(oid), pgferry.publications_of(oid)');
+  await c.query('DROP TABLE IF EXISTS pgferry.table_shapes');
+  await c.query(`DELETE FROM pgferry.migrations WHERE name LIKE 'schema-capture/%'`);
+  return ['event trigger pgferry_schema_changes (schema-change capture)'];
+}
+
+/** Prefix of the logical messages the source's event trigger emits (sql/migrations/schema-capture). */
+export const SCHEMA_PREFIX = 'pgferry.schema';
+
+interface RawShape {
+  schema: string;
+  table: string;
+  columns: { num: number; name: string; type: string; notNull: boolean; key: boolean; generated: boolean }[];
+}
+
+/** The event trigger's description of a schema change, and the pgferry publications that send the table (none for trigger capture). */
+export function parseSchemaChange(text: string): { change: SchemaChange; publications: string[] } {
+  let p: { oid: unknown; command: string; old: RawShape | null; new: RawShape | null; fills?: Record<string, string | null>; unfilled?: string[]; publications?: string[] | null; error?: string };
+  try {
+    p = JSON.parse(text);
+  } catch (err) {
+    throw new ProtocolError(`a schema-change message from the source is not valid JSON (${(err as Error).message}); the event trigger pgferry_schema_changes is not pgferry's`, { cause: err });
+  }
+  const shape = (s: RawShape | null): TableShape | null =>
+    s && {
+      schema: s.schema,
+      table: s.table,
+      columns: s.columns.map((c) => ({ num: Number(c.num), name: c.name, type: c.type, notNull: c.notNull === true, key: c.key === true, generated: c.generated === true })),
+    };
+  const out: SchemaChange = { op: 'schema', oid: Number(p.oid), command: p.command, before: shape(p.old), after: shape(p.new), fills: p.fills ?? {}, unfilled: p.unfilled ?? [] };
+  if (p.error) out.error = p.error;
+  return { change: out, publications: p.publications ?? [] };
+}
