@@ -32,7 +32,8 @@ export async function installSchemaCapture(c: pg.ClientBase, source: string): Pr
   try {
     // Installed once (a migration), but a DBA may have dropped the trigger since: then it is made again.
     const present = await c.query(`SELECT 1 FROM pg_catalog.pg_event_trigger WHERE evtname = 'pgferry_schema_changes'`);
-    if (!present.rows.length && (await c.query(`SELECT to_regclass('pgferry.migrations') IS NOT NULL AS yes`)).rows[0].yes) {
+    const recorded = (await c.query(`SELECT to_regclass('pgferry.migrations') IS NOT NULL AS yes`)).rows[0].yes;
+    if (!present.rows.length && (recorded === true || recorded === 't')) {
       await c.query(`DELETE FROM pgferry.migrations WHERE name LIKE 'schema-capture/%'`);
     }
     await migrate(c, 'schema-capture');
