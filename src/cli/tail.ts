@@ -4,10 +4,10 @@
  * --json one ChangeEvent per line, the same objects a subscriber's handler
  * receives. A transaction re-sent by capture is not printed twice.
  */
-import { describeSchemaChange } from '../schema-change';
 import type { Command } from 'commander';
 import { loadConfig } from '../config';
 import { relLabel } from '../change';
+import { describeSchemaChange } from '../schema-change';
 import { endOfLog, LogCursor, LogPosition, START_OF_LOG } from '../changelog/cursor';
 import { connectRabbit } from '../changelog/rabbit';
 import { requireStream } from '../changelog/stream';
@@ -22,7 +22,7 @@ export function addTailCommand(program: Command): void {
     .description('watch changes live: one line per change (--json: one JSON object per line)')
     .option('--source <name>', "source name (env PGFERRY_SOURCE_NAME; default: the config file's only source, or main)")
     .option('--tables <list>', 'only these tables (comma-separated schema.table)')
-    .option('--ops <list>', 'only these operations (comma-separated: insert, update, delete, truncate)')
+    .option('--ops <list>', 'only these operations (comma-separated: insert, update, delete, truncate, schema)')
     .option('--from <where>', "now (default), beginning (the oldest change the stream retains) or an LSN (what committed after it)", 'now')
     .option('--count <n>', 'exit after printing this many changes')
     .option('--rabbitmq <url>', 'RabbitMQ URL (env PGFERRY_RABBITMQ_URL)')

@@ -100,3 +100,34 @@ describe('how a change is shown', () => {
     expect(humanLine(upd)).toBe('2026-11-21 14:00:00.123456 0/16B3748 update   public.orders {"id":"1"} → {"id":"1","total":"10.00"}');
   });
 });
+
+describe('schema change events', () => {
+  const shape = (names: string[]) => ({ schema: 'public', table: 'orders', columns: names.map((name, i) => ({ num: i + 1, name, type: i ? 'text' : 'bigint', notNull: i === 0, key: i === 0, generated: false })) });
+  const m = msg({
+    changes: [
+      { op: 'insert', rel: orders, new: { id: '1', total: '9.99' } },
+      { op: 'schema', oid: 16400, command: 'ALTER TABLE', before: shape(['id', 'total']), after: shape(['id', 'amount']), fills: {}, unfilled: [] },
+      { op: 'delete', rel: orders, old: { id: '1' } },
+    ],
+  });
+
+  it('come in their place, numbered with the others, with the shapes before and after; filters take them by table and as operation schema', () => {
+    const all = eventsOf(m, 0, compileFilter({}, 'test')).events;
+    expect(all.map((e) => [e.index, e.operation])).toEqual([
+      [0, 'insert'],
+      [1, 'schema'],
+      [2, 'delete'],
+    ]);
+    const ev = all[1];
+    expect(ev).toMatchObject({ id: 'main/0/16B3748/1', schema: 'public', table: 'orders', key: null, new: null, old: null });
+    expect(ev.columns).toEqual([
+      { name: 'id', type: 'bigint', key: true },
+      { name: 'amount', type: 'text', key: false },
+    ]);
+    expect(ev.schemaChange?.before?.columns.map((c) => c.name)).toEqual(['id', 'total']);
+    expect(eventsOf(m, 0, compileFilter({ operations: ['schema'] }, 'test')).events.map((e) => e.index)).toEqual([1]);
+    expect(eventsOf(m, 0, compileFilter({ tables: ['public.other'] }, 'test')).events).toEqual([]);
+    expect(humanLine(ev)).toBe('2026-11-21 14:00:00.123456 0/16B3748 schema   public.orders ALTER TABLE public.orders: rename column total to amount');
+    expect(describeChange(ev)).toBe('schema of public.orders (change main/0/16B3748/1, source position 0/16B3748, committed 2026-11-21T14:00:00.123456Z)');
+  });
+});
