@@ -6,8 +6,15 @@
 export interface TableRef {
   schema: string;
   table: string;
-  /** The columns the source sends, in order (absent in workflow inputs recorded before columns were checked). */
+  /** The columns the source sends, in order (absent in workflow inputs recorded before columns were checked); a publication's column list leaves the others out. */
   columns?: ColumnRef[];
+  /**
+   * The publication's row filter (PostgreSQL 15+), as the catalog prints it:
+   * a boolean SQL expression over the table's columns, from the source's own
+   * publication. Only rows it accepts are sent, so snapshots copy and verify
+   * compares only those. Absent: every row.
+   */
+  rowFilter?: string;
 }
 
 export interface ColumnRef {

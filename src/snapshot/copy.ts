@@ -93,7 +93,9 @@ async function copyTable(o: CopyOptions, t: TableRef, p: TableProgress, report: 
     const from = `${kind === 'p' ? '' : 'ONLY '}${qualified(t.schema, t.table)}`;
     const into = o.target ? o.target(t) : t;
     await dst.query('BEGIN');
-    const reading = src.query(copyTo(`COPY (SELECT ${cols} FROM ${from}) TO STDOUT`));
+    // The publication's row filter (its own SQL, from the source's catalog) picks the rows the stream sends.
+    const where = t.rowFilter ? ` WHERE ${t.rowFilter}` : '';
+    const reading = src.query(copyTo(`COPY (SELECT ${cols} FROM ${from}${where}) TO STDOUT`));
     const writing = dst.query(copyFrom(`COPY ${qualified(into.schema, into.table)} (${cols}) FROM STDIN`));
     let last = 0;
     const count = new Transform({

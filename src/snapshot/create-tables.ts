@@ -63,8 +63,12 @@ export async function createMissingTables(source: pg.ClientBase, replica: pg.Cli
   await replica.query('BEGIN');
   try {
     for (const t of missing) {
+      // A publication's column list leaves columns out of the replica's copy entirely (generated ones are the replica's own).
+      const sent = tables.find((x) => x.schema === t.schema && x.table === t.table)?.columns;
+      const published = sent ? new Set(sent.map((c) => c.name)) : null;
       const cols: ColumnDef[] = rows
         .filter((r) => r.schema_name === t.schema && r.table_name === t.table)
+        .filter((r) => !published || published.has(r.column_name) || r.generated !== '')
         .map((r) => ({
           ...r,
           not_null: r.not_null === 't' || r.not_null === true,

@@ -64,7 +64,7 @@ ORDER BY x.n`;
  * snapshot's xmax (ids 0–2 are frozen or bootstrap rows: always settled).
  * `key`, `row` and `table` are SQL text pgferry builds from escaped identifiers.
  */
-const verifyRows = (key: string, row: string, table: string) => `
+const verifyRows = (key: string, row: string, table: string, rowsWanted: string) => `
 WITH snap AS (
   SELECT $2::pg_snapshot AS s, pg_catalog.pg_snapshot_xmax($2::pg_snapshot)::text::bigint AS xmax
 )
@@ -78,7 +78,7 @@ SELECT ${key} AS k,
 FROM ${table} t
 CROSS JOIN snap
 CROSS JOIN LATERAL (SELECT t.xmin::text::bigint AS xid32, t.xmin::text::bigint - (snap.xmax & 4294967295) AS d) x
-WHERE ${key} = ANY($1::text[])`;
+WHERE ${rowsWanted} AND ${key} = ANY($1::text[])`;
 
 /** Key columns of each table on the source: primary key, else replica identity index, else none (whole row). */
 async function keyColumns(c: pg.ClientBase, t: TableRef): Promise<string[]> {
@@ -91,25 +91,29 @@ interface Shape {
   /** SQL text of the key, and of the compared row (published columns, in the source's order). */
   key: string;
   row: string;
+  /** The rows compared: on the source, those the publication's row filter sends; on the replica, all. */
+  rows: string;
 }
 
-function shapeOf(t: TableRef, keys: string[]): Shape {
+/** The compared shape of a table on one side: the source's applies the publication's row filter. */
+function shapeOf(t: TableRef, keys: string[], side: 'source' | 'replica'): Shape {
   const cols = (t.columns ?? []).map((c) => `t.${ident(c.name)}`);
   const row = `ROW(${cols.join(', ')})::text`;
-  return { table: t, key: keys.length ? `ROW(${keys.map((k) => `t.${ident(k)}`).join(', ')})::text` : row, row };
+  const rows = side === 'source' && t.rowFilter ? `(${t.rowFilter})` : 'true';
+  return { table: t, key: keys.length ? `ROW(${keys.map((k) => `t.${ident(k)}`).join(', ')})::text` : row, row, rows };
 }
 
 async function bucketSums(c: pg.ClientBase, s: Shape, buckets: number): Promise<Map<number, string>> {
   const { rows } = await c.query(
     `SELECT abs(hashtextextended(${s.key}, 0) % ${buckets}) AS b, count(*)::text || ':' || sum(hashtextextended(${s.row}, 0))::text AS v
-     FROM ${qualified(s.table.schema, s.table.table)} t GROUP BY 1`,
+     FROM ${qualified(s.table.schema, s.table.table)} t WHERE ${s.rows} GROUP BY 1`,
   );
   return new Map(rows.map((r) => [Number(r.b), r.v as string]));
 }
 
 /** key → row hashes (several for duplicate rows of a table without a key), of the rows matching `where` ($1). */
 async function rowHashes(c: pg.ClientBase, s: Shape, where: string, param: unknown): Promise<Map<string, string[]>> {
-  const { rows } = await c.query(`SELECT ${s.key} AS k, hashtextextended(${s.row}, 0)::text AS h FROM ${qualified(s.table.schema, s.table.table)} t WHERE ${where}`, [param]);
+  const { rows } = await c.query(`SELECT ${s.key} AS k, hashtextextended(${s.row}, 0)::text AS h FROM ${qualified(s.table.schema, s.table.table)} t WHERE ${s.rows} AND ${where}`, [param]);
   const out = new Map<string, string[]>();
   for (const r of rows) out.set(r.k, [...(out.get(r.k) ?? []), r.h].sort());
   return out;
@@ -126,7 +130,7 @@ const withKeys = (c: pg.ClientBase, s: Shape, keys: string[]) => rowHashes(c, s,
  * A row written later may simply not have reached the replica yet.
  */
 async function sourceRowsAt(c: pg.ClientBase, s: Shape, keys: string[], snapshot: string): Promise<Map<string, { h: string[]; settled: boolean }>> {
-  const { rows } = await c.query<{ k: string; h: string; settled: boolean | string }>(verifyRows(s.key, s.row, qualified(s.table.schema, s.table.table)), [keys, snapshot]);
+  const { rows } = await c.query<{ k: string; h: string; settled: boolean | string }>(verifyRows(s.key, s.row, qualified(s.table.schema, s.table.table), s.rows), [keys, snapshot]);
   const out = new Map<string, { h: string[]; settled: boolean }>();
   for (const r of rows) {
     const prev = out.get(r.k);
@@ -180,13 +184,13 @@ async function catchUp(o: VerifyOptions, lsn: string, quietMs: number, maxMs = 2
  * is still moving: look again next round. Keys left open after the last
  * round are reported as moving, never as differences.
  */
-async function settle(o: VerifyOptions, s: Shape, keys: string[], rounds: number): Promise<{ missing: string[]; extra: string[]; changed: string[]; moving: string[] }> {
+async function settle(o: VerifyOptions, s: Shape, r: Shape, keys: string[], rounds: number): Promise<{ missing: string[]; extra: string[]; changed: string[]; moving: string[] }> {
   const found = { missing: [] as string[], extra: [] as string[], changed: [] as string[], moving: [] as string[] };
   let open = keys;
   for (let round = 0; round < rounds && open.length; round++) {
     const at = await o.sourcePoint(o.source);
     if (!(await catchUp(o, at.lsn, o.catchUpMs ?? 1000))) continue;
-    const dst = await withKeys(o.replica, s, open);
+    const dst = await withKeys(o.replica, r, open);
     const src = await sourceRowsAt(o.source, s, open, at.snap);
     const next: string[] = [];
     for (const k of open) {
@@ -211,13 +215,15 @@ export async function verify(o: VerifyOptions): Promise<TableVerdict[]> {
   for (const c of [o.source, o.replica]) await c.query(`SET TimeZone = 'UTC'`);
   const verdicts: TableVerdict[] = [];
   for (const t of o.tables) {
-    const s = shapeOf(t, await keyColumns(o.source, t));
-    const [a, b] = await Promise.all([bucketSums(o.source, s, buckets), bucketSums(o.replica, s, buckets)]);
+    const keys = await keyColumns(o.source, t);
+    const s = shapeOf(t, keys, 'source');
+    const r = shapeOf(t, keys, 'replica');
+    const [a, b] = await Promise.all([bucketSums(o.source, s, buckets), bucketSums(o.replica, r, buckets)]);
     const differing = [...new Set([...a.keys(), ...b.keys()])].filter((k) => a.get(k) !== b.get(k));
     let found = { missing: [] as string[], extra: [] as string[], changed: [] as string[], moving: [] as string[] };
     if (differing.length) {
-      const [sr, dr] = await Promise.all([inBuckets(o.source, s, buckets, differing), inBuckets(o.replica, s, buckets, differing)]);
-      found = await settle(o, s, diff(sr, dr), o.rounds ?? 3);
+      const [sr, dr] = await Promise.all([inBuckets(o.source, s, buckets, differing), inBuckets(o.replica, r, buckets, differing)]);
+      found = await settle(o, s, r, diff(sr, dr), o.rounds ?? 3);
     }
     verdicts.push({ table: relLabel(t), sourceRows: rowsOf(a), replicaRows: rowsOf(b), ...found });
   }

@@ -13,9 +13,13 @@ import type { PreparedSource } from '../contract';
 import { describeTables, selectTables, TableSelection } from '../tables';
 import { installSchemaCapture } from '../schema-capture';
 
-/** Tables the publication sends, in a stable order; pgferry's own (a FOR ALL TABLES publication sends them too) are bookkeeping. */
+/**
+ * Tables the publication sends, in a stable order, with its column list
+ * (attnames: every column when it has none) and row filter; pgferry's own
+ * tables (a FOR ALL TABLES publication sends them too) are bookkeeping.
+ */
 const PUBLISHED_TABLES = `
-SELECT schemaname, tablename FROM pg_catalog.pg_publication_tables
+SELECT schemaname, tablename, pg_catalog.array_to_json(attnames)::text AS attnames, rowfilter FROM pg_catalog.pg_publication_tables
 WHERE pubname = $1 AND schemaname <> 'pgferry' ORDER BY schemaname, tablename`;
 
 /**
@@ -59,10 +63,18 @@ export async function readSlot(c: pg.ClientBase, slot: string): Promise<SlotRow 
   return (await c.query<SlotRow>(SLOT, [slot])).rows[0];
 }
 
-/** The tables publication `pub` sends, in a stable order. */
-async function publicationTables(c: pg.ClientBase, pub: string): Promise<{ schema: string; table: string }[]> {
-  const { rows } = await c.query<{ schemaname: string; tablename: string }>(PUBLISHED_TABLES, [pub]);
-  return rows.map((r) => ({ schema: r.schemaname, table: r.tablename }));
+interface PublishedRow {
+  schemaname: string;
+  tablename: string;
+  /** JSON text of the list (arrays arrive as text on pgferry's connections). */
+  attnames: string | null;
+  rowfilter: string | null;
+}
+
+/** The tables publication `pub` sends, in a stable order, with the columns (null: all) and rows (null: all) it sends of each. */
+async function publicationTables(c: pg.ClientBase, pub: string): Promise<{ schema: string; table: string; columns: string[] | null; rowFilter: string | null }[]> {
+  const { rows } = await c.query<PublishedRow>(PUBLISHED_TABLES, [pub]);
+  return rows.map((r) => ({ schema: r.schemaname, table: r.tablename, columns: r.attnames === null ? null : (JSON.parse(r.attnames) as string[]), rowFilter: r.rowfilter }));
 }
 
 export async function checkWalLevel(c: pg.Client, source: string): Promise<void> {
@@ -149,7 +161,17 @@ export async function prepareSource(url: string, source: string, selection: Tabl
  * every row of its table.
  */
 export async function publishedTables(c: pg.ClientBase, source: string, pub: string): Promise<TableRef[]> {
-  return describeTables(c, source, await publicationTables(c, pub));
+  const published = await publicationTables(c, pub);
+  const described = await describeTables(c, source, published);
+  // A publication's column list and row filter (PostgreSQL 15+) bound what every part of pgferry sees:
+  // the stream, snapshots, resyncs, replica checks and verify. An excluded column is never read.
+  return described.map((t, i) => {
+    const p = published[i];
+    const only = p.columns ? new Set(p.columns) : null;
+    const out: TableRef = { ...t, columns: only ? t.columns?.filter((col) => only.has(col.name)) : t.columns };
+    if (p.rowFilter) out.rowFilter = p.rowFilter;
+    return out;
+  });
 }
 
 function privilegeError(source: string, what: string, err: unknown): Error {
