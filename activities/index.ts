@@ -15,7 +15,8 @@ import { replicaRoleAdvice, useReplicaRole } from '../src/apply/session';
 import { countError } from '../src/metrics/instruments';
 import { createApplyActivities } from './apply';
 import { declareStream } from '../src/changelog/stream';
-import { poolConnect } from '../src/pg';
+import { poolConnect, withClient } from '../src/pg';
+import { capturesSchemaChanges } from '../src/capture/schema-capture';
 import type { WorkerResources } from '../src/temporal/resources';
 import { redactText } from '../src/redact';
 import { addReplica } from '../src/snapshot/add';
@@ -81,7 +82,8 @@ export const createActivities = (deps: Deps) => {
         const url = replicaUrl(config, replica);
         const client = await poolConnect(`replica '${replica}'`, url, resources.pool(replica));
         try {
-          for (const warning of await prepareTarget(client, replica, tables)) log.warn(warning, { replica });
+          const schemaChangesCaptured = await withClient(`source '${source}'`, requireSourceUrl(config), capturesSchemaChanges).catch(() => false);
+          for (const warning of await prepareTarget(client, replica, tables, { schemaChangesCaptured })) log.warn(warning, { replica });
           await checkNoUnfinishedCopy(client, replica);
           if (!(await useReplicaRole(client))) log.warn(await replicaRoleAdvice(client, replica), { replica });
         } finally {

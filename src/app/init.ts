@@ -5,6 +5,7 @@
  * source will refuse UPDATE/DELETE on, columns that cannot be carried,
  * replica tables or columns that do not match.
  */
+import { capturesSchemaChanges } from '../capture/schema-capture';
 import type { Config } from '../config';
 import { replicaShare, requireSourceUrl } from '../config';
 import { describeCause, PgferryError } from '../errors';
@@ -43,6 +44,7 @@ export async function initialize(config: Config, say: (line: string) => void): P
   }
 
   const history = await sourceHistory(config, requireSourceUrl(config));
+  const schemaChangesCaptured = await withClient(`source '${source}'`, requireSourceUrl(config), capturesSchemaChanges).catch(() => false);
   // Each replica's workflow checks again when it starts, and reports problems in its status.
   const replicaErrors = new Map<string, string>();
   for (const r of config.replicas) {
@@ -50,7 +52,7 @@ export async function initialize(config: Config, say: (line: string) => void): P
       const warnings = await withRetry(
         () =>
           withClient(`replica '${r.name}'`, r.url, async (c) => {
-            const w = await prepareTarget(c, r.name, replicaShare(config, r.name, prepared.tables));
+            const w = await prepareTarget(c, r.name, replicaShare(config, r.name, prepared.tables), { schemaChangesCaptured });
             await checkNoUnfinishedCopy(c, r.name);
             await ProgressStore.create(c, r.name, source, history);
             return w;

@@ -63,17 +63,18 @@ export async function ensureTargetSchema(c: pg.ClientBase): Promise<void> {
  * every published table with every column the source sends. Returns warnings
  * (a column whose type differs, which the replica converts on input).
  */
-export async function prepareTarget(c: pg.ClientBase, replica: string, tables: TableRef[]): Promise<string[]> {
+export async function prepareTarget(c: pg.ClientBase, replica: string, tables: TableRef[], o: { schemaChangesCaptured?: boolean } = {}): Promise<string[]> {
   await ensureTargetSchema(c);
-  const at = await ProgressStore.get(c, replica);
+  const at = o.schemaChangesCaptured ? await ProgressStore.get(c, replica) : null;
   if (at?.offset === null || at?.offset === undefined) {
     await checkTargetTables(c, replica, tables);
     return checkTargetColumns(c, replica, tables);
   }
-  // A replica that has applied from the stream is as the stream left it, which need not be the
-  // source's shape now: schema changes still in the stream bring it there (schema-apply.ts). So
-  // here a difference is only said; applying stops at the first change the replica cannot take,
-  // naming the row, and nothing is lost.
+  // With schema changes captured, a replica that has applied from the stream is as the stream left
+  // it, which need not be the source's shape now: schema changes still in the stream bring it there
+  // (schema-apply.ts). So here a difference is only said; applying stops at the first change the
+  // replica cannot take, naming the row, and nothing is lost. (Without schema-change capture the
+  // stream cannot reshape the replica, and a difference is refused here, before any change.)
   try {
     await checkTargetTables(c, replica, tables);
     return await checkTargetColumns(c, replica, tables);

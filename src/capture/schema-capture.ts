@@ -49,6 +49,12 @@ export async function installSchemaCapture(c: pg.ClientBase, source: string): Pr
   }
 }
 
+/** Whether the source's schema changes reach the stream (the event trigger is there and enabled). */
+export async function capturesSchemaChanges(c: pg.ClientBase): Promise<boolean> {
+  const { rows } = await c.query(`SELECT 1 FROM pg_catalog.pg_event_trigger WHERE evtname = 'pgferry_schema_changes' AND evtenabled <> 'D'`);
+  return rows.length > 0;
+}
+
 /** Remove the event trigger and its functions (the pgferry schema itself goes with trigger capture's uninstall). */
 export async function uninstallSchemaCapture(c: pg.ClientBase): Promise<string[]> {
   const { rows } = await c.query(`SELECT 1 FROM pg_catalog.pg_event_trigger WHERE evtname = 'pgferry_schema_changes'`);

@@ -306,7 +306,7 @@ describe('subscribers and tail', () => {
   it('names bad options, a missing stream and an unusable positions table', async () => {
     const base = { name: 'oops', source: w.sourceName, rabbitmqUrl: RABBIT_URL, position: { url: appUrl }, handler: () => undefined };
     expect(() => subscribe({ ...base, position: {}, operations: ['upsert' as never], from: 'yesterday' })).toThrow(
-      /^subscriber 'oops': position\.url or position\.pool is required: the database that stores its position; from must be 'now', 'beginning' or an LSN such as 0\/16B3748, not 'yesterday'; operation 'upsert' is not one of insert, update, delete, truncate$/,
+      /^subscriber 'oops': position\.url or position\.pool is required: the database that stores its position; from must be 'now', 'beginning' or an LSN such as 0\/16B3748, not 'yesterday'; operation 'upsert' is not one of insert, update, delete, truncate, schema$/,
     );
     expect(() => subscribe({ ...base, tables: ['public.'] })).toThrow(/^subscriber 'oops': table 'public\.' is not a table name/);
     const noStream = subscribe({ ...base, source: 'nosuch' });
@@ -349,7 +349,7 @@ describe('subscribers and tail', () => {
     expect(missing.stderr).toMatch(/pgferry tail: source 'nosuch' has no change stream \(pgferry\.nosuch\.changes\) in RabbitMQ; start pgferry for that source first/);
     const badOps = await tail(['--ops', 'upsert']);
     expect(badOps.code).toBe(2);
-    expect(badOps.stderr).toMatch(/operation 'upsert' is not one of insert, update, delete, truncate \(--tables, --ops\)/);
+    expect(badOps.stderr).toMatch(/operation 'upsert' is not one of insert, update, delete, truncate, schema \(--tables, --ops\)/);
   });
 });
 

@@ -31,6 +31,10 @@ describe('fault 13: a column dropped on a replica', () => {
   });
 
   it('b failed naming the column; after re-adding it + resume it runs, after resync it is exact; a unaffected', async () => {
+    // This fault is about a replica altered by hand on a source whose schema changes pgferry does not
+    // capture (as without a superuser): the start-up column check then refuses a replica that differs.
+    // (With them captured it only warns — the stream may reshape the replica — and applying stops instead.)
+    await f.w.source.withClient('app', (c) => c.query('ALTER EVENT TRIGGER pgferry_schema_changes DISABLE'));
     const before = new Set((await sourceAudit(f)).keys());
     const load = f.load();
     await f.more(load, 200);
