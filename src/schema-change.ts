@@ -107,7 +107,10 @@ function renames(list: { num: number; from: string; to: string }[]): SchemaStep[
  * into a statement.
  */
 export function isTypeName(t: string): boolean {
-  return /^\s*(?:(?:"(?:[^"]|"")+"|[A-Za-z_][A-Za-z0-9_$]*|\.|\(\s*\d+(?:\s*,\s*-?\d+)*\s*\)|\[\d*\])\s*)+$/.test(t);
+  const ident = '(?:"(?:[^"]|"")+"|[A-Za-z_][A-Za-z0-9_$]*)';
+  const mod = '(?:\\(\\d+(?:,-?\\d+)?\\))?';
+  const name = `(?:${ident}(?:\\.${ident})?${mod}|character varying${mod}|bit varying${mod}|double precision|(?:timestamp|time)${mod} with(?:out)? time zone|interval(?: [a-z ]+)?${mod})`;
+  return new RegExp(`^${name}(?:\\[\\d*\\])*$`).test(t);
 }
 
 const INTEGER_RANK: Record<string, number> = { smallint: 1, integer: 2, bigint: 3 };

@@ -122,7 +122,9 @@ export async function applySchemaChange(
     return 'ignored';
   }
   const plan = planSchemaChange(ch);
-  if (ch.after && (await alreadyThere(c, ch.after, ch.before))) {
+  const dropped = new Set(plan.steps.flatMap((s) => (s.kind === 'drop-column' ? [s.name] : [])));
+  const replaced = plan.steps.some((s) => s.kind === 'add-column' && dropped.has(s.column.name)); // DROP x, ADD x: same names, new values
+  if (ch.after && !replaced && (await alreadyThere(c, ch.after, ch.before))) {
     o.log.info({ replica: o.replica, lsn: m.lsn, change: said }, 'schema change already on the replica');
     return 'already';
   }

@@ -37,6 +37,7 @@ export async function installSchemaCapture(c: pg.ClientBase, source: string): Pr
       await c.query(`DELETE FROM pgferry.migrations WHERE name LIKE 'schema-capture/%'`);
     }
     await migrate(c, 'schema-capture');
+    await c.query('GRANT SELECT ON pgferry.schema_capture_key TO CURRENT_USER');
     await c.query(RECORD_SHAPES, [publicationName(source)]);
     return [];
   } catch (err) {
@@ -61,7 +62,7 @@ export async function uninstallSchemaCapture(c: pg.ClientBase): Promise<string[]
   if (!rows.length) return [];
   await c.query('DROP EVENT TRIGGER pgferry_schema_changes');
   await c.query('DROP FUNCTION IF EXISTS pgferry.capture_schema_change(), pgferry.table_shape(oid), pgferry.publications_of(oid)');
-  await c.query('DROP TABLE IF EXISTS pgferry.table_shapes');
+  await c.query('DROP TABLE IF EXISTS pgferry.table_shapes, pgferry.schema_capture_key');
   await c.query(`DELETE FROM pgferry.migrations WHERE name LIKE 'schema-capture/%'`);
   return ['event trigger pgferry_schema_changes (schema-change capture)'];
 }
@@ -75,9 +76,24 @@ interface RawShape {
   columns: { num: number; name: string; type: string; notNull: boolean; key: boolean; generated: boolean }[];
 }
 
-/** The event trigger's description of a schema change, and the pgferry publications that send the table (none for trigger capture). */
-export function parseSchemaChange(text: string): { change: SchemaChange; publications: string[] } {
-  let p: { oid: unknown; command: string; old: RawShape | null; new: RawShape | null; fills?: Record<string, string | null>; unfilled?: string[]; publications?: string[] | null; error?: string };
+/** The key the source's event trigger signs its descriptions with (null: pgferry's role may not read it, or it is not installed). */
+export async function schemaCaptureKey(c: pg.ClientBase): Promise<string | null> {
+  try {
+    return (await c.query(`SELECT key FROM pgferry.schema_capture_key LIMIT 1`)).rows[0]?.key ?? null;
+  } catch {
+    return null;
+  }
+}
+
+/**
+ * The event trigger's description of a schema change, and the pgferry
+ * publications that send the table (none for trigger capture). A message
+ * without the source's key (`key`: what capture read at start) was not
+ * written by pgferry's event trigger — any role may emit a logical message —
+ * and is turned into a change replicas refuse to apply, loudly.
+ */
+export function parseSchemaChange(text: string, key: string | null): { change: SchemaChange; publications: string[] } {
+  let p: { oid: unknown; command: string; old: RawShape | null; new: RawShape | null; fills?: Record<string, string | null>; unfilled?: string[]; publications?: string[] | null; error?: string; key?: string };
   try {
     p = JSON.parse(text);
   } catch (err) {
@@ -91,5 +107,9 @@ export function parseSchemaChange(text: string): { change: SchemaChange; publica
     };
   const out: SchemaChange = { op: 'schema', oid: Number(p.oid), command: p.command, before: shape(p.old), after: shape(p.new), fills: p.fills ?? {}, unfilled: p.unfilled ?? [] };
   if (p.error) out.error = p.error;
+  if (key === null || p.key !== key) {
+    out.error = key === null ? "pgferry's capture role may not read pgferry.schema_capture_key, so it cannot tell the event trigger's messages from forged ones (GRANT SELECT ON pgferry.schema_capture_key to it)" : 'the message does not carry the key of pgferry_schema_changes: it was not written by pgferry (any role may emit logical messages)';
+    out.before = out.after = null;
+  }
   return { change: out, publications: p.publications ?? [] };
 }

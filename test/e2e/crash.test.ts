@@ -92,6 +92,11 @@ describe('crash recovery (kill -9)', () => {
     await waitFor('writes after capture restarted', () => load.committed > atKill + 600, 60_000);
     const total = await load.stop();
     await Promise.all([waitForEqual(w, 'a', AUDIT_TABLES, 180_000), waitForEqual(w, 'b', AUDIT_TABLES, 180_000)]);
+    // The restarted capture moves the slot on too (a condition with a deadline, not a count of samples:
+    // under load the new capture may wait for the killed one's walsender to let go of the slot).
+    const atKillSlot = slotSamples.filter((s) => s.slot !== initial)[0]?.slot ?? initial;
+    await waitFor('the restarted capture to move the slot past where the killed one left it', async () => compareLsn(await slotPosition(), atKillSlot) > 0, 120_000, 200);
+    await new Promise((r) => setTimeout(r, 300)); // one more sample at the final position
     sampling = false;
     await sampler;
     expect(await expectAuditClean()).toBe(base + total);

@@ -136,7 +136,8 @@ describe('trigger capture sessions', () => {
     await sql(`ALTER TABLE sc RENAME COLUMN a TO a2`);
     await sql(`INSERT INTO sc VALUES (2, 'a2', 'b2')`);
     await sql(`ALTER TABLE sc RENAME TO sc2`);
-    await sql(`BEGIN; ALTER TABLE sc2 ADD COLUMN c int; UPDATE sc2 SET c = id * 2; COMMIT`);
+    // Rows before and after the change in one transaction (the row trigger's per-transaction shape cache is reset by it).
+    await sql(`BEGIN; INSERT INTO sc2 VALUES (9, 'a9', 'b9'); ALTER TABLE sc2 ADD COLUMN c int; UPDATE sc2 SET c = id * 2; COMMIT`);
     await sql(`ALTER TABLE sc2 DROP COLUMN b`);
     await sql(`INSERT INTO sc2 VALUES (3, 'a3', 6)`);
 
@@ -163,7 +164,7 @@ describe('trigger capture sessions', () => {
             await reader.close();
           }
           if (process.env.DEBUG_SC) console.log(JSON.stringify(seen));
-          return seen.length >= 9;
+          return seen.length >= 11;
         },
         30_000,
         500,
@@ -178,9 +179,11 @@ describe('trigger capture sessions', () => {
       { schema: 'ALTER TABLE public.sc: rename column a to a2' },
       { table: 'sc', columns: 'id,a2,b', op: 'insert', new: { id: '2', a2: 'a2', b: 'b2' } },
       { schema: 'ALTER TABLE public.sc: rename to sc2' },
+      { table: 'sc2', columns: 'id,a2,b', op: 'insert', new: { id: '9', a2: 'a9', b: 'b9' } },
       { schema: 'ALTER TABLE public.sc2: add column c integer' },
       { table: 'sc2', columns: 'id,a2,b,c', op: 'update', new: { id: '1', a2: 'a1', b: 'b1', c: '2' } },
       { table: 'sc2', columns: 'id,a2,b,c', op: 'update', new: { id: '2', a2: 'a2', b: 'b2', c: '4' } },
+      { table: 'sc2', columns: 'id,a2,b,c', op: 'update', new: { id: '9', a2: 'a9', b: 'b9', c: '18' } },
       { schema: 'ALTER TABLE public.sc2: drop column b' },
       { table: 'sc2', columns: 'id,a2,c', op: 'insert', new: { id: '3', a2: 'a3', c: '6' } },
     ]);

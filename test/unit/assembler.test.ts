@@ -120,11 +120,11 @@ describe('TxnAssembler', () => {
   });
 
   it('carries a schema change in its place, and starts a chunk where the table changes shape within the transaction', () => {
-    const a = assembler();
+    const a = new TxnAssembler({ source: 'main', chunkChanges: 100, typeName: types, schemaKey: 'k1' });
     const r = rel(1, 't');
     const wider: Pgoutput.MessageRelation = { ...r, columns: [...r.columns, { name: 'extra', flags: 0, typeOid: 25, typeMod: -1, typeSchema: null, typeName: null, parser: (x) => x }] };
     const shape = (cols: string[]) => ({ schema: 'public', table: 't', columns: cols.map((name, i) => ({ num: i + 1, name, type: i ? 'text' : 'bigint', notNull: i === 0, key: i === 0, generated: false })) });
-    const described = { oid: '16400', command: 'ALTER TABLE', old: shape(['id', 'body']), new: shape(['id', 'body', 'extra']), fills: {}, unfilled: [] };
+    const described = { oid: '16400', command: 'ALTER TABLE', old: shape(['id', 'body']), new: shape(['id', 'body', 'extra']), fills: {}, unfilled: [], key: 'k1' };
     const message = (content: object, publications: string[]): Pgoutput.Message => ({
       tag: 'message', flags: 1, transactional: true, messageLsn: '0/15', prefix: 'pgferry.schema', content: Buffer.from(JSON.stringify({ ...content, publications })),
     });
@@ -133,15 +133,18 @@ describe('TxnAssembler', () => {
     a.push({ tag: 'insert', relation: r, new: { id: '1', body: 'x' } });
     a.push(message(described, ['pgferry_main']));
     a.push(message({ ...described, oid: '16401' }, ['pgferry_other'])); // another source's table: not ours
+    // Any role may emit a logical message: one without the event trigger's key is never taken as a change to apply.
+    a.push(message({ ...described, key: undefined, new: shape(['id']) }, ['pgferry_main']));
     a.push(wider);
     const cut = a.push({ tag: 'insert', relation: wider, new: { id: '2', body: 'y', extra: 'z' } }).out;
     const { out } = a.push(commit('0/10', '0/20'));
     const chunks = [...cut, ...out];
     expect(chunks.map((m) => [m.seq, m.last, m.changes.map((c) => c.op)])).toEqual([
-      [0, false, ['insert', 'schema']],
+      [0, false, ['insert', 'schema', 'schema']],
       [1, true, ['insert']],
     ]);
     expect(chunks[0].changes[1]).toMatchObject({ op: 'schema', oid: 16400, command: 'ALTER TABLE', before: shape(['id', 'body']), after: shape(['id', 'body', 'extra']) });
+    expect(chunks[0].changes[2]).toMatchObject({ op: 'schema', before: null, after: null, error: expect.stringMatching(/does not carry the key of pgferry_schema_changes/) });
     expect(chunks[0].relations[relKey('public', 't')].columns.map((c) => c.name)).toEqual(['id', 'body']);
     expect(chunks[1].relations[relKey('public', 't')].columns.map((c) => c.name)).toEqual(['id', 'body', 'extra']);
   });

@@ -238,7 +238,7 @@ describe('schema change plans', () => {
     expect(planSchemaChange(add('integer; DROP TABLE t')).unsafe[0]).toMatch(/not recognise as a type name/);
     for (const t of ['integer', 'character varying(10)', 'numeric(12,2)', 'timestamp(3) with time zone', 'integer[]', 'public.mood', '"Odd Type"[]', 'bit varying(5)'])
       expect(isTypeName(t)).toBe(true);
-    for (const t of ['int; drop', "text' ", 'int -- x', 'f(x)', '']) expect(isTypeName(t)).toBe(false);
+    for (const t of ['int; drop', "text' ", 'int -- x', 'f(x)', '', 'int DEFAULT current_user', 'int REFERENCES x']) expect(isTypeName(t)).toBe(false);
   });
 
   it('applies only casts that keep every value, and says why it will not apply the others', () => {

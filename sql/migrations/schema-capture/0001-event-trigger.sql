@@ -28,6 +28,15 @@ CREATE TABLE IF NOT EXISTS pgferry.table_shapes (
   shape jsonb NOT NULL
 );
 
+-- Any role may call pg_logical_emit_message, so a message alone proves nothing: each description
+-- carries this key, readable only by pgferry's roles (capture compares it, and refuses a message
+-- without it: a role that could forge one could otherwise drop columns on every replica).
+CREATE TABLE IF NOT EXISTS pgferry.schema_capture_key (
+  key text NOT NULL DEFAULT pg_catalog.gen_random_uuid()::text
+);
+REVOKE ALL ON pgferry.schema_capture_key FROM PUBLIC;
+INSERT INTO pgferry.schema_capture_key SELECT WHERE NOT EXISTS (SELECT 1 FROM pgferry.schema_capture_key);
+
 CREATE OR REPLACE FUNCTION pgferry.table_shape(rel oid) RETURNS jsonb
 LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $$
   SELECT jsonb_build_object(
@@ -74,13 +83,17 @@ BEGIN
   FOR cmd IN
     SELECT DISTINCT ON (d.objid) d.objid, d.command_tag
     FROM pg_event_trigger_ddl_commands() d JOIN pg_class c ON c.oid = d.objid
-    WHERE d.classid = 'pg_class'::regclass AND c.relkind IN ('r', 'p')
+    WHERE d.classid = 'pg_class'::regclass AND c.relkind IN ('r', 'p') AND c.relnamespace <> 'pgferry'::regnamespace
     ORDER BY d.objid
   LOOP
     BEGIN
       pubs := pgferry.publications_of(cmd.objid);
       triggered := to_regclass('pgferry.events') IS NOT NULL AND EXISTS (
-        SELECT 1 FROM pg_trigger t WHERE t.tgrelid = cmd.objid AND t.tgname = 'pgferry_capture' AND NOT t.tgisinternal);
+        SELECT 1 FROM pg_trigger t WHERE t.tgrelid = cmd.objid AND t.tgname = 'pgferry_capture' AND NOT t.tgisinternal AND t.tgparentid = 0);
+      -- The row trigger caches its table's shape per transaction: rows written after this change
+      -- in the same transaction must record the new one (the table and each of its partitions).
+      PERFORM pg_catalog.set_config('pgferry.shape_' || r.relid::oid, '', true)
+        FROM (SELECT cmd.objid::regclass AS relid UNION SELECT p.relid FROM pg_catalog.pg_partition_tree(cmd.objid) p) r;
       IF pubs IS NULL AND NOT triggered THEN
         DELETE FROM pgferry.table_shapes WHERE relid = cmd.objid;
         CONTINUE;
@@ -114,7 +127,8 @@ BEGIN
         END LOOP;
       END IF;
       payload := jsonb_build_object(
-        'oid', cmd.objid, 'command', cmd.command_tag, 'old', before, 'new', after, 'fills', fills, 'unfilled', to_jsonb(unfilled), 'publications', to_jsonb(pubs))::text;
+        'oid', cmd.objid, 'command', cmd.command_tag, 'old', before, 'new', after, 'fills', fills, 'unfilled', to_jsonb(unfilled), 'publications', to_jsonb(pubs),
+        'key', (SELECT k.key FROM pgferry.schema_capture_key k LIMIT 1))::text;
       IF pubs IS NOT NULL THEN
         PERFORM pg_logical_emit_message(true, 'pgferry.schema', payload);
       END IF;
@@ -125,12 +139,13 @@ BEGIN
         ON CONFLICT (relid) DO UPDATE SET shape = EXCLUDED.shape;
     EXCEPTION WHEN OTHERS THEN
       pubs := pgferry.publications_of(cmd.objid);
-      payload := jsonb_build_object('oid', cmd.objid, 'command', cmd.command_tag, 'old', NULL, 'new', NULL, 'error', SQLERRM, 'publications', to_jsonb(pubs))::text;
+      payload := jsonb_build_object('oid', cmd.objid, 'command', cmd.command_tag, 'old', NULL, 'new', NULL, 'error', SQLERRM, 'publications', to_jsonb(pubs),
+                                    'key', (SELECT k.key FROM pgferry.schema_capture_key k LIMIT 1))::text;
       IF pubs IS NOT NULL THEN
         PERFORM pg_logical_emit_message(true, 'pgferry.schema', payload);
       END IF;
       IF to_regclass('pgferry.events') IS NOT NULL AND EXISTS (
-           SELECT 1 FROM pg_trigger t WHERE t.tgrelid = cmd.objid AND t.tgname = 'pgferry_capture' AND NOT t.tgisinternal) THEN
+           SELECT 1 FROM pg_trigger t WHERE t.tgrelid = cmd.objid AND t.tgname = 'pgferry_capture' AND NOT t.tgisinternal AND t.tgparentid = 0) THEN
         INSERT INTO pgferry.events (op, rel_schema, rel_table, rel_oid, new_row) VALUES ('S', '', '', cmd.objid, payload);
       END IF;
     END;

@@ -9,6 +9,7 @@
  * capture's tick advanced, only after RabbitMQ confirmed every message of it;
  * re-reading an unconfirmed batch yields the same positions.
  */
+import { schemaCaptureKey } from '../schema-capture';
 import type pg from 'pg';
 import type { TxnMessage } from '../../change';
 import { CHUNK_BYTES, TxnChunker, gapMarker } from '../../changelog/envelope';
@@ -79,6 +80,7 @@ export async function captureTriggers(opts: CaptureOptions): Promise<CaptureProg
       throw new SourceError(`${what}: trigger capture is not installed for this source; run pgferry init --mode trigger (or pgferry up --mode trigger)`);
     }
     let lastTick = BigInt(last.last_tick);
+    const schemaKey = await schemaCaptureKey(c);
     publisher = await StreamPublisher.connect(opts.rabbitUrl, source, opts.retention);
     const history = await checkNotBehind(c, opts, publisher, triggerHistory(last.incarnation));
 
@@ -96,7 +98,7 @@ export async function captureTriggers(opts: CaptureOptions): Promise<CaptureProg
         continue;
       }
       const txns = (await c.query<BatchTxnRow>(BATCH_TXNS, [String(lastTick), String(next)])).rows;
-      const events = new TriggerEvents(c, source, lastTick); // table definitions and shapes are read again for every batch
+      const events = new TriggerEvents(c, source, lastTick, schemaKey); // table definitions and shapes are read again for every batch
       let rank = 0n;
       for (const t of txns) {
         rank += 1n;

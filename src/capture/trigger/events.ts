@@ -136,6 +136,8 @@ export class TriggerEvents {
     private readonly source: string,
     /** The tick this batch starts after (schema changes queued after it are still ahead of the reader). */
     private readonly fromTick?: bigint,
+    /** The key the event trigger signs schema changes with (pgferry.events is pgferry's own, but the check is the same). */
+    private readonly schemaKey: string | null = null,
   ) {}
 
   /** The relation description of a change key (for the envelope's relations): as of the change read last. */
@@ -150,7 +152,7 @@ export class TriggerEvents {
 
   async change(e: QueuedEvent): Promise<Change> {
     if (e.op === 'S') {
-      const { change } = parseSchemaChange(e.new_row ?? '');
+      const { change } = parseSchemaChange(e.new_row ?? '', this.schemaKey);
       if (e.rel_oid !== null) this.atLog.set(e.rel_oid, change.after); // the table's shape from here on
       return change;
     }
@@ -174,7 +176,7 @@ export class TriggerEvents {
   private async logShape(oid: string): Promise<TableShape | null> {
     if (!this.atLog.has(oid)) {
       const row = (await this.c.query<{ new_row: string }>(FIRST_PENDING_SCHEMA_CHANGE, [oid, String(this.fromTick)])).rows[0];
-      this.atLog.set(oid, row ? parseSchemaChange(row.new_row).change.before : null);
+      this.atLog.set(oid, row ? parseSchemaChange(row.new_row, this.schemaKey).change.before : null);
     }
     return this.atLog.get(oid)!;
   }

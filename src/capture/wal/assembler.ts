@@ -23,6 +23,8 @@ export interface AssemblerOptions {
   history?: string;
   /** The publication this capture reads (default pgferry_<source>): schema changes of tables it does not send are left out. */
   publication?: string;
+  /** The key schema-change messages must carry (schema-capture.ts); null: none can be trusted. */
+  schemaKey?: string | null;
   /** Resolves a column's type name (format_type) for a relation; called once per relation message. */
   typeName: (typeOid: number, typeMod: number) => string;
 }
@@ -125,7 +127,7 @@ export class TxnAssembler {
       }
       case 'message': {
         if (msg.prefix !== SCHEMA_PREFIX || !msg.transactional) return { out: [] }; // the idle heartbeat, other programs' messages
-        const { change, publications } = parseSchemaChange(Buffer.from(msg.content).toString('utf8'));
+        const { change, publications } = parseSchemaChange(Buffer.from(msg.content).toString('utf8'), this.opts.schemaKey ?? null);
         return publications.includes(this.publication) ? this.add(change) : { out: [] };
       }
       default:

@@ -22,6 +22,7 @@ import { classifyReplicationError } from './replication-errors';
 import { slotInfo } from './prepare';
 import { TypeNames } from './type-names';
 import { walHistory } from '../history';
+import { schemaCaptureKey } from '../schema-capture';
 import type { CaptureOptions, CaptureProgress } from '../contract';
 import { StreamPublisher } from '../../changelog/stream';
 import { GapError, UnavailableError, classifyError, describeCause } from '../../errors';
@@ -45,8 +46,9 @@ export async function streamChanges(opts: CaptureOptions): Promise<CaptureProgre
   try {
     const confirmedLsn = await checkSlot(catalog, source);
     const history = await walHistory(what, url);
+    const schemaKey = await schemaCaptureKey(catalog);
     publisher = await StreamPublisher.connect(opts.rabbitUrl, source, opts.retention);
-    const run = new CaptureRun(opts, service, publisher, new TypeNames(catalog), history, confirmedLsn);
+    const run = new CaptureRun(opts, service, publisher, new TypeNames(catalog), history, confirmedLsn, schemaKey);
     heartbeat = new IdleHeartbeat({ source, url, log: opts.log, intervalMs: opts.heartbeatMs ?? 60_000, busy: () => run.busy });
     run.onTransaction = () => heartbeat!.noteTransaction();
     return await run.until(heartbeat);
@@ -100,6 +102,7 @@ class CaptureRun {
     private readonly types: TypeNames,
     history: string,
     confirmedLsn: string,
+    schemaKey: string | null,
   ) {
     this.progress = { confirmedLsn, txns: 0, changes: 0, messages: 0, startedAt: new Date().toISOString() };
     this.acks = new AckTracker(confirmedLsn);
@@ -109,6 +112,7 @@ class CaptureRun {
       chunkBytes: opts.chunkBytes,
       maxMessageBytes: opts.maxMessageBytes,
       history,
+      schemaKey,
       typeName: (oid, mod) => types.name(oid, mod),
     });
     this.failed = new Promise<never>((_, reject) => {
