@@ -9,6 +9,7 @@ import { waitFor } from '../helpers/wait';
 import * as amqp from 'amqplib';
 import { StreamReader } from '../../src/changelog/stream';
 import { decodeTxn } from '../../src/changelog/envelope';
+import type { TxnMessage } from '../../src/change';
 import { describeSchemaChange } from '../../src/schema-change';
 
 /**
@@ -16,6 +17,18 @@ import { describeSchemaChange } from '../../src/schema-change';
  * machine's RabbitMQ, called as a library: what must hold between two
  * capture sessions of one source.
  */
+/** Every message of a source's stream from its start, decoded (read anew on each call). */
+async function streamTxns(conn: amqp.ChannelModel, stream: string): Promise<TxnMessage[]> {
+  const out: TxnMessage[] = [];
+  const reader = await StreamReader.open(conn, stream, 'first', 64);
+  try {
+    for (let m = await reader.next(1000); m; m = await reader.next(300)) out.push(decodeTxn(m.body));
+  } finally {
+    await reader.close();
+  }
+  return out;
+}
+
 describe('trigger capture sessions', () => {
   let source: PgCluster;
   let url: string;
@@ -92,18 +105,12 @@ describe('trigger capture sessions', () => {
         'the queued changes to reach the stream',
         async () => {
           changes.length = 0;
-          const reader = await StreamReader.open(conn, name, 'first', 64);
-          try {
-            for (let m = await reader.next(1000); m; m = await reader.next(300)) {
-              const t = decodeTxn(m.body);
-              for (const ch of t.changes) {
-                if (ch.op === 'truncate') continue;
-                const r = t.relations[ch.rel];
-                changes.push({ table: `${r.schema}.${r.table}`, op: ch.op, new: 'new' in ch ? ch.new : undefined, old: 'old' in ch ? ch.old : undefined });
-              }
+          for (const t of await streamTxns(conn, name)) {
+            for (const ch of t.changes) {
+              if (ch.op === 'truncate') continue;
+              const r = t.relations[ch.rel];
+              changes.push({ table: `${r.schema}.${r.table}`, op: ch.op, new: 'new' in ch ? ch.new : undefined, old: 'old' in ch ? ch.old : undefined });
             }
-          } finally {
-            await reader.close();
           }
           return changes.length >= 5;
         },
@@ -148,20 +155,14 @@ describe('trigger capture sessions', () => {
         'the queued changes to reach the stream',
         async () => {
           seen.length = 0;
-          const reader = await StreamReader.open(conn, name, 'first', 64);
-          try {
-            for (let m = await reader.next(1000); m; m = await reader.next(300)) {
-              const t = decodeTxn(m.body);
-              for (const ch of t.changes) {
-                if (ch.op === 'schema') seen.push({ schema: describeSchemaChange(ch) });
-                else if (ch.op !== 'truncate' && t.relations[ch.rel].table.startsWith('sc')) {
-                  const r = t.relations[ch.rel];
-                  seen.push({ table: r.table, columns: r.columns.map((c) => c.name).join(','), op: ch.op, new: 'new' in ch ? ch.new : undefined });
-                }
+          for (const t of await streamTxns(conn, name)) {
+            for (const ch of t.changes) {
+              if (ch.op === 'schema') seen.push({ schema: describeSchemaChange(ch) });
+              else if (ch.op !== 'truncate' && t.relations[ch.rel].table.startsWith('sc')) {
+                const r = t.relations[ch.rel];
+                seen.push({ table: r.table, columns: r.columns.map((c) => c.name).join(','), op: ch.op, new: 'new' in ch ? ch.new : undefined });
               }
             }
-          } finally {
-            await reader.close();
           }
           if (process.env.DEBUG_SC) console.log(JSON.stringify(seen));
           return seen.length >= 11;
@@ -204,14 +205,8 @@ describe('trigger capture sessions', () => {
         'the transaction to reach the stream',
         async () => {
           ns.length = 0;
-          const reader = await StreamReader.open(conn, name, 'first', 64);
-          try {
-            for (let m = await reader.next(1000); m; m = await reader.next(300)) {
-              const t = decodeTxn(m.body);
-              for (const ch of t.changes) if (ch.op !== 'truncate' && ch.op !== 'schema' && t.relations[ch.rel].table === 'digits') ns.push(`${ch.op} ${'new' in ch ? ch.new.n : ''}`);
-            }
-          } finally {
-            await reader.close();
+          for (const t of await streamTxns(conn, name)) {
+            for (const ch of t.changes) if (ch.op !== 'truncate' && ch.op !== 'schema' && t.relations[ch.rel].table === 'digits') ns.push(`${ch.op} ${'new' in ch ? ch.new.n : ''}`);
           }
           return ns.length >= 12;
         },
@@ -232,14 +227,8 @@ describe('trigger capture sessions', () => {
       const conn = await amqp.connect(RABBIT_URL);
       const out: { lsn: string; history?: string; gap?: string; ids: string[] }[] = [];
       try {
-        const reader = await StreamReader.open(conn, name, 'first', 64);
-        try {
-          for (let m = await reader.next(1000); m; m = await reader.next(300)) {
-            const t = decodeTxn(m.body);
-            out.push({ lsn: t.lsn, history: t.history, gap: t.gap, ids: t.changes.flatMap((ch) => (ch.op === 'insert' && 'id' in ch.new ? [String(ch.new.id)] : [])) });
-          }
-        } finally {
-          await reader.close();
+        for (const t of await streamTxns(conn, name)) {
+          out.push({ lsn: t.lsn, history: t.history, gap: t.gap, ids: t.changes.flatMap((ch) => (ch.op === 'insert' && 'id' in ch.new ? [String(ch.new.id)] : [])) });
         }
       } finally {
         await conn.close();
