@@ -476,13 +476,19 @@ export function replicaTables(config: Config, name: string): ReadonlySet<string>
   return sets.get(name);
 }
 
-/** Quoted parts are unquoted ("a.b"."c" is schema a.b, table c), to compare with the catalog's names. */
+/** A table as the config names it: quoted parts are unquoted ("a.b"."c" is schema a.b, table c), a bare name is in public. */
+export function parseTableName(t: string): { schema: string; table: string } {
+  const parts = (t.match(TABLE_PART) ?? []).map((p) => (p.startsWith('"') ? p.slice(1, -1).replace(/""/g, '"') : p));
+  return parts.length === 2 ? { schema: parts[0], table: parts[1] } : { schema: 'public', table: parts[0] ?? t };
+}
+
+/** "schema.table" of each, to compare with the catalog's names. */
 function tableSet(tables: readonly string[] | undefined): ReadonlySet<string> | undefined {
   if (!tables) return undefined;
   return new Set(
     tables.map((t) => {
-      const parts = (t.match(TABLE_PART) ?? []).map((p) => (p.startsWith('"') ? p.slice(1, -1).replace(/""/g, '"') : p));
-      return parts.length === 2 ? `${parts[0]}.${parts[1]}` : `public.${parts[0] ?? t}`;
+      const p = parseTableName(t);
+      return `${p.schema}.${p.table}`;
     }),
   );
 }

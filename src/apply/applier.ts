@@ -46,6 +46,8 @@ import {
 import { APPLY_STATEMENTS, StatementGroup } from './statement-group';
 import { WINDOW_CHANGES, deleteStatements, reduceWindow, windowable, writeStatements } from './net-apply';
 import { applySchemaChange, type SchemaPolicy } from './schema-apply';
+import { route, tableKey, TableGate, TableRegistry } from './table-registry';
+import { ZERO_LSN } from '../lsn';
 
 type Insert = Extract<Change, { op: 'insert' }>;
 type Update = Extract<Change, { op: 'update' }>;
@@ -65,8 +67,8 @@ export class Applier {
     private readonly c: pg.ClientBase,
     private readonly replica: string,
     private readonly log: Logger,
-    /** Apply only changes of these tables ("schema.table"); all when undefined. */
-    private readonly tables?: ReadonlySet<string>,
+    /** Which tables' changes are applied, kept for a joining table, or left out (table-registry.ts); all applied when undefined. */
+    private readonly gate?: TableGate,
     /** Gather whole transactions of keyed tables and apply their net change (default); false: every change as it happened. */
     private readonly netChange = true,
     /** What a schema change does to this replica (schema-apply.ts). */
@@ -82,7 +84,14 @@ export class Applier {
    * queued. Order is kept: what is kept is sent before anything after it.
    */
   async apply(chunk: TxnMessage): Promise<void> {
-    const m = this.tables ? onlyTables(chunk, this.tables) : chunk;
+    if (!this.gate) return this.take(chunk);
+    const routed = route(this.gate, chunk);
+    for (const p of routed.pend) await TableRegistry.pend(this.c, this.replica, p.key, p.m);
+    for (const key of routed.unknown) warnUnknown(this.log, this.replica, key);
+    if (routed.apply) await this.take(routed.apply);
+  }
+
+  private async take(m: TxnMessage): Promise<void> {
     if (this.netChange && windowable(m)) {
       await this.flushGroup();
       this.window.push(m);
@@ -116,11 +125,35 @@ export class Applier {
         await this.flushGroup();
         await applySchemaChange(this.c, { replica: this.replica, policy: this.schemaPolicy, log: this.log }, m, ch);
         for (const t of [ch.before, ch.after]) if (t) this.types.forget(t);
+        await this.follow(ch);
       } else {
         await this.queue(m, ch);
       }
       i += run;
     }
+  }
+
+  /**
+   * The registry follows a schema change it let through: a table created on
+   * the source joins (from its first row), a renamed or moved table keeps
+   * its entry under the new name (or its later rows would be left out).
+   */
+  private async follow(ch: Extract<Change, { op: 'schema' }>): Promise<void> {
+    const entries = this.gate?.entries;
+    if (!entries || !ch.after) return;
+    const after = tableKey(ch.after.schema, ch.after.table);
+    if (!ch.before) {
+      if (entries.has(after)) return;
+      entries.set(after, { state: 'ready', from: ZERO_LSN });
+      await TableRegistry.set(this.c, this.replica, [ch.after], 'ready', ZERO_LSN);
+      return;
+    }
+    const before = tableKey(ch.before.schema, ch.before.table);
+    const entry = entries.get(before);
+    if (before === after || !entry) return;
+    entries.delete(before);
+    entries.set(after, entry);
+    await TableRegistry.rename(this.c, this.replica, ch.before, ch.after);
   }
 
   /**
@@ -234,25 +267,6 @@ export class Applier {
 }
 
 /** The transaction with only the changes of the replica's tables (a TRUNCATE keeps the tables it names that are among them). */
-function onlyTables(m: TxnMessage, tables: ReadonlySet<string>): TxnMessage {
-  const wanted = (key: string) => {
-    const r = m.relations[key];
-    return r !== undefined && tables.has(`${r.schema}.${r.table}`);
-  };
-  const changes: Change[] = [];
-  for (const ch of m.changes) {
-    if (ch.op === 'schema') {
-      if ([ch.before, ch.after].some((t) => t && tables.has(`${t.schema}.${t.table}`))) changes.push(ch);
-    } else if (ch.op !== 'truncate') {
-      if (wanted(ch.rel)) changes.push(ch);
-    } else {
-      const rels = ch.rels.filter(wanted);
-      if (rels.length) changes.push({ ...ch, rels });
-    }
-  }
-  return changes.length === m.changes.length ? m : { ...m, changes };
-}
-
 /** Insert rows with COPY … FROM STDIN (text format) on the batch's connection, inside its transaction. */
 async function copyRows(c: pg.ClientBase, rel: RelationInfo, rows: Record<string, string | null>[]): Promise<void> {
   const cols = Object.keys(rows[0]);
@@ -301,4 +315,20 @@ function rejection(replica: string, m: TxnMessage, ch: RowChange | Extract<Chang
   return isSchemaMismatch(err)
     ? new SchemaMismatchError(`${where}; make the replica's table match the source's, then run pgferry replica resume ${replica}`, { cause: err, sourceLsn: m.lsn })
     : new RejectedChangeError(`${where}; fix the replica (or the row), then run pgferry replica resume ${replica}`, { cause: err, sourceLsn: m.lsn });
+}
+
+/** Tables a replica was warned about, so a busy table says it once per process, not once per batch. */
+const warned = new Set<string>();
+
+function warnUnknown(log: Logger, replica: string, key: string): void {
+  const id = `${replica}\u0000${key}`;
+  if (warned.has(id)) return;
+  warned.add(id);
+  const [schema, table] = JSON.parse(key) as [string, string];
+  const name = relLabel({ schema, table });
+  log.warn(
+    { replica, table: name },
+    `replica '${replica}': the stream carries changes of table ${name}, which has not joined this replica; they are not applied here. ` +
+      `Run pgferry table add ${name} to copy it in (the other tables keep streaming), or leave it out of the source's tables`,
+  );
 }

@@ -13,6 +13,7 @@
  * the checkpoint row is the ProgressStore's, the reading of the log is the
  * protocol's (log/protocol.ts).
  */
+import { TableRegistry } from './table-registry';
 import type { SchemaPolicy } from './schema-apply';
 import type pg from 'pg';
 import type { ChannelModel } from 'amqplib';
@@ -45,7 +46,11 @@ export interface ApplyBatchOptions {
   chunkWaitMs?: number;
   heartbeat: () => void;
   log: Logger;
-  /** Apply only changes of these tables ("schema.table"); all when undefined. */
+  /**
+   * The replica's configured tables ("schema.table"; all when undefined).
+   * Its registry (table-registry.ts) decides once it has one; this list
+   * then only says whether a table created on the source joins it.
+   */
   tables?: ReadonlySet<string>;
   /** Apply the net change of whole transactions of keyed tables (default true; applier.ts, net-apply.ts). */
   netChange?: boolean;
@@ -153,7 +158,9 @@ async function runBatch(o: ApplyBatchOptions, feed: StreamFeed, stopAt?: number)
   try {
     const stored = await lockProgress(o);
     const { reader, protocol } = await feed.at(o, stored);
-    const batch = new BatchLoop(o, reader, protocol, new Applier(c, o.replica, o.log, o.tables, o.netChange ?? true, o.schemaPolicy ?? 'apply'), heartbeat, stopAt);
+    // Read under the checkpoint's lock: a table joins or leaves (table-registry.ts) between batches.
+    const gate = await TableRegistry.gate(c, o.replica, o.tables, o.tables === undefined);
+    const batch = new BatchLoop(o, reader, protocol, new Applier(c, o.replica, o.log, gate, o.netChange ?? true, o.schemaPolicy ?? 'apply'), heartbeat, stopAt);
     const result = await batch.run(stored);
     const at = protocol.position;
     if (at.offset !== stored.offset || at.lsn !== stored.lsn || (at.history ?? null) !== stored.history) {

@@ -8,6 +8,7 @@ import { SchemaMismatchError } from '../errors';
 import { nameLabel, relLabel } from '../change';
 import { migrate } from '../migrations';
 import type { TableRef } from '../tables';
+import { tableKey, TableRegistry } from './table-registry';
 
 /** Which of the given (schema, table) pairs do not exist as tables on this database? */
 const MISSING_TABLES = `
@@ -63,8 +64,47 @@ export async function ensureTargetSchema(c: pg.ClientBase): Promise<void> {
  * every published table with every column the source sends. Returns warnings
  * (a column whose type differs, which the replica converts on input).
  */
-export async function prepareTarget(c: pg.ClientBase, replica: string, tables: TableRef[], o: { schemaChangesCaptured?: boolean } = {}): Promise<string[]> {
+export async function prepareTarget(
+  c: pg.ClientBase,
+  replica: string,
+  share: TableRef[],
+  o: { schemaChangesCaptured?: boolean; joining?: TableRef[] } = {},
+): Promise<string[]> {
   await ensureTargetSchema(c);
+  const { tables, warnings } = await takenTables(c, replica, share, o.joining ?? []);
+  return [...warnings, ...(await checkTaken(c, replica, tables, o))];
+}
+
+/**
+ * Of the tables the source captures for a replica, those it takes (its
+ * registry, table-registry.ts, registered now if it has none), and a warning
+ * for each captured table that has not joined it, or was removed from it.
+ * `joining`: tables `pgferry table add` is bringing in (checked, not registered here).
+ */
+async function takenTables(c: pg.ClientBase, replica: string, share: TableRef[], joining: TableRef[]): Promise<{ tables: TableRef[]; warnings: string[] }> {
+  const isJoining = new Set(joining.map((t) => tableKey(t.schema, t.table)));
+  const registry = await TableRegistry.ensure(c, replica, share.filter((t) => !isJoining.has(tableKey(t.schema, t.table))));
+  if (!registry.length) return { tables: share, warnings: [] };
+  const state = new Map(registry.map((r) => [tableKey(r.schema, r.table), r.state]));
+  const warnings: string[] = [];
+  const tables = share.filter((t) => {
+    const key = tableKey(t.schema, t.table);
+    if (isJoining.has(key)) return true;
+    const s = state.get(key);
+    if (s === undefined) {
+      warnings.push(
+        `replica '${replica}': table ${relLabel(t)} is captured but has not joined this replica, so its changes are not applied here; ` +
+          `run pgferry table add ${relLabel(t)} to copy it in while the other tables stream`,
+      );
+    } else if (s === 'removed') {
+      warnings.push(`replica '${replica}': table ${relLabel(t)} was removed from this replica (pgferry table remove); to take it again run pgferry table add ${relLabel(t)}`);
+    }
+    return s === 'ready' || s === 'copying';
+  });
+  return { tables, warnings };
+}
+
+async function checkTaken(c: pg.ClientBase, replica: string, tables: TableRef[], o: { schemaChangesCaptured?: boolean }): Promise<string[]> {
   const at = o.schemaChangesCaptured ? await ProgressStore.get(c, replica) : null;
   if (at?.offset === null || at?.offset === undefined) {
     await checkTargetTables(c, replica, tables);

@@ -18,6 +18,7 @@ import { addStatusCommand, renderReplicas, streamRange } from './status';
 import { addTemporalCommands } from './temporal-setup';
 import { addTailCommand } from './tail';
 import { addSubscriberCommands } from './subscriber';
+import { addTableCommands } from './table';
 import { addPauseResumeCommands } from './pause-resume';
 import { stringify as yamlStringify } from 'yaml';
 import { initialize } from '../app/init';
@@ -185,6 +186,7 @@ addStatusCommand(program);
 addTemporalCommands(program);
 addTailCommand(program);
 addSubscriberCommands(program);
+addTableCommands(program);
 
 
 addPauseResumeCommands(replica, {

@@ -28,6 +28,7 @@ import { copyTables, TableProgress } from './copy';
 import { createMissingTables } from './create-tables';
 import { captureMode } from '../capture/mode';
 import { ProgressStore } from '../apply/progress-store';
+import { TableRegistry } from '../apply/table-registry';
 import { ZERO_LSN } from '../lsn';
 
 export interface AddOptions {
@@ -65,7 +66,7 @@ export async function addReplica(config: Config, name: string, o: AddOptions): P
         created = await withClient(`source '${source}'`, sourceUrl, (s) => createMissingTables(s, c, name, tables));
         if (created.length) o.say(`replica '${name}': created ${created.join(', ')}`);
       }
-      warnings.push(...(await prepareTarget(c, name, tables)));
+      warnings.push(...(await prepareTarget(c, name, tables, { joining: tables })));
       for (const warning of warnings) o.say(`WARNING ${warning}`);
       const existing = await ProgressStore.get(c, name);
       // A row init/up made for a replica that never applied anything is no replication yet.
@@ -93,6 +94,7 @@ export async function addReplica(config: Config, name: string, o: AddOptions): P
     await withClient(`replica '${name}'`, targetUrl, async (c) => {
       await c.query('BEGIN');
       await ProgressStore.start(c, name, source, { lsn: copied.position, offset: copied.offset });
+      await TableRegistry.reset(c, name, tables);
       await c.query('DELETE FROM pgferry.snapshot_claims WHERE replica = $1', [name]);
       await c.query('COMMIT');
     });

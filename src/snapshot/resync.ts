@@ -29,11 +29,13 @@ import { withRetry } from '../retry';
 import { AddResult, copyFromSnapshot } from './add';
 import type { TableProgress } from './copy';
 import { ProgressStore } from '../apply/progress-store';
+import { TableRegistry } from '../apply/table-registry';
 
 const SHADOW_SCHEMA = 'pgferry_shadow';
 
-export function shadowOf(t: TableRef): TableRef {
-  return { schema: SHADOW_SCHEMA, table: `s_${createHash('sha1').update(JSON.stringify([t.schema, t.table])).digest('hex').slice(0, 20)}` };
+/** A table's shadow: its copy waiting to be swapped in, in `schema` (resync's own by default). */
+export function shadowOf(t: TableRef, schema = SHADOW_SCHEMA): TableRef {
+  return { schema, table: `s_${createHash('sha1').update(JSON.stringify([t.schema, t.table])).digest('hex').slice(0, 20)}` };
 }
 
 export async function resyncReplica(
@@ -48,7 +50,8 @@ export async function resyncReplica(
   try {
     const tables = replicaShare(config, name, (await prepareCapture(config, rabbit)).tables);
     await withClient(`replica '${name}'`, url, async (c) => {
-      for (const warning of await prepareTarget(c, name, tables)) o.say(`WARNING ${warning}`);
+      // Every captured table is copied, joined or not: after the swap the replica takes them all.
+      for (const warning of await prepareTarget(c, name, tables, { joining: tables })) o.say(`WARNING ${warning}`);
       await c.query(`DROP SCHEMA IF EXISTS ${ident(SHADOW_SCHEMA)} CASCADE; CREATE SCHEMA ${ident(SHADOW_SCHEMA)}`);
       for (const t of tables) {
         // The replica's own column definitions, without constraints: the shadow only holds rows for a moment.
@@ -77,6 +80,7 @@ async function swapIn(c: pg.ClientBase, replica: string, source: string, tables:
       await c.query(`INSERT INTO ${qualified(t.schema, t.table)} (${cols}) OVERRIDING SYSTEM VALUE SELECT ${cols} FROM ${qualified(shadow.schema, shadow.table)}`);
     }
     await ProgressStore.set(c, replica, source, { lsn: at.position, offset: at.offset });
+    await TableRegistry.reset(c, replica, tables);
     await c.query('COMMIT');
   } catch (err) {
     await c.query('ROLLBACK').catch(() => undefined);

@@ -1,0 +1,231 @@
+/**
+ * Which tables a replica takes, and from where: its rows in
+ * pgferry.replica_tables (sql/migrations/target/0002-table-registry.sql),
+ * the only module that reads or writes them and pgferry.table_pending.
+ *
+ * The registry lives in the replica and is read by every batch inside the
+ * batch's transaction, after the checkpoint row is locked. So a table joins
+ * or leaves a running pipeline at a batch boundary (`pgferry table add`,
+ * `pgferry table remove`: src/snapshot/join.ts), with no restart and no
+ * worker holding a stale list: whatever changes the registry locks the
+ * checkpoint row first, as a batch does.
+ *
+ * A joining table (state `copying`) is copied from a snapshot at position S
+ * into a shadow table while the others stream. Its changes in transactions
+ * after S are not applied yet (the copy is not in place) but kept in
+ * pgferry.table_pending, in the same transaction as the checkpoint, so each
+ * is kept exactly once; changes at or before S are in the snapshot and
+ * skipped. The swap (one transaction, checkpoint locked) puts the copy in
+ * place, replays what was kept, and makes the table `ready` from S.
+ *
+ * `route` is the pure decision, property-tested against a model in
+ * test/unit/table-registry.property.test.ts.
+ */
+import type pg from 'pg';
+import type { Change, TxnMessage } from '../change';
+import { compareLsn, ZERO_LSN } from '../lsn';
+import { decodeMessage, encodeMessage } from '../changelog/wire';
+
+type Queryable = Pick<pg.ClientBase, 'query'>;
+
+export type TableState = 'ready' | 'copying' | 'removed';
+
+export interface TableEntry {
+  state: TableState;
+  /** Changes of transactions at or before this position are not applied (the snapshot holds them). */
+  from: string;
+}
+
+export interface RegisteredTable extends TableEntry {
+  schema: string;
+  table: string;
+  updatedAt?: string;
+}
+
+/** A table's key in the registry: schema and name exactly, whatever characters they hold. */
+export function tableKey(schema: string, table: string): string {
+  return JSON.stringify([schema, table]);
+}
+
+/**
+ * What a replica does with the changes of each table. Without a registry
+ * (a replica not prepared by this version: `entries` null) the configured
+ * `tables` filter decides, as before the registry existed.
+ */
+export interface TableGate {
+  entries: Map<string, TableEntry> | null;
+  /** Without a registry: only these tables ("schema.table"); all when undefined. */
+  legacy?: ReadonlySet<string>;
+  /** A table created on the source (CREATE TABLE in a FOR ALL TABLES publication) joins this replica: it takes every table. */
+  takesNewTables: boolean;
+}
+
+export type Decision = 'apply' | 'pend' | 'skip' | 'unknown';
+
+/** What `route` makes of one chunk. */
+export interface Routed {
+  /** The changes to apply now (null: none). */
+  apply: TxnMessage | null;
+  /** The changes of joining tables to keep until their copy is swapped in, per table key. */
+  pend: { key: string; m: TxnMessage }[];
+  /** Tables the chunk changes that this replica has never taken (keys). */
+  unknown: string[];
+}
+
+export function decide(gate: TableGate, lsn: string, schema: string, table: string, created = false): Decision {
+  if (!gate.entries) return !gate.legacy || gate.legacy.has(`${schema}.${table}`) ? 'apply' : 'skip';
+  const e = gate.entries.get(tableKey(schema, table));
+  if (!e) return created && gate.takesNewTables ? 'apply' : 'unknown';
+  if (e.state === 'removed' || compareLsn(lsn, e.from) <= 0) return 'skip';
+  return e.state === 'ready' ? 'apply' : 'pend';
+}
+
+/** The table a schema change belongs to: its name before the change, or after it for a table new to pgferry. */
+function schemaTable(ch: Extract<Change, { op: 'schema' }>): { schema: string; table: string } | null {
+  return ch.before ?? ch.after;
+}
+
+/** Split one chunk into what is applied now, what is kept for a joining table, and what is left out. */
+export function route(gate: TableGate, m: TxnMessage): Routed {
+  const apply: Change[] = [];
+  const pend = new Map<string, Change[]>();
+  const unknown = new Set<string>();
+  const put = (d: Decision, key: string, ch: Change) => {
+    if (d === 'apply') apply.push(ch);
+    else if (d === 'pend') pend.set(key, [...(pend.get(key) ?? []), ch]);
+    else if (d === 'unknown') unknown.add(key);
+  };
+  const of = (relKey: string) => m.relations[relKey];
+  for (const ch of m.changes) {
+    if (ch.op === 'schema') {
+      const t = schemaTable(ch);
+      if (!t) continue; // describes nothing: no table to change
+      put(decide(gate, m.lsn, t.schema, t.table, ch.before === null), tableKey(t.schema, t.table), ch);
+    } else if (ch.op === 'truncate') {
+      const byDecision = new Map<string, string[]>();
+      for (const relKey of ch.rels) {
+        const r = of(relKey);
+        if (!r) continue;
+        const d = decide(gate, m.lsn, r.schema, r.table);
+        const bucket = d === 'pend' ? `pend:${tableKey(r.schema, r.table)}` : d;
+        byDecision.set(bucket, [...(byDecision.get(bucket) ?? []), relKey]);
+        if (d === 'unknown') unknown.add(tableKey(r.schema, r.table));
+      }
+      const now = byDecision.get('apply');
+      if (now) apply.push({ ...ch, rels: now });
+      for (const [bucket, rels] of byDecision) {
+        if (bucket.startsWith('pend:')) put('pend', bucket.slice(5), { ...ch, rels });
+      }
+    } else {
+      const r = of(ch.rel);
+      if (!r) {
+        apply.push(ch); // undescribed: the applier names the broken message
+        continue;
+      }
+      put(decide(gate, m.lsn, r.schema, r.table), tableKey(r.schema, r.table), ch);
+    }
+  }
+  const same = apply.length === m.changes.length;
+  return {
+    apply: same ? m : apply.length ? { ...m, changes: apply } : null,
+    pend: [...pend].map(([key, changes]) => ({ key, m: { ...m, changes } })),
+    unknown: [...unknown],
+  };
+}
+
+const LOAD = `
+SELECT schema_name, table_name, state, from_lsn::text AS from_lsn, updated_at::text AS updated_at
+FROM pgferry.replica_tables WHERE replica = $1 ORDER BY schema_name, table_name`;
+
+const UPSERT = `
+INSERT INTO pgferry.replica_tables (replica, schema_name, table_name, state, from_lsn)
+SELECT $1, s, t, $4, $5::pg_lsn FROM unnest($2::text[], $3::text[]) AS w(s, t)
+ON CONFLICT (replica, schema_name, table_name) DO UPDATE SET state = EXCLUDED.state, from_lsn = EXCLUDED.from_lsn, updated_at = now()`;
+
+const RENAME = `
+UPDATE pgferry.replica_tables SET schema_name = $4, table_name = $5, updated_at = now()
+WHERE replica = $1 AND schema_name = $2 AND table_name = $3`;
+
+const PEND = `
+INSERT INTO pgferry.table_pending (replica, schema_name, table_name, lsn, message) VALUES ($1, $2, $3, $4::pg_lsn, $5)`;
+
+const PENDING = `
+SELECT message FROM pgferry.table_pending
+WHERE replica = $1 AND (schema_name, table_name) IN (SELECT * FROM unnest($2::text[], $3::text[])) AND lsn > $4::pg_lsn
+ORDER BY seq`;
+
+const CLEAR_PENDING = `
+DELETE FROM pgferry.table_pending WHERE replica = $1 AND (schema_name, table_name) IN (SELECT * FROM unnest($2::text[], $3::text[]))`;
+
+const CLEAR_ALL = `
+WITH p AS (DELETE FROM pgferry.table_pending WHERE replica = $1)
+DELETE FROM pgferry.replica_tables WHERE replica = $1`;
+
+/** Whether this replica database has the registry (migration target/0002): checked once per process and database. */
+const known = new WeakSet<object>();
+
+async function hasRegistry(c: Queryable): Promise<boolean> {
+  if (known.has(c)) return true;
+  const { rows } = await c.query(`SELECT to_regclass('pgferry.replica_tables') IS NOT NULL AS yes`);
+  const yes = rows[0].yes === true || rows[0].yes === 't';
+  if (yes) known.add(c);
+  return yes;
+}
+
+export const TableRegistry = {
+  async list(c: Queryable, replica: string): Promise<RegisteredTable[]> {
+    if (!(await hasRegistry(c))) return [];
+    const { rows } = await c.query<{ schema_name: string; table_name: string; state: TableState; from_lsn: string; updated_at: string }>(LOAD, [replica]);
+    return rows.map((r) => ({ schema: r.schema_name, table: r.table_name, state: r.state, from: r.from_lsn, updatedAt: r.updated_at }));
+  },
+
+  /** The gate a batch applies through (call with the checkpoint row locked). */
+  async gate(c: Queryable, replica: string, legacy: ReadonlySet<string> | undefined, takesNewTables: boolean): Promise<TableGate> {
+    const rows = await TableRegistry.list(c, replica);
+    if (!rows.length) return { entries: null, legacy, takesNewTables };
+    return { entries: new Map(rows.map((r) => [tableKey(r.schema, r.table), { state: r.state, from: r.from }])), takesNewTables };
+  },
+
+  /**
+   * A replica's first registration (init/up, replica add, resync): the
+   * tables it takes now are `ready` from the start, as they were before
+   * the registry existed. A registry already there is kept. Returns it.
+   */
+  async ensure(c: Queryable, replica: string, tables: { schema: string; table: string }[]): Promise<RegisteredTable[]> {
+    const now = await TableRegistry.list(c, replica);
+    if (now.length || !tables.length) return now;
+    await TableRegistry.set(c, replica, tables, 'ready', ZERO_LSN);
+    return TableRegistry.list(c, replica);
+  },
+
+  async set(c: Queryable, replica: string, tables: { schema: string; table: string }[], state: TableState, from: string): Promise<void> {
+    if (!tables.length) return;
+    await c.query(UPSERT, [replica, tables.map((t) => t.schema), tables.map((t) => t.table), state, from]);
+  },
+
+  /** A whole-replica snapshot (replica add, resync) holds every table it copied: they are all `ready`, nothing is kept pending. */
+  async reset(c: Queryable, replica: string, tables: { schema: string; table: string }[]): Promise<void> {
+    await c.query(CLEAR_ALL, [replica]);
+    await TableRegistry.set(c, replica, tables, 'ready', ZERO_LSN);
+  },
+
+  async rename(c: Queryable, replica: string, before: { schema: string; table: string }, after: { schema: string; table: string }): Promise<void> {
+    await c.query(RENAME, [replica, before.schema, before.table, after.schema, after.table]);
+  },
+
+  /** Keep a joining table's changes (one chunk) until its copy is swapped in. */
+  async pend(c: Queryable, replica: string, key: string, m: TxnMessage): Promise<void> {
+    const [schema, table] = JSON.parse(key) as [string, string];
+    await c.query(PEND, [replica, schema, table, m.lsn, encodeMessage(m)]);
+  },
+
+  /** What was kept for joining tables after `from`, in the order the replica passed it. */
+  async pending(c: Queryable, replica: string, tables: { schema: string; table: string }[], from: string): Promise<TxnMessage[]> {
+    const { rows } = await c.query<{ message: Buffer }>(PENDING, [replica, tables.map((t) => t.schema), tables.map((t) => t.table), from]);
+    return rows.map((r) => decodeMessage(r.message));
+  },
+
+  async clearPending(c: Queryable, replica: string, tables: { schema: string; table: string }[]): Promise<void> {
+    await c.query(CLEAR_PENDING, [replica, tables.map((t) => t.schema), tables.map((t) => t.table)]);
+  },
+};

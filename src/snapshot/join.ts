@@ -1,0 +1,287 @@
+/**
+ * Tables joining and leaving a running pipeline: `pgferry table add` and
+ * `pgferry table remove`. The other tables keep streaming throughout; what
+ * a replica applies changes at a batch boundary through its registry
+ * (src/apply/table-registry.ts).
+ *
+ * Joining, per replica:
+ * 1. capture is prepared from the configuration (the publication altered, or
+ *    the capture trigger installed): the table must be in the configured
+ *    selection, which is what `up` keeps capturing;
+ * 2. with the replica's checkpoint locked (no batch in flight), the table is
+ *    registered `copying`: from the next batch on, its changes are kept in
+ *    the replica (table_pending), in the batch's transaction;
+ * 3. a snapshot at position S is exported and the table copied from it into
+ *    a shadow table — the stream's transactions at or before S are in it;
+ * 4. the swap, one replica transaction with the checkpoint locked: the
+ *    table's rows are replaced by the shadow's, the kept changes after S are
+ *    applied in order, and the table is `ready` from S. Readers see the
+ *    table whole, never half copied.
+ * Every change of the table is applied exactly once: a transaction the
+ * replica passed before step 2 committed before the snapshot (step 3), one
+ * passed later is kept, and the swap applies only those after S. A join that
+ * fails at any step is run again from the start; what was kept stays kept.
+ *
+ * Removing: with the checkpoint locked, the table becomes `removed`: no
+ * later change is applied; its rows stay on the replica.
+ */
+import type pg from 'pg';
+import type { ChannelModel } from 'amqplib';
+import type { Config } from '../config';
+import { parseTableName, replicaSchemaPolicy, replicaShare, replicaTables, replicaUrl, requireSourceUrl } from '../config';
+import { relLabel } from '../change';
+import { ConfigError, SchemaMismatchError, SourceError } from '../errors';
+import { logger } from '../logger';
+import { connectRabbit } from '../changelog/rabbit';
+import type { TableRef } from '../tables';
+import { prepareCapture } from '../capture/prepare';
+import { captureMode } from '../capture/mode';
+import { capturesSchemaChanges } from '../capture/schema-capture';
+import { resolveTables } from '../capture/tables';
+import { prepareTarget } from '../apply/target';
+import { ProgressStore } from '../apply/progress-store';
+import { Applier } from '../apply/applier';
+import { tableKey, TableRegistry } from '../apply/table-registry';
+import { ident, qualified, withClient } from '../pg';
+import { withRetry } from '../retry';
+import { copyFromSnapshot } from './add';
+import { createMissingTables } from './create-tables';
+import { shadowOf } from './resync';
+import type { TableProgress } from './copy';
+
+/** Where a join's copies wait for their swap: apart from resync's shadows. */
+const JOIN_SCHEMA = 'pgferry_join';
+
+export interface JoinOptions {
+  /** The replicas to join the tables to (default: every configured replica whose tables include them). */
+  replicas?: string[];
+  createTables: boolean;
+  /** Replace rows the replica's table already holds (default: refuse a table with rows). */
+  replace: boolean;
+  parallel: number;
+  say: (line: string) => void;
+  onProgress?: (replica: string, tables: TableProgress[]) => void;
+}
+
+export interface JoinResult {
+  replica: string;
+  tables: string[];
+  /** The snapshot's source position: the tables' changes after it come from the stream. */
+  position: string;
+  rows: number;
+  /** Changes that arrived during the copy, kept and applied at the swap. */
+  replayed: number;
+  created: string[];
+}
+
+export async function joinTables(config: Config, specs: string[], o: JoinOptions): Promise<JoinResult[]> {
+  const sourceUrl = requireSourceUrl(config);
+  const source = config.source.name;
+  const wanted = await withClient(`source '${source}'`, sourceUrl, async (c) => {
+    const tables = await resolveTables(c, source, specs);
+    await checkSelected(c, config, tables);
+    return tables;
+  });
+  const rabbit = await withRetry(() => connectRabbit(config.rabbitmqUrl), config.connectWaitMs, logger);
+  try {
+    // Step 1: capture as the configuration says, which now includes the tables.
+    const prepared = await prepareCapture(config, rabbit);
+    for (const warning of prepared.warnings) o.say(`WARNING ${warning}`);
+    const captured = wanted.map((t) => {
+      const found = prepared.tables.find((p) => p.schema === t.schema && p.table === t.table);
+      if (!found) {
+        throw new SourceError(`source '${source}': table ${relLabel(t)} is not captured (${captureMode(config).notCaptured(source)}); add it to the publication, then run this again`);
+      }
+      return found;
+    });
+    const schemaChangesCaptured = await withClient(`source '${source}'`, sourceUrl, capturesSchemaChanges).catch(() => false);
+    const results: JoinResult[] = [];
+    for (const name of targetReplicas(config, captured, o.replicas)) {
+      const tables = replicaShare(config, name, captured);
+      results.push(await joinReplica({ config, name, rabbit, tables, share: replicaShare(config, name, prepared.tables), schemaChangesCaptured, o }));
+    }
+    return results;
+  } finally {
+    await rabbit.close().catch(() => undefined);
+  }
+}
+
+/** A table joins only if the configuration captures it: otherwise the next `up` would stop capturing it again. */
+async function checkSelected(c: pg.Client, config: Config, tables: TableRef[]): Promise<void> {
+  const source = config.source.name;
+  const key = (t: { schema: string; table: string }) => tableKey(t.schema, t.table);
+  if (config.source.tables?.length) {
+    const selected = new Set((await resolveTables(c, source, [...config.source.tables])).map(key));
+    const out = tables.filter((t) => !selected.has(key(t))).map((t) => relLabel(t));
+    if (out.length) {
+      throw new ConfigError(
+        `table ${out.join(', ')} is not in the source's tables (config sources[].tables, PGFERRY_TABLES or --tables); ` +
+          `add ${out.length > 1 ? 'them' : 'it'} there first, so that every later pgferry up keeps capturing ${out.length > 1 ? 'them' : 'it'}, then run this again`,
+      );
+    }
+  }
+  if (config.source.exclude?.length) {
+    const excluded = new Set((await resolveTables(c, source, [...config.source.exclude])).map(key));
+    const out = tables.filter((t) => excluded.has(key(t))).map((t) => relLabel(t));
+    if (out.length) throw new ConfigError(`table ${out.join(', ')} is excluded from capture (config sources[].exclude); take it out of exclude first, then run this again`);
+  }
+}
+
+/** The replicas a join goes to: those named (each must take the tables), or every replica whose configured tables include them. */
+function targetReplicas(config: Config, tables: TableRef[], named: string[] | undefined): string[] {
+  if (named?.length) {
+    for (const name of named) {
+      replicaUrl(config, name); // a clear error for a replica that is not configured
+      const left = tables.filter((t) => !replicaShare(config, name, [t]).length).map((t) => relLabel(t));
+      if (left.length) throw new ConfigError(`replica '${name}': table ${left.join(', ')} is not in its tables (config replicas[].tables); add it there first, then run this again`);
+    }
+    return named;
+  }
+  const all = config.replicas.filter((r) => replicaShare(config, r.name, tables).length > 0).map((r) => r.name);
+  if (!all.length) throw new ConfigError(`no configured replica takes ${tables.map((t) => relLabel(t)).join(', ')}: configure a replica (--replica name=postgres://…) or add the table to its tables`);
+  return all;
+}
+
+async function joinReplica(a: {
+  config: Config;
+  name: string;
+  rabbit: ChannelModel;
+  tables: TableRef[];
+  share: TableRef[];
+  schemaChangesCaptured: boolean;
+  o: JoinOptions;
+}): Promise<JoinResult> {
+  const { config, name, tables, o } = a;
+  const url = replicaUrl(config, name);
+  const source = config.source.name;
+  const label = `replica '${name}'`;
+  const shadow = (t: TableRef) => shadowOf(t, JOIN_SCHEMA);
+  let created: string[] = [];
+  await withClient(label, url, async (c) => {
+    if (o.createTables) {
+      created = await withClient(`source '${source}'`, requireSourceUrl(config), (s) => createMissingTables(s, c, name, tables));
+      if (created.length) o.say(`${label}: created ${created.join(', ')}`);
+    }
+    for (const warning of await prepareTarget(c, name, a.share, { joining: tables, schemaChangesCaptured: a.schemaChangesCaptured })) o.say(`WARNING ${warning}`);
+    const registry = new Map((await TableRegistry.list(c, name)).map((r) => [tableKey(r.schema, r.table), r.state]));
+    const already = tables.filter((t) => registry.get(tableKey(t.schema, t.table)) === 'ready').map((t) => relLabel(t));
+    if (already.length && !o.replace) {
+      throw new ConfigError(`${label} already takes table ${already.join(', ')}; to copy it again from a fresh snapshot pass --replace`);
+    }
+    if (!o.replace) {
+      const busy: string[] = [];
+      for (const t of tables) {
+        if (registry.get(tableKey(t.schema, t.table)) === 'copying') continue; // an earlier join's attempt: its rows are replaced anyway
+        if ((await c.query(`SELECT EXISTS (SELECT 1 FROM ${qualified(t.schema, t.table)}) AS e`)).rows[0].e === 't') busy.push(relLabel(t));
+      }
+      if (busy.length) {
+        throw new SchemaMismatchError(
+          `${label}: table ${busy.join(', ')} already holds rows; a join copies into an empty table: empty it (TRUNCATE), or pass --replace to replace its rows with the source's`,
+        );
+      }
+    }
+    // Step 2, at a batch boundary.
+    await inTransaction(c, async () => {
+      await ProgressStore.lock(c, name, source);
+      await TableRegistry.set(c, name, tables, 'copying', '0/0');
+    });
+    o.say(`${label}: ${tables.map((t) => relLabel(t)).join(', ')} joining; changes to ${tables.length > 1 ? 'them' : 'it'} are kept until the copy is in place`);
+    await c.query(`CREATE SCHEMA IF NOT EXISTS ${ident(JOIN_SCHEMA)}`);
+    for (const t of tables) {
+      const s = shadow(t);
+      await c.query(`DROP TABLE IF EXISTS ${qualified(s.schema, s.table)}`);
+      await c.query(`CREATE UNLOGGED TABLE ${qualified(s.schema, s.table)} (LIKE ${qualified(t.schema, t.table)} INCLUDING GENERATED)`);
+    }
+  });
+  // Step 3.
+  const copied = await copyFromSnapshot({
+    config,
+    replica: name,
+    rabbit: a.rabbit,
+    tables,
+    parallel: o.parallel,
+    target: shadow,
+    say: o.say,
+    onProgress: (p) => o.onProgress?.(name, p),
+  });
+  // Step 4.
+  o.say(`${label}: swapping in the copy and what changed during it (one transaction)`);
+  const replayed = await withClient(label, url, async (c) => {
+    const n = await inTransaction(c, async () => {
+      await ProgressStore.lock(c, name, source);
+      for (const t of tables) {
+        const cols = (t.columns ?? []).map((col) => ident(col.name)).join(', ');
+        const s = shadow(t);
+        await c.query(`DELETE FROM ${qualified(t.schema, t.table)}`);
+        await c.query(`INSERT INTO ${qualified(t.schema, t.table)} (${cols}) OVERRIDING SYSTEM VALUE SELECT ${cols} FROM ${qualified(s.schema, s.table)}`);
+      }
+      await TableRegistry.set(c, name, tables, 'ready', copied.position);
+      const kept = await TableRegistry.pending(c, name, tables, copied.position);
+      const applier = new Applier(c, name, logger.child({ replica: name }), await TableRegistry.gate(c, name, replicaTables(config, name), false), false, replicaSchemaPolicy(config, name));
+      for (const m of kept) await applier.apply(m);
+      await applier.flush();
+      await TableRegistry.clearPending(c, name, tables);
+      return kept.length;
+    });
+    for (const t of tables) {
+      const s = shadow(t);
+      await c.query(`DROP TABLE IF EXISTS ${qualified(s.schema, s.table)}`);
+    }
+    return n;
+  });
+  return {
+    replica: name,
+    tables: tables.map((t) => relLabel(t)),
+    position: copied.position,
+    rows: copied.tables.reduce((n, t) => n + t.rows, 0),
+    replayed,
+    created,
+  };
+}
+
+export interface RemoveResult {
+  replica: string;
+  tables: string[];
+  /** The replica's position when the tables left: every change up to it was applied. */
+  position: string;
+}
+
+/** `pgferry table remove`: stop applying the tables on the replicas (named, or every one that takes them); their rows stay. */
+export async function removeTables(config: Config, specs: string[], o: { replicas?: string[]; say: (line: string) => void }): Promise<RemoveResult[]> {
+  const names = specs.map(parseTableName);
+  const replicas = o.replicas?.length ? o.replicas : config.replicas.map((r) => r.name);
+  const results: RemoveResult[] = [];
+  for (const name of replicas) {
+    const label = `replica '${name}'`;
+    const r = await withClient(label, replicaUrl(config, name), async (c) => {
+      const taken = new Map((await TableRegistry.list(c, name)).filter((t) => t.state !== 'removed').map((t) => [tableKey(t.schema, t.table), t]));
+      const tables = names.filter((t) => taken.has(tableKey(t.schema, t.table)));
+      const missing = names.filter((t) => !taken.has(tableKey(t.schema, t.table)));
+      if (missing.length && o.replicas?.length) {
+        throw new ConfigError(`${label} does not take table ${missing.map((t) => relLabel(t)).join(', ')} (see pgferry table list); nothing was removed from it`);
+      }
+      if (!tables.length) return null;
+      return inTransaction(c, async () => {
+        const at = await ProgressStore.lock(c, name, config.source.name);
+        await TableRegistry.set(c, name, tables, 'removed', at.lsn);
+        await TableRegistry.clearPending(c, name, tables);
+        return { replica: name, tables: tables.map((t) => relLabel(t)), position: at.lsn };
+      });
+    });
+    if (r) results.push(r);
+  }
+  if (!results.length) throw new ConfigError(`no replica takes table ${names.map((t) => relLabel(t)).join(', ')} (see pgferry table list); nothing was removed`);
+  return results;
+}
+
+async function inTransaction<T>(c: pg.ClientBase, work: () => Promise<T>): Promise<T> {
+  await c.query('BEGIN');
+  try {
+    const out = await work();
+    await c.query('COMMIT');
+    return out;
+  } catch (err) {
+    await c.query('ROLLBACK').catch(() => undefined);
+    throw err;
+  }
+}
