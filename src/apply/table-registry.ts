@@ -90,6 +90,8 @@ export function route(gate: TableGate, m: TxnMessage): Routed {
   const apply: Change[] = [];
   const pend = new Map<string, Change[]>();
   const unknown = new Set<string>();
+  /** A truncate lost some of its tables here (the count of changes alone would not show it). */
+  let trimmed = false;
   const put = (d: Decision, key: string, ch: Change) => {
     if (d === 'apply') apply.push(ch);
     else if (d === 'pend') pend.set(key, [...(pend.get(key) ?? []), ch]);
@@ -112,7 +114,11 @@ export function route(gate: TableGate, m: TxnMessage): Routed {
         if (d === 'unknown') unknown.add(tableKey(r.schema, r.table));
       }
       const now = byDecision.get('apply');
-      if (now) apply.push({ ...ch, rels: now });
+      if (now?.length === ch.rels.length) apply.push(ch);
+      else if (now) {
+        apply.push({ ...ch, rels: now });
+        trimmed = true;
+      } else trimmed = true;
       for (const [bucket, rels] of byDecision) {
         if (bucket.startsWith('pend:')) put('pend', bucket.slice(5), { ...ch, rels });
       }
@@ -125,9 +131,8 @@ export function route(gate: TableGate, m: TxnMessage): Routed {
       put(decide(gate, m.lsn, r.schema, r.table), tableKey(r.schema, r.table), ch);
     }
   }
-  const same = apply.length === m.changes.length;
   return {
-    apply: same ? m : apply.length ? { ...m, changes: apply } : null,
+    apply: !trimmed && apply.length === m.changes.length ? m : apply.length ? { ...m, changes: apply } : null,
     pend: [...pend].map(([key, changes]) => ({ key, m: { ...m, changes } })),
     unknown: [...unknown],
   };
