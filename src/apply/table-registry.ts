@@ -155,7 +155,7 @@ const PEND = `
 INSERT INTO pgferry.table_pending (replica, schema_name, table_name, lsn, message) VALUES ($1, $2, $3, $4::pg_lsn, $5)`;
 
 const PENDING = `
-SELECT message FROM pgferry.table_pending
+SELECT encode(message, 'hex') AS message FROM pgferry.table_pending
 WHERE replica = $1 AND (schema_name, table_name) IN (SELECT * FROM unnest($2::text[], $3::text[])) AND lsn > $4::pg_lsn
 ORDER BY seq`;
 
@@ -226,8 +226,9 @@ export const TableRegistry = {
 
   /** What was kept for joining tables after `from`, in the order the replica passed it. */
   async pending(c: Queryable, replica: string, tables: { schema: string; table: string }[], from: string): Promise<TxnMessage[]> {
-    const { rows } = await c.query<{ message: Buffer }>(PENDING, [replica, tables.map((t) => t.schema), tables.map((t) => t.table), from]);
-    return rows.map((r) => decodeMessage(r.message));
+    // As hex: pgferry's connections read every value as text.
+    const { rows } = await c.query<{ message: string }>(PENDING, [replica, tables.map((t) => t.schema), tables.map((t) => t.table), from]);
+    return rows.map((r) => decodeMessage(Buffer.from(r.message, 'hex')));
   },
 
   async clearPending(c: Queryable, replica: string, tables: { schema: string; table: string }[]): Promise<void> {

@@ -41,7 +41,13 @@ function addTableAdd(cmd: Command): void {
         const started = Date.now();
         let bar: ReturnType<typeof snapshotProgressBar> | null = null;
         let barFor = '';
-        const quiet = (line: string) => (opts.json ? undefined : say(line));
+        const quiet = (line: string) => {
+          if (opts.json) return;
+          bar?.stop(); // a line of its own, not inside the bar
+          bar = null;
+          barFor = '';
+          say(line);
+        };
         let results;
         try {
           results = await joinTables(config, specs, {

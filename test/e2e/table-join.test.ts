@@ -1,0 +1,144 @@
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import type { Proc } from '../helpers/procs';
+import { runCli } from '../helpers/procs';
+import { cli, contentOf, createWorld, startUp, waitForEqual, World } from '../helpers/fixture';
+import { waitFor } from '../helpers/wait';
+
+/**
+ * A table joins a running pipeline, in both capture modes: pgferry streams
+ * `busy` to replicas a and b under a steady workload, while the application
+ * also writes `late`, which is not captured. The operator adds `late` to the
+ * source's tables in the config and runs `pgferry table add late`: it is
+ * captured, copied from a snapshot into each replica while `busy` keeps
+ * streaming (its lag sampled throughout), and the changes made to it during
+ * the copy (inserts, updates, deletes, which keep coming) are applied after
+ * the snapshot, none twice, none missing. Then `pgferry table remove late
+ * --only b`: b keeps its rows and applies nothing more of it, a goes on.
+ */
+const SCHEMA = `
+  CREATE TABLE busy (id bigserial PRIMARY KEY, at timestamptz NOT NULL DEFAULT clock_timestamp(), n int);
+  CREATE TABLE late (id int PRIMARY KEY, v int NOT NULL, pad text);
+`;
+const LATE_ROWS = 200_000;
+
+describe.each(['wal', 'trigger'])('a table joining a running pipeline (%s capture)', (mode) => {
+  let w: World;
+  let up: Proc;
+  let configFile: string;
+  let writing = true;
+  const writers: Promise<void>[] = [];
+  const config = (tables: string[]) => `sources:
+  - name: ${w.sourceName}
+    url: ${w.sourceUrl}
+    mode: ${mode}
+    tables: [${tables.join(', ')}]
+replicas:
+  - name: a
+    url: ${w.replicaUrls.a}
+  - name: b
+    url: ${w.replicaUrls.b}
+`;
+
+  beforeAll(async () => {
+    w = await createWorld({ replicas: ['a', 'b'], schema: SCHEMA });
+    await w.source.withClient('app', (c) => c.query(`INSERT INTO late SELECT g, g, repeat('x', 100) FROM generate_series(1, ${LATE_ROWS}) g`));
+    configFile = path.join(w.dataDir, 'pgferry.yaml');
+    fs.writeFileSync(configFile, config(['busy']));
+    up = await startUp(w, ['up', '--config', configFile]);
+    // The other table's workload, and the application writing the table that is not captured yet.
+    writers.push(
+      w.source.withClient('app', async (c) => {
+        for (let i = 0; writing; i++) {
+          await c.query('INSERT INTO busy (n) VALUES ($1)', [i]);
+          await new Promise((r) => setTimeout(r, 10));
+        }
+      }),
+      w.source.withClient('app', async (c) => {
+        for (let i = 0; writing; i++) {
+          await c.query('BEGIN');
+          await c.query('INSERT INTO late VALUES ($1, 0, $2)', [LATE_ROWS + i + 1, `new ${i}`]);
+          await c.query('UPDATE late SET v = v + 1 WHERE id = $1', [1 + ((i * 7919) % LATE_ROWS)]);
+          if (i % 3 === 0) await c.query('DELETE FROM late WHERE id = $1', [1 + ((i * 104729) % LATE_ROWS)]);
+          await c.query('COMMIT');
+          await new Promise((r) => setTimeout(r, 5));
+        }
+      }),
+    );
+  });
+
+  afterAll(async () => {
+    writing = false;
+    await Promise.all(writers.map((p) => p.catch(() => undefined)));
+    await up?.stop();
+    await w?.teardown();
+  });
+
+  /** How far replica a's copy of busy is behind now, in seconds (busy's rows are stamped with the time they were written). */
+  const busyLag = () =>
+    w.replicas.withClient('replica_a', async (c) => Number((await c.query(`SELECT extract(epoch FROM clock_timestamp() - max(at)) AS s FROM busy`)).rows[0].s));
+
+  it('arrives complete, with no gap and no double, while the other table streams on; remove stops it on one replica only', async () => {
+    await waitFor('replica a to stream busy', async () => (await busyLag()) < 2, 120_000);
+    const baseline: number[] = [];
+    const until = Date.now() + 5000;
+    while (Date.now() < until) {
+      baseline.push(await busyLag());
+      await new Promise((r) => setTimeout(r, 250));
+    }
+
+    // Not captured yet: the replicas do not have it, and a table add for it is refused until the config says so.
+    const refused = await cli(w, ['table', 'add', 'late', '--config', configFile]);
+    expect(refused.code, refused.stdout + refused.stderr).not.toBe(0);
+    expect(refused.stderr + refused.stdout).toMatch(/table public\.late is not in the source's tables .*add it there first/);
+
+    fs.writeFileSync(configFile, config(['busy', 'late']));
+    let done = false;
+    const adding = runCli(['table', 'add', 'late', '--config', configFile], w.env, 600_000).finally(() => (done = true));
+    const during: number[] = [];
+    while (!done) {
+      during.push(await busyLag());
+      await new Promise((r) => setTimeout(r, 250));
+    }
+    const add = await adding;
+    expect(add.code, add.stdout + add.stderr).toBe(0);
+    const joined = [...add.stdout.matchAll(/replica '(\w+)': public\.late joined with (\d+) rows as of source position \S+, (\d+) change\(s\) made during the copy applied/g)];
+    expect(joined.map((m) => m[1]).sort()).toEqual(['a', 'b']);
+    for (const m of joined) expect(Number(m[2])).toBeGreaterThan(LATE_ROWS / 2);
+    // The copy took long enough for changes to arrive during it: the kept-and-replayed path ran.
+    expect(joined.some((m) => Number(m[3]) > 0), add.stdout).toBe(true);
+    const max = (xs: number[]) => Math.max(...xs);
+    console.log(`[${mode}] busy lag on replica a: before the join max ${max(baseline).toFixed(2)} s over ${baseline.length} samples; during it max ${max(during).toFixed(2)} s over ${during.length} samples; ${joined.map((m) => `${m[1]}: ${m[2]} rows copied, ${m[3]} kept and replayed`).join('; ')}`);
+    expect(during.length).toBeGreaterThan(2);
+    expect(max(during)).toBeLessThan(5);
+
+    // The writers go on for a while after the join, then stop: both replicas equal the source, table by table.
+    await new Promise((r) => setTimeout(r, 2000));
+    writing = false;
+    await Promise.all(writers);
+    await waitForEqual(w, 'a', ['busy', 'late'], 180_000);
+    await waitForEqual(w, 'b', ['busy', 'late'], 180_000);
+
+    const list = await cli(w, ['table', 'list', '--config', configFile, '--json']);
+    expect(list.code, list.stdout + list.stderr).toBe(0);
+    for (const r of JSON.parse(list.stdout)) {
+      expect(r.tables.map((t: { table: string; state: string }) => `${t.table}=${t.state}`).sort()).toEqual(['public.busy=ready', 'public.late=ready']);
+    }
+    // Joined already: a second add is refused unless it is to replace the copy.
+    const again = await cli(w, ['table', 'add', 'late', '--config', configFile]);
+    expect(again.code).not.toBe(0);
+    expect(again.stderr + again.stdout).toMatch(/already takes table public\.late; to copy it again from a fresh snapshot pass --replace/);
+
+    // Removed from b only: b keeps what it had, a follows the source.
+    const removed = await cli(w, ['table', 'remove', 'late', '--only', 'b', '--config', configFile]);
+    expect(removed.code, removed.stdout + removed.stderr).toBe(0);
+    const kept = (await contentOf(w.replicas, 'replica_b', ['late'])).late;
+    await w.source.withClient('app', (c) => c.query(`UPDATE late SET v = -1 WHERE id <= 10; INSERT INTO busy (n) VALUES (-1)`));
+    await waitForEqual(w, 'a', ['busy', 'late']);
+    await waitFor('replica b to apply busy past the removal', async () => (await contentOf(w.replicas, 'replica_b', ['busy'])).busy.length === (await contentOf(w.source, 'app', ['busy'])).busy.length);
+    expect((await contentOf(w.replicas, 'replica_b', ['late'])).late).toEqual(kept);
+    const status = JSON.parse((await cli(w, ['replica', 'status', 'b', '--json'])).stdout);
+    expect(status.state).not.toBe('failed');
+  });
+});
