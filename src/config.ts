@@ -55,10 +55,32 @@ const sourceSchema = z.object({
   mode: z.enum(['wal', 'trigger'], { message: "capture mode is 'wal' or 'trigger'" }),
   tables: z.array(tableName).optional(),
   exclude: z.array(tableName).optional(),
+  /**
+   * Column lists and row filters of pgferry's own publication, per table of
+   * `tables` (WAL capture): what PostgreSQL 15 publications can say, set from
+   * the config instead of by the DBA. Every part of pgferry then honours them
+   * as it does a DBA's (capture/wal/prepare.ts publishedTables).
+   */
+  publish: z
+    .record(
+      tableName,
+      z
+        .object({
+          columns: z.array(z.string().min(1)).min(1, 'list at least one column').optional(),
+          rows: z.string().min(1, 'give an SQL condition, e.g. "region = \'eu\'"').optional(),
+        })
+        .strict(),
+    )
+    .optional(),
   /** How often capture writes a transactional logical message on a source that writes nothing, so its slot keeps advancing. */
   heartbeatMs: count.positive('must be > 0'),
   /** Status and metrics warn when the slot holds back more WAL than this. */
   slotWarnBytes: count.nonnegative(),
+}).superRefine((src, ctx) => {
+  if (!src.publish) return;
+  const path = ['publish'];
+  // (That each table is one of `tables` is checked against the catalog, where names resolve: capture/wal/prepare.ts.)
+  if (src.mode !== 'wal') ctx.addIssue({ code: 'custom', path, message: 'column lists and row filters need WAL capture (mode: wal); trigger capture sends whole rows' });
 });
 
 /** Exported for test/unit/settings.test.ts, which keeps it and the settings table in step. */
@@ -393,6 +415,8 @@ export function loadConfig(raw: RawConfig, env: NodeJS.ProcessEnv = process.env)
   checkFileSource(fileSource, sourceName, problems);
   checkFileReplicas(f, problems);
   setAt(candidate, 'temporal.tls', temporalTls(env, view));
+  const publish = fileValue(view, settingAt('source.publish').file);
+  if (publish !== undefined && publish !== null) setAt(candidate, 'source.publish', publish);
   candidate.replicas = replicasOf(raw, env, f, sourceName, problems);
   checkFileSections(f.root, problems);
   return validated(candidate as Tree & { replicas: { name?: unknown }[] }, file, problems);

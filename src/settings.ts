@@ -69,6 +69,10 @@ export const SETTINGS = [
     path: 'source.exclude', file: 'sources[].exclude', env: 'PGFERRY_EXCLUDE_TABLES', type: 'tables', keepEmpty: true, label: false,
     help: 'schema.table,… not to replicate (when tables is not given)',
   },
+  {
+    path: 'source.publish', file: 'sources[].publish', type: 'text', label: false, dedicated: true,
+    help: 'per table of tables, the columns and rows pgferry\'s publication sends: {table: {columns: [..], rows: "SQL condition"}} (WAL capture, PostgreSQL 15+)',
+  },
   { path: 'source.heartbeatMs', file: 'sources[].heartbeat_seconds', env: 'PGFERRY_HEARTBEAT_SECONDS', default: 60, type: 'number', unit: 'seconds', help: 'idle-source heartbeat' },
   { path: 'source.slotWarnBytes', file: 'sources[].slot_warn_bytes', env: 'PGFERRY_SLOT_WARN_BYTES', default: 1024 ** 3, type: 'number', help: 'status and metrics warn when the slot retains more WAL' },
 

@@ -111,6 +111,8 @@ export async function candidateTables(c: pg.ClientBase): Promise<{ schema: strin
 export interface TableSelection {
   tables?: readonly string[];
   exclude?: readonly string[];
+  /** WAL capture: column lists and row filters of pgferry's publication, by table of `tables` (config sources[].publish). */
+  publish?: Readonly<Record<string, { readonly columns?: readonly string[]; readonly rows?: string }>>;
 }
 
 export async function selectTables(c: pg.Client, source: string, sel: TableSelection): Promise<TableRef[] | undefined> {

@@ -57,6 +57,7 @@ const CASES: Record<string, Case> = {
   'source.mode': { a: ['trigger', 'trigger'], b: ['wal', 'wal'], file: ['trigger', 'trigger'], invalid: 'logical', dflt: 'wal' },
   'source.tables': { a: ['public.a, "x,y".b', ['public.a', '"x,y".b']], b: ['c', ['c']], file: [['public.f'], ['public.f']], invalid: ['a.b.c'], shownAs: 'sources[].tables.0' },
   'source.exclude': { a: ['public.a, b', ['public.a', 'b']], b: ['c', ['c']], file: [['public.f'], ['public.f']], invalid: ['a.b.c'], shownAs: 'sources[].exclude.0', emptyVar: [] },
+  'source.publish': { file: [{ users: { columns: ['id', 'name'], rows: 'id > 0' } }, { users: { columns: ['id', 'name'], rows: 'id > 0' } }], invalid: { users: { columns: [] } }, shownAs: 'sources[].publish.users.columns' },
   'source.heartbeatMs': { a: ['15', 15_000], b: ['16', 16_000], file: [17, 17_000], invalid: 0, dflt: 60_000 },
   'source.slotWarnBytes': { a: ['5', 5], b: ['6', 6], file: [7, 7], invalid: -1, dflt: 1024 ** 3 },
   'replicas[].name': { a: ['ra=postgres://h/a', 'ra'], b: ['rb=postgres://h/b', 'rb'], file: ['rf', 'rf'], invalid: 'Bad!', shownAs: 'replicas.Bad!.name' },
@@ -148,6 +149,7 @@ describe('settings table and schema', () => {
       'sources[].mode PGFERRY_CAPTURE_MODE --mode',
       'sources[].tables PGFERRY_TABLES --tables',
       'sources[].exclude PGFERRY_EXCLUDE_TABLES',
+      'sources[].publish',
       'sources[].heartbeat_seconds PGFERRY_HEARTBEAT_SECONDS',
       'sources[].slot_warn_bytes PGFERRY_SLOT_WARN_BYTES',
       'replicas[].name PGFERRY_REPLICAS --replica',
@@ -176,7 +178,7 @@ describe('settings table and schema', () => {
 
   it('gives the known keys of every file section, in the order messages list them', () => {
     expect(topLevelKeys()).toEqual(['rabbitmq_url', 'data_dir', 'connect_wait_seconds', 'temporal', 'sources', 'replicas', 'stream', 'batch', 'metrics']);
-    expect(sectionKeys('sources')).toEqual(['name', 'url', 'mode', 'tables', 'exclude', 'heartbeat_seconds', 'slot_warn_bytes']);
+    expect(sectionKeys('sources')).toEqual(['name', 'url', 'mode', 'tables', 'exclude', 'publish', 'heartbeat_seconds', 'slot_warn_bytes']);
     expect(sectionKeys('replicas')).toEqual(['name', 'url', 'source', 'tables', 'schema_changes']);
     expect(mappingSections()).toEqual(['temporal', 'stream', 'batch', 'metrics']);
     expect(sectionKeys('temporal')).toEqual(['address', 'namespace', 'tls']);

@@ -4,10 +4,12 @@
  * and the logical replication slot. Idempotent.
  */
 import type pg from 'pg';
-import { describeCause, isDuplicateObject, isPrivilegeError, SourceError } from '../../errors';
+import { ConfigError, describeCause, isDuplicateObject, isPrivilegeError, SourceError } from '../../errors';
 import { publicationName, slotName } from '../../names';
-import { ident, qualified, withClient } from '../../pg';
-import { relLabel } from '../../change';
+import { escapeLiteral, ident, qualified, withClient } from '../../pg';
+import { nameLabel, relLabel } from '../../change';
+import { parseTableName } from '../../config';
+
 import type { TableRef } from '../../tables';
 import type { PreparedSource } from '../contract';
 import { describeTables, selectTables, TableSelection } from '../tables';
@@ -91,8 +93,14 @@ export async function prepareSource(url: string, source: string, selection: Tabl
     await checkWalLevel(c, source);
     const pub = publicationName(source);
     const tables = await selectTables(c, source, selection);
-    const list = tables?.map((t) => qualified(t.schema, t.table)).join(', ');
-    const exists = (await c.query('SELECT puballtables, pubviaroot FROM pg_catalog.pg_publication WHERE pubname = $1', [pub])).rows[0];
+    const entries = tables && (await publicationEntries(c, source, tables, selection.publish));
+    const list = entries?.join(', ');
+    // The column lists and row filters pgferry set last (its comment on the publication), to change them only when the config does.
+    const wantedSpec = selection.publish && Object.keys(selection.publish).length ? `${SPEC_MARK}${list}` : null;
+    const exists = (
+      await c.query(`SELECT puballtables, pubviaroot, pg_catalog.obj_description(oid, 'pg_publication') AS spec FROM pg_catalog.pg_publication WHERE pubname = $1`, [pub])
+    ).rows[0];
+    const setSpec = async () => c.query(`COMMENT ON PUBLICATION ${ident(pub)} IS ${wantedSpec === null ? 'NULL' : escapeLiteral(wantedSpec)}`);
     let publicationCreated = false;
     const early: string[] = [];
     // Catalog booleans arrive as text ('t'/'f') on pgferry's connections.
@@ -101,13 +109,19 @@ export async function prepareSource(url: string, source: string, selection: Tabl
       // Partitioned tables are published as their root, so a replica may partition them differently, or not at all.
       if (!exists) {
         await c.query(`CREATE PUBLICATION ${ident(pub)} ${list ? `FOR TABLE ${list}` : 'FOR ALL TABLES'} WITH (publish_via_partition_root = true)`);
+        if (wantedSpec !== null) await setSpec();
         publicationCreated = true;
       } else if (tables && !flag(exists.puballtables)) {
-        // Only when the table set differs: a publication made by the DBA stays untouched (and needs no ownership).
+        // Only when the table set (or the config's column lists and row filters) differs: a publication
+        // made by the DBA stays untouched (and needs no ownership).
         const key = (t: { schema: string; table: string }) => JSON.stringify([t.schema, t.table]);
         const current = (await publicationTables(c, pub)).map(key).sort();
         const wanted = tables.map(key).sort();
-        if (JSON.stringify(current) !== JSON.stringify(wanted)) await c.query(`ALTER PUBLICATION ${ident(pub)} SET TABLE ${list}`);
+        const specNow = typeof exists.spec === 'string' && exists.spec.startsWith(SPEC_MARK) ? exists.spec : null;
+        if (JSON.stringify(current) !== JSON.stringify(wanted) || specNow !== wantedSpec) {
+          await c.query(`ALTER PUBLICATION ${ident(pub)} SET TABLE ${list}`);
+          if (specNow !== wantedSpec) await setSpec();
+        }
       }
     } catch (err) {
       throw privilegeError(source, exists ? 'change the tables of its publication' : 'create its publication', err);
@@ -172,6 +186,47 @@ export async function publishedTables(c: pg.ClientBase, source: string, pub: str
     if (p.rowFilter) out.rowFilter = p.rowFilter;
     return out;
   });
+}
+
+/** How pgferry marks a publication whose column lists and row filters it set from the config. */
+const SPEC_MARK = 'pgferry publish: ';
+
+/** Each table's key columns (primary key, or the replica identity index): a column list must keep them. */
+const KEY_COLUMNS = `
+SELECT w.ord, coalesce(pg_catalog.array_to_json(array_agg(a.attname::text ORDER BY a.attnum)), '[]')::text AS cols
+FROM unnest($1::text[], $2::text[]) WITH ORDINALITY AS w(schema_name, table_name, ord)
+JOIN pg_catalog.pg_namespace n ON n.nspname = w.schema_name
+JOIN pg_catalog.pg_class c ON c.relnamespace = n.oid AND c.relname = w.table_name
+LEFT JOIN pg_catalog.pg_index i ON i.indrelid = c.oid AND (CASE WHEN c.relreplident = 'i' THEN i.indisreplident ELSE i.indisprimary END)
+LEFT JOIN pg_catalog.pg_attribute a ON a.attrelid = c.oid AND a.attnum = ANY (i.indkey)
+GROUP BY w.ord ORDER BY w.ord`;
+
+/**
+ * The publication's table list: each table, with the column list and row
+ * filter the config gives it (sources[].publish). A column list must keep the
+ * table's key, or PostgreSQL refuses every UPDATE and DELETE of the table on
+ * the source; a row filter's SQL is the operator's own, given in the config.
+ */
+async function publicationEntries(c: pg.ClientBase, source: string, tables: TableRef[], publish: TableSelection['publish']): Promise<string[]> {
+  const specs = new Map(Object.entries(publish ?? {}).map(([name, spec]) => [JSON.stringify(parseTableName(name)), { name, spec }]));
+  const keys = (await c.query<{ cols: string }>(KEY_COLUMNS, [tables.map((t) => t.schema), tables.map((t) => t.table)])).rows.map((r) => JSON.parse(r.cols) as (string | null)[]);
+  const out = tables.map((t, i) => {
+    const found = specs.get(JSON.stringify({ schema: t.schema, table: t.table }));
+    if (!found) return qualified(t.schema, t.table);
+    specs.delete(JSON.stringify({ schema: t.schema, table: t.table }));
+    const { columns, rows } = found.spec;
+    if (columns) {
+      const lost = keys[i].filter((k): k is string => k !== null && !columns.includes(k));
+      if (lost.length) {
+        throw new ConfigError(
+          `sources[].publish.${found.name}.columns leaves out key column ${lost.map(nameLabel).join(', ')} of ${relLabel(t)}; PostgreSQL would then refuse every UPDATE and DELETE of the table on the source: list ${lost.length > 1 ? 'them' : 'it'} too`,
+        );
+      }
+    }
+    return `${qualified(t.schema, t.table)}${columns ? ` (${columns.map((col) => ident(col)).join(', ')})` : ''}${rows ? ` WHERE (${rows})` : ''}`;
+  });
+  for (const { name } of specs.values()) throw new ConfigError(`sources[].publish.${name}: no such table among the source's tables; publish names a table of sources[].tables`);
+  return out;
 }
 
 function privilegeError(source: string, what: string, err: unknown): Error {
