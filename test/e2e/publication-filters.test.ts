@@ -89,3 +89,78 @@ describe('a publication with a column list and a row filter', () => {
     expect(differs.code, differs.stdout + differs.stderr).toBe(1);
   });
 });
+
+/**
+ * The same bounds set from the config instead of by the DBA
+ * (sources[].publish): pgferry creates its publication with the column list
+ * and row filter, streaming and resync honour them, verify compares what is
+ * published; a column list without the key is refused before anything is
+ * changed, and a changed filter in the config changes the publication.
+ */
+describe('column lists and row filters set in the config', () => {
+  let w: World;
+  let up: Proc;
+  let configFile: string;
+  const sql = (q: string) => w.source.withClient('app', (c) => c.query(q));
+  const config = (publish: string) => `sources:
+  - name: ${w.sourceName}
+    url: ${w.sourceUrl}
+    tables: [users, notes]
+    publish:
+${publish}
+replicas:
+  - name: a
+    url: ${w.replicaUrls.a}
+`;
+  const EVEN = `      users:
+        columns: [id, name, active]
+        rows: "id % 2 = 0"`;
+
+  beforeAll(async () => {
+    w = await createWorld({ replicas: ['a'], schema: SCHEMA });
+    await sql(`INSERT INTO users SELECT g, 'user ' || g, 'SSN-' || g, true FROM generate_series(1, 30) g`);
+    configFile = `${w.dataDir}/pgferry.yaml`;
+  });
+
+  afterAll(async () => {
+    await up?.stop();
+    await w?.teardown();
+  });
+
+  const replicaRows = (q: string) => w.replicas.withClient('replica_a', async (c) => (await c.query(q)).rows);
+  const sourceRows = async (q: string) => w.source.withClient('app', async (c) => (await c.query(q)).rows);
+
+  it('publishes, streams, resyncs and verifies only the configured columns and rows', async () => {
+    const fs = await import('node:fs');
+    fs.writeFileSync(configFile, config(`      users:\n        columns: [name, active]`));
+    const refused = await cli(w, ['init', '--config', configFile]);
+    expect(refused.code).not.toBe(0);
+    expect(refused.stderr + refused.stdout).toMatch(/sources\[\]\.publish\.users\.columns leaves out key column id of public\.users; PostgreSQL would then refuse every UPDATE and DELETE .*: list it too/);
+    expect(await sourceRows(`SELECT count(*)::int AS n FROM pg_publication WHERE pubname = 'pgferry_${w.sourceName}'`)).toEqual([{ n: 0 }]);
+
+    fs.writeFileSync(configFile, config(EVEN));
+    up = await startUp(w, ['up', '--config', configFile]);
+    expect(await sourceRows(`SELECT attnames::text, rowfilter FROM pg_publication_tables WHERE pubname = 'pgferry_${w.sourceName}' AND tablename = 'users'`)).toEqual([
+      { attnames: '{id,name,active}', rowfilter: '((id % 2) = 0)' },
+    ]);
+    await sql(`INSERT INTO users SELECT g, 'user ' || g, 'SSN-' || g, true FROM generate_series(31, 50) g`);
+    await sql(`UPDATE users SET name = name || '!', ssn = 'X' WHERE id % 4 = 0`);
+    // The rows from before pgferry started come with a resync.
+    const resync = await runCli(['replica', 'resync', 'a', '--config', configFile], w.env, 600_000);
+    expect(resync.code, resync.stdout + resync.stderr).toBe(0);
+    await sql(`DELETE FROM users WHERE id IN (4, 5)`);
+    const published = await sourceRows(`SELECT id, name, active FROM users WHERE id % 2 = 0 ORDER BY id`);
+    await waitFor('replica a to hold exactly the published rows', async () => JSON.stringify(await replicaRows('SELECT id, name, active FROM users ORDER BY id')) === JSON.stringify(published), 120_000);
+    expect(await replicaRows('SELECT count(*)::int AS n FROM users WHERE ssn IS NOT NULL')).toEqual([{ n: 0 }]);
+    const v = await cli(w, ['verify', 'a', '--config', configFile, '--json']);
+    expect(v.code, v.stdout + v.stderr).toBe(0);
+
+    // A new filter in the config: the publication follows at the next start.
+    await up.stop();
+    fs.writeFileSync(configFile, config(EVEN.replace('id % 2 = 0', 'id % 2 = 0 AND id > 10')));
+    up = await startUp(w, ['up', '--config', configFile]);
+    expect(await sourceRows(`SELECT rowfilter FROM pg_publication_tables WHERE pubname = 'pgferry_${w.sourceName}' AND tablename = 'users'`)).toEqual([
+      { rowfilter: '(((id % 2) = 0) AND (id > 10))' },
+    ]);
+  });
+});
