@@ -96,6 +96,11 @@ async function takenTables(c: pg.ClientBase, replica: string, share: TableRef[],
         `replica '${replica}': table ${relLabel(t)} is captured but has not joined this replica, so its changes are not applied here; ` +
           `run pgferry table add ${relLabel(t)} to copy it in while the other tables stream`,
       );
+    } else if (s === 'copying' && !isJoining.has(key)) {
+      warnings.push(
+        `replica '${replica}': table ${relLabel(t)} is joining (pgferry table add), or its join was interrupted: its changes are kept on the replica, not applied, ` +
+          `until the join finishes; if no pgferry table add ${relLabel(t)} is running, run it again`,
+      );
     } else if (s === 'removed') {
       warnings.push(`replica '${replica}': table ${relLabel(t)} was removed from this replica (pgferry table remove); to take it again run pgferry table add ${relLabel(t)}`);
     }

@@ -38,7 +38,7 @@ import { prepareCapture } from '../capture/prepare';
 import { captureMode } from '../capture/mode';
 import { capturesSchemaChanges } from '../capture/schema-capture';
 import { resolveTables } from '../capture/tables';
-import { prepareTarget } from '../apply/target';
+import { missingTables, prepareTarget } from '../apply/target';
 import { ProgressStore } from '../apply/progress-store';
 import { Applier } from '../apply/applier';
 import { tableKey, TableRegistry } from '../apply/table-registry';
@@ -162,6 +162,12 @@ async function joinReplica(a: {
       created = await withClient(`source '${source}'`, requireSourceUrl(config), (s) => createMissingTables(s, c, name, tables));
       if (created.length) o.say(`${label}: created ${created.join(', ')}`);
     }
+    const absent = (await missingTables(c, tables)).map((t) => relLabel(t));
+    if (absent.length) {
+      throw new SchemaMismatchError(
+        `${label}: table ${absent.join(', ')} does not exist on the replica; pass --create-tables to create it from the source's definition, or create it there yourself, then run this again`,
+      );
+    }
     for (const warning of await prepareTarget(c, name, a.share, { joining: tables, schemaChangesCaptured: a.schemaChangesCaptured })) o.say(`WARNING ${warning}`);
     const registry = new Map((await TableRegistry.list(c, name)).map((r) => [tableKey(r.schema, r.table), r.state]));
     const already = tables.filter((t) => registry.get(tableKey(t.schema, t.table)) === 'ready').map((t) => relLabel(t));
@@ -227,6 +233,8 @@ async function joinReplica(a: {
       const s = shadow(t);
       await c.query(`DROP TABLE IF EXISTS ${qualified(s.schema, s.table)}`);
     }
+    // Gone once no other join's copy waits in it.
+    await c.query(`DROP SCHEMA IF EXISTS ${ident(JOIN_SCHEMA)}`).catch(() => undefined);
     return n;
   });
   return {

@@ -31,11 +31,15 @@ import { CHAOS_SCHEMA, CHAOS_TABLES, MixedWorkload } from './mixed-workload';
  *
  * Seeds: PGFERRY_CHAOS_SEED=<n> replays one; otherwise PGFERRY_CHAOS_SEEDS
  * runs (default 1) start at PGFERRY_CHAOS_BASE (default random, printed).
- * PGFERRY_CHAOS_SECONDS is each run's fault window (default 40).
+ * PGFERRY_CHAOS_SECONDS is each run's fault window (default 40);
+ * PGFERRY_CHAOS_MODE=trigger captures with triggers instead of logical
+ * decoding (the walsender fault then terminates capture's source sessions).
  */
 const SEEDS = Number(process.env.PGFERRY_CHAOS_SEEDS ?? 1);
 const BASE = Number(process.env.PGFERRY_CHAOS_SEED ?? process.env.PGFERRY_CHAOS_BASE ?? Math.floor(Math.random() * 1e6));
 const WINDOW_S = Number(process.env.PGFERRY_CHAOS_SECONDS ?? 40);
+/** PGFERRY_CHAOS_MODE=trigger runs the campaign on trigger capture (default wal). */
+const MODE = process.env.PGFERRY_CHAOS_MODE === 'trigger' ? 'trigger' : 'wal';
 const seeds = process.env.PGFERRY_CHAOS_SEED ? [BASE] : Array.from({ length: SEEDS }, (_, i) => BASE + i);
 
 const RESULTS = path.join(__dirname, 'results');
@@ -66,7 +70,7 @@ const SEEN = `CREATE TABLE seen (seq bigserial PRIMARY KEY, subscriber text NOT 
 
 const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
 
-describe(`chaos campaign: ${seeds.length} run(s) of ${WINDOW_S} s, seeds ${seeds.join(', ')}`, () => {
+describe(`chaos campaign (${MODE} capture): ${seeds.length} run(s) of ${WINDOW_S} s, seeds ${seeds.join(', ')}`, () => {
   let rabbit: PrivateRabbit;
 
   beforeAll(async () => {
@@ -89,6 +93,7 @@ describe(`chaos campaign: ${seeds.length} run(s) of ${WINDOW_S} s, seeds ${seeds
           PGFERRY_CHUNK_CHANGES: '50', // large transactions are many chunks
           PGFERRY_CAPTURE_RUN_SECONDS: '12', // capture rotates (reconnects to its slot) every 12 s
           PGFERRY_BATCH_MAX_CHANGES: '2000',
+          PGFERRY_CAPTURE_MODE: MODE,
         },
       });
       const row: RunRow = {
@@ -147,8 +152,13 @@ describe(`chaos campaign: ${seeds.length} run(s) of ${WINDOW_S} s, seeds ${seeds
         // The faults: at random moments, several at once (one of each kind at a time).
         const inFlight = new Map<string, Promise<void>>();
         const faults: Record<string, () => Promise<void>> = {
-          'walsender terminated': async () => {
-            await f.w.source.withClient('postgres', (c) => c.query('SELECT pg_terminate_backend(pid) FROM pg_stat_replication'));
+          [MODE === 'wal' ? 'walsender terminated' : 'capture sessions terminated']: async () => {
+            // Trigger capture's sessions are those whose last statement names pgferry's objects (LISTEN pgferry, reads of pgferry.events).
+            const q =
+              MODE === 'wal'
+                ? 'SELECT pg_terminate_backend(pid) FROM pg_stat_replication'
+                : `SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = 'app' AND pid <> pg_backend_pid() AND query ILIKE '%pgferry%'`;
+            await f.w.source.withClient('postgres', (c) => c.query(q));
           },
           'capture kill -9': async () => void (await f.capture?.kill9()),
           'apply kill -9': async () => void (await f.apply?.kill9()),
@@ -349,7 +359,7 @@ function writeReport(): void {
   const md = [
     '# pgferry chaos campaign',
     '',
-    `${new Date().toISOString()} — \`PGFERRY_CHAOS_SEEDS=${SEEDS} PGFERRY_CHAOS_SECONDS=${WINDOW_S} npm run test:chaos\``,
+    `${new Date().toISOString()} — \`PGFERRY_CHAOS_SEEDS=${SEEDS} PGFERRY_CHAOS_SECONDS=${WINDOW_S}${MODE === 'trigger' ? ' PGFERRY_CHAOS_MODE=trigger' : ''} npm run test:chaos\` (${MODE} capture)`,
     '',
     '| seed | faults injected | source txns (large, beside large, rolled back) | re-sent / abandoned in apply | lost | duplicated | subscriber lost / dup | converged (s) | outcome |',
     '| ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | --- |',
