@@ -46,7 +46,7 @@ import {
 import { APPLY_STATEMENTS, StatementGroup } from './statement-group';
 import { WINDOW_CHANGES, deleteStatements, reduceWindow, windowable, writeStatements } from './net-apply';
 import { applySchemaChange, type SchemaPolicy } from './schema-apply';
-import { route, tableKey, TableGate, TableRegistry } from './table-registry';
+import { route, TableGate, TableRegistry } from './table-registry';
 import { ZERO_LSN } from '../lsn';
 
 type Insert = Extract<Change, { op: 'insert' }>;
@@ -68,7 +68,7 @@ export class Applier {
     private readonly replica: string,
     private readonly log: Logger,
     /** Which tables' changes are applied, kept for a joining table, or left out (table-registry.ts); all applied when undefined. */
-    private readonly gate?: TableGate,
+    private gate?: TableGate,
     /** Gather whole transactions of keyed tables and apply their net change (default); false: every change as it happened. */
     private readonly netChange = true,
     /** What a schema change does to this replica (schema-apply.ts). */
@@ -86,7 +86,8 @@ export class Applier {
   async apply(chunk: TxnMessage): Promise<void> {
     if (!this.gate) return this.take(chunk);
     const routed = route(this.gate, chunk);
-    for (const p of routed.pend) await TableRegistry.pend(this.c, this.replica, p.key, p.m);
+    this.gate = { ...this.gate, entries: routed.entries };
+    if (routed.pend) await TableRegistry.pend(this.c, this.replica, routed.pend.keys, routed.pend.m);
     for (const key of routed.unknown) warnUnknown(this.log, this.replica, key);
     if (routed.apply) await this.take(routed.apply);
   }
@@ -134,26 +135,16 @@ export class Applier {
   }
 
   /**
-   * The registry follows a schema change it let through: a table created on
-   * the source joins (from its first row), a renamed or moved table keeps
-   * its entry under the new name (or its later rows would be left out).
+   * The registry follows a schema change it let through (route() already
+   * follows it in memory): a table created on the source joins from its
+   * first row, a renamed or moved table keeps its entry under the new name.
+   * Always written, never "already there": a transaction undone and read
+   * again (a re-send) must write it again.
    */
   private async follow(ch: Extract<Change, { op: 'schema' }>): Promise<void> {
-    const entries = this.gate?.entries;
-    if (!entries || !ch.after) return;
-    const after = tableKey(ch.after.schema, ch.after.table);
-    if (!ch.before) {
-      if (entries.has(after)) return;
-      entries.set(after, { state: 'ready', from: ZERO_LSN });
-      await TableRegistry.set(this.c, this.replica, [ch.after], 'ready', ZERO_LSN);
-      return;
-    }
-    const before = tableKey(ch.before.schema, ch.before.table);
-    const entry = entries.get(before);
-    if (before === after || !entry) return;
-    entries.delete(before);
-    entries.set(after, entry);
-    await TableRegistry.rename(this.c, this.replica, ch.before, ch.after);
+    if (!this.gate?.entries || !ch.after) return;
+    if (!ch.before) await TableRegistry.set(this.c, this.replica, [ch.after], 'ready', ZERO_LSN, { keep: true });
+    else if (ch.before.schema !== ch.after.schema || ch.before.table !== ch.after.table) await TableRegistry.rename(this.c, this.replica, ch.before, ch.after);
   }
 
   /**
@@ -266,7 +257,6 @@ export class Applier {
   }
 }
 
-/** The transaction with only the changes of the replica's tables (a TRUNCATE keeps the tables it names that are among them). */
 /** Insert rows with COPY … FROM STDIN (text format) on the batch's connection, inside its transaction. */
 async function copyRows(c: pg.ClientBase, rel: RelationInfo, rows: Record<string, string | null>[]): Promise<void> {
   const cols = Object.keys(rows[0]);

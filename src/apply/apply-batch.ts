@@ -152,7 +152,8 @@ class StopAt extends Error {
 
 async function runBatch(o: ApplyBatchOptions, feed: StreamFeed, stopAt?: number): Promise<{ result: BatchResult; abandoned: boolean }> {
   const c = o.client;
-  await c.query('BEGIN');
+  // READ COMMITTED whatever the replica's default: the table registry must be read as of the checkpoint lock, not before it.
+  await c.query('BEGIN ISOLATION LEVEL READ COMMITTED');
   const everyMs = o.heartbeatMs ?? 2000;
   const heartbeat = new Heartbeat(o.heartbeat, { everyMs, minGapMs: everyMs / 2 }).start();
   try {

@@ -25,6 +25,7 @@ import type pg from 'pg';
 import type { Change, TxnMessage } from '../change';
 import { compareLsn, ZERO_LSN } from '../lsn';
 import { decodeMessage, encodeMessage } from '../changelog/wire';
+import { ConfigError } from '../errors';
 
 type Queryable = Pick<pg.ClientBase, 'query'>;
 
@@ -54,7 +55,12 @@ export function tableKey(schema: string, table: string): string {
  */
 export interface TableGate {
   entries: Map<string, TableEntry> | null;
-  /** Without a registry: only these tables ("schema.table"); all when undefined. */
+  /**
+   * The replica's configured tables ("schema.table"; all when undefined).
+   * Without a registry they decide, as before it existed; with one, only
+   * whether a table created on the source joins (the registry decides the
+   * rest: a worker's configuration may be older than the last table add).
+   */
   legacy?: ReadonlySet<string>;
   /** A table created on the source (CREATE TABLE in a FOR ALL TABLES publication) joins this replica: it takes every table. */
   takesNewTables: boolean;
@@ -66,76 +72,117 @@ export type Decision = 'apply' | 'pend' | 'skip' | 'unknown';
 export interface Routed {
   /** The changes to apply now (null: none). */
   apply: TxnMessage | null;
-  /** The changes of joining tables to keep until their copy is swapped in, per table key. */
-  pend: { key: string; m: TxnMessage }[];
+  /**
+   * The changes of joining tables to keep until their copy is swapped in: one
+   * message, in the chunk's own order (tables joined together keep their
+   * relative order), and the tables it holds changes of (keys).
+   */
+  pend: { keys: string[]; m: TxnMessage } | null;
   /** Tables the chunk changes that this replica has never taken (keys). */
   unknown: string[];
+  /** The registry as the chunk leaves it: a table created, renamed or moved by a schema change it applies is followed at once. */
+  entries: Map<string, TableEntry> | null;
 }
 
 export function decide(gate: TableGate, lsn: string, schema: string, table: string, created = false): Decision {
-  if (!gate.entries) return !gate.legacy || gate.legacy.has(`${schema}.${table}`) ? 'apply' : 'skip';
+  const configured = !gate.legacy || gate.legacy.has(`${schema}.${table}`);
+  if (!gate.entries) return configured ? 'apply' : 'skip';
   const e = gate.entries.get(tableKey(schema, table));
-  if (!e) return created && gate.takesNewTables ? 'apply' : 'unknown';
+  // A table created on the source joins a replica that takes every table, or lists it by name.
+  if (!e) return created && (gate.takesNewTables || gate.legacy?.has(`${schema}.${table}`)) ? 'apply' : 'unknown';
   if (e.state === 'removed' || compareLsn(lsn, e.from) <= 0) return 'skip';
   return e.state === 'ready' ? 'apply' : 'pend';
 }
 
-/** The table a schema change belongs to: its name before the change, or after it for a table new to pgferry. */
-function schemaTable(ch: Extract<Change, { op: 'schema' }>): { schema: string; table: string } | null {
-  return ch.before ?? ch.after;
+/** A schema change's decision: by the table it names before the change (or after, for a table new to pgferry). */
+function decideSchema(gate: TableGate, lsn: string, ch: Extract<Change, { op: 'schema' }>): { d: Decision; key: string } | null {
+  const t = ch.before ?? ch.after;
+  if (!t) return null; // describes nothing: no table to change
+  const key = tableKey(t.schema, t.table);
+  if (!gate.entries) {
+    // Without a registry, as before it: a change naming a configured table before or after it.
+    const named = [ch.before, ch.after].some((x) => x && (!gate.legacy || gate.legacy.has(`${x.schema}.${x.table}`)));
+    return { d: named ? 'apply' : 'skip', key };
+  }
+  return { d: decide(gate, lsn, t.schema, t.table, ch.before === null), key };
 }
 
-/** Split one chunk into what is applied now, what is kept for a joining table, and what is left out. */
+/**
+ * Split one chunk into what is applied now, what is kept for a joining table,
+ * and what is left out, change by change: a table a schema change creates or
+ * renames is followed for the rows after it in the same chunk.
+ */
 export function route(gate: TableGate, m: TxnMessage): Routed {
+  let g = gate;
   const apply: Change[] = [];
-  const pend = new Map<string, Change[]>();
+  const pend: Change[] = [];
+  const pendKeys = new Set<string>();
   const unknown = new Set<string>();
   /** A truncate lost some of its tables here (the count of changes alone would not show it). */
   let trimmed = false;
   const put = (d: Decision, key: string, ch: Change) => {
     if (d === 'apply') apply.push(ch);
-    else if (d === 'pend') pend.set(key, [...(pend.get(key) ?? []), ch]);
-    else if (d === 'unknown') unknown.add(key);
+    else if (d === 'pend') {
+      pend.push(ch);
+      pendKeys.add(key);
+    } else if (d === 'unknown') unknown.add(key);
   };
   const of = (relKey: string) => m.relations[relKey];
   for (const ch of m.changes) {
     if (ch.op === 'schema') {
-      const t = schemaTable(ch);
-      if (!t) continue; // describes nothing: no table to change
-      put(decide(gate, m.lsn, t.schema, t.table, ch.before === null), tableKey(t.schema, t.table), ch);
+      const r = decideSchema(g, m.lsn, ch);
+      if (!r) continue;
+      put(r.d, r.key, ch);
+      if (r.d === 'apply' && g.entries && ch.after) g = { ...g, entries: followed(g.entries, ch) };
     } else if (ch.op === 'truncate') {
-      const byDecision = new Map<string, string[]>();
+      const now: string[] = [];
+      const later: string[] = [];
       for (const relKey of ch.rels) {
         const r = of(relKey);
         if (!r) continue;
-        const d = decide(gate, m.lsn, r.schema, r.table);
-        const bucket = d === 'pend' ? `pend:${tableKey(r.schema, r.table)}` : d;
-        byDecision.set(bucket, [...(byDecision.get(bucket) ?? []), relKey]);
-        if (d === 'unknown') unknown.add(tableKey(r.schema, r.table));
+        const d = decide(g, m.lsn, r.schema, r.table);
+        if (d === 'apply') now.push(relKey);
+        else if (d === 'pend') {
+          later.push(relKey);
+          pendKeys.add(tableKey(r.schema, r.table));
+        } else if (d === 'unknown') unknown.add(tableKey(r.schema, r.table));
       }
-      const now = byDecision.get('apply');
-      if (now?.length === ch.rels.length) apply.push(ch);
-      else if (now) {
-        apply.push({ ...ch, rels: now });
+      if (now.length === ch.rels.length) apply.push(ch);
+      else {
         trimmed = true;
-      } else trimmed = true;
-      for (const [bucket, rels] of byDecision) {
-        if (bucket.startsWith('pend:')) put('pend', bucket.slice(5), { ...ch, rels });
+        if (now.length) apply.push({ ...ch, rels: now });
       }
+      if (later.length) pend.push({ ...ch, rels: later });
     } else {
       const r = of(ch.rel);
       if (!r) {
         apply.push(ch); // undescribed: the applier names the broken message
         continue;
       }
-      put(decide(gate, m.lsn, r.schema, r.table), tableKey(r.schema, r.table), ch);
+      put(decide(g, m.lsn, r.schema, r.table), tableKey(r.schema, r.table), ch);
     }
   }
   return {
     apply: !trimmed && apply.length === m.changes.length ? m : apply.length ? { ...m, changes: apply } : null,
-    pend: [...pend].map(([key, changes]) => ({ key, m: { ...m, changes } })),
+    pend: pend.length ? { keys: [...pendKeys], m: { ...m, changes: pend } } : null,
     unknown: [...unknown],
+    entries: g.entries,
   };
+}
+
+/** The registry after an applied schema change: a created table joins from its first row, a renamed one keeps its entry under the new name. */
+function followed(entries: Map<string, TableEntry>, ch: Extract<Change, { op: 'schema' }>): Map<string, TableEntry> {
+  const after = tableKey(ch.after!.schema, ch.after!.table);
+  if (!ch.before) {
+    if (entries.has(after)) return entries;
+    return new Map(entries).set(after, { state: 'ready', from: ZERO_LSN });
+  }
+  const before = tableKey(ch.before.schema, ch.before.table);
+  const entry = entries.get(before);
+  if (before === after || !entry) return entries;
+  const next = new Map(entries);
+  next.delete(before);
+  return next.set(after, entry);
 }
 
 const LOAD = `
@@ -146,6 +193,15 @@ const UPSERT = `
 INSERT INTO pgferry.replica_tables (replica, schema_name, table_name, state, from_lsn)
 SELECT $1, s, t, $4, $5::pg_lsn FROM unnest($2::text[], $3::text[]) AS w(s, t)
 ON CONFLICT (replica, schema_name, table_name) DO UPDATE SET state = EXCLUDED.state, from_lsn = EXCLUDED.from_lsn, updated_at = now()`;
+
+const INSERT_NEW = `
+INSERT INTO pgferry.replica_tables (replica, schema_name, table_name, state, from_lsn)
+SELECT $1, s, t, $4, $5::pg_lsn FROM unnest($2::text[], $3::text[]) AS w(s, t)
+ON CONFLICT (replica, schema_name, table_name) DO NOTHING`;
+
+/** An entry left under the new name (a table removed, or dropped, long ago) gives way to the renamed table's. */
+const RENAME_STALE = `
+DELETE FROM pgferry.replica_tables WHERE replica = $1 AND schema_name = $2 AND table_name = $3`;
 
 const RENAME = `
 UPDATE pgferry.replica_tables SET schema_name = $4, table_name = $5, updated_at = now()
@@ -188,7 +244,7 @@ export const TableRegistry = {
   async gate(c: Queryable, replica: string, legacy: ReadonlySet<string> | undefined, takesNewTables: boolean): Promise<TableGate> {
     const rows = await TableRegistry.list(c, replica);
     if (!rows.length) return { entries: null, legacy, takesNewTables };
-    return { entries: new Map(rows.map((r) => [tableKey(r.schema, r.table), { state: r.state, from: r.from }])), takesNewTables };
+    return { entries: new Map(rows.map((r) => [tableKey(r.schema, r.table), { state: r.state, from: r.from }])), legacy, takesNewTables };
   },
 
   /**
@@ -203,9 +259,10 @@ export const TableRegistry = {
     return TableRegistry.list(c, replica);
   },
 
-  async set(c: Queryable, replica: string, tables: { schema: string; table: string }[], state: TableState, from: string): Promise<void> {
+  /** Set the tables' state; `keep`: only where the table has no entry yet. */
+  async set(c: Queryable, replica: string, tables: { schema: string; table: string }[], state: TableState, from: string, o: { keep?: boolean } = {}): Promise<void> {
     if (!tables.length) return;
-    await c.query(UPSERT, [replica, tables.map((t) => t.schema), tables.map((t) => t.table), state, from]);
+    await c.query(o.keep ? INSERT_NEW : UPSERT, [replica, tables.map((t) => t.schema), tables.map((t) => t.table), state, from]);
   },
 
   /** A whole-replica snapshot (replica add, resync) holds every table it copied: they are all `ready`, nothing is kept pending. */
@@ -215,12 +272,17 @@ export const TableRegistry = {
   },
 
   async rename(c: Queryable, replica: string, before: { schema: string; table: string }, after: { schema: string; table: string }): Promise<void> {
+    await c.query(RENAME_STALE, [replica, after.schema, after.table]);
     await c.query(RENAME, [replica, before.schema, before.table, after.schema, after.table]);
   },
 
-  /** Keep a joining table's changes (one chunk) until its copy is swapped in. */
-  async pend(c: Queryable, replica: string, key: string, m: TxnMessage): Promise<void> {
-    const [schema, table] = JSON.parse(key) as [string, string];
+  /**
+   * Keep joining tables' changes (of one chunk, in its order) until their
+   * copy is swapped in: filed under the first of them (one join takes its
+   * tables together, so the swap reads them all).
+   */
+  async pend(c: Queryable, replica: string, keys: string[], m: TxnMessage): Promise<void> {
+    const [schema, table] = JSON.parse(keys[0]) as [string, string];
     await c.query(PEND, [replica, schema, table, m.lsn, encodeMessage(m)]);
   },
 
@@ -235,3 +297,21 @@ export const TableRegistry = {
     await c.query(CLEAR_PENDING, [replica, tables.map((t) => t.schema), tables.map((t) => t.table)]);
   },
 };
+
+/** pg_try_advisory_lock keys: one operation at a time changes which tables a replica takes (join, remove, resync). */
+const TABLES_LOCK = 7_364_211;
+
+/**
+ * Hold, for the session of `c`, the replica's lock on changes to its table
+ * set: a second `table add`, a `table remove` or a `replica resync` of the
+ * same replica meanwhile would drop a copy, clear kept changes or overwrite
+ * the table, so it is refused with the reason.
+ */
+export async function lockReplicaTables(c: pg.ClientBase, replica: string, what: string): Promise<void> {
+  const { rows } = await c.query('SELECT pg_catalog.pg_try_advisory_lock($1, pg_catalog.hashtext($2)) AS ok', [TABLES_LOCK, replica]);
+  if (!(rows[0].ok === true || rows[0].ok === 't')) {
+    throw new ConfigError(
+      `replica '${replica}': another pgferry table add, table remove or replica resync is changing its tables right now; ${what} waits for it: run this again once it has finished (pgferry table list shows the tables' states)`,
+    );
+  }
+}

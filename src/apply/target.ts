@@ -106,6 +106,15 @@ async function takenTables(c: pg.ClientBase, replica: string, share: TableRef[],
     }
     return s === 'ready' || s === 'copying';
   });
+  const shared = new Set(share.map((t) => tableKey(t.schema, t.table)));
+  for (const r of registry) {
+    if (r.state !== 'removed' && !shared.has(tableKey(r.schema, r.table))) {
+      warnings.push(
+        `replica '${replica}': table ${relLabel(r)} is not among the tables the configuration gives it, but it has joined the replica: whatever the stream still carries of it is applied; ` +
+          `to stop that, run pgferry table remove ${relLabel(r)} --only ${replica}`,
+      );
+    }
+  }
   return { tables, warnings };
 }
 

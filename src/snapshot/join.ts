@@ -38,15 +38,17 @@ import { prepareCapture } from '../capture/prepare';
 import { captureMode } from '../capture/mode';
 import { capturesSchemaChanges } from '../capture/schema-capture';
 import { resolveTables } from '../capture/tables';
-import { missingTables, prepareTarget } from '../apply/target';
+import { checkNoUnfinishedCopy, ensureTargetSchema, missingTables, prepareTarget } from '../apply/target';
+import { replicaRoleAdvice, useReplicaRole } from '../apply/session';
+import { compareLsn, ZERO_LSN } from '../lsn';
 import { ProgressStore } from '../apply/progress-store';
 import { Applier } from '../apply/applier';
-import { tableKey, TableRegistry } from '../apply/table-registry';
+import { lockReplicaTables, tableKey, TableRegistry } from '../apply/table-registry';
 import { ident, qualified, withClient } from '../pg';
 import { withRetry } from '../retry';
 import { copyFromSnapshot } from './add';
 import { createMissingTables } from './create-tables';
-import { shadowOf } from './resync';
+import { parentsFirst, shadowOf } from './resync';
 import type { TableProgress } from './copy';
 
 /** Where a join's copies wait for their swap: apart from resync's shadows. */
@@ -96,9 +98,14 @@ export async function joinTables(config: Config, specs: string[], o: JoinOptions
     });
     const schemaChangesCaptured = await withClient(`source '${source}'`, sourceUrl, capturesSchemaChanges).catch(() => false);
     const results: JoinResult[] = [];
-    for (const name of targetReplicas(config, captured, o.replicas)) {
+    const targets = targetReplicas(config, captured, o.replicas);
+    for (const name of targets) {
       const tables = replicaShare(config, name, captured);
-      results.push(await joinReplica({ config, name, rabbit, tables, share: replicaShare(config, name, prepared.tables), schemaChangesCaptured, o }));
+      const r = await joinReplica({ config, name, rabbit, tables, share: replicaShare(config, name, prepared.tables), schemaChangesCaptured, named: Boolean(o.replicas?.length), o });
+      if (r) results.push(r);
+    }
+    if (!results.length) {
+      throw new ConfigError(`every replica already takes ${captured.map((t) => relLabel(t)).join(', ')}; to copy it again from a fresh snapshot pass --replace`);
     }
     return results;
   } finally {
@@ -149,102 +156,145 @@ async function joinReplica(a: {
   tables: TableRef[];
   share: TableRef[];
   schemaChangesCaptured: boolean;
+  named: boolean;
   o: JoinOptions;
-}): Promise<JoinResult> {
+}): Promise<JoinResult | null> {
   const { config, name, tables, o } = a;
   const url = replicaUrl(config, name);
-  const source = config.source.name;
   const label = `replica '${name}'`;
-  const shadow = (t: TableRef) => shadowOf(t, JOIN_SCHEMA);
-  let created: string[] = [];
-  await withClient(label, url, async (c) => {
-    if (o.createTables) {
-      created = await withClient(`source '${source}'`, requireSourceUrl(config), (s) => createMissingTables(s, c, name, tables));
-      if (created.length) o.say(`${label}: created ${created.join(', ')}`);
-    }
-    const absent = (await missingTables(c, tables)).map((t) => relLabel(t));
-    if (absent.length) {
-      throw new SchemaMismatchError(
-        `${label}: table ${absent.join(', ')} does not exist on the replica; pass --create-tables to create it from the source's definition, or create it there yourself, then run this again`,
-      );
-    }
-    for (const warning of await prepareTarget(c, name, a.share, { joining: tables, schemaChangesCaptured: a.schemaChangesCaptured })) o.say(`WARNING ${warning}`);
+  // One session for the whole join: it holds the replica's table lock throughout.
+  return withClient(label, url, async (c) => {
+    await ensureTargetSchema(c);
+    await lockReplicaTables(c, name, 'this join');
+    await checkNoUnfinishedCopy(c, name);
     const registry = new Map((await TableRegistry.list(c, name)).map((r) => [tableKey(r.schema, r.table), r.state]));
     const already = tables.filter((t) => registry.get(tableKey(t.schema, t.table)) === 'ready').map((t) => relLabel(t));
     if (already.length && !o.replace) {
+      // A join run again after it finished on some replicas goes on with the others.
+      if (already.length === tables.length && !a.named) {
+        o.say(`${label} already takes ${already.join(', ')}; skipped (pass --replace to copy it again)`);
+        return null;
+      }
       throw new ConfigError(`${label} already takes table ${already.join(', ')}; to copy it again from a fresh snapshot pass --replace`);
     }
-    if (!o.replace) {
-      const busy: string[] = [];
-      for (const t of tables) {
-        if (registry.get(tableKey(t.schema, t.table)) === 'copying') continue; // an earlier join's attempt: its rows are replaced anyway
-        if ((await c.query(`SELECT EXISTS (SELECT 1 FROM ${qualified(t.schema, t.table)}) AS e`)).rows[0].e === 't') busy.push(relLabel(t));
-      }
-      if (busy.length) {
-        throw new SchemaMismatchError(
-          `${label}: table ${busy.join(', ')} already holds rows; a join copies into an empty table: empty it (TRUNCATE), or pass --replace to replace its rows with the source's`,
-        );
-      }
-    }
-    // Step 2, at a batch boundary.
-    await inTransaction(c, async () => {
-      await ProgressStore.lock(c, name, source);
-      await TableRegistry.set(c, name, tables, 'copying', '0/0');
+    const created = await prepareJoin(c, a, registry);
+    const copied = await copyFromSnapshot({
+      config,
+      replica: name,
+      rabbit: a.rabbit,
+      tables,
+      parallel: o.parallel,
+      target: (t) => shadowOf(t, JOIN_SCHEMA),
+      say: o.say,
+      onProgress: (p) => o.onProgress?.(name, p),
     });
-    o.say(`${label}: ${tables.map((t) => relLabel(t)).join(', ')} joining; changes to ${tables.length > 1 ? 'them' : 'it'} are kept until the copy is in place`);
-    await c.query(`CREATE SCHEMA IF NOT EXISTS ${ident(JOIN_SCHEMA)}`);
-    for (const t of tables) {
-      const s = shadow(t);
-      await c.query(`DROP TABLE IF EXISTS ${qualified(s.schema, s.table)}`);
-      await c.query(`CREATE UNLOGGED TABLE ${qualified(s.schema, s.table)} (LIKE ${qualified(t.schema, t.table)} INCLUDING GENERATED)`);
-    }
-  });
-  // Step 3.
-  const copied = await copyFromSnapshot({
-    config,
-    replica: name,
-    rabbit: a.rabbit,
-    tables,
-    parallel: o.parallel,
-    target: shadow,
-    say: o.say,
-    onProgress: (p) => o.onProgress?.(name, p),
-  });
-  // Step 4.
-  o.say(`${label}: swapping in the copy and what changed during it (one transaction)`);
-  const replayed = await withClient(label, url, async (c) => {
-    const n = await inTransaction(c, async () => {
-      await ProgressStore.lock(c, name, source);
-      for (const t of tables) {
-        const cols = (t.columns ?? []).map((col) => ident(col.name)).join(', ');
-        const s = shadow(t);
-        await c.query(`DELETE FROM ${qualified(t.schema, t.table)}`);
-        await c.query(`INSERT INTO ${qualified(t.schema, t.table)} (${cols}) OVERRIDING SYSTEM VALUE SELECT ${cols} FROM ${qualified(s.schema, s.table)}`);
+    o.say(`${label}: swapping in the copy and what changed during it (one transaction)`);
+    const replayed = await swapIn(c, config, name, tables, copied.position).catch((err) => {
+      if (err instanceof Error) {
+        err.message = `${label}: the join of ${tables.map((t) => relLabel(t)).join(', ')} stopped at its swap (nothing of it was applied, its changes stay kept): ${err.message.replace(/; [^;]*pgferry replica resume \S+$/, '')}; fix that, then run pgferry table add again`;
       }
-      await TableRegistry.set(c, name, tables, 'ready', copied.position);
-      const kept = await TableRegistry.pending(c, name, tables, copied.position);
-      const applier = new Applier(c, name, logger.child({ replica: name }), await TableRegistry.gate(c, name, replicaTables(config, name), false), false, replicaSchemaPolicy(config, name));
-      for (const m of kept) await applier.apply(m);
-      await applier.flush();
-      await TableRegistry.clearPending(c, name, tables);
-      return kept.length;
+      throw err;
     });
     for (const t of tables) {
-      const s = shadow(t);
+      const s = shadowOf(t, JOIN_SCHEMA);
       await c.query(`DROP TABLE IF EXISTS ${qualified(s.schema, s.table)}`);
     }
     // Gone once no other join's copy waits in it.
     await c.query(`DROP SCHEMA IF EXISTS ${ident(JOIN_SCHEMA)}`).catch(() => undefined);
-    return n;
+    return {
+      replica: name,
+      tables: tables.map((t) => relLabel(t)),
+      position: copied.position,
+      rows: copied.tables.reduce((n, t) => n + t.rows, 0),
+      replayed,
+      created,
+    };
   });
-  return {
-    replica: name,
-    tables: tables.map((t) => relLabel(t)),
-    position: copied.position,
-    rows: copied.tables.reduce((n, t) => n + t.rows, 0),
-    replayed,
-    created,
-  };
+}
+
+/** Steps 1–2 on the replica: the tables there (or created), checked, empty unless replaced, registered `copying`, shadows made. */
+async function prepareJoin(
+  c: pg.ClientBase,
+  a: { config: Config; name: string; tables: TableRef[]; share: TableRef[]; schemaChangesCaptured: boolean; o: JoinOptions },
+  registry: Map<string, string>,
+): Promise<string[]> {
+  const { config, name, tables, o } = a;
+  const source = config.source.name;
+  const label = `replica '${name}'`;
+  let created: string[] = [];
+  if (o.createTables) {
+    created = await withClient(`source '${source}'`, requireSourceUrl(config), (s) => createMissingTables(s, c, name, tables));
+    if (created.length) o.say(`${label}: created ${created.join(', ')}`);
+  }
+  const absent = (await missingTables(c, tables)).map((t) => relLabel(t));
+  if (absent.length) {
+    throw new SchemaMismatchError(
+      `${label}: table ${absent.join(', ')} does not exist on the replica; pass --create-tables to create it from the source's definition, or create it there yourself, then run this again`,
+    );
+  }
+  for (const warning of await prepareTarget(c, name, a.share, { joining: tables, schemaChangesCaptured: a.schemaChangesCaptured })) o.say(`WARNING ${warning}`);
+  if (!o.replace) {
+    const busy: string[] = [];
+    for (const t of tables) {
+      if (registry.get(tableKey(t.schema, t.table)) === 'copying') continue; // an earlier join's attempt: its rows are replaced anyway
+      if ((await c.query(`SELECT EXISTS (SELECT 1 FROM ${qualified(t.schema, t.table)}) AS e`)).rows[0].e === 't') busy.push(relLabel(t));
+    }
+    if (busy.length) {
+      throw new SchemaMismatchError(
+        `${label}: table ${busy.join(', ')} already holds rows; a join copies into an empty table: empty it (TRUNCATE), or pass --replace to replace its rows with the source's`,
+      );
+    }
+  }
+  // Step 2, at a batch boundary.
+  await inTransaction(c, async () => {
+    await ProgressStore.lock(c, name, source);
+    await TableRegistry.set(c, name, tables, 'copying', ZERO_LSN);
+  });
+  o.say(`${label}: ${tables.map((t) => relLabel(t)).join(', ')} joining; changes to ${tables.length > 1 ? 'them' : 'it'} are kept until the copy is in place`);
+  await c.query(`CREATE SCHEMA IF NOT EXISTS ${ident(JOIN_SCHEMA)}`);
+  for (const t of tables) {
+    const s = shadowOf(t, JOIN_SCHEMA);
+    await c.query(`DROP TABLE IF EXISTS ${qualified(s.schema, s.table)}`);
+    await c.query(`CREATE UNLOGGED TABLE ${qualified(s.schema, s.table)} (LIKE ${qualified(t.schema, t.table)} INCLUDING GENERATED)`);
+  }
+  return created;
+}
+
+/**
+ * Step 4, one replica transaction with the checkpoint locked, in replica
+ * role as apply runs (the replica's own triggers and foreign-key actions do
+ * not fire on rows the source already had): the copy replaces the tables'
+ * rows (parents first), what was kept after the snapshot is applied in the
+ * order the replica passed it, the tables are `ready` from the snapshot.
+ * Returns how many kept chunks were applied.
+ */
+async function swapIn(c: pg.ClientBase, config: Config, name: string, tables: TableRef[], position: string): Promise<number> {
+  if (!(await useReplicaRole(c))) logger.warn({ replica: name }, await replicaRoleAdvice(c, name));
+  return inTransaction(c, async () => {
+    await ProgressStore.lock(c, name, config.source.name);
+    const states = new Map((await TableRegistry.list(c, name)).map((r) => [tableKey(r.schema, r.table), r.state]));
+    const gone = tables.filter((t) => states.get(tableKey(t.schema, t.table)) !== 'copying').map((t) => relLabel(t));
+    if (gone.length) throw new ConfigError(`table ${gone.join(', ')} is no longer joining (removed or rebuilt meanwhile)`);
+    const all = await TableRegistry.pending(c, name, tables, ZERO_LSN);
+    // A change of the tables' shape while they were copied: the copy's columns (and the kept rows) may not fit the replica's table.
+    const reshaped = all.find((m) => m.changes.some((ch) => ch.op === 'schema'));
+    if (reshaped) {
+      throw new SchemaMismatchError(`the source changed the shape of a joining table during the copy (schema change at source position ${reshaped.lsn}); make the replica's table match the source's`);
+    }
+    for (const t of await parentsFirst(c, tables)) {
+      const cols = (t.columns ?? []).map((col) => ident(col.name)).join(', ');
+      const s = shadowOf(t, JOIN_SCHEMA);
+      await c.query(`DELETE FROM ${qualified(t.schema, t.table)}`);
+      await c.query(`INSERT INTO ${qualified(t.schema, t.table)} (${cols}) OVERRIDING SYSTEM VALUE SELECT ${cols} FROM ${qualified(s.schema, s.table)}`);
+    }
+    await TableRegistry.set(c, name, tables, 'ready', position);
+    const kept = all.filter((m) => compareLsn(m.lsn, position) > 0);
+    const applier = new Applier(c, name, logger.child({ replica: name }), await TableRegistry.gate(c, name, replicaTables(config, name), false), false, replicaSchemaPolicy(config, name));
+    for (const m of kept) await applier.apply(m);
+    await applier.flush();
+    await TableRegistry.clearPending(c, name, tables);
+    return kept.length;
+  });
 }
 
 export interface RemoveResult {
@@ -262,7 +312,10 @@ export async function removeTables(config: Config, specs: string[], o: { replica
   for (const name of replicas) {
     const label = `replica '${name}'`;
     const r = await withClient(label, replicaUrl(config, name), async (c) => {
-      const taken = new Map((await TableRegistry.list(c, name)).filter((t) => t.state !== 'removed').map((t) => [tableKey(t.schema, t.table), t]));
+      await lockReplicaTables(c, name, 'table remove');
+      const registered = await TableRegistry.list(c, name);
+      if (!registered.length) throw new ConfigError(`${label} has not registered the tables it takes yet: run pgferry init (or up) once with this configuration, then run this again`);
+      const taken = new Map(registered.filter((t) => t.state !== 'removed').map((t) => [tableKey(t.schema, t.table), t]));
       const tables = names.filter((t) => taken.has(tableKey(t.schema, t.table)));
       const missing = names.filter((t) => !taken.has(tableKey(t.schema, t.table)));
       if (missing.length && o.replicas?.length) {

@@ -23,13 +23,13 @@ import { logger } from '../logger';
 import { connectRabbit } from '../changelog/rabbit';
 import type { TableRef } from '../tables';
 import { prepareCapture } from '../capture/prepare';
-import { prepareTarget } from '../apply/target';
-import { ident, qualified, withClient } from '../pg';
+import { ensureTargetSchema, prepareTarget } from '../apply/target';
+import { connectPg, ident, qualified, withClient } from '../pg';
 import { withRetry } from '../retry';
 import { AddResult, copyFromSnapshot } from './add';
 import type { TableProgress } from './copy';
 import { ProgressStore } from '../apply/progress-store';
-import { TableRegistry } from '../apply/table-registry';
+import { lockReplicaTables, TableRegistry } from '../apply/table-registry';
 
 const SHADOW_SCHEMA = 'pgferry_shadow';
 
@@ -46,8 +46,15 @@ export async function resyncReplica(
   requireSourceUrl(config);
   const url = replicaUrl(config, name);
   const source = config.source.name;
-  const rabbit = await withRetry(() => connectRabbit(config.rabbitmqUrl), config.connectWaitMs, logger);
+  // Held to the end: no table add or remove of this replica meanwhile (table-registry.ts).
+  const lock = await connectPg(`replica '${name}'`, url);
+  const rabbit = await withRetry(() => connectRabbit(config.rabbitmqUrl), config.connectWaitMs, logger).catch(async (err) => {
+    await lock.end().catch(() => undefined);
+    throw err;
+  });
   try {
+    await ensureTargetSchema(lock);
+    await lockReplicaTables(lock, name, 'the resync');
     const tables = replicaShare(config, name, (await prepareCapture(config, rabbit)).tables);
     await withClient(`replica '${name}'`, url, async (c) => {
       // Every captured table is copied, joined or not: after the swap the replica takes them all.
@@ -64,6 +71,7 @@ export async function resyncReplica(
     return copied;
   } finally {
     await rabbit.close().catch(() => undefined);
+    await lock.end().catch(() => undefined);
   }
 }
 
@@ -106,7 +114,7 @@ WHERE k.contype = 'f' AND k.conrelid <> k.confrelid
   AND (pn.nspname, p.relname) IN (SELECT * FROM unnest($1::text[], $2::text[]))`;
 
 /** The tables ordered so that every table comes after the tables its foreign keys reference. */
-async function parentsFirst(c: pg.ClientBase, tables: TableRef[]): Promise<TableRef[]> {
+export async function parentsFirst(c: pg.ClientBase, tables: TableRef[]): Promise<TableRef[]> {
   const key = (schema: string, table: string) => JSON.stringify([schema, table]);
   const { rows } = await c.query<{ child: string; parent: string }>(FK_ORDER, [tables.map((t) => t.schema), tables.map((t) => t.table)]);
   const parents = new Map<string, Set<string>>();
