@@ -105,7 +105,7 @@ export async function joinTables(config: Config, specs: string[], o: JoinOptions
       if (r) results.push(r);
     }
     if (!results.length) {
-      throw new ConfigError(`every replica already takes ${captured.map((t) => relLabel(t)).join(', ')}; to copy it again from a fresh snapshot pass --replace`);
+      throw new ConfigError(`every replica already takes table ${captured.map((t) => relLabel(t)).join(', ')}; to copy it again from a fresh snapshot pass --replace`);
     }
     return results;
   } finally {
