@@ -4,6 +4,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Proc } from '../helpers/procs';
 import { cli, contentOf, createWorld, startUp, waitForEqual, World } from '../helpers/fixture';
 import { waitFor } from '../helpers/wait';
+import { audit, AUDIT_SCHEMA, AUDIT_TABLES, Workload } from '../helpers/workload';
 
 /**
  * Schema changes travel with the data, in both capture modes (WAL capture
@@ -16,10 +17,13 @@ import { waitFor } from '../helpers/wait';
  * equal to the source; replica b (schema_changes: stop) stops at each change
  * naming it and the statements to run; the operator runs them and resumes,
  * and b ends equal too. A column renamed keeps the values written before.
+ * The audited workload (one keyless audit row per source transaction) runs
+ * throughout: each replica holds every committed transaction exactly once.
  */
 const SCHEMA = `
   CREATE TABLE items (id int PRIMARY KEY, code varchar(10), qty int, note text);
   CREATE TABLE busy (id bigserial PRIMARY KEY, at timestamptz NOT NULL DEFAULT now(), n int);
+  ${AUDIT_SCHEMA}
 `;
 
 const ALL_STEPS: { ddl: string; then: string[] }[] = [
@@ -34,8 +38,8 @@ const ALL_STEPS: { ddl: string; then: string[] }[] = [
 ];
 // Trigger capture has no FOR ALL TABLES: a table created later is not captured until it is added.
 const MODES = [
-  { mode: 'wal', steps: ALL_STEPS, tables: ['goods', 'busy', 'fresh'] },
-  { mode: 'trigger', steps: ALL_STEPS.filter((s) => !s.ddl.startsWith('CREATE TABLE')), tables: ['goods', 'busy'] },
+  { mode: 'wal', steps: ALL_STEPS, tables: ['goods', 'busy', 'fresh', ...AUDIT_TABLES] },
+  { mode: 'trigger', steps: ALL_STEPS.filter((s) => !s.ddl.startsWith('CREATE TABLE')), tables: ['goods', 'busy', ...AUDIT_TABLES] },
 ];
 
 describe.each(MODES)('schema changes under a running workload ($mode capture)', ({ mode, steps: STEPS, tables: TABLES }) => {
@@ -43,6 +47,7 @@ describe.each(MODES)('schema changes under a running workload ($mode capture)', 
   let up: Proc;
   let writing = true;
   let writer: Promise<void>;
+  let load: Workload;
 
   beforeAll(async () => {
     w = await createWorld({ replicas: ['a', 'b'], schema: SCHEMA });
@@ -62,6 +67,8 @@ replicas:
 `,
     );
     up = await startUp(w, ['up', '--config', configFile]);
+    load = new Workload(w.sourceUrl, 20);
+    load.start();
     writer = w.source.withClient('app', async (c) => {
       for (let i = 0; writing; i++) {
         await c.query('INSERT INTO busy (n) VALUES ($1)', [i]);
@@ -74,6 +81,7 @@ replicas:
   afterAll(async () => {
     writing = false;
     await writer?.catch(() => undefined);
+    await load?.stop().catch(() => undefined);
     await up?.stop();
     await w?.teardown();
   });
@@ -88,6 +96,8 @@ replicas:
     });
     writing = false;
     await writer;
+    await waitFor('the audited workload to commit 50 transactions', async () => load.committed >= 50, 30_000);
+    const committed = await load.stop();
 
     await waitForEqual(w, 'a', TABLES).catch(async (err) => {
       const [src, dst] = await Promise.all([contentOf(w.source, 'app', TABLES), contentOf(w.replicas, 'replica_a', TABLES)]);
@@ -142,5 +152,10 @@ replicas:
     expect(stops[1]).toMatch(/ALTER TABLE "public"\."items" RENAME COLUMN "code" TO "sku"/);
     await waitForEqual(w, 'b', TABLES);
     await waitForEqual(w, 'a', TABLES);
+    // Audit: every transaction of the workload that ran through all the changes, once, on both replicas.
+    for (const db of ['replica_a', 'replica_b']) {
+      await w.replicas.withClient(db, async (c) => expect(await audit(c), db).toEqual({ rows: committed, distinct: committed }));
+    }
+    console.log(`[${mode}] audit clean on a and b: ${committed} workload transactions each once, through ${STEPS.length} schema changes (b stopped at ${stops.length})`);
   });
 });
