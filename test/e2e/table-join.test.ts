@@ -14,12 +14,16 @@ import { waitFor } from '../helpers/wait';
  * captured, copied from a snapshot into each replica while `busy` keeps
  * streaming (its lag sampled throughout), and the changes made to it during
  * the copy (inserts, updates, deletes, which keep coming) are applied after
- * the snapshot, none twice, none missing. Then `pgferry table remove late
+ * the snapshot, none twice, none missing. \`late_log\`, keyless and
+ * insert-only, joins with it and gets one row per transaction of that
+ * writer: a change applied twice would be a second row there, not an
+ * overwrite. Then `pgferry table remove late
  * --only b`: b keeps its rows and applies nothing more of it, a goes on.
  */
 const SCHEMA = `
   CREATE TABLE busy (id bigserial PRIMARY KEY, at timestamptz NOT NULL DEFAULT clock_timestamp(), n int);
   CREATE TABLE late (id int PRIMARY KEY, v int NOT NULL, pad text);
+  CREATE TABLE late_log (n int NOT NULL, at timestamptz NOT NULL DEFAULT clock_timestamp());
 `;
 const LATE_ROWS = 200_000;
 
@@ -43,7 +47,7 @@ replicas:
 
   beforeAll(async () => {
     w = await createWorld({ replicas: ['a', 'b'], schema: SCHEMA });
-    await w.source.withClient('app', (c) => c.query(`INSERT INTO late SELECT g, g, repeat('x', 100) FROM generate_series(1, ${LATE_ROWS}) g`));
+    await w.source.withClient('app', (c) => c.query(`INSERT INTO late SELECT g, g, repeat('x', 100) FROM generate_series(1, ${LATE_ROWS}) g; INSERT INTO late_log (n) SELECT -g FROM generate_series(1, 1000) g`));
     configFile = path.join(w.dataDir, 'pgferry.yaml');
     fs.writeFileSync(configFile, config(['busy']));
     up = await startUp(w, ['up', '--config', configFile]);
@@ -61,6 +65,7 @@ replicas:
           await c.query('INSERT INTO late VALUES ($1, 0, $2)', [LATE_ROWS + i + 1, `new ${i}`]);
           await c.query('UPDATE late SET v = v + 1 WHERE id = $1', [1 + ((i * 7919) % LATE_ROWS)]);
           if (i % 3 === 0) await c.query('DELETE FROM late WHERE id = $1', [1 + ((i * 104729) % LATE_ROWS)]);
+          await c.query('INSERT INTO late_log (n) VALUES ($1)', [i]);
           await c.query('COMMIT');
           await new Promise((r) => setTimeout(r, 5));
         }
@@ -93,9 +98,9 @@ replicas:
     expect(refused.code, refused.stdout + refused.stderr).not.toBe(0);
     expect(refused.stderr + refused.stdout).toMatch(/table public\.late is not in the source's tables .*add it there first/);
 
-    fs.writeFileSync(configFile, config(['busy', 'late']));
+    fs.writeFileSync(configFile, config(['busy', 'late', 'late_log']));
     let done = false;
-    const adding = runCli(['table', 'add', 'late', '--config', configFile], w.env, 600_000).finally(() => (done = true));
+    const adding = runCli(['table', 'add', 'late', 'late_log', '--config', configFile], w.env, 600_000).finally(() => (done = true));
     const during: number[] = [];
     while (!done) {
       during.push(await busyLag());
@@ -103,7 +108,7 @@ replicas:
     }
     const add = await adding;
     expect(add.code, add.stdout + add.stderr).toBe(0);
-    const joined = [...add.stdout.matchAll(/replica '(\w+)': public\.late joined with (\d+) rows as of source position \S+, (\d+) change\(s\) made during the copy applied/g)];
+    const joined = [...add.stdout.matchAll(/replica '(\w+)': public\.late, public\.late_log joined with (\d+) rows as of source position \S+, (\d+) change\(s\) made during the copy applied/g)];
     expect(joined.map((m) => m[1]).sort()).toEqual(['a', 'b']);
     for (const m of joined) expect(Number(m[2])).toBeGreaterThan(LATE_ROWS / 2);
     // The copy took long enough for changes to arrive during it: the kept-and-replayed path ran.
@@ -117,13 +122,18 @@ replicas:
     await new Promise((r) => setTimeout(r, 2000));
     writing = false;
     await Promise.all(writers);
-    await waitForEqual(w, 'a', ['busy', 'late'], 180_000);
-    await waitForEqual(w, 'b', ['busy', 'late'], 180_000);
+    await waitForEqual(w, 'a', ['busy', 'late', 'late_log'], 180_000);
+    await waitForEqual(w, 'b', ['busy', 'late', 'late_log'], 180_000);
+    const logged = async (cluster: typeof w.source, db: string) =>
+      cluster.withClient(db, async (c) => (await c.query('SELECT count(*)::int AS rows, count(DISTINCT n)::int AS distinct FROM late_log')).rows[0]);
+    const sourceLog = await logged(w.source, 'app');
+    expect(sourceLog.rows).toBeGreaterThan(1000);
+    for (const db of ['replica_a', 'replica_b']) expect(await logged(w.replicas, db), db).toEqual(sourceLog);
 
     const list = await cli(w, ['table', 'list', '--config', configFile, '--json']);
     expect(list.code, list.stdout + list.stderr).toBe(0);
     for (const r of JSON.parse(list.stdout)) {
-      expect(r.tables.map((t: { table: string; state: string }) => `${t.table}=${t.state}`).sort()).toEqual(['public.busy=ready', 'public.late=ready']);
+      expect(r.tables.map((t: { table: string; state: string }) => `${t.table}=${t.state}`).sort()).toEqual(['public.busy=ready', 'public.late=ready', 'public.late_log=ready']);
     }
     // Joined already: a second add is refused unless it is to replace the copy.
     const again = await cli(w, ['table', 'add', 'late', '--config', configFile]);
