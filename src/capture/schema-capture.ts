@@ -61,7 +61,8 @@ export async function uninstallSchemaCapture(c: pg.ClientBase): Promise<string[]
   const { rows } = await c.query(`SELECT 1 FROM pg_catalog.pg_event_trigger WHERE evtname = 'pgferry_schema_changes'`);
   if (!rows.length) return [];
   await c.query('DROP EVENT TRIGGER pgferry_schema_changes');
-  await c.query('DROP FUNCTION IF EXISTS pgferry.capture_schema_change(), pgferry.table_shape(oid), pgferry.publications_of(oid)');
+  await c.query('DROP EVENT TRIGGER IF EXISTS pgferry_capture_new_tables');
+  await c.query('DROP FUNCTION IF EXISTS pgferry.capture_schema_change(), pgferry.capture_new_tables(), pgferry.carriable_columns(oid), pgferry.table_shape(oid), pgferry.publications_of(oid)');
   await c.query('DROP TABLE IF EXISTS pgferry.table_shapes, pgferry.schema_capture_key');
   await c.query(`DELETE FROM pgferry.migrations WHERE name LIKE 'schema-capture/%'`);
   return ['event trigger pgferry_schema_changes (schema-change capture)'];

@@ -173,8 +173,9 @@ describe('trigger capture mode', () => {
     const left = await src(`SELECT
       (SELECT count(*) FROM pg_trigger WHERE tgname LIKE 'pgferry%')::int AS triggers,
       (SELECT count(*) FROM pg_namespace WHERE nspname LIKE 'pgferry%')::int AS schemas,
-      (SELECT count(*) FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace WHERE n.nspname = 'pgferry')::int AS functions`);
-    expect(left.rows[0]).toEqual({ triggers: 0, schemas: 0, functions: 0 });
+      (SELECT count(*) FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace WHERE n.nspname = 'pgferry')::int AS functions,
+      (SELECT count(*) FROM pg_event_trigger WHERE evtname LIKE 'pgferry%')::int AS event_triggers`);
+    expect(left.rows[0]).toEqual({ triggers: 0, schemas: 0, functions: 0, event_triggers: 0 });
 
     // WAL mode on a logical-decoding source: slot and publication go.
     const wal = await createWorld({ replicas: [], schema: 'CREATE TABLE t (id int PRIMARY KEY)' });
@@ -187,9 +188,10 @@ describe('trigger capture mode', () => {
       expect(gone.stdout).toContain(`publication pgferry_${wal.sourceName}`);
       const rest = await wal.source.withClient('app', (c) =>
         c.query(`SELECT (SELECT count(*) FROM pg_replication_slots)::int AS slots, (SELECT count(*) FROM pg_publication)::int AS pubs,
-                        (SELECT count(*) FROM pg_namespace WHERE nspname LIKE 'pgferry%')::int AS schemas`),
+                        (SELECT count(*) FROM pg_namespace WHERE nspname LIKE 'pgferry%')::int AS schemas,
+                        (SELECT count(*) FROM pg_event_trigger WHERE evtname LIKE 'pgferry%')::int AS event_triggers`),
       );
-      expect(rest.rows[0]).toEqual({ slots: 0, pubs: 0, schemas: 0 });
+      expect(rest.rows[0]).toEqual({ slots: 0, pubs: 0, schemas: 0, event_triggers: 0 });
     } finally {
       await wal.teardown();
     }

@@ -78,10 +78,24 @@ describe('trigger capture sessions', () => {
     await expect(again).resolves.toMatchObject({ txns: expect.any(Number) });
   });
 
+  const triggersOn = async (table: string) =>
+    source.withClient('app', async (c) =>
+      (await c.query(`SELECT tgname::text AS name FROM pg_trigger WHERE tgrelid = $1::regclass AND NOT tgisinternal ORDER BY 1`, [table])).rows.map((r) => r.name),
+    );
+
   it('defects E and F: queued events follow renamed tables and columns, leave out dropped columns without shifting values, and a dropped table is applied by its names', async () => {
     const sql = (q: string) => source.withClient('app', (c) => c.query(q));
+    // Installed for all tables (beforeAll): a table is captured from its CREATE TABLE on (schema-capture/0002).
+    await sql(`CREATE TABLE born_later (id int PRIMARY KEY)`);
+    expect(await triggersOn('born_later')).toEqual(['pgferry_capture', 'pgferry_truncate', 'pgferry_wake']);
+    // Without schema-change capture from here on (prepareTriggerSource installs it again; dropped again below).
+    await sql('DROP EVENT TRIGGER pgferry_schema_changes');
     await sql(`CREATE TABLE ef (id int PRIMARY KEY, a text, b text, c text); CREATE TABLE gone (id int PRIMARY KEY, v text)`);
+    expect(await triggersOn('ef')).toEqual([]);
     await prepareTriggerSource(url, name, { tables: ['public.t', 'public.ef', 'public.gone'] });
+    // Named tables: one created now is not captured until the config names it.
+    await sql(`CREATE TABLE not_named (id int PRIMARY KEY)`);
+    expect(await triggersOn('not_named')).toEqual([]);
     // Without schema-change capture (no superuser to install its event trigger): queued rows follow the table as it is now.
     await sql('DROP EVENT TRIGGER pgferry_schema_changes');
     // All of this is queued while no capture runs.
@@ -107,7 +121,7 @@ describe('trigger capture sessions', () => {
           changes.length = 0;
           for (const t of await streamTxns(conn, name)) {
             for (const ch of t.changes) {
-              if (ch.op === 'truncate') continue;
+              if (ch.op === 'truncate' || ch.op === 'schema') continue;
               const r = t.relations[ch.rel];
               changes.push({ table: `${r.schema}.${r.table}`, op: ch.op, new: 'new' in ch ? ch.new : undefined, old: 'old' in ch ? ch.old : undefined });
             }
@@ -157,7 +171,9 @@ describe('trigger capture sessions', () => {
           seen.length = 0;
           for (const t of await streamTxns(conn, name)) {
             for (const ch of t.changes) {
-              if (ch.op === 'schema') seen.push({ schema: describeSchemaChange(ch) });
+              if (ch.op === 'schema') {
+                if ((ch.after ?? ch.before)?.table.startsWith('sc')) seen.push({ schema: describeSchemaChange(ch) });
+              }
               else if (ch.op !== 'truncate' && t.relations[ch.rel].table.startsWith('sc')) {
                 const r = t.relations[ch.rel];
                 seen.push({ table: r.table, columns: r.columns.map((c) => c.name).join(','), op: ch.op, new: 'new' in ch ? ch.new : undefined });

@@ -56,7 +56,8 @@ export async function prepareTriggerSource(url: string, source: string, selectio
   return withClient(`source '${source}'`, url, async (c) => {
     await c.query('BEGIN');
     try {
-      const selected: { schema: string; table: string }[] = (await selectTables(c, source, selection)) ?? (await candidateTables(c));
+      const chosen = await selectTables(c, source, selection);
+      const selected: { schema: string; table: string }[] = chosen ?? (await candidateTables(c));
       const tables = await describeTables(c, source, selected); // refuses uncarriable columns before installing anything
       const installed = (await c.query(`SELECT to_regclass('pgferry.events') IS NOT NULL AS yes`)).rows[0].yes;
       await migrate(c, 'source', { inTransaction: true });
@@ -70,6 +71,10 @@ export async function prepareTriggerSource(url: string, source: string, selectio
         await c.query('INSERT INTO pgferry.capture_state (source, last_tick) VALUES ($1, $2)', [source, tick]);
         startsAt = formatLsn(BigInt(tick) << 32n);
       }
+      // No tables named, none excluded: tables created later are captured from their CREATE TABLE on
+      // (the event trigger pgferry_capture_new_tables, sql/migrations/schema-capture/0002), as WAL
+      // capture's FOR ALL TABLES publication does.
+      await c.query('UPDATE pgferry.capture_state SET all_tables = $2 WHERE source = $1', [source, chosen === undefined]);
       await c.query('COMMIT');
       const warnings = await installSchemaCapture(c, source); // after the commit: without a superuser, capture runs on without it
       return { tables, warnings, slotCreated: startsAt !== undefined, slotLsn: startsAt, publicationCreated: !(installed === true || installed === 't') };
