@@ -27,19 +27,36 @@ UNION
 SELECT t.tgrelid, pgferry.table_shape(t.tgrelid) FROM pg_catalog.pg_trigger t WHERE t.tgname = 'pgferry_capture' AND NOT t.tgisinternal
 ON CONFLICT (relid) DO NOTHING`;
 
-/** Install (or update) the event trigger and record the published tables' shapes; returns warnings for people. */
+/** pgferry's event triggers (sql/migrations/schema-capture): schema changes, and trigger capture's tables created later. */
+const EVENT_TRIGGERS = ['pgferry_schema_changes', 'pgferry_capture_new_tables', 'pgferry_capture_attach_start', 'pgferry_capture_attach_end'];
+
+/** Install (or update) the event triggers and record the published tables' shapes; returns warnings for people. */
 export async function installSchemaCapture(c: pg.ClientBase, source: string): Promise<string[]> {
+  const warnings: string[] = [];
+  // Installed once (migrations), but a DBA may have dropped one since: then all are made again, in order (each file is idempotent).
+  const present = new Set((await c.query(`SELECT evtname::text AS name FROM pg_catalog.pg_event_trigger WHERE evtname = ANY($1::text[])`, [EVENT_TRIGGERS])).rows.map((r) => r.name as string));
   try {
-    // Installed once (a migration), but a DBA may have dropped the trigger since: then it is made again.
-    const present = await c.query(`SELECT 1 FROM pg_catalog.pg_event_trigger WHERE evtname = 'pgferry_schema_changes'`);
-    const recorded = (await c.query(`SELECT to_regclass('pgferry.migrations') IS NOT NULL AS yes`)).rows[0].yes;
-    if (!present.rows.length && (recorded === true || recorded === 't')) {
-      await c.query(`DELETE FROM pgferry.migrations WHERE name LIKE 'schema-capture/%'`);
+    await c.query('BEGIN');
+    try {
+      const recorded = (await c.query(`SELECT to_regclass('pgferry.migrations') IS NOT NULL AS yes`)).rows[0].yes;
+      if (present.size < EVENT_TRIGGERS.length && (recorded === true || recorded === 't')) {
+        await c.query(`DELETE FROM pgferry.migrations WHERE name LIKE 'schema-capture/%'`);
+      }
+      await migrate(c, 'schema-capture', { inTransaction: true });
+      await c.query('COMMIT');
+    } catch (err) {
+      await c.query('ROLLBACK').catch(() => undefined);
+      // An install a superuser made earlier keeps capturing schema changes; only what is newer waits for one.
+      if (!isPrivilegeError(err) || !present.has('pgferry_schema_changes')) throw err;
+      warnings.push(
+        `source '${source}': pgferry's event triggers could not be brought up to date: that needs a superuser (${describeCause(err)}); ` +
+          `schema changes are still captured as before, but with trigger capture of all tables a table created later is not captured until it is added ` +
+          `(pgferry table add). To update them, run pgferry up once as a superuser`,
+      );
     }
-    await migrate(c, 'schema-capture');
     await c.query('GRANT SELECT ON pgferry.schema_capture_key TO CURRENT_USER');
     await c.query(RECORD_SHAPES, [publicationName(source)]);
-    return [];
+    return warnings;
   } catch (err) {
     if (!isPrivilegeError(err)) throw err;
     return [
@@ -58,14 +75,16 @@ export async function capturesSchemaChanges(c: pg.ClientBase): Promise<boolean> 
 
 /** Remove the event trigger and its functions (the pgferry schema itself goes with trigger capture's uninstall). */
 export async function uninstallSchemaCapture(c: pg.ClientBase): Promise<string[]> {
-  const { rows } = await c.query(`SELECT 1 FROM pg_catalog.pg_event_trigger WHERE evtname = 'pgferry_schema_changes'`);
+  const { rows } = await c.query(`SELECT 1 FROM pg_catalog.pg_event_trigger WHERE evtname = ANY($1::text[])`, [EVENT_TRIGGERS]);
   if (!rows.length) return [];
-  await c.query('DROP EVENT TRIGGER pgferry_schema_changes');
-  await c.query('DROP EVENT TRIGGER IF EXISTS pgferry_capture_new_tables');
-  await c.query('DROP FUNCTION IF EXISTS pgferry.capture_schema_change(), pgferry.capture_new_tables(), pgferry.carriable_columns(oid), pgferry.table_shape(oid), pgferry.publications_of(oid)');
-  await c.query('DROP TABLE IF EXISTS pgferry.table_shapes, pgferry.schema_capture_key');
+  for (const name of EVENT_TRIGGERS) await c.query(`DROP EVENT TRIGGER IF EXISTS ${name}`);
+  await c.query(
+    'DROP FUNCTION IF EXISTS pgferry.capture_schema_change(), pgferry.capture_new_tables(), pgferry.before_attach(), pgferry.after_attach(), ' +
+      'pgferry.add_capture_row_trigger(oid), pgferry.carriable_columns(oid), pgferry.table_shape(oid), pgferry.publications_of(oid)',
+  );
+  await c.query('DROP TABLE IF EXISTS pgferry.table_shapes, pgferry.schema_capture_key, pgferry.new_tables');
   await c.query(`DELETE FROM pgferry.migrations WHERE name LIKE 'schema-capture/%'`);
-  return ['event trigger pgferry_schema_changes (schema-change capture)'];
+  return ['event triggers pgferry_schema_changes (schema-change capture) and pgferry_capture_* (tables created later)'];
 }
 
 /** Prefix of the logical messages the source's event trigger emits (sql/migrations/schema-capture). */

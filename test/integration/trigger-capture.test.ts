@@ -278,4 +278,28 @@ describe('trigger capture sessions', () => {
     const fresh = after.find((m) => m.ids.includes('200'))!;
     expect(fresh.history).toBe(gap!.history);
   });
+
+  it('taking all tables: a table created later is captured from its CREATE (named CREATE TABLE even with a foreign key), and one created LIKE a partitioned root attaches to it and is then captured through the root', async () => {
+    const sql = (q: string) => source.withClient('app', (c) => c.query(q));
+    await prepareTriggerSource(url, name, {}); // all tables again (earlier cases named theirs)
+    await sql(`CREATE TABLE fk_child (id int PRIMARY KEY, t_id int REFERENCES t)`);
+    expect(await triggersOn('fk_child')).toEqual(['pgferry_capture', 'pgferry_truncate', 'pgferry_wake']);
+    const created = await sql(`SELECT new_row::jsonb->>'command' AS command, new_row::jsonb->'old' AS old FROM pgferry.events WHERE op = 'S' AND rel_oid = 'fk_child'::regclass::oid`);
+    expect(created.rows).toEqual([{ command: 'CREATE TABLE', old: null }]);
+
+    await sql(`CREATE TABLE "Part Root" (id int, k int, PRIMARY KEY (id, k)) PARTITION BY RANGE (k)`);
+    await sql(`CREATE TABLE "Part Root 1" (LIKE "Part Root" INCLUDING ALL)`);
+    expect(await triggersOn('"Part Root 1"')).toEqual(['pgferry_capture', 'pgferry_truncate', 'pgferry_wake']);
+    // Without the set-aside PostgreSQL refuses this: trigger "pgferry_capture" for relation "Part Root 1" already exists.
+    await sql(`ALTER TABLE "Part Root" ATTACH PARTITION "Part Root 1" FOR VALUES FROM (0) TO (10)`);
+    const clone = await sql(`SELECT tgname::text AS name, tgparentid <> 0 AS cloned FROM pg_trigger WHERE tgrelid = '"Part Root 1"'::regclass AND NOT tgisinternal ORDER BY 1`);
+    expect(clone.rows).toEqual([{ name: 'pgferry_capture', cloned: true }]);
+    await sql(`INSERT INTO "Part Root" VALUES (1, 5)`);
+    const rows = await sql(`SELECT rel_table FROM pgferry.events WHERE op = 'I' AND rel_oid IN ('"Part Root"'::regclass::oid, '"Part Root 1"'::regclass::oid)`);
+    expect(rows.rows).toEqual([{ rel_table: 'Part Root' }]); // once, as the root
+    // A failed ATTACH leaves the standalone table captured as it was.
+    await sql(`CREATE TABLE "Part Root 2" (LIKE "Part Root" INCLUDING ALL)`);
+    await expect(sql(`ALTER TABLE "Part Root" ATTACH PARTITION "Part Root 2" FOR VALUES FROM (5) TO (20)`)).rejects.toThrow(/overlap/);
+    expect(await triggersOn('"Part Root 2"')).toEqual(['pgferry_capture', 'pgferry_truncate', 'pgferry_wake']);
+  });
 });

@@ -13,8 +13,20 @@
 -- with a column pgferry cannot carry (PUBLISHED_COLUMNS: pseudo-types, the internal types whose
 -- input refuses every value, domains and arrays over them). Temporary tables, tables of an
 -- extension and CREATE TABLE AS / SELECT INTO (rows written before this trigger runs) are left
--- to the next start-up, which says so. A failure never blocks the user's CREATE TABLE: it is a
--- WARNING, and the table is captured from the next start-up on.
+-- out. A failure never blocks the user's CREATE TABLE: it is a WARNING.
+--
+-- A table created standalone and then attached as a partition (CREATE TABLE … (LIKE parent),
+-- then ALTER TABLE parent ATTACH PARTITION, as pg_partman does) would make the ATTACH fail:
+-- PostgreSQL clones the root's row trigger pgferry_capture onto it and refuses a second trigger
+-- of that name. So the tables this trigger took are listed in pgferry.new_tables; before an
+-- ALTER TABLE that attaches a partition (ddl_command_start) their own pgferry_capture is set
+-- aside, and after it (ddl_command_end) put back on those still standalone, while those now
+-- partitions keep only the clone (their rows are captured through the root) and lose their
+-- other pgferry triggers. A failed ATTACH rolls all of it back.
+CREATE TABLE IF NOT EXISTS pgferry.new_tables (
+  relid oid PRIMARY KEY
+);
+
 CREATE OR REPLACE FUNCTION pgferry.carriable_columns(rel oid) RETURNS boolean
 LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $$
   WITH RECURSIVE under(typid) AS (
@@ -28,6 +40,19 @@ LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $$
     SELECT 1 FROM under u JOIN pg_type t ON t.oid = u.typid
     WHERE t.typtype = 'p' OR t.typinput::text IN ('pg_node_tree_in', 'pg_ndistinct_in', 'pg_dependencies_in',
           'pg_mcv_list_in', 'brin_bloom_summary_in', 'brin_minmax_multi_summary_in'))
+$$;
+
+-- The row trigger of trigger capture on one table (the same statement as capture/trigger/install.ts).
+CREATE OR REPLACE FUNCTION pgferry.add_capture_row_trigger(rel oid) RETURNS void
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+  nsp text;
+  tbl text;
+BEGIN
+  SELECT n.nspname::text, c.relname::text INTO nsp, tbl FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.oid = rel;
+  EXECUTE format('CREATE TRIGGER pgferry_capture AFTER INSERT OR UPDATE OR DELETE ON %s FOR EACH ROW EXECUTE FUNCTION pgferry.capture_row(%L, %L, %L)',
+                 rel::regclass, nsp, tbl, rel::text);
+END
 $$;
 
 CREATE OR REPLACE FUNCTION pgferry.capture_new_tables() RETURNS event_trigger
@@ -69,9 +94,10 @@ BEGIN
       -- A new table has no shape yet; one left by a dropped table whose oid was reused is not its.
       DELETE FROM pgferry.table_shapes WHERE relid = cmd.objid;
       args := format('%L, %L, %L', cmd.schema_name, cmd.table_name, cmd.objid::text);
-      EXECUTE format('CREATE TRIGGER pgferry_capture AFTER INSERT OR UPDATE OR DELETE ON %s FOR EACH ROW EXECUTE FUNCTION pgferry.capture_row(%s)', cmd.objid::regclass, args);
+      PERFORM pgferry.add_capture_row_trigger(cmd.objid);
       EXECUTE format('CREATE TRIGGER pgferry_truncate AFTER TRUNCATE ON %s FOR EACH STATEMENT EXECUTE FUNCTION pgferry.capture_truncate(%s)', cmd.objid::regclass, args);
       EXECUTE format('CREATE TRIGGER pgferry_wake AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON %s FOR EACH STATEMENT EXECUTE FUNCTION pgferry.wake()', cmd.objid::regclass);
+      INSERT INTO pgferry.new_tables (relid) VALUES (cmd.objid) ON CONFLICT DO NOTHING;
     EXCEPTION WHEN OTHERS THEN
       RAISE WARNING 'pgferry: table %.% is not captured until pgferry up runs again: %', quote_ident(cmd.schema_name), quote_ident(cmd.table_name), SQLERRM;
     END;
@@ -79,9 +105,69 @@ BEGIN
 END
 $$;
 
-REVOKE ALL ON FUNCTION pgferry.capture_new_tables() FROM PUBLIC;
+-- Before an ALTER TABLE that attaches a partition: the row trigger of each standalone table this
+-- trigger took is set aside (the ATTACH clones the root's in its place). The statement's text is
+-- only a hint here: a false match costs a drop and a re-create in the same transaction.
+CREATE OR REPLACE FUNCTION pgferry.before_attach() RETURNS event_trigger
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+  rel oid;
+  aside text := '';
+BEGIN
+  IF to_regclass('pgferry.new_tables') IS NULL OR current_query() !~* 'attach\s+partition' THEN
+    RETURN;
+  END IF;
+  FOR rel IN
+    SELECT nt.relid FROM pgferry.new_tables nt JOIN pg_class c ON c.oid = nt.relid
+    WHERE NOT c.relispartition AND position(lower(c.relname) IN lower(current_query())) > 0
+      AND EXISTS (SELECT 1 FROM pg_trigger t WHERE t.tgrelid = nt.relid AND t.tgname = 'pgferry_capture' AND NOT t.tgisinternal AND t.tgparentid = 0)
+  LOOP
+    EXECUTE format('DROP TRIGGER pgferry_capture ON %s', rel::regclass);
+    aside := aside || rel::text || ',';
+  END LOOP;
+  PERFORM set_config('pgferry.set_aside', aside, true);
+END
+$$;
+
+CREATE OR REPLACE FUNCTION pgferry.after_attach() RETURNS event_trigger
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+  rel oid;
+BEGIN
+  IF coalesce(current_setting('pgferry.set_aside', true), '') = '' THEN
+    RETURN;
+  END IF;
+  FOR rel IN SELECT x::oid FROM unnest(string_to_array(rtrim(current_setting('pgferry.set_aside'), ','), ',')) x LOOP
+    IF NOT EXISTS (SELECT 1 FROM pg_class WHERE oid = rel) THEN
+      CONTINUE;
+    ELSIF (SELECT relispartition FROM pg_class WHERE oid = rel) THEN
+      -- Attached: captured through its root from here on.
+      EXECUTE format('DROP TRIGGER IF EXISTS pgferry_truncate ON %s', rel::regclass);
+      EXECUTE format('DROP TRIGGER IF EXISTS pgferry_wake ON %s', rel::regclass);
+      DELETE FROM pgferry.new_tables WHERE relid = rel;
+    ELSIF NOT EXISTS (SELECT 1 FROM pg_trigger t WHERE t.tgrelid = rel AND t.tgname = 'pgferry_capture' AND NOT t.tgisinternal) THEN
+      PERFORM pgferry.add_capture_row_trigger(rel);
+    END IF;
+  END LOOP;
+  PERFORM set_config('pgferry.set_aside', '', true);
+END
+$$;
+
+REVOKE ALL ON FUNCTION pgferry.capture_new_tables(), pgferry.before_attach(), pgferry.after_attach(), pgferry.add_capture_row_trigger(oid) FROM PUBLIC;
 
 DROP EVENT TRIGGER IF EXISTS pgferry_capture_new_tables;
 CREATE EVENT TRIGGER pgferry_capture_new_tables ON ddl_command_end
   WHEN TAG IN ('CREATE TABLE')
   EXECUTE FUNCTION pgferry.capture_new_tables();
+DROP EVENT TRIGGER IF EXISTS pgferry_capture_attach_start;
+CREATE EVENT TRIGGER pgferry_capture_attach_start ON ddl_command_start
+  WHEN TAG IN ('ALTER TABLE')
+  EXECUTE FUNCTION pgferry.before_attach();
+DROP EVENT TRIGGER IF EXISTS pgferry_capture_attach_end;
+CREATE EVENT TRIGGER pgferry_capture_attach_end ON ddl_command_end
+  WHEN TAG IN ('ALTER TABLE')
+  EXECUTE FUNCTION pgferry.after_attach();

@@ -61,7 +61,7 @@ export async function prepareTriggerSource(url: string, source: string, selectio
       const tables = await describeTables(c, source, selected); // refuses uncarriable columns before installing anything
       const installed = (await c.query(`SELECT to_regclass('pgferry.events') IS NOT NULL AS yes`)).rows[0].yes;
       await migrate(c, 'source', { inTransaction: true });
-      await installTriggers(c, tables);
+      await installTriggers(c, tables, chosen === undefined);
       const state = await c.query('SELECT last_tick FROM pgferry.capture_state WHERE source = $1', [source]);
       // Like a new slot: capture starts here. (If the stream already holds changes, the log was lost: see prepareCapture.)
       let startsAt: string | undefined;
@@ -89,9 +89,14 @@ export async function prepareTriggerSource(url: string, source: string, selectio
   });
 }
 
-async function installTriggers(c: pg.ClientBase, tables: TableRef[]): Promise<void> {
+async function installTriggers(c: pg.ClientBase, tables: TableRef[], allTables: boolean): Promise<void> {
   const wanted = new Set(tables.map((t) => relLabel(t)));
-  for (const t of await capturedTables(c)) {
+  const captured = await capturedTables(c);
+  // Taking all tables, one created since `tables` was read has its triggers from its CREATE TABLE
+  // (schema-capture/0002) and its rows may be in the log already: it is wanted. The candidates are
+  // read after the captured tables, so every such table is among them.
+  if (allTables) for (const t of await candidateTables(c)) wanted.add(relLabel(t));
+  for (const t of captured) {
     if (!wanted.has(relLabel(t))) await dropTriggers(c, t); // no longer selected
   }
   // Only missing triggers are created: re-running on a busy source takes no table locks. Triggers of an
