@@ -32,7 +32,8 @@ const ALL_STEPS: { ddl: string; then: string[] }[] = [
   { ddl: `ALTER TABLE items ALTER COLUMN qty TYPE bigint, ALTER COLUMN sku TYPE text`, then: [`INSERT INTO items (id, sku, qty, flag) VALUES (201, 'a sku much longer than ten', 1099511627776, 'x')`] },
   { ddl: `ALTER TABLE items DROP COLUMN note`, then: [`UPDATE items SET qty = qty + 1 WHERE id <= 5`, `DELETE FROM items WHERE id = 7`] },
   { ddl: `ALTER TABLE items RENAME TO goods`, then: [`INSERT INTO goods (id, sku, qty, flag) VALUES (202, 'renamed', 2, 'x')`, `UPDATE goods SET flag = 'touched' WHERE id = 1`] },
-  { ddl: `CREATE TABLE fresh (id int PRIMARY KEY, v text NOT NULL)`, then: [`INSERT INTO fresh SELECT g, 'v' || g FROM generate_series(1, 30) g`] },
+  // A foreign key makes PostgreSQL report an ALTER TABLE of the new table too: it still arrives as a CREATE TABLE.
+  { ddl: `CREATE TABLE fresh (id int PRIMARY KEY, v text NOT NULL, item int REFERENCES goods)`, then: [`INSERT INTO fresh SELECT g, 'v' || g, CASE WHEN g < 5 THEN g END FROM generate_series(1, 30) g`] },
   // The change and the rows that need it in one transaction: the rows come after it in the stream.
   { ddl: `BEGIN; ALTER TABLE goods ADD COLUMN extra int; UPDATE goods SET extra = id * 2 WHERE id > 100; COMMIT`, then: [] },
 ];
