@@ -297,9 +297,22 @@ describe('trigger capture sessions', () => {
     await sql(`INSERT INTO "Part Root" VALUES (1, 5)`);
     const rows = await sql(`SELECT rel_table FROM pgferry.events WHERE op = 'I' AND rel_oid IN ('"Part Root"'::regclass::oid, '"Part Root 1"'::regclass::oid)`);
     expect(rows.rows).toEqual([{ rel_table: 'Part Root' }]); // once, as the root
+    // Start-up again: the partition's cloned trigger is the root's (dropping it was refused before: "… requires it").
+    await prepareTriggerSource(url, name, {});
+    expect((await sql(`SELECT count(*)::int AS n FROM pg_trigger WHERE tgrelid = '"Part Root 1"'::regclass AND tgname = 'pgferry_capture'`)).rows).toEqual([{ n: 1 }]);
+    // An ALTER TABLE whose text only contains a captured table's name sets nothing aside.
+    await sql(`CREATE TABLE t2 (id int PRIMARY KEY)`);
+    await sql(`ALTER TABLE t2 ADD COLUMN note text /* attach partition t3 */`);
+    expect(await triggersOn('t2')).toEqual(['pgferry_capture', 'pgferry_truncate', 'pgferry_wake']);
+    // Schema-qualified and unquoted (folded to lower case), as people write it.
+    await sql(`CREATE TABLE part_root_3 (LIKE "Part Root" INCLUDING ALL)`);
+    await sql(`ALTER TABLE public."Part Root" ATTACH PARTITION Public.PART_ROOT_3 FOR VALUES FROM (10) TO (20)`);
+    expect((await sql(`SELECT tgname::text AS name, tgparentid <> 0 AS cloned FROM pg_trigger WHERE tgrelid = 'part_root_3'::regclass AND NOT tgisinternal`)).rows).toEqual([
+      { name: 'pgferry_capture', cloned: true },
+    ]);
     // A failed ATTACH leaves the standalone table captured as it was.
     await sql(`CREATE TABLE "Part Root 2" (LIKE "Part Root" INCLUDING ALL)`);
-    await expect(sql(`ALTER TABLE "Part Root" ATTACH PARTITION "Part Root 2" FOR VALUES FROM (5) TO (20)`)).rejects.toThrow(/overlap/);
+    await expect(sql(`ALTER TABLE "Part Root" ATTACH PARTITION "Part Root 2" FOR VALUES FROM (5) TO (15)`)).rejects.toThrow(/overlap/);
     expect(await triggersOn('"Part Root 2"')).toEqual(['pgferry_capture', 'pgferry_truncate', 'pgferry_wake']);
   });
 });

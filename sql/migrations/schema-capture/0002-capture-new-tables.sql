@@ -19,10 +19,12 @@
 -- then ALTER TABLE parent ATTACH PARTITION, as pg_partman does) would make the ATTACH fail:
 -- PostgreSQL clones the root's row trigger pgferry_capture onto it and refuses a second trigger
 -- of that name. So the tables this trigger took are listed in pgferry.new_tables; before an
--- ALTER TABLE that attaches a partition (ddl_command_start) their own pgferry_capture is set
--- aside, and after it (ddl_command_end) put back on those still standalone, while those now
--- partitions keep only the clone (their rows are captured through the root) and lose their
--- other pgferry triggers. A failed ATTACH rolls all of it back.
+-- ALTER TABLE that attaches one of them (ddl_command_start) its own pgferry_capture is set
+-- aside, and after any ALTER TABLE (ddl_command_end) a table of the list that is now a partition
+-- keeps only the clone (its rows are captured through the root) and loses its other pgferry
+-- triggers, while one without a row trigger gets its own back. A failed ATTACH rolls all of it
+-- back. An ATTACH run inside a function does not show in the statement's text: PostgreSQL refuses
+-- it, loudly (the README says what to do).
 CREATE TABLE IF NOT EXISTS pgferry.new_tables (
   relid oid PRIMARY KEY
 );
@@ -105,55 +107,79 @@ BEGIN
 END
 $$;
 
--- Before an ALTER TABLE that attaches a partition: the row trigger of each standalone table this
--- trigger took is set aside (the ATTACH clones the root's in its place). The statement's text is
--- only a hint here: a false match costs a drop and a re-create in the same transaction.
+-- Before an ALTER TABLE that attaches a partition: the row trigger of the standalone table being
+-- attached, if this trigger took it, is set aside (the ATTACH clones the root's in its place). The
+-- partition is read from the statement's text (`ATTACH PARTITION [schema.]name`, quoted or not); a
+-- name that matches more than one table only costs a drop and a re-create in the same transaction.
+-- Nothing is set aside unless pgferry_capture_attach_end will look after it.
 CREATE OR REPLACE FUNCTION pgferry.before_attach() RETURNS event_trigger
 LANGUAGE plpgsql SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
+  m text[];
+  nsp text;
+  tbl text;
   rel oid;
-  aside text := '';
 BEGIN
-  IF to_regclass('pgferry.new_tables') IS NULL OR current_query() !~* 'attach\s+partition' THEN
+  IF to_regclass('pgferry.new_tables') IS NULL
+     OR NOT EXISTS (SELECT 1 FROM pg_event_trigger WHERE evtname = 'pgferry_capture_attach_end' AND evtenabled <> 'D') THEN
     RETURN;
   END IF;
-  FOR rel IN
-    SELECT nt.relid FROM pgferry.new_tables nt JOIN pg_class c ON c.oid = nt.relid
-    WHERE NOT c.relispartition AND position(lower(c.relname) IN lower(current_query())) > 0
-      AND EXISTS (SELECT 1 FROM pg_trigger t WHERE t.tgrelid = nt.relid AND t.tgname = 'pgferry_capture' AND NOT t.tgisinternal AND t.tgparentid = 0)
+  FOR m IN
+    SELECT regexp_matches(current_query(), 'attach\s+partition\s+("(?:[^"]|"")+"|[^\s."(]+)(?:\s*\.\s*("(?:[^"]|"")+"|[^\s."(]+))?', 'gi')
   LOOP
-    EXECUTE format('DROP TRIGGER pgferry_capture ON %s', rel::regclass);
-    aside := aside || rel::text || ',';
+    IF m[2] IS NULL THEN
+      nsp := NULL;
+      tbl := m[1];
+    ELSE
+      nsp := m[1];
+      tbl := m[2];
+    END IF;
+    -- An identifier as PostgreSQL reads it: quoted kept as written, otherwise folded to lower case.
+    tbl := CASE WHEN tbl LIKE '"%' THEN replace(substr(tbl, 2, length(tbl) - 2), '""', '"') ELSE lower(tbl) END;
+    nsp := CASE WHEN nsp IS NULL THEN NULL WHEN nsp LIKE '"%' THEN replace(substr(nsp, 2, length(nsp) - 2), '""', '"') ELSE lower(nsp) END;
+    FOR rel IN
+      SELECT nt.relid FROM pgferry.new_tables nt JOIN pg_class c ON c.oid = nt.relid JOIN pg_namespace n ON n.oid = c.relnamespace
+      WHERE c.relkind = 'r' AND NOT c.relispartition AND c.relname = tbl AND (nsp IS NULL OR n.nspname = nsp)
+        AND EXISTS (SELECT 1 FROM pg_trigger t WHERE t.tgrelid = nt.relid AND t.tgname = 'pgferry_capture' AND NOT t.tgisinternal AND t.tgparentid = 0)
+    LOOP
+      EXECUTE format('DROP TRIGGER pgferry_capture ON %s', rel::regclass);
+    END LOOP;
   END LOOP;
-  PERFORM set_config('pgferry.set_aside', aside, true);
 END
 $$;
 
+-- After any ALTER TABLE, without relying on what before_attach saw (an ALTER nested in another may
+-- have run in between): a table this trigger took that is now a partition with the root's clone
+-- is captured through the root and keeps none of its own triggers; one that lacks its row trigger
+-- (still standalone, or a partition of a root that is not captured) gets it back.
 CREATE OR REPLACE FUNCTION pgferry.after_attach() RETURNS event_trigger
 LANGUAGE plpgsql SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
-  rel oid;
+  r record;
 BEGIN
-  IF coalesce(current_setting('pgferry.set_aside', true), '') = '' THEN
+  IF to_regclass('pgferry.new_tables') IS NULL THEN
     RETURN;
   END IF;
-  FOR rel IN SELECT x::oid FROM unnest(string_to_array(rtrim(current_setting('pgferry.set_aside'), ','), ',')) x LOOP
-    IF NOT EXISTS (SELECT 1 FROM pg_class WHERE oid = rel) THEN
-      CONTINUE;
-    ELSIF (SELECT relispartition FROM pg_class WHERE oid = rel) THEN
-      -- Attached: captured through its root from here on.
-      EXECUTE format('DROP TRIGGER IF EXISTS pgferry_truncate ON %s', rel::regclass);
-      EXECUTE format('DROP TRIGGER IF EXISTS pgferry_wake ON %s', rel::regclass);
-      DELETE FROM pgferry.new_tables WHERE relid = rel;
-    ELSIF NOT EXISTS (SELECT 1 FROM pg_trigger t WHERE t.tgrelid = rel AND t.tgname = 'pgferry_capture' AND NOT t.tgisinternal) THEN
-      PERFORM pgferry.add_capture_row_trigger(rel);
+  FOR r IN
+    SELECT nt.relid, c.relispartition,
+           EXISTS (SELECT 1 FROM pg_trigger t WHERE t.tgrelid = nt.relid AND t.tgname = 'pgferry_capture' AND NOT t.tgisinternal AND t.tgparentid <> 0) AS cloned,
+           EXISTS (SELECT 1 FROM pg_trigger t WHERE t.tgrelid = nt.relid AND t.tgname = 'pgferry_capture' AND NOT t.tgisinternal) AS has_row_trigger
+    FROM pgferry.new_tables nt JOIN pg_class c ON c.oid = nt.relid
+    WHERE c.relkind = 'r'
+  LOOP
+    IF r.cloned THEN
+      EXECUTE format('DROP TRIGGER IF EXISTS pgferry_truncate ON %s', r.relid::regclass);
+      EXECUTE format('DROP TRIGGER IF EXISTS pgferry_wake ON %s', r.relid::regclass);
+      DELETE FROM pgferry.new_tables WHERE relid = r.relid;
+    ELSIF NOT r.has_row_trigger AND EXISTS (SELECT 1 FROM pg_trigger t WHERE t.tgrelid = r.relid AND t.tgname = 'pgferry_truncate' AND NOT t.tgisinternal) THEN
+      PERFORM pgferry.add_capture_row_trigger(r.relid);
     END IF;
   END LOOP;
-  PERFORM set_config('pgferry.set_aside', '', true);
+  DELETE FROM pgferry.new_tables nt WHERE NOT EXISTS (SELECT 1 FROM pg_class c WHERE c.oid = nt.relid);
 END
 $$;
 

@@ -21,13 +21,17 @@ import { candidateTables, describeTables, selectTables, TableSelection } from '.
 
 export const TICK_LOCK = 7_364_201; // pg_advisory_xact_lock key serializing tick creation
 
-/** Tables with pgferry's capture trigger (trigger mode): the "publication". */
+/**
+ * Tables with pgferry's capture trigger (trigger mode): the "publication". A partition's trigger
+ * cloned from its root's is not its own: the partition is captured through the root (and
+ * PostgreSQL refuses to drop a clone, which start-up did for every partition of a captured root).
+ */
 const CAPTURED_TABLES = `
 SELECT DISTINCT n.nspname AS schemaname, c.relname AS tablename
 FROM pg_catalog.pg_trigger t
 JOIN pg_catalog.pg_class c ON c.oid = t.tgrelid
 JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
-WHERE t.tgname = 'pgferry_capture' AND NOT t.tgisinternal
+WHERE t.tgname = 'pgferry_capture' AND NOT t.tgisinternal AND t.tgparentid = 0
 ORDER BY 1, 2`;
 
 /** pgferry's triggers present on the given tables: (schema, table, trigger, number of arguments). */
