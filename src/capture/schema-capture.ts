@@ -75,7 +75,7 @@ export async function capturesSchemaChanges(c: pg.ClientBase): Promise<boolean> 
 
 /** Remove the event trigger and its functions (the pgferry schema itself goes with trigger capture's uninstall). */
 export async function uninstallSchemaCapture(c: pg.ClientBase): Promise<string[]> {
-  const { rows } = await c.query(`SELECT 1 FROM pg_catalog.pg_event_trigger WHERE evtname = ANY($1::text[])`, [EVENT_TRIGGERS]);
+  const { rows } = await c.query(`SELECT evtname::text AS name FROM pg_catalog.pg_event_trigger WHERE evtname = ANY($1::text[]) ORDER BY 1 DESC`, [EVENT_TRIGGERS]);
   if (!rows.length) return [];
   for (const name of EVENT_TRIGGERS) await c.query(`DROP EVENT TRIGGER IF EXISTS ${name}`);
   await c.query(
@@ -84,7 +84,7 @@ export async function uninstallSchemaCapture(c: pg.ClientBase): Promise<string[]
   );
   await c.query('DROP TABLE IF EXISTS pgferry.table_shapes, pgferry.schema_capture_key, pgferry.new_tables');
   await c.query(`DELETE FROM pgferry.migrations WHERE name LIKE 'schema-capture/%'`);
-  return ['event triggers pgferry_schema_changes (schema-change capture) and pgferry_capture_* (tables created later)'];
+  return rows.map((r) => `event trigger ${r.name} (${r.name === 'pgferry_schema_changes' ? 'schema-change capture' : 'trigger capture of tables created later'})`);
 }
 
 /** Prefix of the logical messages the source's event trigger emits (sql/migrations/schema-capture). */

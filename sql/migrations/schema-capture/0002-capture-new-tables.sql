@@ -115,6 +115,7 @@ $$;
 CREATE OR REPLACE FUNCTION pgferry.before_attach() RETURNS event_trigger
 LANGUAGE plpgsql SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
+SET standard_conforming_strings = on -- the pattern's backslashes, whatever the session says
 AS $$
 DECLARE
   m text[];
