@@ -78,7 +78,7 @@ BEGIN
     RETURN; -- the CREATE would not reach replicas: the table waits for table add, as without this trigger
   END IF;
   FOR cmd IN
-    SELECT DISTINCT d.objid, n.nspname::text AS schema_name, c.relname::text AS table_name
+    SELECT DISTINCT d.objid, n.nspname::text AS schema_name, c.relname::text AS table_name, c.relkind
     FROM pg_event_trigger_ddl_commands() d
     JOIN pg_class c ON c.oid = d.objid
     JOIN pg_namespace n ON n.oid = c.relnamespace
@@ -99,7 +99,9 @@ BEGIN
       PERFORM pgferry.add_capture_row_trigger(cmd.objid);
       EXECUTE format('CREATE TRIGGER pgferry_truncate AFTER TRUNCATE ON %s FOR EACH STATEMENT EXECUTE FUNCTION pgferry.capture_truncate(%s)', cmd.objid::regclass, args);
       EXECUTE format('CREATE TRIGGER pgferry_wake AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON %s FOR EACH STATEMENT EXECUTE FUNCTION pgferry.wake()', cmd.objid::regclass);
-      INSERT INTO pgferry.new_tables (relid) VALUES (cmd.objid) ON CONFLICT DO NOTHING;
+      IF cmd.relkind = 'r' THEN -- only a plain table can later be attached as a partition
+        INSERT INTO pgferry.new_tables (relid) VALUES (cmd.objid) ON CONFLICT DO NOTHING;
+      END IF;
     EXCEPTION WHEN OTHERS THEN
       RAISE WARNING 'pgferry: table %.% is not captured until pgferry up runs again: %', quote_ident(cmd.schema_name), quote_ident(cmd.table_name), SQLERRM;
     END;
