@@ -62,6 +62,36 @@ export interface TableShape {
   columns: ShapeColumn[];
 }
 
+/** A partition key: its strategy (range, list, hash) and its columns in order (null: an expression is part of it). */
+export interface PartitionKey {
+  strategy: 'r' | 'l' | 'h';
+  keys: string[] | null;
+}
+
+/**
+ * Partition maintenance under a captured partitioned table (the `partition`
+ * of a schema change of its root): a partition created, attached, detached,
+ * dropped or truncated. pgferry publishes a partitioned table through its
+ * root, and PostgreSQL sends none of these then; the source's event triggers
+ * describe them (sql/migrations/schema-capture/0004).
+ */
+export interface PartitionChange {
+  action: 'create' | 'attach' | 'detach' | 'drop' | 'truncate';
+  /** The partition. */
+  schema: string;
+  table: string;
+  /** The table it is (or was) a partition of. */
+  parent: { schema: string; table: string } | null;
+  /** Its bounds from itself up to the root: each with the key of the table it partitions. */
+  chain: (PartitionKey & { bound: string })[];
+  /** The partition's own key, when it is partitioned too. */
+  partitionKey: PartitionKey | null;
+  /** attach: the table held rows when it was attached. */
+  hasRows?: boolean;
+  /** attach: the table was captured on its own before (replicas that take it hold its rows). */
+  captured?: boolean;
+}
+
 /**
  * A change to a captured table's definition, in its place between the data:
  * the table's shape before and after (never the statement's text). Applied
@@ -75,7 +105,7 @@ export interface SchemaChange {
   command: string;
   /** The shape before; null for a table that is new to pgferry (created, or its earlier shape unknown). */
   before: TableShape | null;
-  /** The shape after; null when the source could not describe it (`error` says why). */
+  /** The shape after; null when the table was dropped (DROP TABLE) or the source could not describe it (`error` says why). */
   after: TableShape | null;
   /** Columns added with a default PostgreSQL stored once for existing rows: that value, as text. */
   fills: Record<string, string | null>;
@@ -83,6 +113,8 @@ export interface SchemaChange {
   unfilled: string[];
   /** The source's event trigger could not describe the change. */
   error?: string;
+  /** Partition maintenance of this (root) table; `before` and `after` are then its unchanged shape. */
+  partition?: PartitionChange;
 }
 
 export type Change = RowChange | TruncateChange | SchemaChange;

@@ -14,6 +14,7 @@ import { nameLabel, relLabel } from './change';
 
 export type SchemaStep =
   | { kind: 'create-table'; shape: TableShape }
+  | { kind: 'drop-table' }
   | { kind: 'drop-column'; name: string }
   | { kind: 'rename-column'; from: string; to: string }
   | { kind: 'drop-not-null'; name: string }
@@ -40,6 +41,9 @@ const CREATE_COMMANDS = new Set(['CREATE TABLE']);
 export function planSchemaChange(ch: SchemaChange): SchemaPlan {
   const { before, after } = ch;
   const unsafe: string[] = [];
+  if (!ch.error && before && !after && ch.command === 'DROP TABLE') {
+    return { table: before, target: before, steps: [{ kind: 'drop-table' }], unsafe };
+  }
   if (ch.error || !after) {
     const at = before ?? after;
     return {
@@ -151,6 +155,12 @@ export function safeCast(from: string, to: string): boolean {
 
 /** One line for people: "ALTER TABLE public.items: add column note text, rename column a to b". */
 export function describeSchemaChange(ch: SchemaChange): string {
+  if (ch.partition && ch.after) {
+    const p = ch.partition;
+    const what = { create: 'create partition', attach: 'attach partition', detach: 'detach partition', drop: 'drop partition', truncate: 'truncate partition' }[p.action];
+    const bound = p.chain[0]?.bound ?? '';
+    return `${ch.command} ${relLabel(ch.after)}: ${what} ${relLabel(p)}${bound ? ` (${bound})` : ''}${p.hasRows ? ', which held rows' : ''}`;
+  }
   const plan = planSchemaChange(ch);
   const what = plan.steps.map(describeStep).join(', ') || (ch.error ? `not described (${ch.error})` : 'no change pgferry carries');
   return `${ch.command} ${relLabel(plan.table)}: ${what}`;
@@ -160,6 +170,8 @@ function describeStep(s: SchemaStep): string {
   switch (s.kind) {
     case 'create-table':
       return `create table (${s.shape.columns.map((c) => `${nameLabel(c.name)} ${c.type}`).join(', ')})`;
+    case 'drop-table':
+      return 'drop table';
     case 'drop-column':
       return `drop column ${nameLabel(s.name)}`;
     case 'rename-column':

@@ -10,7 +10,7 @@
  * replicas by hand, and what enables them.
  */
 import type pg from 'pg';
-import type { SchemaChange, TableShape } from '../change';
+import type { PartitionChange, PartitionKey, SchemaChange, TableShape } from '../change';
 import { describeCause, isPrivilegeError, ProtocolError } from '../errors';
 import { migrate } from '../migrations';
 import { publicationName } from '../names';
@@ -28,7 +28,14 @@ SELECT t.tgrelid, pgferry.table_shape(t.tgrelid) FROM pg_catalog.pg_trigger t WH
 ON CONFLICT (relid) DO NOTHING`;
 
 /** pgferry's event triggers (sql/migrations/schema-capture): schema changes, and trigger capture's tables created later. */
-const EVENT_TRIGGERS = ['pgferry_schema_changes', 'pgferry_capture_new_tables', 'pgferry_capture_attach_start', 'pgferry_capture_attach_end'];
+const EVENT_TRIGGERS = [
+  'pgferry_schema_changes',
+  'pgferry_capture_new_tables',
+  'pgferry_capture_attach_start',
+  'pgferry_capture_attach_end',
+  'pgferry_schema_partitions',
+  'pgferry_schema_drops',
+];
 
 /** Install (or update) the event triggers and record the published tables' shapes; returns warnings for people. */
 export async function installSchemaCapture(c: pg.ClientBase, source: string): Promise<string[]> {
@@ -56,6 +63,7 @@ export async function installSchemaCapture(c: pg.ClientBase, source: string): Pr
     }
     await c.query('GRANT SELECT ON pgferry.schema_capture_key TO CURRENT_USER');
     await c.query(RECORD_SHAPES, [publicationName(source)]);
+    warnings.push(...(await recordPartitions(c, source)));
     return warnings;
   } catch (err) {
     if (!isPrivilegeError(err)) throw err;
@@ -63,6 +71,27 @@ export async function installSchemaCapture(c: pg.ClientBase, source: string): Pr
       `source '${source}': schema changes are not captured: installing the event trigger pgferry_schema_changes needs a superuser (${describeCause(err)}); ` +
         `until it is installed, apply each ALTER TABLE to the replicas by hand before the rows that need it, as with native logical replication. ` +
         `To capture them, run pgferry up once as a superuser`,
+    ];
+  }
+}
+
+/**
+ * Record the partitions of captured partitioned tables that have none
+ * recorded yet, and put the TRUNCATE trigger that describes a partition's
+ * TRUNCATE on each (schema-capture/0004). That needs ownership of the
+ * partitions: without it, start-up says which change is not carried.
+ */
+async function recordPartitions(c: pg.ClientBase, source: string): Promise<string[]> {
+  const { rows } = await c.query(`SELECT to_regprocedure('pgferry.record_partitions()') IS NOT NULL AS yes`);
+  if (!(rows[0].yes === true || rows[0].yes === 't')) return [];
+  try {
+    await c.query('SELECT pgferry.record_partitions()');
+    return [];
+  } catch (err) {
+    if (!isPrivilegeError(err)) throw err;
+    return [
+      `source '${source}': partition maintenance of partitioned tables is not captured: recording their partitions needs a superuser or their owner (${describeCause(err)}); ` +
+        `a partition truncated, detached or dropped until then is not carried to replicas. Run pgferry up once as a superuser`,
     ];
   }
 }
@@ -79,12 +108,23 @@ export async function uninstallSchemaCapture(c: pg.ClientBase): Promise<string[]
   if (!rows.length) return [];
   for (const name of EVENT_TRIGGERS) await c.query(`DROP EVENT TRIGGER IF EXISTS ${name}`);
   await c.query(
+    // CASCADE: the partitions' TRUNCATE triggers (pgferry_partition_truncate) go with their function.
+    'DROP FUNCTION IF EXISTS pgferry.capture_partition_truncate() CASCADE',
+  );
+  await c.query(
+    'DROP FUNCTION IF EXISTS pgferry.capture_partition_changes(), pgferry.capture_drops(), pgferry.record_partitions(), pgferry.reconcile_partitions(oid, oid), ' +
+      'pgferry.emit_partition_change(oid, text, jsonb), pgferry.emit_schema_change(oid, text, text, text[], boolean, jsonb), pgferry.trigger_captured(oid), ' +
+      'pgferry.add_partition_truncate_trigger(oid), pgferry.partition_info(oid), pgferry.partition_key(oid)',
+  );
+  await c.query(
     'DROP FUNCTION IF EXISTS pgferry.capture_schema_change(), pgferry.capture_new_tables(), pgferry.before_attach(), pgferry.after_attach(), ' +
       'pgferry.add_capture_row_trigger(oid), pgferry.carriable_columns(oid), pgferry.table_shape(oid), pgferry.publications_of(oid)',
   );
-  await c.query('DROP TABLE IF EXISTS pgferry.table_shapes, pgferry.schema_capture_key, pgferry.new_tables');
+  await c.query('DROP TABLE IF EXISTS pgferry.table_shapes, pgferry.schema_capture_key, pgferry.new_tables, pgferry.partitions, pgferry.partition_roots');
   await c.query(`DELETE FROM pgferry.migrations WHERE name LIKE 'schema-capture/%'`);
-  return rows.map((r) => `event trigger ${r.name} (${r.name === 'pgferry_schema_changes' ? 'schema-change capture' : 'trigger capture of tables created later'})`);
+  const what = (name: string) =>
+    name === 'pgferry_schema_changes' ? 'schema-change capture' : name === 'pgferry_schema_partitions' ? 'partition maintenance capture' : name === 'pgferry_schema_drops' ? 'DROP TABLE capture' : 'trigger capture of tables created later';
+  return rows.map((r) => `event trigger ${r.name} (${what(r.name)})`);
 }
 
 /** Prefix of the logical messages the source's event trigger emits (sql/migrations/schema-capture). */
@@ -113,7 +153,18 @@ export async function schemaCaptureKey(c: pg.ClientBase): Promise<string | null>
  * and is turned into a change replicas refuse to apply, loudly.
  */
 export function parseSchemaChange(text: string, key: string | null): { change: SchemaChange; publications: string[] } {
-  let p: { oid: unknown; command: string; old: RawShape | null; new: RawShape | null; fills?: Record<string, string | null>; unfilled?: string[]; publications?: string[] | null; error?: string; key?: string };
+  let p: {
+    oid: unknown;
+    command: string;
+    old: RawShape | null;
+    new: RawShape | null;
+    fills?: Record<string, string | null>;
+    unfilled?: string[];
+    publications?: string[] | null;
+    error?: string;
+    key?: string;
+    partition?: PartitionChange;
+  };
   try {
     p = JSON.parse(text);
   } catch (err) {
@@ -127,9 +178,31 @@ export function parseSchemaChange(text: string, key: string | null): { change: S
     };
   const out: SchemaChange = { op: 'schema', oid: Number(p.oid), command: p.command, before: shape(p.old), after: shape(p.new), fills: p.fills ?? {}, unfilled: p.unfilled ?? [] };
   if (p.error) out.error = p.error;
+  if (p.partition) out.partition = partitionOf(p.partition);
   if (key === null || p.key !== key) {
     out.error = key === null ? "pgferry's capture role may not read pgferry.schema_capture_key, so it cannot tell the event trigger's messages from forged ones (GRANT SELECT ON pgferry.schema_capture_key to it)" : 'the message does not carry the key of pgferry_schema_changes: it was not written by pgferry (any role may emit logical messages)';
     out.before = out.after = null;
   }
   return { change: out, publications: p.publications ?? [] };
+}
+
+/** A partition change as the event trigger wrote it (schema-capture/0004), checked field by field. */
+function partitionOf(raw: PartitionChange): PartitionChange {
+  const ACTIONS = ['create', 'attach', 'detach', 'drop', 'truncate'];
+  const key = (k: PartitionKey | null | undefined): PartitionKey | null =>
+    k && ['r', 'l', 'h'].includes(k.strategy) ? { strategy: k.strategy, keys: Array.isArray(k.keys) ? k.keys.map(String) : null } : null;
+  if (!raw || !ACTIONS.includes(raw.action) || typeof raw.schema !== 'string' || typeof raw.table !== 'string') {
+    throw new ProtocolError(`a partition change from the source is not { action, schema, table, … }: ${JSON.stringify(raw)}`);
+  }
+  const out: PartitionChange = {
+    action: raw.action,
+    schema: raw.schema,
+    table: raw.table,
+    parent: raw.parent && typeof raw.parent.schema === 'string' ? { schema: raw.parent.schema, table: String(raw.parent.table) } : null,
+    chain: (Array.isArray(raw.chain) ? raw.chain : []).map((b) => ({ ...(key(b) ?? { strategy: 'r' as const, keys: null }), bound: String(b.bound) })),
+    partitionKey: key(raw.partitionKey),
+  };
+  if (raw.hasRows !== undefined) out.hasRows = raw.hasRows === true;
+  if (raw.captured !== undefined) out.captured = raw.captured === true;
+  return out;
 }
