@@ -183,8 +183,8 @@ BEGIN
   END LOOP;
   -- Renamed or moved since: the record follows (a replica that mirrors by name falls back to bounds).
   UPDATE pgferry.partitions p SET info = pgferry.partition_info(p.relid)
-  WHERE p.root = r AND (p.info->>'schema', p.info->>'table') IS DISTINCT FROM (
-    SELECT (n.nspname::text, c.relname::text) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.oid = p.relid);
+  WHERE p.root = r AND jsonb_build_object('schema', p.info->'schema', 'table', p.info->'table') IS DISTINCT FROM (
+    SELECT jsonb_build_object('schema', n.nspname::text, 'table', c.relname::text) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.oid = p.relid);
   INSERT INTO pgferry.partition_roots (root) VALUES (r) ON CONFLICT DO NOTHING;
 END
 $$;
@@ -256,10 +256,10 @@ BEGIN
       DELETE FROM pgferry.partition_roots WHERE root = obj.objid;
       DELETE FROM pgferry.partitions WHERE root = obj.objid;
       SELECT array_agg(DISTINCT x.pub ORDER BY x.pub) INTO pubs FROM (
-        SELECT d.address_args[1] AS pub FROM pg_event_trigger_dropped_objects() d
+        SELECT d.address_args[1] COLLATE "C" AS pub FROM pg_event_trigger_dropped_objects() d
         WHERE d.object_type = 'publication relation' AND d.address_names = obj.address_names AND d.address_args[1] LIKE 'pgferry\_%'
         UNION
-        SELECT p.pubname::text FROM pg_publication p WHERE p.puballtables AND p.pubname LIKE 'pgferry\_%') x;
+        SELECT p.pubname::text COLLATE "C" FROM pg_publication p WHERE p.puballtables AND p.pubname LIKE 'pgferry\_%') x;
       triggered := to_regclass('pgferry.events') IS NOT NULL AND EXISTS (
         SELECT 1 FROM pg_event_trigger_dropped_objects() d
         WHERE d.object_type = 'trigger' AND d.address_names = obj.address_names || 'pgferry_capture'::text);
