@@ -293,7 +293,11 @@ describe('trigger capture sessions', () => {
     // Without the set-aside PostgreSQL refuses this: trigger "pgferry_capture" for relation "Part Root 1" already exists.
     await sql(`ALTER TABLE "Part Root" ATTACH PARTITION "Part Root 1" FOR VALUES FROM (0) TO (10)`);
     const clone = await sql(`SELECT tgname::text AS name, tgparentid <> 0 AS cloned FROM pg_trigger WHERE tgrelid = '"Part Root 1"'::regclass AND NOT tgisinternal ORDER BY 1`);
-    expect(clone.rows).toEqual([{ name: 'pgferry_capture', cloned: true }]);
+    // The row trigger is the root's clone; the TRUNCATE trigger describes a TRUNCATE of the partition (schema-capture/0004).
+    expect(clone.rows).toEqual([
+      { name: 'pgferry_capture', cloned: true },
+      { name: 'pgferry_partition_truncate', cloned: false },
+    ]);
     await sql(`INSERT INTO "Part Root" VALUES (1, 5)`);
     const rows = await sql(`SELECT rel_table FROM pgferry.events WHERE op = 'I' AND rel_oid IN ('"Part Root"'::regclass::oid, '"Part Root 1"'::regclass::oid)`);
     expect(rows.rows).toEqual([{ rel_table: 'Part Root' }]); // once, as the root
@@ -310,8 +314,9 @@ describe('trigger capture sessions', () => {
     // Schema-qualified and unquoted (folded to lower case), as people write it.
     await sql(`CREATE TABLE part_root_3 (LIKE "Part Root" INCLUDING ALL)`);
     await sql(`ALTER TABLE public."Part Root" ATTACH PARTITION Public.PART_ROOT_3 FOR VALUES FROM (10) TO (20)`);
-    expect((await sql(`SELECT tgname::text AS name, tgparentid <> 0 AS cloned FROM pg_trigger WHERE tgrelid = 'part_root_3'::regclass AND NOT tgisinternal`)).rows).toEqual([
+    expect((await sql(`SELECT tgname::text AS name, tgparentid <> 0 AS cloned FROM pg_trigger WHERE tgrelid = 'part_root_3'::regclass AND NOT tgisinternal ORDER BY 1`)).rows).toEqual([
       { name: 'pgferry_capture', cloned: true },
+      { name: 'pgferry_partition_truncate', cloned: false },
     ]);
     // A failed ATTACH leaves the standalone table captured as it was.
     await sql(`CREATE TABLE "Part Root 2" (LIKE "Part Root" INCLUDING ALL)`);
