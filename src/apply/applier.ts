@@ -124,7 +124,7 @@ export class Applier {
         await this.one(m, ch);
       } else if (ch.op === 'schema') {
         await this.flushGroup();
-        await applySchemaChange(this.c, { replica: this.replica, policy: this.schemaPolicy, log: this.log }, m, ch);
+        await applySchemaChange(this.c, { replica: this.replica, policy: this.schemaPolicy, log: this.log, takesNewTables: this.gate?.takesNewTables ?? false }, m, ch);
         for (const t of [ch.before, ch.after]) if (t) this.types.forget(t);
         await this.follow(ch);
       } else {
@@ -143,6 +143,11 @@ export class Applier {
    */
   private async follow(ch: Extract<Change, { op: 'schema' }>): Promise<void> {
     if (!this.gate?.entries || !ch.after) return;
+    if (ch.partition) {
+      // A detached partition is a table of its own, which a replica taking every table now holds (schema-apply).
+      if (ch.partition.action === 'detach' && this.gate.takesNewTables) await TableRegistry.set(this.c, this.replica, [ch.partition], 'ready', ZERO_LSN, { keep: true });
+      return;
+    }
     if (!ch.before) await TableRegistry.set(this.c, this.replica, [ch.after], 'ready', ZERO_LSN, { keep: true });
     else if (ch.before.schema !== ch.after.schema || ch.before.table !== ch.after.table) await TableRegistry.rename(this.c, this.replica, ch.before, ch.after);
   }

@@ -117,7 +117,7 @@ async function alreadyThere(c: pg.ClientBase, after: TableShape, before: TableSh
  */
 export async function applySchemaChange(
   c: pg.ClientBase,
-  o: { replica: string; policy: SchemaPolicy; log: Logger },
+  o: { replica: string; policy: SchemaPolicy; log: Logger; takesNewTables?: boolean },
   m: TxnMessage,
   ch: SchemaChange,
 ): Promise<'applied' | 'already' | 'ignored'> {
@@ -202,7 +202,7 @@ async function relationOnReplica(c: pg.ClientBase, t: { schema: string; table: s
  */
 async function applyPartitionChange(
   c: pg.ClientBase,
-  o: { replica: string; policy: SchemaPolicy; log: Logger },
+  o: { replica: string; policy: SchemaPolicy; log: Logger; takesNewTables?: boolean },
   m: TxnMessage,
   root: TableShape,
   p: PartitionChange,
@@ -216,6 +216,7 @@ async function applyPartitionChange(
   const parentQ = qualified(parent.schema, parent.table);
   const [onRoot, onPart, onParent] = await Promise.all([relationOnReplica(c, root), relationOnReplica(c, p), relationOnReplica(c, parent)]);
   const rootKey = `${root.schema}.${root.table}`;
+  const columns = root.columns.filter((col) => !col.generated).map((col) => ident(col.name)).join(', ');
   const mirrored = onRoot?.kind === 'p' && onPart?.partitionOf === rootKey;
   const parentThere = onRoot?.kind === 'p' && (parent === root || (parent.schema === root.schema && parent.table === root.table) || (onParent?.kind === 'p' && onParent.partitionOf === rootKey));
   const bound = () => {
@@ -239,11 +240,21 @@ async function applyPartitionChange(
     }
     return otherwise();
   };
-  /** The partition's rows leave the root, whatever the replica's partitioning. */
-  const deleteRows = async () => {
+  /**
+   * The partition's rows leave the root, whatever the replica's partitioning. A detached
+   * partition is a table of its own on the source; a replica that takes every table gets it
+   * too, with those rows (it is in the replica's table registry from here: Applier.follow).
+   */
+  const deleteRows = async (keep = false) => {
     if (!onRoot) return done('already', 'partition change of a table the replica does not have');
     const params: unknown[] = [];
     const cond = boundCondition(p.chain, params);
+    if (cond !== null && keep && o.takesNewTables && !onPart) {
+      return run(
+        [`CREATE TABLE ${partQ} (LIKE ${rootQ} INCLUDING ALL)`, `INSERT INTO ${partQ} (${columns}) SELECT ${columns} FROM ${rootQ} WHERE ${cond}`, `DELETE FROM ${rootQ} WHERE ${cond}`],
+        [[], params, params],
+      );
+    }
     if (cond === null) {
       throw new SchemaMismatchError(
         `${where}; the replica's ${rootName} does not have the partition ${relLabel(p)} under it, and its bounds (${p.chain.map((l) => l.bound).join(' within ')}) are no condition over columns ` +
@@ -263,9 +274,9 @@ async function applyPartitionChange(
     case 'truncate':
       return mirrored ? run([`TRUNCATE ${partQ}`]) : deleteRows();
     case 'detach':
-      return mirrored ? structural([`ALTER TABLE ${parentQ} DETACH PARTITION ${partQ}`], deleteRows) : deleteRows();
+      return mirrored ? structural([`ALTER TABLE ${parentQ} DETACH PARTITION ${partQ}`], () => deleteRows()) : deleteRows(true);
     case 'drop':
-      return mirrored ? structural([`DROP TABLE ${partQ}`], deleteRows) : deleteRows();
+      return mirrored ? structural([`DROP TABLE ${partQ}`], () => deleteRows()) : deleteRows();
     case 'create': {
       if (mirrored) return done('already', 'partition already on the replica');
       if (!parentThere || onPart) return done('already', 'the replica is partitioned otherwise: rows go where its own partitions say');
@@ -283,8 +294,7 @@ async function applyPartitionChange(
       }
       if (!p.hasRows) return done('already', 'an empty partition attached: nothing for a replica partitioned otherwise');
       // Not partitioned here: the rows the replica holds in its copy of the table move into the root, as on the source.
-      const cols = root.columns.filter((col) => !col.generated).map((col) => ident(col.name)).join(', ');
-      return run([`INSERT INTO ${rootQ} (${cols}) SELECT ${cols} FROM ${partQ}`, `DROP TABLE ${partQ}`]);
+      return run([`INSERT INTO ${rootQ} (${columns}) SELECT ${columns} FROM ${partQ}`, `DROP TABLE ${partQ}`]);
     }
   }
 }

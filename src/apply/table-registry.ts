@@ -133,7 +133,7 @@ export function route(gate: TableGate, m: TxnMessage): Routed {
       const r = decideSchema(g, m.lsn, ch);
       if (!r) continue;
       put(r.d, r.key, ch);
-      if (r.d === 'apply' && g.entries && ch.after) g = { ...g, entries: followed(g.entries, ch) };
+      if (r.d === 'apply' && g.entries && ch.after) g = { ...g, entries: followed(g.entries, ch, g.takesNewTables) };
     } else if (ch.op === 'truncate') {
       const now: string[] = [];
       const later: string[] = [];
@@ -171,7 +171,12 @@ export function route(gate: TableGate, m: TxnMessage): Routed {
 }
 
 /** The registry after an applied schema change: a created table joins from its first row, a renamed one keeps its entry under the new name. */
-function followed(entries: Map<string, TableEntry>, ch: Extract<Change, { op: 'schema' }>): Map<string, TableEntry> {
+function followed(entries: Map<string, TableEntry>, ch: Extract<Change, { op: 'schema' }>, takesNewTables: boolean): Map<string, TableEntry> {
+  if (ch.partition) {
+    // A detached partition becomes a table of its own: a replica that takes every table takes it from here.
+    const p = tableKey(ch.partition.schema, ch.partition.table);
+    return ch.partition.action === 'detach' && takesNewTables && !entries.has(p) ? new Map(entries).set(p, { state: 'ready', from: ZERO_LSN }) : entries;
+  }
   const after = tableKey(ch.after!.schema, ch.after!.table);
   if (!ch.before) {
     if (entries.has(after)) return entries;

@@ -85,6 +85,9 @@ replicas:
 
     // Detach, then drop the detached table.
     await src('ALTER TABLE m DETACH PARTITION m_2026_02');
+    await src(`UPDATE m_2026_02 SET v = 'after detach' WHERE id % 100 = 0`);
+    // A table of its own now: both replicas (they take every table) hold it, with its rows, and m without them.
+    await bothEqual(['m', 'm_2026_02']);
     await src('DROP TABLE m_2026_02');
     await bothEqual(['m']);
 
@@ -105,6 +108,11 @@ replicas:
     await bothEqual(['m']);
 
     expect(await partitionsOf('replica_a', w)).toEqual(await partitionsOf('app', w, true));
+    // The detached partition was a table of its own (captured: the source takes every table) until its DROP: gone on a too.
+    for (const db of ['replica_a', 'replica_b']) {
+      const left = await w.replicas.withClient(db, async (c) => (await c.query(`SELECT to_regclass('m_2026_02') IS NULL AS gone`)).rows[0].gone);
+      expect(left, db).toBe(true);
+    }
     expect(await partitionsOf('app', w, true)).toEqual(['m_2026_01', 'm_2026_04', 'm_2026_05']);
     const counts = await contentOf(w.replicas, 'replica_b', ['m']);
     console.log(`[${mode}] m: ${counts.m.length} rows on the source and both replicas; a's partitions: ${(await partitionsOf('replica_a', w)).join(', ')}`);

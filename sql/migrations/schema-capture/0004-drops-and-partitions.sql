@@ -132,6 +132,22 @@ BEGIN
 END
 $$;
 
+-- Whether trigger capture takes every table (source/0003's capture_state.all_tables). Read
+-- through EXECUTE: on a WAL-capture source neither the table nor the column exists.
+CREATE OR REPLACE FUNCTION pgferry.trigger_capture_takes_all_tables() RETURNS boolean
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+  yes boolean := false;
+BEGIN
+  IF to_regclass('pgferry.capture_state') IS NULL OR NOT EXISTS (
+       SELECT 1 FROM pg_attribute WHERE attrelid = to_regclass('pgferry.capture_state') AND attname = 'all_tables' AND NOT attisdropped) THEN
+    RETURN false;
+  END IF;
+  EXECUTE 'SELECT EXISTS (SELECT 1 FROM pgferry.capture_state s WHERE s.all_tables)' INTO yes;
+  RETURN yes;
+END
+$$;
+
 -- Bring the record of a captured root's partitions up to date, describing what changed since
 -- (`created`: the table the statement created, if any).
 -- A root seen the first time is only recorded.
@@ -143,13 +159,26 @@ DECLARE
   info jsonb;
   has_rows boolean;
   fresh oid[] := '{}';
+  nsp text;
+  tbl text;
 BEGIN
   -- Gone from the tree (dropped ones left the record in pgferry_schema_drops): detached.
   FOR m IN SELECT p.relid, p.info FROM pgferry.partitions p WHERE p.root = r
              AND p.relid NOT IN (SELECT t.relid FROM pg_partition_tree(r) t) ORDER BY p.relid LOOP
     DELETE FROM pgferry.partitions WHERE relid = m.relid;
-    -- A detached table captured on its own from now on (a FOR ALL TABLES publication) is a table
-    -- pgferry knows: its later DROP TABLE is described.
+    -- Trigger capture of all tables takes the detached table as a table of its own, as a FOR ALL
+    -- TABLES publication does (its cloned row trigger went with the detach).
+    IF pgferry.trigger_captured(r) AND NOT pgferry.trigger_captured(m.relid) AND pgferry.trigger_capture_takes_all_tables()
+       AND EXISTS (SELECT 1 FROM pg_class c WHERE c.oid = m.relid AND NOT c.relispartition) THEN
+      PERFORM pgferry.add_capture_row_trigger(m.relid);
+      SELECT n.nspname::text, c.relname::text INTO nsp, tbl FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.oid = m.relid;
+      EXECUTE format('CREATE TRIGGER pgferry_truncate AFTER TRUNCATE ON %s FOR EACH STATEMENT EXECUTE FUNCTION pgferry.capture_truncate(%L, %L, %L)',
+                     m.relid::regclass, nsp, tbl, m.relid::text);
+      EXECUTE format('CREATE TRIGGER pgferry_wake AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON %s FOR EACH STATEMENT EXECUTE FUNCTION pgferry.wake()', m.relid::regclass);
+      INSERT INTO pgferry.new_tables (relid) SELECT m.relid FROM pg_class c WHERE c.oid = m.relid AND c.relkind = 'r' ON CONFLICT DO NOTHING;
+    END IF;
+    -- A detached table captured on its own from now on (a FOR ALL TABLES publication, trigger
+    -- capture of all tables) is a table pgferry knows: its later DROP TABLE is described.
     IF pgferry.publications_of(m.relid) IS NOT NULL OR pgferry.trigger_captured(m.relid) THEN
       INSERT INTO pgferry.table_shapes (relid, shape) VALUES (m.relid, pgferry.table_shape(m.relid))
         ON CONFLICT (relid) DO UPDATE SET shape = EXCLUDED.shape;
@@ -198,7 +227,7 @@ DECLARE
   cmd record;
 BEGIN
   FOR cmd IN
-    SELECT DISTINCT ON (root) pg_partition_root(d.objid) AS root, d.objid, d.command_tag
+    SELECT DISTINCT ON (root) pg_partition_root(d.objid)::oid AS root, d.objid, d.command_tag
     FROM pg_event_trigger_ddl_commands() d JOIN pg_class c ON c.oid = d.objid
     WHERE d.classid = 'pg_class'::regclass AND c.relkind IN ('r', 'p') AND c.relnamespace <> 'pgferry'::regnamespace
       AND (c.relkind = 'p' OR c.relispartition)
@@ -211,7 +240,7 @@ BEGIN
     EXCEPTION WHEN OTHERS THEN
       -- Never block the user's DDL: replicas stop at this description instead.
       PERFORM pgferry.emit_schema_change(cmd.root, '', '', pgferry.publications_of(cmd.root), pgferry.trigger_captured(cmd.root),
-        jsonb_build_object('oid', cmd.root, 'command', cmd.command_tag, 'old', NULL, 'new', NULL,
+        jsonb_build_object('oid', cmd.root::oid, 'command', cmd.command_tag, 'old', NULL, 'new', NULL,
                            'error', 'partitions of the table could not be described: ' || SQLERRM));
     END;
   END LOOP;
