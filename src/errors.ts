@@ -77,6 +77,7 @@ export const SQLSTATE = {
   invalidCatalogName: '3D000', // the database does not exist
   serializationFailure: '40001',
   deadlockDetected: '40P01',
+  uniqueViolation: '23505',
   insufficientPrivilege: '42501',
   undefinedTable: '42P01',
   undefinedColumn: '42703',
@@ -157,6 +158,11 @@ export function isRefusal(err: unknown): boolean {
 export function isSchemaMismatch(err: unknown): boolean {
   const s = sqlState(err);
   return s === SQLSTATE.undefinedTable || s === SQLSTATE.undefinedColumn || s === SQLSTATE.datatypeMismatch;
+}
+
+/** A unique constraint (or primary key) refused a row. */
+export function isUniqueViolation(err: unknown): boolean {
+  return sqlState(err) === SQLSTATE.uniqueViolation;
 }
 
 /** Not allowed: a missing privilege (or, for replication connections, a missing REPLICATION attribute or pg_hba entry). */

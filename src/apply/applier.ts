@@ -19,7 +19,7 @@
 import type pg from 'pg';
 import { from as copyFrom } from 'pg-copy-streams';
 import { Change, RelationInfo, TxnMessage, relLabel } from '../change';
-import { RejectedChangeError, SchemaMismatchError, isRefusal, isSchemaMismatch } from '../errors';
+import { RejectedChangeError, SchemaMismatchError, isRefusal, isSchemaMismatch, isUniqueViolation } from '../errors';
 import type { Logger } from '../logger';
 import { ReplicaTypes } from './replica-types';
 import { runLength } from './runs';
@@ -45,6 +45,7 @@ import {
 } from './sql-builder';
 import { APPLY_STATEMENTS, StatementGroup } from './statement-group';
 import { WINDOW_CHANGES, deleteStatements, reduceWindow, windowable, writeStatements } from './net-apply';
+import { KeyNotUnique } from './net-change';
 import { applySchemaChange, type SchemaPolicy } from './schema-apply';
 import { route, TableGate, TableRegistry } from './table-registry';
 import { ZERO_LSN } from '../lsn';
@@ -161,7 +162,7 @@ export class Applier {
     if (!txns.length) return;
     this.window = [];
     this.windowChanges = 0;
-    const tables = txns.length > 1 ? reduceWindow(txns) : null; // one transaction: its own runs and groups do as well
+    const tables = txns.length > 1 ? this.reduce(txns) : null; // one transaction: its own runs and groups do as well
     if (!tables) return this.applyAllInOrder(txns);
     await this.c.query('SAVEPOINT pgferry_net');
     try {
@@ -176,6 +177,25 @@ export class Applier {
       await this.applyAllInOrder(txns);
     }
     await this.c.query('RELEASE SAVEPOINT pgferry_net');
+  }
+
+  /** The window's net change (null: apply in order); a key the changes show naming two rows stops the replica. */
+  private reduce(txns: TxnMessage[]): ReturnType<typeof reduceWindow> {
+    try {
+      return reduceWindow(txns);
+    } catch (err) {
+      if (!(err instanceof KeyNotUnique)) throw err;
+      const m = txns.find((t) => t.changes.includes(err.change)) ?? txns[0];
+      const r = m.relations[err.change.rel];
+      const table = r ? relLabel(r) : 'unknown table';
+      throw new RejectedChangeError(
+        `replica '${this.replica}': the changes of ${table} up to source position ${m.lsn} name two rows by one key: ${err.message}. ` +
+          `Its key cannot tell its rows apart (a DEFERRABLE key, checked only at commit, written by a capture that named rows by it); ` +
+          `with this pgferry, trigger capture names such a table's rows by their whole value, and WAL capture needs ALTER TABLE ${table} REPLICA IDENTITY FULL on the source. ` +
+          `Then copy the table again: pgferry table add ${table} --replace (or pgferry replica resync ${this.replica})`,
+        { cause: err, sourceLsn: m.lsn },
+      );
+    }
   }
 
   private async applyAllInOrder(txns: TxnMessage[]): Promise<void> {
@@ -307,9 +327,26 @@ function rejection(replica: string, m: TxnMessage, ch: RowChange | Extract<Chang
   const table = r ? relLabel(r) : 'unknown table';
   const key = ch.op === 'truncate' ? '' : ` key ${describeKey(r, ch.op === 'insert' ? ch.new : ch.old)}`;
   const where = `replica '${replica}': ${ch.op} on ${table}${key} at source position ${m.lsn} was rejected: ${e.message} [${e.code}]`;
+  if (ch.op === 'update' && isUniqueViolation(err) && r && movesKey(r, ch)) {
+    // A source key checked only at commit lets a transaction move rows through keys other rows still hold
+    // (UPDATE … SET id = id + 1); applied row by row, the replica's immediate constraint sees each step.
+    return new RejectedChangeError(
+      `${where}; the source moved this row onto a key another row held at that moment, which only a DEFERRABLE key allows ` +
+        `(e.g. UPDATE … SET id = id + 1 on a key checked at commit) — or the replica holds a row the source does not. ` +
+        `If the source's constraint is DEFERRABLE, make the replica's the same (drop it and add it again with DEFERRABLE INITIALLY DEFERRED), ` +
+        `then run pgferry replica resume ${replica}`,
+      { cause: err, sourceLsn: m.lsn },
+    );
+  }
   return isSchemaMismatch(err)
     ? new SchemaMismatchError(`${where}; make the replica's table match the source's, then run pgferry replica resume ${replica}`, { cause: err, sourceLsn: m.lsn })
     : new RejectedChangeError(`${where}; fix the replica (or the row), then run pgferry replica resume ${replica}`, { cause: err, sourceLsn: m.lsn });
+}
+
+/** Whether an update changes a value its table's unique keys may hold: a key column, or any column of a row matched whole. */
+function movesKey(r: RelationInfo, ch: Update): boolean {
+  if (r.identity === 'full') return changedColumns(ch.old, ch.new).length > 0;
+  return keyColumns(r).some((k) => k in ch.new && ch.new[k] !== ch.old[k]);
 }
 
 /** Tables a replica was warned about, so a busy table says it once per process, not once per batch. */

@@ -20,8 +20,21 @@
  *   - a key change (UPDATE of the key) whose full image is not known (an
  *     unchanged-TOAST column, not sent, of a row that existed before the run);
  *   - a change missing a key column.
- * Not wired into apply yet: the set-based statements that apply the result
- * are the next step.
+ *
+ * Keys that move are carried exactly, however they chain — shifts, swaps
+ * through a free value, cycles, a key freed and taken again, across
+ * transactions — as long as the key identifies one row at every step of
+ * the source's history, which PostgreSQL guarantees for a key it checks at
+ * each row (the only kind it takes as a replica identity, and the only kind
+ * capture names rows by). A DEFERRABLE key does not: inside a transaction
+ * it may name two rows at once (UPDATE … SET id = id + 1 gives row 1 key 2
+ * while row 2 still holds it), and then a change that names its row by the
+ * key is ambiguous — the same changes come from histories with different
+ * results, so no reduction, and no ordered apply by key, can be right.
+ * Where the changes themselves show a key naming two rows (a row given a
+ * key another row of the run still holds, a change to a key the run has
+ * emptied), `reduceKeyed` throws KeyNotUnique rather than guess; the
+ * applier stops the replica with it.
  */
 import type { Row, RowChange } from '../change';
 
@@ -49,6 +62,18 @@ export function keyOf(keys: readonly string[], row: Row): string | null {
   return JSON.stringify(values);
 }
 
+/** The changes show `key` naming two rows at once (see above): `change` is where it shows. */
+export class KeyNotUnique extends Error {
+  constructor(
+    readonly change: RowChange,
+    readonly key: Row,
+    readonly why: string,
+  ) {
+    super(`key ${JSON.stringify(key)} ${why}`);
+    this.name = 'KeyNotUnique';
+  }
+}
+
 const pick = (keys: readonly string[], row: Row): Row => Object.fromEntries(keys.map((k) => [k, row[k]]));
 
 /**
@@ -56,6 +81,7 @@ const pick = (keys: readonly string[], row: Row): Row => Object.fromEntries(keys
  * `keys`, in source order), in first-touched key order; null when it cannot
  * be expressed exactly (see above). `columns`, all of the table's columns,
  * tells an update that sent every column (a whole image) from one that did not.
+ * Throws KeyNotUnique where the changes show the key naming two rows.
  */
 export function reduceKeyed(keys: readonly string[], changes: readonly RowChange[], columns?: readonly string[]): NetChange[] | null {
   if (!keys.length) return null;
@@ -71,12 +97,14 @@ export function reduceKeyed(keys: readonly string[], changes: readonly RowChange
       if (k === null) return null;
       const s = state(k, pick(keys, ch.new));
       // On the source the key was absent here: either never there, or deleted earlier in the run.
+      if (s.write) throw new KeyNotUnique(ch, s.key, 'was inserted while a row of the same transactions still held it');
       s.write = { op: 'insert', row: { ...ch.new } };
       continue;
     }
     const k = keyOf(keys, ch.old);
     if (k === null) return null;
     const s = state(k, pick(keys, ch.old));
+    if (s.deleteFirst && !s.write) throw new KeyNotUnique(ch, s.key, `was ${ch.op === 'delete' ? 'deleted' : 'updated'} after the same transactions had left it without a row`);
     if (ch.op === 'delete') {
       s.deleteFirst = true;
       s.write = null;
@@ -97,7 +125,7 @@ export function reduceKeyed(keys: readonly string[], changes: readonly RowChange
     s.write = null;
     const k2 = keyOf(keys, image)!;
     const s2 = state(k2, pick(keys, image));
-    if (s2.write) return null; // the new key is taken: the source could not have done this
+    if (s2.write) throw new KeyNotUnique(ch, s2.key, 'was given to a row while another row of the same transactions still held it');
     s2.write = { op: 'insert', row: image };
   }
   return [...net.values()];

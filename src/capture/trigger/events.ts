@@ -59,23 +59,17 @@ const truthy = (v: unknown) => v === true || v === 't';
 
 /**
  * One captured table as the change envelope describes it: every non-dropped
- * column in attnum order (as NEW::text prints them), its type, whether it is
- * generated (printed but not sent), whether it identifies the row, and the
- * table's identity: its primary key, else its replica identity index, else
- * the whole row.
+ * column in attnum order (as NEW::text prints them), its type and attnum,
+ * whether it is generated (printed but not sent), and the table's unique
+ * indexes that could identify its rows (rowIdentity picks one).
  */
 const RELATION = `
-WITH rel AS (SELECT $1::regclass AS oid),
-     idx AS (
-       SELECT i.indkey, CASE WHEN i.indisprimary THEN 'default' ELSE 'index' END AS identity
-       FROM pg_catalog.pg_index i, rel
-       WHERE i.indrelid = rel.oid AND (i.indisprimary OR i.indisreplident)
-       ORDER BY i.indisprimary DESC LIMIT 1
-     )
-SELECT a.attname AS name, pg_catalog.format_type(a.atttypid, a.atttypmod) AS type,
+WITH rel AS (SELECT $1::regclass AS oid)
+SELECT a.attname AS name, pg_catalog.format_type(a.atttypid, a.atttypmod) AS type, a.attnum,
        a.attgenerated <> '' AS generated,
-       coalesce(a.attnum = ANY ((SELECT indkey FROM idx)::int2[]), false) AS key,
-       coalesce((SELECT identity FROM idx), 'full') AS identity
+       (SELECT coalesce(pg_catalog.json_agg(pg_catalog.json_build_object(
+                  'cols', i.indkey::int2[], 'primary', i.indisprimary, 'immediate', i.indimmediate, 'replident', i.indisreplident)), '[]')::text
+          FROM pg_catalog.pg_index i WHERE i.indrelid = rel.oid AND (i.indisprimary OR i.indisreplident)) AS indexes
 FROM pg_catalog.pg_attribute a, rel
 WHERE a.attrelid = rel.oid AND a.attnum > 0 AND NOT a.attisdropped
 ORDER BY a.attnum`;
@@ -83,10 +77,39 @@ ORDER BY a.attnum`;
 interface RelationRow {
   name: string;
   type: string;
+  attnum: number | string;
   generated: boolean | string;
-  key: boolean | string;
-  /** 'default' (primary key), 'index' (replica identity index) or 'full'. */
-  identity: string;
+  /** JSON: the table's primary key and replica identity index (IdentityIndex[]). */
+  indexes: string;
+}
+
+/** A unique index that might identify a captured table's rows. */
+export interface IdentityIndex {
+  /** The attnums of its columns. */
+  cols: number[];
+  primary: boolean;
+  /** False for a DEFERRABLE constraint: its uniqueness is checked at commit, not at each row. */
+  immediate: boolean;
+  replident: boolean;
+}
+
+/**
+ * What identifies a captured table's rows in the change log: its primary
+ * key ('default'), else its replica identity index ('index'), else the whole
+ * row ('full'). Only an immediate key identifies a row — PostgreSQL's own
+ * rule for replica identities, which never takes a DEFERRABLE key: within a
+ * transaction a deferrable key may name two rows at once (after UPDATE … SET
+ * id = id + 1 row 1 holds key 2 beside row 2 until commit), so a change that
+ * names its row by that key is ambiguous, and replicas applying it by key
+ * lose rows. Such a table's rows are named by their whole old value instead.
+ */
+export function rowIdentity(indexes: readonly IdentityIndex[]): { identity: 'default' | 'index' | 'full'; cols: number[] } {
+  const usable = indexes.filter((i) => i.immediate);
+  const pk = usable.find((i) => i.primary);
+  if (pk) return { identity: 'default', cols: pk.cols };
+  const ri = usable.find((i) => i.replident);
+  if (ri) return { identity: 'index', cols: ri.cols };
+  return { identity: 'full', cols: [] };
 }
 
 /**
@@ -251,11 +274,11 @@ export class TriggerEvents {
     return r;
   }
 
-  /** A captured table as it is now: every column, its type and key, and the table's identity. */
+  /** A captured table as it is now: every column, its type and key, and the table's identity (rowIdentity). */
   private async describe(schema: string, table: string, regclass: string): Promise<Resolved> {
     const { rows } = await this.c.query<RelationRow>(RELATION, [regclass]);
-    const columns: Column[] = rows.map((x) => ({ name: x.name, type: x.type, generated: truthy(x.generated), key: truthy(x.key) }));
-    const identity = (rows[0]?.identity ?? 'full') as RelationInfo['identity'];
+    const { identity, cols } = rowIdentity(rows.length ? (JSON.parse(rows[0].indexes) as IdentityIndex[]) : []);
+    const columns: Column[] = rows.map((x) => ({ name: x.name, type: x.type, generated: truthy(x.generated), key: cols.includes(Number(x.attnum)) }));
     const sent = columns.filter((col) => !col.generated);
     return {
       key: relKey(schema, table),

@@ -26,17 +26,19 @@ WHERE pubname = $1 AND schemaname <> 'pgferry' ORDER BY schemaname, tablename`;
 
 /**
  * Published tables on which the source refuses UPDATE and DELETE: replica
- * identity NOTHING, or DEFAULT without a primary key.
+ * identity NOTHING, or DEFAULT without a primary key — a DEFERRABLE one does
+ * not count: PostgreSQL never takes a deferrable key as the replica identity.
  */
 const IDENTITY_PROBLEMS = `
-SELECT n.nspname AS schema_name, c.relname AS table_name, c.relreplident::text AS identity
+SELECT n.nspname AS schema_name, c.relname AS table_name, c.relreplident::text AS identity,
+       EXISTS (SELECT 1 FROM pg_catalog.pg_index i WHERE i.indrelid = c.oid AND i.indisprimary AND NOT i.indimmediate) AS deferrable_key
 FROM pg_catalog.pg_publication_tables pt
 JOIN pg_catalog.pg_namespace n ON n.nspname = pt.schemaname
 JOIN pg_catalog.pg_class c ON c.relnamespace = n.oid AND c.relname = pt.tablename
 WHERE pt.pubname = $1
   AND (c.relreplident = 'n'
        OR (c.relreplident = 'd' AND NOT EXISTS (
-             SELECT 1 FROM pg_catalog.pg_index i WHERE i.indrelid = c.oid AND i.indisprimary)))
+             SELECT 1 FROM pg_catalog.pg_index i WHERE i.indrelid = c.oid AND i.indisprimary AND i.indimmediate)))
 ORDER BY 1, 2`;
 
 /** The replication slot $1 as pg_replication_slots has it, with the WAL it keeps (no row: no such slot). */
@@ -160,9 +162,14 @@ export async function prepareSource(url: string, source: string, selection: Tabl
         if (!isDuplicateObject(err)) throw privilegeError(source, 'create its replication slot', err); // created concurrently
       }
     }
-    const warnings = (await c.query<{ schema_name: string; table_name: string; identity: string }>(IDENTITY_PROBLEMS, [pub])).rows.map((r) => {
+    const warnings = (await c.query<{ schema_name: string; table_name: string; identity: string; deferrable_key: boolean | string }>(IDENTITY_PROBLEMS, [pub])).rows.map((r) => {
       const name = relLabel({ schema: r.schema_name, table: r.table_name });
-      const why = r.identity === 'n' ? 'has REPLICA IDENTITY NOTHING' : 'has no primary key or replica identity';
+      const why =
+        r.identity === 'n'
+          ? 'has REPLICA IDENTITY NOTHING'
+          : r.deferrable_key === true || r.deferrable_key === 't'
+            ? 'has only a DEFERRABLE primary key, which PostgreSQL does not take as a replica identity'
+            : 'has no primary key or replica identity';
       return `source '${source}': table ${name} ${why}, so PostgreSQL refuses UPDATE and DELETE on it while it is replicated; run ALTER TABLE ${name} REPLICA IDENTITY FULL, or add a primary key`;
     });
     return { tables: published, warnings: [...early, ...warnings], slotCreated, slotLsn, publicationCreated };
