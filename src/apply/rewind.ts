@@ -8,7 +8,7 @@
  */
 import type { ChannelModel } from 'amqplib';
 import { ConfigError, GapError } from '../errors';
-import { decodeTxn } from '../changelog/envelope';
+import { decodeTxn, isStreamMarker } from '../changelog/envelope';
 import { compareLsn, normalizeLsn } from '../lsn';
 import { StreamReader } from '../changelog/stream';
 import { ensureTargetSchema } from './target';
@@ -31,6 +31,7 @@ export async function findRewindOffset(rabbit: ChannelModel, source: string, pos
     for (let m = await reader.next(2000); m; m = await reader.next(1000)) {
       stream = m.stream ?? stream;
       const lsn = m.lsn ?? decodeTxn(m.body).lsn;
+      if (isStreamMarker(lsn)) continue; // the stream's marker, no transaction: it proves nothing about reaching back to the position
       if (compareLsn(lsn, position) > 0) {
         if (last === null) {
           throw new GapError(
