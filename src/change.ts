@@ -148,6 +148,14 @@ export interface TxnMessage {
    * written before pgferry recorded it.
    */
   history?: string;
+  /**
+   * The identity of the stream the message was published to, stamped by the
+   * publisher (changelog/stream.ts): a random id the stream gets when it is
+   * created. A stream deleted and re-created, or a broker that lost its data,
+   * has another one, so a position stored with the old one says nothing about
+   * the new stream's offsets. Absent in messages of older pgferry.
+   */
+  stream?: string;
 }
 
 /** Key of a relation in `relations`: unambiguous for any schema and table name. */

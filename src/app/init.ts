@@ -54,7 +54,7 @@ export async function initialize(config: Config, say: (line: string) => void): P
           withClient(`replica '${r.name}'`, r.url, async (c) => {
             const w = await prepareTarget(c, r.name, replicaShare(config, r.name, prepared.tables), { schemaChangesCaptured });
             await checkNoUnfinishedCopy(c, r.name);
-            await ProgressStore.create(c, r.name, source, history);
+            await ProgressStore.create(c, r.name, source, history, prepared.stream.id);
             return w;
           }),
         wait,

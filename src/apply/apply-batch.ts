@@ -21,7 +21,7 @@ import type { TxnMessage } from '../change';
 import { ConfigError, RejectedChangeError, SchemaMismatchError, isRefusal } from '../errors';
 import { decodeTxn } from '../changelog/envelope';
 import { LogPosition, LogProtocol } from '../changelog/protocol';
-import { StreamReader } from '../changelog/stream';
+import { StreamReader, streamTip } from '../changelog/stream';
 import type { Logger } from '../logger';
 import { Heartbeat } from '../heartbeat';
 import { crashPoint } from '../testing/crash-point';
@@ -115,7 +115,7 @@ export async function applyBatch(o: ApplyBatchOptions, session?: StreamFeed): Pr
 export class StreamFeed {
   private current: { reader: StreamReader; protocol: LogProtocol } | null = null;
 
-  async at(o: ApplyBatchOptions, stored: LogPosition & { history: string | null }): Promise<{ reader: StreamReader; protocol: LogProtocol }> {
+  async at(o: ApplyBatchOptions, stored: StoredPosition): Promise<{ reader: StreamReader; protocol: LogProtocol }> {
     if (this.current && samePosition(this.current.protocol.position, stored)) return this.current;
     await this.close();
     const protocol = newProtocol(o, stored);
@@ -125,6 +125,16 @@ export class StreamFeed {
     // transactions is read ~4x faster than with 64 (measured in W3); chunks of at most ~128 kB
     // (envelope CHUNK_BYTES) keep that within tens of MB for huge transactions.
     const reader = await StreamReader.open(o.rabbit, o.source, stored.offset ?? 'first', 256);
+    try {
+      // Then (a stream re-created after this is seen by the reader, whose consumer RabbitMQ cancels): is it the stream the position is in?
+      if (stored.offset !== null || stored.stream) {
+        const gap = protocol.attach(await streamTip(o.rabbit, o.source, stored.offset ?? undefined));
+        if (gap) throw gap;
+      }
+    } catch (err) {
+      await reader.close();
+      throw err;
+    }
     this.current = { reader, protocol };
     return this.current;
   }
@@ -136,8 +146,11 @@ export class StreamFeed {
   }
 }
 
-function samePosition(a: LogPosition, b: LogPosition & { history: string | null }): boolean {
-  return a.lsn === b.lsn && a.offset === b.offset && (a.history ?? null) === b.history;
+/** A replica's checkpoint as a batch reads it. */
+type StoredPosition = LogPosition & { history: string | null; stream: string | null };
+
+function samePosition(a: LogPosition, b: StoredPosition): boolean {
+  return a.lsn === b.lsn && a.offset === b.offset && (a.history ?? null) === b.history && (a.stream ?? null) === b.stream;
 }
 
 /** The batch must stop where a transaction that cannot be applied begins (`offset`), with `error`. */
@@ -164,7 +177,7 @@ async function runBatch(o: ApplyBatchOptions, feed: StreamFeed, stopAt?: number)
     const batch = new BatchLoop(o, reader, protocol, new Applier(c, o.replica, o.log, gate, o.netChange ?? true, o.schemaPolicy ?? 'apply'), heartbeat, stopAt);
     const result = await batch.run(stored);
     const at = protocol.position;
-    if (at.offset !== stored.offset || at.lsn !== stored.lsn || (at.history ?? null) !== stored.history) {
+    if (at.offset !== stored.offset || at.lsn !== stored.lsn || (at.history ?? null) !== stored.history || (at.stream ?? null) !== stored.stream) {
       await ProgressStore.advance(c, o.replica, { ...at, txns: result.txns, changes: result.changes, lastCommitTime: result.lastCommitTime });
     }
     await c.query('COMMIT').catch((err) => {
@@ -181,7 +194,7 @@ async function runBatch(o: ApplyBatchOptions, feed: StreamFeed, stopAt?: number)
 }
 
 /** The replica's checkpoint, locked for this batch; it must belong to the configured source. */
-async function lockProgress(o: ApplyBatchOptions): Promise<LogPosition & { history: string | null }> {
+async function lockProgress(o: ApplyBatchOptions): Promise<StoredPosition> {
   const row = await ProgressStore.lock(o.client, o.replica, o.source);
   if (row.source !== o.source) {
     throw new ConfigError(
@@ -189,7 +202,7 @@ async function lockProgress(o: ApplyBatchOptions): Promise<LogPosition & { histo
         `its position says nothing about the new source's log; point it back at '${row.source}', or run pgferry replica resync ${o.replica} to rebuild it from '${o.source}'`,
     );
   }
-  return { lsn: row.lsn, offset: row.offset, history: row.history ?? null };
+  return { lsn: row.lsn, offset: row.offset, history: row.history ?? null, stream: row.stream ?? null };
 }
 
 function newProtocol(o: ApplyBatchOptions, stored: LogPosition): LogProtocol {
@@ -311,9 +324,9 @@ class BatchLoop {
   }
 
   /** One message of the stream: skipped, applied, or the stop of the batch. */
-  private async take(msg: { offset: number; lsn?: string; body: Buffer }): Promise<void> {
+  private async take(msg: { offset: number; lsn?: string; stream?: string; body: Buffer }): Promise<void> {
     let decoded: TxnMessage | undefined;
-    const step = this.protocol.step({ offset: msg.offset, lsn: msg.lsn, read: () => (decoded ??= decodeTxn(msg.body)) });
+    const step = this.protocol.step({ offset: msg.offset, lsn: msg.lsn, stream: msg.stream, read: () => (decoded ??= decodeTxn(msg.body)) });
     if (step.discard) {
       // Sent again from its first chunk (capture restarted), or cut short: undo what we applied of it.
       this.o.log.info({ replica: this.o.replica, lsn: step.discard, offset: msg.offset }, 'transaction sent again in the stream; what was applied of it is undone');

@@ -2,7 +2,8 @@
  * The replica's checkpoint: its row in pgferry.progress (sql/migrations/target/0001-bookkeeping.sql),
  * the only module that reads or writes it. The row says which source a
  * replica follows, the last source transaction it holds (`lsn`, of source
- * history `history`) and the last stream message it consumed (`offset`).
+ * history `history`) and the last stream message it consumed (`offset`, in
+ * the stream of identity `stream_id`: sql/migrations/target/0003).
  *
  * Every write takes the caller's connection, because the checkpoint commits
  * in the same replica transaction as the data it describes: apply's batch,
@@ -48,45 +49,51 @@ ON CONFLICT (replica) DO NOTHING`;
  * (The row is created by INIT.)
  */
 const LOCK = `
-SELECT lsn::text AS lsn, stream_offset::text AS stream_offset, history, source
+SELECT lsn::text AS lsn, stream_offset::text AS stream_offset, history, stream_id, source
 FROM pgferry.progress WHERE replica = $1 FOR UPDATE`;
 
 /**
  * A replica init/up meets for the first time: it belongs to the source's
  * history as it is now ($3), so what the stream still holds of an older
  * history (before pgferry was re-installed, or the source re-created) is
- * not applied to it. An existing row is left alone.
+ * not applied to it; and it reads the stream of identity $4 from its start
+ * (a stream re-created before it read anything is not its log). An existing
+ * row is left alone.
  */
 const CREATE = `
-INSERT INTO pgferry.progress (replica, source, history) VALUES ($1, $2, $3)
+INSERT INTO pgferry.progress (replica, source, history, stream_id) VALUES ($1, $2, $3, $4)
 ON CONFLICT (replica) DO NOTHING`;
 
 /**
  * Set where a replica continues (rewind, resync): it holds every source
  * transaction up to $3 of source history $5 (null: taken from the log), and
- * reads the stream after offset $4. Counters are kept.
+ * reads the stream of identity $6 (null: taken from the stream) after offset
+ * $4. Counters are kept.
  */
 const SET = `
-INSERT INTO pgferry.progress (replica, source, lsn, stream_offset, history)
-VALUES ($1, $2, $3::pg_lsn, $4::bigint, $5::text)
+INSERT INTO pgferry.progress (replica, source, lsn, stream_offset, history, stream_id)
+VALUES ($1, $2, $3::pg_lsn, $4::bigint, $5::text, $6::text)
 ON CONFLICT (replica) DO UPDATE
-SET source = EXCLUDED.source, lsn = EXCLUDED.lsn, stream_offset = EXCLUDED.stream_offset, history = EXCLUDED.history, updated_at = now()`;
+SET source = EXCLUDED.source, lsn = EXCLUDED.lsn, stream_offset = EXCLUDED.stream_offset, history = EXCLUDED.history,
+    stream_id = EXCLUDED.stream_id, updated_at = now()`;
 
 /**
  * A replica filled from a snapshot: it holds every source transaction up to
  * the snapshot's position (of source history $5; null: taken from the log),
  * and reads the stream from the given offset (the newest message when the
- * snapshot was taken; NULL: from the beginning). A row that never applied
- * anything (made by init/up) is taken over.
+ * snapshot was taken, in the stream of identity $6; NULL: from the
+ * beginning). A row that never applied anything (made by init/up) is taken
+ * over.
  */
 const START = `
-INSERT INTO pgferry.progress (replica, source, lsn, stream_offset, history)
-VALUES ($1, $2, $3::pg_lsn, $4::bigint, $5::text)
+INSERT INTO pgferry.progress (replica, source, lsn, stream_offset, history, stream_id)
+VALUES ($1, $2, $3::pg_lsn, $4::bigint, $5::text, $6::text)
 ON CONFLICT (replica) DO UPDATE
-SET source = EXCLUDED.source, lsn = EXCLUDED.lsn, stream_offset = EXCLUDED.stream_offset, history = EXCLUDED.history, updated_at = now()
+SET source = EXCLUDED.source, lsn = EXCLUDED.lsn, stream_offset = EXCLUDED.stream_offset, history = EXCLUDED.history,
+    stream_id = EXCLUDED.stream_id, updated_at = now()
 WHERE pgferry.progress.stream_offset IS NULL AND pgferry.progress.lsn = '0/0' AND pgferry.progress.txns_applied = 0`;
 
-/** A batch committed: the new position, the counters added to, the last commit time and history (null: kept). */
+/** A batch committed: the new position, the counters added to, the last commit time, history and stream (null: kept). */
 const ADVANCE = `
 UPDATE pgferry.progress
 SET lsn = $2::pg_lsn,
@@ -95,6 +102,7 @@ SET lsn = $2::pg_lsn,
     changes_applied = changes_applied + $5::bigint,
     last_commit_time = COALESCE($6::timestamptz, last_commit_time),
     history = COALESCE($7::text, history),
+    stream_id = COALESCE($8::text, stream_id),
     updated_at = now()
 WHERE replica = $1`;
 
@@ -104,10 +112,17 @@ interface ProgressRow {
   lsn: string | null;
   stream_offset: string | number | null;
   history?: string | null;
+  stream_id?: string | null;
 }
 
 function fromRow(r: ProgressRow): StoredProgress {
-  return { source: r.source, lsn: r.lsn ?? ZERO_LSN, offset: r.stream_offset === null ? null : Number(r.stream_offset), history: r.history ?? null };
+  return {
+    source: r.source,
+    lsn: r.lsn ?? ZERO_LSN,
+    offset: r.stream_offset === null ? null : Number(r.stream_offset),
+    history: r.history ?? null,
+    stream: r.stream_id ?? null,
+  };
 }
 
 export const ProgressStore = {
@@ -117,9 +132,9 @@ export const ProgressStore = {
     return r ? fromRow(r) : null;
   },
 
-  /** The row a replica init/up meets for the first time: it belongs to the source's history as it is now. An existing row is left alone. */
-  async create(q: Queryable, replica: string, source: string, history: string): Promise<void> {
-    await q.query(CREATE, [replica, source, history]);
+  /** The row a replica init/up meets for the first time: it belongs to the source's history and the stream as they are now. An existing row is left alone. */
+  async create(q: Queryable, replica: string, source: string, history: string, stream: string | null): Promise<void> {
+    await q.query(CREATE, [replica, source, history, stream]);
   },
 
   /**
@@ -135,16 +150,16 @@ export const ProgressStore = {
 
   /** Set where a replica continues (rewind, resync): it holds everything up to `at.lsn` and reads the stream after `at.offset`. Counters are kept. */
   async set(q: Queryable, replica: string, source: string, at: LogPosition): Promise<void> {
-    await q.query(SET, [replica, source, at.lsn, at.offset, at.history ?? null]);
+    await q.query(SET, [replica, source, at.lsn, at.offset, at.history ?? null, at.stream ?? null]);
   },
 
   /** A replica filled from a snapshot starts there; a row that never applied anything (made by init/up) is taken over. */
   async start(q: Queryable, replica: string, source: string, at: LogPosition): Promise<void> {
-    await q.query(START, [replica, source, at.lsn, at.offset, at.history ?? null]);
+    await q.query(START, [replica, source, at.lsn, at.offset, at.history ?? null, at.stream ?? null]);
   },
 
   /** A batch committed: the new position and what it applied, in the batch's own transaction. */
   async advance(q: Queryable, replica: string, to: ProgressAdvance): Promise<void> {
-    await q.query(ADVANCE, [replica, to.lsn, to.offset, to.txns, to.changes, to.lastCommitTime, to.history ?? null]);
+    await q.query(ADVANCE, [replica, to.lsn, to.offset, to.txns, to.changes, to.lastCommitTime, to.history ?? null, to.stream ?? null]);
   },
 };

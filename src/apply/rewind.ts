@@ -8,7 +8,7 @@
  */
 import type { ChannelModel } from 'amqplib';
 import { ConfigError, GapError } from '../errors';
-import { decodeTxn } from '../changelog/envelope';
+import { decodeTxn, isStreamMarker } from '../changelog/envelope';
 import { compareLsn, normalizeLsn } from '../lsn';
 import { StreamReader } from '../changelog/stream';
 import { ensureTargetSchema } from './target';
@@ -23,12 +23,15 @@ export interface RewindResult {
   next: string | null;
 }
 
-export async function findRewindOffset(rabbit: ChannelModel, source: string, position: string): Promise<{ offset: number; next: string | null }> {
+export async function findRewindOffset(rabbit: ChannelModel, source: string, position: string): Promise<{ offset: number; next: string | null; stream: string | null }> {
   const reader = await StreamReader.open(rabbit, source, 'first', 256);
   try {
     let last: number | null = null;
+    let stream: string | null = null; // the stream's identity, from its messages
     for (let m = await reader.next(2000); m; m = await reader.next(1000)) {
+      stream = m.stream ?? stream;
       const lsn = m.lsn ?? decodeTxn(m.body).lsn;
+      if (isStreamMarker(lsn)) continue; // the stream's marker, no transaction: it proves nothing about reaching back to the position
       if (compareLsn(lsn, position) > 0) {
         if (last === null) {
           throw new GapError(
@@ -36,12 +39,12 @@ export async function findRewindOffset(rabbit: ChannelModel, source: string, pos
               `nothing was changed. Rebuild the replica with pgferry replica resync instead`,
           );
         }
-        return { offset: last, next: lsn };
+        return { offset: last, next: lsn, stream };
       }
       last = m.offset;
     }
     if (last === null) throw new GapError(`the stream of source '${source}' is empty: there is nothing to continue from; nothing was changed`);
-    return { offset: last, next: null };
+    return { offset: last, next: null, stream };
   } finally {
     await reader.close();
   }
@@ -59,7 +62,7 @@ export async function rewindReplica(o: { rabbit: ChannelModel; source: string; r
   try {
     await ensureTargetSchema(c);
     // Waits for a batch in flight (it holds the row) and takes effect at the next one.
-    await ProgressStore.set(c, o.replica, o.source, { lsn, offset: found.offset });
+    await ProgressStore.set(c, o.replica, o.source, { lsn, offset: found.offset, stream: found.stream });
   } finally {
     await c.end().catch(() => undefined);
   }

@@ -8,13 +8,20 @@
  * schema removed) and the changes made in between are not in the log. That is
  * never papered over: a gap marker is published first, and every replica that
  * reaches it stops in state `needs_resync`.
+ *
+ * The other way round — the stream lost while capture state survived (the
+ * stream deleted in RabbitMQ, a broker re-created without its data) — the
+ * stream is made anew with a new identity (changelog/stream.ts), and every
+ * consumer whose position is in the old one stops there (protocol.ts);
+ * capture says so (streamLossWarning).
  */
 import type { ChannelModel } from 'amqplib';
 import type { Config } from '../config';
 import { requireSourceUrl } from '../config';
 import { gapMarker } from '../changelog/envelope';
 import { logger } from '../logger';
-import { declareStream, retainedRange, StreamPublisher } from '../changelog/stream';
+import { streamName } from '../names';
+import { declareStream, holdsChanges, retainedRange, StreamIdentity, StreamPublisher } from '../changelog/stream';
 import { withRetry } from '../retry';
 import type { PreparedSource } from './contract';
 import { captureMode } from './mode';
@@ -24,16 +31,34 @@ export async function sourceHistory(config: Config, url: string): Promise<string
   return captureMode(config).history(url, config.source.name);
 }
 
-export async function prepareCapture(config: Config, rabbit: ChannelModel): Promise<PreparedSource & { gapMarked: boolean }> {
+/**
+ * What capture says when the stream it publishes to was not there: either
+ * the first start, or the stream was lost and what it held with it.
+ */
+export function streamLossWarning(source: string, id: string): string {
+  return (
+    `source '${source}': the change stream ${streamName(source)} was missing and is created anew (stream ${id}); if it held changes ` +
+    `(deleted in RabbitMQ, or a broker that lost its data), they are gone: every replica and subscriber whose position is in the old stream stops there — ` +
+    `replicas in state needs_resync: run pgferry replica resync <name> for each`
+  );
+}
+
+export async function prepareCapture(config: Config, rabbit: ChannelModel): Promise<PreparedSource & { gapMarked: boolean; stream: StreamIdentity }> {
   const source = config.source.name;
   const mode = captureMode(config);
-  await declareStream(rabbit, source, config.stream);
+  const stream = await declareStream(rabbit, source, config.stream);
   const url = requireSourceUrl(config);
   const prepared = await withRetry(() => mode.prepare(url, source, config.source), config.connectWaitMs, logger);
+  if (stream.created && !prepared.slotCreated) {
+    // Capture state from before, but no stream: it was lost.
+    const warning = streamLossWarning(source, stream.id);
+    logger.warn({ source }, warning);
+    prepared.warnings.push(warning);
+  }
   let gapMarked = false;
-  if (prepared.slotCreated && prepared.slotLsn && (await retainedRange(rabbit, source)).last) {
+  if (prepared.slotCreated && prepared.slotLsn && holdsChanges(await retainedRange(rabbit, source))) {
     const reason = `${mode.describeLoss(source, prepared.slotLsn)}: changes made in between are not in the log`;
-    const publisher = await StreamPublisher.open(rabbit, source);
+    const publisher = await StreamPublisher.open(rabbit, source, stream.id);
     try {
       const history = await sourceHistory(config, url);
       await publisher.publish(gapMarker({ source, lsn: prepared.slotLsn, reason, history }), () => undefined);
@@ -45,5 +70,5 @@ export async function prepareCapture(config: Config, rabbit: ChannelModel): Prom
     prepared.warnings.push(`${reason}; every replica will stop in state needs_resync when it reaches that point: run pgferry replica resync <name> for each`);
     gapMarked = true;
   }
-  return { ...prepared, gapMarked };
+  return { ...prepared, gapMarked, stream };
 }

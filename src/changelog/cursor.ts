@@ -8,13 +8,14 @@
  * transaction whose chunks start again is announced with a `restart` so what
  * was seen of it can be discarded. It stops with a GapError or a
  * ProtocolError, never skipping, when the stream no longer holds the
- * position, reaches a gap marker or breaks the protocol.
+ * position, is not the stream the position is in (deleted and re-created),
+ * reaches a gap marker or breaks the protocol.
  */
 import type { ChannelModel } from 'amqplib';
 import type { TxnMessage } from '../change';
 import { decodeTxn } from './envelope';
 import { LogPosition, LogProtocol, START_OF_LOG } from './protocol';
-import { retainedRange, StreamReader } from './stream';
+import { retainedRange, StreamReader, streamTip } from './stream';
 
 export { START_OF_LOG };
 export type { LogPosition };
@@ -28,7 +29,7 @@ export type { LogPosition };
  */
 export async function endOfLog(rabbit: ChannelModel, source: string): Promise<LogPosition> {
   const { last } = await retainedRange(rabbit, source);
-  return last ? { lsn: last.lsn, offset: last.offset, history: last.history ?? null } : START_OF_LOG;
+  return last ? { lsn: last.lsn, offset: last.offset, history: last.history ?? null, stream: last.stream ?? null } : START_OF_LOG;
 }
 
 export type CursorItem =
@@ -57,6 +58,16 @@ export class LogCursor {
     // Read from the last message consumed, not the one after: finding it proves retention did not cut past it.
     const reader = await StreamReader.open(rabbit, source, from.offset ?? 'first', o.prefetch ?? 64);
     const protocol = new LogProtocol({ who: o.consumer, noun: 'subscriber', did: 'received', source, fix: o.fix }, from);
+    try {
+      // Is it the stream the position is in? (RabbitMQ attaches past a stream's end silently.)
+      if (from.offset !== null || from.stream) {
+        const gap = protocol.attach(await streamTip(rabbit, source, from.offset ?? undefined));
+        if (gap) throw gap;
+      }
+    } catch (err) {
+      await reader.close();
+      throw err;
+    }
     return new LogCursor(reader, protocol);
   }
 
@@ -81,7 +92,7 @@ export class LogCursor {
     for (;;) {
       const msg = await this.reader.next(Math.max(0, until - Date.now()));
       if (!msg) return null;
-      const step = this.protocol.step({ offset: msg.offset, lsn: msg.lsn, read: () => decodeTxn(msg.body) });
+      const step = this.protocol.step({ offset: msg.offset, lsn: msg.lsn, stream: msg.stream, read: () => decodeTxn(msg.body) });
       const restart: CursorItem | null = step.discard ? { kind: 'restart', lsn: step.discard } : null;
       if (step.kind === 'gap' || step.kind === 'error') throw step.error;
       const item: CursorItem | null = step.kind === 'chunk' ? { kind: 'chunk', m: step.m, offset: step.offset } : null;

@@ -7,6 +7,7 @@
  */
 import { Change, ENVELOPE_VERSION, RelationInfo, Row, TxnMessage, relLabel } from '../change';
 import { SourceError } from '../errors';
+import { ZERO_LSN } from '../lsn';
 import { decodeMessage, encodeMessage } from './wire';
 
 /** Default bound on one chunk's values: a reader's prefetch of a few hundred messages then stays within tens of MB. */
@@ -171,6 +172,32 @@ export function gapMarker(o: { source: string; lsn: string; reason: string; hist
   if (o.history) m.history = o.history;
   return m;
 }
+
+/**
+ * A stream marker: the first message of a stream, written by whoever
+ * created it (changelog/stream.ts declareStream), carrying the identity
+ * every later message is stamped with. Its position is 0/0, below every
+ * transaction, so every consumer skips it as already applied; the protocol
+ * reads only its identity (protocol.ts).
+ */
+export function streamMarker(o: { source: string; stream: string }): TxnMessage {
+  return {
+    v: ENVELOPE_VERSION,
+    source: o.source,
+    xid: 0,
+    lsn: ZERO_LSN,
+    endLsn: ZERO_LSN,
+    commitTime: new Date().toISOString(),
+    seq: 0,
+    last: true,
+    relations: {},
+    changes: [],
+    stream: o.stream,
+  };
+}
+
+/** Whether a message (or its header's position) is a stream marker: no transaction has position 0/0. */
+export const isStreamMarker = (lsn: string | undefined): boolean => lsn === ZERO_LSN;
 
 /** A message's bytes in the stream: envelope version 2 (wire.ts). */
 export function encodeTxn(m: TxnMessage): Buffer {

@@ -17,28 +17,41 @@
  * cut short and followed by a later one, a position from another history —
  * is a protocol break, and a consumer stops loudly instead of guessing.
  *
+ * A position belongs to one stream: the stream's identity (stamped on every
+ * message, changelog/stream.ts) is stored with it, and a message or an
+ * attach that shows another identity is a gap — the stream was deleted and
+ * re-created, so what the old one held after the position is gone. A
+ * position stored without one (older pgferry) takes the identity of the
+ * stream once reading has proved the stream is the one it was stored in
+ * (the message at the stored offset found, holding what was consumed).
+ *
  * The guarantee (tested as a property in test/unit/protocol.property.test.ts):
  * the transactions a consumer completes are the source's, each once, in
  * commit order, each whole — or the consumer stops with a GapError or a
  * ProtocolError.
  */
 import type { TxnMessage } from '../change';
+import { isStreamMarker } from './envelope';
 import { GapError, ProtocolError } from '../errors';
 import { compareLsn, ZERO_LSN } from '../lsn';
+import { streamName } from '../names';
 
 /**
  * A consumer's position: the last transaction it finished (commit LSN), the
- * stream offset of its last message (null: nothing consumed yet), and the
+ * stream offset of its last message (null: nothing consumed yet), the
  * source history that position belongs to (null: not known yet — adopted
- * from the first transaction finished).
+ * from the first transaction finished), and the identity of the stream the
+ * offset is in (null: not known yet — adopted once the stream is proved to
+ * be the one the position was stored in).
  */
 export interface LogPosition {
   lsn: string;
   offset: number | null;
   history?: string | null;
+  stream?: string | null;
 }
 
-export const START_OF_LOG: LogPosition = { lsn: ZERO_LSN, offset: null, history: null };
+export const START_OF_LOG: LogPosition = { lsn: ZERO_LSN, offset: null, history: null, stream: null };
 
 /** Who reads, for the messages of gaps and protocol breaks. */
 export interface LogConsumer {
@@ -70,11 +83,19 @@ export type Step =
   /** The log breaks the protocol: stop with the reason; retrying reads the same log again. */
   | { kind: 'error'; error: ProtocolError; discard?: string };
 
-/** A stream message as the protocol sees it: its offset, its commit LSN if the header carries it, and its body decoded on demand. */
+/** A stream message as the protocol sees it: its offset, its commit LSN and stream identity if the header carries them, and its body decoded on demand. */
 export interface LogMessage {
   offset: number;
   lsn?: string;
+  stream?: string;
   read: () => TxnMessage;
+}
+
+/** What the stream holds at or after a consumer's stored offset when its reader attached (changelog/stream.ts streamTip). */
+export interface StreamTip {
+  offset: number;
+  lsn?: string;
+  stream?: string;
 }
 
 /** Two deliveries of one chunk: same transaction, position in it, and content. */
@@ -99,7 +120,7 @@ export class LogProtocol {
     private readonly c: LogConsumer,
     private readonly from: LogPosition,
   ) {
-    this.done = { lsn: from.lsn, offset: from.offset, history: from.history ?? null };
+    this.done = { lsn: from.lsn, offset: from.offset, history: from.history ?? null, stream: from.stream ?? null };
     this.checked = from.offset === null && !c.needsLogStart;
     this.before = from.offset === null && !!from.history;
   }
@@ -126,20 +147,45 @@ export class LogProtocol {
     return lsn;
   }
 
+  /**
+   * The reader attached: `tip` is the first message at or after the stored
+   * offset (or, without one, the newest; null: the stream is empty). RabbitMQ
+   * attaches a consumer that asks for an offset past the end of a stream at
+   * its end, without a word: a stream that does not reach the stored offset
+   * is not the one it was stored in.
+   */
+  attach(tip: StreamTip | null): GapError | null {
+    const stored = this.from.offset;
+    if (stored !== null && (tip === null || tip.offset < stored)) {
+      const holds = tip === null ? 'it is empty' : `its newest offset is ${tip.offset}`;
+      return this.recreated(`${holds}, below offset ${stored}, the last this ${this.c.noun} consumed`);
+    }
+    if (tip) return this.otherStream(tip.offset, tip.stream);
+    return null;
+  }
+
   step(msg: LogMessage): Step {
     const stored = this.from.offset;
+    const other = this.otherStream(msg.offset, msg.stream);
+    if (other) return { kind: 'gap', error: other, discard: this.abandon() ?? undefined };
     // RabbitMQ may start a consumer at the beginning of the segment chunk holding the offset asked for.
-    if (stored !== null && msg.offset < stored) return { kind: 'skip' };
+    if (stored !== null && msg.offset < stored) {
+      const gap = this.newerBelow(msg);
+      return gap ? { kind: 'gap', error: gap } : { kind: 'skip' };
+    }
     if (!this.checked) {
       this.checked = true;
       const gap = this.checkStart(msg);
       if (gap) return { kind: 'gap', error: gap };
       if (msg.offset === stored) {
-        // Consumed before. A position stored without its history takes the one of that message.
+        // Consumed before. A position stored without its history or stream takes the ones of that message.
         if (!this.done.history) this.adopt(() => msg.read());
+        this.adoptStream(msg);
         return { kind: 'skip' };
       }
     }
+    // Read in order from a proven start (or the consumer's first message): the stream's identity is the consumer's from now on.
+    this.adoptStream(msg);
     let m: TxnMessage;
     try {
       m = msg.read();
@@ -218,10 +264,50 @@ export class LogProtocol {
     open.last = m;
     if (m.last) {
       this.open = null;
-      this.done = { lsn: m.lsn, offset, history: m.history ?? this.done.history };
+      this.done = { lsn: m.lsn, offset, history: m.history ?? this.done.history, stream: this.done.stream };
       if (this.owed && compareLsn(m.lsn, this.owed) >= 0) this.owed = null;
     }
     return { kind: 'chunk', m, offset };
+  }
+
+  /** A message (or attach tip) of another stream than the consumer's. */
+  private otherStream(offset: number, stream: string | undefined): GapError | null {
+    const own = this.done.stream;
+    if (!own || !stream || stream === own) return null;
+    return this.recreated(`it is stream ${stream} at offset ${offset}, this ${this.c.noun}'s position is in stream ${own}`);
+  }
+
+  /**
+   * A position stored without a stream identity (older pgferry): a message
+   * below the stored offset, of the consumer's own source history, holding a
+   * transaction it has not consumed, cannot be the old stream's (a position
+   * only moves over finished transactions): the stream is a new one, shorter
+   * than the old.
+   */
+  private newerBelow(msg: LogMessage): GapError | null {
+    if (this.done.stream || !msg.stream || !this.from.history || msg.lsn === undefined || isStreamMarker(msg.lsn) || compareLsn(msg.lsn, this.from.lsn) <= 0) return null;
+    let history: string | undefined;
+    try {
+      history = msg.read().history;
+    } catch {
+      return null; // not readable: reported when it is read as a message
+    }
+    if (history !== this.from.history) return null;
+    return this.recreated(`it holds transaction ${msg.lsn} at offset ${msg.offset}, below offset ${this.from.offset}, the last this ${this.c.noun} consumed, at ${this.from.lsn}`);
+  }
+
+  /** A position without a stream identity takes this message's. */
+  private adoptStream(msg: LogMessage): void {
+    if (!this.done.stream && msg.stream) this.done.stream = msg.stream;
+  }
+
+  /** The gap of a stream deleted and re-created: what the old one held after the position is gone. */
+  private recreated(detail: string): GapError {
+    const c = this.c;
+    return new GapError(
+      `${c.who}: the change stream ${streamName(c.source)} of source '${c.source}' was deleted and re-created (or RabbitMQ lost its data; ${detail}): ` +
+        `what the old stream held after this ${c.noun}'s position is gone; ${c.fix}`,
+    );
   }
 
   private adopt(read: () => TxnMessage): void {
@@ -272,12 +358,7 @@ export class LogProtocol {
       }
     }
     const recreated = compareLsn(lsn, this.from.lsn) > 0 || (history !== undefined && this.from.history && history !== this.from.history);
-    if (recreated) {
-      return new GapError(
-        `${c.who}: ${stream} holds transaction ${lsn} at offset ${stored}, where this ${c.noun} consumed one at or before ${this.from.lsn}: ` +
-          `the stream was deleted and re-created, so what it held is gone; ${c.fix}`,
-      );
-    }
+    if (recreated) return this.recreated(`it holds transaction ${lsn} at offset ${stored}, where this ${c.noun} consumed one at or before ${this.from.lsn}`);
     return null;
   }
 }

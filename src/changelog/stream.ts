@@ -3,10 +3,18 @@
  * written by capture with publisher confirms and read by every replica and
  * subscriber from its own offset. Streams are append-only and replayable;
  * consumers never remove anything, retention does.
+ *
+ * Each stream has an identity: a random id its creator writes in a marker,
+ * its first message, and every publisher stamps on every message (header
+ * `pgferry-stream` and the envelope). Consumers store it with their position
+ * and compare it whenever they attach and read (protocol.ts): offsets of a
+ * stream deleted and re-created under the same name mean nothing for
+ * positions stored in the old one.
  */
+import { randomUUID } from 'node:crypto';
 import type * as amqp from 'amqplib';
 import type { TxnMessage } from '../change';
-import { decodeTxn, encodeTxn } from './envelope';
+import { decodeTxn, encodeTxn, isStreamMarker, streamMarker } from './envelope';
 import { ConfigError, UnavailableError } from '../errors';
 import { streamName } from '../names';
 import { connectRabbit } from './rabbit';
@@ -20,24 +28,128 @@ export interface Retention {
   segmentBytes: number;
 }
 
+/** A source's stream and the identity its messages carry. */
+export interface StreamIdentity {
+  name: string;
+  /** Stamped on every message published to it (TxnMessage.stream). */
+  id: string;
+  /** The stream did not exist: this call created it. */
+  created: boolean;
+}
+
 /**
- * Create the stream if it does not exist. An existing stream keeps the
- * retention it was created with (RabbitMQ refuses to redeclare a queue with
- * other arguments); change it with a RabbitMQ policy, as the README shows.
+ * Create the stream if it does not exist, and make sure it has an identity.
+ * An existing stream keeps the retention it was created with (RabbitMQ
+ * refuses to redeclare a queue with other arguments); change it with a
+ * RabbitMQ policy, as the README shows.
  */
-export async function declareStream(conn: amqp.ChannelModel, source: string, retention: Retention): Promise<string> {
+export async function declareStream(conn: amqp.ChannelModel, source: string, retention: Retention): Promise<StreamIdentity> {
   const name = streamName(source);
-  if (await streamExists(conn, name)) return name;
-  const args: Record<string, unknown> = { 'x-queue-type': 'stream', 'x-stream-max-segment-size-bytes': retention.segmentBytes };
-  if (retention.maxBytes > 0) args['x-max-length-bytes'] = retention.maxBytes;
-  if (retention.maxAge) args['x-max-age'] = retention.maxAge;
-  const ch = await conn.createChannel();
+  let created = false;
+  if (!(await streamExists(conn, name))) {
+    const args: Record<string, unknown> = { 'x-queue-type': 'stream', 'x-stream-max-segment-size-bytes': retention.segmentBytes };
+    if (retention.maxBytes > 0) args['x-max-length-bytes'] = retention.maxBytes;
+    if (retention.maxAge) args['x-max-age'] = retention.maxAge;
+    const ch = await conn.createChannel();
+    try {
+      await ch.assertQueue(name, { durable: true, arguments: args });
+    } finally {
+      await ch.close().catch(() => undefined);
+    }
+    created = true;
+  }
+  return { name, id: await establishIdentity(conn, source), created };
+}
+
+/**
+ * The stream's identity: the one its newest message carries. A stream
+ * without one (just created, or written only by an older pgferry) gets a
+ * marker with a new id, written under a lock so that two processes
+ * declaring the stream at once give it one identity, not two.
+ */
+async function establishIdentity(conn: amqp.ChannelModel, source: string): Promise<string> {
+  const tip = await streamTip(conn, source);
+  if (tip?.stream) return tip.stream;
+  return withIdentityLock(conn, source, async () => {
+    const again = await streamTip(conn, source); // another process may have written it while this one waited
+    if (again?.stream) return again.stream;
+    const publisher = await StreamPublisher.open(conn, source, randomUUID());
+    try {
+      await publisher.publish(streamMarker({ source, stream: publisher.stream }), () => undefined);
+      await publisher.flush();
+    } finally {
+      await publisher.close();
+    }
+    return publisher.stream;
+  });
+}
+
+/**
+ * Run `fn` holding the stream's identity lock: an exclusive queue, which
+ * RabbitMQ lets one connection at a time declare (RESOURCE_LOCKED for the
+ * others) and removes when that connection goes.
+ */
+async function withIdentityLock<T>(conn: amqp.ChannelModel, source: string, fn: () => Promise<T>): Promise<T> {
+  const lock = `${streamName(source)}.identity-lock`;
+  const until = Date.now() + 30_000;
+  for (;;) {
+    const ch = await conn.createChannel();
+    ch.on('error', () => undefined); // RESOURCE_LOCKED closes the channel: seen as the assertQueue failure
+    try {
+      await ch.assertQueue(lock, { exclusive: true, durable: false });
+    } catch (err) {
+      await ch.close().catch(() => undefined);
+      if ((err as { code?: number }).code !== 405) throw err;
+      if (Date.now() > until) {
+        throw new UnavailableError(`the change stream ${streamName(source)} of source '${source}': another process has held ${lock} for 30 s while giving the stream its identity; retrying`, { cause: err });
+      }
+      await new Promise((r) => setTimeout(r, 100 + Math.random() * 200));
+      continue;
+    }
+    try {
+      return await fn();
+    } finally {
+      await ch.deleteQueue(lock).catch(() => undefined);
+      await ch.close().catch(() => undefined);
+    }
+  }
+}
+
+/**
+ * The newest message the stream holds (null when it is empty) — or, given
+ * `atLeast`, the first message at or after that offset: what a consumer
+ * attaching at a stored offset must find, since RabbitMQ attaches a consumer
+ * asking for an offset past a stream's end at its end, silently.
+ */
+export async function streamTip(conn: amqp.ChannelModel, source: string, atLeast?: number): Promise<StreamMessage | null> {
+  // 'last' starts at the newest chunk: read it to its end (a busy stream keeps growing: the newest seen within 2 s will do).
+  const reader = await StreamReader.open(conn, source, 'last', 64);
   try {
-    await ch.assertQueue(name, { durable: true, arguments: args });
+    const until = Date.now() + 2000;
+    let tip: StreamMessage | null = null;
+    for (let m = await reader.next(500); m; m = Date.now() < until ? await reader.next(200) : null) {
+      if (atLeast !== undefined && m.offset >= atLeast) return m;
+      if (!tip || m.offset >= tip.offset) tip = m;
+    }
+    // Nothing delivered: empty — unless RabbitMQ is only slow (a busy broker), which must not read as "empty".
+    if (!tip && (await messageCount(conn, streamName(source))) > 0) {
+      throw new UnavailableError(`the change stream ${streamName(source)} of source '${source}' holds messages but RabbitMQ delivered none within 500 ms; retrying`);
+    }
+    return tip;
+  } finally {
+    await reader.close();
+  }
+}
+
+/** The number of messages RabbitMQ reports for a queue (on a channel of its own). */
+async function messageCount(conn: amqp.ChannelModel, name: string): Promise<number> {
+  const ch = await conn.createChannel();
+  ch.on('error', () => undefined);
+  try {
+    return (await ch.checkQueue(name)).messageCount;
   } finally {
     await ch.close().catch(() => undefined);
   }
-  return name;
 }
 
 /** Whether a queue exists (asked on a channel of its own: RabbitMQ closes the channel when it does not). */
@@ -73,12 +185,17 @@ export class StreamPublisher {
   private failed: Error | null = null;
   private unconfirmed = 0;
   private waiters: (() => void)[] = [];
+  /** connect() found no stream and created it. */
+  created = false;
+  private watcher: amqp.Channel | null = null;
   /** Waits that end only on failure (the socket drain). */
   private failWaiters: ((e: Error) => void)[] = [];
 
   private constructor(
     private readonly ch: amqp.ConfirmChannel,
     private readonly queue: string,
+    /** The identity of the stream, stamped on every message. */
+    readonly stream: string,
     private readonly window: number,
     /** The connection this publisher opened for itself (closed with it), if any. */
     private readonly own?: amqp.ChannelModel,
@@ -92,20 +209,25 @@ export class StreamPublisher {
     );
   }
 
-  static async open(conn: amqp.ChannelModel, source: string, window = 16): Promise<StreamPublisher> {
+  /** A publisher on `conn` stamping `stream`, the identity declareStream gave (or the one a marker is written for). */
+  static async open(conn: amqp.ChannelModel, source: string, stream: string, window = 16): Promise<StreamPublisher> {
     const ch = await conn.createConfirmChannel();
-    return new StreamPublisher(ch, streamName(source), window);
+    return new StreamPublisher(ch, streamName(source), stream, window);
   }
 
   /**
    * Capture's end of the log: a connection of its own, the stream declared, a publisher on it; close() ends both.
    * 64 messages unconfirmed at most (≤ 8 MB of chunks): 31k small messages/s here, against 14k with 16.
+   * `created` says the stream was not there (see capture/prepare.ts streamLossWarning).
    */
   static async connect(rabbitUrl: string, source: string, retention: Retention, window = 64): Promise<StreamPublisher> {
     const conn = await connectRabbit(rabbitUrl);
     try {
-      await declareStream(conn, source, retention);
-      return new StreamPublisher(await conn.createConfirmChannel(), streamName(source), window, conn);
+      const identity = await declareStream(conn, source, retention);
+      const p = new StreamPublisher(await conn.createConfirmChannel(), streamName(source), identity.id, window, conn);
+      p.created = identity.created;
+      await p.watch(conn);
+      return p;
     } catch (err) {
       await conn.close().catch(() => undefined);
       throw err;
@@ -124,13 +246,13 @@ export class StreamPublisher {
     const ok = this.ch.publish(
       '',
       this.queue,
-      encodeTxn(m),
+      encodeTxn(m.stream === this.stream ? m : { ...m, stream: this.stream }),
       {
         persistent: true,
         mandatory: true,
         contentType: 'application/json',
         messageId: `${m.source}:${m.lsn}:${m.seq}`,
-        headers: { 'pgferry-lsn': m.lsn, 'pgferry-seq': m.seq, 'pgferry-last': m.last },
+        headers: { 'pgferry-lsn': m.lsn, 'pgferry-seq': m.seq, 'pgferry-last': m.last, 'pgferry-stream': this.stream },
       },
       (err) => {
         this.unconfirmed -= 1;
@@ -143,6 +265,27 @@ export class StreamPublisher {
       },
     );
     if (!ok) await this.drained();
+  }
+
+  /**
+   * Learn at once when the stream is deleted: RabbitMQ cancels the consumers
+   * of a queue it deletes. Without this, a stream re-created under the same
+   * name by another process would take this publisher's messages stamped
+   * with the old identity. The watch never acknowledges, so RabbitMQ sends it
+   * one message at most.
+   */
+  private async watch(conn: amqp.ChannelModel): Promise<void> {
+    const ch = await conn.createChannel();
+    this.watcher = ch;
+    ch.on('error', () => undefined); // the publishing channel reports the connection's failures
+    await ch.prefetch(1);
+    await ch.consume(
+      this.queue,
+      (msg) => {
+        if (!msg) this.fail(new UnavailableError(`the change stream ${this.queue} was deleted (RabbitMQ cancelled capture's watch on it); capture restarts and declares it again`));
+      },
+      { noAck: false, arguments: { 'x-stream-offset': 'next' } },
+    );
   }
 
   /** The socket's buffer has room again — or the channel failed (closed, errored): then that error. */
@@ -198,6 +341,7 @@ export class StreamPublisher {
   }
 
   async close(): Promise<void> {
+    await this.watcher?.close().catch(() => undefined);
     await this.ch.close().catch(() => undefined);
     await this.own?.close().catch(() => undefined);
   }
@@ -211,6 +355,8 @@ export interface StreamMessage {
   body: Buffer;
   /** Commit LSN of the message's transaction (from its header, without decoding the body). */
   lsn?: string;
+  /** The identity of the stream it was published to (header; absent in messages of older pgferry). */
+  stream?: string;
 }
 
 interface Delivered extends StreamMessage {
@@ -251,18 +397,31 @@ export class StreamReader {
     const ch = await conn.createChannel();
     await ch.prefetch(prefetch);
     const r = new StreamReader(ch, Math.max(1, Math.floor(prefetch / 4)));
-    const { consumerTag } = await ch.consume(
-      streamName(source),
-      (msg) => {
-        if (!msg) return r.setError(new Error('the stream consumer was cancelled by RabbitMQ'));
-        const offset = Number(msg.properties.headers?.['x-stream-offset']);
-        const lsn = msg.properties.headers?.['pgferry-lsn'];
-        r.buffered.push({ offset, body: msg.content, lsn: typeof lsn === 'string' ? lsn : undefined, msg });
-        r.bufferedBytes += msg.content.length;
-        r.wake();
-      },
-      { noAck: false, arguments: { 'x-stream-offset': from } },
-    );
+    const name = streamName(source);
+    let consumerTag: string;
+    try {
+      ({ consumerTag } = await ch.consume(
+        name,
+        (msg) => {
+          // RabbitMQ cancels the consumers of a stream it deletes (an operator, or a node that lost it).
+          if (!msg) return r.setError(new UnavailableError(`RabbitMQ cancelled the reader of the change stream ${name} (the stream was deleted, or its node went away); reading resumes once it is back`));
+          const headers = msg.properties.headers;
+          const offset = Number(headers?.['x-stream-offset']);
+          const lsn = headers?.['pgferry-lsn'];
+          const stream = headers?.['pgferry-stream'];
+          r.buffered.push({ offset, body: msg.content, lsn: typeof lsn === 'string' ? lsn : undefined, stream: typeof stream === 'string' ? stream : undefined, msg });
+          r.bufferedBytes += msg.content.length;
+          r.wake();
+        },
+        { noAck: false, arguments: { 'x-stream-offset': from } },
+      ));
+    } catch (err) {
+      if ((err as { code?: number }).code !== 404) throw err;
+      throw new UnavailableError(
+        `the change stream ${name} of source '${source}' does not exist (deleted, or RabbitMQ lost its data); waiting for capture to create it again`,
+        { cause: err },
+      );
+    }
     r.tag = consumerTag;
     return r;
   }
@@ -287,7 +446,7 @@ export class StreamReader {
       this.unacked = m.msg;
       this.unackedCount += 1;
       this.settle();
-      return { offset: m.offset, body: m.body, lsn: m.lsn };
+      return { offset: m.offset, body: m.body, lsn: m.lsn, stream: m.stream };
     }
     if (this.error) throw this.error;
     return null;
@@ -351,6 +510,10 @@ export interface StreamEnd {
   commitTime: string;
   /** The source history of that transaction (absent in older messages). */
   history?: string;
+  /** The identity of the stream (absent in messages of older pgferry). */
+  stream?: string;
+  /** It is the stream's marker (streamMarker), not a transaction. */
+  marker?: boolean;
 }
 
 /**
@@ -361,7 +524,9 @@ export async function retainedRange(conn: amqp.ChannelModel, source: string): Pr
   const end = (m: StreamMessage | null): StreamEnd | null => {
     if (!m) return null;
     const t = decodeTxn(m.body);
-    return { offset: m.offset, lsn: t.lsn, commitTime: t.commitTime, history: t.history };
+    const e: StreamEnd = { offset: m.offset, lsn: t.lsn, commitTime: t.commitTime, history: t.history, stream: m.stream ?? t.stream };
+    if (isStreamMarker(t.lsn)) e.marker = true;
+    return e;
   };
   const firstReader = await StreamReader.open(conn, source, 'first', 1);
   let first: StreamMessage | null;
@@ -381,4 +546,9 @@ export async function retainedRange(conn: amqp.ChannelModel, source: string): Pr
     await lastReader.close();
   }
   return { first: end(first), last: end(last) };
+}
+
+/** Whether the stream holds changes, not only its marker(s) (a stream's markers come before its first change). */
+export function holdsChanges(range: { first: StreamEnd | null; last: StreamEnd | null }): boolean {
+  return !!range.last && !(range.first?.marker && range.last.marker);
 }

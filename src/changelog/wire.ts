@@ -6,7 +6,7 @@
  * object naming its columns, every relation's columns as objects.
  *
  * Version 2 carries the same information in about half the bytes:
- *   { "v": 2, source, xid, lsn, endLsn, commitTime, seq, last, history?, gap?,
+ *   { "v": 2, source, xid, lsn, endLsn, commitTime, seq, last, history?, gap?, stream?,
  *     "rels": "<JSON text of [[schema, table, identity, [[column, type, key 0|1], …]], …]>",
  *     "ch": [["i", rel, values] | ["u", rel, values, oldValues] | ["d", rel, oldValues]
  *            | ["t", [rel, …], cascade, restartIdentity]
@@ -101,6 +101,7 @@ function toV2(m: TxnMessage): WireV2 | null {
   const w: WireV2 = { v: 2, source: m.source, xid: m.xid, lsn: m.lsn, endLsn: m.endLsn, commitTime: m.commitTime, seq: m.seq, last: m.last, rels: relsText(rels), ch };
   if (m.history !== undefined) w.history = m.history;
   if (m.gap !== undefined) w.gap = m.gap;
+  if (m.stream !== undefined) w.stream = m.stream;
   return w;
 }
 
@@ -198,6 +199,7 @@ function fromV2(w: WireV2): TxnMessage {
   const m: TxnMessage = { v: 2, source: w.source, xid: w.xid, lsn: w.lsn, endLsn: w.endLsn, commitTime: w.commitTime, seq: w.seq, last: w.last, relations, changes };
   if (w.history !== undefined) m.history = w.history;
   if (w.gap !== undefined) m.gap = w.gap;
+  if (w.stream !== undefined) m.stream = w.stream;
   return m;
 }
 

@@ -41,6 +41,8 @@ export interface AddOptions {
 export interface AddResult {
   position: string;
   offset: number | null;
+  /** The identity of the stream `offset` is in (null: it has none yet). */
+  stream?: string | null;
   tables: TableProgress[];
   /** Tables `--create-tables` created, and what the checks warned about. */
   created?: string[];
@@ -93,7 +95,7 @@ export async function addReplica(config: Config, name: string, o: AddOptions): P
     const copied = await copyFromSnapshot({ config, replica: name, rabbit, tables, parallel: o.parallel, say: o.say, onProgress: o.onProgress });
     await withClient(`replica '${name}'`, targetUrl, async (c) => {
       await c.query('BEGIN');
-      await ProgressStore.start(c, name, source, { lsn: copied.position, offset: copied.offset });
+      await ProgressStore.start(c, name, source, { lsn: copied.position, offset: copied.offset, stream: copied.stream });
       await TableRegistry.reset(c, name, tables);
       await c.query('DELETE FROM pgferry.snapshot_claims WHERE replica = $1', [name]);
       await c.query('COMMIT');
@@ -122,7 +124,8 @@ export async function copyFromSnapshot(o: {
   const source = o.config.source.name;
   const sourceUrl = requireSourceUrl(o.config);
   // 1. then 2.: the order matters (see above).
-  const offset = (await retainedRange(o.rabbit, source)).last?.offset ?? null;
+  const newest = (await retainedRange(o.rabbit, source)).last;
+  const offset = newest?.offset ?? null;
   const snapshot = await captureMode(o.config).exportSnapshot(sourceUrl, source);
   try {
     o.say(`snapshot of source '${source}' at ${snapshot.position}: copying ${o.tables.length} table(s), ${o.parallel} at a time`);
@@ -137,7 +140,7 @@ export async function copyFromSnapshot(o: {
       parallel: o.parallel,
       onProgress: o.onProgress,
     });
-    return { position: snapshot.position, offset, tables };
+    return { position: snapshot.position, offset, stream: newest?.stream ?? null, tables };
   } finally {
     await snapshot.close();
   }

@@ -87,7 +87,7 @@ async function swapIn(c: pg.ClientBase, replica: string, source: string, tables:
       const shadow = shadowOf(t);
       await c.query(`INSERT INTO ${qualified(t.schema, t.table)} (${cols}) OVERRIDING SYSTEM VALUE SELECT ${cols} FROM ${qualified(shadow.schema, shadow.table)}`);
     }
-    await ProgressStore.set(c, replica, source, { lsn: at.position, offset: at.offset });
+    await ProgressStore.set(c, replica, source, { lsn: at.position, offset: at.offset, stream: at.stream });
     await TableRegistry.reset(c, replica, tables);
     await c.query('COMMIT');
   } catch (err) {

@@ -111,7 +111,7 @@ export async function runSession(o: SessionOptions): Promise<SessionResult> {
         `start the subscriber again: it begins anew where its 'from' option says`,
     );
   }
-  let committed: LogPosition = { lsn: stored.lsn, offset: stored.offset };
+  let committed: LogPosition = { lsn: stored.lsn, offset: stored.offset, stream: stored.stream };
   let skipped: LogPosition | null = null;
   let skippedAt = Date.now();
   const result: SessionResult = { position: committed, txns: 0, changes: 0, totalTxns: stored.txns, totalChanges: stored.changes, lastCommitTime: null, caughtUp: false };
@@ -174,7 +174,7 @@ export async function runSession(o: SessionOptions): Promise<SessionResult> {
       if (!m.last) continue;
 
       // `txn` stays set until the position is stored, so a failure here still rolls back its open transaction.
-      const to = { lsn: m.lsn, offset };
+      const to = { lsn: m.lsn, offset, stream: cursor.position.stream ?? null };
       if (o.delivery.deliver === 'transaction' && t.events.length) {
         const ev: TransactionEvent = { source: o.source, lsn: t.lsn, commitTime: t.commitTime, xid: t.xid, changes: t.events };
         await deliverTransaction(o, ev, async (client) => store(client ?? o.store.db, to, 1, ev.changes.length));

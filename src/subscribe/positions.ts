@@ -30,7 +30,9 @@ type Queryable = Pick<pg.ClientBase, 'query'>;
  * Positions of application subscribers, in a table of the application's
  * choosing (`table` is its escaped, schema-qualified name).
  * One row per subscriber name: the last source transaction it finished
- * (commit LSN) and the stream offset of that transaction's last message.
+ * (commit LSN), the stream offset of that transaction's last message, and
+ * the identity of the stream that offset is in (null: not known yet; see
+ * src/changelog/protocol.ts).
  * Written after each handled transaction, or in the handler's own
  * transaction when the subscriber is transactional. Idempotent.
  */
@@ -40,19 +42,25 @@ CREATE TABLE IF NOT EXISTS ${table} (
   source        text        NOT NULL,
   lsn           pg_lsn      NOT NULL,
   stream_offset bigint,
+  stream_id     text,
   txns          bigint      NOT NULL DEFAULT 0,
   changes       bigint      NOT NULL DEFAULT 0,
   updated_at    timestamptz NOT NULL DEFAULT now()
 )`;
 
+/** A positions table made by an older pgferry lacks stream_id (looked up first: ALTER TABLE locks the table even when it has it). */
+const positionsHaveStream = `
+SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_attribute WHERE attrelid = pg_catalog.to_regclass($1) AND attname = 'stream_id' AND NOT attisdropped) AS has`;
+const addStreamColumn = (table: string) => `ALTER TABLE ${table} ADD COLUMN IF NOT EXISTS stream_id text`;
+
 const positionGet = (table: string) => `
-SELECT source, lsn::text AS lsn, stream_offset::text AS stream_offset, txns::text AS txns, changes::text AS changes
+SELECT source, lsn::text AS lsn, stream_offset::text AS stream_offset, stream_id, txns::text AS txns, changes::text AS changes
 FROM ${table}
 WHERE subscriber = $1`;
 
 /** A new subscriber's starting point (from: 'now' | 'beginning' | position); an existing one keeps its own. */
 const positionStart = (table: string) => `
-INSERT INTO ${table} (subscriber, source, lsn, stream_offset) VALUES ($1, $2, $3::pg_lsn, $4)
+INSERT INTO ${table} (subscriber, source, lsn, stream_offset, stream_id) VALUES ($1, $2, $3::pg_lsn, $4, $5)
 ON CONFLICT (subscriber) DO NOTHING`;
 
 /**
@@ -62,19 +70,21 @@ ON CONFLICT (subscriber) DO NOTHING`;
  */
 const positionSet = (table: string) => `
 UPDATE ${table}
-SET lsn = $3::pg_lsn, stream_offset = $4, txns = txns + $5, changes = changes + $6, updated_at = now()
+SET lsn = $3::pg_lsn, stream_offset = $4, txns = txns + $5, changes = changes + $6, stream_id = COALESCE($7, stream_id), updated_at = now()
 WHERE subscriber = $1 AND lsn = $2::pg_lsn`;
 
 interface PositionRow {
   source: string;
   lsn: string;
   stream_offset: string | null;
+  stream_id: string | null;
   txns: string;
   changes: string;
 }
 
 export class PositionStore {
-  private readonly sql: Record<'create' | 'get' | 'start' | 'set', string>;
+  private readonly sql: Record<'create' | 'addStream' | 'get' | 'start' | 'set', string>;
+  private readonly name: string;
 
   constructor(
     readonly db: pg.Pool,
@@ -82,7 +92,8 @@ export class PositionStore {
   ) {
     const t = typeof table === 'string' ? { table } : table;
     const name = (t.schema ? `${pg.escapeIdentifier(t.schema)}.` : '') + pg.escapeIdentifier(t.table);
-    this.sql = { create: createPositionsTable(name), get: positionGet(name), start: positionStart(name), set: positionSet(name) };
+    this.name = name;
+    this.sql = { create: createPositionsTable(name), addStream: addStreamColumn(name), get: positionGet(name), start: positionStart(name), set: positionSet(name) };
     this.label = t.schema ? `${t.schema}.${t.table}` : t.table;
   }
 
@@ -91,6 +102,8 @@ export class PositionStore {
 
   async ensureTable(): Promise<void> {
     await this.db.query(this.sql.create);
+    const has = (await this.db.query(positionsHaveStream, [this.name])).rows[0].has;
+    if (!(has === true || has === 't')) await this.db.query(this.sql.addStream);
   }
 
   async get(name: string, q: Queryable = this.db): Promise<StoredPosition | null> {
@@ -100,6 +113,7 @@ export class PositionStore {
       source: r.source,
       lsn: r.lsn,
       offset: r.stream_offset === null ? null : Number(r.stream_offset),
+      stream: r.stream_id ?? null,
       txns: Number(r.txns),
       changes: Number(r.changes),
     };
@@ -107,7 +121,7 @@ export class PositionStore {
 
   /** Record a new subscriber's starting point (no-op when it has one) and return what is stored. */
   async start(name: string, source: string, from: LogPosition): Promise<StoredPosition> {
-    await this.db.query(this.sql.start, [name, source, from.lsn, from.offset]);
+    await this.db.query(this.sql.start, [name, source, from.lsn, from.offset, from.stream ?? null]);
     const stored = await this.get(name);
     if (!stored) throw new Error(`subscriber '${name}': its row in ${this.label} vanished right after it was written`);
     if (stored.source !== source) {
@@ -124,7 +138,7 @@ export class PositionStore {
    * transaction, or the pool). Throws if someone else moved it meanwhile.
    */
   async advance(q: Queryable, name: string, expected: string, to: LogPosition, txns: number, changes: number): Promise<void> {
-    const r = await q.query(this.sql.set, [name, expected, to.lsn, to.offset, txns, changes]);
+    const r = await q.query(this.sql.set, [name, expected, to.lsn, to.offset, txns, changes, to.stream ?? null]);
     if (r.rowCount === 1) return;
     const now = await this.get(name, q);
     throw new ConfigError(

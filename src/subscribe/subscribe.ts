@@ -140,7 +140,7 @@ export async function ensurePosition(p: Prepared, rabbit: ChannelModel, from: Su
   const existing = await p.store.get(p.name);
   const start = existing ?? (await startingPoint(rabbit, p.source, from));
   const stored = await p.store.start(p.name, p.source, start);
-  return { lsn: stored.lsn, offset: stored.offset };
+  return { lsn: stored.lsn, offset: stored.offset, stream: stored.stream };
 }
 
 async function startingPoint(rabbit: ChannelModel, source: string, from: SubscriberFrom): Promise<LogPosition> {

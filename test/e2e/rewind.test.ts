@@ -44,10 +44,10 @@ describe('replica rewind', () => {
 
     const rewind = (to: string) => cli(w, ['replica', 'rewind', 'copy', '--to', to, '--source', w.sourceUrl, '--replica', `copy=${copyUrl}`]);
 
-    // A position older than anything the stream holds: said so, nothing changed.
+    // A position older than anything the stream holds: said so, nothing changed. (Offset 0 is the stream's marker, no transaction.)
     const tooOld = await rewind('0/1');
     expect(tooOld.code).toBe(1);
-    expect(tooOld.stderr).toMatch(new RegExp(`pgferry: the stream of source '${w.sourceName}' no longer reaches back to 0/1: the oldest transaction it holds is \\S+ \\(offset 0\\); nothing was changed`));
+    expect(tooOld.stderr).toMatch(new RegExp(`pgferry: the stream of source '${w.sourceName}' no longer reaches back to 0/1: the oldest transaction it holds is \\S+ \\(offset 1\\); nothing was changed`));
     const none = await w.replicas.withClient('replica_copy', (c) => c.query(`SELECT to_regclass('pgferry.progress') AS t`));
     expect(none.rows[0].t).toBeNull();
 

@@ -40,8 +40,8 @@ export class CraftedLog {
     await this.publisher?.close();
     if (this.source) await deleteStream(this.source).catch(() => undefined);
     this.source = `c${Math.random().toString(36).slice(2, 10)}`;
-    await declareStream(this.rabbit, this.source, { maxBytes: 0, maxAge: '', segmentBytes: 1_000_000 });
-    this.publisher = await StreamPublisher.open(this.rabbit, this.source);
+    const { id } = await declareStream(this.rabbit, this.source, { maxBytes: 0, maxAge: '', segmentBytes: 1_000_000 });
+    this.publisher = await StreamPublisher.open(this.rabbit, this.source, id);
     await this.cluster.withClient(this.db, (c) => c.query(`DROP SCHEMA IF EXISTS public, pgferry CASCADE; CREATE SCHEMA public; ${schema}`));
   }
 

@@ -1,6 +1,7 @@
 import type { TxnMessage } from '../../src/change';
+import { streamMarker } from '../../src/changelog/envelope';
 import { formatLsn } from '../../src/lsn';
-import { LogConsumer, LogPosition, LogProtocol, START_OF_LOG } from '../../src/changelog/protocol';
+import { LogConsumer, LogPosition, LogProtocol, START_OF_LOG, StreamTip } from '../../src/changelog/protocol';
 
 /**
  * A model of what capture writes to a source's log, for property tests of
@@ -8,7 +9,9 @@ import { LogConsumer, LogPosition, LogProtocol, START_OF_LOG } from '../../src/c
  * sessions that publish from their acknowledged position and may crash after
  * any chunk; and the faults a real log can hold (a zombie capture publishing
  * beside a new one, duplicated and stray chunks, a lost slot with its gap
- * marker, a new source history whose positions start again low).
+ * marker, a new source history whose positions start again low, the stream
+ * deleted and re-created: a new stream with another identity, offsets from 0
+ * again, capture going on from its acknowledged position).
  *
  * Every random choice is read from a script of small numbers, so fast-check
  * shrinks a failing log by shrinking the script.
@@ -24,11 +27,15 @@ export interface SourceTxn {
   afterGap?: boolean;
 }
 
+export type Entry = { offset: number; m: TxnMessage };
+
 export interface ModelLog {
   /** The source's committed transactions, in commit order. */
   txns: SourceTxn[];
-  /** The stream: offset and message. */
-  log: { offset: number; m: TxnMessage }[];
+  /** The stream as it is now: offset and message. */
+  log: Entry[];
+  /** Every stream the source had, in order (the stream deleted and re-created): its identity and messages; the last is `log`. */
+  streams: { id: string; log: Entry[] }[];
   /** The log breaks capture's promises (zombie, duplicate, stray): a consumer may stop loudly. */
   irregular: string[];
   /** The capture sessions ran out before the log was whole. */
@@ -75,8 +82,12 @@ function chunksOf(t: SourceTxn, per: number, source: string): TxnMessage[] {
   return out;
 }
 
-/** Whether the log holds every chunk of the transaction, in order, from one session (chunks 0..last in sequence). */
-function publishedWhole(log: ModelLog['log'], t: SourceTxn): boolean {
+/** Whether a stream holds every chunk of the transaction, in order, from one session (chunks 0..last in sequence). */
+function publishedWhole(streams: ModelLog['streams'], t: SourceTxn): boolean {
+  return streams.some((st) => wholeIn(st.log, t));
+}
+
+function wholeIn(log: Entry[], t: SourceTxn): boolean {
   let next = 0;
   for (const { m } of log) {
     if (m.lsn !== t.lsn || m.history !== t.history) continue;
@@ -106,12 +117,21 @@ export function buildLog(xs: number[]): ModelLog {
   };
   newTxns(1 + s.pick(8));
 
-  const log: ModelLog['log'] = [];
+  const streams: ModelLog['streams'] = [];
+  let log: Entry[] = [];
   let offset = 0;
   const put = (m: TxnMessage) => {
-    log.push({ offset, m });
+    log.push({ offset, m: { ...m, stream: streams[streams.length - 1].id } }); // the publisher stamps its stream's identity
     offset += 1 + s.pick(3); // offsets are not dense
   };
+  /** A stream is created: offsets from 0, its marker first. */
+  const newStream = () => {
+    log = [];
+    offset = 0;
+    streams.push({ id: `S${streams.length + 1}`, log });
+    put(streamMarker({ source, stream: streams[streams.length - 1].id }));
+  };
+  newStream();
   const irregular: string[] = [];
   let complete = false;
   let acked = 0; // transactions acknowledged (their index in txns)
@@ -162,10 +182,15 @@ export function buildLog(xs: number[]): ModelLog {
     }
     // What RabbitMQ confirmed and capture acknowledged: a prefix of what was published whole.
     acked = acked + s.pick(full - acked + 1);
+    if (sessions < 12 && s.chance(6)) {
+      // The stream is deleted and re-created: capture's next session publishes from its acknowledged position into a new one.
+      newStream();
+      continue;
+    }
     if (sessions < 12 && s.chance(12)) {
       const k = s.pick(2);
       // Whatever was not published whole is in no log now: the slot is gone (or the source restored).
-      for (const t of txns.slice(acked)) if (!publishedWhole(log, t)) t.lost = true;
+      for (const t of txns.slice(acked)) if (!publishedWhole(streams, t)) t.lost = true;
       acked = txns.length;
       if (k === 0) {
         // The slot was lost and made anew: a gap marker says changes are missing.
@@ -186,12 +211,14 @@ export function buildLog(xs: number[]): ModelLog {
     }
     if (sessions > 40) break;
   }
-  return { txns, log, irregular, complete };
+  return { txns, log, streams, irregular, complete };
 }
 
 export interface ConsumeResult {
-  /** Transactions committed, in order: lsn and the labels of their changes. */
-  committed: { history: string | undefined; lsn: string; changes: string[] }[];
+  /** Transactions committed, in order: lsn and the labels of their changes, and the stream they were read from. */
+  committed: { history: string | undefined; lsn: string; changes: string[]; stream?: string }[];
+  /** The consumer went on to a later stream (the one it read was deleted). */
+  switched?: boolean;
   /** How reading ended. */
   end: 'caught-up' | 'gap' | 'error';
   reason?: string;
@@ -200,53 +227,83 @@ export interface ConsumeResult {
 
 export const CONSUMER: LogConsumer = { who: "replica 'r'", noun: 'replica', did: 'applied', source: 'main', fix: 'resync it', needsLogStart: true };
 
+/** Where a position begins: the identity of the stream it was stored in (init records the stream's). */
+export const startOf = (model: ModelLog): LogPosition => ({ ...START_OF_LOG, stream: model.streams[0].id });
+
+/** What a reader attaching at `offset` finds (changelog/stream.ts streamTip): the first message at or after it, else the newest. */
+function tipOf(log: Entry[], offset: number | null): StreamTip | null {
+  const e = (offset === null ? undefined : log.find((x) => x.offset >= offset)) ?? log[log.length - 1];
+  return e ? { offset: e.offset, lsn: e.m.lsn, stream: e.m.stream } : null;
+}
+
 /**
  * A consumer applying the log in batches, as apply does: each batch starts
  * from the stored position (RabbitMQ may start it a few messages early),
- * reads up to a scripted number of messages, throws away an open
- * transaction at its end, and commits its completed transactions with the
- * position. It stops at the first gap or protocol break, keeping what came
- * before.
+ * checks the stream it attached to, reads up to a scripted number of
+ * messages, throws away an open transaction at its end, and commits its
+ * completed transactions with the position. It stops at the first gap or
+ * protocol break, keeping what came before. Across the model's streams: the
+ * stream it reads is deleted after a scripted number of batches, and it
+ * goes on with the next one from its stored position.
  */
-export function consume(log: ModelLog['log'], xs: number[], start: LogPosition = START_OF_LOG, consumer = CONSUMER): ConsumeResult {
+export function consumeModel(model: Pick<ModelLog, 'streams'>, xs: number[], start: LogPosition, consumer = CONSUMER): ConsumeResult {
   const s = new Script(xs);
   let stored = start;
   const committed: ConsumeResult['committed'] = [];
-  for (let batch = 0; batch < 10_000; batch += 1) {
-    const p = new LogProtocol(consumer, stored);
-    let i = stored.offset === null ? 0 : log.findIndex((e) => e.offset >= stored.offset!);
-    if (i < 0) i = log.length;
-    i = Math.max(0, i - s.pick(3));
-    const limit = 1 + s.pick(6); // transactions completed before the batch is full (it then ends at a transaction boundary)
-    const done: ConsumeResult['committed'] = [];
-    let open: { lsn: string; changes: string[] } | null = null;
-    let applied = 0;
-    let stop: { end: 'gap' | 'error'; reason: string } | null = null;
-    for (; i < log.length; i += 1) {
-      if (!open && applied >= limit) break;
-      if (open && s.chance(3)) break; // the rest of the transaction did not arrive in time
-      const e = log[i];
-      const step = p.step({ offset: e.offset, lsn: e.m.lsn, read: () => e.m });
-      if (step.discard) open = null;
-      if (step.kind === 'skip') continue;
-      if (step.kind !== 'chunk') {
-        stop = { end: step.kind, reason: step.error.message };
-        break;
+  const first = Math.max(0, model.streams.findIndex((st) => st.id === start.stream));
+  for (let k = first; k < model.streams.length; k += 1) {
+    const log = model.streams[k].log;
+    const switched = k > first || undefined;
+    const deletedAfter = k < model.streams.length - 1 ? s.pick(12) : Infinity; // batches read before the stream is deleted
+    for (let batch = 0; batch < 10_000; batch += 1) {
+      if (batch >= deletedAfter) break;
+      const p = new LogProtocol(consumer, stored);
+      if (stored.offset !== null || stored.stream) {
+        const gap = p.attach(tipOf(log, stored.offset));
+        if (gap) return { committed, end: 'gap', reason: gap.message, position: stored, switched };
       }
-      if (step.m.seq === 0) open = { lsn: step.m.lsn, changes: [] };
-      if (!open) throw new Error('the protocol gave a chunk of a transaction that was not begun');
-      open.changes.push(...step.m.changes.map((ch) => String((ch as { new: { v: string } }).new.v).split(':')[1]));
-      if (step.m.last) {
-        done.push({ history: step.m.history, lsn: step.m.lsn, changes: open.changes });
-        open = null;
-        applied += 1;
+      let i = stored.offset === null ? 0 : log.findIndex((e) => e.offset >= stored.offset!);
+      if (i < 0) i = log.length;
+      i = Math.max(0, i - s.pick(3));
+      const limit = 1 + s.pick(6); // transactions completed before the batch is full (it then ends at a transaction boundary)
+      const done: ConsumeResult['committed'] = [];
+      let open: { lsn: string; changes: string[] } | null = null;
+      let applied = 0;
+      let stop: { end: 'gap' | 'error'; reason: string } | null = null;
+      for (; i < log.length; i += 1) {
+        if (!open && applied >= limit) break;
+        if (open && s.chance(3)) break; // the rest of the transaction did not arrive in time
+        const e = log[i];
+        const step = p.step({ offset: e.offset, lsn: e.m.lsn, stream: e.m.stream, read: () => e.m });
+        if (step.discard) open = null;
+        if (step.kind === 'skip') continue;
+        if (step.kind !== 'chunk') {
+          stop = { end: step.kind, reason: step.error.message };
+          break;
+        }
+        if (step.m.seq === 0) open = { lsn: step.m.lsn, changes: [] };
+        if (!open) throw new Error('the protocol gave a chunk of a transaction that was not begun');
+        open.changes.push(...step.m.changes.map((ch) => String((ch as { new: { v: string } }).new.v).split(':')[1]));
+        if (step.m.last) {
+          done.push({ history: step.m.history, lsn: step.m.lsn, changes: open.changes, stream: step.m.stream });
+          open = null;
+          applied += 1;
+        }
+      }
+      if (open) p.abandon();
+      committed.push(...done);
+      stored = p.position;
+      if (stop) return { committed, ...stop, position: stored, switched };
+      if (i >= log.length && !done.length) {
+        if (k === model.streams.length - 1) return { committed, end: 'caught-up', position: stored, switched };
+        break; // caught up with a stream that is then deleted
       }
     }
-    if (open) p.abandon();
-    committed.push(...done);
-    stored = p.position;
-    if (stop) return { committed, ...stop, position: stored };
-    if (i >= log.length && !done.length) return { committed, end: 'caught-up', position: stored };
   }
   throw new Error('consumer did not finish');
+}
+
+/** The same on a single stream (hand-written logs). */
+export function consume(log: Entry[], xs: number[], start: LogPosition = START_OF_LOG, consumer = CONSUMER): ConsumeResult {
+  return consumeModel({ streams: [{ id: start.stream ?? '', log }] }, xs, start, consumer);
 }

@@ -1,8 +1,8 @@
 import { describe, expect, it } from 'vitest';
 import fc from 'fast-check';
-import { buildLog, consume, CONSUMER, ConsumeResult, ModelLog, SourceTxn } from '../helpers/log-model';
+import { buildLog, consume, consumeModel, CONSUMER, ConsumeResult, ModelLog, SourceTxn, startOf } from '../helpers/log-model';
 import { LogPosition, LogProtocol, START_OF_LOG } from '../../src/changelog/protocol';
-import { decodeTxn } from '../../src/changelog/envelope';
+import { decodeTxn, streamMarker } from '../../src/changelog/envelope';
 import type { TxnMessage } from '../../src/change';
 
 /**
@@ -10,11 +10,14 @@ import type { TxnMessage } from '../../src/change';
  * multi-chunk transactions, capture sessions that crash after any chunk and
  * re-send from their acknowledged position, zombie captures publishing
  * beside new ones, duplicated and stray chunks, lost slots with gap markers,
- * new source histories whose positions start low again — and consumers that
+ * new source histories whose positions start low again, the stream deleted
+ * and re-created (a new identity, offsets from 0 again) — and consumers that
  * read in random batches, the transactions a consumer commits are the
  * source's, each once, whole, in commit order, and it either commits every
- * one it can or stops loudly. Counterexamples fast-check found are kept
- * below as regression cases.
+ * one it can or stops loudly; a consumer whose stream is deleted never reads
+ * the new one as if it followed its position: it stops with a gap (state
+ * needs_resync). Counterexamples fast-check found are kept below as
+ * regression cases.
  */
 const RUNS = Number(process.env.PGFERRY_PROPERTY_RUNS ?? 3000);
 
@@ -29,8 +32,17 @@ function reachable(txns: SourceTxn[], from: number, history: string | null): { u
   return { upTo: txns.length, barrier: null };
 }
 
-/** The oracle. `from`: index in txns of the first transaction the consumer may commit. */
-function check(model: ModelLog, r: ConsumeResult, from: number, history: string | null): void {
+/**
+ * The oracle. `from`: index in txns of the first transaction the consumer may commit; `stream`: the
+ * stream its position is in (it never commits anything read from another).
+ */
+function check(model: ModelLog, r: ConsumeResult, from: number, history: string | null, stream: string): void {
+  for (const c of r.committed) expect(c.stream, `committed ${c.lsn} read from stream ${c.stream}, not its own ${stream}`).toBe(stream);
+  if (r.switched) {
+    // Its stream was deleted: what it held after the position is gone, so the consumer stops for a resync.
+    expect(r.end, `went on in a re-created stream: ${r.reason ?? 'caught up'}`).toBe('gap');
+    expect(r.reason).toMatch(/was deleted and re-created/);
+  }
   const first = model.txns[from];
   const h = history ?? first?.history ?? null;
   const { upTo, barrier } = reachable(model.txns, from, h);
@@ -50,7 +62,7 @@ function check(model: ModelLog, r: ConsumeResult, from: number, history: string 
     if (model.complete && r.committed.length === upTo - from) expect(barrier, 'caught up silently at a barrier').toBeNull();
   } else if (r.end === 'error') {
     expect(model.irregular.length, `a protocol error on a regular log: ${r.reason}`).toBeGreaterThan(0);
-  } else {
+  } else if (!r.switched) {
     expect(barrier ?? model.irregular[0], `a gap on a log without one: ${r.reason}`).toBeTruthy();
   }
 }
@@ -62,7 +74,7 @@ describe('the change-log protocol (property)', () => {
     fc.assert(
       fc.property(script, script, (logScript, readScript) => {
         const model = buildLog(logScript);
-        check(model, consume(model.log, readScript), 0, null);
+        check(model, consumeModel(model, readScript, startOf(model)), 0, null, model.streams[0].id);
       }),
       { numRuns: RUNS },
     );
@@ -73,17 +85,16 @@ describe('the change-log protocol (property)', () => {
       fc.property(script, script, script, fc.nat(), (logScript, firstRead, secondRead, cut) => {
         const model = buildLog(logScript);
         // Positions a consumer can hold: those a first reader stored after each commit.
-        const positions: { at: LogPosition; index: number }[] = [{ at: START_OF_LOG, index: 0 }];
-        const firstRun = consume(model.log, firstRead);
-        let pos: LogPosition = START_OF_LOG;
+        const positions: { at: LogPosition; index: number }[] = [{ at: startOf(model), index: 0 }];
+        const firstRun = consumeModel(model, firstRead, startOf(model));
         firstRun.committed.forEach((c, k) => {
-          const entry = model.log.find((e) => e.m.lsn === c.lsn && e.m.history === c.history && e.m.last);
-          pos = { lsn: c.lsn, offset: entry!.offset, history: c.history ?? null };
-          positions.push({ at: pos, index: k + 1 });
+          const log = model.streams.find((st) => st.id === c.stream)!.log;
+          const entry = log.find((e) => e.m.lsn === c.lsn && e.m.history === c.history && e.m.last);
+          positions.push({ at: { lsn: c.lsn, offset: entry!.offset, history: c.history ?? null, stream: c.stream }, index: k + 1 });
         });
         positions.push({ at: firstRun.position, index: firstRun.committed.length });
         const start = positions[cut % positions.length];
-        check(model, consume(model.log, secondRead, start.at), start.index, start.at.history ?? null);
+        check(model, consumeModel(model, secondRead, start.at), start.index, start.at.history ?? null, start.at.stream!);
       }),
       { numRuns: Math.ceil(RUNS / 2) },
     );
@@ -146,6 +157,48 @@ describe('the change-log protocol (property)', () => {
     const r = consume(asLog([msg('0/200', 'H1'), gap, msg('0/300', 'H1')]), [50]);
     expect(r.committed.map((c) => c.lsn)).toEqual(['0/200']);
     expect(r.end).toBe('gap');
+  });
+
+  // Issue 26 item 4: the stream deleted and re-created under the same name (offsets from 0 again).
+  const stamped = (stream: string, ms: TxnMessage[]) => [{ offset: 0, m: { ...streamMarker({ source: 'main', stream }) } }, ...ms.map((m, i) => ({ offset: 1 + i, m: { ...m, stream } }))];
+  const tip = (log: { offset: number; m: TxnMessage }[], at: number) => {
+    const e = log.find((x) => x.offset >= at) ?? log[log.length - 1];
+    return { offset: e.offset, lsn: e.m.lsn, stream: e.m.stream };
+  };
+
+  it('a position in a deleted stream: a shorter re-created stream is a gap when the reader attaches, not offsets skipped as read', () => {
+    const s2 = stamped('S2', [msg('0/140', 'H1')]);
+    const p = new LogProtocol(CONSUMER, { lsn: '0/130', offset: 3, history: 'H1', stream: 'S1' });
+    expect(p.attach(tip(s2, 3))?.message).toMatch(
+      /^replica 'r': the change stream pgferry\.main\.changes of source 'main' was deleted and re-created \(or RabbitMQ lost its data; its newest offset is 1, below offset 3, the last this replica consumed\): what the old stream held after this replica's position is gone; resync it$/,
+    );
+    // Its messages, delivered anyway, are of another stream: a gap too, never a skip.
+    const step = p.step({ offset: 1, lsn: '0/140', stream: 'S2', read: () => s2[1].m });
+    expect(step.kind).toBe('gap');
+  });
+
+  it('a position in a deleted stream: a longer re-created stream is a gap by its identity', () => {
+    const s2 = stamped('S2', ['0/140', '0/150', '0/160', '0/170'].map((l) => msg(l, 'H1')));
+    const r = consumeModel({ streams: [{ id: 'S2', log: s2 }] }, [], { lsn: '0/130', offset: 3, history: 'H1', stream: 'S1' });
+    expect(r.committed).toEqual([]);
+    expect(r.end).toBe('gap');
+    expect(r.reason).toMatch(/was deleted and re-created \(or RabbitMQ lost its data; it is stream S2 at offset 3, this replica's position is in stream S1\)/);
+  });
+
+  it('a position stored without a stream identity (older pgferry) takes it once its offset is found, and goes on', () => {
+    const s1 = stamped('S1', ['0/110', '0/120', '0/130', '0/140'].map((l) => msg(l, 'H1')));
+    const r = consume(s1, [50], { lsn: '0/120', offset: 2, history: 'H1', stream: null });
+    expect(r.committed.map((c) => c.lsn)).toEqual(['0/130', '0/140']);
+    expect(r.end).toBe('caught-up');
+    expect(r.position.stream).toBe('S1');
+  });
+
+  it('a position stored without a stream identity stops at a shorter re-created stream holding newer transactions of its history', () => {
+    const s2 = stamped('S2', [msg('0/140', 'H1')]);
+    const p = new LogProtocol(CONSUMER, { lsn: '0/130', offset: 3, history: 'H1', stream: null });
+    const step = p.step({ offset: 1, lsn: '0/140', stream: 'S2', read: () => s2[1].m });
+    expect(step.kind).toBe('gap');
+    expect(step.kind === 'gap' && step.error.message).toMatch(/was deleted and re-created \(or RabbitMQ lost its data; it holds transaction 0\/140 at offset 1, below offset 3/);
   });
 
   it('an unreadable message stops the consumer with a ProtocolError naming its offset', () => {

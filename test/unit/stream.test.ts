@@ -22,7 +22,7 @@ class FakeChannel extends EventEmitter {
 const message = (lsn: string): TxnMessage => ({ v: 1, source: 's', xid: 1, lsn, endLsn: lsn, commitTime: '', seq: 0, last: true, relations: {}, changes: [] });
 
 async function publisher(ch: FakeChannel): Promise<StreamPublisher> {
-  return StreamPublisher.open({ createConfirmChannel: async () => ch } as unknown as amqp.ChannelModel, 's');
+  return StreamPublisher.open({ createConfirmChannel: async () => ch } as unknown as amqp.ChannelModel, 's', 'stream-1');
 }
 
 describe('StreamPublisher waits (defect H)', () => {

@@ -22,6 +22,7 @@ import { QueuedEvent, TriggerEvents } from './events';
 import type { CaptureOptions, CaptureProgress } from '../contract';
 import { TICK_LOCK } from './install';
 import { triggerHistory } from '../history';
+import { streamLossWarning } from '../prepare';
 import { Heartbeat } from '../../heartbeat';
 
 /**
@@ -82,6 +83,7 @@ export async function captureTriggers(opts: CaptureOptions): Promise<CaptureProg
     let lastTick = BigInt(last.last_tick);
     const schemaKey = await schemaCaptureKey(c);
     publisher = await StreamPublisher.connect(opts.rabbitUrl, source, opts.retention);
+    if (publisher.created) log.warn({ source, stream: publisher.stream }, streamLossWarning(source, publisher.stream));
     const history = await checkNotBehind(c, opts, publisher, triggerHistory(last.incarnation));
 
     const progress: CaptureProgress = { confirmedLsn: formatLsn(lastTick << 32n), txns: 0, changes: 0, messages: 0, startedAt: new Date().toISOString() };

@@ -20,6 +20,7 @@ import { IdleHeartbeat } from './idle-heartbeat';
 import { TextPgoutputPlugin } from './pgoutput';
 import { classifyReplicationError } from './replication-errors';
 import { slotInfo } from './prepare';
+import { streamLossWarning } from '../prepare';
 import { TypeNames } from './type-names';
 import { walHistory } from '../history';
 import { schemaCaptureKey } from '../schema-capture';
@@ -48,6 +49,7 @@ export async function streamChanges(opts: CaptureOptions): Promise<CaptureProgre
     const history = await walHistory(what, url);
     const schemaKey = await schemaCaptureKey(catalog);
     publisher = await StreamPublisher.connect(opts.rabbitUrl, source, opts.retention);
+    if (publisher.created) opts.log.warn({ source, stream: publisher.stream }, streamLossWarning(source, publisher.stream));
     const run = new CaptureRun(opts, service, publisher, new TypeNames(catalog), history, confirmedLsn, schemaKey);
     heartbeat = new IdleHeartbeat({ source, url, log: opts.log, intervalMs: opts.heartbeatMs ?? 60_000, busy: () => run.busy });
     run.onTransaction = () => heartbeat!.noteTransaction();
