@@ -70,6 +70,12 @@ export function insertRowsLimit(columns: number): number {
  */
 export function buildInsertRows(rel: RelationInfo, rows: Row[], ref: ParamRef = positional): Statement {
   const cols = Object.keys(rows[0]);
+  if (!cols.length) {
+    // Rows without a value: a table with no columns (or only generated ones). `INSERT … ()` is not SQL.
+    const target = qualified(rel.schema, rel.table);
+    const st = stmt(rows.length === 1 ? `INSERT INTO ${target} DEFAULT VALUES` : `INSERT INTO ${target} SELECT FROM pg_catalog.generate_series(1, ${rows.length})`, []);
+    return rows.length === 1 || rows.length === insertRowsLimit(0) ? st : { ...st, name: '' };
+  }
   const tuples = rows.map((_, r) => `(${cols.map((c, i) => ref(r * cols.length + i + 1, c)).join(', ')})`);
   // OVERRIDING SYSTEM VALUE: GENERATED ALWAYS identity columns take the source's value.
   const text = `INSERT INTO ${qualified(rel.schema, rel.table)} (${cols.map(ident).join(', ')}) OVERRIDING SYSTEM VALUE VALUES ${tuples.join(', ')}`;
@@ -85,7 +91,8 @@ export const COPY_MAX_ROWS = 5000;
 
 /** `COPY table (cols) FROM STDIN` for a run of inserts (COPY, like OVERRIDING SYSTEM VALUE, keeps identity values). */
 export function buildCopyInsert(rel: RelationInfo, cols: string[]): string {
-  return `COPY ${qualified(rel.schema, rel.table)} (${cols.map(ident).join(', ')}) FROM STDIN`;
+  // No columns: no list (`()` is not SQL); each row is then an empty line.
+  return `COPY ${qualified(rel.schema, rel.table)}${cols.length ? ` (${cols.map(ident).join(', ')})` : ''} FROM STDIN`;
 }
 
 /**
@@ -157,7 +164,8 @@ const NO_EQUALITY = /^(json|xml|point|line|lseg|box|path|polygon|circle)(\[\])*$
 function whereRow(rel: RelationInfo, old: Row, firstParam: number, ref: ParamRef): { with?: string; sql: string; values: Value[] } {
   const full = rel.identity === 'full';
   const cols = (full ? rel.columns.map((c) => c.name) : keyColumns(rel)).filter((c) => c in old);
-  if (!cols.length) throw new Error(`no replica identity columns for ${rel.schema}.${rel.table}`);
+  // A table with no columns has only whole, empty rows: any one of them is the row.
+  if (!cols.length && !(full && !rel.columns.length)) throw new Error(`no replica identity columns for ${rel.schema}.${rel.table}`);
   const values = cols.map((c) => old[c]);
   if (!full) {
     return { sql: cols.map((c, i) => `${ident(c)} = ${ref(firstParam + i, c)}`).join(' AND '), values };
@@ -169,7 +177,7 @@ function whereRow(rel: RelationInfo, old: Row, firstParam: number, ref: ParamRef
         ? `${ident(c)}::text IS NOT DISTINCT FROM ${ref(firstParam + i, c)}::text`
         : `${ident(c)} IS NOT DISTINCT FROM ${ref(firstParam + i, c)}`,
     )
-    .join(' AND ');
+    .join(' AND ') || 'true';
   // The row by (tableoid, ctid), not ctid alone: on a partitioned or inherited replica table a ctid is
   // only unique within one partition, and the outer statement sees them all. Picked once (the CTE), then
   // matched with two scalar comparisons, so the outer statement is still a TID scan.

@@ -80,8 +80,9 @@ async function estimate(o: CopyOptions): Promise<{ estimatedRows: number; estima
 }
 
 async function copyTable(o: CopyOptions, t: TableRef, p: TableProgress, report: () => void): Promise<void> {
-  const cols = (t.columns ?? []).map((c) => ident(c.name)).join(', ');
-  if (!cols) throw new SchemaMismatchError(`source '${o.source}': table ${relLabel(t)} has no columns to copy`);
+  if (!t.columns) throw new SchemaMismatchError(`source '${o.source}': table ${relLabel(t)} comes without its columns (a copy started by an older pgferry); start the copy again (replica add --snapshot, or replica resync)`);
+  // A table with no columns copies its (empty) rows too: one empty line each, and no column list.
+  const cols = t.columns.map((c) => ident(c.name)).join(', ');
   const src = await connectPg(`source '${o.source}'`, o.sourceUrl);
   const dst = await connectPg(`replica '${o.replica}'`, o.replicaUrl);
   try {
@@ -96,7 +97,7 @@ async function copyTable(o: CopyOptions, t: TableRef, p: TableProgress, report: 
     // The publication's row filter (its own SQL, from the source's catalog) picks the rows the stream sends.
     const where = t.rowFilter ? ` WHERE ${t.rowFilter}` : '';
     const reading = src.query(copyTo(`COPY (SELECT ${cols} FROM ${from}${where}) TO STDOUT`));
-    const writing = dst.query(copyFrom(`COPY ${qualified(into.schema, into.table)} (${cols}) FROM STDIN`));
+    const writing = dst.query(copyFrom(`COPY ${qualified(into.schema, into.table)}${cols ? ` (${cols})` : ''} FROM STDIN`));
     let last = 0;
     const count = new Transform({
       transform(chunk: Buffer, _enc, done) {

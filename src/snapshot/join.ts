@@ -48,7 +48,7 @@ import { ident, qualified, withClient } from '../pg';
 import { withRetry } from '../retry';
 import { copyFromSnapshot } from './add';
 import { createMissingTables } from './create-tables';
-import { parentsFirst, shadowOf } from './resync';
+import { fillFromShadowSql, parentsFirst, shadowOf } from './resync';
 import type { TableProgress } from './copy';
 
 /** Where a join's copies wait for their swap: apart from resync's shadows. */
@@ -282,10 +282,8 @@ async function swapIn(c: pg.ClientBase, config: Config, name: string, tables: Ta
       throw new SchemaMismatchError(`the source changed the shape of a joining table during the copy (schema change at source position ${reshaped.lsn}); make the replica's table match the source's`);
     }
     for (const t of await parentsFirst(c, tables)) {
-      const cols = (t.columns ?? []).map((col) => ident(col.name)).join(', ');
-      const s = shadowOf(t, JOIN_SCHEMA);
       await c.query(`DELETE FROM ${qualified(t.schema, t.table)}`);
-      await c.query(`INSERT INTO ${qualified(t.schema, t.table)} (${cols}) OVERRIDING SYSTEM VALUE SELECT ${cols} FROM ${qualified(s.schema, s.table)}`);
+      await c.query(fillFromShadowSql(t, shadowOf(t, JOIN_SCHEMA)));
     }
     await TableRegistry.set(c, name, tables, 'ready', position);
     const kept = all.filter((m) => compareLsn(m.lsn, position) > 0);

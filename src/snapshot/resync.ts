@@ -22,6 +22,8 @@ import { replicaShare, replicaUrl, requireSourceUrl } from '../config';
 import { logger } from '../logger';
 import { connectRabbit } from '../changelog/rabbit';
 import type { TableRef } from '../tables';
+import { relLabel } from '../change';
+import { SchemaMismatchError } from '../errors';
 import { prepareCapture } from '../capture/prepare';
 import { ensureTargetSchema, prepareTarget } from '../apply/target';
 import { connectPg, ident, qualified, withClient } from '../pg';
@@ -36,6 +38,17 @@ const SHADOW_SCHEMA = 'pgferry_shadow';
 /** A table's shadow: its copy waiting to be swapped in, in `schema` (resync's own by default). */
 export function shadowOf(t: TableRef, schema = SHADOW_SCHEMA): TableRef {
   return { schema, table: `s_${createHash('sha1').update(JSON.stringify([t.schema, t.table])).digest('hex').slice(0, 20)}` };
+}
+
+/**
+ * The statement that fills a table from its shadow: the sent columns, identity values kept. A
+ * table with no columns (or only generated ones) gets one row per shadow row (`()` is not SQL).
+ */
+export function fillFromShadowSql(t: TableRef, shadow: TableRef): string {
+  if (!t.columns) throw new SchemaMismatchError(`table ${relLabel(t)} comes without its columns (a copy started by an older pgferry); start the copy again`);
+  const cols = t.columns.map((col) => ident(col.name)).join(', ');
+  if (!cols) return `INSERT INTO ${qualified(t.schema, t.table)} SELECT FROM ${qualified(shadow.schema, shadow.table)}`;
+  return `INSERT INTO ${qualified(t.schema, t.table)} (${cols}) OVERRIDING SYSTEM VALUE SELECT ${cols} FROM ${qualified(shadow.schema, shadow.table)}`;
 }
 
 export async function resyncReplica(
@@ -83,9 +96,7 @@ async function swapIn(c: pg.ClientBase, replica: string, source: string, tables:
     await c.query('DELETE FROM pgferry.snapshot_claims WHERE replica = $1', [replica]);
     await c.query(`TRUNCATE ${tables.map((t) => qualified(t.schema, t.table)).join(', ')}`);
     for (const t of await parentsFirst(c, tables)) {
-      const cols = (t.columns ?? []).map((col) => ident(col.name)).join(', ');
-      const shadow = shadowOf(t);
-      await c.query(`INSERT INTO ${qualified(t.schema, t.table)} (${cols}) OVERRIDING SYSTEM VALUE SELECT ${cols} FROM ${qualified(shadow.schema, shadow.table)}`);
+      await c.query(fillFromShadowSql(t, shadowOf(t)));
     }
     await ProgressStore.set(c, replica, source, { lsn: at.position, offset: at.offset, stream: at.stream });
     await TableRegistry.reset(c, replica, tables);

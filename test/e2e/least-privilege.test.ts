@@ -27,6 +27,16 @@ const SCHEMA = `
   CREATE TABLE not_replicated (id int PRIMARY KEY);
 `;
 const TABLES = ['customers', 'sales.orders', 'sales.lines'];
+/**
+ * Trigger mode only: two tables with the same number of columns in another
+ * order (a row of one read with the other's shape would put `note` into
+ * `is_admin`).
+ */
+const APP_SCHEMA = `
+  CREATE TABLE profiles (id int PRIMARY KEY, note text, is_admin boolean NOT NULL DEFAULT false);
+  CREATE TABLE flags (id int PRIMARY KEY, is_admin boolean, note text);
+`;
+const APP_TABLES = ['profiles', 'flags'];
 const TABLE_LIST = 'public.customers, sales.orders, sales.lines';
 
 /** What the DBA runs on the source (as a superuser), before pgferry. */
@@ -48,7 +58,7 @@ describe('least-privileged roles', () => {
   let up: Proc;
   let rabbit: RabbitUser | null = null;
   let bUrl: string;
-  const pw = { capture: secret('capture'), apply: secret('apply'), rabbit: secret('mq'), trigger: secret('trigger'), app: secret('app') };
+  const pw = { capture: secret('capture'), apply: secret('apply'), rabbit: secret('mq'), trigger: secret('trigger'), app: secret('app'), notes: secret('notes') };
   let trigger: Proc | undefined;
   const triggerSource = `lptrg${Math.random().toString(36).slice(2, 8)}`;
 
@@ -164,13 +174,18 @@ describe('least-privileged roles', () => {
         -- the application: writes its tables, and nothing else
         CREATE ROLE app_writer LOGIN PASSWORD ${pg.escapeLiteral(pw.app)};
         GRANT USAGE ON SCHEMA sales TO app_writer;
-        GRANT SELECT, INSERT, UPDATE, DELETE, TRUNCATE ON ${TABLE_LIST} TO app_writer;`),
+        GRANT SELECT, INSERT, UPDATE, DELETE, TRUNCATE ON ${TABLE_LIST} TO app_writer;
+        ${APP_SCHEMA}
+        GRANT SELECT, TRIGGER ON ${APP_TABLES.join(', ')} TO pgferry_trigger;
+        -- an application that may only add and edit notes
+        CREATE ROLE app_notes LOGIN PASSWORD ${pg.escapeLiteral(pw.notes)};
+        GRANT INSERT, UPDATE ON profiles TO app_notes;`),
     );
     await w.replicas.createDatabase('replica_ta');
-    await w.replicas.withClient('replica_ta', (c) => c.query(SCHEMA + replicaGrants));
+    await w.replicas.withClient('replica_ta', (c) => c.query(SCHEMA + APP_SCHEMA + replicaGrants + `GRANT SELECT, INSERT, UPDATE, DELETE, TRUNCATE ON ${APP_TABLES.join(', ')} TO pgferry_apply;`));
     const sourceUrl = urlWith(w.source, 'app_trg', 'pgferry_trigger', pw.trigger);
     const replicaUrl = urlWith(w.replicas, 'replica_ta', 'pgferry_apply', pw.apply);
-    trigger = await startUp(w, ['up', '--mode', 'trigger', '--source', sourceUrl, '--replica', `ta=${replicaUrl}`, '--tables', TABLES.join(',')], {
+    trigger = await startUp(w, ['up', '--mode', 'trigger', '--source', sourceUrl, '--replica', `ta=${replicaUrl}`, '--tables', [...TABLES, ...APP_TABLES].join(',')], {
       PGFERRY_SOURCE_NAME: triggerSource,
       PGFERRY_SOURCE: sourceUrl,
       PGFERRY_REPLICAS: '',
@@ -208,5 +223,61 @@ describe('least-privileged roles', () => {
     } finally {
       await forged.end();
     }
+  });
+  /**
+   * Issue 26, item 5: the row trigger used to cache each table's row shape in a transaction-local
+   * setting (pgferry.shape_<table oid>), which any writer may set. Whatever an application sets,
+   * capture records the row's real shape and keeps going.
+   */
+  describe('trigger mode: an application role cannot steer capture through settings', () => {
+    const trg = (sql: string, values?: unknown[]) => w.source.withClient('app_trg', (c) => c.query(sql, values));
+    /** Run statements as app_notes (INSERT and UPDATE on profiles, nothing else), in one transaction. */
+    const asNotes = async (statements: [string, unknown[]?][]) => {
+      const c = new pg.Client({ connectionString: urlWith(w.source, 'app_trg', 'app_notes', pw.notes) });
+      await c.connect();
+      try {
+        await c.query('BEGIN');
+        for (const [sql, values] of statements) await c.query(sql, values);
+        await c.query('COMMIT');
+      } finally {
+        await c.end();
+      }
+    };
+    const setShape = (value: string): [string, unknown[]] => [`SELECT pg_catalog.set_config('pgferry.shape_' || 'profiles'::regclass::oid, $1, true)`, [value]];
+    /** The trigger-mode replica equals its source, every column of every row; on time-out, both sides. */
+    const replicaEqualsSource = async (tables: string[]) => {
+      try {
+        await waitFor(
+          'the trigger-mode replica to equal its source',
+          async () => JSON.stringify(await contentOf(w.replicas, 'replica_ta', tables)) === JSON.stringify(await contentOf(w.source, 'app_trg', tables)),
+          60_000,
+          500,
+        );
+      } catch (err) {
+        const [source, replica] = [await contentOf(w.source, 'app_trg', tables), await contentOf(w.replicas, 'replica_ta', tables)];
+        throw new Error(`${(err as Error).message}\nsource:  ${JSON.stringify(source)}\nreplica: ${JSON.stringify(replica)}`);
+      }
+    };
+
+    it('a setting pointing at another table\'s shape (same field count, other column order) changes nothing', async () => {
+      await trg(`INSERT INTO flags VALUES (1, false, 'flags row')`);
+      const flagsShape = (await trg(`SELECT max(shape_id)::text AS id FROM pgferry.shapes WHERE relid = 'flags'::regclass`)).rows[0].id;
+      expect(flagsShape).not.toBeNull();
+      await asNotes([setShape(flagsShape), [`INSERT INTO profiles (id, note) VALUES (1, 'yes')`], [`INSERT INTO profiles (id, note) VALUES (2, 'no')`]]);
+      await asNotes([setShape(flagsShape), [`UPDATE profiles SET note = 'true'`]]);
+      await asNotes([[`INSERT INTO profiles (id, note) VALUES (3, 'plain')`]]);
+      await replicaEqualsSource(APP_TABLES);
+      expect((await contentOf(w.replicas, 'replica_ta', ['profiles'])).profiles).toEqual(['(1,true,f)', '(2,true,f)', '(3,plain,f)']);
+    });
+
+    it('a setting naming a shape that does not exist does not stop capture', async () => {
+      await asNotes([setShape('999999'), [`INSERT INTO profiles (id, note) VALUES (10, 'ten')`]]);
+      await asNotes([setShape(''), [`INSERT INTO profiles (id, note) VALUES (11, 'eleven')`]]);
+      // Later changes, of this table and of others, still arrive.
+      await trg(`INSERT INTO flags VALUES (2, true, 'after')`);
+      await trg(`INSERT INTO customers VALUES (500, 'after the forged settings')`);
+      await replicaEqualsSource([...APP_TABLES, ...TABLES]);
+      expect((await contentOf(w.replicas, 'replica_ta', ['profiles'])).profiles).toContain('(10,ten,f)');
+    });
   });
 });

@@ -8,6 +8,8 @@ describe('row text parsing (trigger capture)', () => {
     expect(parseRecordText('(1,"(2,""x, y"")","{1,2,NULL}","{""a,b"",c}")')).toEqual(['1', '(2,"x, y")', '{1,2,NULL}', '{"a,b",c}']);
     expect(parseRecordText('(,)')).toEqual([null, null]);
     expect(parseRecordText('()')).toEqual([null]);
+    expect(parseRecordText('()', 1)).toEqual([null]);
+    expect(parseRecordText('()', 0)).toEqual([]); // the row of a table with no columns
     expect(parseRecordText('("2026-01-02 03:04:05.123456+00","line1\nline2")')).toEqual(['2026-01-02 03:04:05.123456+00', 'line1\nline2']);
   });
 });

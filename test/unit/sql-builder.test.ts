@@ -23,7 +23,26 @@ const hostile: RelationInfo = {
   ],
 };
 
+const nocols: RelationInfo = { schema: 'public', table: 'nocols', identity: 'full', columns: [] };
+
 describe('apply SQL', () => {
+  it('a table with no columns: inserts of empty rows, COPY without a column list, a delete of any one row', () => {
+    expect(buildInsert(nocols, {}).text).toBe('INSERT INTO "public"."nocols" DEFAULT VALUES');
+    const many = buildInsertRows(nocols, [{}, {}, {}]);
+    expect(many.text).toBe('INSERT INTO "public"."nocols" SELECT FROM pg_catalog.generate_series(1, 3)');
+    expect(many.values).toEqual([]);
+    expect(buildCopyInsert(nocols, [])).toBe('COPY "public"."nocols" FROM STDIN');
+    expect(copyText([], [{}, {}])).toBe('\n\n');
+    const del = buildDelete(nocols, {});
+    expect(del.text).toBe(
+      'WITH pgferry_row AS (SELECT tableoid AS t, ctid AS c FROM "public"."nocols" WHERE true LIMIT 1) DELETE FROM "public"."nocols" WHERE ctid = (SELECT c FROM pgferry_row) AND tableoid = (SELECT t FROM pgferry_row)',
+    );
+    expect(del.values).toEqual([]);
+    expect(buildUpdate(nocols, {}, {})).toBeNull();
+    // A table with columns still needs its identity in the old row.
+    expect(() => buildDelete(orders, {})).toThrow(/no replica identity columns/);
+  });
+
   it('inserts with parameters and OVERRIDING SYSTEM VALUE', () => {
     const s = buildInsert(orders, { id: '1', amount: '9.99', note: null });
     expect(s.text).toBe('INSERT INTO "public"."orders" ("id", "amount", "note") OVERRIDING SYSTEM VALUE VALUES ($1, $2, $3)');

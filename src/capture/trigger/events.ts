@@ -185,7 +185,7 @@ export class TriggerEvents {
     if (e.op === 'T') return { op: 'truncate', rels: [r.key], cascade: false, restartIdentity: false };
     const shape = e.shape === null ? null : await this.shape(e);
     const full = r.info.identity === 'full';
-    const row = (text: string, keysOnly: boolean) => rowOf(e, r, shape, parseRecordText(text), keysOnly && !full);
+    const row = (text: string, keysOnly: boolean) => rowOf(e, r, shape, parseRecordText(text, shape?.nums.length), keysOnly && !full);
     switch (e.op) {
       case 'I':
         return { op: 'insert', rel: r.key, new: row(e.new_row!, false) };
@@ -225,7 +225,7 @@ export class TriggerEvents {
     const keys = new Set(info.columns.filter((c) => c.key).map((c) => c.name));
     const full = info.identity === 'full';
     const row = (text: string, keysOnly: boolean): Row => {
-      const fields = parseRecordText(text);
+      const fields = parseRecordText(text, shape.nums.length);
       const label = relLabel(at);
       if (fields.length !== shape.nums.length) {
         throw new SourceError(`table ${label}: event ${e.ev_id} holds ${fields.length} fields where its shape says ${shape.nums.length}; resync the replicas' copy of ${label}`);
