@@ -99,6 +99,13 @@ async function withIdentityLock<T>(conn: amqp.ChannelModel, source: string, fn: 
       await ch.assertQueue(lock, { exclusive: true, durable: false });
     } catch (err) {
       await ch.close().catch(() => undefined);
+      if ((err as { code?: number }).code === 403) {
+        throw new ConfigError(
+          `the change stream ${streamName(source)} of source '${source}': RabbitMQ refused pgferry's user the queue ${lock}, which it holds for a moment while it gives a new stream its identity ` +
+            `(${(err as Error).message}); allow it in the user's configure permission, e.g. rabbitmqctl set_permissions -p / <user> '^${streamName(source).replace(/\./g, '\\.')}(\\.identity-lock)?$' …`,
+          { cause: err },
+        );
+      }
       if ((err as { code?: number }).code !== 405) throw err;
       if (Date.now() > until) {
         throw new UnavailableError(`the change stream ${streamName(source)} of source '${source}': another process has held ${lock} for 30 s while giving the stream its identity; retrying`, { cause: err });

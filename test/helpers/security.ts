@@ -59,9 +59,11 @@ export interface RabbitUser {
  */
 export async function createRabbitUser(user: string, password: string, sourceName: string): Promise<RabbitUser | null> {
   const stream = `^pgferry\\.${sourceName}\\.changes$`;
+  // Configure also covers the stream's identity lock, an exclusive queue held while a stream gets its identity (README, Least privileges).
+  const configure = `^pgferry\\.${sourceName}\\.changes(\\.identity-lock)?$`;
   try {
     await run('rabbitmqctl', ['-q', 'add_user', user, password]);
-    await run('rabbitmqctl', ['-q', 'set_permissions', '-p', '/', user, stream, `^(amq\\.default|pgferry\\.${sourceName}\\.changes)$`, stream]);
+    await run('rabbitmqctl', ['-q', 'set_permissions', '-p', '/', user, configure, `^(amq\\.default|pgferry\\.${sourceName}\\.changes)$`, stream]);
   } catch {
     await run('rabbitmqctl', ['-q', 'delete_user', user]).catch(() => undefined);
     return null;
