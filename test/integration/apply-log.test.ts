@@ -6,6 +6,8 @@ import { formatLsn } from '../../src/lsn';
 import type pg from 'pg';
 import { createPool, REPLICA_SESSION_OPTIONS } from '../../src/pg';
 import { ensureTargetSchema } from '../../src/apply/target';
+import { TableRegistry } from '../../src/apply/table-registry';
+import type { SchemaChange, TableShape } from '../../src/change';
 
 /**
  * Apply against logs written by hand (real RabbitMQ stream, real replica
@@ -201,5 +203,47 @@ describe('apply of crafted logs', () => {
       await pool.end();
       await log.rows('ALTER DATABASE replica RESET search_path');
     }
+  });
+  it('issue 26.7: a transaction renaming a table, re-sent from chunk 0 while the batch is open, follows the rename again (the registry rolls back with the savepoint)', async () => {
+    // Before the fix the registry the applier routes by kept the rename in memory after the savepoint
+    // rolled it back on the replica: the re-sent rows of t found no entry under t (dropped as unknown),
+    // the RENAME itself was dropped too, and the replica kept table t while t2's changes were lost.
+    await log.reset(`${SCHEMA} CREATE TABLE t (id bigint PRIMARY KEY, v text);`);
+    await log.cluster.withClient(log.db, async (c) => {
+      await ensureTargetSchema(c);
+      await TableRegistry.ensure(c, 'r', ['a', 'b', 't'].map((table) => ({ schema: 'public', table })));
+    });
+    const shape = (table: string): TableShape => ({
+      schema: 'public',
+      table,
+      columns: [
+        { num: 1, name: 'id', type: 'bigint', notNull: true, key: true, generated: false },
+        { num: 2, name: 'v', type: 'text', notNull: false, key: false, generated: false },
+      ],
+    });
+    const rename: SchemaChange = { op: 'schema', oid: 4242, command: 'ALTER TABLE', before: shape('t'), after: shape('t2'), fills: {}, unfilled: [] };
+    const rels = [relation('a'), relation('t'), relation('t2')];
+    const [big, later] = [next(), next()];
+    const chunk0 = txn(big, [ins('t', { id: '1', v: 'before rename' }), rename, ins('t2', { id: '2', v: 'after rename' })], { seq: 0, last: false, rels });
+    const chunk1 = txn(big, [ins('a', { id: '1', v: 'big' }), ins('a', { id: '2', v: 'big' })], { seq: 1, last: false, rels });
+    await log.publish(
+      chunk0,
+      chunk1,
+      // capture restarted mid-publish: the transaction again, whole, while the batch is still open
+      chunk0,
+      chunk1,
+      txn(big, [ins('a', { id: '3', v: 'big' })], { seq: 2, last: true, rels }),
+      txn(later, [ins('t2', { id: '3', v: 'later' })], { rels }),
+    );
+    const r = await log.apply();
+    expect(r.txns).toBe(2);
+    expect(await log.rows(`SELECT to_regclass('public.t')::text AS t, to_regclass('public.t2')::text AS t2`)).toEqual([{ t: null, t2: 't2' }]);
+    expect(await log.rows('SELECT id::int, v FROM t2 ORDER BY id')).toEqual([
+      { id: 1, v: 'before rename' },
+      { id: 2, v: 'after rename' },
+      { id: 3, v: 'later' },
+    ]);
+    expect(await log.rows('SELECT count(*)::int AS n FROM a')).toEqual([{ n: 3 }]);
+    expect(await log.rows(`SELECT table_name FROM pgferry.replica_tables WHERE replica = 'r' ORDER BY 1`)).toEqual([{ table_name: 'a' }, { table_name: 'b' }, { table_name: 't2' }]);
   });
 });
