@@ -89,7 +89,11 @@ export class Applier {
     if (!this.gate) return this.take(chunk);
     const routed = route(this.gate, chunk);
     this.gate = { ...this.gate, entries: routed.entries };
-    if (routed.pend) await TableRegistry.pend(this.c, this.replica, routed.pend.keys, routed.pend.m);
+    if (routed.pend) {
+      await TableRegistry.pend(this.c, this.replica, routed.pend.keys, routed.pend.m);
+      // A joining table renamed during its copy keeps its entry under the new name (route() followed it in memory).
+      for (const ch of routed.pend.m.changes) if (ch.op === 'schema') await this.follow(ch);
+    }
     for (const key of routed.unknown) warnUnknown(this.log, this.replica, key);
     if (routed.apply) await this.take(routed.apply);
   }

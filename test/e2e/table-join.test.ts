@@ -2,7 +2,7 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Proc } from '../helpers/procs';
-import { runCli } from '../helpers/procs';
+import { runCli, startCli } from '../helpers/procs';
 import { cli, contentOf, createWorld, startUp, waitForEqual, World } from '../helpers/fixture';
 import { waitFor } from '../helpers/wait';
 
@@ -150,5 +150,105 @@ replicas:
     expect((await contentOf(w.replicas, 'replica_b', ['late'])).late).toEqual(kept);
     const status = JSON.parse((await cli(w, ['replica', 'status', 'b', '--json'])).stdout);
     expect(status.state).not.toBe('failed');
+  });
+});
+
+/**
+ * Issue 26.8: the joining table's shape changes while it is copied. Tables
+ * `joiner` and `bulk` join together, one copy at a time; while bulk (large)
+ * is copied, joiner — already copied — gets a column, rows that use it, a
+ * new name and more rows. Those changes come after the snapshot: kept, then
+ * applied in order at the swap through the path streaming schema changes
+ * take, the RENAME followed by the registry (rows written under the new
+ * name are kept, not dropped as unknown). Then a join killed during its
+ * copy after a kept ALTER runs again: the ALTER is at or before the new
+ * snapshot, the replica's table takes the shape, and the re-run succeeds.
+ * The source captures all tables; replica a's tables decide what it takes.
+ */
+describe('a joining table whose shape changes during the copy (wal capture)', () => {
+  const SHAPED = `
+    CREATE TABLE busy (id bigserial PRIMARY KEY, n int);
+    CREATE TABLE joiner (id int PRIMARY KEY, v int NOT NULL);
+    CREATE TABLE third (id int PRIMARY KEY, v int NOT NULL);
+    CREATE TABLE bulk (id int PRIMARY KEY, pad text);
+  `;
+  let w: World;
+  let up: Proc;
+  let configFile: string;
+  const config = (tables: string[]) => `sources:
+  - name: ${w.sourceName}
+    url: ${w.sourceUrl}
+replicas:
+  - name: a
+    url: ${w.replicaUrls.a}
+    tables: [${tables.join(', ')}]
+`;
+  const sql = (q: string) => w.source.withClient('app', (c) => c.query(q));
+  const onReplica = <T>(q: string) => w.replicas.withClient('replica_a', async (c) => (await c.query(q)).rows as T[]);
+  /** The join's copy of bulk is running on the source (joiner and third, copied first, are done). */
+  const copyingBulk = () =>
+    w.source.withClient('app', async (c) => (await c.query(`SELECT count(*)::int AS n FROM pg_stat_activity WHERE query LIKE 'COPY (SELECT%"bulk"%'`)).rows[0].n > 0);
+  const kept = async () => (await onReplica<{ n: number }>(`SELECT count(*)::int AS n FROM pgferry.table_pending`))[0].n;
+
+  beforeAll(async () => {
+    w = await createWorld({ replicas: ['a'], schema: SHAPED });
+    await sql(`INSERT INTO joiner SELECT g, g FROM generate_series(1, 1000) g;
+               INSERT INTO third SELECT g, g FROM generate_series(1, 1000) g;
+               INSERT INTO bulk SELECT g, repeat('x', 200) FROM generate_series(1, 400000) g;`);
+    configFile = path.join(w.dataDir, 'pgferry.yaml');
+    fs.writeFileSync(configFile, config(['busy']));
+    up = await startUp(w, ['up', '--config', configFile]);
+    await sql(`INSERT INTO busy (n) VALUES (1)`);
+    await waitForEqual(w, 'a', ['busy']);
+  });
+
+  afterAll(async () => {
+    await up?.stop();
+    await w?.teardown();
+  });
+
+  it('applies an ALTER and a RENAME made after the snapshot at the swap, and keeps the rows of the renamed table', async () => {
+    fs.writeFileSync(configFile, config(['busy', 'joiner', 'bulk', 'joined', 'third']));
+    const adding = runCli(['table', 'add', 'joiner', 'bulk', '--parallel', '1', '--config', configFile], w.env, 600_000);
+    await waitFor('the copy of bulk to be under way', copyingBulk, 120_000, 50);
+    await sql(`ALTER TABLE joiner ADD COLUMN extra text NOT NULL DEFAULT 'x'`);
+    await sql(`UPDATE joiner SET extra = 'y', v = v + 1 WHERE id <= 10`);
+    await sql(`ALTER TABLE joiner RENAME TO joined`);
+    await sql(`INSERT INTO joined (id, v, extra) VALUES (100001, 1, 'z')`);
+    await sql(`DELETE FROM joined WHERE id = 20`);
+    await sql(`INSERT INTO busy (n) VALUES (2)`);
+    await waitFor('the changes to be kept on the replica', async () => (await kept()) >= 3, 60_000);
+    const stillCopying = await copyingBulk();
+    const add = await adding;
+    expect(add.code, add.stdout + add.stderr).toBe(0);
+    expect(stillCopying, 'the changes were kept while bulk was still being copied').toBe(true);
+    const joined = add.stdout.match(/replica 'a': (.*) joined with (\d+) rows as of source position \S+, (\d+) change\(s\) made during the copy applied/);
+    expect(joined, add.stdout).not.toBeNull();
+    expect(joined![1]).toBe('public.joined, public.bulk');
+    expect(Number(joined![3])).toBeGreaterThanOrEqual(5);
+    // Later changes of the renamed table stream as any other.
+    await sql(`UPDATE joined SET extra = 'later' WHERE id = 1; INSERT INTO busy (n) VALUES (3)`);
+    await waitForEqual(w, 'a', ['busy', 'joined', 'bulk'], 180_000);
+    expect(await onReplica(`SELECT to_regclass('public.joiner')::text AS t`)).toEqual([{ t: null }]);
+    const list = await cli(w, ['table', 'list', '--config', configFile, '--json']);
+    expect(list.code, list.stdout + list.stderr).toBe(0);
+    expect(JSON.parse(list.stdout)[0].tables.map((t: { table: string; state: string }) => `${t.table}=${t.state}`).sort()).toEqual(['public.bulk=ready', 'public.busy=ready', 'public.joined=ready']);
+    expect(await kept()).toBe(0);
+  });
+
+  it('a join killed during its copy after an ALTER of its table was kept succeeds when run again', async () => {
+    const args = ['table', 'add', 'third', 'bulk', '--replace', '--parallel', '1', '--config', configFile];
+    const first = startCli(args, w.env);
+    await waitFor('the copy of bulk to be under way', copyingBulk, 120_000, 50);
+    await sql(`ALTER TABLE third ADD COLUMN note text DEFAULT 'n'`);
+    await sql(`UPDATE third SET note = 'm', v = -v WHERE id <= 5`);
+    await waitFor('the changes to be kept on the replica', async () => (await kept()) >= 2, 60_000);
+    await first.kill9();
+    expect(await kept()).toBeGreaterThanOrEqual(2); // killed before its swap
+    const again = await runCli(args, w.env, 600_000);
+    expect(again.code, again.stdout + again.stderr).toBe(0);
+    await sql(`UPDATE third SET note = 'later' WHERE id = 6; INSERT INTO busy (n) VALUES (4)`);
+    await waitForEqual(w, 'a', ['busy', 'joined', 'third', 'bulk'], 180_000);
+    expect(await kept()).toBe(0);
   });
 });
