@@ -344,7 +344,7 @@ function reshaped(tables: TableRef[], ch: SchemaChange): TableRef[] {
 async function takeKeptShape(c: pg.ClientBase, a: { config: Config; name: string }, tables: TableRef[]): Promise<TableRef[]> {
   const { config, name } = a;
   const log = logger.child({ replica: name });
-  return inTransaction(c, async () => {
+  const work = inTransaction(c, async () => {
     await ProgressStore.lock(c, name, config.source.name);
     const kept = await keptFor(c, name, tables);
     let now = tables;
@@ -357,6 +357,11 @@ async function takeKeptShape(c: pg.ClientBase, a: { config: Config; name: string
     }
     await TableRegistry.clearPending(c, name, kept.names);
     return now;
+  });
+  return work.catch((err) => {
+    // A change the replica's policy or its table refuses: fixed by hand, then the join is run again (it is not a replica to resume).
+    if (err instanceof SchemaMismatchError) err.message = `${err.message.replace(`, then run pgferry replica resume ${name}`, '')}; then run pgferry table add again`;
+    throw err;
   });
 }
 
