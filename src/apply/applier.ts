@@ -63,6 +63,8 @@ export class Applier {
   private windowChanges = 0;
   /** Transactions applied as part of a window's net change (not in order after a refusal). */
   netTxns = 0;
+  /** The gate as it was at the batch's savepoint of a transaction in several chunks (`mark`), restored by `rollback`. */
+  private marked: TableGate | undefined;
 
   constructor(
     private readonly c: pg.ClientBase,
@@ -88,7 +90,11 @@ export class Applier {
     if (!this.gate) return this.take(chunk);
     const routed = route(this.gate, chunk);
     this.gate = { ...this.gate, entries: routed.entries };
-    if (routed.pend) await TableRegistry.pend(this.c, this.replica, routed.pend.keys, routed.pend.m);
+    if (routed.pend) {
+      await TableRegistry.pend(this.c, this.replica, routed.pend.keys, routed.pend.m);
+      // A joining table renamed during its copy keeps its entry under the new name (route() followed it in memory).
+      for (const ch of routed.pend.m.changes) if (ch.op === 'schema') await this.follow(ch);
+    }
     for (const key of routed.unknown) warnUnknown(this.log, this.replica, key);
     if (routed.apply) await this.take(routed.apply);
   }
@@ -103,6 +109,22 @@ export class Applier {
     }
     await this.flushWindow();
     await this.applyInOrder(m);
+  }
+
+  /**
+   * The caller took a savepoint (a transaction in several chunks): remember
+   * the registry as it is, so a rollback to that savepoint undoes in memory
+   * what it undoes on the replica (a table a rolled-back RENAME or CREATE
+   * followed). Call with nothing queued (after `flush`).
+   */
+  mark(): void {
+    this.marked = this.gate;
+  }
+
+  /** The caller rolled back to its savepoint: the registry, and the column types read since, are as they were at `mark`. */
+  rollback(): void {
+    this.gate = this.marked;
+    this.types.refresh();
   }
 
   /** Send everything kept (the window or the queued group), in order. */

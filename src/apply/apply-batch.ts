@@ -319,7 +319,10 @@ class BatchLoop {
   }
 
   private async discardOpen(): Promise<void> {
-    if (this.open?.savepoint) await this.o.client.query('ROLLBACK TO SAVEPOINT pgferry_txn');
+    if (this.open?.savepoint) {
+      await this.o.client.query('ROLLBACK TO SAVEPOINT pgferry_txn');
+      this.applier.rollback(); // the registry it routes by is undone with the savepoint (a RENAME, a CREATE)
+    }
     this.open = null;
   }
 
@@ -350,6 +353,7 @@ class BatchLoop {
         // before the savepoint, or rolling back to it (a re-send, a chunk that never came) undoes it too.
         await this.applier.flush();
         await c.query('SAVEPOINT pgferry_txn');
+        this.applier.mark();
       }
     }
     const open = this.open;

@@ -35,7 +35,7 @@ export interface ProgressAdvance extends LogPosition {
 export const PROGRESS_TABLE = 'pgferry.progress';
 
 const GET = `
-SELECT replica, source, lsn::text AS lsn, stream_offset FROM pgferry.progress WHERE replica = $1`;
+SELECT replica, source, lsn::text AS lsn, stream_offset, history FROM pgferry.progress WHERE replica = $1`;
 
 /** The row `lock` needs, made if missing (without a history: taken from the log). */
 const INIT = `

@@ -80,7 +80,7 @@ export interface Routed {
   pend: { keys: string[]; m: TxnMessage } | null;
   /** Tables the chunk changes that this replica has never taken (keys). */
   unknown: string[];
-  /** The registry as the chunk leaves it: a table created, renamed or moved by a schema change it applies is followed at once. */
+  /** The registry as the chunk leaves it: a table created, renamed or moved by a schema change it applies or keeps is followed at once. */
   entries: Map<string, TableEntry> | null;
 }
 
@@ -133,7 +133,8 @@ export function route(gate: TableGate, m: TxnMessage): Routed {
       const r = decideSchema(g, m.lsn, ch);
       if (!r) continue;
       put(r.d, r.key, ch);
-      if (r.d === 'apply' && g.entries && ch.after) g = { ...g, entries: followed(g.entries, ch, g.takesNewTables) };
+      // A joining table renamed during its copy is followed too: its rows under the new name are kept, not unknown.
+      if ((r.d === 'apply' || r.d === 'pend') && g.entries && ch.after) g = { ...g, entries: followed(g.entries, ch, g.takesNewTables) };
     } else if (ch.op === 'truncate') {
       const now: string[] = [];
       const later: string[] = [];
@@ -220,6 +221,9 @@ SELECT encode(message, 'hex') AS message FROM pgferry.table_pending
 WHERE replica = $1 AND (schema_name, table_name) IN (SELECT * FROM unnest($2::text[], $3::text[])) AND lsn > $4::pg_lsn
 ORDER BY seq`;
 
+const ALL_PENDING = `
+SELECT schema_name, table_name, encode(message, 'hex') AS message FROM pgferry.table_pending WHERE replica = $1 ORDER BY seq`;
+
 const CLEAR_PENDING = `
 DELETE FROM pgferry.table_pending WHERE replica = $1 AND (schema_name, table_name) IN (SELECT * FROM unnest($2::text[], $3::text[]))`;
 
@@ -296,6 +300,12 @@ export const TableRegistry = {
     // As hex: pgferry's connections read every value as text.
     const { rows } = await c.query<{ message: string }>(PENDING, [replica, tables.map((t) => t.schema), tables.map((t) => t.table), from]);
     return rows.map((r) => decodeMessage(Buffer.from(r.message, 'hex')));
+  },
+
+  /** Everything kept for this replica's joining tables, in the order it passed it, each with the table it is filed under. */
+  async allPending(c: Queryable, replica: string): Promise<{ schema: string; table: string; m: TxnMessage }[]> {
+    const { rows } = await c.query<{ schema_name: string; table_name: string; message: string }>(ALL_PENDING, [replica]);
+    return rows.map((r) => ({ schema: r.schema_name, table: r.table_name, m: decodeMessage(Buffer.from(r.message, 'hex')) }));
   },
 
   async clearPending(c: Queryable, replica: string, tables: { schema: string; table: string }[]): Promise<void> {

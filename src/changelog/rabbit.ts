@@ -21,7 +21,7 @@ export async function connectRabbit(url: string): Promise<amqp.ChannelModel> {
   } catch (err) {
     const cause = describeCause(err);
     const where = `RabbitMQ at ${redactUrl(url)}`;
-    if (/ACCESS_REFUSED|403|NOT_ALLOWED|530/.test(cause)) {
+    if (refusedByBroker(err)) {
       throw new ConfigError(`${where}: access refused (${cause}); check the user, password and vhost in --rabbitmq / PGFERRY_RABBITMQ_URL`, {
         cause: err,
       });
@@ -31,6 +31,20 @@ export async function connectRabbit(url: string): Promise<amqp.ChannelModel> {
       { cause: err },
     );
   }
+}
+
+/**
+ * The broker itself refused the connection (403 ACCESS_REFUSED, 530 NOT_ALLOWED):
+ * permanent. amqplib gives such errors no code, so they are told by the
+ * form of its handshake failure, read from the start of the message —
+ * never by digits anywhere in it: "connect ECONNREFUSED 127.0.0.1:40353"
+ * is a server not there (a system error, with a code), not a 403.
+ */
+function refusedByBroker(err: unknown): boolean {
+  const e = err as { code?: unknown; message?: unknown };
+  if (typeof e?.code === 'string') return false; // ECONNREFUSED, ETIMEDOUT, …: the network's answer
+  const msg = typeof e?.message === 'string' ? e.message : '';
+  return /^Handshake terminated by server: (403|530) /.test(msg);
 }
 
 /**

@@ -9,6 +9,7 @@ import { withClient } from '../pg';
 import { syncSequences } from '../apply/sequences';
 import { rewindReplica } from '../apply/rewind';
 import { connectRabbit } from '../changelog/rabbit';
+import { sourceHistory } from '../capture/prepare';
 import { CliFailure, EXIT, printJson, table } from './output';
 import { action, connectionOptions, parseParallel, say } from './command';
 import { connectClient } from '../temporal/connection';
@@ -172,7 +173,16 @@ function addRewindCommand(replica: Command): void {
         const conn = await connectRabbit(config.rabbitmqUrl);
         let r;
         try {
-          r = await rewindReplica({ rabbit: conn, source: config.source.name, replica: name, replicaUrl: replicaUrl(config, name), to: opts.to });
+          const sourceUrl = config.source.url;
+          r = await rewindReplica({
+            rabbit: conn,
+            source: config.source.name,
+            replica: name,
+            replicaUrl: replicaUrl(config, name),
+            to: opts.to,
+            // A copy whose checkpoint records no history is placed in the source's history of now.
+            sourceHistory: sourceUrl ? () => sourceHistory(config, sourceUrl) : undefined,
+          });
         } finally {
           await conn.close().catch(() => undefined);
         }
@@ -180,7 +190,8 @@ function addRewindCommand(replica: Command): void {
         else {
           process.stdout.write(
             `replica '${name}' rewound to ${r.lsn}: it reads the stream after offset ${r.offset}` +
-              `${r.next ? ` and applies from transaction ${r.next} on` : ''} at its next batch (resume it if it is paused or failed)\n`,
+              `${r.next ? ` and applies from transaction ${r.next} on` : ''} at its next batch (resume it if it is paused or failed)` +
+              `${r.history ? `; positions are read in source history ${r.history}` : ''}\n`,
           );
         }
         process.exit(EXIT.ok);

@@ -22,6 +22,15 @@
  * passed later is kept, and the swap applies only those after S. A join that
  * fails at any step is run again from the start; what was kept stays kept.
  *
+ * The table's shape may change meanwhile. A schema change kept after S is
+ * applied at the swap, in order, as streaming applies one (a RENAME moves
+ * the table and its registry entry: route() follows a kept RENAME, so rows
+ * under the new name are kept too). One at or before S is in the snapshot,
+ * but the copy was made with the columns known before it: the replica's
+ * table takes the kept changes' shape (their rows are dropped: the next
+ * snapshot holds them) and the copy is made again. A join run again after
+ * a failure starts the same way, so it takes what its earlier attempt kept.
+ *
  * Removing: with the checkpoint locked, the table becomes `removed`: no
  * later change is applied; its rows stay on the replica.
  */
@@ -29,7 +38,7 @@ import type pg from 'pg';
 import type { ChannelModel } from 'amqplib';
 import type { Config } from '../config';
 import { parseTableName, replicaSchemaPolicy, replicaShare, replicaTables, replicaUrl, requireSourceUrl } from '../config';
-import { relLabel } from '../change';
+import { relLabel, type SchemaChange, type TxnMessage } from '../change';
 import { ConfigError, SchemaMismatchError, SourceError } from '../errors';
 import { logger } from '../logger';
 import { connectRabbit } from '../changelog/rabbit';
@@ -43,6 +52,7 @@ import { replicaRoleAdvice, useReplicaRole } from '../apply/session';
 import { compareLsn, ZERO_LSN } from '../lsn';
 import { ProgressStore } from '../apply/progress-store';
 import { Applier } from '../apply/applier';
+import { applySchemaChange } from '../apply/schema-apply';
 import { lockReplicaTables, tableKey, TableRegistry } from '../apply/table-registry';
 import { ident, qualified, withClient } from '../pg';
 import { withRetry } from '../retry';
@@ -177,25 +187,44 @@ async function joinReplica(a: {
       }
       throw new ConfigError(`${label} already takes table ${already.join(', ')}; to copy it again from a fresh snapshot pass --replace`);
     }
-    const created = await prepareJoin(c, a, registry);
-    const copied = await copyFromSnapshot({
-      config,
-      replica: name,
-      rabbit: a.rabbit,
-      tables,
-      parallel: o.parallel,
-      target: (t) => shadowOf(t, JOIN_SCHEMA),
-      say: o.say,
-      onProgress: (p) => o.onProgress?.(name, p),
-    });
-    o.say(`${label}: swapping in the copy and what changed during it (one transaction)`);
-    const replayed = await swapIn(c, config, name, tables, copied.position).catch((err) => {
-      if (err instanceof Error) {
-        err.message = `${label}: the join of ${tables.map((t) => relLabel(t)).join(', ')} stopped at its swap (nothing of it was applied, its changes stay kept): ${err.message.replace(/; [^;]*pgferry replica resume \S+$/, '')}; fix that, then run pgferry table add again`;
+    // What an earlier attempt kept: its schema changes shape the replica's tables before anything is checked or copied.
+    let now = await takeKeptShape(c, a, tables);
+    const created = await prepareJoin(c, { ...a, tables: now }, registry);
+    let copied: Awaited<ReturnType<typeof copyFromSnapshot>>;
+    let swapped: { replayed: number; names: string[] };
+    for (let attempt = 1; ; attempt++) {
+      copied = await copyFromSnapshot({
+        config,
+        replica: name,
+        rabbit: a.rabbit,
+        tables: now,
+        parallel: o.parallel,
+        target: (t) => shadowOf(t, JOIN_SCHEMA),
+        say: o.say,
+        onProgress: (p) => o.onProgress?.(name, p),
+      });
+      o.say(`${label}: swapping in the copy and what changed during it (one transaction)`);
+      const tried = await swapIn(c, config, name, now, copied.position).catch((err) => {
+        if (err instanceof Error) {
+          err.message = `${label}: the join of ${now.map((t) => relLabel(t)).join(', ')} stopped at its swap (nothing of it was applied, its changes stay kept): ${err.message.replace(/; [^;]*pgferry replica resume \S+$/, '')}; fix that, then run pgferry table add again`;
+        }
+        throw err;
+      });
+      if (tried !== 'reshaped') {
+        swapped = tried;
+        break;
       }
-      throw err;
-    });
-    for (const t of tables) {
+      if (attempt >= MAX_COPIES) {
+        throw new SchemaMismatchError(
+          `${label}: the source changed the shape of ${now.map((t) => relLabel(t)).join(', ')} before each of ${MAX_COPIES} snapshots of the join was taken; ` +
+            `what changed is taken, nothing else was applied: run pgferry table add again once the table's schema changes have stopped`,
+        );
+      }
+      o.say(`${label}: the source changed the shape of a joining table before the snapshot at ${copied.position}; the replica's table takes it, and the copy is made again`);
+      now = await takeKeptShape(c, a, now);
+      await makeShadows(c, now);
+    }
+    for (const t of now) {
       const s = shadowOf(t, JOIN_SCHEMA);
       await c.query(`DROP TABLE IF EXISTS ${qualified(s.schema, s.table)}`);
     }
@@ -203,10 +232,10 @@ async function joinReplica(a: {
     await c.query(`DROP SCHEMA IF EXISTS ${ident(JOIN_SCHEMA)}`).catch(() => undefined);
     return {
       replica: name,
-      tables: tables.map((t) => relLabel(t)),
+      tables: swapped.names,
       position: copied.position,
       rows: copied.tables.reduce((n, t) => n + t.rows, 0),
-      replayed,
+      replayed: swapped.replayed,
       created,
     };
   });
@@ -251,13 +280,89 @@ async function prepareJoin(
     await TableRegistry.set(c, name, tables, 'copying', ZERO_LSN);
   });
   o.say(`${label}: ${tables.map((t) => relLabel(t)).join(', ')} joining; changes to ${tables.length > 1 ? 'them' : 'it'} are kept until the copy is in place`);
+  await makeShadows(c, tables);
+  return created;
+}
+
+/** The empty tables the copy goes into, shaped as the replica's tables are now. */
+async function makeShadows(c: pg.ClientBase, tables: TableRef[]): Promise<void> {
   await c.query(`CREATE SCHEMA IF NOT EXISTS ${ident(JOIN_SCHEMA)}`);
   for (const t of tables) {
     const s = shadowOf(t, JOIN_SCHEMA);
     await c.query(`DROP TABLE IF EXISTS ${qualified(s.schema, s.table)}`);
     await c.query(`CREATE UNLOGGED TABLE ${qualified(s.schema, s.table)} (LIKE ${qualified(t.schema, t.table)} INCLUDING GENERATED)`);
   }
-  return created;
+}
+
+/** Copies a join makes when the source keeps changing a joining table's shape before each snapshot. */
+const MAX_COPIES = 3;
+
+const nameKey = (t: { schema: string; table: string }) => tableKey(t.schema, t.table);
+const fromKey = (k: string) => {
+  const [schema, table] = JSON.parse(k) as [string, string];
+  return { schema, table };
+};
+
+/**
+ * What is kept for the joining tables, in the order the replica passed it:
+ * under every name the tables had or took through a kept RENAME (a re-run
+ * names the table as the source does now, an earlier attempt kept changes
+ * under its old name).
+ */
+async function keptFor(c: pg.ClientBase, replica: string, tables: { schema: string; table: string }[]): Promise<{ names: { schema: string; table: string }[]; messages: TxnMessage[] }> {
+  const all = await TableRegistry.allPending(c, replica);
+  const renames: [string, string][] = [];
+  for (const p of all) for (const ch of p.m.changes) if (ch.op === 'schema' && ch.before && ch.after) renames.push([nameKey(ch.before), nameKey(ch.after)]);
+  const names = new Set(tables.map(nameKey));
+  for (let grew = true; grew; ) {
+    grew = false;
+    for (const [a, b] of renames) {
+      if (names.has(a) === names.has(b)) continue;
+      names.add(names.has(a) ? b : a);
+      grew = true;
+    }
+  }
+  return { names: [...names].map(fromKey), messages: all.filter((p) => names.has(nameKey(p))).map((p) => p.m) };
+}
+
+/** A joining table as a kept schema change leaves it: its name and columns after it (those the source sends: not generated ones). */
+function reshaped(tables: TableRef[], ch: SchemaChange): TableRef[] {
+  if (!ch.after) return tables;
+  const names = [ch.before, ch.after].filter((x): x is NonNullable<typeof x> => x !== null).map(nameKey);
+  return tables.map((t) =>
+    names.includes(nameKey(t)) ? { ...t, schema: ch.after!.schema, table: ch.after!.table, columns: ch.after!.columns.filter((col) => !col.generated).map((col) => ({ name: col.name, type: col.type })) } : t,
+  );
+}
+
+/**
+ * Before a copy: the replica's joining tables take every schema change kept
+ * for them (by an earlier attempt, or before the last snapshot), as
+ * streaming applies one; what was kept is then dropped, since a snapshot
+ * taken from now on holds all of it. Returns the tables as named and shaped
+ * now. One replica transaction, with the checkpoint locked.
+ */
+async function takeKeptShape(c: pg.ClientBase, a: { config: Config; name: string }, tables: TableRef[]): Promise<TableRef[]> {
+  const { config, name } = a;
+  const log = logger.child({ replica: name });
+  const work = inTransaction(c, async () => {
+    await ProgressStore.lock(c, name, config.source.name);
+    const kept = await keptFor(c, name, tables);
+    let now = tables;
+    for (const m of kept.messages) {
+      for (const ch of m.changes) {
+        if (ch.op !== 'schema') continue;
+        await applySchemaChange(c, { replica: name, policy: replicaSchemaPolicy(config, name), log }, m, ch);
+        now = reshaped(now, ch);
+      }
+    }
+    await TableRegistry.clearPending(c, name, kept.names);
+    return now;
+  });
+  return work.catch((err) => {
+    // A change the replica's policy or its table refuses: fixed by hand, then the join is run again (it is not a replica to resume).
+    if (err instanceof SchemaMismatchError) err.message = `${err.message.replace(`, then run pgferry replica resume ${name}`, '')}; then run pgferry table add again`;
+    throw err;
+  });
 }
 
 /**
@@ -265,33 +370,38 @@ async function prepareJoin(
  * role as apply runs (the replica's own triggers and foreign-key actions do
  * not fire on rows the source already had): the copy replaces the tables'
  * rows (parents first), what was kept after the snapshot is applied in the
- * order the replica passed it, the tables are `ready` from the snapshot.
- * Returns how many kept chunks were applied.
+ * order the replica passed it — a schema change as streaming applies one,
+ * a RENAME moving the table and its registry entry — and the tables are
+ * `ready` from the snapshot. Returns how many kept chunks were applied and
+ * the tables' names after them; `reshaped` (nothing done) when a schema
+ * change of theirs at or before the snapshot was kept: the copy was made
+ * with the columns known before it, and is made again.
  */
-async function swapIn(c: pg.ClientBase, config: Config, name: string, tables: TableRef[], position: string): Promise<number> {
+async function swapIn(c: pg.ClientBase, config: Config, name: string, tables: TableRef[], position: string): Promise<{ replayed: number; names: string[] } | 'reshaped'> {
   if (!(await useReplicaRole(c))) logger.warn({ replica: name }, await replicaRoleAdvice(c, name));
   return inTransaction(c, async () => {
     await ProgressStore.lock(c, name, config.source.name);
+    const kept = await keptFor(c, name, tables);
+    if (kept.messages.some((m) => compareLsn(m.lsn, position) <= 0 && m.changes.some((ch) => ch.op === 'schema'))) return 'reshaped';
+    const after = kept.messages.filter((m) => compareLsn(m.lsn, position) > 0);
+    // Where the registry has each table now: under the name a kept RENAME gave it.
+    let current: TableRef[] = tables;
+    for (const m of after) for (const ch of m.changes) if (ch.op === 'schema' && ch.before) current = reshaped(current, ch);
     const states = new Map((await TableRegistry.list(c, name)).map((r) => [tableKey(r.schema, r.table), r.state]));
-    const gone = tables.filter((t) => states.get(tableKey(t.schema, t.table)) !== 'copying').map((t) => relLabel(t));
+    const gone = current.filter((t) => states.get(tableKey(t.schema, t.table)) !== 'copying').map((t) => relLabel(t));
     if (gone.length) throw new ConfigError(`table ${gone.join(', ')} is no longer joining (removed or rebuilt meanwhile)`);
-    const all = await TableRegistry.pending(c, name, tables, ZERO_LSN);
-    // A change of the tables' shape while they were copied: the copy's columns (and the kept rows) may not fit the replica's table.
-    const reshaped = all.find((m) => m.changes.some((ch) => ch.op === 'schema'));
-    if (reshaped) {
-      throw new SchemaMismatchError(`the source changed the shape of a joining table during the copy (schema change at source position ${reshaped.lsn}); make the replica's table match the source's`);
-    }
+    // The copy is the tables as they were named at the snapshot: their entries go back there, and the kept RENAME moves them again below.
+    for (let i = 0; i < tables.length; i++) if (nameKey(current[i]) !== nameKey(tables[i])) await TableRegistry.rename(c, name, current[i], tables[i]);
     for (const t of await parentsFirst(c, tables)) {
       await c.query(`DELETE FROM ${qualified(t.schema, t.table)}`);
       await c.query(fillFromShadowSql(t, shadowOf(t, JOIN_SCHEMA)));
     }
     await TableRegistry.set(c, name, tables, 'ready', position);
-    const kept = all.filter((m) => compareLsn(m.lsn, position) > 0);
     const applier = new Applier(c, name, logger.child({ replica: name }), await TableRegistry.gate(c, name, replicaTables(config, name), false), false, replicaSchemaPolicy(config, name));
-    for (const m of kept) await applier.apply(m);
+    for (const m of after) await applier.apply(m);
     await applier.flush();
-    await TableRegistry.clearPending(c, name, tables);
-    return kept.length;
+    await TableRegistry.clearPending(c, name, kept.names);
+    return { replayed: after.length, names: current.map((t) => relLabel(t)) };
   });
 }
 

@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { runCli } from '../helpers/procs';
-import { freePort } from '../helpers/ports';
+import { heldClosedPort } from '../helpers/ports';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
@@ -16,21 +16,34 @@ describe('pgferry CLI', () => {
   });
 
   it('status commands say which Temporal they could not reach and how to fix it (exit 3)', async () => {
-    const port = await freePort();
-    for (const cmd of [['replica', 'status'], ['replica', 'list', '--json'], ['capture', 'status'], ['replica', 'pause', 'a'], ['subscriber', 'status'], ['subscriber', 'resume', 'a']]) {
-      const r = await runCli(cmd, { TEMPORAL_ADDRESS: `127.0.0.1:${port}` });
-      expect(r.code, cmd.join(' ')).toBe(3);
-      const lines = r.stderr.split('\n').filter(Boolean);
-      expect(lines).toHaveLength(1);
-      expect(lines[0]).toMatch(new RegExp(`^pgferry: Temporal at 127\\.0\\.0\\.1:${port}: cannot connect .*; is pgferry up running\\? \\(or set temporal\\.address in the config file / TEMPORAL_ADDRESS`));
+    const held = await heldClosedPort(); // refusing throughout: a port found free could be taken before use
+    const port = held.port;
+    try {
+      for (const cmd of [['replica', 'status'], ['replica', 'list', '--json'], ['capture', 'status'], ['replica', 'pause', 'a'], ['subscriber', 'status'], ['subscriber', 'resume', 'a']]) {
+        const r = await runCli(cmd, { TEMPORAL_ADDRESS: `127.0.0.1:${port}` });
+        expect(r.code, cmd.join(' ')).toBe(3);
+        const lines = r.stderr.split('\n').filter(Boolean);
+        expect(lines).toHaveLength(1);
+        expect(lines[0]).toMatch(new RegExp(`^pgferry: Temporal at 127\\.0\\.0\\.1:${port}: cannot connect .*; is pgferry up running\\? \\(or set temporal\\.address in the config file / TEMPORAL_ADDRESS`));
+      }
+    } finally {
+      await held.release();
     }
   });
 
   it('tail says which RabbitMQ it could not reach and how to fix it (exit 3)', async () => {
-    const port = await freePort();
-    const r = await runCli(['tail', '--rabbitmq', `amqp://guest:guest@127.0.0.1:${port}`], {});
-    expect(r.code).toBe(3);
-    expect(r.stderr.trim()).toMatch(new RegExp(`^pgferry: RabbitMQ at amqp://guest:\\*+@127\\.0\\.0\\.1:${port}: cannot connect .*; start RabbitMQ`));
+    // Issue 26.11: a port held refusing for the whole test (a port found free could be taken before use), and one
+    // whose number holds 403 or 530: "connect ECONNREFUSED 127.0.0.1:40353" once read as AMQP's 403 ACCESS_REFUSED (exit 2).
+    for (const digits of ['403', '530']) {
+      const held = await heldClosedPort(digits);
+      try {
+        const r = await runCli(['tail', '--rabbitmq', `amqp://guest:guest@127.0.0.1:${held.port}`], {});
+        expect(r.code, `port ${held.port}: ${r.stderr}`).toBe(3);
+        expect(r.stderr.trim()).toMatch(new RegExp(`^pgferry: RabbitMQ at amqp://guest:\\*+@127\\.0\\.0\\.1:${held.port}: cannot connect \\(connect ECONNREFUSED 127\\.0\\.0\\.1:${held.port}\\); start RabbitMQ`));
+      } finally {
+        await held.release();
+      }
+    }
     const bad = await runCli(['tail', '--from', 'yesterday'], {});
     expect(bad.code).toBe(2);
     expect(bad.stderr.trim()).toBe("pgferry: --from 'yesterday': use now, beginning or an LSN such as 0/16B3748");
@@ -62,8 +75,8 @@ describe('pgferry CLI', () => {
   });
 
   it('logs JSON lines when stderr is not a terminal, with passwords masked', async () => {
-    const port = await freePort();
-    const r = await runCli(['init', '--source', `postgres://app:hunter2@127.0.0.1:${port}/db`, '--wait', '0'], { PGFERRY_LOG_FORMAT: '' });
+    const held = await heldClosedPort();
+    const r = await runCli(['init', '--source', `postgres://app:hunter2@127.0.0.1:${held.port}/db`, '--wait', '0'], { PGFERRY_LOG_FORMAT: '' }).finally(() => held.release());
     expect(r.code).toBe(3);
     const logLines = r.stderr.split('\n').filter((l) => l.startsWith('{'));
     expect(logLines.length).toBeGreaterThan(0);

@@ -6,6 +6,10 @@ import { formatLsn } from '../../src/lsn';
 import type pg from 'pg';
 import { createPool, REPLICA_SESSION_OPTIONS } from '../../src/pg';
 import { ensureTargetSchema } from '../../src/apply/target';
+import { TableRegistry } from '../../src/apply/table-registry';
+import { rewindReplica } from '../../src/apply/rewind';
+import { ProgressStore } from '../../src/apply/progress-store';
+import type { SchemaChange, TableShape } from '../../src/change';
 
 /**
  * Apply against logs written by hand (real RabbitMQ stream, real replica
@@ -201,5 +205,100 @@ describe('apply of crafted logs', () => {
       await pool.end();
       await log.rows('ALTER DATABASE replica RESET search_path');
     }
+  });
+  it('issue 26.7: a transaction renaming a table, re-sent from chunk 0 while the batch is open, follows the rename again (the registry rolls back with the savepoint)', async () => {
+    // Before the fix the registry the applier routes by kept the rename in memory after the savepoint
+    // rolled it back on the replica: the re-sent rows of t found no entry under t (dropped as unknown),
+    // the RENAME itself was dropped too, and the replica kept table t while t2's changes were lost.
+    await log.reset(`${SCHEMA} CREATE TABLE t (id bigint PRIMARY KEY, v text);`);
+    await log.cluster.withClient(log.db, async (c) => {
+      await ensureTargetSchema(c);
+      await TableRegistry.ensure(c, 'r', ['a', 'b', 't'].map((table) => ({ schema: 'public', table })));
+    });
+    const shape = (table: string): TableShape => ({
+      schema: 'public',
+      table,
+      columns: [
+        { num: 1, name: 'id', type: 'bigint', notNull: true, key: true, generated: false },
+        { num: 2, name: 'v', type: 'text', notNull: false, key: false, generated: false },
+      ],
+    });
+    const rename: SchemaChange = { op: 'schema', oid: 4242, command: 'ALTER TABLE', before: shape('t'), after: shape('t2'), fills: {}, unfilled: [] };
+    const rels = [relation('a'), relation('t'), relation('t2')];
+    const [big, later] = [next(), next()];
+    const chunk0 = txn(big, [ins('t', { id: '1', v: 'before rename' }), rename, ins('t2', { id: '2', v: 'after rename' })], { seq: 0, last: false, rels });
+    const chunk1 = txn(big, [ins('a', { id: '1', v: 'big' }), ins('a', { id: '2', v: 'big' })], { seq: 1, last: false, rels });
+    await log.publish(
+      chunk0,
+      chunk1,
+      // capture restarted mid-publish: the transaction again, whole, while the batch is still open
+      chunk0,
+      chunk1,
+      txn(big, [ins('a', { id: '3', v: 'big' })], { seq: 2, last: true, rels }),
+      txn(later, [ins('t2', { id: '3', v: 'later' })], { rels }),
+    );
+    const r = await log.apply();
+    expect(r.txns).toBe(2);
+    expect(await log.rows(`SELECT to_regclass('public.t')::text AS t, to_regclass('public.t2')::text AS t2`)).toEqual([{ t: null, t2: 't2' }]);
+    expect(await log.rows('SELECT id::int, v FROM t2 ORDER BY id')).toEqual([
+      { id: 1, v: 'before rename' },
+      { id: 2, v: 'after rename' },
+      { id: 3, v: 'later' },
+    ]);
+    expect(await log.rows('SELECT count(*)::int AS n FROM a')).toEqual([{ n: 3 }]);
+    expect(await log.rows(`SELECT table_name FROM pgferry.replica_tables WHERE replica = 'r' ORDER BY 1`)).toEqual([{ table_name: 'a' }, { table_name: 'b' }, { table_name: 't2' }]);
+  });
+  describe('issue 26.10: replica rewind across source histories', () => {
+    // H1 reached high positions; the source was re-created: H2 starts low again and is the source's history now.
+    const [h1a, h1b, h2a, h2b, h2c] = [0x90000, 0x90100, 0x2000, 0x2100, 0x2200];
+    const rewind = (to: number, history = 'H2') =>
+      rewindReplica({ rabbit: log.rabbit, source: log.source, replica: 'r', replicaUrl: log.cluster.url(log.db), to: formatLsn(BigInt(to)), sourceHistory: async () => history });
+    beforeEach(async () => {
+      await log.publish(
+        txn(h1a, [ins('b', { id: '1', v: 'h1' })], { history: 'H1' }),
+        txn(h1b, [ins('b', { id: '2', v: 'h1' })], { history: 'H1' }),
+        txn(h2a, [ins('a', { id: '1', v: 'h2' })], { history: 'H2' }),
+        txn(h2b, [ins('a', { id: '2', v: 'h2' })], { history: 'H2' }),
+        txn(h2c, [ins('a', { id: '3', v: 'h2' })], { history: 'H2' }),
+      );
+    });
+
+    it('a copy restored without a checkpoint is placed in the source history of now, which the checkpoint stores', async () => {
+      // Before the fix: H1's 0/90000 is above 0/2100, so the stream "no longer reached back" to it.
+      const r = await rewind(h2b);
+      expect(r).toMatchObject({ lsn: formatLsn(BigInt(h2b)), offset: 3, next: formatLsn(BigInt(h2c)), history: 'H2' });
+      expect(await log.rows(`SELECT lsn::text, stream_offset::int, history FROM pgferry.progress WHERE replica = 'r'`)).toEqual([{ lsn: '0/2100', stream_offset: 3, history: 'H2' }]);
+      // Applied from there: H2's transaction after the target only.
+      expect((await log.apply()).txns).toBe(1);
+      expect(await log.rows('SELECT id::int FROM a')).toEqual([{ id: 3 }]);
+      expect(await log.rows('SELECT count(*)::int AS n FROM b')).toEqual([{ n: 0 }]);
+    });
+
+    it("a target is read in the replica's own history (its checkpoint's), not compared with another's positions", async () => {
+      await log.cluster.withClient(log.db, async (c) => {
+        await ensureTargetSchema(c);
+        await ProgressStore.set(c, 'r', log.source, { lsn: formatLsn(BigInt(h1a)), offset: 0, history: 'H1' });
+      });
+      const r = await rewind(h1a);
+      expect(r).toMatchObject({ offset: 0, next: formatLsn(BigInt(h1b)), history: 'H1' });
+      expect(await log.rows(`SELECT history FROM pgferry.progress WHERE replica = 'r'`)).toEqual([{ history: 'H1' }]);
+    });
+
+    it("refuses a target past the end of the replica's history (it is a position of another one), changing nothing", async () => {
+      await log.cluster.withClient(log.db, async (c) => {
+        await ensureTargetSchema(c);
+        await ProgressStore.set(c, 'r', log.source, { lsn: formatLsn(BigInt(h1a)), offset: 0, history: 'H1' });
+      });
+      const err = await rewind(0x95000).catch((e) => e);
+      expect(err).toBeInstanceOf(GapError);
+      expect(String(err.message)).toMatch(/position 0\/95000 is not in source history H1, which replica 'r' belongs to: the stream holds H1 up to 0\/90100 \(offset 1\), then continues with H2 at offset 2; nothing was changed\. .*pgferry replica resync r/);
+      expect(await log.rows(`SELECT lsn::text, stream_offset::int, history FROM pgferry.progress WHERE replica = 'r'`)).toEqual([{ lsn: '0/90000', stream_offset: 0, history: 'H1' }]);
+    });
+
+    it('refuses a history the stream does not hold', async () => {
+      const err = await rewind(h2b, 'H3').catch((e) => e);
+      expect(err).toBeInstanceOf(GapError);
+      expect(String(err.message)).toMatch(/the stream of source '\w+' holds no transaction of source history H3, which replica 'r' belongs to; nothing was changed/);
+    });
   });
 });

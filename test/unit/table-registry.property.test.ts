@@ -212,4 +212,16 @@ describe('route', () => {
     expect(route({ ...ready, takesNewTables: false, legacy: new Set(['s.a']) }, m).unknown).toContain(tableKey('s', 'u'));
     expect(route({ ...ready, takesNewTables: false, legacy: new Set(['s.a', 's.u']) }, m).unknown).toEqual([]);
   });
+  it('issue 26.8: follows a joining table renamed during its copy, so its rows under the new name are kept, not unknown', () => {
+    const shape = (table: string) => ({ schema: 's', table, columns: [] });
+    const g = gate([[tableKey('s', 'j'), { state: 'copying', from: lsn(3) }]]);
+    const rename: TxnMessage = { ...message({ id: 4, changes: [] }), changes: [{ op: 'schema', oid: 1, command: 'ALTER TABLE', before: shape('j'), after: shape('k'), fills: {}, unfilled: [] }] };
+    const r = route(g, rename);
+    expect(r.pend?.keys).toEqual([tableKey('s', 'j')]);
+    expect([...r.entries!.entries()]).toEqual([[tableKey('s', 'k'), { state: 'copying', from: lsn(3) }]]);
+    const later: TxnMessage = { ...message({ id: 5, changes: [] }), relations: { k: { ...rel('j'), table: 'k' } }, changes: [{ op: 'insert', rel: 'k', new: { id: '1' } }] };
+    const r2 = route({ ...g, entries: r.entries }, later);
+    expect(r2.unknown).toEqual([]);
+    expect(r2.pend?.keys).toEqual([tableKey('s', 'k')]);
+  });
 });

@@ -43,7 +43,10 @@ export async function exportTriggerSnapshot(url: string, source: string): Promis
  * The source's snapshot now, and the position a consumer holding everything
  * in it has reached: a new tick of that very snapshot (made as capture makes
  * them, serialized with it), since trigger positions are <tick>/<rank>, not
- * LSNs: every transaction visible in the snapshot lies in a batch up to that tick.
+ * LSNs: every transaction visible in the snapshot lies in a batch up to that
+ * tick, at positions up to <tick>/FFFFFFFF (as for exportTriggerSnapshot). Not
+ * <tick>/0: a consumer passes that with the tick's first transaction, while
+ * the rest of the tick is still on its way.
  */
 export async function triggerPoint(c: pg.ClientBase): Promise<SourcePoint> {
   await c.query('BEGIN');
@@ -51,7 +54,7 @@ export async function triggerPoint(c: pg.ClientBase): Promise<SourcePoint> {
     await c.query(`SELECT pg_catalog.pg_advisory_xact_lock(${TICK_LOCK})`);
     const t = (await c.query('INSERT INTO pgferry.ticks (snap) VALUES (pg_catalog.pg_current_snapshot()) RETURNING tick_id::text AS tick, snap::text AS snap')).rows[0];
     await c.query('COMMIT');
-    return { snap: t.snap, lsn: formatLsn(BigInt(t.tick) << 32n) };
+    return { snap: t.snap, lsn: formatLsn((BigInt(t.tick) << 32n) | 0xffffffffn) };
   } catch (err) {
     await c.query('ROLLBACK').catch(() => undefined);
     throw err;
