@@ -251,6 +251,7 @@ describe('apply of crafted logs', () => {
   describe('issue 26.10: replica rewind across source histories', () => {
     // H1 reached high positions; the source was re-created: H2 starts low again and is the source's history now.
     const [h1a, h1b, h2a, h2b, h2c] = [0x90000, 0x90100, 0x2000, 0x2100, 0x2200];
+    // Offsets: the stream's identity marker is at 0, then h1a at 1 … h2c at 5.
     const rewind = (to: number, history = 'H2') =>
       rewindReplica({ rabbit: log.rabbit, source: log.source, replica: 'r', replicaUrl: log.cluster.url(log.db), to: formatLsn(BigInt(to)), sourceHistory: async () => history });
     beforeEach(async () => {
@@ -266,8 +267,8 @@ describe('apply of crafted logs', () => {
     it('a copy restored without a checkpoint is placed in the source history of now, which the checkpoint stores', async () => {
       // Before the fix: H1's 0/90000 is above 0/2100, so the stream "no longer reached back" to it.
       const r = await rewind(h2b);
-      expect(r).toMatchObject({ lsn: formatLsn(BigInt(h2b)), offset: 3, next: formatLsn(BigInt(h2c)), history: 'H2' });
-      expect(await log.rows(`SELECT lsn::text, stream_offset::int, history FROM pgferry.progress WHERE replica = 'r'`)).toEqual([{ lsn: '0/2100', stream_offset: 3, history: 'H2' }]);
+      expect(r).toMatchObject({ lsn: formatLsn(BigInt(h2b)), offset: 4, next: formatLsn(BigInt(h2c)), history: 'H2' });
+      expect(await log.rows(`SELECT lsn::text, stream_offset::int, history FROM pgferry.progress WHERE replica = 'r'`)).toEqual([{ lsn: '0/2100', stream_offset: 4, history: 'H2' }]);
       // Applied from there: H2's transaction after the target only.
       expect((await log.apply()).txns).toBe(1);
       expect(await log.rows('SELECT id::int FROM a')).toEqual([{ id: 3 }]);
@@ -277,22 +278,22 @@ describe('apply of crafted logs', () => {
     it("a target is read in the replica's own history (its checkpoint's), not compared with another's positions", async () => {
       await log.cluster.withClient(log.db, async (c) => {
         await ensureTargetSchema(c);
-        await ProgressStore.set(c, 'r', log.source, { lsn: formatLsn(BigInt(h1a)), offset: 0, history: 'H1' });
+        await ProgressStore.set(c, 'r', log.source, { lsn: formatLsn(BigInt(h1a)), offset: 1, history: 'H1' });
       });
       const r = await rewind(h1a);
-      expect(r).toMatchObject({ offset: 0, next: formatLsn(BigInt(h1b)), history: 'H1' });
+      expect(r).toMatchObject({ offset: 1, next: formatLsn(BigInt(h1b)), history: 'H1' });
       expect(await log.rows(`SELECT history FROM pgferry.progress WHERE replica = 'r'`)).toEqual([{ history: 'H1' }]);
     });
 
     it("refuses a target past the end of the replica's history (it is a position of another one), changing nothing", async () => {
       await log.cluster.withClient(log.db, async (c) => {
         await ensureTargetSchema(c);
-        await ProgressStore.set(c, 'r', log.source, { lsn: formatLsn(BigInt(h1a)), offset: 0, history: 'H1' });
+        await ProgressStore.set(c, 'r', log.source, { lsn: formatLsn(BigInt(h1a)), offset: 1, history: 'H1' });
       });
       const err = await rewind(0x95000).catch((e) => e);
       expect(err).toBeInstanceOf(GapError);
-      expect(String(err.message)).toMatch(/position 0\/95000 is not in source history H1, which replica 'r' belongs to: the stream holds H1 up to 0\/90100 \(offset 1\), then continues with H2 at offset 2; nothing was changed\. .*pgferry replica resync r/);
-      expect(await log.rows(`SELECT lsn::text, stream_offset::int, history FROM pgferry.progress WHERE replica = 'r'`)).toEqual([{ lsn: '0/90000', stream_offset: 0, history: 'H1' }]);
+      expect(String(err.message)).toMatch(/position 0\/95000 is not in source history H1, which replica 'r' belongs to: the stream holds H1 up to 0\/90100 \(offset 2\), then continues with H2 at offset 3; nothing was changed\. .*pgferry replica resync r/);
+      expect(await log.rows(`SELECT lsn::text, stream_offset::int, history FROM pgferry.progress WHERE replica = 'r'`)).toEqual([{ lsn: '0/90000', stream_offset: 1, history: 'H1' }]);
     });
 
     it('refuses a history the stream does not hold', async () => {
