@@ -123,24 +123,24 @@ export async function applySchemaChange(
 ): Promise<'applied' | 'already' | 'ignored'> {
   const said = describeSchemaChange(ch);
   if (ch.partition && ch.after) return applyPartitionChange(c, o, m, ch.after, ch.partition, said);
-  if (o.policy === 'ignore') {
-    o.log.info({ replica: o.replica, lsn: m.lsn, change: said }, 'schema change ignored (schema_changes: ignore)');
-    return 'ignored';
-  }
   const plan = planSchemaChange(ch);
-  const dropped = new Set(plan.steps.flatMap((s) => (s.kind === 'drop-column' ? [s.name] : [])));
-  const replaced = plan.steps.some((s) => s.kind === 'add-column' && dropped.has(s.column.name)); // DROP x, ADD x: same names, new values
   const where = `replica '${o.replica}': schema change at source position ${m.lsn}: ${said}`;
-  const creates = plan.steps[0]?.kind === 'create-table';
-  if (creates && (await holdsRows(c, plan.target))) {
-    // A table the source creates new is empty there: rows here are another table's history
-    // (a DROP TABLE the replica never got, or rows written by hand). Merging them is divergence.
+  if (plan.steps[0]?.kind === 'create-table' && (await holdsRows(c, plan.target))) {
+    // A table the source creates new is empty there: rows here are another table's history (a DROP
+    // TABLE the replica never got or ignored, or rows written by hand). Merging them is divergence,
+    // whatever the policy.
     throw new SchemaMismatchError(
       `${where}; the replica already has a table ${relLabel(plan.target)} holding rows, while the source's table is new and starts empty: ` +
         `drop or empty the replica's table (or rename it to keep its rows), then run pgferry replica resume ${o.replica}`,
       { sourceLsn: m.lsn },
     );
   }
+  if (o.policy === 'ignore') {
+    o.log.info({ replica: o.replica, lsn: m.lsn, change: said }, 'schema change ignored (schema_changes: ignore)');
+    return 'ignored';
+  }
+  const dropped = new Set(plan.steps.flatMap((s) => (s.kind === 'drop-column' ? [s.name] : [])));
+  const replaced = plan.steps.some((s) => s.kind === 'add-column' && dropped.has(s.column.name)); // DROP x, ADD x: same names, new values
   const gone = plan.steps[0]?.kind === 'drop-table' && !(await replicaShape(c, plan.table));
   if (gone || (ch.after && !replaced && (await alreadyThere(c, ch.after, ch.before)))) {
     o.log.info({ replica: o.replica, lsn: m.lsn, change: said }, 'schema change already on the replica');
