@@ -56,7 +56,12 @@ const WINDOW_S = Number(process.env.PGFERRY_CHAOS_SECONDS ?? 40);
 const MODE = process.env.PGFERRY_CHAOS_MODE === 'trigger' ? 'trigger' : 'wal';
 const seeds = process.env.PGFERRY_CHAOS_SEED ? [BASE] : Array.from({ length: SEEDS }, (_, i) => BASE + i);
 const FEATURE_SET = chaosFeatures();
-const FEATURE_LABEL = FEATURE_SET.size === FEATURES.length ? 'all' : FEATURE_SET.size ? [...FEATURE_SET].join(',') : 'none';
+const FEATURE_LABEL =
+  FEATURE_SET.size === FEATURES.length && !Object.keys(FEATURE_SET.ops).length
+    ? 'all'
+    : FEATURE_SET.size
+      ? [...FEATURE_SET].map((x) => (FEATURE_SET.ops[x] ? `${x}=${[...FEATURE_SET.ops[x]!].join('+')}` : x)).join(',')
+      : 'none';
 /** The stream's retention as capture declares it by default (a re-declaration with other arguments is refused). */
 const DEFAULT_RETENTION = { maxBytes: 20 * 1024 ** 3, maxAge: '7D', segmentBytes: 500_000_000 };
 

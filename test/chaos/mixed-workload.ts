@@ -44,6 +44,8 @@ export const CHAOS_SCHEMA = `
   CREATE TABLE parts_2026_02 PARTITION OF parts FOR VALUES FROM ('2026-02-01') TO ('2026-03-01');
   CREATE TABLE kd (id int PRIMARY KEY DEFERRABLE INITIALLY IMMEDIATE, v text NOT NULL);
   INSERT INTO kd SELECT g, 'k' || g FROM generate_series(1, 40) g;
+  -- PostgreSQL takes no deferrable index as replica identity: WAL capture needs FULL to publish kd's updates (trigger capture keys it by its primary key).
+  ALTER TABLE kd REPLICA IDENTITY FULL;
   CREATE TABLE ri (a int NOT NULL, b int NOT NULL, v text);
   CREATE UNIQUE INDEX ri_ab ON ri (a, b);
   ALTER TABLE ri REPLICA IDENTITY USING INDEX ri_ab;
@@ -59,13 +61,42 @@ export const CHAOS_TABLES = ['audit', 'counters', 'events', 'bulk', 'scratch', '
 export const FEATURES = ['ddl', 'partitions', 'keys', 'guc', 'stream', 'join'] as const;
 export type Feature = (typeof FEATURES)[number];
 
-/** PGFERRY_CHAOS_FEATURES: a comma-separated subset of FEATURES; unset or "all": every one; "none" (or empty): the base mix alone. */
-export function chaosFeatures(spec = process.env.PGFERRY_CHAOS_FEATURES): Set<Feature> {
-  if (spec === undefined || spec.trim() === 'all') return new Set(FEATURES);
-  const names = spec.split(',').map((s) => s.trim()).filter((s) => s && s !== 'none');
-  const bad = names.filter((n) => !(FEATURES as readonly string[]).includes(n));
-  if (bad.length) throw new Error(`PGFERRY_CHAOS_FEATURES: unknown feature ${bad.join(', ')}; known: ${FEATURES.join(', ')}, all, none`);
-  return new Set(names as Feature[]);
+/** The operations of `ddl` and `partitions`, by the names a feature may narrow them to (`ddl=recreate+rename-table`). */
+export const DDL_KINDS: Record<string, string> = {
+  add: 'add column',
+  drop: 'drop column',
+  'rename-column': 'rename column',
+  bigint: 'int→bigint',
+  text: 'varchar→text',
+  recreate: 'drop+create table',
+  'rename-table': 'rename table',
+};
+export const PARTITION_OPS = ['create', 'attach', 'detach', 'truncate'] as const;
+
+/**
+ * PGFERRY_CHAOS_FEATURES: a comma-separated subset of FEATURES; unset or
+ * "all": every one; "none" (or empty): the base mix alone. `ddl` and
+ * `partitions` may be narrowed to some of their operations, joined by `+`:
+ * `ddl=add+rename-column`, `partitions=truncate+detach` (rows are always written).
+ */
+export function chaosFeatures(spec = process.env.PGFERRY_CHAOS_FEATURES): Set<Feature> & { ops: Partial<Record<Feature, Set<string>>> } {
+  const out = Object.assign(new Set<Feature>(), { ops: {} as Partial<Record<Feature, Set<string>>> });
+  if (spec === undefined || spec.trim() === 'all') {
+    for (const f of FEATURES) out.add(f);
+    return out;
+  }
+  for (const token of spec.split(',').map((x) => x.trim()).filter((x) => x && x !== 'none')) {
+    const [name, sub] = token.split('=');
+    if (!(FEATURES as readonly string[]).includes(name)) throw new Error(`PGFERRY_CHAOS_FEATURES: unknown feature ${name}; known: ${FEATURES.join(', ')}, all, none`);
+    out.add(name as Feature);
+    if (sub === undefined) continue;
+    const known: readonly string[] = name === 'ddl' ? Object.keys(DDL_KINDS) : name === 'partitions' ? PARTITION_OPS : [];
+    const ops = sub.split('+');
+    const bad = ops.filter((o) => !known.includes(o));
+    if (bad.length) throw new Error(`PGFERRY_CHAOS_FEATURES: ${name} has no operation ${bad.join(', ')}; known: ${known.join(', ') || 'none'}`);
+    out.ops[name as Feature] = new Set(ops);
+  }
+  return out;
 }
 
 const bump = (m: Record<string, number>, k: string, n = 1) => void (m[k] = (m[k] ?? 0) + n);
@@ -100,7 +131,7 @@ export class MixedWorkload {
   private readonly rand: () => number;
   /** The widened workload's own draws: the base mix is the same, draw for draw, whichever features are on. */
   private readonly frand: () => number;
-  private readonly features: Set<Feature>;
+  private readonly features: ReturnType<typeof chaosFeatures>;
   private readonly mode: 'wal' | 'trigger';
 
   // The source's shape as the workload believes it; re-read from the catalog after any error.
@@ -120,11 +151,11 @@ export class MixedWorkload {
     seed: number,
     /** Rows of a large transaction: [min, max). */
     private readonly largeRows: [number, number] = [300, 3000],
-    opts: { features?: Set<Feature>; mode?: 'wal' | 'trigger' } = {},
+    opts: { features?: ReturnType<typeof chaosFeatures>; mode?: 'wal' | 'trigger' } = {},
   ) {
     this.rand = mulberry32(seed);
     this.frand = mulberry32(seed ^ 0x5eed_0026);
-    this.features = opts.features ?? new Set();
+    this.features = opts.features ?? chaosFeatures('none');
     this.mode = opts.mode ?? 'wal';
     this.workloadFeatures = (['ddl', 'partitions', 'keys', 'guc', 'join'] as const).filter((f) => this.features.has(f));
   }
@@ -350,7 +381,8 @@ export class MixedWorkload {
     const fresh = () => `c${++this.colSeq}_${this.committed}`;
     const ints = cols.filter((c) => c.type === 'int');
     const varchars = cols.filter((c) => c.type === 'varchar');
-    const kinds = ['add column', 'add column', 'rename column', 'drop column', 'int→bigint', 'varchar→text', 'drop+create table', 'rename table'];
+    const allowed = this.features.ops.ddl;
+    const kinds = ['add', 'add', 'rename-column', 'drop', 'bigint', 'text', 'recreate', 'rename-table'].filter((k) => !allowed || allowed.has(k)).map((k) => DDL_KINDS[k]);
     let kind = this.pick(kinds);
     if ((kind === 'rename column' || kind === 'drop column') && !cols.length) kind = 'add column';
     if (kind === 'int→bigint' && !ints.length) kind = 'add column';
@@ -412,9 +444,15 @@ export class MixedWorkload {
       else await a.query(`DELETE FROM parts WHERE id IN (SELECT id FROM parts WHERE at >= $1::date AND at < $1::date + interval '1 month' LIMIT 3)`, [month(m)]);
       return () => bump(this.partitionOps, 'rows');
     }
-    if (r < 0.72 || this.months.length < 2) return this.partitionCreate(a, 'create');
-    if (r < 0.8) return this.partitionCreate(a, 'attach');
-    if (r < 0.9) {
+    // Narrowed (partitions=…): the operation drawn is replaced by the first allowed one in this order.
+    const allowed = this.features.ops.partitions;
+    const ok = (op: string) => !allowed || allowed.has(op);
+    let op = r < 0.72 || this.months.length < 2 ? 'create' : r < 0.8 ? 'attach' : r < 0.9 ? 'truncate' : 'detach';
+    if (!ok(op)) op = [op, ...PARTITION_OPS].find((o) => ok(o) && (o === 'truncate' || o === 'detach' ? this.months.length >= 2 : true)) ?? 'rows';
+    if (op === 'rows') return this.partitionStep(a);
+    if (op === 'create') return this.partitionCreate(a, 'create');
+    if (op === 'attach') return this.partitionCreate(a, 'attach');
+    if (op === 'truncate') {
       const m = this.pick(this.months);
       await a.query(`TRUNCATE ${q(partName(m))}`);
       return () => bump(this.partitionOps, 'truncate');
