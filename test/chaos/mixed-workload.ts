@@ -167,6 +167,12 @@ export class MixedWorkload {
     this.done = this.run();
   }
 
+  /** The source goes quiet (no transaction begins) for `ms`: a fault may want to land on an idle source. */
+  private quietUntil = 0;
+  quiet(ms: number): void {
+    this.quietUntil = Date.now() + ms;
+  }
+
   /** The tables to compare, under their current names (ddl_t may be renamed at the end). */
   tables(): string[] {
     return CHAOS_TABLES.map((t) => (t === 'ddl_t' ? this.ddlName : t));
@@ -194,6 +200,10 @@ export class MixedWorkload {
         await a.connect();
         await b.connect();
         while (!this.stopped) {
+          if (Date.now() < this.quietUntil) {
+            await new Promise((r) => setTimeout(r, 100));
+            continue;
+          }
           if (this.stale) await this.readShape(a);
           if (this.workloadFeatures.length && this.frand() < 0.3) await this.widened(a);
           else await this.one(a, b);
