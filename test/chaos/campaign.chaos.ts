@@ -5,14 +5,16 @@ import * as amqp from 'amqplib';
 import { mulberry32 } from '../helpers/random-workload';
 import { decodeTxn } from '../../src/changelog/envelope';
 import { StreamReader } from '../../src/changelog/stream';
-import { cli, StopWaiting } from '../helpers/fixture';
+import { cli, StopWaiting, upArgs } from '../helpers/fixture';
 import { ROOT, startNode, Proc } from '../helpers/procs';
 import { waitFor } from '../helpers/wait';
 import { fingerprint } from '../helpers/fixture';
 import { auditIds } from '../faults/harness/audit';
 import { restartTemporal } from '../faults/harness/faults';
 import { FaultWorld, PrivateRabbit, REPLICAS, Supervisor } from '../faults/harness/system';
-import { CHAOS_SCHEMA, CHAOS_TABLES, MixedWorkload } from './mixed-workload';
+import { declareStream } from '../../src/changelog/stream';
+import { streamName } from '../../src/names';
+import { chaosFeatures, CHAOS_SCHEMA, FEATURES, MixedWorkload } from './mixed-workload';
 
 /**
  * The randomized fault campaign (`npm run test:chaos`; a short form runs in
@@ -34,6 +36,18 @@ import { CHAOS_SCHEMA, CHAOS_TABLES, MixedWorkload } from './mixed-workload';
  * PGFERRY_CHAOS_SECONDS is each run's fault window (default 40);
  * PGFERRY_CHAOS_MODE=trigger captures with triggers instead of logical
  * decoding (the walsender fault then terminates capture's source sessions).
+ *
+ * Widened search (issue 26), PGFERRY_CHAOS_FEATURES=ddl,partitions,keys,guc,stream,join
+ * (default all; "none" for the base mix alone; a seed replays with the same
+ * feature set): schema changes, partition maintenance and odd key shapes in
+ * the workload (mixed-workload.ts); the stream deleted and re-declared on the
+ * private RabbitMQ (`stream`); `joiner` joining replicas again with
+ * `pgferry table add --replace` during the load (`join`). Replicas take schema
+ * changes (`schema_changes: apply`, the default for replicas given by flag),
+ * and the source is superuser-owned, so init installs the event triggers.
+ * The oracle for the stream's deletion: each replica equals the source or
+ * stops in needs_resync; the campaign then runs `pgferry replica resync` and
+ * waits for equality. A replica `running` and different is a failure.
  */
 const SEEDS = Number(process.env.PGFERRY_CHAOS_SEEDS ?? 1);
 const BASE = Number(process.env.PGFERRY_CHAOS_SEED ?? process.env.PGFERRY_CHAOS_BASE ?? Math.floor(Math.random() * 1e6));
@@ -41,6 +55,15 @@ const WINDOW_S = Number(process.env.PGFERRY_CHAOS_SECONDS ?? 40);
 /** PGFERRY_CHAOS_MODE=trigger runs the campaign on trigger capture (default wal). */
 const MODE = process.env.PGFERRY_CHAOS_MODE === 'trigger' ? 'trigger' : 'wal';
 const seeds = process.env.PGFERRY_CHAOS_SEED ? [BASE] : Array.from({ length: SEEDS }, (_, i) => BASE + i);
+const FEATURE_SET = chaosFeatures();
+const FEATURE_LABEL =
+  FEATURE_SET.size === FEATURES.length && !Object.keys(FEATURE_SET.ops).length
+    ? 'all'
+    : FEATURE_SET.size
+      ? [...FEATURE_SET].map((x) => (FEATURE_SET.ops[x] ? `${x}=${[...FEATURE_SET.ops[x]!].join('+')}` : x)).join(',')
+      : 'none';
+/** The stream's retention as capture declares it by default (a re-declaration with other arguments is refused). */
+const DEFAULT_RETENTION = { maxBytes: 20 * 1024 ** 3, maxAge: '7D', segmentBytes: 500_000_000 };
 
 const RESULTS = path.join(__dirname, 'results');
 
@@ -60,6 +83,18 @@ interface RunRow {
   /** Times apply undid part of a transaction sent again, or left one whose chunks stopped (the paths of defect A). */
   resent?: number;
   abandoned?: number;
+  /** The widened workload (issue 26): which features, and what it did. */
+  mode?: string;
+  features?: string;
+  ddl?: Record<string, number>;
+  partitionOps?: Record<string, number>;
+  keyOps?: Record<string, number>;
+  keyMoves?: number;
+  gucSets?: number;
+  streamDeletions?: number;
+  joins?: number;
+  resyncs?: number;
+  subscriberStops?: number;
   outcome: string;
 }
 const rows: RunRow[] = [];
@@ -70,7 +105,7 @@ const SEEN = `CREATE TABLE seen (seq bigserial PRIMARY KEY, subscriber text NOT 
 
 const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
 
-describe(`chaos campaign (${MODE} capture): ${seeds.length} run(s) of ${WINDOW_S} s, seeds ${seeds.join(', ')}`, () => {
+describe(`chaos campaign (${MODE} capture, features ${FEATURE_LABEL}): ${seeds.length} run(s) of ${WINDOW_S} s, seeds ${seeds.join(', ')}`, () => {
   let rabbit: PrivateRabbit;
 
   beforeAll(async () => {
@@ -84,7 +119,9 @@ describe(`chaos campaign (${MODE} capture): ${seeds.length} run(s) of ${WINDOW_S
 
   for (const seed of seeds) {
     it(`seed ${seed}: every transaction exactly once on both replicas and the subscriber`, async () => {
-      console.log(`chaos: seed ${seed} (replay with PGFERRY_CHAOS_SEED=${seed} npm run test:chaos)`);
+      console.log(
+        `chaos: seed ${seed} (replay with PGFERRY_CHAOS_SEED=${seed} PGFERRY_CHAOS_MODE=${MODE} PGFERRY_CHAOS_FEATURES=${FEATURE_LABEL} npm run test:chaos)`,
+      );
       const rand = mulberry32(seed);
       const f = await FaultWorld.create({
         schema: CHAOS_SCHEMA,
@@ -109,6 +146,12 @@ describe(`chaos campaign (${MODE} capture): ${seeds.length} run(s) of ${WINDOW_S
         subscriberLost: null,
         subscriberDuplicated: null,
         convergedSeconds: null,
+        mode: MODE,
+        features: FEATURE_LABEL,
+        streamDeletions: 0,
+        joins: 0,
+        resyncs: 0,
+        subscriberStops: 0,
         outcome: '',
       };
       rows.push(row);
@@ -118,7 +161,17 @@ describe(`chaos campaign (${MODE} capture): ${seeds.length} run(s) of ${WINDOW_S
       let watchSubscriber: NodeJS.Timeout | null = null;
       /** Every pgferry process of the run, for what their logs say about re-sent transactions. */
       const procs = new Set<Proc>();
-      const load = new MixedWorkload(f.w.sourceUrl, seed);
+      const load = new MixedWorkload(f.w.sourceUrl, seed, undefined, { features: FEATURE_SET, mode: MODE });
+      /** Connection flags for the CLI commands the campaign runs (table add, replica resync). */
+      const conn = upArgs(f.w).slice(1);
+      /** Replicas whose joiner join has not completed (a refused or interrupted table add is run again at the end). */
+      const joinPending = new Set<string>();
+      const join = async (r: string) => {
+        const res = await cli(f.w, ['table', 'add', 'joiner', '--only', r, '--replace', ...conn]);
+        if (res.code !== 0) throw new Error(`table add joiner --only ${r} exited ${res.code}: ${(res.stderr || res.stdout).trim().split('\n').slice(-1)[0]}`);
+        joinPending.delete(r);
+        row.joins! += 1;
+      };
       try {
         const positionsUrl = await f.w.replicas.createDatabase('positions');
         await f.w.replicas.withClient('positions', (c) => c.query(SEEN));
@@ -137,11 +190,23 @@ describe(`chaos campaign (${MODE} capture): ${seeds.length} run(s) of ${WINDOW_S
           });
         };
         startSubscriber();
+        const stoppedAt = new Map<Proc, number>();
+        /** Loud subscriber stops after the stream was first deleted (only those excuse rows it did not see). */
+        let gapStops = 0;
         watchSubscriber = setInterval(() => {
           for (const p of [f.apply, f.capture]) if (p) procs.add(p);
           const s = subscriber!;
           if (s.child.exitCode === null && s.child.signalCode === null) return;
-          if (s.child.signalCode !== 'SIGKILL') console.log(`chaos: the subscriber exited (${s.child.exitCode}): ${s.output().slice(-600)}`);
+          if (s.child.signalCode !== 'SIGKILL') {
+            // A loud stop (a gap, after the stream was deleted): noted, and restarted no faster than every 5 s.
+            if (!stoppedAt.has(s)) {
+              stoppedAt.set(s, Date.now());
+              row.subscriberStops! += 1;
+              if (row.streamDeletions) gapStops += 1;
+              console.log(`chaos: the subscriber exited (${s.child.exitCode}): ${s.output().slice(-600)}`);
+            }
+            if (Date.now() - stoppedAt.get(s)! < 5000) return;
+          }
           subscriberRestarts += 1;
           startSubscriber();
         }, 500);
@@ -176,6 +241,42 @@ describe(`chaos campaign (${MODE} capture): ${seeds.length} run(s) of ${WINDOW_S
             f.w.replicas.start();
           },
         };
+        if (FEATURE_SET.has('stream')) {
+          // The stream deleted (as an operator or a retention accident would), then declared again: by
+          // the campaign after a moment, as capture would when it restarts (same arguments, whichever is first).
+          // Half the time on a quiet source (the workload paused around it, so the new stream stays short
+          // of the offsets replicas had consumed); half the time left to capture to declare again.
+          faults['stream deleted'] = async () => {
+            const quiet = rand() < 0.5;
+            const byCapture = rand() < 0.5;
+            if (quiet) load.quiet(8000 + rand() * 8000);
+            await rabbit.ctl('delete_queue', streamName(f.w.sourceName));
+            row.streamDeletions! += 1;
+            console.log(`chaos:   the stream deleted${quiet ? ', the source quiet' : ''}; declared again by ${byCapture ? 'capture' : 'the campaign'}`);
+            if (byCapture) return;
+            await sleep(500 + rand() * 3000);
+            const c = await amqp.connect(rabbit.url);
+            try {
+              await declareStream(c, f.w.sourceName, DEFAULT_RETENTION);
+            } finally {
+              await c.close().catch(() => undefined);
+            }
+          };
+        }
+        if (FEATURE_SET.has('join')) {
+          // joiner joins a replica again during the load: half the time it is removed first (and misses
+          // changes for a moment), then `table add --replace` copies it from a snapshot and replays the rest.
+          faults['table joined'] = async () => {
+            const r = REPLICAS[Math.floor(rand() * REPLICAS.length)];
+            joinPending.add(r);
+            if (rand() < 0.5) {
+              const res = await cli(f.w, ['table', 'remove', 'joiner', '--only', r, ...conn]);
+              if (res.code !== 0) console.log(`chaos: table remove joiner --only ${r} exited ${res.code}: ${(res.stderr || res.stdout).trim()}`);
+              await sleep(500 + rand() * 3000);
+            }
+            await join(r);
+          };
+        }
         const kinds = Object.keys(faults);
         const until = Date.now() + WINDOW_S * 1000;
         while (Date.now() < until) {
@@ -197,10 +298,34 @@ describe(`chaos campaign (${MODE} capture): ${seeds.length} run(s) of ${WINDOW_S
         // Settle: the workload goes on a little with everything up, then stops; wait for convergence.
         await sleep(3000);
         row.committed = await load.stop();
-        Object.assign(row, { large: load.large, interleaved: load.interleaved, rolledBack: load.rolledBack });
+        Object.assign(row, {
+          large: load.large,
+          interleaved: load.interleaved,
+          rolledBack: load.rolledBack,
+          ddl: load.ddl,
+          partitionOps: load.partitionOps,
+          keyOps: load.keyOps,
+          keyMoves: load.keyMoves,
+          gucSets: load.gucSets,
+        });
+        // A join refused or cut short by a fault is run again now (the replica does not take joiner until it completes).
+        for (const r of [...joinPending]) {
+          await join(r).catch(async (err) => {
+            console.log(`chaos: ${(err as Error).message}; again in 5 s`);
+            await sleep(5000);
+            await join(r);
+          });
+        }
         const t0 = Date.now();
         let stuck: Error | null = null;
-        await converge(f, 300_000).catch((err) => (stuck = err as Error));
+        await converge(f, 300_000, load.tables(), {
+          streamDeleted: () => row.streamDeletions! > 0,
+          resync: async (r) => {
+            const res = await cli(f.w, ['replica', 'resync', r, ...conn]);
+            if (res.code !== 0) throw new StopWaiting(`replica resync ${r} exited ${res.code}: ${(res.stderr || res.stdout).trim().split('\n').slice(-1)[0]}`);
+            row.resyncs! += 1;
+          },
+        }).catch((err) => (stuck = err as Error));
         if (!stuck) row.convergedSeconds = (Date.now() - t0) / 1000;
         const src = await auditIds(f.w, null);
         let lost = 0;
@@ -215,22 +340,29 @@ describe(`chaos campaign (${MODE} capture): ${seeds.length} run(s) of ${WINDOW_S
         if (lost || duplicated) await diagnose(f, rabbit.url, src);
         const sub = await subscriberAudit(f, new Set(src));
         Object.assign(row, { subscriberLost: sub.lost, subscriberDuplicated: sub.duplicated });
+        // After the stream was deleted, what was in it is in no log: a subscriber that stopped loudly (its
+        // gap) may miss it; one that missed rows without stopping skipped them silently.
+        const subscriberLostLoudly = row.streamDeletions! > 0 && gapStops > 0;
+        if (subscriberLostLoudly && sub.lost) console.log(`chaos: the subscriber stopped at the stream's deletion; ${sub.lost} audit rows not seen (in no log)`);
+        const subscriberLost = subscriberLostLoudly ? 0 : sub.lost;
         if (stuck) row.outcome = `DID NOT CONVERGE: ${(stuck as Error).message.split('\n')[0]}`;
         const said = (re: RegExp) => [...procs].reduce((n, p) => n + (p.output().match(re)?.length ?? 0), 0);
         row.resent = said(/transaction sent again in the stream/g);
         row.abandoned = said(/transaction incomplete in the stream/g);
         row.outcome ||=
-          lost || duplicated || sub.lost || sub.duplicated || sub.outOfOrder
+          lost || duplicated || subscriberLost || sub.duplicated || sub.outOfOrder
             ? `AUDIT FAILED${sub.outOfOrder ? ` (subscriber out of order ${sub.outOfOrder}×)` : ''}`
-            : `replicas equal the source; subscriber saw each once, in order${subscriberRestarts ? ` (${subscriberRestarts} restarts)` : ''}`;
-        expect({ lost, duplicated, subscriberLost: sub.lost, subscriberDuplicated: sub.duplicated, outOfOrder: sub.outOfOrder }).toEqual({
+            : `replicas equal the source${row.resyncs ? ` (after ${row.resyncs} resyncs)` : ''}; subscriber ${
+                subscriberLostLoudly && sub.lost ? `stopped at the stream's gap (${sub.lost} audit rows in no log), saw the rest once, in order` : 'saw each once, in order'
+              }${subscriberRestarts ? ` (${subscriberRestarts} restarts)` : ''}`;
+        if (stuck) throw stuck;
+        expect({ lost, duplicated, subscriberLost, subscriberDuplicated: sub.duplicated, outOfOrder: sub.outOfOrder }).toEqual({
           lost: 0,
           duplicated: 0,
           subscriberLost: 0,
           subscriberDuplicated: 0,
           outOfOrder: 0,
         });
-        if (stuck) throw stuck;
       } catch (err) {
         row.outcome ||= `FAILED: ${(err as Error).message.split('\n').slice(0, 3).join(' ')}`;
         throw err;
@@ -250,12 +382,21 @@ describe(`chaos campaign (${MODE} capture): ${seeds.length} run(s) of ${WINDOW_S
 /**
  * Wait until both replicas hold the source's content, failing early on a
  * stopped replica or when nothing moves for a minute: first the audit row
- * counts (cheap), then every table's row count and row hash.
+ * counts (cheap), then every table's row count and row hash. After the
+ * stream was deleted, a replica in needs_resync is what pgferry must do: it
+ * is resynced (`opts.resync`) and waited for like the others; one that stays
+ * running and differs is the failure.
  */
-async function converge(f: FaultWorld, timeoutMs: number): Promise<void> {
+async function converge(
+  f: FaultWorld,
+  timeoutMs: number,
+  tables: string[],
+  opts: { streamDeleted: () => boolean; resync: (replica: string) => Promise<void> },
+): Promise<void> {
   let lastStatus = 0;
   let detail = '';
   let changedAt = Date.now();
+  let states: Record<string, string> = {};
   const count = (cluster: FaultWorld['w']['source'], db: string) => cluster.withClient(db, async (c) => (await c.query('SELECT count(*)::int AS n FROM audit')).rows[0].n as number);
   await waitFor(
     'both replicas to equal the source',
@@ -264,8 +405,14 @@ async function converge(f: FaultWorld, timeoutMs: number): Promise<void> {
         lastStatus = Date.now();
         const r = await cli(f.w, ['status', '--json']).catch(() => null);
         const s = r?.stdout ? (JSON.parse(r.stdout) as { replicas?: { replica: string; state: string; lastError?: string | null }[] }) : null;
-        const stopped = s?.replicas?.find((x) => x.state === 'failed' || x.state === 'needs_resync');
-        if (stopped) throw new StopWaiting(`replica '${stopped.replica}' is ${stopped.state}: ${stopped.lastError}`);
+        states = Object.fromEntries((s?.replicas ?? []).map((x) => [x.replica, x.state]));
+        for (const x of s?.replicas ?? []) {
+          if (x.state === 'needs_resync' && opts.streamDeleted()) {
+            console.log(`chaos: replica '${x.replica}' is needs_resync after the stream's deletion (${x.lastError}): pgferry replica resync ${x.replica}`);
+            await opts.resync(x.replica);
+            changedAt = Date.now();
+          } else if (x.state === 'failed' || x.state === 'needs_resync') throw new StopWaiting(`replica '${x.replica}' is ${x.state}: ${x.lastError}`);
+        }
       }
       const want = await count(f.w.source, 'app');
       const parts: string[] = [];
@@ -274,11 +421,11 @@ async function converge(f: FaultWorld, timeoutMs: number): Promise<void> {
         if (n !== want) parts.push(`${r}: ${n}/${want} audit rows`);
       }
       if (!parts.length) {
-        for (const t of CHAOS_TABLES) {
+        for (const t of tables) {
           const src = await fingerprint(f.w.source, 'app', t);
           for (const r of REPLICAS) {
-            const dst = await fingerprint(f.w.replicas, `replica_${r}`, t);
-            if (src.rows !== dst.rows || src.hash !== dst.hash) parts.push(`${r}.${t}: ${dst.rows}/${src.rows} rows`);
+            const dst = await fingerprint(f.w.replicas, `replica_${r}`, t).catch((err) => ({ rows: `(${(err as Error).message})`, hash: '' }));
+            if (src.rows !== dst.rows || src.hash !== dst.hash) parts.push(`${r}.${t}: ${dst.rows}/${src.rows} rows${src.rows === dst.rows ? ' (content differs)' : ''}`);
           }
         }
       }
@@ -287,7 +434,12 @@ async function converge(f: FaultWorld, timeoutMs: number): Promise<void> {
         detail = now;
         changedAt = Date.now();
       } else if (parts.length && Date.now() - changedAt > 60_000) {
-        throw new StopWaiting('no replica moved for 60 s');
+        const running = REPLICAS.filter((r) => parts.some((p) => p.startsWith(`${r}`)) && states[r] === 'running');
+        throw new StopWaiting(
+          running.length
+            ? `replica ${running.map((r) => `'${r}'`).join(', ')} running and different from the source for 60 s${opts.streamDeleted() ? ' (after the stream was deleted)' : ''}`
+            : 'no replica moved for 60 s',
+        );
       }
       return parts.length === 0;
     },
@@ -356,10 +508,16 @@ async function subscriberAudit(f: FaultWorld, src: Set<string>): Promise<{ lost:
 
 function writeReport(): void {
   if (!rows.length) return;
+  const kinds = (m: Record<string, number> | undefined) =>
+    m && Object.keys(m).length
+      ? Object.entries(m)
+          .map(([k, n]) => `${k} ${n}`)
+          .join(', ')
+      : '—';
   const md = [
     '# pgferry chaos campaign',
     '',
-    `${new Date().toISOString()} — \`PGFERRY_CHAOS_SEEDS=${SEEDS} PGFERRY_CHAOS_SECONDS=${WINDOW_S}${MODE === 'trigger' ? ' PGFERRY_CHAOS_MODE=trigger' : ''} npm run test:chaos\` (${MODE} capture)`,
+    `${new Date().toISOString()} — \`PGFERRY_CHAOS_SEEDS=${SEEDS} PGFERRY_CHAOS_SECONDS=${WINDOW_S}${MODE === 'trigger' ? ' PGFERRY_CHAOS_MODE=trigger' : ''} PGFERRY_CHAOS_FEATURES=${FEATURE_LABEL} npm run test:chaos\` (${MODE} capture)`,
     '',
     '| seed | faults injected | source txns (large, beside large, rolled back) | re-sent / abandoned in apply | lost | duplicated | subscriber lost / dup | converged (s) | outcome |',
     '| ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | --- |',
@@ -367,7 +525,16 @@ function writeReport(): void {
       (r) =>
         `| ${r.seed} | ${Object.entries(r.faults)
           .map(([k, n]) => (n > 1 ? `${k} ×${n}` : k))
-          .join(', ')} | ${r.committed} (${r.large}, ${r.interleaved}, ${r.rolledBack}) | ${r.resent ?? '—'} / ${r.abandoned ?? '—'} | ${r.lost ?? '—'} | ${r.duplicated ?? '—'} | ${r.subscriberLost ?? '—'} / ${r.subscriberDuplicated ?? '—'} | ${r.convergedSeconds?.toFixed(1) ?? '—'} | ${r.outcome} |`,
+          .join(', ')} | ${r.committed} (${r.large}, ${r.interleaved}, ${r.rolledBack}) | ${r.resent ?? '—'} / ${r.abandoned ?? '—'} | ${r.lost ?? '—'} | ${r.duplicated ?? '—'} | ${r.subscriberLost ?? '—'} / ${r.subscriberDuplicated ?? '—'} | ${r.convergedSeconds?.toFixed(1) ?? '—'} | ${r.outcome.replace(/\|/g, '\\|')} |`,
+    ),
+    '',
+    'What the widened workload did (issue 26), per seed:',
+    '',
+    '| seed | mode | features | DDL by kind | partition ops by kind | key ops (key moves) | guc sets | stream deletions | joins | resyncs | subscriber stops |',
+    '| ---: | --- | --- | --- | --- | --- | ---: | ---: | ---: | ---: | ---: |',
+    ...rows.map(
+      (r) =>
+        `| ${r.seed} | ${r.mode ?? MODE} | ${r.features ?? '—'} | ${kinds(r.ddl)} | ${kinds(r.partitionOps)} | ${kinds(r.keyOps)} (${r.keyMoves ?? 0}) | ${r.gucSets ?? 0} | ${r.streamDeletions ?? 0} | ${r.joins ?? 0} | ${r.resyncs ?? 0} | ${r.subscriberStops ?? 0} |`,
     ),
     '',
   ].join('\n');
