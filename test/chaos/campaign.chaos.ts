@@ -164,6 +164,19 @@ describe(`chaos campaign (${MODE} capture, features ${FEATURE_LABEL}): ${seeds.l
       const load = new MixedWorkload(f.w.sourceUrl, seed, undefined, { features: FEATURE_SET, mode: MODE });
       /** Connection flags for the CLI commands the campaign runs (table add, replica resync). */
       const conn = upArgs(f.w).slice(1);
+      /** The stream fault's own draws: `rand` draws as before until a deletion at rest. */
+      const srand = mulberry32(seed ^ 0x57e40026);
+      /** Rebuild the replicas an earlier deletion stopped (as converge does at the end). */
+      const resyncStopped = async () => {
+        const r = await cli(f.w, ['status', '--json']).catch(() => null);
+        const s = r?.stdout ? (JSON.parse(r.stdout) as { replicas?: { replica: string; state: string }[] }) : null;
+        for (const x of s?.replicas ?? []) {
+          if (x.state !== 'needs_resync') continue;
+          const res = await cli(f.w, ['replica', 'resync', x.replica, ...conn]);
+          if (res.code === 0) row.resyncs! += 1;
+          else console.log(`chaos: replica resync ${x.replica} exited ${res.code}: ${(res.stderr || res.stdout).trim().split('\n').slice(-1)[0]}`);
+        }
+      };
       /** Replicas whose joiner join has not completed (a refused or interrupted table add is run again at the end). */
       const joinPending = new Set<string>();
       const join = async (r: string) => {
@@ -215,6 +228,7 @@ describe(`chaos campaign (${MODE} capture, features ${FEATURE_LABEL}): ${seeds.l
         await waitFor('the workload to commit 200 transactions', () => load.committed >= 200, 60_000, 100);
 
         // The faults: at random moments, several at once (one of each kind at a time).
+        const windowStart = Date.now();
         const inFlight = new Map<string, Promise<void>>();
         const faults: Record<string, () => Promise<void>> = {
           [MODE === 'wal' ? 'walsender terminated' : 'capture sessions terminated']: async () => {
@@ -242,13 +256,42 @@ describe(`chaos campaign (${MODE} capture, features ${FEATURE_LABEL}): ${seeds.l
           },
         };
         if (FEATURE_SET.has('stream')) {
+          /** After a deletion at rest the source stays quiet to the end and the stream is not deleted again. */
+          let atRest = false;
+          /**
+           * The stream deleted at rest (the case a busy workload hides: the new stream soon passes the
+           * replicas' stored offsets): the source quiet, every replica caught up and idle, the stream
+           * deleted and declared again by capture, then a few transactions — fewer messages than any
+           * replica's stored offset — and the source quiet to the end. A replica that skips "offsets
+           * below mine" stays running without them, and the oracle sees it; pgferry must stop each
+           * replica in needs_resync, which converge then resyncs and compares as for any deletion.
+           */
+          const deleteAtRest = async () => {
+            atRest = true;
+            load.quiet(24 * 3600_000); // until load.stop()
+            if (row.streamDeletions) await resyncStopped();
+            const offsets = await settledOffsets(f, 60_000);
+            const stored = Object.values(offsets ?? {}).filter((o): o is number => o !== null);
+            const k = Math.max(1, Math.min(20, Math.floor(Math.min(80, ...stored) / 4)));
+            await rabbit.ctl('delete_queue', streamName(f.w.sourceName));
+            row.streamDeletions! += 1;
+            row.faults['stream deleted at rest'] = (row.faults['stream deleted at rest'] ?? 0) + 1;
+            console.log(
+              `chaos:   the stream deleted at rest (stored offsets ${offsets ? JSON.stringify(offsets) : 'unknown: the replicas did not settle in 60 s'}); ` +
+                `${k} transactions written, declared again by capture`,
+            );
+            for (let i = 1; i <= k; i++) await f.w.source.withClient('app', (c) => c.query('UPDATE counters SET v = v + 1 WHERE id = $1', [1 + (i % 10)]));
+          };
           // The stream deleted (as an operator or a retention accident would), then declared again: by
           // the campaign after a moment, as capture would when it restarts (same arguments, whichever is first).
-          // Half the time on a quiet source (the workload paused around it, so the new stream stays short
-          // of the offsets replicas had consumed); half the time left to capture to declare again.
+          // Half the time on a quiet source; half the time left to capture to declare again. In the window's
+          // second half, a share of deletions (PGFERRY_CHAOS_STREAM_AT_REST, default 0.5) happen at rest instead.
+          const atRestShare = Number(process.env.PGFERRY_CHAOS_STREAM_AT_REST ?? 0.5);
           faults['stream deleted'] = async () => {
             const quiet = rand() < 0.5;
             const byCapture = rand() < 0.5;
+            if (atRest) return;
+            if (Date.now() - windowStart >= (WINDOW_S * 1000) / 2 && srand() < atRestShare) return deleteAtRest();
             if (quiet) load.quiet(8000 + rand() * 8000);
             await rabbit.ctl('delete_queue', streamName(f.w.sourceName));
             row.streamDeletions! += 1;
@@ -387,6 +430,40 @@ describe(`chaos campaign (${MODE} capture, features ${FEATURE_LABEL}): ${seeds.l
  * is resynced (`opts.resync`) and waited for like the others; one that stays
  * running and differs is the failure.
  */
+/**
+ * The replicas' stored stream offsets once they are caught up and idle: every replica holds every audit
+ * row of the (quiet) source and no checkpoint moved between two polls a second apart. Null if that did
+ * not happen within `timeoutMs` (a replica stopped, or still recovering from a fault).
+ */
+async function settledOffsets(f: FaultWorld, timeoutMs: number): Promise<Record<string, number | null> | null> {
+  const count = (cluster: FaultWorld['w']['source'], db: string) =>
+    cluster.withClient(db, async (c) => (await c.query('SELECT count(*)::int AS n FROM audit')).rows[0].n as number);
+  let last = '';
+  return waitFor(
+    'the replicas to be caught up and idle',
+    async () => {
+      const want = await count(f.w.source, 'app');
+      const now: Record<string, number | null> = {};
+      for (const r of REPLICAS) {
+        if ((await count(f.w.replicas, `replica_${r}`)) !== want) {
+          last = '';
+          return null;
+        }
+        const o = await f.w.replicas.withClient(`replica_${r}`, async (c) =>
+          (await c.query('SELECT stream_offset::text AS o FROM pgferry.progress WHERE replica = $1', [r])).rows[0]?.o as string | null | undefined,
+        );
+        now[r] = o == null ? null : Number(o);
+      }
+      const key = JSON.stringify(now);
+      const settled = key === last;
+      last = key;
+      return settled ? now : null;
+    },
+    timeoutMs,
+    1000,
+  ).catch(() => null);
+}
+
 async function converge(
   f: FaultWorld,
   timeoutMs: number,
