@@ -116,15 +116,37 @@ export async function planReshapes(c: Pick<pg.ClientBase, 'query'>, replica: str
 }
 
 /**
- * Run the plans on the replica's connection, in the caller's (swap)
- * transaction. A statement the replica refuses (a view of its own on a
- * column to drop, a type it lacks) fails the resync naming the table, the
- * step and PostgreSQL's reason; the caller rolls everything back. Returns
- * what changed, for people: "public.items: column a dropped, column b added".
+ * How many inheritance ancestors each given table has on this database: a
+ * change to a parent's columns reaches its children, so parents go first.
  */
-export async function runReshapes(c: Pick<pg.ClientBase, 'query'>, replica: string, plans: Reshape[]): Promise<string[]> {
+const INHERITANCE_DEPTH = `
+SELECT w.ord,
+       (WITH RECURSIVE up(oid) AS (
+          SELECT i.inhparent FROM pg_catalog.pg_inherits i WHERE i.inhrelid = c.oid
+          UNION SELECT i.inhparent FROM pg_catalog.pg_inherits i JOIN up ON i.inhrelid = up.oid)
+        SELECT count(*) FROM up)::int AS depth
+FROM unnest($1::text[], $2::text[]) WITH ORDINALITY AS w(schema_name, table_name, ord)
+JOIN pg_catalog.pg_namespace n ON n.nspname = w.schema_name
+JOIN pg_catalog.pg_class c ON c.relnamespace = n.oid AND c.relname = w.table_name`;
+
+/**
+ * Bring the given tables to the source's columns on the replica's
+ * connection, in the caller's (swap) transaction: inheritance parents first,
+ * each table planned just before its statements run (what a parent's change
+ * did to its children is then seen). A statement the replica refuses (a view
+ * of its own on a column to drop, a type it lacks) fails the resync naming
+ * the table, the step and PostgreSQL's reason; the caller rolls everything
+ * back. Returns what changed, for people: "public.items: column a dropped,
+ * column b added".
+ */
+export async function runReshapes(c: Pick<pg.ClientBase, 'query'>, replica: string, tables: TableRef[], sourceColumns: ReadonlyMap<string, ReadonlySet<string>>): Promise<string[]> {
+  if (!tables.length) return [];
+  const { rows } = await c.query<{ ord: string; depth: string | number }>(INHERITANCE_DEPTH, [tables.map((t) => t.schema), tables.map((t) => t.table)]);
+  const depth = new Map(rows.map((r) => [Number(r.ord) - 1, Number(r.depth)]));
+  const ordered = tables.map((t, i) => ({ t, d: depth.get(i) ?? 0 })).sort((a, b) => a.d - b.d).map((x) => x.t);
   const said: string[] = [];
-  for (const p of plans) {
+  for (const t of ordered) {
+    const [p] = await planReshapes(c, replica, [t], sourceColumns);
     for (const s of p.steps) {
       try {
         await c.query(reshapeSql(p.table, s));

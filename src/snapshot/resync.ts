@@ -147,8 +147,8 @@ async function swapIn(c: pg.ClientBase, replica: string, source: string, tables:
       throw isTransient(err) ? err : cannotCreate(replica, err, `then run pgferry replica resync ${replica} again; nothing was changed`);
     });
     await c.query(`TRUNCATE ${tables.map((t) => qualified(t.schema, t.table)).join(', ')}`);
-    const plans = await planReshapes(c, replica, tables.filter((t) => !missing.has(tableKey(t.schema, t.table))), sourceColumns(defs));
-    changed = [...created.map((t) => `${t} created`), ...(await runReshapes(c, replica, plans))];
+    const reshaped = await runReshapes(c, replica, tables.filter((t) => !missing.has(tableKey(t.schema, t.table))), sourceColumns(defs));
+    changed = [...created.map((t) => `${t} created`), ...reshaped];
     for (const t of await parentsFirst(c, tables)) {
       await c.query(fillFromShadowSql(t, shadowOf(t)));
     }
