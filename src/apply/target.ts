@@ -38,7 +38,7 @@ JOIN pg_catalog.pg_attribute a ON a.attrelid = c.oid
 WHERE a.attnum > 0 AND NOT a.attisdropped
 ORDER BY 1, 2, a.attnum`;
 
-interface ColumnRow {
+export interface ColumnRow {
   schema_name: string;
   table_name: string;
   column_name: string;
@@ -52,6 +52,12 @@ interface ColumnRow {
 export async function missingTables(c: Pick<pg.ClientBase, 'query'>, tables: { schema: string; table: string }[]): Promise<{ schema: string; table: string }[]> {
   const { rows } = await c.query<{ schema_name: string; table_name: string }>(MISSING_TABLES, [tables.map((t) => t.schema), tables.map((t) => t.table)]);
   return rows.map((r) => ({ schema: r.schema_name, table: r.table_name }));
+}
+
+/** The columns of the given tables on this database (tables it lacks have none), in column order. */
+export async function replicaColumns(c: Pick<pg.ClientBase, 'query'>, tables: { schema: string; table: string }[]): Promise<ColumnRow[]> {
+  if (!tables.length) return [];
+  return (await c.query<ColumnRow>(COLUMNS, [tables.map((t) => t.schema), tables.map((t) => t.table)])).rows;
 }
 
 /** pgferry's schema on the replica, migrated to this version (src/migrations.ts). */
@@ -175,7 +181,7 @@ export async function checkTargetTables(c: pg.ClientBase, replica: string, table
 export async function checkTargetColumns(c: pg.ClientBase, replica: string, tables: TableRef[]): Promise<string[]> {
   const withColumns = tables.filter((t) => t.columns);
   if (!withColumns.length) return [];
-  const { rows } = await c.query<ColumnRow>(COLUMNS, [withColumns.map((t) => t.schema), withColumns.map((t) => t.table)]);
+  const rows = await replicaColumns(c, withColumns);
   const problems: string[] = [];
   const warnings: string[] = [];
   for (const t of withColumns) {

@@ -47,6 +47,8 @@ export interface AddResult {
   /** Tables `--create-tables` created, and what the checks warned about. */
   created?: string[];
   warnings?: string[];
+  /** What resync changed in the tables' shapes ("public.t created", "public.u: column a added"). */
+  reshaped?: string[];
 }
 
 export async function addReplica(config: Config, name: string, o: AddOptions): Promise<AddResult> {

@@ -58,44 +58,72 @@ interface TableDefinitionRow {
 export async function createMissingTables(source: pg.ClientBase, replica: pg.ClientBase, replicaName: string, tables: TableRef[]): Promise<string[]> {
   const missing = await missingTables(replica, tables);
   if (!missing.length) return [];
-  const { rows } = await source.query<TableDefinitionRow>(TABLE_DEFINITIONS, [missing.map((t) => t.schema), missing.map((t) => t.table)]);
-  const created: string[] = [];
+  const defs = await tableDefinitions(source, tables.filter((t) => missing.some((m) => m.schema === t.schema && m.table === t.table)));
   await replica.query('BEGIN');
   try {
-    for (const t of missing) {
-      // A publication's column list leaves columns out of the replica's copy entirely (generated ones are the replica's own).
-      const sent = tables.find((x) => x.schema === t.schema && x.table === t.table)?.columns;
-      const published = sent ? new Set(sent.map((c) => c.name)) : null;
-      const cols: ColumnDef[] = rows
-        .filter((r) => r.schema_name === t.schema && r.table_name === t.table)
-        .filter((r) => !published || published.has(r.column_name) || r.generated !== '')
-        .map((r) => ({
-          ...r,
-          not_null: r.not_null === 't' || r.not_null === true,
-          sequences: r.sequences ? JSON.parse(r.sequences) : [],
-          primary_key: r.primary_key ? JSON.parse(r.primary_key) : null,
-        }));
-      await replica.query(`CREATE SCHEMA IF NOT EXISTS ${ident(t.schema)}`);
-      for (const seq of new Set(cols.flatMap((c) => (c.identity ? [] : c.sequences)))) {
-        await replica.query(`CREATE SEQUENCE IF NOT EXISTS ${seq}`); // regclass text: already quoted and qualified as needed
-      }
-      await replica.query(tableDdl(t, cols));
-      created.push(relLabel(t));
-    }
+    const created = await createTables(replica, defs);
     await replica.query('COMMIT');
+    return created;
   } catch (err) {
     await replica.query('ROLLBACK').catch(() => undefined);
-    const e = err as { message?: string; code?: string };
-    throw new SchemaMismatchError(
-      `replica '${replicaName}': cannot create the missing tables (${e.message}${e.code ? ` [${e.code}]` : ''}); ` +
-        `create the types, schemas or tables it needs on the replica (pg_dump --schema-only from the source), then run the command again`,
-      { cause: err },
-    );
+    throw cannotCreate(replicaName, err, 'then run the command again');
+  }
+}
+
+/** What the replica lacked to create a table, and the way out (`then`: what to run after). */
+export function cannotCreate(replicaName: string, err: unknown, then: string): SchemaMismatchError {
+  const e = err as { message?: string; code?: string };
+  return new SchemaMismatchError(
+    `replica '${replicaName}': cannot create the missing tables (${e.message}${e.code ? ` [${e.code}]` : ''}); ` +
+      `create the types, schemas or tables it needs on the replica (pg_dump --schema-only from the source), ${then}`,
+    { cause: err },
+  );
+}
+
+/** A table as the source defines it: every column (generated ones and those a column list leaves out included). */
+export interface TableDefinition {
+  table: TableRef;
+  columns: ColumnDef[];
+}
+
+/** The source's definitions of the given tables (a table it lacks has no columns here). */
+export async function tableDefinitions(source: pg.ClientBase, tables: TableRef[]): Promise<TableDefinition[]> {
+  if (!tables.length) return [];
+  const { rows } = await source.query<TableDefinitionRow>(TABLE_DEFINITIONS, [tables.map((t) => t.schema), tables.map((t) => t.table)]);
+  return tables.map((t) => ({
+    table: t,
+    columns: rows
+      .filter((r) => r.schema_name === t.schema && r.table_name === t.table)
+      .map((r) => ({
+        ...r,
+        not_null: r.not_null === 't' || r.not_null === true,
+        sequences: r.sequences ? JSON.parse(r.sequences) : [],
+        primary_key: r.primary_key ? JSON.parse(r.primary_key) : null,
+      })),
+  }));
+}
+
+/**
+ * Create the tables from their definitions on the replica's connection, in
+ * the caller's transaction. Returns their names.
+ */
+export async function createTables(replica: pg.ClientBase, defs: TableDefinition[]): Promise<string[]> {
+  const created: string[] = [];
+  for (const { table: t, columns } of defs) {
+    // A publication's column list leaves columns out of the replica's copy entirely (generated ones are the replica's own).
+    const published = t.columns ? new Set(t.columns.map((c) => c.name)) : null;
+    const cols = columns.filter((r) => !published || published.has(r.column_name) || r.generated !== '');
+    await replica.query(`CREATE SCHEMA IF NOT EXISTS ${ident(t.schema)}`);
+    for (const seq of new Set(cols.flatMap((c) => (c.identity ? [] : c.sequences)))) {
+      await replica.query(`CREATE SEQUENCE IF NOT EXISTS ${seq}`); // regclass text: already quoted and qualified as needed
+    }
+    await replica.query(tableDdl(t, cols));
+    created.push(relLabel(t));
   }
   return created;
 }
 
-interface ColumnDef {
+export interface ColumnDef {
   column_name: string;
   type_name: string;
   not_null: boolean;

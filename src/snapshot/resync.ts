@@ -12,8 +12,13 @@
  * 3. drop the shadows. The replica's workflow then catches up from the
  *    snapshot's position.
  *
- * Only the rows change: the tables keep their identity, indexes, grants,
- * views and foreign keys.
+ * The tables keep their identity, indexes, grants, views and foreign keys;
+ * their shape follows the source's (after a gap the replica can lag it by
+ * the schema changes it lost): a captured table the replica lacks is created
+ * from the source's definition (create-tables.ts), and in the swap, after the
+ * TRUNCATE, each table's columns are brought to the source's (reshape.ts).
+ * A table the replica still has under a name the source no longer captures
+ * (renamed or dropped there) is left as it is, and said.
  */
 import { createHash } from 'node:crypto';
 import type pg from 'pg';
@@ -23,15 +28,17 @@ import { logger } from '../logger';
 import { connectRabbit } from '../changelog/rabbit';
 import type { TableRef } from '../tables';
 import { relLabel } from '../change';
-import { SchemaMismatchError } from '../errors';
+import { isTransient, SchemaMismatchError } from '../errors';
 import { prepareCapture } from '../capture/prepare';
-import { ensureTargetSchema, prepareTarget } from '../apply/target';
+import { ensureTargetSchema, missingTables } from '../apply/target';
 import { connectPg, ident, qualified, withClient } from '../pg';
 import { withRetry } from '../retry';
 import { AddResult, copyFromSnapshot } from './add';
 import type { TableProgress } from './copy';
 import { ProgressStore } from '../apply/progress-store';
-import { lockReplicaTables, TableRegistry } from '../apply/table-registry';
+import { lockReplicaTables, tableKey, TableRegistry } from '../apply/table-registry';
+import { cannotCreate, createTables, tableDefinitions, type TableDefinition } from './create-tables';
+import { planReshapes, runReshapes, shadowDdl } from './reshape';
 
 const SHADOW_SCHEMA = 'pgferry_shadow';
 
@@ -69,32 +76,79 @@ export async function resyncReplica(
     await ensureTargetSchema(lock);
     await lockReplicaTables(lock, name, 'the resync');
     const tables = replicaShare(config, name, (await prepareCapture(config, rabbit)).tables);
+    // The source's definitions: what a missing table is created from, and which columns the source still has.
+    const defs = await withClient(`source '${source}'`, requireSourceUrl(config), (s) => tableDefinitions(s, tables));
     await withClient(`replica '${name}'`, url, async (c) => {
-      // Every captured table is copied, joined or not: after the swap the replica takes them all.
-      for (const warning of await prepareTarget(c, name, tables, { joining: tables })) o.say(`WARNING ${warning}`);
+      for (const warning of await leftAsTheyAre(c, name, tables)) o.say(`WARNING ${warning}`);
+      // What the swap will do, checked now so that a table it cannot reshape fails before the copy.
+      const missing = new Set((await missingTables(c, tables)).map((t) => tableKey(t.schema, t.table)));
+      await planReshapes(c, name, tables.filter((t) => !missing.has(tableKey(t.schema, t.table))), sourceColumns(defs));
       await c.query(`DROP SCHEMA IF EXISTS ${ident(SHADOW_SCHEMA)} CASCADE; CREATE SCHEMA ${ident(SHADOW_SCHEMA)}`);
       for (const t of tables) {
-        // The replica's own column definitions, without constraints: the shadow only holds rows for a moment.
-        await c.query(`CREATE UNLOGGED TABLE ${qualified(shadowOf(t).schema, shadowOf(t).table)} (LIKE ${qualified(t.schema, t.table)} INCLUDING GENERATED)`);
+        // The source's columns, without constraints: the shadow only holds the copy for a moment, and the
+        // replica's table takes the source's shape in the swap.
+        try {
+          await c.query(shadowDdl(t, shadowOf(t)));
+        } catch (err) {
+          if (isTransient(err) || err instanceof SchemaMismatchError) throw err;
+          const e = err as { message?: string; code?: string };
+          throw new SchemaMismatchError(
+            `replica '${name}': resync cannot hold table ${relLabel(t)} with the source's columns (${e.message}${e.code ? ` [${e.code}]` : ''}); ` +
+              `create the types it needs on the replica (pg_dump --schema-only from the source), then run pgferry replica resync ${name} again; nothing was changed`,
+            { cause: err },
+          );
+        }
       }
     });
     const copied = await copyFromSnapshot({ config, replica: name, rabbit, tables, parallel: o.parallel, target: shadowOf, say: o.say, onProgress: o.onProgress });
     o.say(`replica '${name}': swapping in the copy (one transaction)`);
-    await withClient(`replica '${name}'`, url, (c) => swapIn(c, name, source, tables, copied));
-    return copied;
+    const changed = await withClient(`replica '${name}'`, url, (c) => swapIn(c, name, source, tables, defs, copied));
+    if (changed.length) o.say(`resync ${name}: ${changed.join('; ')}`);
+    return { ...copied, reshaped: changed };
   } finally {
     await rabbit.close().catch(() => undefined);
     await lock.end().catch(() => undefined);
   }
 }
 
-async function swapIn(c: pg.ClientBase, replica: string, source: string, tables: TableRef[], at: AddResult): Promise<void> {
+/** Every column each source table has, generated and unpublished ones included, by table (relLabel). */
+function sourceColumns(defs: TableDefinition[]): Map<string, Set<string>> {
+  return new Map(defs.map((d) => [relLabel(d.table), new Set(d.columns.map((c) => c.column_name))]));
+}
+
+/**
+ * Tables the replica took that the source no longer captures for it, and
+ * that it still has: pgferry cannot tell a renamed table from another, so
+ * the resync leaves them as they are (and its registry forgets them).
+ */
+async function leftAsTheyAre(c: pg.ClientBase, replica: string, tables: TableRef[]): Promise<string[]> {
+  const captured = new Set(tables.map((t) => tableKey(t.schema, t.table)));
+  const gone = (await TableRegistry.list(c, replica)).filter((r) => r.state !== 'removed' && !captured.has(tableKey(r.schema, r.table)));
+  const absent = new Set((await missingTables(c, gone)).map((t) => tableKey(t.schema, t.table)));
+  return gone
+    .filter((r) => !absent.has(tableKey(r.schema, r.table)))
+    .map((r) => `replica '${replica}': table ${relLabel(r)} is no longer captured (renamed or dropped on the source); it was left as it is (drop it on the replica once nothing needs it)`);
+}
+
+/** The swap, in one replica transaction; returns what changed in the tables' shapes, for people. */
+async function swapIn(c: pg.ClientBase, replica: string, source: string, tables: TableRef[], defs: TableDefinition[], at: AddResult): Promise<string[]> {
+  let changed: string[];
   await c.query('BEGIN');
   try {
     await ProgressStore.lock(c, replica, source);
     // The rebuilt copy replaces whatever an interrupted `replica add --snapshot` left.
     await c.query('DELETE FROM pgferry.snapshot_claims WHERE replica = $1', [replica]);
+    // Read again with the progress row locked: a batch applied during the copy may have changed the shapes.
+    const missing = new Set((await missingTables(c, tables)).map((t) => tableKey(t.schema, t.table)));
+    const created = await createTables(
+      c,
+      defs.filter((d) => missing.has(tableKey(d.table.schema, d.table.table))),
+    ).catch((err) => {
+      throw isTransient(err) ? err : cannotCreate(replica, err, `then run pgferry replica resync ${replica} again; nothing was changed`);
+    });
     await c.query(`TRUNCATE ${tables.map((t) => qualified(t.schema, t.table)).join(', ')}`);
+    const reshaped = await runReshapes(c, replica, tables.filter((t) => !missing.has(tableKey(t.schema, t.table))), sourceColumns(defs));
+    changed = [...created.map((t) => `${t} created`), ...reshaped];
     for (const t of await parentsFirst(c, tables)) {
       await c.query(fillFromShadowSql(t, shadowOf(t)));
     }
@@ -106,6 +160,7 @@ async function swapIn(c: pg.ClientBase, replica: string, source: string, tables:
     throw err;
   }
   await c.query(`DROP SCHEMA ${ident(SHADOW_SCHEMA)} CASCADE`);
+  return changed;
 }
 
 /**

@@ -49,8 +49,12 @@ LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $$
 $$;
 
 -- Where a partition stands: its names, its parent, its root, and its bounds up to the root.
+-- pg_get_expr prints a bound's values with the session's settings: they are fixed here, whatever
+-- the session that runs the DDL or TRUNCATE says (a DateStyle of 'SQL, DMY' would send 02/01/2026).
 CREATE OR REPLACE FUNCTION pgferry.partition_info(rel oid) RETURNS jsonb
-LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $$
+LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp
+SET DateStyle = 'ISO, YMD' SET IntervalStyle = 'postgres' SET extra_float_digits = 3 SET standard_conforming_strings = on SET bytea_output = 'hex'
+AS $$
   WITH RECURSIVE up(relid, depth) AS (
     SELECT rel, 0
     UNION ALL
@@ -104,8 +108,20 @@ BEGIN
 END
 $$;
 
+-- A partition change of a captured root that could not be described: replicas that take the
+-- root stop there with `error` (its shape before and after is the root's, so it routes to it).
+CREATE OR REPLACE FUNCTION pgferry.emit_partition_error(root oid, command text, error text) RETURNS void
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+  shape jsonb := pgferry.table_shape(root);
+BEGIN
+  PERFORM pgferry.emit_schema_change(root, shape->>'schema', shape->>'table', pgferry.publications_of(root), pgferry.trigger_captured(root),
+    jsonb_build_object('oid', root, 'command', command, 'old', shape, 'new', shape, 'fills', '{}'::jsonb, 'unfilled', '[]'::jsonb, 'error', error));
+END
+$$;
+
 CREATE OR REPLACE FUNCTION pgferry.capture_partition_truncate() RETURNS trigger
-LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp SET standard_conforming_strings = on AS $$
 DECLARE
   root oid := pg_partition_root(TG_RELID);
 BEGIN
@@ -116,7 +132,12 @@ BEGIN
   IF pgferry.publications_of(root) IS NULL AND NOT pgferry.trigger_captured(root) THEN
     RETURN NULL;
   END IF;
-  PERFORM pgferry.emit_partition_change(root, 'TRUNCATE', pgferry.partition_info(TG_RELID) || jsonb_build_object('action', 'truncate'));
+  BEGIN
+    PERFORM pgferry.emit_partition_change(root, 'TRUNCATE', pgferry.partition_info(TG_RELID) || jsonb_build_object('action', 'truncate'));
+  EXCEPTION WHEN OTHERS THEN
+    -- Never block the user's TRUNCATE: replicas stop at this description instead.
+    PERFORM pgferry.emit_partition_error(root, 'TRUNCATE', 'the TRUNCATE of partition ' || TG_RELID::regclass::text || ' could not be described: ' || SQLERRM);
+  END;
   RETURN NULL;
 END
 $$;
@@ -126,7 +147,9 @@ REVOKE ALL ON FUNCTION pgferry.capture_partition_truncate() FROM PUBLIC;
 CREATE OR REPLACE FUNCTION pgferry.add_partition_truncate_trigger(rel oid) RETURNS void
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
-  IF NOT EXISTS (SELECT 1 FROM pg_trigger t WHERE t.tgrelid = rel AND t.tgname = 'pgferry_partition_truncate') THEN
+  -- A foreign table takes no TRUNCATE trigger (and its rows are not pgferry's to carry).
+  IF NOT EXISTS (SELECT 1 FROM pg_trigger t WHERE t.tgrelid = rel AND t.tgname = 'pgferry_partition_truncate')
+     AND EXISTS (SELECT 1 FROM pg_class c WHERE c.oid = rel AND c.relkind IN ('r', 'p')) THEN
     EXECUTE format('CREATE TRIGGER pgferry_partition_truncate AFTER TRUNCATE ON %s FOR EACH STATEMENT EXECUTE FUNCTION pgferry.capture_partition_truncate()', rel::regclass);
   END IF;
 END
@@ -159,6 +182,8 @@ DECLARE
   info jsonb;
   has_rows boolean;
   fresh oid[] := '{}';
+  new_roots oid[] := '{}';
+  nr oid;
   nsp text;
   tbl text;
 BEGIN
@@ -182,6 +207,11 @@ BEGIN
     IF pgferry.publications_of(m.relid) IS NOT NULL OR pgferry.trigger_captured(m.relid) THEN
       INSERT INTO pgferry.table_shapes (relid, shape) VALUES (m.relid, pgferry.table_shape(m.relid))
         ON CONFLICT (relid) DO UPDATE SET shape = EXCLUDED.shape;
+      -- A partitioned table detached is a captured root of its own: its partitions are recorded
+      -- under it (below, once this loop has let go of their records).
+      IF EXISTS (SELECT 1 FROM pg_class c WHERE c.oid = m.relid AND c.relkind = 'p') THEN
+        new_roots := new_roots || m.relid;
+      END IF;
     END IF;
     -- Only the top of a detached subtree is described (its partitions leave with it).
     IF known AND NOT EXISTS (SELECT 1 FROM pg_inherits i WHERE i.inhrelid = m.relid) THEN
@@ -190,6 +220,15 @@ BEGIN
         FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.oid = m.relid;
     END IF;
   END LOOP;
+  FOREACH nr IN ARRAY new_roots LOOP
+    DELETE FROM pgferry.partition_roots WHERE root = nr;
+    PERFORM pgferry.reconcile_partitions(nr, NULL);
+  END LOOP;
+  -- Recorded under another root, now in this tree (a partitioned table attached here with its
+  -- partitions): its records move to this root; the attach itself is described below.
+  UPDATE pgferry.partitions p SET root = r
+  WHERE p.root <> r AND p.relid IN (SELECT t.relid FROM pg_partition_tree(r) t WHERE t.relid <> r);
+  DELETE FROM pgferry.partition_roots pr WHERE pr.root IN (SELECT t.relid FROM pg_partition_tree(r) t WHERE t.relid <> r);
   -- In the tree, not recorded: created or attached.
   FOR m IN SELECT t.relid, t.parentrelid FROM pg_partition_tree(r) t
              WHERE t.relid <> r AND t.relid NOT IN (SELECT p.relid FROM pgferry.partitions p) ORDER BY t.level, t.relid LOOP
@@ -211,16 +250,16 @@ BEGIN
     DELETE FROM pgferry.table_shapes WHERE relid = m.relid;
   END LOOP;
   -- Renamed or moved since: the record follows (a replica that mirrors by name falls back to bounds).
+  -- (names, parents, key columns renamed: what a later DROP of the partition needs is as it is now).
   UPDATE pgferry.partitions p SET info = pgferry.partition_info(p.relid)
-  WHERE p.root = r AND jsonb_build_object('schema', p.info->'schema', 'table', p.info->'table') IS DISTINCT FROM (
-    SELECT jsonb_build_object('schema', n.nspname::text, 'table', c.relname::text) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.oid = p.relid);
+  WHERE p.root = r AND p.info IS DISTINCT FROM pgferry.partition_info(p.relid);
   INSERT INTO pgferry.partition_roots (root) VALUES (r) ON CONFLICT DO NOTHING;
 END
 $$;
 
 CREATE OR REPLACE FUNCTION pgferry.capture_partition_changes() RETURNS event_trigger
 LANGUAGE plpgsql SECURITY DEFINER
-SET search_path = pg_catalog, pg_temp
+SET search_path = pg_catalog, pg_temp SET standard_conforming_strings = on
 SET DateStyle = 'ISO, YMD' SET IntervalStyle = 'postgres' SET extra_float_digits = 3 SET lc_monetary = 'C' SET bytea_output = 'hex'
 AS $$
 DECLARE
@@ -239,9 +278,7 @@ BEGIN
       PERFORM pgferry.reconcile_partitions(cmd.root, CASE WHEN cmd.command_tag = 'CREATE TABLE' THEN cmd.objid END);
     EXCEPTION WHEN OTHERS THEN
       -- Never block the user's DDL: replicas stop at this description instead.
-      PERFORM pgferry.emit_schema_change(cmd.root, '', '', pgferry.publications_of(cmd.root), pgferry.trigger_captured(cmd.root),
-        jsonb_build_object('oid', cmd.root::oid, 'command', cmd.command_tag, 'old', NULL, 'new', NULL,
-                           'error', 'partitions of the table could not be described: ' || SQLERRM));
+      PERFORM pgferry.emit_partition_error(cmd.root, cmd.command_tag, 'partitions of the table could not be described: ' || SQLERRM);
     END;
   END LOOP;
 END
@@ -250,7 +287,7 @@ REVOKE ALL ON FUNCTION pgferry.capture_partition_changes() FROM PUBLIC;
 
 CREATE OR REPLACE FUNCTION pgferry.capture_drops() RETURNS event_trigger
 LANGUAGE plpgsql SECURITY DEFINER
-SET search_path = pg_catalog, pg_temp
+SET search_path = pg_catalog, pg_temp SET standard_conforming_strings = on
 SET DateStyle = 'ISO, YMD' SET IntervalStyle = 'postgres' SET extra_float_digits = 3 SET lc_monetary = 'C' SET bytea_output = 'hex'
 AS $$
 DECLARE
@@ -295,7 +332,12 @@ BEGIN
       PERFORM pgferry.emit_schema_change(obj.objid, obj.schema_name, obj.object_name, pubs, triggered,
         jsonb_build_object('oid', obj.objid, 'command', 'DROP TABLE', 'old', before, 'new', NULL, 'fills', '{}'::jsonb, 'unfilled', '[]'::jsonb));
     EXCEPTION WHEN OTHERS THEN
-      RAISE WARNING 'pgferry: the drop of table %.% could not be described for replicas: %', quote_ident(obj.schema_name), quote_ident(obj.object_name), SQLERRM;
+      -- Never block the user's DROP: replicas that take the table stop at this description instead.
+      PERFORM pgferry.emit_schema_change(obj.objid, obj.schema_name, obj.object_name,
+        (SELECT array_agg(p.pubname::text) FROM pg_publication p WHERE p.pubname LIKE 'pgferry\_%'), to_regclass('pgferry.events') IS NOT NULL,
+        jsonb_build_object('oid', obj.objid, 'command', 'DROP TABLE', 'fills', '{}'::jsonb, 'unfilled', '[]'::jsonb,
+                           'old', jsonb_build_object('schema', obj.schema_name, 'table', obj.object_name, 'columns', '[]'::jsonb), 'new', NULL,
+                           'error', 'the drop of the table could not be described: ' || SQLERRM));
     END;
   END LOOP;
 END
@@ -327,6 +369,7 @@ CREATE EVENT TRIGGER pgferry_schema_partitions ON ddl_command_end
   EXECUTE FUNCTION pgferry.capture_partition_changes();
 
 DROP EVENT TRIGGER IF EXISTS pgferry_schema_drops;
+-- Every tag: DROP SCHEMA … CASCADE, DROP OWNED, DROP TYPE … CASCADE drop tables too (the function
+-- looks at the dropped tables only).
 CREATE EVENT TRIGGER pgferry_schema_drops ON sql_drop
-  WHEN TAG IN ('DROP TABLE')
   EXECUTE FUNCTION pgferry.capture_drops();
