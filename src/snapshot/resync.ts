@@ -39,6 +39,7 @@ import { ProgressStore } from '../apply/progress-store';
 import { lockReplicaTables, tableKey, TableRegistry } from '../apply/table-registry';
 import { cannotCreate, createTables, tableDefinitions, type TableDefinition } from './create-tables';
 import { planReshapes, runReshapes, shadowDdl } from './reshape';
+import { alignPartitions, partitionTrees, type TreePartition } from './partition-trees';
 
 const SHADOW_SCHEMA = 'pgferry_shadow';
 
@@ -77,7 +78,7 @@ export async function resyncReplica(
     await lockReplicaTables(lock, name, 'the resync');
     const tables = replicaShare(config, name, (await prepareCapture(config, rabbit)).tables);
     // The source's definitions: what a missing table is created from, and which columns the source still has.
-    const defs = await withClient(`source '${source}'`, requireSourceUrl(config), (s) => tableDefinitions(s, tables));
+    const [defs, trees] = await withClient(`source '${source}'`, requireSourceUrl(config), async (s) => [await tableDefinitions(s, tables), await partitionTrees(s, tables)] as const);
     await withClient(`replica '${name}'`, url, async (c) => {
       for (const warning of await leftAsTheyAre(c, name, tables)) o.say(`WARNING ${warning}`);
       // What the swap will do, checked now so that a table it cannot reshape fails before the copy.
@@ -102,7 +103,7 @@ export async function resyncReplica(
     });
     const copied = await copyFromSnapshot({ config, replica: name, rabbit, tables, parallel: o.parallel, target: shadowOf, say: o.say, onProgress: o.onProgress });
     o.say(`replica '${name}': swapping in the copy (one transaction)`);
-    const changed = await withClient(`replica '${name}'`, url, (c) => swapIn(c, name, source, tables, defs, copied));
+    const changed = await withClient(`replica '${name}'`, url, (c) => swapIn(c, name, source, tables, defs, trees, copied));
     if (changed.length) o.say(`resync ${name}: ${changed.join('; ')}`);
     return { ...copied, reshaped: changed };
   } finally {
@@ -131,7 +132,7 @@ async function leftAsTheyAre(c: pg.ClientBase, replica: string, tables: TableRef
 }
 
 /** The swap, in one replica transaction; returns what changed in the tables' shapes, for people. */
-async function swapIn(c: pg.ClientBase, replica: string, source: string, tables: TableRef[], defs: TableDefinition[], at: AddResult): Promise<string[]> {
+async function swapIn(c: pg.ClientBase, replica: string, source: string, tables: TableRef[], defs: TableDefinition[], trees: Map<string, TreePartition[]>, at: AddResult): Promise<string[]> {
   let changed: string[];
   await c.query('BEGIN');
   try {
@@ -148,7 +149,9 @@ async function swapIn(c: pg.ClientBase, replica: string, source: string, tables:
     });
     await c.query(`TRUNCATE ${tables.map((t) => qualified(t.schema, t.table)).join(', ')}`);
     const reshaped = await runReshapes(c, replica, tables.filter((t) => !missing.has(tableKey(t.schema, t.table))), sourceColumns(defs));
-    changed = [...created.map((t) => `${t} created`), ...reshaped];
+    // Partitions the lost part of the log created, detached or dropped: the copy must fit the replica's tree.
+    const repartitioned = await alignPartitions(c, replica, tables, trees);
+    changed = [...created.map((t) => `${t} created`), ...reshaped, ...repartitioned];
     for (const t of await parentsFirst(c, tables)) {
       await c.query(fillFromShadowSql(t, shadowOf(t)));
     }

@@ -2,7 +2,8 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Proc } from '../helpers/procs';
-import { cli, contentOf, createWorld, startUp, waitForEqual, World } from '../helpers/fixture';
+import { cli, contentOf, createWorld, deleteStream, startUp, waitForEqual, World } from '../helpers/fixture';
+import { waitFor } from '../helpers/wait';
 
 /**
  * Partition maintenance and DROP TABLE reach replicas (issue 26, items 1 and
@@ -117,6 +118,29 @@ replicas:
     const counts = await contentOf(w.replicas, 'replica_b', ['m']);
     console.log(`[${mode}] m: ${counts.m.length} rows on the source and both replicas; a's partitions: ${(await partitionsOf('replica_a', w)).join(', ')}`);
     expect(counts.m.length).toBe(100 + 40); // January truncated, February (with its 10 later rows) detached, March dropped
+  });
+
+  it('replica resync after a lost stream brings a mirroring replica to the source partitions it missed', async () => {
+    const src = (sql: string) => w.source.withClient('app', (c) => c.query(sql));
+    // a misses a new partition (with rows) and a dropped one: the stream that carried them is deleted.
+    expect((await cli(w, ['replica', 'pause', 'a'])).code).toBe(0);
+    await waitFor('a to be paused', async () => JSON.parse((await cli(w, ['replica', 'status', 'a', '--json'])).stdout).state === 'paused');
+    await src(`CREATE TABLE m_2026_07 PARTITION OF m FOR VALUES FROM ('2026-07-01 00:00:00+00') TO ('2026-08-01 00:00:00+00')`);
+    await src(rowsFor(7, 7001, 30));
+    await src('DROP TABLE m_2026_04');
+    await waitForEqual(w, 'b', ['m']);
+    await deleteStream(w.sourceName);
+    expect((await cli(w, ['replica', 'resume', 'a'])).code).toBe(0);
+    await src(rowsFor(7, 7101, 5));
+    for (const r of ['a', 'b']) {
+      await waitFor(`${r} to need a resync`, async () => JSON.parse((await cli(w, ['replica', 'status', r, '--json'])).stdout).state === 'needs_resync', 120_000);
+      const res = await cli(w, ['replica', 'resync', r, '--source', w.sourceUrl, '--replica', `${r}=${w.replicaUrls[r]}`]);
+      expect(res.code, res.stdout + res.stderr).toBe(0);
+      if (r === 'a') expect(res.stdout).toMatch(/partition public\.m_2026_04 dropped, partition public\.m_2026_07 created/);
+    }
+    await src(rowsFor(7, 7201, 5));
+    await bothEqual(['m']);
+    expect(await partitionsOf('replica_a', w)).toEqual(await partitionsOf('app', w, true));
   });
 
   it('drops and re-creates a table of the same name without merging its histories', async () => {
