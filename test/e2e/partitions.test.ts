@@ -39,11 +39,12 @@ const partitionsOf = (db: string, w: World, onSource = false) =>
 describe.each(['wal', 'trigger'])('partition maintenance and DROP TABLE (%s capture)', (mode) => {
   let w: World;
   let up: Proc;
+  let configFile: string;
 
   beforeAll(async () => {
     w = await createWorld({ replicas: ['a', 'b'], schema: SCHEMA });
     await w.replicas.withClient('replica_b', (c) => c.query(PLAIN_M));
-    const configFile = path.join(w.dataDir, 'pgferry.yaml');
+    configFile = path.join(w.dataDir, 'pgferry.yaml');
     fs.writeFileSync(
       configFile,
       `sources:
@@ -134,7 +135,7 @@ replicas:
     await src(rowsFor(7, 7101, 5));
     for (const r of ['a', 'b']) {
       await waitFor(`${r} to need a resync`, async () => JSON.parse((await cli(w, ['replica', 'status', r, '--json'])).stdout).state === 'needs_resync', 120_000);
-      const res = await cli(w, ['replica', 'resync', r, '--source', w.sourceUrl, '--replica', `${r}=${w.replicaUrls[r]}`]);
+      const res = await cli(w, ['replica', 'resync', r, '--config', configFile]); // the config says the capture mode
       expect(res.code, res.stdout + res.stderr).toBe(0);
       if (r === 'a') expect(res.stdout).toMatch(/partition public\.m_2026_04 dropped, partition public\.m_2026_07 created/);
     }
