@@ -52,7 +52,10 @@ describe('a retention gap', () => {
     });
     expect(range.last.offset).toBeGreaterThan(range.first.offset);
     const human = await cli(w, ['capture', 'status']);
-    expect(human.stdout).toMatch(new RegExp(`RETAINED OFFSETS[^\\n]*\\n.*${range.first.offset}–\\d+ \\(`));
+    // Retention may have removed another segment since (it runs on its own clock): the first offset shown is at least that one.
+    const shown = new RegExp(`RETAINED OFFSETS[^\\n]*\\n.*?(\\d+)–\\d+ \\(`).exec(human.stdout);
+    expect(shown, human.stdout).not.toBeNull();
+    expect(Number(shown![1])).toBeGreaterThanOrEqual(range.first.offset);
 
     expect((await cli(w, ['replica', 'resume', 'b'])).code).toBe(0);
     const stopped = await waitFor('b to need a resync', async () => {
