@@ -113,7 +113,7 @@ export async function uninstallSchemaCapture(c: pg.ClientBase): Promise<string[]
   );
   await c.query(
     'DROP FUNCTION IF EXISTS pgferry.capture_partition_changes(), pgferry.capture_drops(), pgferry.record_partitions(), pgferry.reconcile_partitions(oid, oid), ' +
-      'pgferry.emit_partition_change(oid, text, jsonb), pgferry.emit_schema_change(oid, text, text, text[], boolean, jsonb), pgferry.trigger_captured(oid), ' +
+      'pgferry.emit_partition_change(oid, text, jsonb), pgferry.emit_partition_error(oid, text, text), pgferry.emit_root_change(oid, text, jsonb), pgferry.emit_schema_change(oid, text, text, text[], boolean, jsonb), pgferry.trigger_captured(oid), ' +
       'pgferry.add_partition_truncate_trigger(oid), pgferry.partition_info(oid), pgferry.partition_key(oid), pgferry.trigger_capture_takes_all_tables()',
   );
   await c.query(

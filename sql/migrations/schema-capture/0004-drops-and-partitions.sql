@@ -97,27 +97,29 @@ LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $$
     SELECT 1 FROM pg_trigger t WHERE t.tgrelid = rel AND t.tgname = 'pgferry_capture' AND NOT t.tgisinternal AND t.tgparentid = 0)
 $$;
 
--- One partition change of a captured root, described and written.
-CREATE OR REPLACE FUNCTION pgferry.emit_partition_change(root oid, command text, part jsonb) RETURNS void
+-- A description of a captured root that leaves its shape as it is (before = after = its shape, so
+-- it routes to the root), with `extra`: { partition } or { error }.
+CREATE OR REPLACE FUNCTION pgferry.emit_root_change(root oid, command text, extra jsonb) RETURNS void
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
   shape jsonb := pgferry.table_shape(root);
 BEGIN
   PERFORM pgferry.emit_schema_change(root, shape->>'schema', shape->>'table', pgferry.publications_of(root), pgferry.trigger_captured(root),
-    jsonb_build_object('oid', root, 'command', command, 'old', shape, 'new', shape, 'fills', '{}'::jsonb, 'unfilled', '[]'::jsonb, 'partition', part));
+    jsonb_build_object('oid', root, 'command', command, 'old', shape, 'new', shape, 'fills', '{}'::jsonb, 'unfilled', '[]'::jsonb) || extra);
 END
 $$;
 
+-- One partition change of a captured root, described and written.
+CREATE OR REPLACE FUNCTION pgferry.emit_partition_change(root oid, command text, part jsonb) RETURNS void
+LANGUAGE sql SET search_path = pg_catalog, pg_temp AS $$
+  SELECT pgferry.emit_root_change(root, command, jsonb_build_object('partition', part))
+$$;
+
 -- A partition change of a captured root that could not be described: replicas that take the
--- root stop there with `error` (its shape before and after is the root's, so it routes to it).
+-- root stop there with `error`.
 CREATE OR REPLACE FUNCTION pgferry.emit_partition_error(root oid, command text, error text) RETURNS void
-LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
-DECLARE
-  shape jsonb := pgferry.table_shape(root);
-BEGIN
-  PERFORM pgferry.emit_schema_change(root, shape->>'schema', shape->>'table', pgferry.publications_of(root), pgferry.trigger_captured(root),
-    jsonb_build_object('oid', root, 'command', command, 'old', shape, 'new', shape, 'fills', '{}'::jsonb, 'unfilled', '[]'::jsonb, 'error', error));
-END
+LANGUAGE sql SET search_path = pg_catalog, pg_temp AS $$
+  SELECT pgferry.emit_root_change(root, command, jsonb_build_object('error', error))
 $$;
 
 CREATE OR REPLACE FUNCTION pgferry.capture_partition_truncate() RETURNS trigger
