@@ -14,6 +14,7 @@ const BIN = '/usr/lib/postgresql/15/bin';
 describe('replica rewind', () => {
   let w: World;
   let up: Proc;
+  let running: Workload | undefined;
 
   beforeAll(async () => {
     w = await createWorld({ replicas: ['a'], schema: AUDIT_SCHEMA });
@@ -21,6 +22,7 @@ describe('replica rewind', () => {
   });
 
   afterAll(async () => {
+    await running?.stop().catch(() => undefined); // a failed test leaves it writing: stop it before the source goes
     await up?.stop();
     await w?.teardown();
   });
@@ -29,8 +31,11 @@ describe('replica rewind', () => {
 
   it('continues a copy of a replica taken at a known position, and refuses a position the stream no longer holds', async () => {
     const workload = new Workload(w.sourceUrl, 1);
+    running = workload;
     workload.start();
     await waitFor('the workload to be under way', async () => workload.committed > 200);
+    // A known position means one a has reached: 0/0 (nothing applied yet, possible on a loaded machine) is no source position.
+    await waitFor('a to apply transactions', async () => Number((await progressOf(w, 'a')).txns_applied) > 20);
 
     // A backup of replica a at a known position: pause it, note its position, copy its tables (not pgferry's bookkeeping).
     expect((await cli(w, ['replica', 'pause', 'a'])).code).toBe(0);
