@@ -18,7 +18,9 @@ import type { SchemaPolicy } from './schema-apply';
 import type pg from 'pg';
 import type { ChannelModel } from 'amqplib';
 import type { TxnMessage } from '../change';
-import { ConfigError, RejectedChangeError, SchemaMismatchError, isRefusal } from '../errors';
+import { ConfigError, RejectedChangeError, SchemaMismatchError, UnavailableError, isRefusal } from '../errors';
+import { within } from '../deadline';
+import { streamName } from '../names';
 import { decodeTxn } from '../changelog/envelope';
 import { LogPosition, LogProtocol } from '../changelog/protocol';
 import { StreamReader, streamTip } from '../changelog/stream';
@@ -27,6 +29,9 @@ import { Heartbeat } from '../heartbeat';
 import { crashPoint } from '../testing/crash-point';
 import { Applier } from './applier';
 import { PROGRESS_TABLE, ProgressStore } from './progress-store';
+
+/** How long a batch waits for RabbitMQ to attach its reader to the stream before it reports the wait and retries. */
+const ATTACH_DEADLINE_MS = 30_000;
 
 /** How long a batch with nothing in hand waits for a first message (at least max_wait_ms). */
 const FIRST_WAIT_MS = 1000;
@@ -124,19 +129,38 @@ export class StreamFeed {
     // Prefetch 256 messages: RabbitMQ delivers a credit's worth per round trip, so a stream of small
     // transactions is read ~4x faster than with 64 (measured in W3); chunks of at most ~128 kB
     // (envelope CHUNK_BYTES) keep that within tens of MB for huge transactions.
-    const reader = await StreamReader.open(o.rabbit, o.source, stored.offset ?? 'first', 256);
-    try {
+    // Within a deadline: amqplib's calls wait for RabbitMQ without one, and a broker that never answers
+    // (a stream whose node is down or inaccessible) must show as a retried error, not as a replica
+    // "running" that never moves while the batch's heartbeat keeps it alive.
+    let reader: StreamReader | null = null;
+    let expired = false;
+    const attach = async (): Promise<StreamReader> => {
+      const r = await StreamReader.open(o.rabbit, o.source, stored.offset ?? 'first', 256);
+      reader = r;
+      if (expired) throw new Error('attach abandoned'); // the deadline passed: closed below, nobody reads it
       // Then (a stream re-created after this is seen by the reader, whose consumer RabbitMQ cancels): is it the stream the position is in?
       if (stored.offset !== null || stored.stream) {
         const gap = protocol.attach(await streamTip(o.rabbit, o.source, stored.offset ?? undefined));
         if (gap) throw gap;
       }
+      return r;
+    };
+    const attaching = attach();
+    try {
+      const r = await within(attaching, ATTACH_DEADLINE_MS, () => new UnavailableError(
+        `replica '${o.replica}': RabbitMQ did not let it attach to the change stream ${streamName(o.source)} within ${ATTACH_DEADLINE_MS / 1000} s ` +
+          `(the broker is overloaded, or the stream's node is down or inaccessible: see rabbitmq-diagnostics and the RabbitMQ log); retrying`,
+      ));
+      this.current = { reader: r, protocol };
+      return this.current;
     } catch (err) {
-      await reader.close();
+      expired = true;
+      // The reader is closed: now if it was opened, else once a late open gets that far.
+      const opened = reader as StreamReader | null;
+      if (opened) void opened.close(); // not awaited: its own calls may wait on the same broker
+      else void attaching.catch(() => undefined).finally(() => (reader as StreamReader | null)?.close());
       throw err;
     }
-    this.current = { reader, protocol };
-    return this.current;
   }
 
   async close(): Promise<void> {

@@ -15,6 +15,7 @@
  */
 import type pg from 'pg';
 import { ZERO_LSN } from '../lsn';
+import { SQLSTATE, sqlState, UnavailableError } from '../errors';
 import type { LogPosition } from '../changelog/protocol';
 
 type Queryable = Pick<pg.ClientBase, 'query'>;
@@ -30,6 +31,9 @@ export interface ProgressAdvance extends LogPosition {
   /** Commit time of the last transaction applied (null: keep the stored one). */
   lastCommitTime: string | null;
 }
+
+/** How long a batch waits for its checkpoint row before it reports the wait and retries. */
+export const LOCK_WAIT_MS = 30_000;
 
 /** The checkpoint table, for messages that name it. */
 export const PROGRESS_TABLE = 'pgferry.progress';
@@ -143,9 +147,25 @@ export const ProgressStore = {
    * the same replica waits here, then sees the new position: two workers can
    * never apply the same source transaction twice.
    */
-  async lock(q: Queryable, replica: string, source: string): Promise<StoredProgress> {
+  async lock(q: Queryable, replica: string, source: string, waitMs = LOCK_WAIT_MS): Promise<StoredProgress> {
     await q.query(INIT, [replica, source]);
-    return fromRow((await q.query<ProgressRow>(LOCK, [replica])).rows[0]);
+    // A bounded wait: a session that holds the row and never ends (a client gone without the server
+    // noticing, an open transaction left in psql) must show as a retried error, not as a replica
+    // "running" that never moves. The replica's own lock_timeout comes back for the rest of the batch.
+    const was = (await q.query<{ was: string }>(`SELECT current_setting('lock_timeout') AS was, set_config('lock_timeout', $1, true)`, [`${waitMs}ms`])).rows[0].was;
+    let row: ProgressRow;
+    try {
+      row = (await q.query<ProgressRow>(LOCK, [replica])).rows[0];
+    } catch (err) {
+      if (sqlState(err) !== SQLSTATE.lockNotAvailable) throw err;
+      throw new UnavailableError(
+        `replica '${replica}': its checkpoint row in ${PROGRESS_TABLE} has been locked by another session for ${waitMs / 1000} s (another worker's batch, or a transaction left open on the replica); ` +
+          `retrying. If it lasts, find the session with SELECT pid, state, xact_start, query FROM pg_stat_activity WHERE pid = ANY (pg_blocking_pids(<a batch's pid>)) on the replica, and end it`,
+        { cause: err },
+      );
+    }
+    await q.query(`SELECT set_config('lock_timeout', $1, true)`, [was]);
+    return fromRow(row);
   },
 
   /** Set where a replica continues (rewind, resync): it holds everything up to `at.lsn` and reads the stream after `at.offset`. Counters are kept. */

@@ -12,6 +12,7 @@ import { ConfigError, describeCause } from '../errors';
 import { logger } from '../logger';
 import { redactText } from '../redact';
 import { captureMode } from '../capture/mode';
+import { within } from '../deadline';
 import { connectClient } from '../temporal/connection';
 import { captureView, CaptureView, listReplicaNames, replicaView, ReplicaView } from '../temporal/inspect';
 import { SCRAPE_TIMEOUT_MS, ScrapeReading, collectProcessMetrics, recordScrape, registry } from './instruments';
@@ -22,12 +23,8 @@ export interface MetricsServer {
 }
 
 /** Resolve `p`, or reject after `ms` (the work itself is left to finish or fail on its own). */
-function within<T>(p: Promise<T>, ms: number, what: string): Promise<T> {
-  let timer: NodeJS.Timeout | undefined;
-  const timeout = new Promise<never>((_, reject) => {
-    timer = setTimeout(() => reject(new Error(`${what}: no answer within the ${SCRAPE_TIMEOUT_MS / 1000} s scrape time limit`)), Math.max(0, ms));
-  });
-  return Promise.race([p, timeout]).finally(() => clearTimeout(timer));
+function timed<T>(p: Promise<T>, ms: number, what: string): Promise<T> {
+  return within(p, ms, () => new Error(`${what}: no answer within the ${SCRAPE_TIMEOUT_MS / 1000} s scrape time limit`));
 }
 
 /**
@@ -140,8 +137,8 @@ class Scraper {
     const deadline = Date.now() + SCRAPE_TIMEOUT_MS;
     const health = this.slotHealth;
     const [temporal, slot] = await Promise.allSettled([
-      within(this.readTemporal(deadline), SCRAPE_TIMEOUT_MS + 100, 'Temporal status'),
-      health ? within(health(this.config.source.url!, this.source), deadline - Date.now(), 'source slot query') : Promise.resolve(null),
+      timed(this.readTemporal(deadline), SCRAPE_TIMEOUT_MS + 100, 'Temporal status'),
+      health ? timed(health(this.config.source.url!, this.source), deadline - Date.now(), 'source slot query') : Promise.resolve(null),
     ]);
     const reading: ScrapeReading = { source: this.source, temporal: { ok: false } };
     if (temporal.status === 'fulfilled') {
@@ -178,7 +175,7 @@ class Scraper {
   }
 
   private async readTemporal(deadline: number): Promise<{ capture: CaptureView | null; views: ReplicaView[] }> {
-    const c = await within(this.client(), deadline - Date.now(), 'Temporal connection');
+    const c = await timed(this.client(), deadline - Date.now(), 'Temporal connection');
     const { config, source } = this;
     return c.withDeadline(deadline, async () => {
       const capture = await captureView(c, source).catch((err) => {

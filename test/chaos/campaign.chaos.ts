@@ -474,6 +474,7 @@ async function converge(
   let detail = '';
   let changedAt = Date.now();
   let states: Record<string, string> = {};
+  let why = '';
   const count = (cluster: FaultWorld['w']['source'], db: string) => cluster.withClient(db, async (c) => (await c.query('SELECT count(*)::int AS n FROM audit')).rows[0].n as number);
   await waitFor(
     'both replicas to equal the source',
@@ -481,8 +482,17 @@ async function converge(
       if (Date.now() - lastStatus > 5000) {
         lastStatus = Date.now();
         const r = await cli(f.w, ['status', '--json']).catch(() => null);
-        const s = r?.stdout ? (JSON.parse(r.stdout) as { replicas?: { replica: string; state: string; lastError?: string | null }[] }) : null;
+        const s = r?.stdout
+          ? (JSON.parse(r.stdout) as {
+              replicas?: { replica: string; state: string; lastError?: string | null; retrying?: string | null; captureError?: string | null; offset?: number | null }[];
+            })
+          : null;
         states = Object.fromEntries((s?.replicas ?? []).map((x) => [x.replica, x.state]));
+        // Why a running replica does not move, for the report: its retried error and capture's.
+        why = (s?.replicas ?? [])
+          .filter((x) => x.state === 'running' && (x.retrying || x.captureError))
+          .map((x) => `${x.replica} at offset ${x.offset ?? '-'}: ${x.retrying ? `retrying: ${x.retrying}` : ''}${x.captureError ? ` capture: ${x.captureError}` : ''}`)
+          .join('; ');
         for (const x of s?.replicas ?? []) {
           if (x.state === 'needs_resync' && opts.streamDeleted()) {
             console.log(`chaos: replica '${x.replica}' is needs_resync after the stream's deletion (${x.lastError}): pgferry replica resync ${x.replica}`);
@@ -514,7 +524,7 @@ async function converge(
         const running = REPLICAS.filter((r) => parts.some((p) => p.startsWith(`${r}`)) && states[r] === 'running');
         throw new StopWaiting(
           running.length
-            ? `replica ${running.map((r) => `'${r}'`).join(', ')} running and different from the source for 60 s${opts.streamDeleted() ? ' (after the stream was deleted)' : ''}`
+            ? `replica ${running.map((r) => `'${r}'`).join(', ')} running and different from the source for 60 s${opts.streamDeleted() ? ' (after the stream was deleted)' : ''}${why ? ` [${why}]` : ' [no error retried]'}`
             : 'no replica moved for 60 s',
         );
       }

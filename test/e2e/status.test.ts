@@ -1,5 +1,6 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
+import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Proc } from '../helpers/procs';
 import { runCli, startCli } from '../helpers/procs';
@@ -103,6 +104,37 @@ describe('pgferry status', () => {
       return r.code === 0 ? JSON.parse(r.stdout) : null;
     });
     expect(fixed.replicas.map((v: { state: string }) => v.state)).toEqual(['running', 'running', 'running']);
+  });
+
+  it('shows a replica whose checkpoint row another session holds as retrying, naming the cause, and it catches up once that session ends', async () => {
+    // A transaction left open on the replica holding the checkpoint row: before, the batch waited on it
+    // forever while its heartbeat said "running"; now the wait is bounded and reported.
+    const holder = new pg.Client({ connectionString: w.replicaUrls.healthy });
+    await holder.connect();
+    try {
+      await holder.query('BEGIN');
+      await holder.query(`SELECT 1 FROM pgferry.progress WHERE replica = 'healthy' FOR UPDATE`);
+      await w.source.withClient('app', (c) => c.query('INSERT INTO orders SELECT g, g FROM generate_series(1001, 1100) g'));
+      const v = await waitFor(
+        'status to show healthy retrying on its locked checkpoint',
+        async () => {
+          const report = JSON.parse((await status(['--json'])).stdout);
+          const h = report.replicas.find((x: { replica: string }) => x.replica === 'healthy');
+          return h?.retrying ? h : null;
+        },
+        150_000,
+        1000,
+      );
+      expect(v.state).toBe('running');
+      expect(v.retrying).toContain(`replica 'healthy': its checkpoint row in pgferry.progress has been locked by another session for 30 s`);
+      expect(v.retrying).toContain('pg_blocking_pids');
+      const human = await status();
+      expect(human.stdout).toMatch(/healthy\s+running\s.*retrying: replica 'healthy': its checkpoint row/);
+    } finally {
+      await holder.query('ROLLBACK').catch(() => undefined);
+      await holder.end().catch(() => undefined);
+    }
+    await waitForEqual(w, 'healthy', ['orders']);
   });
 
   it('--watch refreshes until stopped', async () => {
