@@ -33,6 +33,10 @@ import { PROGRESS_TABLE, ProgressStore } from './progress-store';
 /** How long a batch waits for RabbitMQ to attach its reader to the stream before it reports the wait and retries. */
 const ATTACH_DEADLINE_MS = 30_000;
 
+/** How long a session's reader may deliver nothing before it checks the stream for more (StreamFeed.checkIdle). */
+const IDLE_CHECK_MS = 10_000;
+const IDLE_CHECK_DEADLINE_MS = 5_000;
+
 /** How long a batch with nothing in hand waits for a first message (at least max_wait_ms). */
 const FIRST_WAIT_MS = 1000;
 
@@ -163,9 +167,49 @@ export class StreamFeed {
     }
   }
 
+  /** Since when the reader has delivered nothing (null: it delivered in the last batch), and when that was last checked. */
+  private idleSince: number | null = null;
+
+  /**
+   * After each batch of a session. A reader that has delivered nothing for
+   * IDLE_CHECK_MS asks the stream for its newest message: if the stream holds
+   * one past what the reader was delivered, or is another stream, the
+   * consumer is dead without having been told (RabbitMQ normally cancels the
+   * consumers of a stream it deletes or loses; a cancel lost in a restart or
+   * a connection's churn would leave the replica "running" and never moving).
+   * The feed is dropped: the next batch attaches again, where the protocol
+   * tells a re-created stream (a gap) from a live one. A false alarm (a
+   * message published just now) costs one re-attach.
+   */
+  async checkIdle(o: ApplyBatchOptions, delivered: boolean): Promise<void> {
+    const c = this.current;
+    const now = Date.now();
+    if (!c || delivered) {
+      this.idleSince = null;
+      return;
+    }
+    this.idleSince ??= now;
+    if (now - this.idleSince < IDLE_CHECK_MS) return;
+    this.idleSince = now;
+    // No batch heartbeats meanwhile: bounded well inside the session's heartbeat timeout.
+    const tip = await within(streamTip(o.rabbit, o.source), IDLE_CHECK_DEADLINE_MS, () => new UnavailableError(
+      `replica '${o.replica}': RabbitMQ did not answer for the newest message of the change stream ${streamName(o.source)} within ${IDLE_CHECK_DEADLINE_MS / 1000} s; retrying`,
+    ));
+    const had = c.reader.lastOffset ?? c.protocol.position.offset ?? -1;
+    const own = c.protocol.position.stream;
+    if (tip === null || tip.offset > had || (own && tip.stream && tip.stream !== own)) {
+      o.log.warn(
+        { replica: o.replica, delivered: c.reader.lastOffset, tip: tip?.offset ?? null, tipStream: tip?.stream ?? null, stream: own ?? null },
+        'the stream reader delivered nothing for a while though the stream holds more (or is another stream): attaching again',
+      );
+      await this.close();
+    }
+  }
+
   async close(): Promise<void> {
     const c = this.current;
     this.current = null;
+    this.idleSince = null;
     await c?.reader.close();
   }
 }

@@ -59,6 +59,7 @@ export async function applySession(o: ApplySessionOptions): Promise<SessionResul
       const batch = await applyBatch(o, feed);
       total = addToSession(total, batch);
       o.onBatch?.(total, batch);
+      await feed.checkIdle(o, batch.txns > 0 || batch.skipped > 0 || !batch.caughtUp);
     } while (!o.signal?.aborted && Date.now() - started < o.maxRunMs);
     return total;
   } finally {

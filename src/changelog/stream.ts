@@ -389,6 +389,8 @@ export class StreamReader {
   private waiter: (() => void) | null = null;
   private error: Error | null = null;
   private tag = '';
+  /** Offset of the last message delivered (null: none yet). */
+  lastOffset: number | null = null;
 
   private constructor(
     private readonly ch: amqp.Channel,
@@ -416,6 +418,7 @@ export class StreamReader {
           const offset = Number(headers?.['x-stream-offset']);
           const lsn = headers?.['pgferry-lsn'];
           const stream = headers?.['pgferry-stream'];
+          r.lastOffset = offset;
           r.buffered.push({ offset, body: msg.content, lsn: typeof lsn === 'string' ? lsn : undefined, stream: typeof stream === 'string' ? stream : undefined, msg });
           r.bufferedBytes += msg.content.length;
           r.wake();

@@ -1,4 +1,7 @@
-import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, beforeEach, describe, expect, it, vi } from 'vitest';
+import { StreamReader } from '../../src/changelog/stream';
+
+const realOpen = StreamReader.open.bind(StreamReader);
 import { CraftedLog, ins, txn } from '../helpers/crafted-log';
 import { RejectedChangeError } from '../../src/errors';
 import { waitFor } from '../helpers/wait';
@@ -123,6 +126,34 @@ describe('apply sessions', () => {
     expect(await count('a')).toBe(3);
     expect(await count('b')).toBe(1);
     expect(await stored()).toBe(r.appliedLsn);
+  });
+
+  it('a reader whose consumer stopped without a cancel is noticed while idle, and the session attaches again and applies what came since', async () => {
+    // RabbitMQ cancels the consumers of a stream it deletes; a cancel lost (a restart, a connection's
+    // churn) left a session reading nothing, "running" and never moving, until its run ended. Here the
+    // consumer is cancelled from the client side, which amqplib does not report to the reader: the same
+    // silence on a real broker.
+    const opened: StreamReader[] = [];
+    const open = vi.spyOn(StreamReader, 'open').mockImplementation(async (...args: Parameters<typeof StreamReader.open>) => {
+      const r = await realOpen(...args);
+      opened.push(r);
+      return r;
+    });
+    try {
+      await log.publish(txn(next(), [ins('b', { id: '1', v: 'before' })]));
+      const running = log.session({ maxRunMs: 30_000 });
+      await waitFor('the first applied', async () => (await count('b')) === 1, 10_000, 20);
+      const reader = opened.find((r) => r.lastOffset !== null)!;
+      const raw = reader as unknown as { ch: { cancel(tag: string): Promise<unknown> }; tag: string };
+      await raw.ch.cancel(raw.tag);
+      const later = Array.from({ length: 5 }, (_, i) => txn(next(), [ins('a', { id: String(i + 1), v: 'after' })]));
+      await log.publish(...later);
+      await waitFor('what was published after the consumer stopped to be applied by the same session', async () => (await count('a')) === 5, 22_000, 100);
+      expect(await stored()).toBe(later[4].lsn);
+      await running;
+    } finally {
+      open.mockRestore();
+    }
   });
 
   it('a refused change ends the session with the error, keeping every transaction before it', async () => {
