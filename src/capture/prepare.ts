@@ -24,7 +24,8 @@ import { streamName } from '../names';
 import { declareStream, holdsChanges, retainedRange, StreamIdentity, StreamPublisher } from '../changelog/stream';
 import { withRetry } from '../retry';
 import type { PreparedSource } from './contract';
-import { captureMode } from './mode';
+import { captureMode, refuseOtherMode } from './mode';
+import { withClient } from '../pg';
 
 /** The history the source's positions belong to now (see capture/history.ts). */
 export async function sourceHistory(config: Config, url: string): Promise<string> {
@@ -46,8 +47,9 @@ export function streamLossWarning(source: string, id: string): string {
 export async function prepareCapture(config: Config, rabbit: ChannelModel): Promise<PreparedSource & { gapMarked: boolean; stream: StreamIdentity }> {
   const source = config.source.name;
   const mode = captureMode(config);
-  const stream = await declareStream(rabbit, source, config.stream);
   const url = requireSourceUrl(config);
+  await withRetry(() => withClient(`source '${source}'`, url, (c) => refuseOtherMode(c, source, mode)), config.connectWaitMs, logger);
+  const stream = await declareStream(rabbit, source, config.stream);
   const prepared = await withRetry(() => mode.prepare(url, source, config.source), config.connectWaitMs, logger);
   if (stream.created && !prepared.slotCreated) {
     // Capture state from before, but no stream: it was lost.

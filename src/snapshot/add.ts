@@ -26,7 +26,7 @@ import { qualified, withClient } from '../pg';
 import { withRetry } from '../retry';
 import { copyTables, TableProgress } from './copy';
 import { createMissingTables } from './create-tables';
-import { captureMode } from '../capture/mode';
+import { captureMode, refuseOtherMode } from '../capture/mode';
 import { ProgressStore } from '../apply/progress-store';
 import { TableRegistry } from '../apply/table-registry';
 import { ZERO_LSN } from '../lsn';
@@ -126,9 +126,11 @@ export async function copyFromSnapshot(o: {
   const source = o.config.source.name;
   const sourceUrl = requireSourceUrl(o.config);
   // 1. then 2.: the order matters (see above).
+  const mode = captureMode(o.config);
+  await withClient(`source '${source}'`, sourceUrl, (c) => refuseOtherMode(c, source, mode));
   const newest = (await retainedRange(o.rabbit, source)).last;
   const offset = newest?.offset ?? null;
-  const snapshot = await captureMode(o.config).exportSnapshot(sourceUrl, source);
+  const snapshot = await mode.exportSnapshot(sourceUrl, source);
   try {
     o.say(`snapshot of source '${source}' at ${snapshot.position}: copying ${o.tables.length} table(s), ${o.parallel} at a time`);
     const tables = await copyTables({

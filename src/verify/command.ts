@@ -2,7 +2,7 @@
 import type { Config } from '../config';
 import { replicaShare, replicaUrl, requireSourceUrl } from '../config';
 import { SourceError } from '../errors';
-import { captureMode } from '../capture/mode';
+import { captureMode, refuseOtherMode } from '../capture/mode';
 import { resolveTables } from '../capture/tables';
 import type { TableRef } from '../tables';
 import { REPLICA_SESSION_OPTIONS, withClient } from '../pg';
@@ -18,6 +18,7 @@ export async function verifyReplica(config: Config, name: string, only: string[]
   // The replica's session pins search_path (as apply's do); the source's resolves --tables as psql would.
   const pinned = { options: REPLICA_SESSION_OPTIONS };
   return withClient(`source '${source}'`, sourceUrl, async (src) => {
+    await refuseOtherMode(src, source, mode);
     let tables: TableRef[] = replicaShare(config, name, await mode.capturedTables(src, source));
     if (only?.length) {
       const wanted = await resolveTables(src, source, only);

@@ -157,4 +157,27 @@ replicas:
     expect(b.staging).toHaveLength(50);
     expect(b.staging.every((r) => r.endsWith(',"round 3")'))).toBe(true);
   });
+
+  // Outside partitions, but it needs a trigger-captured source with wal_level=logical, which this file has:
+  // a command given without --mode on such a source used to take WAL mode, create a slot and publish a gap marker.
+  it.runIf(mode === 'trigger')('refuses WAL-mode commands on a trigger-captured source, naming --mode trigger, and changes nothing', async () => {
+    await bothEqual(['m']);
+    const flags = ['--source', w.sourceUrl]; // no --mode, no config file: WAL, the default
+    const want = new RegExp(`source '${w.sourceName}' is captured in trigger mode \\(its position in pgferry\\.capture_state, and capture triggers\\), but this command was given wal mode \\(the default\\); nothing was changed\\. Pass --mode trigger`);
+    for (const args of [
+      ['replica', 'resync', 'a', ...flags, '--replica', `a=${w.replicaUrls.a}`],
+      ['init', ...flags],
+      ['verify', 'a', ...flags, '--replica', `a=${w.replicaUrls.a}`],
+    ]) {
+      const r = await cli(w, args);
+      expect(r.code, `${args.join(' ')}: ${r.stdout}${r.stderr}`).toBe(2);
+      expect(r.stderr).toMatch(want);
+    }
+    const slots = await w.source.withClient('app', (c) => c.query(`SELECT slot_name FROM pg_replication_slots UNION ALL SELECT pubname FROM pg_publication`));
+    expect(slots.rows).toEqual([]);
+    // Nothing reached the stream: both replicas still running and following.
+    await w.source.withClient('app', (c) => c.query(rowsFor(1, 9001, 10)));
+    await bothEqual(['m']);
+    for (const r of ['a', 'b']) expect(JSON.parse((await cli(w, ['replica', 'status', r, '--json'])).stdout).state).toBe('running');
+  });
 });

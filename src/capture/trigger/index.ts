@@ -26,6 +26,12 @@ export const triggerMode: CaptureMode = {
     return describeTables(c, source, await capturedTables(c));
   },
   notCaptured: () => 'no capture trigger',
+  async installed(c: pg.ClientBase, source: string) {
+    const yes = (v: unknown) => v === true || v === 't';
+    if (!yes((await c.query(`SELECT to_regclass('pgferry.capture_state') IS NOT NULL AS yes`)).rows[0].yes)) return null;
+    const row = (await c.query('SELECT 1 FROM pgferry.capture_state WHERE source = $1', [source])).rows.length > 0;
+    return row ? `its position in pgferry.capture_state, and capture triggers` : null;
+  },
   history: (url, source) =>
     withClient(`source '${source}'`, url, async (c) => {
       const r = (await c.query('SELECT incarnation FROM pgferry.capture_state WHERE source = $1', [source])).rows[0];

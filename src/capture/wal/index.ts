@@ -25,6 +25,19 @@ export const walMode: CaptureMode = {
     return publishedTables(c, source, pub);
   },
   notCaptured: (source) => `not in publication ${publicationName(source)}`,
+  async installed(c: pg.ClientBase, source: string) {
+    const pub = publicationName(source);
+    const slot = slotName(source);
+    const r = (
+      await c.query<{ pub: boolean | string; slot: boolean | string }>(
+        'SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_publication WHERE pubname = $1) AS pub, EXISTS (SELECT 1 FROM pg_catalog.pg_replication_slots WHERE slot_name = $2) AS slot',
+        [pub, slot],
+      )
+    ).rows[0];
+    const yes = (v: boolean | string) => v === true || v === 't';
+    const found = [yes(r.pub) ? `publication ${pub}` : '', yes(r.slot) ? `replication slot ${slot}` : ''].filter(Boolean);
+    return found.length ? found.join(' and ') : null;
+  },
   history: (url, source) => walHistory(`source '${source}'`, url),
   uninstall: uninstallWal,
   slotHealth,
