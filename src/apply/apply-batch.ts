@@ -23,7 +23,7 @@ import { within } from '../deadline';
 import { streamName } from '../names';
 import { decodeTxn } from '../changelog/envelope';
 import { LogPosition, LogProtocol } from '../changelog/protocol';
-import { StreamReader, streamTip } from '../changelog/stream';
+import { readerBehind, StreamReader, streamTip } from '../changelog/stream';
 import type { Logger } from '../logger';
 import { Heartbeat } from '../heartbeat';
 import { crashPoint } from '../testing/crash-point';
@@ -192,16 +192,13 @@ export class StreamFeed {
     if (now - this.idleSince < IDLE_CHECK_MS) return;
     this.idleSince = now;
     // No batch heartbeats meanwhile: bounded well inside the session's heartbeat timeout.
-    const tip = await within(streamTip(o.rabbit, o.source), IDLE_CHECK_DEADLINE_MS, () => new UnavailableError(
-      `replica '${o.replica}': RabbitMQ did not answer for the newest message of the change stream ${streamName(o.source)} within ${IDLE_CHECK_DEADLINE_MS / 1000} s; retrying`,
-    ));
-    const had = c.reader.lastOffset ?? c.protocol.position.offset ?? -1;
-    const own = c.protocol.position.stream;
-    if (tip === null || tip.offset > had || (own && tip.stream && tip.stream !== own)) {
-      o.log.warn(
-        { replica: o.replica, delivered: c.reader.lastOffset, tip: tip?.offset ?? null, tipStream: tip?.stream ?? null, stream: own ?? null },
-        'the stream reader delivered nothing for a while though the stream holds more (or is another stream): attaching again',
-      );
+    const behind = await within(
+      readerBehind(o.rabbit, o.source, () => c.reader.lastOffset ?? c.protocol.position.offset ?? -1, c.protocol.position.stream ?? null),
+      IDLE_CHECK_DEADLINE_MS,
+      () => new UnavailableError(`replica '${o.replica}': RabbitMQ did not answer for the newest message of the change stream ${streamName(o.source)} within ${IDLE_CHECK_DEADLINE_MS / 1000} s; retrying`),
+    );
+    if (behind) {
+      o.log.warn({ replica: o.replica }, `the stream reader delivered nothing for ${IDLE_CHECK_MS / 1000} s though ${behind}: attaching again`);
       await this.close();
     }
   }

@@ -15,7 +15,9 @@ import type { ChannelModel } from 'amqplib';
 import type { TxnMessage } from '../change';
 import { decodeTxn } from './envelope';
 import { LogPosition, LogProtocol, START_OF_LOG } from './protocol';
-import { retainedRange, StreamReader, streamTip } from './stream';
+import { readerBehind, retainedRange, StreamReader, streamTip } from './stream';
+import { UnavailableError } from '../errors';
+import { streamName } from '../names';
 
 export { START_OF_LOG };
 export type { LogPosition };
@@ -46,12 +48,20 @@ export interface CursorOptions {
   prefetch?: number;
 }
 
+/** How long a cursor's reader may deliver nothing before it checks the stream for more (LogCursor.next). */
+const IDLE_CHECK_MS = 10_000;
+
 export class LogCursor {
   private pending: CursorItem | null = null;
+  /** Since when the reader has delivered nothing (null: it just did). */
+  private idleSince: number | null = null;
 
   private constructor(
     private readonly reader: StreamReader,
     private readonly protocol: LogProtocol,
+    private readonly rabbit: ChannelModel,
+    private readonly source: string,
+    private readonly consumer: string,
   ) {}
 
   static async open(rabbit: ChannelModel, source: string, from: LogPosition, o: CursorOptions): Promise<LogCursor> {
@@ -68,7 +78,7 @@ export class LogCursor {
       await reader.close();
       throw err;
     }
-    return new LogCursor(reader, protocol);
+    return new LogCursor(reader, protocol, rabbit, source, o.consumer);
   }
 
   /** True while a transaction has started but its last chunk has not been yielded. */
@@ -91,7 +101,11 @@ export class LogCursor {
     const until = Date.now() + timeoutMs;
     for (;;) {
       const msg = await this.reader.next(Math.max(0, until - Date.now()));
-      if (!msg) return null;
+      if (!msg) {
+        await this.checkIdle();
+        return null;
+      }
+      this.idleSince = null;
       const step = this.protocol.step({ offset: msg.offset, lsn: msg.lsn, stream: msg.stream, read: () => decodeTxn(msg.body) });
       const restart: CursorItem | null = step.discard ? { kind: 'restart', lsn: step.discard } : null;
       if (step.kind === 'gap' || step.kind === 'error') throw step.error;
@@ -101,6 +115,23 @@ export class LogCursor {
         return restart;
       }
       if (item) return item;
+    }
+  }
+
+  /**
+   * A reader that delivered nothing for IDLE_CHECK_MS while the stream holds
+   * more (or is another stream) has a consumer RabbitMQ stopped serving
+   * without a cancel: a retried error, so the consumer opens a new cursor
+   * from its position, instead of waiting in silence.
+   */
+  private async checkIdle(): Promise<void> {
+    const now = Date.now();
+    this.idleSince ??= now;
+    if (now - this.idleSince < IDLE_CHECK_MS) return;
+    this.idleSince = now;
+    const behind = await readerBehind(this.rabbit, this.source, () => this.reader.lastOffset ?? this.protocol.position.offset ?? -1, this.protocol.position.stream ?? null);
+    if (behind) {
+      throw new UnavailableError(`${this.consumer}: its reader of the change stream ${streamName(this.source)} delivered nothing for ${IDLE_CHECK_MS / 1000} s though ${behind}; reading again from its position`);
     }
   }
 

@@ -148,6 +148,23 @@ export async function streamTip(conn: amqp.ChannelModel, source: string, atLeast
   }
 }
 
+/**
+ * For a reader that has delivered nothing for a while: whether the stream
+ * holds more than it delivered (its newest offset past `delivered()`, the
+ * last offset delivered or consumed, -1 for none), or is another stream
+ * than `own` — a consumer RabbitMQ stopped serving without a cancel. A
+ * message published just now is given a second to arrive. Returns what was
+ * seen, or null when the reader is simply idle at the stream's end.
+ */
+export async function readerBehind(conn: amqp.ChannelModel, source: string, delivered: () => number, own: string | null): Promise<string | null> {
+  const tip = await streamTip(conn, source);
+  if (tip === null) return delivered() >= 0 ? `the stream is empty, and the reader was delivered offset ${delivered()}` : null;
+  if (own && tip.stream && tip.stream !== own) return `the stream is ${tip.stream}, the reader's position is in ${own}`;
+  for (const until = Date.now() + 1000; tip.offset > delivered() && Date.now() < until; ) await new Promise((r) => setTimeout(r, 50));
+  if (tip.offset > delivered()) return `the stream's newest offset is ${tip.offset}, the reader was delivered ${delivered()}`;
+  return null;
+}
+
 /** The number of messages RabbitMQ reports for a queue (on a channel of its own). */
 async function messageCount(conn: amqp.ChannelModel, name: string): Promise<number> {
   const ch = await conn.createChannel();

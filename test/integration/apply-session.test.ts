@@ -3,7 +3,8 @@ import { StreamReader } from '../../src/changelog/stream';
 
 const realOpen = StreamReader.open.bind(StreamReader);
 import { CraftedLog, ins, txn } from '../helpers/crafted-log';
-import { RejectedChangeError } from '../../src/errors';
+import { RejectedChangeError, UnavailableError } from '../../src/errors';
+import { LogCursor, START_OF_LOG } from '../../src/changelog/cursor';
 import { waitFor } from '../helpers/wait';
 
 /**
@@ -151,6 +152,48 @@ describe('apply sessions', () => {
       await waitFor('what was published after the consumer stopped to be applied by the same session', async () => (await count('a')) === 5, 22_000, 100);
       expect(await stored()).toBe(later[4].lsn);
       await running;
+    } finally {
+      open.mockRestore();
+    }
+  });
+
+  it('a subscriber cursor whose consumer stopped without a cancel says so, retried, instead of waiting in silence; one simply idle at the end does not', async () => {
+    const opened: StreamReader[] = [];
+    const open = vi.spyOn(StreamReader, 'open').mockImplementation(async (...args: Parameters<typeof StreamReader.open>) => {
+      const r = await realOpen(...args);
+      opened.push(r);
+      return r;
+    });
+    try {
+      const first = txn(next(), [ins('b', { id: '1', v: 'x' })]);
+      await log.publish(first);
+      const cursor = await LogCursor.open(log.rabbit, log.source, START_OF_LOG, { consumer: "subscriber 'app'", fix: 'start it again' });
+      try {
+        const got = await cursor.next(5000);
+        expect(got?.kind === 'chunk' && got.m.lsn).toBe(first.lsn);
+        // Idle at the stream's end for longer than the check's 10 s: no error.
+        const idleUntil = Date.now() + 11_500;
+        while (Date.now() < idleUntil) expect(await cursor.next(500)).toBeNull();
+        // Its consumer stops without a cancel; more is published: within the next check, a retried error naming it.
+        const reader = opened.find((r) => r.lastOffset !== null)!;
+        const raw = reader as unknown as { ch: { cancel(tag: string): Promise<unknown> }; tag: string };
+        await raw.ch.cancel(raw.tag);
+        await log.publish(txn(next(), [ins('b', { id: '2', v: 'y' })]));
+        const failed = await (async () => {
+          for (const until = Date.now() + 15_000; Date.now() < until; ) {
+            try {
+              if (await cursor.next(500)) return 'delivered';
+            } catch (err) {
+              return err as Error;
+            }
+          }
+          return 'silent';
+        })();
+        expect(failed).toBeInstanceOf(UnavailableError);
+        expect((failed as Error).message).toMatch(/^subscriber 'app': its reader of the change stream pgferry\.\S+\.changes delivered nothing for 10 s though the stream's newest offset is \d+, the reader was delivered \d+; reading again from its position$/);
+      } finally {
+        await cursor.close();
+      }
     } finally {
       open.mockRestore();
     }
