@@ -2,7 +2,7 @@
  * `--create-tables`: create on the replica the published tables it lacks,
  * from the source's definitions — columns, types, defaults (and the
  * sequences they use), NOT NULL, identity and generated columns, primary
- * key. Not copied: other indexes, constraints, triggers, grants (the
+ * key (DEFERRABLE as on the source). Not copied: other indexes, constraints, triggers, grants (the
  * replica's own business). Types must already exist on the replica.
  */
 import type pg from 'pg';
@@ -32,7 +32,9 @@ SELECT w.schema_name, w.table_name,
        (SELECT pg_catalog.to_json(array_agg(k.attname ORDER BY x.n))::text FROM pg_catalog.pg_index i
           CROSS JOIN LATERAL unnest(i.indkey) WITH ORDINALITY AS x(attnum, n)
           JOIN pg_catalog.pg_attribute k ON k.attrelid = i.indrelid AND k.attnum = x.attnum
-         WHERE i.indrelid = c.oid AND i.indisprimary) AS primary_key
+         WHERE i.indrelid = c.oid AND i.indisprimary) AS primary_key,
+       (SELECT CASE WHEN con.condeferred THEN 'DEFERRABLE INITIALLY DEFERRED' WHEN con.condeferrable THEN 'DEFERRABLE' ELSE '' END
+          FROM pg_catalog.pg_constraint con WHERE con.conrelid = c.oid AND con.contype = 'p') AS key_timing
 FROM unnest($1::text[], $2::text[]) WITH ORDINALITY AS w(schema_name, table_name, ord)
 JOIN pg_catalog.pg_namespace n ON n.nspname = w.schema_name
 JOIN pg_catalog.pg_class c ON c.relnamespace = n.oid AND c.relname = w.table_name
@@ -53,6 +55,8 @@ interface TableDefinitionRow {
   sequences: string | null;
   /** JSON array of column names, or null (no primary key). */
   primary_key: string | null;
+  /** 'DEFERRABLE' or 'DEFERRABLE INITIALLY DEFERRED' for a deferrable primary key, '' or null otherwise. */
+  key_timing: string | null;
 }
 
 export async function createMissingTables(source: pg.ClientBase, replica: pg.ClientBase, replicaName: string, tables: TableRef[]): Promise<string[]> {
@@ -132,6 +136,11 @@ export interface ColumnDef {
   default_expr: string | null;
   sequences: string[];
   primary_key: string[] | null;
+  /**
+   * The primary key's DEFERRABLE clause, if any: a source transaction may shift or swap a deferrable
+   * key through values other rows still hold, and applied row by row the replica's copy must allow it.
+   */
+  key_timing?: string | null;
 }
 
 export function tableDdl(t: TableRef, cols: ColumnDef[]): string {
@@ -145,6 +154,7 @@ export function tableDdl(t: TableRef, cols: ColumnDef[]): string {
     return d;
   });
   const pk = cols[0]?.primary_key;
-  if (pk?.length) defs.push(`PRIMARY KEY (${pk.map(ident).join(', ')})`);
+  const timing = cols[0]?.key_timing;
+  if (pk?.length) defs.push(`PRIMARY KEY (${pk.map(ident).join(', ')})${timing === 'DEFERRABLE' || timing === 'DEFERRABLE INITIALLY DEFERRED' ? ` ${timing}` : ''}`);
   return `CREATE TABLE ${qualified(t.schema, t.table)} (${defs.join(', ')})`;
 }

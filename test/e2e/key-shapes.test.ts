@@ -159,4 +159,18 @@ describe.each(MODES)('key shapes that move ($mode capture)', ({ mode, sourceExtr
     );
     await both();
   });
+
+  it('replica add --create-tables gives the replica a deferrable key where the source has one', async () => {
+    const url = await w.replicas.createDatabase('replica_made'); // empty: --create-tables makes every table
+    const add = await cli(w, ['replica', 'add', 'made', '--snapshot', '--create-tables', '--source', w.sourceUrl, '--replica', `made=${url}`, '--mode', mode]);
+    expect(add.code, add.stdout + add.stderr).toBe(0);
+    const keys = await w.replicas.withClient('replica_made', (c) =>
+      c.query(`SELECT conrelid::regclass::text AS t, condeferrable, condeferred FROM pg_constraint WHERE contype = 'p' AND conrelid IN ('kd'::regclass, 's'::regclass) ORDER BY 1`),
+    );
+    const yes = (v: unknown) => v === true || v === 't';
+    expect(keys.rows.map((r) => [r.t, yes(r.condeferrable), yes(r.condeferred)])).toEqual([
+      ['kd', true, true],
+      ['s', false, false],
+    ]);
+  });
 });
