@@ -12,7 +12,7 @@ import { from as copyFrom, to as copyTo } from 'pg-copy-streams';
 import { relLabel } from '../change';
 import type { TableRef } from '../tables';
 import { connectPg, ident, qualified } from '../pg';
-import { SchemaMismatchError } from '../errors';
+import { SchemaMismatchError, SourceError } from '../errors';
 
 export interface TableProgress {
   table: string;
@@ -87,7 +87,9 @@ async function copyTable(o: CopyOptions, t: TableRef, p: TableProgress, report: 
   const dst = await connectPg(`replica '${o.replica}'`, o.replicaUrl);
   try {
     await src.query('BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY');
-    await src.query(`SET TRANSACTION SNAPSHOT ${pg.escapeLiteral(o.snapshot)}`);
+    await src.query(`SET TRANSACTION SNAPSHOT ${pg.escapeLiteral(o.snapshot)}`).catch((err) => {
+      throw snapshotGone(o, t, err);
+    });
     // A partitioned table is read through its root (as it is published); a plain table without its
     // inheritance children, which are published, and copied, on their own.
     const kind = (await src.query(`SELECT relkind::text AS k FROM pg_catalog.pg_class WHERE oid = $1::regclass`, [qualified(t.schema, t.table)])).rows[0].k;
@@ -121,4 +123,21 @@ async function copyTable(o: CopyOptions, t: TableRef, p: TableProgress, report: 
     await src.end().catch(() => undefined);
     await dst.end().catch(() => undefined);
   }
+}
+
+/**
+ * The exported snapshot lives as long as the session that exported it: if
+ * that session ended (the source restarted, its connection dropped or was
+ * terminated) before every table's copy began, the rest cannot be read as
+ * of the same moment. Nothing was swapped in or recorded; the command, run
+ * again, takes a new snapshot.
+ */
+function snapshotGone(o: CopyOptions, t: TableRef, err: unknown): Error {
+  const e = err as { code?: string; message?: string };
+  if (e.code !== '22023' || !/snapshot/i.test(e.message ?? '')) return err as Error;
+  return new SourceError(
+    `source '${o.source}': the snapshot the copy reads from (${o.snapshot}) is gone before ${relLabel(t)} was copied: the session that exported it ended ` +
+      `(the source restarted, or its connection dropped or was terminated) (${e.message}); the replica's position was not recorded and nothing was swapped in: run the command again, which starts the copy over`,
+    { cause: err },
+  );
 }
