@@ -77,6 +77,9 @@ export class PgCluster {
 
   async withClient<T>(db: string, fn: (c: pg.Client) => Promise<T>): Promise<T> {
     const c = new pg.Client({ connectionString: this.url(db) });
+    // A server stopped under a query: node-postgres fails the query and also emits 'error', which
+    // with no listener would end the process; the failed query already reports it.
+    c.on('error', () => undefined);
     await c.connect();
     try {
       return await fn(c);
