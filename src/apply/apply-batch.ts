@@ -123,6 +123,8 @@ export async function applyBatch(o: ApplyBatchOptions, session?: StreamFeed): Pr
  */
 export class StreamFeed {
   private current: { reader: StreamReader; protocol: LogProtocol } | null = null;
+  /** Since when the reader has delivered nothing (null: it delivered in the last batch), or since its last check. */
+  private idleSince: number | null = null;
 
   async at(o: ApplyBatchOptions, stored: StoredPosition): Promise<{ reader: StreamReader; protocol: LogProtocol }> {
     if (this.current && samePosition(this.current.protocol.position, stored)) return this.current;
@@ -166,9 +168,6 @@ export class StreamFeed {
       throw err;
     }
   }
-
-  /** Since when the reader has delivered nothing (null: it delivered in the last batch), and when that was last checked. */
-  private idleSince: number | null = null;
 
   /**
    * After each batch of a session. A reader that has delivered nothing for
