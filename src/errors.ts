@@ -85,6 +85,7 @@ export const SQLSTATE = {
   undefinedObject: '42704',
   duplicateObject: '42710',
   objectNotInPrerequisiteState: '55000',
+  invalidParameterValue: '22023', // e.g. an exported snapshot that is gone
   objectInUse: '55006',
   lockNotAvailable: '55P03',
   systemError: '58000',

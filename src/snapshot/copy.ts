@@ -12,7 +12,7 @@ import { from as copyFrom, to as copyTo } from 'pg-copy-streams';
 import { relLabel } from '../change';
 import type { TableRef } from '../tables';
 import { connectPg, ident, qualified } from '../pg';
-import { SchemaMismatchError, SourceError } from '../errors';
+import { SchemaMismatchError, SourceError, SQLSTATE } from '../errors';
 
 export interface TableProgress {
   table: string;
@@ -134,7 +134,7 @@ async function copyTable(o: CopyOptions, t: TableRef, p: TableProgress, report: 
  */
 function snapshotGone(o: CopyOptions, t: TableRef, err: unknown): Error {
   const e = err as { code?: string; message?: string };
-  if (e.code !== '22023' || !/snapshot/i.test(e.message ?? '')) return err as Error;
+  if (e.code !== SQLSTATE.invalidParameterValue || !/snapshot/i.test(e.message ?? '')) return err as Error;
   return new SourceError(
     `source '${o.source}': the snapshot the copy reads from (${o.snapshot}) is gone before ${relLabel(t)} was copied: the session that exported it ended ` +
       `(the source restarted, or its connection dropped or was terminated) (${e.message}); the replica's position was not recorded and nothing was swapped in: run the command again, which starts the copy over`,
