@@ -296,9 +296,13 @@ export class StreamPublisher {
         this.fail(new Error(`RabbitMQ did not confirm the message for ${what} (nack): ${String(err)}`));
       } else onConfirm();
       this.wake();
+      if (this.unconfirmed < this.window) this.onRoom?.();
     });
     if (!ok) await this.drained();
   }
+
+  /** Called when a confirm leaves room in the window (runs.ts publishes the run it holds then). */
+  onRoom?: () => void;
 
   /** Room in the confirm window now: a message published would not wait for confirms (capture closes a run then). */
   get hasRoom(): boolean {
