@@ -63,6 +63,7 @@ export const createActivities = (deps: Deps) => {
           chunkChanges: config.batch.chunkChanges,
           chunkBytes: config.batch.chunkBytes,
           maxMessageBytes: config.batch.maxMessageBytes,
+          runs: { txns: config.batch.runTxns, bytes: config.batch.runBytes },
           retention: config.stream,
           signal: ctx.cancellationSignal,
           onProgress: (p) => ctx.heartbeat(p),

@@ -116,6 +116,9 @@ export const configSchema = z.object({
     chunkChanges: count.positive('must be > 0'),
     /** A chunk of a large transaction ends once its values add up to about this many bytes. */
     chunkBytes: count.min(1024, 'must be at least 1024'),
+    /** Whole transactions one stream message may carry (a run, changelog/runs.ts); 1: one message per transaction. */
+    runTxns: count.positive('must be > 0'),
+    runBytes: count.min(1024, 'must be at least 1024'),
     /** The largest single change capture may publish (RabbitMQ's max_message_size must allow it). */
     maxMessageBytes: count.min(1024 * 1024, 'must be at least 1 MiB'),
     /** Capture returns (and the workflow continues as new) after this long; it then reconnects to the slot. */

@@ -95,6 +95,11 @@ export const SETTINGS = [
   { path: 'batch.chunkChanges', file: 'batch.chunk_changes', env: 'PGFERRY_CHUNK_CHANGES', default: 2000, type: 'number', help: 'most changes per stream message' },
   { path: 'batch.chunkBytes', file: 'batch.chunk_bytes', env: 'PGFERRY_CHUNK_BYTES', default: 128 * 1024, type: 'number', help: 'about how many bytes of values per stream message' },
   {
+    path: 'batch.runTxns', file: 'batch.run_txns', env: 'PGFERRY_RUN_TXNS', default: 256, type: 'number',
+    help: 'most whole transactions capture puts in one stream message while RabbitMQ confirms earlier ones (1: one message per transaction)',
+  },
+  { path: 'batch.runBytes', file: 'batch.run_bytes', env: 'PGFERRY_RUN_BYTES', default: 512 * 1024, type: 'number', help: 'about how many bytes of values one run of transactions holds' },
+  {
     path: 'batch.maxMessageBytes', file: 'batch.max_message_bytes', env: 'PGFERRY_MAX_MESSAGE_BYTES', default: 64 * 1024 * 1024, type: 'number',
     help: 'the largest single change capture publishes (RabbitMQ\'s max_message_size must allow it)',
   },

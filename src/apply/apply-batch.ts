@@ -21,8 +21,9 @@ import type { TxnMessage } from '../change';
 import { ConfigError, RejectedChangeError, SchemaMismatchError, UnavailableError, isRefusal } from '../errors';
 import { within } from '../deadline';
 import { streamName } from '../names';
-import { decodeTxn } from '../changelog/envelope';
-import { LogPosition, LogProtocol } from '../changelog/protocol';
+import { decodeTxns } from '../changelog/envelope';
+import { LogMessage, LogPosition, LogProtocol } from '../changelog/protocol';
+import { compareLsn } from '../lsn';
 import { readerBehind, StreamReader, streamTip } from '../changelog/stream';
 import type { Logger } from '../logger';
 import { Heartbeat } from '../heartbeat';
@@ -106,7 +107,7 @@ export async function applyBatch(o: ApplyBatchOptions, session?: StreamFeed): Pr
     if (!(err instanceof StopAt)) throw err;
     // A rejected change, a gap or a break in the log: keep every transaction before it (apply the
     // batch again, from a fresh reader, stopping at the stream offset where its transaction began), then report it.
-    const { result: before } = await runBatch(o, feed, err.offset).finally(() => feed.close());
+    const { result: before } = await runBatch(o, feed, err.at).finally(() => feed.close());
     o.log.info({ replica: o.replica, appliedLsn: before.appliedLsn, txns: before.txns }, 'applied what came before the stop');
     throw err.error;
   } finally {
@@ -217,17 +218,27 @@ function samePosition(a: LogPosition, b: StoredPosition): boolean {
   return a.lsn === b.lsn && a.offset === b.offset && (a.history ?? null) === b.history && (a.stream ?? null) === b.stream;
 }
 
-/** The batch must stop where a transaction that cannot be applied begins (`offset`), with `error`. */
+/**
+ * Where a transaction that cannot be applied begins: its message's stream
+ * offset, and its position (a run holds several transactions at one offset;
+ * undefined: the whole message).
+ */
+interface StopPoint {
+  offset: number;
+  lsn?: string;
+}
+
+/** The batch must stop at `at`, with `error`. */
 class StopAt extends Error {
   constructor(
-    readonly offset: number,
+    readonly at: StopPoint,
     readonly error: Error,
   ) {
     super(error.message);
   }
 }
 
-async function runBatch(o: ApplyBatchOptions, feed: StreamFeed, stopAt?: number): Promise<{ result: BatchResult; abandoned: boolean }> {
+async function runBatch(o: ApplyBatchOptions, feed: StreamFeed, stopAt?: StopPoint): Promise<{ result: BatchResult; abandoned: boolean }> {
   const c = o.client;
   // READ COMMITTED whatever the replica's default: the table registry must be read as of the checkpoint lock, not before it.
   await c.query('BEGIN ISOLATION LEVEL READ COMMITTED');
@@ -299,7 +310,7 @@ class BatchLoop {
   /** A transaction was given up half-arrived: the next batch must read it again from the stored offset. */
   abandoned = false;
   private readonly signal: AbortSignal | undefined;
-  /** Where each transaction applied in this batch began in the stream: a refused one is stopped at. */
+  /** Where each transaction applied in this batch began in the stream (its first message's offset): a refused one is stopped at. */
   private readonly starts = new Map<string, number>();
 
   constructor(
@@ -308,7 +319,7 @@ class BatchLoop {
     private readonly protocol: LogProtocol,
     private readonly applier: Applier,
     private readonly heartbeat: Heartbeat,
-    private readonly stopAt: number | undefined,
+    private readonly stopAt: StopPoint | undefined,
   ) {
     // The re-run that keeps what came before a refused change is not stopped early: it is what the stop reports.
     this.signal = stopAt === undefined ? o.signal : undefined;
@@ -342,18 +353,17 @@ class BatchLoop {
           break;
         }
         firstAt ??= Date.now();
-        if (this.stopAt !== undefined && msg.offset >= this.stopAt) {
+        if ((await this.take(msg)) === 'stop') {
           this.protocol.abandon();
           await this.discardOpen();
           break;
         }
-        await this.take(msg);
       }
       await this.applier.flush();
     } catch (err) {
       const lsn = err instanceof RejectedChangeError || err instanceof SchemaMismatchError ? err.sourceLsn : undefined;
       const offset = lsn === undefined ? undefined : this.starts.get(lsn);
-      throw offset === undefined ? err : new StopAt(offset, err as Error);
+      throw offset === undefined ? err : new StopAt({ offset, lsn }, err as Error);
     }
     const at = this.protocol.position;
     result.appliedLsn = at.lsn;
@@ -390,22 +400,39 @@ class BatchLoop {
     this.open = null;
   }
 
-  /** One message of the stream: skipped, applied, or the stop of the batch. */
-  private async take(msg: { offset: number; lsn?: string; stream?: string; body: Buffer }): Promise<void> {
-    let decoded: TxnMessage | undefined;
-    const step = this.protocol.step({ offset: msg.offset, lsn: msg.lsn, stream: msg.stream, read: () => (decoded ??= decodeTxn(msg.body)) });
-    if (step.discard) {
-      // Sent again from its first chunk (capture restarted), or cut short: undo what we applied of it.
-      this.o.log.info({ replica: this.o.replica, lsn: step.discard, offset: msg.offset }, 'transaction sent again in the stream; what was applied of it is undone');
-      await this.discardOpen();
+  /**
+   * One message of the stream — a transaction, a chunk, or a run's
+   * transactions one by one: skipped, applied, or the stop of the batch
+   * ('stop': the re-run that keeps what came before a refused change reached it).
+   */
+  private async take(msg: { offset: number; lsn?: string; stream?: string; body: Buffer }): Promise<'stop' | undefined> {
+    let decoded: TxnMessage[] | undefined;
+    const all = () => (decoded ??= decodeTxns(msg.body));
+    for (const part of this.protocol.parts({ offset: msg.offset, lsn: msg.lsn, stream: msg.stream, read: () => all()[0], readAll: all })) {
+      if (this.reached(part)) return 'stop';
+      const step = this.protocol.step(part);
+      if (step.discard) {
+        // Sent again from its first chunk (capture restarted), or cut short: undo what we applied of it.
+        this.o.log.info({ replica: this.o.replica, lsn: step.discard, offset: msg.offset }, 'transaction sent again in the stream; what was applied of it is undone');
+        await this.discardOpen();
+      }
+      if (step.kind === 'skip') {
+        this.result.skipped += 1;
+        continue;
+      }
+      if (step.kind !== 'chunk') throw new StopAt({ offset: msg.offset, lsn: part.lsn }, step.error);
+      this.received += 1;
+      await this.applyChunk(step.m, msg.offset);
     }
-    if (step.kind === 'skip') {
-      this.result.skipped += 1;
-      return;
-    }
-    if (step.kind !== 'chunk') throw new StopAt(msg.offset, step.error);
-    this.received += 1;
-    await this.applyChunk(step.m, msg.offset);
+    return undefined;
+  }
+
+  /** Whether the re-run that keeps what came before a refused change has reached it. */
+  private reached(part: LogMessage): boolean {
+    const s = this.stopAt;
+    if (!s) return false;
+    if (part.offset !== s.offset) return part.offset > s.offset;
+    return s.lsn === undefined || part.lsn === undefined || compareLsn(part.lsn, s.lsn) >= 0;
   }
 
   private async applyChunk(m: TxnMessage, offset: number): Promise<void> {

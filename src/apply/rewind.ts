@@ -13,7 +13,7 @@
  */
 import type { ChannelModel } from 'amqplib';
 import { ConfigError, GapError } from '../errors';
-import { decodeTxn, isStreamMarker } from '../changelog/envelope';
+import { decodeTxns, isStreamMarker } from '../changelog/envelope';
 import { compareLsn, normalizeLsn } from '../lsn';
 import { StreamReader } from '../changelog/stream';
 import { ensureTargetSchema } from './target';
@@ -47,32 +47,34 @@ export async function findRewindOffset(rabbit: ChannelModel, source: string, pos
     let stream: string | null = null; // the stream's identity, from its messages
     for (let m = await reader.next(2000); m; m = await reader.next(1000)) {
       stream = m.stream ?? stream;
-      const txn = decodeTxn(m.body);
-      if (isStreamMarker(txn.lsn)) continue; // the stream's marker, no transaction: it proves nothing about reaching back to the position
-      if (history && txn.history && txn.history !== history) {
-        if (!seen) continue; // before the replica's history began
-        // The history ended and another followed: a position above its end is one of that other history.
-        if (!last || compareLsn(position, last.lsn) > 0) {
-          throw new GapError(
-            `position ${position} is not in ${of}: the stream holds ${history} up to ${last ? `${last.lsn} (offset ${last.offset})` : 'no transaction'}, ` +
-              `then continues with ${txn.history} at offset ${m.offset}; nothing was changed. The source was re-created, restored, failed over or re-installed: ` +
-              `give a position of ${history}, or rebuild the replica with pgferry replica resync ${replica}`,
-          );
+      // A run's transactions one by one, all at its offset: a position inside a run continues there, skipping those at or below it.
+      for (const txn of decodeTxns(m.body)) {
+        if (isStreamMarker(txn.lsn)) continue; // the stream's marker, no transaction: it proves nothing about reaching back to the position
+        if (history && txn.history && txn.history !== history) {
+          if (!seen) continue; // before the replica's history began
+          // The history ended and another followed: a position above its end is one of that other history.
+          if (!last || compareLsn(position, last.lsn) > 0) {
+            throw new GapError(
+              `position ${position} is not in ${of}: the stream holds ${history} up to ${last ? `${last.lsn} (offset ${last.offset})` : 'no transaction'}, ` +
+                `then continues with ${txn.history} at offset ${m.offset}; nothing was changed. The source was re-created, restored, failed over or re-installed: ` +
+                `give a position of ${history}, or rebuild the replica with pgferry replica resync ${replica}`,
+            );
+          }
+          return { offset: last.offset, next: null, stream };
         }
-        return { offset: last.offset, next: null, stream };
-      }
-      seen = true;
-      if (txn.gap) continue; // a marker: no transaction to hold
-      if (compareLsn(txn.lsn, position) > 0) {
-        if (last === null) {
-          throw new GapError(
-            `the stream of source '${source}' no longer reaches back to ${position}: the oldest transaction it holds is ${txn.lsn} (offset ${m.offset}); ` +
-              `nothing was changed${history ? ` (positions read in ${of})` : ''}. Rebuild the replica with pgferry replica resync instead`,
-          );
+        seen = true;
+        if (txn.gap) continue; // a marker: no transaction to hold
+        if (compareLsn(txn.lsn, position) > 0) {
+          if (last === null) {
+            throw new GapError(
+              `the stream of source '${source}' no longer reaches back to ${position}: the oldest transaction it holds is ${txn.lsn} (offset ${m.offset}); ` +
+                `nothing was changed${history ? ` (positions read in ${of})` : ''}. Rebuild the replica with pgferry replica resync instead`,
+            );
+          }
+          return { offset: last.offset, next: txn.lsn, stream };
         }
-        return { offset: last.offset, next: txn.lsn, stream };
+        last = { offset: m.offset, lsn: txn.lsn };
       }
-      last = { offset: m.offset, lsn: txn.lsn };
     }
     if (history && !seen) {
       throw new GapError(`the stream of source '${source}' holds no transaction of ${of}; nothing was changed. Rebuild the replica with pgferry replica resync ${replica}`);
@@ -120,7 +122,7 @@ async function newestHistory(rabbit: ChannelModel, source: string): Promise<stri
   const reader = await StreamReader.open(rabbit, source, 'first', 256);
   try {
     let history: string | null = null;
-    for (let m = await reader.next(2000); m; m = await reader.next(1000)) history = decodeTxn(m.body).history ?? history;
+    for (let m = await reader.next(2000); m; m = await reader.next(1000)) for (const t of decodeTxns(m.body)) history = t.history ?? history;
     return history;
   } finally {
     await reader.close();

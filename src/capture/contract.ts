@@ -4,6 +4,7 @@
  * yields. Kept apart from the modes so neither depends on the other.
  */
 import type { Logger } from '../logger';
+import type { RunLimits } from '../changelog/runs';
 import type { Retention } from '../changelog/stream';
 import type { TableRef } from '../tables';
 
@@ -41,6 +42,8 @@ export interface CaptureOptions {
   chunkBytes?: number;
   /** The largest single change one message may carry (default: the envelope's MAX_MESSAGE_BYTES). */
   maxMessageBytes?: number;
+  /** Bounds of a run of whole transactions in one message (default: changelog/runs.ts DEFAULT_RUN_LIMITS). */
+  runs?: RunLimits;
   retention: Retention;
   signal: AbortSignal;
   onProgress: (p: CaptureProgress) => void;

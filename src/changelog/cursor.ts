@@ -13,8 +13,8 @@
  */
 import type { ChannelModel } from 'amqplib';
 import type { TxnMessage } from '../change';
-import { decodeTxn } from './envelope';
-import { LogPosition, LogProtocol, START_OF_LOG } from './protocol';
+import { decodeTxns } from './envelope';
+import { LogMessage, LogPosition, LogProtocol, START_OF_LOG } from './protocol';
 import { readerBehind, retainedRange, StreamReader, streamTip } from './stream';
 import { UnavailableError } from '../errors';
 import { streamName } from '../names';
@@ -53,6 +53,8 @@ const IDLE_CHECK_MS = 10_000;
 
 export class LogCursor {
   private pending: CursorItem | null = null;
+  /** The rest of the message being read: a run's transactions not yet stepped. */
+  private parts: LogMessage[] = [];
   /** Since when the reader has delivered nothing (null: it just did). */
   private idleSince: number | null = null;
 
@@ -100,13 +102,21 @@ export class LogCursor {
     }
     const until = Date.now() + timeoutMs;
     for (;;) {
-      const msg = await this.reader.next(Math.max(0, until - Date.now()));
-      if (!msg) {
-        await this.checkIdle();
-        return null;
+      let part = this.parts.shift();
+      if (!part) {
+        const msg = await this.reader.next(Math.max(0, until - Date.now()));
+        if (!msg) {
+          await this.checkIdle();
+          return null;
+        }
+        this.idleSince = null;
+        let decoded: TxnMessage[] | undefined;
+        const all = () => (decoded ??= decodeTxns(msg.body));
+        // A run's transactions one at a time: the consumer may stop between them (its position is then inside the run).
+        this.parts = this.protocol.parts({ offset: msg.offset, lsn: msg.lsn, stream: msg.stream, read: () => all()[0], readAll: all });
+        part = this.parts.shift()!;
       }
-      this.idleSince = null;
-      const step = this.protocol.step({ offset: msg.offset, lsn: msg.lsn, stream: msg.stream, read: () => decodeTxn(msg.body) });
+      const step = this.protocol.step(part);
       const restart: CursorItem | null = step.discard ? { kind: 'restart', lsn: step.discard } : null;
       if (step.kind === 'gap' || step.kind === 'error') throw step.error;
       const item: CursorItem | null = step.kind === 'chunk' ? { kind: 'chunk', m: step.m, offset: step.offset } : null;

@@ -8,7 +8,7 @@
 import { Change, ENVELOPE_VERSION, RelationInfo, Row, TxnMessage, relLabel } from '../change';
 import { SourceError } from '../errors';
 import { ZERO_LSN } from '../lsn';
-import { decodeMessage, encodeMessage } from './wire';
+import { decodeMessage, decodeMessages, encodeMessage, encodeRun } from './wire';
 
 /** Default bound on one chunk's values: a reader's prefetch of a few hundred messages then stays within tens of MB. */
 export const CHUNK_BYTES = 128 * 1024;
@@ -204,7 +204,21 @@ export function encodeTxn(m: TxnMessage): Buffer {
   return encodeMessage(m);
 }
 
-/** Decode one stream message (version 1 or 2); anything pgferry cannot read is a ProtocolError (retrying cannot help). */
+/**
+ * Decode one stream message (version 1, 2 or 3): the transaction or chunk it
+ * holds, or a run's first transaction. Anything pgferry cannot read is a
+ * ProtocolError (retrying cannot help).
+ */
 export function decodeTxn(body: Buffer): TxnMessage {
   return decodeMessage(body);
+}
+
+/** Every transaction a message holds, in commit order: the one (or the chunk), or a run's. */
+export function decodeTxns(body: Buffer): TxnMessage[] {
+  return decodeMessages(body);
+}
+
+/** A run of whole transactions as one message (envelope version 3, wire.ts). */
+export function encodeTxnRun(txns: TxnMessage[]): Buffer {
+  return encodeRun(txns);
 }

@@ -83,12 +83,19 @@ export type Step =
   /** The log breaks the protocol: stop with the reason; retrying reads the same log again. */
   | { kind: 'error'; error: ProtocolError; discard?: string };
 
-/** A stream message as the protocol sees it: its offset, its commit LSN and stream identity if the header carries them, and its body decoded on demand. */
+/**
+ * A stream message as the protocol sees it: its offset, its commit LSN (of
+ * a run, its first transaction's) and stream identity if the header carries
+ * them, and its body decoded on demand: `read` gives the transaction or
+ * chunk it holds (of a run, the first transaction), `readAll` every
+ * transaction of a run (absent: the message is not one).
+ */
 export interface LogMessage {
   offset: number;
   lsn?: string;
   stream?: string;
   read: () => TxnMessage;
+  readAll?: () => TxnMessage[];
 }
 
 /** What the stream holds at or after a consumer's stored offset when its reader attached (changelog/stream.ts streamTip). */
@@ -133,6 +140,26 @@ export class LogProtocol {
   /** Commit LSN of the transaction open (begun, not completed), if any. */
   get openLsn(): string | null {
     return this.open?.lsn ?? null;
+  }
+
+  /**
+   * What to `step` for one stream message, in order: the message itself, or
+   * each transaction of a run as a message at the run's offset. A run below
+   * the stored offset is one message (already consumed, or a sign of
+   * another stream). A consumer may stop between the parts: its position is
+   * then inside the run (the run's offset, the last transaction completed),
+   * and reading again from that offset skips the run's transactions at or
+   * below it, as between messages.
+   */
+  parts(msg: LogMessage): LogMessage[] {
+    if (!msg.readAll || (this.from.offset !== null && msg.offset < this.from.offset)) return [msg];
+    let txns: TxnMessage[];
+    try {
+      txns = msg.readAll();
+    } catch (err) {
+      return [{ ...msg, read: () => { throw err; } }];
+    }
+    return txns.map((m) => ({ offset: msg.offset, lsn: m.lsn, stream: msg.stream, read: () => m }));
   }
 
   /**

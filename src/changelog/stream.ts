@@ -14,7 +14,7 @@
 import { randomUUID } from 'node:crypto';
 import type * as amqp from 'amqplib';
 import type { TxnMessage } from '../change';
-import { decodeTxn, encodeTxn, isStreamMarker, streamMarker } from './envelope';
+import { decodeTxns, encodeTxn, encodeTxnRun, isStreamMarker, streamMarker } from './envelope';
 import { ConfigError, UnavailableError } from '../errors';
 import { streamName } from '../names';
 import { connectRabbit } from './rabbit';
@@ -264,31 +264,49 @@ export class StreamPublisher {
    * Waits while too many messages are unconfirmed (bounded memory).
    */
   async publish(m: TxnMessage, onConfirm: () => void, onNack?: () => void): Promise<void> {
+    const body = encodeTxn(m.stream === this.stream ? m : { ...m, stream: this.stream });
+    const headers = { 'pgferry-lsn': m.lsn, 'pgferry-seq': m.seq, 'pgferry-last': m.last, 'pgferry-stream': this.stream };
+    await this.send(body, `${m.source}:${m.lsn}:${m.seq}`, headers, `transaction ${m.lsn}`, onConfirm, onNack);
+  }
+
+  /**
+   * Publish a run: whole transactions, in commit order, as one message
+   * (envelope version 3). Its header position is its first transaction's
+   * (what a reader attaching at its offset must find at or below its own);
+   * `pgferry-txns` says how many it holds.
+   */
+  async publishRun(txns: TxnMessage[], onConfirm: () => void, onNack?: () => void): Promise<void> {
+    if (txns.length === 1) return this.publish(txns[0], onConfirm, onNack);
+    const first = txns[0];
+    const last = txns[txns.length - 1];
+    const body = encodeTxnRun(txns.map((m) => (m.stream === this.stream ? m : { ...m, stream: this.stream })));
+    const headers = { 'pgferry-lsn': first.lsn, 'pgferry-seq': 0, 'pgferry-last': true, 'pgferry-txns': txns.length, 'pgferry-stream': this.stream };
+    await this.send(body, `${first.source}:${first.lsn}-${last.lsn}:run`, headers, `transactions ${first.lsn} to ${last.lsn}`, onConfirm, onNack);
+  }
+
+  private async send(body: Buffer, messageId: string, headers: Record<string, unknown>, what: string, onConfirm: () => void, onNack?: () => void): Promise<void> {
     this.check();
     while (this.unconfirmed >= this.window) await this.waitForProgress();
     this.unconfirmed += 1;
-    const ok = this.ch.publish(
-      '',
-      this.queue,
-      encodeTxn(m.stream === this.stream ? m : { ...m, stream: this.stream }),
-      {
-        persistent: true,
-        mandatory: true,
-        contentType: 'application/json',
-        messageId: `${m.source}:${m.lsn}:${m.seq}`,
-        headers: { 'pgferry-lsn': m.lsn, 'pgferry-seq': m.seq, 'pgferry-last': m.last, 'pgferry-stream': this.stream },
-      },
-      (err) => {
-        this.unconfirmed -= 1;
-        if (err || this.failed) {
-          // Refused, or returned as unroutable (its confirm still comes): not in the log.
-          onNack?.();
-          this.fail(new Error(`RabbitMQ did not confirm the message for transaction ${m.lsn} (nack): ${String(err)}`));
-        } else onConfirm();
-        this.wake();
-      },
-    );
+    const ok = this.ch.publish('', this.queue, body, { persistent: true, mandatory: true, contentType: 'application/json', messageId, headers }, (err) => {
+      this.unconfirmed -= 1;
+      if (err || this.failed) {
+        // Refused, or returned as unroutable (its confirm still comes): not in the log.
+        onNack?.();
+        this.fail(new Error(`RabbitMQ did not confirm the message for ${what} (nack): ${String(err)}`));
+      } else onConfirm();
+      this.wake();
+      if (this.unconfirmed < this.window) this.onRoom?.();
+    });
     if (!ok) await this.drained();
+  }
+
+  /** Called when a confirm leaves room in the window (runs.ts publishes the run it holds then). */
+  onRoom?: () => void;
+
+  /** Room in the confirm window now: a message published would not wait for confirms (capture closes a run then). */
+  get hasRoom(): boolean {
+    return this.unconfirmed < this.window;
   }
 
   /**
@@ -548,9 +566,10 @@ export interface StreamEnd {
  * what a replica can still be rewound to, and how far retention has cut.
  */
 export async function retainedRange(conn: amqp.ChannelModel, source: string): Promise<{ first: StreamEnd | null; last: StreamEnd | null }> {
-  const end = (m: StreamMessage | null): StreamEnd | null => {
+  const end = (m: StreamMessage | null, which: 'first' | 'last'): StreamEnd | null => {
     if (!m) return null;
-    const t = decodeTxn(m.body);
+    const all = decodeTxns(m.body); // of a run: its first transaction at the oldest end, its last at the newest
+    const t = which === 'first' ? all[0] : all[all.length - 1];
     const e: StreamEnd = { offset: m.offset, lsn: t.lsn, commitTime: t.commitTime, history: t.history, stream: m.stream ?? t.stream };
     if (isStreamMarker(t.lsn)) e.marker = true;
     return e;
@@ -572,7 +591,7 @@ export async function retainedRange(conn: amqp.ChannelModel, source: string): Pr
   } finally {
     await lastReader.close();
   }
-  return { first: end(first), last: end(last) };
+  return { first: end(first, 'first'), last: end(last, 'last') };
 }
 
 /** Whether the stream holds changes, not only its marker(s) (a stream's markers come before its first change). */

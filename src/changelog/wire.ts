@@ -21,6 +21,13 @@
  * A message whose rows name a column its relation does not describe cannot
  * be written in version 2 and is written in version 1 (capture never makes
  * one; hand-made messages in tests may).
+ *
+ * Version 3 is a run: consecutive whole source transactions in commit
+ * order, in one message, each as version 2 writes it without the fields the
+ * run carries once:
+ *   { "v": 3, source, stream?, "run": [<version 2 object without v, source, stream>, …] }
+ * A run is read as its transactions, each at the run's stream offset
+ * (protocol.ts). Large transactions still travel as chunks, one per message.
  */
 import { Change, ENVELOPE_VERSION, RelationInfo, Row, SchemaChange, TxnMessage, Value, relKey } from '../change';
 import { ProtocolError } from '../errors';
@@ -41,20 +48,61 @@ type WireChange =
 /** The message's header fields as they are, its relations and changes in the compact form. */
 type WireV2 = Omit<TxnMessage, 'v' | 'relations' | 'changes'> & { v: 2; rels: string; ch: WireChange[] };
 
+/** The version of a run: several whole transactions in one message. */
+export const RUN_VERSION = 3;
+
+type WireRun = { v: 3; source: string; stream?: string; run: Omit<WireV2, 'v' | 'source' | 'stream'>[] };
+
 export function encodeMessage(m: TxnMessage): Buffer {
   return Buffer.from(JSON.stringify(toV2(m) ?? { ...m, v: 1 }));
 }
 
+/**
+ * A run of whole transactions (each `seq` 0 and `last`), in commit order, of
+ * one source, as one message; a single transaction is written as itself.
+ */
+export function encodeRun(txns: TxnMessage[]): Buffer {
+  if (txns.length === 1) return encodeMessage(txns[0]);
+  if (!txns.length) throw new Error('a run holds at least one transaction');
+  const run: WireRun['run'] = [];
+  for (const m of txns) {
+    if (m.seq !== 0 || !m.last || m.gap !== undefined) throw new Error(`transaction ${m.lsn}: only whole transactions travel in a run`);
+    const w = toV2(m);
+    if (!w) throw new Error(`transaction ${m.lsn} cannot be written in envelope version 2, so not in a run`);
+    const { v: _v, source: _s, stream: _st, ...rest } = w;
+    run.push(rest);
+  }
+  const out: WireRun = { v: RUN_VERSION, source: txns[0].source, run };
+  if (txns[0].stream !== undefined) out.stream = txns[0].stream;
+  return Buffer.from(JSON.stringify(out));
+}
+
+/** The transaction (or chunk) a message holds; of a run, its first transaction. */
 export function decodeMessage(body: Buffer): TxnMessage {
+  return decodeMessages(body)[0];
+}
+
+/** Every transaction (or the chunk) a message holds, in order: one, or a run's. */
+export function decodeMessages(body: Buffer): TxnMessage[] {
   let w: { v?: unknown };
   try {
     w = JSON.parse(body.toString('utf8')) as { v?: unknown };
   } catch (err) {
     throw new ProtocolError(`a change-log message is not valid JSON (${(err as Error).message}); something other than pgferry wrote to the stream`, { cause: err });
   }
-  if (w?.v === 1) return w as TxnMessage;
-  if (w?.v === 2) return fromV2(w as WireV2);
-  throw new ProtocolError(`unsupported change envelope version ${String(w?.v)} (this pgferry reads versions 1 and ${WIRE_VERSION}); upgrade pgferry`);
+  if (w?.v === 1) return [w as TxnMessage];
+  if (w?.v === 2) return [fromV2(w as WireV2)];
+  if (w?.v === RUN_VERSION) return fromRun(w as WireRun);
+  throw new ProtocolError(`unsupported change envelope version ${String(w?.v)} (this pgferry reads versions 1 to ${RUN_VERSION}); upgrade pgferry`);
+}
+
+function fromRun(w: WireRun): TxnMessage[] {
+  if (!Array.isArray(w.run) || !w.run.length) throw malformed('a run holds no transactions', RUN_VERSION);
+  return w.run.map((t) => {
+    const m = fromV2({ ...t, v: 2, source: w.source, ...(w.stream !== undefined ? { stream: w.stream } : {}) } as WireV2);
+    if (m.seq !== 0 || !m.last) throw malformed(`transaction ${m.lsn} of a run is not whole`, RUN_VERSION);
+    return m;
+  });
 }
 
 /** Encoded `rels` of recent relation sets, by the identity of their RelationInfo objects (capture reuses them). */
@@ -210,4 +258,4 @@ function toRow(r: RelationInfo, values: Values): Row {
   return row;
 }
 
-const malformed = (what: string) => new ProtocolError(`a change-log message of envelope version 2 is malformed: ${what}; something other than pgferry wrote to the stream`);
+const malformed = (what: string, v = 2) => new ProtocolError(`a change-log message of envelope version ${v} is malformed: ${what}; something other than pgferry wrote to the stream`);

@@ -51,6 +51,12 @@ export class CraftedLog {
     await this.publisher!.flush();
   }
 
+  /** Publish whole transactions as one run (one message), and wait for RabbitMQ's confirm. */
+  async publishRun(...ms: TxnMessage[]): Promise<void> {
+    await this.publisher!.publishRun(ms, () => undefined);
+    await this.publisher!.flush();
+  }
+
   /** Publish raw bodies (not pgferry's envelope). */
   async publishRaw(body: Buffer, lsn: string): Promise<void> {
     const ch = await this.rabbit.createConfirmChannel();

@@ -27,7 +27,14 @@ export interface SourceTxn {
   afterGap?: boolean;
 }
 
-export type Entry = { offset: number; m: TxnMessage };
+/** One stream message: a transaction or chunk (`m`), or a run of whole transactions (`run`, and `m` its first). */
+export type Entry = { offset: number; m: TxnMessage; run?: TxnMessage[] };
+
+/** What the protocol is given for an entry (protocol.ts LogMessage). */
+export const asMessage = (e: Entry) => ({ offset: e.offset, lsn: e.m.lsn, stream: e.m.stream, read: () => e.m, readAll: e.run ? () => e.run! : undefined });
+
+/** The transactions and chunks an entry holds. */
+const partsOf = (e: Entry): TxnMessage[] => e.run ?? [e.m];
 
 export interface ModelLog {
   /** The source's committed transactions, in commit order. */
@@ -89,7 +96,7 @@ function publishedWhole(streams: ModelLog['streams'], t: SourceTxn): boolean {
 
 function wholeIn(log: Entry[], t: SourceTxn): boolean {
   let next = 0;
-  for (const { m } of log) {
+  for (const m of log.flatMap(partsOf)) {
     if (m.lsn !== t.lsn || m.history !== t.history) continue;
     if (m.seq === 0) next = 0;
     if (m.seq !== next) continue;
@@ -120,8 +127,10 @@ export function buildLog(xs: number[]): ModelLog {
   const streams: ModelLog['streams'] = [];
   let log: Entry[] = [];
   let offset = 0;
-  const put = (m: TxnMessage) => {
-    log.push({ offset, m: { ...m, stream: streams[streams.length - 1].id } }); // the publisher stamps its stream's identity
+  const put = (unit: TxnMessage | TxnMessage[]) => {
+    const stream = streams[streams.length - 1].id; // the publisher stamps its stream's identity
+    const ms = (Array.isArray(unit) ? unit : [unit]).map((m) => ({ ...m, stream }));
+    log.push(ms.length > 1 ? { offset, m: ms[0], run: ms } : { offset, m: ms[0] });
     offset += 1 + s.pick(3); // offsets are not dense
   };
   /** A stream is created: offsets from 0, its marker first. */
@@ -139,13 +148,23 @@ export function buildLog(xs: number[]): ModelLog {
 
   for (;;) {
     sessions += 1;
-    // One capture session: from the acknowledged position, transaction by transaction, chunk by chunk.
-    const messages: TxnMessage[] = [];
+    // One capture session: from the acknowledged position, transaction by transaction, chunk by chunk;
+    // whole transactions in a row may travel as one run (a message holding several), each session
+    // cutting its runs its own way (its position may be inside an earlier session's run).
+    const messages: TxnMessage[][] = [];
     let crashed = false;
     let full = acked;
+    let runRoom = 0;
     for (let i = acked; i < txns.length && !crashed; i += 1) {
-      for (const m of chunksOf(txns[i], per, source)) {
-        messages.push(m);
+      const chunks = chunksOf(txns[i], per, source);
+      for (const m of chunks) {
+        if (chunks.length === 1 && runRoom > 0 && messages.length) {
+          messages[messages.length - 1].push(m);
+          runRoom -= 1;
+        } else {
+          messages.push([m]);
+          runRoom = chunks.length === 1 && s.chance(60) ? 1 + s.pick(5) : 0;
+        }
         if (sessions < 12 && s.chance(8)) {
           crashed = true;
           break;
@@ -155,8 +174,8 @@ export function buildLog(xs: number[]): ModelLog {
     }
     if (s.chance(5) && messages.length > 1 && log.length) {
       // A zombie of the previous session publishes beside this one.
-      const zombie = log.slice(-1 - s.pick(4)).map((e) => e.m);
-      const merged: TxnMessage[] = [];
+      const zombie = log.slice(-1 - s.pick(4)).map(partsOf);
+      const merged: TxnMessage[][] = [];
       let a = 0;
       let b = 0;
       while (a < messages.length || b < zombie.length) {
@@ -270,24 +289,33 @@ export function consumeModel(model: Pick<ModelLog, 'streams'>, xs: number[], sta
       let open: { lsn: string; changes: string[] } | null = null;
       let applied = 0;
       let stop: { end: 'gap' | 'error'; reason: string } | null = null;
-      for (; i < log.length; i += 1) {
+      let full = false; // the batch ended between the transactions of a run
+      for (; i < log.length && !full && !stop; i += 1) {
         if (!open && applied >= limit) break;
         if (open && s.chance(3)) break; // the rest of the transaction did not arrive in time
-        const e = log[i];
-        const step = p.step({ offset: e.offset, lsn: e.m.lsn, stream: e.m.stream, read: () => e.m });
-        if (step.discard) open = null;
-        if (step.kind === 'skip') continue;
-        if (step.kind !== 'chunk') {
-          stop = { end: step.kind, reason: step.error.message };
-          break;
-        }
-        if (step.m.seq === 0) open = { lsn: step.m.lsn, changes: [] };
-        if (!open) throw new Error('the protocol gave a chunk of a transaction that was not begun');
-        open.changes.push(...step.m.changes.map((ch) => String((ch as { new: { v: string } }).new.v).split(':')[1]));
-        if (step.m.last) {
-          done.push({ history: step.m.history, lsn: step.m.lsn, changes: open.changes, stream: step.m.stream });
-          open = null;
-          applied += 1;
+        const parts = p.parts(asMessage(log[i]));
+        for (let j = 0; j < parts.length; j += 1) {
+          // A batch may end between the transactions of a run (then i stays at the run: not read to its end).
+          if (j > 0 && !open && applied >= limit) {
+            full = true;
+            i -= 1;
+            break;
+          }
+          const step = p.step(parts[j]);
+          if (step.discard) open = null;
+          if (step.kind === 'skip') continue;
+          if (step.kind !== 'chunk') {
+            stop = { end: step.kind, reason: step.error.message };
+            break;
+          }
+          if (step.m.seq === 0) open = { lsn: step.m.lsn, changes: [] };
+          if (!open) throw new Error('the protocol gave a chunk of a transaction that was not begun');
+          open.changes.push(...step.m.changes.map((ch) => String((ch as { new: { v: string } }).new.v).split(':')[1]));
+          if (step.m.last) {
+            done.push({ history: step.m.history, lsn: step.m.lsn, changes: open.changes, stream: step.m.stream });
+            open = null;
+            applied += 1;
+          }
         }
       }
       if (open) p.abandon();

@@ -6,7 +6,7 @@ import { compareLsn, formatLsn, parseLsn } from '../../src/lsn';
 /**
  * Capture's acknowledgement bookkeeping as a property: whatever the order of
  * begins, publishes, confirms (in order, as RabbitMQ sends them, or any
- * order), nacks, commits and keepalives, the position the slot may be
+ * order, or several transactions' messages at once as a run's confirm), nacks, commits and keepalives, the position the slot may be
  * acknowledged with never passes the commit of a transaction whose messages
  * RabbitMQ has not all confirmed; it never goes back; and once everything is
  * confirmed it reaches the last commit's end.
@@ -19,13 +19,15 @@ interface Txn {
   messages: number;
 }
 
-type Event = { kind: 'confirm'; pick: number } | { kind: 'keepalive' } | { kind: 'decode' } | { kind: 'nack'; pick: number };
+type Event = { kind: 'confirm'; pick: number } | { kind: 'confirmRun'; count: number } | { kind: 'keepalive' } | { kind: 'decode' } | { kind: 'nack'; pick: number };
 
 const scenario = fc.record({
   txns: fc.array(fc.record({ messages: fc.nat({ max: 4 }), gap: fc.integer({ min: 1, max: 500 }) }), { minLength: 1, maxLength: 25 }),
   events: fc.array(
     fc.oneof(
       { weight: 5, arbitrary: fc.record({ kind: fc.constant('confirm' as const), pick: fc.nat() }) },
+      // A run's one confirm: the messages of several transactions held together, confirmed at once (changelog/runs.ts).
+      { weight: 2, arbitrary: fc.record({ kind: fc.constant('confirmRun' as const), count: fc.integer({ min: 2, max: 8 }) }) },
       { weight: 4, arbitrary: fc.constant({ kind: 'decode' as const }) },
       { weight: 1, arbitrary: fc.constant({ kind: 'keepalive' as const }) },
       { weight: 1, arbitrary: fc.record({ kind: fc.constant('nack' as const), pick: fc.nat() }) },
@@ -102,6 +104,7 @@ describe('the ack tracker (property)', () => {
         };
         for (const e of events) {
           if (e.kind === 'decode') decode();
+          else if (e.kind === 'confirmRun') for (let k = 0; k < e.count && inflight.length; k += 1) settle(0, true);
           else if ((e.kind === 'confirm' || (e.kind === 'nack' && nacks)) && inflight.length) {
             settle(inOrder ? 0 : e.pick % inflight.length, e.kind === 'confirm');
           } else if (e.kind === 'keepalive') {

@@ -89,7 +89,7 @@ describe('the change-log protocol (property)', () => {
         const firstRun = consumeModel(model, firstRead, startOf(model));
         firstRun.committed.forEach((c, k) => {
           const log = model.streams.find((st) => st.id === c.stream)!.log;
-          const entry = log.find((e) => e.m.lsn === c.lsn && e.m.history === c.history && e.m.last);
+          const entry = log.find((e) => (e.run ?? [e.m]).some((m) => m.lsn === c.lsn && m.history === c.history && m.last));
           positions.push({ at: { lsn: c.lsn, offset: entry!.offset, history: c.history ?? null, stream: c.stream }, index: k + 1 });
         });
         positions.push({ at: firstRun.position, index: firstRun.committed.length });
@@ -203,8 +203,8 @@ describe('the change-log protocol (property)', () => {
 
   it('an unreadable message stops the consumer with a ProtocolError naming its offset', () => {
     const p = new LogProtocol(CONSUMER, START_OF_LOG);
-    const step = p.step({ offset: 0, read: () => decodeTxn(Buffer.from('{"v":3}')) });
+    const step = p.step({ offset: 0, read: () => decodeTxn(Buffer.from('{"v":9}')) });
     expect(step.kind).toBe('error');
-    expect(step.kind === 'error' && step.error.message).toMatch(/stream offset 0: unsupported change envelope version 3/);
+    expect(step.kind === 'error' && step.error.message).toMatch(/stream offset 0: unsupported change envelope version 9/);
   });
 });

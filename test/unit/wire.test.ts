@@ -1,7 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import fc from 'fast-check';
 import { relKey, type Change, type RelationInfo, type Row, type TxnMessage } from '../../src/change';
-import { decodeMessage, encodeMessage } from '../../src/changelog/wire';
+import { decodeMessage, decodeMessages, encodeMessage, encodeRun } from '../../src/changelog/wire';
 import { ProtocolError } from '../../src/errors';
 
 /** Random relations (hostile names included) and messages whose rows use any subset of their columns. */
@@ -97,5 +97,32 @@ describe('the wire format (envelope version 2)', () => {
     expect(bad({ rels: 'nope', ch: [] })).toThrow(/rels is not valid JSON/);
     expect(bad({ rels: '[["s","t","default",[["id","int",1]]]]', ch: [['x', 0, []]] })).toThrow(/unknown change kind/);
     expect(bad({ rels: '[["s","t","default",[["id","int",1]]]]', ch: [['i', 0, ['1', '2']]] })).toThrow(/does not match its 1 columns/);
+  });
+
+  it('version 3, a run: decodes to exactly the whole transactions it encoded, in order; a single transaction is written as itself (property)', () => {
+    const whole = message().map((m): TxnMessage => {
+      const w: TxnMessage = { ...m, seq: 0, last: true, endLsn: '0/1A3B', stream: 'S1' };
+      delete w.gap;
+      return w;
+    });
+    fc.assert(
+      fc.property(fc.array(whole, { minLength: 1, maxLength: 6 }), (txns) => {
+        const body = encodeRun(txns);
+        expect(JSON.parse(body.toString()).v).toBe(txns.length > 1 ? 3 : 2);
+        expect(decodeMessages(body)).toEqual(txns);
+        expect(decodeMessage(body)).toEqual(txns[0]);
+      }),
+      { numRuns: 500 },
+    );
+  });
+
+  it('refuses a run that is empty or holds part of a transaction, writing and reading', () => {
+    const t = (seq: number, last: boolean): TxnMessage => ({ v: 2, source: 'm', xid: 1, lsn: '0/1', endLsn: '0/1', commitTime: 'x', seq, last, relations: {}, changes: [] });
+    expect(() => encodeRun([])).toThrow(/at least one/);
+    expect(() => encodeRun([t(0, true), t(0, false)])).toThrow(/only whole transactions travel in a run/);
+    const run = (r: unknown) => () => decodeMessages(Buffer.from(JSON.stringify({ v: 3, source: 'm', run: r })));
+    expect(run([])).toThrow(ProtocolError);
+    expect(run([])).toThrow(/version 3 is malformed: a run holds no transactions/);
+    expect(run([{ xid: 1, lsn: '0/1', endLsn: '', commitTime: 'x', seq: 1, last: true, rels: '[]', ch: [] }])).toThrow(/transaction 0\/1 of a run is not whole/);
   });
 });

@@ -16,6 +16,7 @@ import { CHUNK_BYTES, TxnChunker, gapMarker } from '../../changelog/envelope';
 import { SourceError, UnavailableError } from '../../errors';
 import { formatLsn, parseLsn } from '../../lsn';
 import { retainedRange, StreamPublisher } from '../../changelog/stream';
+import { RunPublisher } from '../../changelog/runs';
 import { connectRabbit } from '../../changelog/rabbit';
 import { connectPg } from '../../pg';
 import { QueuedEvent, TriggerEvents } from './events';
@@ -69,6 +70,7 @@ export async function captureTriggers(opts: CaptureOptions): Promise<CaptureProg
   const c = await connectPg(what, url);
   const listener = await connectPg(what, url);
   let publisher: StreamPublisher | undefined;
+  let runs: RunPublisher | undefined;
   let wake: () => void = () => undefined;
   let report: Heartbeat<CaptureProgress> | undefined;
   listener.on('notification', () => wake());
@@ -83,6 +85,8 @@ export async function captureTriggers(opts: CaptureOptions): Promise<CaptureProg
     let lastTick = BigInt(last.last_tick);
     const schemaKey = await schemaCaptureKey(c);
     publisher = await StreamPublisher.connect(opts.rabbitUrl, source, opts.retention);
+    // A tick's transactions travel as runs of whole transactions while RabbitMQ confirms earlier messages (changelog/runs.ts).
+    runs = new RunPublisher(publisher, opts.runs);
     if (publisher.created) log.warn({ source, stream: publisher.stream }, streamLossWarning(source, publisher.stream));
     const history = await checkNotBehind(c, opts, publisher, triggerHistory(last.incarnation));
 
@@ -112,7 +116,7 @@ export async function captureTriggers(opts: CaptureOptions): Promise<CaptureProg
         );
         const publish = async (m: TxnMessage | null) => {
           if (!m) return;
-          await publisher!.publish(m, () => undefined);
+          await runs!.publish(m, () => undefined);
           progress.messages += 1;
           progress.changes += m.changes.length;
         };
@@ -138,6 +142,7 @@ export async function captureTriggers(opts: CaptureOptions): Promise<CaptureProg
         progress.lastLsn = lsn;
         progress.lastCommitTime = t.commit_time;
       }
+      await runs!.flush(); // the run held, then
       await publisher.flush(); // every message of the batch confirmed: now, and only now, forget it
       await c.query('BEGIN');
       await c.query(BATCH_DONE, [source, String(lastTick), String(next)]);

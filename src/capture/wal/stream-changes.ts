@@ -15,6 +15,7 @@
 import { LogicalReplicationService, Pgoutput } from 'pg-logical-replication';
 import type pg from 'pg';
 import { AckTracker, Released, TrackedTxn } from './ack-tracker';
+import { RunPublisher } from '../../changelog/runs';
 import { TxnAssembler } from './assembler';
 import { IdleHeartbeat } from './idle-heartbeat';
 import { TextPgoutputPlugin } from './pgoutput';
@@ -84,6 +85,8 @@ async function checkSlot(catalog: pg.Client, source: string): Promise<string> {
 class CaptureRun {
   readonly progress: CaptureProgress;
   private readonly acks: AckTracker;
+  /** Whole transactions published together while RabbitMQ confirms earlier ones (changelog/runs.ts). */
+  private readonly runs: RunPublisher;
   private readonly assembler: TxnAssembler;
   private current: TrackedTxn | null = null;
   /** Changes published for the open transaction. */
@@ -108,6 +111,7 @@ class CaptureRun {
   ) {
     this.progress = { confirmedLsn, txns: 0, changes: 0, messages: 0, startedAt: new Date().toISOString() };
     this.acks = new AckTracker(confirmedLsn);
+    this.runs = new RunPublisher(pub, opts.runs);
     this.assembler = new TxnAssembler({
       source: opts.source,
       chunkChanges: opts.chunkChanges,
@@ -158,7 +162,8 @@ class CaptureRun {
       heartbeat.stop();
       if (timer) clearTimeout(timer);
     }
-    // Stopping: let outstanding confirms land so the slot moves as far as it may.
+    // Stopping: publish the run held, and let outstanding confirms land so the slot moves as far as it may.
+    if (!this.fatal) await this.runs.flush().catch((err: Error) => (this.fatal ??= err));
     const deadline = Date.now() + 5000;
     while (this.pub.pending > 0 && Date.now() < deadline && !this.fatal) await new Promise((r) => setTimeout(r, 20));
     this.sendAck();
@@ -196,9 +201,9 @@ class CaptureRun {
       const txn = this.current!;
       for (const m of out) {
         this.changes += m.changes.length;
-        this.acks.published(txn);
+        this.acks.published(txn); // held in a run counts as published: the slot waits for its run's confirm
         this.progress.messages += 1;
-        await this.pub.publish(
+        await this.runs.publish(
           m,
           () => {
             crashPoint('capture-after-confirm'); // test-only (PGFERRY_TEST_CRASH_AT): confirmed, slot not yet acknowledged
