@@ -15,6 +15,7 @@
  */
 import type pg from 'pg';
 import { ZERO_LSN } from '../lsn';
+import { escapeLiteral } from '../pg';
 import { SQLSTATE, sqlState, UnavailableError } from '../errors';
 import type { LogPosition } from '../changelog/protocol';
 
@@ -148,14 +149,20 @@ export const ProgressStore = {
    * never apply the same source transaction twice.
    */
   async lock(q: Queryable, replica: string, source: string, waitMs = LOCK_WAIT_MS): Promise<StoredProgress> {
-    await q.query(INIT, [replica, source]);
     // A bounded wait: a session that holds the row and never ends (a client gone without the server
     // noticing, an open transaction left in psql) must show as a retried error, not as a replica
     // "running" that never moves. The replica's own lock_timeout comes back for the rest of the batch.
-    const was = (await q.query<{ was: string }>(`SELECT current_setting('lock_timeout') AS was, set_config('lock_timeout', $1, true)`, [`${waitMs}ms`])).rows[0].was;
+    // One round trip (the simple protocol runs the statements in order): a batch pays it every time.
+    const lit = (v: string) => escapeLiteral(v);
+    const sql =
+      `${INIT.replace('$1', () => lit(replica)).replace('$2', () => lit(source))}; ` + // functions: a name may hold `$&`
+      `SET LOCAL lock_timeout = ${lit(`${Math.max(1, Math.round(waitMs))}ms`)}; ` +
+      `${LOCK.replace('$1', () => lit(replica))}; ` +
+      `SET LOCAL lock_timeout TO DEFAULT`;
     let row: ProgressRow;
     try {
-      row = (await q.query<ProgressRow>(LOCK, [replica])).rows[0];
+      const results = (await q.query(sql)) as unknown as pg.QueryResult<ProgressRow>[];
+      row = results[2].rows[0];
     } catch (err) {
       if (sqlState(err) !== SQLSTATE.lockNotAvailable) throw err;
       throw new UnavailableError(
@@ -164,7 +171,6 @@ export const ProgressStore = {
         { cause: err },
       );
     }
-    await q.query(`SELECT set_config('lock_timeout', $1, true)`, [was]);
     return fromRow(row);
   },
 
