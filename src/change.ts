@@ -1,14 +1,15 @@
 /**
  * The change model: what one message in a source's stream carries.
  *
- * One message = one source transaction, or one ordered chunk of a large one
- * (seq 0..n, `last` on the final chunk). Every chunk carries the transaction's
- * commit LSN, which is its position: replicas apply a transaction only if its
+ * One message = one source transaction, one ordered chunk of a large one
+ * (seq 0..n, `last` on the final chunk), or a run of whole transactions
+ * (changelog/wire.ts version 3; each read as its own TxnMessage). Every
+ * chunk carries the transaction's commit LSN, which is its position: replicas apply a transaction only if its
  * `lsn` is above the position they recorded, so re-sent transactions are
  * harmless. Values are PostgreSQL's own text form (exactly what `::text`
  * prints), or null; column types travel by name in `relations`.
  */
-/** The envelope version pgferry writes (changelog/wire.ts); it reads 1 and 2. */
+/** The envelope version of a single transaction or chunk (changelog/wire.ts; runs are version 3); it reads 1 to 3. */
 export const ENVELOPE_VERSION = 2;
 
 export type Value = string | null;

@@ -9,8 +9,9 @@
  * subscriber). No I/O.
  *
  * What the log promises (capture's side): each source transaction is one
- * message or ordered chunks 0..n (`last` on the final one), all carrying its
- * commit position; positions only grow within a source history; a capture
+ * message, or a transaction in a run (several whole transactions in one
+ * message, read one by one at its offset: `parts`), or ordered chunks 0..n
+ * (`last` on the final one), all carrying its commit position; positions only grow within a source history; a capture
  * that restarts re-sends from its acknowledged position, so a transaction
  * whose chunks stopped is sent again whole, from chunk 0, before anything
  * after it. Everything else — two captures publishing at once, a transaction

@@ -2,6 +2,23 @@ import { afterAll, beforeAll, beforeEach, describe, expect, it, vi } from 'vites
 import { StreamReader } from '../../src/changelog/stream';
 
 const realOpen = StreamReader.open.bind(StreamReader);
+
+/** Every StreamReader opened from now on (restore with `open.mockRestore()`): a test can silence one's consumer. */
+function spyReaders(): { opened: StreamReader[]; open: { mockRestore(): void } } {
+  const opened: StreamReader[] = [];
+  const open = vi.spyOn(StreamReader, 'open').mockImplementation(async (...args: Parameters<typeof StreamReader.open>) => {
+    const r = await realOpen(...args);
+    opened.push(r);
+    return r;
+  });
+  return { opened, open };
+}
+
+/** Cancel a reader's consumer from the client side, which amqplib does not report to it: RabbitMQ's silence without a cancel. */
+async function silence(reader: StreamReader): Promise<void> {
+  const raw = reader as unknown as { ch: { cancel(tag: string): Promise<unknown> }; tag: string };
+  await raw.ch.cancel(raw.tag);
+}
 import { CraftedLog, ins, txn } from '../helpers/crafted-log';
 import { RejectedChangeError, UnavailableError } from '../../src/errors';
 import { LogCursor, START_OF_LOG } from '../../src/changelog/cursor';
@@ -134,19 +151,13 @@ describe('apply sessions', () => {
     // churn) left a session reading nothing, "running" and never moving, until its run ended. Here the
     // consumer is cancelled from the client side, which amqplib does not report to the reader: the same
     // silence on a real broker.
-    const opened: StreamReader[] = [];
-    const open = vi.spyOn(StreamReader, 'open').mockImplementation(async (...args: Parameters<typeof StreamReader.open>) => {
-      const r = await realOpen(...args);
-      opened.push(r);
-      return r;
-    });
+    const { opened, open } = spyReaders();
     try {
       await log.publish(txn(next(), [ins('b', { id: '1', v: 'before' })]));
       const running = log.session({ maxRunMs: 30_000 });
       await waitFor('the first applied', async () => (await count('b')) === 1, 10_000, 20);
       const reader = opened.find((r) => r.lastOffset !== null)!;
-      const raw = reader as unknown as { ch: { cancel(tag: string): Promise<unknown> }; tag: string };
-      await raw.ch.cancel(raw.tag);
+      await silence(reader);
       const later = Array.from({ length: 5 }, (_, i) => txn(next(), [ins('a', { id: String(i + 1), v: 'after' })]));
       await log.publish(...later);
       await waitFor('what was published after the consumer stopped to be applied by the same session', async () => (await count('a')) === 5, 22_000, 100);
@@ -158,12 +169,7 @@ describe('apply sessions', () => {
   });
 
   it('a subscriber cursor whose consumer stopped without a cancel says so, retried, instead of waiting in silence; one simply idle at the end does not', async () => {
-    const opened: StreamReader[] = [];
-    const open = vi.spyOn(StreamReader, 'open').mockImplementation(async (...args: Parameters<typeof StreamReader.open>) => {
-      const r = await realOpen(...args);
-      opened.push(r);
-      return r;
-    });
+    const { opened, open } = spyReaders();
     try {
       const first = txn(next(), [ins('b', { id: '1', v: 'x' })]);
       await log.publish(first);
@@ -176,8 +182,7 @@ describe('apply sessions', () => {
         while (Date.now() < idleUntil) expect(await cursor.next(500)).toBeNull();
         // Its consumer stops without a cancel; more is published: within the next check, a retried error naming it.
         const reader = opened.find((r) => r.lastOffset !== null)!;
-        const raw = reader as unknown as { ch: { cancel(tag: string): Promise<unknown> }; tag: string };
-        await raw.ch.cancel(raw.tag);
+        await silence(reader);
         await log.publish(txn(next(), [ins('b', { id: '2', v: 'y' })]));
         const failed = await (async () => {
           for (const until = Date.now() + 15_000; Date.now() < until; ) {
