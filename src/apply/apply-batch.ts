@@ -21,10 +21,9 @@ import type { TxnMessage } from '../change';
 import { ConfigError, RejectedChangeError, SchemaMismatchError, UnavailableError, isRefusal } from '../errors';
 import { within } from '../deadline';
 import { streamName } from '../names';
-import { decodeTxns } from '../changelog/envelope';
 import { LogMessage, LogPosition, LogProtocol } from '../changelog/protocol';
 import { compareLsn } from '../lsn';
-import { readerBehind, StreamReader, streamTip } from '../changelog/stream';
+import { logMessageOf, readerBehind, StreamReader, streamTip } from '../changelog/stream';
 import type { Logger } from '../logger';
 import { Heartbeat } from '../heartbeat';
 import { crashPoint } from '../testing/crash-point';
@@ -406,9 +405,7 @@ class BatchLoop {
    * ('stop': the re-run that keeps what came before a refused change reached it).
    */
   private async take(msg: { offset: number; lsn?: string; stream?: string; body: Buffer }): Promise<'stop' | undefined> {
-    let decoded: TxnMessage[] | undefined;
-    const all = () => (decoded ??= decodeTxns(msg.body));
-    for (const part of this.protocol.parts({ offset: msg.offset, lsn: msg.lsn, stream: msg.stream, read: () => all()[0], readAll: all })) {
+    for (const part of this.protocol.parts(logMessageOf(msg))) {
       if (this.reached(part)) return 'stop';
       const step = this.protocol.step(part);
       if (step.discard) {

@@ -13,9 +13,8 @@
  */
 import type { ChannelModel } from 'amqplib';
 import type { TxnMessage } from '../change';
-import { decodeTxns } from './envelope';
 import { LogMessage, LogPosition, LogProtocol, START_OF_LOG } from './protocol';
-import { readerBehind, retainedRange, StreamReader, streamTip } from './stream';
+import { logMessageOf, readerBehind, retainedRange, StreamReader, streamTip } from './stream';
 import { UnavailableError } from '../errors';
 import { streamName } from '../names';
 
@@ -110,10 +109,8 @@ export class LogCursor {
           return null;
         }
         this.idleSince = null;
-        let decoded: TxnMessage[] | undefined;
-        const all = () => (decoded ??= decodeTxns(msg.body));
         // A run's transactions one at a time: the consumer may stop between them (its position is then inside the run).
-        this.parts = this.protocol.parts({ offset: msg.offset, lsn: msg.lsn, stream: msg.stream, read: () => all()[0], readAll: all });
+        this.parts = this.protocol.parts(logMessageOf(msg));
         part = this.parts.shift()!;
       }
       const step = this.protocol.step(part);

@@ -14,6 +14,7 @@
 import { randomUUID } from 'node:crypto';
 import type * as amqp from 'amqplib';
 import type { TxnMessage } from '../change';
+import type { LogMessage } from './protocol';
 import { decodeTxns, encodeTxn, encodeTxnRun, isStreamMarker, streamMarker } from './envelope';
 import { ConfigError, UnavailableError } from '../errors';
 import { streamName } from '../names';
@@ -399,6 +400,13 @@ export interface StreamMessage {
   lsn?: string;
   /** The identity of the stream it was published to (header; absent in messages of older pgferry). */
   stream?: string;
+}
+
+/** A stream message as the protocol reads it (protocol.ts LogMessage): its body decoded once, when first read. */
+export function logMessageOf(m: StreamMessage): LogMessage {
+  let decoded: TxnMessage[] | undefined;
+  const all = () => (decoded ??= decodeTxns(m.body));
+  return { offset: m.offset, lsn: m.lsn, stream: m.stream, read: () => all()[0], readAll: all };
 }
 
 interface Delivered extends StreamMessage {

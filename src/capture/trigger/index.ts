@@ -11,6 +11,12 @@ import { capturedTables, prepareTriggerSource } from './install';
 import { exportTriggerSnapshot, triggerPoint } from './snapshot';
 import { uninstallTriggers } from './uninstall';
 
+/** Whether trigger capture's schema is installed on the source (pgferry.capture_state exists). */
+async function hasCaptureState(c: pg.ClientBase): Promise<boolean> {
+  const yes = (await c.query(`SELECT to_regclass('pgferry.capture_state') IS NOT NULL AS yes`)).rows[0].yes;
+  return yes === true || yes === 't';
+}
+
 export const triggerMode: CaptureMode = {
   name: 'trigger',
   prepare: prepareTriggerSource,
@@ -19,16 +25,14 @@ export const triggerMode: CaptureMode = {
   currentPoint: triggerPoint,
   async capturedTables(c: pg.ClientBase, source: string) {
     // The "publication" is the set of tables with pgferry's capture trigger.
-    const installed = (await c.query(`SELECT to_regclass('pgferry.capture_state') IS NOT NULL AS yes`)).rows[0].yes;
-    if (!(installed === true || installed === 't')) {
+    if (!(await hasCaptureState(c))) {
       throw new SourceError(`source '${source}': trigger capture is not installed (no schema pgferry); run pgferry init --mode trigger first`);
     }
     return describeTables(c, source, await capturedTables(c));
   },
   notCaptured: () => 'no capture trigger',
   async installed(c: pg.ClientBase, source: string) {
-    const yes = (v: unknown) => v === true || v === 't';
-    if (!yes((await c.query(`SELECT to_regclass('pgferry.capture_state') IS NOT NULL AS yes`)).rows[0].yes)) return null;
+    if (!(await hasCaptureState(c))) return null;
     const row = (await c.query('SELECT 1 FROM pgferry.capture_state WHERE source = $1', [source])).rows.length > 0;
     return row ? `its position in pgferry.capture_state, and capture triggers` : null;
   },
