@@ -5,8 +5,8 @@
  * the error's class as type; anything else → retried with backoff).
  */
 import { ApplicationFailure, Context, log } from '@temporalio/activity';
-import { Config, replicaUrl, requireSourceUrl } from '../src/config';
-import { PgferryError, classifyError, describeCause } from '../src/errors';
+import { Config, replicaShare, replicaUrl, requireSourceUrl } from '../src/config';
+import { ConfigError, PgferryError, classifyError, describeCause } from '../src/errors';
 import type { CaptureProgress } from '../src/capture/contract';
 import { captureMode } from '../src/capture/mode';
 import type { TableRef } from '../src/tables';
@@ -19,8 +19,10 @@ import { poolConnect, withClient } from '../src/pg';
 import { capturesSchemaChanges } from '../src/capture/schema-capture';
 import type { WorkerResources } from '../src/temporal/resources';
 import { redactText } from '../src/redact';
+import { firstTime } from '../src/warnings';
 import { addReplica } from '../src/snapshot/add';
 import type { SnapshotResult } from '../workflows/messages';
+import { replicaDescription, searchAttributesRegistered } from '../src/temporal/search-attributes';
 import type { Logger } from '../src/logger';
 
 export interface Deps {
@@ -78,13 +80,40 @@ export const createActivities = (deps: Deps) => {
       }
     },
 
+    /**
+     * A replica workflow started by name alone (the Temporal UI, temporal workflow start, pgferry replica
+     * start): its source and tables from this worker's configuration, and whether the namespace has
+     * pgferry's search attributes (so the workflow may show them). An unknown name is permanent.
+     */
+    async resolveReplica({ replica }: { replica: string }): Promise<{ source: string; tables: TableRef[]; searchAttributes: boolean; description: string }> {
+      try {
+        const known = config.replicas.map((r) => r.name);
+        if (!known.includes(replica)) {
+          throw new ConfigError(
+            `replica '${replica}' is not configured on this worker (source '${config.source.name}'); it knows ${known.length ? known.map((n) => `'${n}'`).join(', ') : 'no replicas'}. ` +
+              `Start one of those, or add '${replica}' under replicas: in the worker's configuration and restart it`,
+          );
+        }
+        const source = config.source.name;
+        const tables = await withClient(`source '${source}'`, requireSourceUrl(config), (c) => captureMode(config).capturedTables(c, source));
+        return {
+          source,
+          tables: replicaShare(config, replica, tables),
+          searchAttributes: await searchAttributesRegistered(() => Context.current().client, config.temporal.namespace),
+          description: replicaDescription(replica, source),
+        };
+      } catch (err) {
+        return translate(err);
+      }
+    },
+
     async prepareReplica({ replica, source, tables }: ReplicaRef & { tables: TableRef[] }): Promise<void> {
       try {
         const url = replicaUrl(config, replica);
         const client = await poolConnect(`replica '${replica}'`, url, resources.pool(replica));
         try {
           const schemaChangesCaptured = await withClient(`source '${source}'`, requireSourceUrl(config), capturesSchemaChanges).catch(() => false);
-          for (const warning of await prepareTarget(client, replica, tables, { schemaChangesCaptured })) log.warn(warning, { replica });
+          for (const warning of await prepareTarget(client, replica, tables, { schemaChangesCaptured })) if (firstTime(warning)) log.warn(warning, { replica });
           await checkNoUnfinishedCopy(client, replica);
           if (!(await useReplicaRole(client))) log.warn(await replicaRoleAdvice(client, replica), { replica });
         } finally {

@@ -20,6 +20,21 @@ export interface SubscriberDeps {
 export const createSubscriberActivities = (deps: SubscriberDeps) => {
   const started = new Set<string>();
   return {
+    /** A subscriber workflow started by name alone (the Temporal UI, temporal workflow start): its source and retry spacing, from this worker. */
+    async describeSubscriber({ subscriber }: { subscriber: string }): Promise<{ source: string; retry: { initialDelayMs: number; maxDelayMs: number } }> {
+      const entry = deps.subscribers.get(subscriber);
+      if (!entry) {
+        // Each subscriber has its own task queue, so the worker polling it defines it, unless it was started on another's queue.
+        throw ApplicationFailure.nonRetryable(
+          `subscriber '${subscriber}' is not defined by the worker of task queue ${Context.current().info.taskQueue} (it defines ${[...deps.subscribers.keys()].map((n) => `'${n}'`).join(', ')}); ` +
+            `start it on the task queue pgferry-subscriber-${subscriber}, which the application's worker that defines it polls`,
+          'UnknownSubscriber',
+        );
+      }
+      const { retry } = entry.prepared.base;
+      return { source: entry.prepared.source, retry: { initialDelayMs: retry.initialDelayMs, maxDelayMs: retry.maxDelayMs } };
+    },
+
     async deliverSubscriberBatch({ subscriber }: { subscriber: string }): Promise<SessionResult> {
       const ctx = Context.current();
       const entry = deps.subscribers.get(subscriber);

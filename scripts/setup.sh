@@ -4,6 +4,7 @@
 #   - npm dependencies, then the build (dist/ and the prebundled workflows)
 #   - PostgreSQL 15 server binaries (tests start private clusters with them)
 #   - RabbitMQ (started if it is not running; streams need 3.9+)
+#   - Chromium and promtool (npm test: the Temporal UI browser test, the alerting rules' tests)
 #   - the Temporal CLI v1.5.1 (dev server), built with `go install` into a per-user
 #     cache, unless `temporal` is on PATH or TEMPORAL_ADDRESS points at a cluster
 #   - the Docker Compose CLI v5.0.2 (go install, same cache) unless `docker compose` works:
@@ -81,6 +82,13 @@ else
   rabbit_up || die "RabbitMQ did not start; see /var/log/rabbitmq/ and try: sudo rabbitmq-server -detached"
   say "RabbitMQ started"
 fi
+
+# --- Chromium and promtool (for npm test) ----------------------------------------------
+# The Temporal UI browser test drives Debian's chromium with playwright-core (no browser download);
+# the alerting rules shipped in monitoring/ are checked and unit-tested with promtool (Debian's
+# prometheus package; its server is not started here).
+if command -v chromium >/dev/null 2>&1; then say "Chromium present ($(command -v chromium))"; else apt_install chromium; fi
+if command -v promtool >/dev/null 2>&1; then say "promtool present ($(command -v promtool))"; else apt_install prometheus; fi
 
 # --- Temporal CLI (dev server) -------------------------------------------------------
 if [ -n "${TEMPORAL_ADDRESS:-}" ]; then

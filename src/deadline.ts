@@ -12,3 +12,13 @@ export function within<T>(p: Promise<T>, ms: number, onTimeout: () => Error): Pr
   });
   return Promise.race([p, timeout]).finally(() => clearTimeout(timer));
 }
+
+/** Check every `everyMs` until `check()` is true (→ true) or `ms` have passed (→ false). */
+export async function waitUntil(ms: number, everyMs: number, check: () => Promise<boolean>): Promise<boolean> {
+  const deadline = Date.now() + ms;
+  for (;;) {
+    if (await check()) return true;
+    if (Date.now() >= deadline) return false;
+    await new Promise((r) => setTimeout(r, everyMs));
+  }
+}

@@ -8,6 +8,7 @@ import {
   condition,
   isCancellation,
   makeContinueAsNewFunc,
+  ApplicationFailure,
   patched,
   proxyActivities,
   setHandler,
@@ -45,16 +46,49 @@ const { applySession } = proxyActivities<Activities>({
   cancellationType: ActivityCancellationType.WAIT_CANCELLATION_COMPLETED,
   retry,
 });
-const { prepareReplica } = proxyActivities<Activities>({ startToCloseTimeout: '2 minutes', retry });
+const { prepareReplica, resolveReplica } = proxyActivities<Activities>({ startToCloseTimeout: '2 minutes', retry });
 
+/**
+ * What `pgferry up` starts a replica with: everything. Anyone else — the
+ * Temporal UI's Start Workflow form, `temporal workflow start`, `pgferry
+ * replica start` — may give the name alone, `{"replica": "b"}`: the worker
+ * then resolves the source and the tables from its own configuration when
+ * the workflow runs (resolveReplica), and again after each continue-as-new,
+ * so the input stays one field.
+ */
 export interface ReplicaInput {
   replica: string;
-  source: string;
+  source?: string;
   /** Tables the source publishes ("schema.table" pairs), checked on the replica before applying. */
-  tables: { schema: string; table: string }[];
+  tables?: { schema: string; table: string }[];
   status?: ReplicaStatus;
   /** Changes applied over the last minute, for rowsPerSecond (carried across continue-as-new). */
   rate?: RateWindow;
+}
+
+type ResolvedInput = ReplicaInput & Required<Pick<ReplicaInput, 'source' | 'tables'>>;
+
+/**
+ * The input with its source and tables: given, or resolved by the worker
+ * from its configuration. An unknown replica fails the workflow at once,
+ * with the worker's message naming the replicas it knows; a source that is
+ * down is retried. Only one-field inputs reach the activity, and no history
+ * recorded before this change has one, so those replay unchanged; the patch
+ * marks histories that resolved.
+ */
+async function resolved(input: ReplicaInput): Promise<{ input: ResolvedInput; registered: boolean; description?: string }> {
+  if (input.source !== undefined && input.tables !== undefined) return { input: input as ResolvedInput, registered: false };
+  patched('resolve-replica');
+  try {
+    const r = await resolveReplica({ replica: input.replica });
+    return { input: { ...input, source: r.source, tables: r.tables }, registered: r.searchAttributes, description: r.description };
+  } catch (err) {
+    if (isPermanentFailure(err)) {
+      const cause = (err as { cause?: ApplicationFailure }).cause;
+      throw ApplicationFailure.nonRetryable(cause?.message ?? String(err), cause?.type ?? 'ConfigError');
+    }
+    throw err;
+  }
 }
 
 /** Activities (sessions, or batches in runs recorded before sessions) between continue-as-new: keeps each run's history far below Temporal's limits. */
@@ -66,7 +100,7 @@ const BATCHES_PER_RUN = 400;
  * sessions, one batch, counted as a session of one batch. Null: cancelled
  * before it could return, having applied nothing the checkpoint does not hold.
  */
-async function applyOnce(input: ReplicaInput, sessions: boolean, pause: PauseSwitch<ReplicaStatus>): Promise<SessionResult | null> {
+async function applyOnce(input: ResolvedInput, sessions: boolean, pause: PauseSwitch<ReplicaStatus>): Promise<SessionResult | null> {
   const ref = { replica: input.replica, source: input.source };
   if (!sessions) return { ...(await applyBatch(ref)), batches: 1 };
   const scope = new CancellationScope();
@@ -95,7 +129,8 @@ async function applyOnce(input: ReplicaInput, sessions: boolean, pause: PauseSwi
  * applied. `resume` continues, and also retries a replica stopped in state `failed`.
  * The `setPaused` update does the same and answers once it is done (pause-switch.ts).
  */
-export async function replicaWorkflow(input: ReplicaInput): Promise<void> {
+export async function replicaWorkflow(given: ReplicaInput): Promise<void> {
+  const { input, registered, description } = await resolved(given);
   const status: ReplicaStatus = input.status ? { ...input.status, rowsPerSecond: input.status.rowsPerSecond ?? null } : {
     replica: input.replica,
     source: input.source,
@@ -133,6 +168,11 @@ export async function replicaWorkflow(input: ReplicaInput): Promise<void> {
     describeIfUndescribed(opts?.description);
     publish(true);
   });
+  // Started by name alone (the UI's form sets no search attributes): show them once the worker said they are registered.
+  if (registered) {
+    describeIfUndescribed(description);
+    publish(true);
+  }
 
   const failed = (err: unknown) =>
     stopUntilResumed(status, err, {
@@ -195,5 +235,7 @@ export async function replicaWorkflow(input: ReplicaInput): Promise<void> {
     }
   }
   await pause.handOver();
-  await makeContinueAsNewFunc<typeof replicaWorkflow>(keepVisibility())({ ...input, status: { ...status, state: pause.paused ? 'paused' : status.state }, rate });
+  // A one-field input stays one field: the next run resolves the configuration again.
+  const next = given.source !== undefined && given.tables !== undefined ? input : { replica: input.replica };
+  await makeContinueAsNewFunc<typeof replicaWorkflow>(keepVisibility())({ ...next, status: { ...status, state: pause.paused ? 'paused' : status.state }, rate });
 }

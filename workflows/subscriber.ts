@@ -2,21 +2,49 @@
  * The workflow of an application subscriber run under Temporal (see
  * subscriberWorkflow below).
  */
-import { makeContinueAsNewFunc, proxyActivities, setHandler, workflowInfo } from '@temporalio/workflow';
+import { ApplicationFailure, makeContinueAsNewFunc, patched, proxyActivities, setHandler, workflowInfo } from '@temporalio/workflow';
 import type { createSubscriberActivities } from '../activities/subscriber';
 import { NON_RETRYABLE } from '../src/errors';
 import { SubscriberStatus, subscriberSetPausedUpdate, subscriberStatusQuery } from './messages';
 import { PauseSwitch } from './pause-switch';
 import { stopUntilResumed } from './stopped';
+import { isPermanentFailure } from './errors';
 
 type Activities = ReturnType<typeof createSubscriberActivities>;
 
+/**
+ * What runSubscriberWorker starts a subscriber with. Started by anyone else
+ * (the Temporal UI, `temporal workflow start` on the task queue
+ * pgferry-subscriber-<name>), `{"subscriber": "<name>"}` is enough: the
+ * application's worker tells the source and the retry spacing
+ * (describeSubscriber).
+ */
 export interface SubscriberInput {
   subscriber: string;
-  source: string;
+  source?: string;
   /** Backoff between attempts of a batch whose handler failed (or whose servers were away). */
-  retry: { initialDelayMs: number; maxDelayMs: number };
+  retry?: { initialDelayMs: number; maxDelayMs: number };
   status?: SubscriberStatus;
+}
+
+type ResolvedInput = SubscriberInput & Required<Pick<SubscriberInput, 'source' | 'retry'>>;
+
+/** The input with its source and retry spacing; no history recorded before this change lacks them, so those replay unchanged. */
+async function resolved(input: SubscriberInput): Promise<ResolvedInput> {
+  if (input.source !== undefined && input.retry !== undefined) return input as ResolvedInput;
+  patched('resolve-subscriber');
+  const { describeSubscriber } = proxyActivities<Activities>({
+    taskQueue: workflowInfo().taskQueue,
+    startToCloseTimeout: '1 minute',
+    retry: { initialInterval: '1 second', maximumInterval: '30 seconds', nonRetryableErrorTypes: NON_RETRYABLE },
+  });
+  try {
+    return { ...input, ...(await describeSubscriber({ subscriber: input.subscriber })) };
+  } catch (err) {
+    if (!isPermanentFailure(err)) throw err;
+    const cause = (err as { cause?: ApplicationFailure }).cause;
+    throw ApplicationFailure.nonRetryable(cause?.message ?? String(err), cause?.type ?? 'UnknownSubscriber');
+  }
 }
 
 const BATCHES_PER_RUN = 400;
@@ -31,7 +59,8 @@ const BATCHES_PER_RUN = 400;
  * does the same and answers once it is done (pause-switch.ts). The
  * subscriber's row in its positions table is the truth; this status mirrors it.
  */
-export async function subscriberWorkflow(input: SubscriberInput): Promise<void> {
+export async function subscriberWorkflow(given: SubscriberInput): Promise<void> {
+  const input = await resolved(given);
   const { deliverSubscriberBatch } = proxyActivities<Activities>({
     taskQueue: workflowInfo().taskQueue,
     startToCloseTimeout: '30 minutes',
@@ -91,5 +120,6 @@ export async function subscriberWorkflow(input: SubscriberInput): Promise<void> 
     }
   }
   await pause.handOver();
-  await makeContinueAsNewFunc<typeof subscriberWorkflow>()({ ...input, status: { ...status, state: pause.paused ? 'paused' : status.state } });
+  const next = given.source !== undefined && given.retry !== undefined ? input : { subscriber: input.subscriber };
+  await makeContinueAsNewFunc<typeof subscriberWorkflow>()({ ...next, status: { ...status, state: pause.paused ? 'paused' : status.state } });
 }

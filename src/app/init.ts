@@ -18,6 +18,7 @@ import { withClient } from '../pg';
 import { prepareCapture, sourceHistory } from '../capture/prepare';
 import { withRetry } from '../retry';
 import { ProgressStore } from '../apply/progress-store';
+import { firstTime } from '../warnings';
 
 export interface InitResult {
   tables: TableRef[];
@@ -38,10 +39,8 @@ export async function initialize(config: Config, say: (line: string) => void): P
     await rabbit.close().catch(() => undefined);
   }
   say(captureMode(config).describePrepared(source, prepared));
-  for (const warning of prepared.warnings) {
-    logger.warn({ source }, warning);
-    say(`WARNING ${warning}`);
-  }
+  // Warnings are the command's output (say): printed once, not also as a log line.
+  for (const warning of prepared.warnings) if (firstTime(warning)) say(`WARNING ${warning}`);
 
   const history = await sourceHistory(config, requireSourceUrl(config));
   const schemaChangesCaptured = await withClient(`source '${source}'`, requireSourceUrl(config), capturesSchemaChanges).catch(() => false);
@@ -60,10 +59,7 @@ export async function initialize(config: Config, say: (line: string) => void): P
         wait,
         logger,
       );
-      for (const warning of warnings) {
-        logger.warn({ replica: r.name }, warning);
-        say(`WARNING ${warning}`);
-      }
+      for (const warning of warnings) if (firstTime(warning)) say(`WARNING ${warning}`);
       say(`replica '${r.name}': ready`);
     } catch (err) {
       const message = err instanceof PgferryError ? err.message : describeCause(err);

@@ -14,6 +14,9 @@
  * stream is made anew with a new identity (changelog/stream.ts), and every
  * consumer whose position is in the old one stops there (protocol.ts);
  * capture says so (streamLossWarning).
+ *
+ * What is found is returned as warnings, never logged here: each caller
+ * prints them once, in its own output.
  */
 import type { ChannelModel } from 'amqplib';
 import type { Config } from '../config';
@@ -53,9 +56,7 @@ export async function prepareCapture(config: Config, rabbit: ChannelModel): Prom
   const prepared = await withRetry(() => mode.prepare(url, source, config.source), config.connectWaitMs, logger);
   if (stream.created && !prepared.slotCreated) {
     // Capture state from before, but no stream: it was lost.
-    const warning = streamLossWarning(source, stream.id);
-    logger.warn({ source }, warning);
-    prepared.warnings.push(warning);
+    prepared.warnings.push(streamLossWarning(source, stream.id));
   }
   let gapMarked = false;
   if (prepared.slotCreated && prepared.slotLsn && holdsChanges(await retainedRange(rabbit, source))) {
@@ -68,7 +69,6 @@ export async function prepareCapture(config: Config, rabbit: ChannelModel): Prom
     } finally {
       await publisher.close();
     }
-    logger.warn({ source }, reason);
     prepared.warnings.push(`${reason}; every replica will stop in state needs_resync when it reaches that point: run pgferry replica resync <name> for each`);
     gapMarked = true;
   }

@@ -20,6 +20,7 @@ import { addTailCommand } from './tail';
 import { addSubscriberCommands } from './subscriber';
 import { addTableCommands } from './table';
 import { addPauseResumeCommands } from './pause-resume';
+import { addReplicaLifecycleCommands } from './replica-lifecycle';
 import { stringify as yamlStringify } from 'yaml';
 import { initialize } from '../app/init';
 
@@ -181,6 +182,7 @@ replica
     }),
   );
 
+addReplicaLifecycleCommands(replica);
 addMaintenanceCommands(program, replica);
 addStatusCommand(program);
 addTemporalCommands(program);

@@ -42,7 +42,7 @@ export interface PauseResumeSpec {
   resume: { description: string };
 }
 
-type Verb = 'pause' | 'resume';
+export type Verb = 'pause' | 'resume';
 
 /** How long a command waits for the state; long enough for a batch of ordinary size to commit. */
 const REACH_DEADLINE_MS = 30_000;
@@ -56,7 +56,7 @@ interface ConsumerStatus {
 }
 
 /** How a request ended: the update answered; or it was not answered (yet), and why. */
-type Outcome =
+export type Outcome =
   | { kind: 'answered'; status: ConsumerStatus }
   | { kind: 'pending' }
   | { kind: 'signalled'; why: 'old-workflow' | 'no-updates' | 'not-taken' };
@@ -91,7 +91,7 @@ export function addPauseResumeCommands(group: Command, spec: PauseResumeSpec): v
 }
 
 /** Execute the update within the deadline; fall back to the signal where the update cannot be used. */
-async function request(client: Client, handle: WorkflowHandle, kind: PauseResumeSpec['kind'], verb: Verb): Promise<Outcome> {
+export async function request(client: Client, handle: WorkflowHandle, kind: PauseResumeSpec['kind'], verb: Verb): Promise<Outcome> {
   const deadline = Date.now() + REACH_DEADLINE_MS;
   const update: UpdateDefinition<ConsumerStatus, [SetPausedRequest]> = kind === 'replica' ? replicaSetPausedUpdate : subscriberSetPausedUpdate;
   const signal = () => handle.signal(verb === 'pause' ? pauseSignal : resumeSignal);

@@ -2,8 +2,10 @@
  * `pgferry status`: the whole system on one screen, for the person paged at
  * 3 a.m. Per source: capture state, slot position, WAL the slot holds back
  * (with a warning above the configured threshold) and the retained stream
- * range. Per replica: state, applied position, lag, rows/s, last error.
- * Exit code 1 when any replica (or the capture) is failed or needs a resync.
+ * range. Per replica: state, applied position, lag, rows/s, last error. Per
+ * subscriber workflow: the same, when there are any.
+ * Exit code 1 when any replica, subscriber (or the capture) is failed or needs
+ * a resync, or a subscriber's worker does not answer.
  */
 import type { Command } from 'commander';
 import type { Client } from '@temporalio/client';
@@ -14,7 +16,8 @@ import { describeCause, PgferryError } from '../errors';
 import { connectRabbit } from '../changelog/rabbit';
 import { retainedRange, StreamEnd } from '../changelog/stream';
 import { connectClient } from '../temporal/connection';
-import { CaptureView, captureView, listReplicaNames, replicaView, ReplicaView } from '../temporal/inspect';
+import { CaptureView, captureView, listReplicaNames, listSubscriberNames, replicaView, ReplicaView, subscriberView, SubscriberView } from '../temporal/inspect';
+import { renderSubscribers, subscriberStopped } from './subscriber';
 import { CliFailure, EXIT, printJson, table } from './output';
 import { action } from './command';
 
@@ -36,6 +39,8 @@ export interface StatusReport {
   at: string;
   sources: SourceStatus[];
   replicas: (ReplicaView & { rowsPerSecond: number | null })[];
+  /** Application subscribers running as Temporal workflows on this source (or whose worker does not answer, so whose source is unknown). */
+  subscribers: SubscriberView[];
   warnings: string[];
 }
 
@@ -70,9 +75,15 @@ export async function collectStatus(config: Config, client: Client): Promise<Sta
     const v = await replicaView(client, name, capture);
     replicas.push({ ...v, rowsPerSecond: (v as { rowsPerSecond?: number }).rowsPerSecond ?? null });
   }
+  const subscribers: SubscriberView[] = [];
+  for (const name of await listSubscriberNames(client)) {
+    const v = await subscriberView(client, name, capture).catch(() => null); // ended meanwhile
+    if (v && (v.source === source || v.source === null)) subscribers.push(v);
+  }
   for (const r of replicas) if (BAD_STATES.includes(r.state)) warnings.push(`replica '${r.replica}' is ${r.state}: ${r.lastError ?? ''}`.trim());
-  const ok = !replicas.some((r) => BAD_STATES.includes(r.state)) && !BAD_STATES.includes(sources[0].state);
-  return { ok, at: new Date().toISOString(), sources, replicas, warnings };
+  for (const v of subscribers) if (subscriberStopped(v)) warnings.push(`subscriber '${v.subscriber}' is ${v.state}: ${v.lastError ?? ''}`.trim());
+  const ok = !replicas.some((r) => BAD_STATES.includes(r.state)) && !BAD_STATES.includes(sources[0].state) && !subscribers.some(subscriberStopped);
+  return { ok, at: new Date().toISOString(), sources, replicas, subscribers, warnings };
 }
 
 async function slotOf(config: Config): Promise<SourceStatus['slot']> {
@@ -137,6 +148,7 @@ export function renderStatus(r: StatusReport): string {
     src.push([s.source, s.state, s.confirmedLsn ?? '-', slot, stream, String(s.txns), s.error ?? '']);
   }
   const parts = [table(src), '', r.replicas.length ? renderReplicas(r.replicas) : 'no replicas are running (start them with pgferry up)'];
+  if (r.subscribers.length) parts.push('', renderSubscribers(r.subscribers));
   if (r.warnings.length) parts.push('', ...r.warnings.map((w) => `WARNING ${w}`));
   return parts.join('\n');
 }

@@ -5,11 +5,11 @@
  * application's positions table.
  */
 import type { Command } from 'commander';
-import { Client, WorkflowNotFoundError } from '@temporalio/client';
 import { loadConfig } from '../config';
+import { ConfigError } from '../errors';
 import { subscriberWorkflowId } from '../names';
 import { connectClient } from '../temporal/connection';
-import { SubscriberStatus, subscriberStatusQuery } from '../../workflows/messages';
+import { listSubscriberNames, subscriberView, SubscriberView } from '../temporal/inspect';
 import { addPauseResumeCommands } from './pause-resume';
 import { action } from './command';
 import { CliFailure, EXIT, printJson, table } from './output';
@@ -25,16 +25,12 @@ export function addSubscriberCommands(program: Command): void {
       action(async (name: string | undefined, opts: { json?: boolean }) => {
         const client = await connectClient(loadConfig({}).temporal);
         const names = name ? [name] : await listSubscriberNames(client);
-        const views: SubscriberStatus[] = [];
-        for (const n of names) views.push(await subscriberStatus(client, n));
+        const views: SubscriberView[] = [];
+        for (const n of names) views.push(await found(n, subscriberView(client, n)));
         if (opts.json) printJson(name ? views[0] : views);
         else if (!views.length) process.stdout.write('no subscriber workflows are running (an application starts them with runSubscriberWorker)\n');
-        else {
-          const rows = [['SUBSCRIBER', 'SOURCE', 'STATE', 'POSITION', 'LAST COMMIT', 'TXNS', 'CHANGES', 'ERROR']];
-          for (const v of views) rows.push([v.subscriber, v.source, v.state, v.lsn ?? '-', v.lastCommitTime ?? '-', String(v.txns), String(v.changes), v.lastError ?? '']);
-          process.stdout.write(`${table(rows)}\n`);
-        }
-        if (views.some((v) => v.state === 'failed' || v.state === 'needs_resync')) process.exitCode = EXIT.failed;
+        else process.stdout.write(`${renderSubscribers(views)}\n`);
+        if (views.some(subscriberStopped)) process.exitCode = EXIT.failed;
       }),
     );
 
@@ -47,25 +43,27 @@ export function addSubscriberCommands(program: Command): void {
   });
 }
 
-async function subscriberStatus(client: Client, name: string): Promise<SubscriberStatus> {
-  return notFoundAsFailure(name, client.workflow.getHandle(subscriberWorkflowId(name)).query(subscriberStatusQuery));
+/** A subscriber that needs someone: failed, needs a resync, or its application's worker does not answer. */
+export function subscriberStopped(v: SubscriberView): boolean {
+  return v.state === 'failed' || v.state === 'needs_resync' || v.state === 'not answering';
 }
 
-async function notFoundAsFailure<T>(name: string, p: Promise<T>): Promise<T> {
+export function renderSubscribers(views: SubscriberView[]): string {
+  const rows = [['SUBSCRIBER', 'SOURCE', 'STATE', 'POSITION', 'LAG', 'TXNS', 'CHANGES', 'ERROR']];
+  for (const v of views) {
+    const lag = v.lagBytes === null ? '?' : v.lagBytes === 0 ? '0' : `${v.lagBytes} B${v.lagSeconds !== null ? ` / ${v.lagSeconds.toFixed(1)} s` : ''}`;
+    rows.push([v.subscriber, v.source ?? '?', v.state, v.lsn ?? '-', lag, String(v.txns), String(v.changes), v.lastError ?? (v.retrying ? `retrying: ${v.retrying}` : '')]);
+  }
+  return table(rows);
+}
+
+async function found<T>(name: string, p: Promise<T>): Promise<T> {
   try {
     return await p;
   } catch (err) {
-    if (err instanceof WorkflowNotFoundError) {
+    if (err instanceof ConfigError) {
       throw new CliFailure(`subscriber '${name}' not found (no running workflow ${subscriberWorkflowId(name)}); pgferry subscriber status lists the running ones`, EXIT.failed);
     }
     throw err;
   }
-}
-
-async function listSubscriberNames(client: Client): Promise<string[]> {
-  const names: string[] = [];
-  for await (const wf of client.workflow.list({ query: `WorkflowType = 'subscriberWorkflow' AND ExecutionStatus = 'Running'` })) {
-    names.push(wf.workflowId.replace(/^pgferry-subscriber-/, ''));
-  }
-  return names.sort();
 }

@@ -18,7 +18,7 @@
  */
 import { collectDefaultMetrics, Counter, Gauge, Histogram, Registry } from 'prom-client';
 import type { CaptureStatus, ReplicaState } from '../../workflows/messages';
-import type { CaptureView, ReplicaView } from '../temporal/inspect';
+import type { CaptureView, ReplicaView, SubscriberView } from '../temporal/inspect';
 
 export const registry = new Registry();
 /** How long one scrape may take to read Temporal and the source. */
@@ -26,6 +26,9 @@ export const SCRAPE_TIMEOUT_MS = 2000;
 
 export const REPLICA_STATES: ReplicaState[] = ['starting', 'running', 'paused', 'failed', 'needs_resync'];
 export const CAPTURE_STATES: CaptureStatus['state'][] = ['running', 'failed', 'needs_resync'];
+export const SUBSCRIBER_STATES: SubscriberView['state'][] = ['starting', 'running', 'paused', 'failed', 'needs_resync', 'not answering'];
+/** Label values are identifiers: `not answering` is shown as not_answering. */
+const stateLabel = (s: string) => s.replace(/ /g, '_');
 
 // --- Observed by this process's activities ---------------------------------------------------
 
@@ -120,6 +123,31 @@ const slotWarning = new Gauge({
   labelNames: ['source'] as const,
   registers: [registry],
 });
+const captureHeartbeatAge = new Gauge({
+  name: 'pgferry_capture_heartbeat_age_seconds',
+  help: 'Seconds since the running capture activity last heartbeated (it does every 2 s while streaming; absent when no capture activity is running)',
+  labelNames: ['source'] as const,
+  registers: [registry],
+});
+const subscriberLabels = ['subscriber', 'source'] as const;
+const subscriberState = new Gauge({
+  name: 'pgferry_subscriber_state',
+  help: `1 for the subscriber workflow's current state, 0 for the others (${SUBSCRIBER_STATES.map(stateLabel).join(', ')}; not_answering: its application's worker did not answer, source "unknown")`,
+  labelNames: [...subscriberLabels, 'state'] as const,
+  registers: [registry],
+});
+const subscriberLagSeconds = new Gauge({
+  name: 'pgferry_subscriber_lag_seconds',
+  help: 'Source commit-time difference between the newest captured transaction and the newest one the subscriber finished (absent while unknown)',
+  labelNames: subscriberLabels,
+  registers: [registry],
+});
+const subscriberTxns = new Counter({
+  name: 'pgferry_subscriber_transactions_total',
+  help: 'Source transactions the subscriber finished (from its workflow status)',
+  labelNames: subscriberLabels,
+  registers: [registry],
+});
 const scrapeOk = new Gauge({
   name: 'pgferry_scrape_ok',
   help: `1 when this scrape read that part in time (temporal: replica and capture status; slot: the source), 0 when it failed or took over ${SCRAPE_TIMEOUT_MS / 1000} s`,
@@ -127,13 +155,13 @@ const scrapeOk = new Gauge({
   registers: [registry],
 });
 
-const scrapeGauges = [lagBytes, lagSeconds, replicaState, replicaRetrying, captureState, slotRetained, slotWarning];
-const scrapeCounters = [rowsApplied, txnsApplied, captureTxns];
+const scrapeGauges = [lagBytes, lagSeconds, replicaState, replicaRetrying, captureState, captureHeartbeatAge, slotRetained, slotWarning, subscriberState, subscriberLagSeconds];
+const scrapeCounters = [rowsApplied, txnsApplied, captureTxns, subscriberTxns];
 
 /** What one scrape read: Temporal's view (or why not), and the slot's retained WAL (undefined: not read by this process). */
 export interface ScrapeReading {
   source: string;
-  temporal: { ok: true; capture: CaptureView | null; views: ReplicaView[] } | { ok: false };
+  temporal: { ok: true; capture: CaptureView | null; views: ReplicaView[]; subscribers?: SubscriberView[] } | { ok: false };
   slot?: { ok: true; retainedBytes: number | null; warnBytes: number } | { ok: false };
 }
 
@@ -148,6 +176,13 @@ export function recordScrape(r: ScrapeReading): void {
     if (capture) {
       for (const s of CAPTURE_STATES) captureState.set({ source, state: s }, capture.state === s ? 1 : 0);
       captureTxns.inc({ source }, capture.txns + (capture.live?.txns ?? 0));
+      if (capture.heartbeatAgeSeconds !== null) captureHeartbeatAge.set({ source }, capture.heartbeatAgeSeconds);
+    }
+    for (const v of r.temporal.subscribers ?? []) {
+      const l = { subscriber: v.subscriber, source: v.source ?? 'unknown' };
+      for (const s of SUBSCRIBER_STATES) subscriberState.set({ ...l, state: stateLabel(s) }, v.state === s ? 1 : 0);
+      if (v.lagSeconds !== null) subscriberLagSeconds.set(l, v.lagSeconds);
+      subscriberTxns.inc(l, v.txns);
     }
     for (const v of views) {
       const l = { replica: v.replica, source: v.source };

@@ -14,7 +14,7 @@ import { redactText } from '../redact';
 import { captureMode } from '../capture/mode';
 import { within } from '../deadline';
 import { connectClient } from '../temporal/connection';
-import { captureView, CaptureView, listReplicaNames, replicaView, ReplicaView } from '../temporal/inspect';
+import { captureView, CaptureView, listReplicaNames, listSubscriberNames, replicaView, ReplicaView, subscriberView, SubscriberView } from '../temporal/inspect';
 import { SCRAPE_TIMEOUT_MS, ScrapeReading, collectProcessMetrics, recordScrape, registry } from './instruments';
 
 export interface MetricsServer {
@@ -174,7 +174,7 @@ class Scraper {
     return this.clientP;
   }
 
-  private async readTemporal(deadline: number): Promise<{ capture: CaptureView | null; views: ReplicaView[] }> {
+  private async readTemporal(deadline: number): Promise<{ capture: CaptureView | null; views: ReplicaView[]; subscribers: SubscriberView[] }> {
     const c = await timed(this.client(), deadline - Date.now(), 'Temporal connection');
     const { config, source } = this;
     return c.withDeadline(deadline, async () => {
@@ -192,8 +192,22 @@ class Scraper {
           }),
         ),
       );
-      // Other sources' replicas may share the namespace: report this process's source only.
-      return { capture, views: views.filter((v): v is ReplicaView => v !== null && v.source === source) };
+      // Subscriber workflows: their application's worker answers the query; one that does not is reported
+      // as not answering (within what is left of this scrape's time, so the scrape itself stays in time).
+      const subs = await Promise.all(
+        (await listSubscriberNames(c)).map((n) =>
+          subscriberView(c, n, capture, Math.max(200, deadline - Date.now() - 300)).catch((err) => {
+            if (err instanceof ConfigError) return null;
+            throw err;
+          }),
+        ),
+      );
+      // Other sources' replicas and subscribers may share the namespace: report this process's source only.
+      return {
+        capture,
+        views: views.filter((v): v is ReplicaView => v !== null && v.source === source),
+        subscribers: subs.filter((v): v is SubscriberView => v !== null && (v.source === source || v.source === null)),
+      };
     });
   }
 }

@@ -76,7 +76,9 @@ export async function resyncReplica(
   try {
     await ensureTargetSchema(lock);
     await lockReplicaTables(lock, name, 'the resync');
-    const tables = replicaShare(config, name, (await prepareCapture(config, rabbit)).tables);
+    const prepared = await prepareCapture(config, rabbit);
+    for (const warning of prepared.warnings) o.say(`WARNING ${warning}`);
+    const tables = replicaShare(config, name, prepared.tables);
     // The source's definitions: what a missing table is created from, and which columns the source still has.
     const [defs, trees] = await withClient(`source '${source}'`, requireSourceUrl(config), async (s) => [await tableDefinitions(s, tables), await partitionTrees(s, tables)] as const);
     await withClient(`replica '${name}'`, url, async (c) => {

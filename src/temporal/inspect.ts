@@ -5,10 +5,11 @@
  */
 import { Client, WorkflowNotFoundError } from '@temporalio/client';
 import { defaultPayloadConverter } from '@temporalio/common';
-import { captureStatusQuery, CaptureStatus, replicaStatusQuery, ReplicaStatus } from '../../workflows/messages';
+import { optionalTsToMs } from '@temporalio/common/lib/time';
+import { captureStatusQuery, CaptureStatus, replicaStatusQuery, ReplicaStatus, SubscriberStatus, subscriberStatusQuery } from '../../workflows/messages';
 import { ConfigError } from '../errors';
 import { lsnDistance } from '../lsn';
-import { captureWorkflowId, replicaWorkflowId } from '../names';
+import { captureWorkflowId, replicaWorkflowId, subscriberWorkflowId } from '../names';
 import type { CaptureProgress } from '../capture/contract';
 import type { ApplyProgress } from '../apply/apply-session';
 
@@ -16,6 +17,8 @@ export interface ActivityView {
   attempt: number;
   lastError: string | null;
   heartbeat: unknown;
+  /** Seconds since Temporal last received a heartbeat of this activity (null: none yet). */
+  heartbeatAgeSeconds: number | null;
 }
 
 export async function pendingActivity(client: Client, workflowId: string): Promise<ActivityView | null> {
@@ -23,16 +26,20 @@ export async function pendingActivity(client: Client, workflowId: string): Promi
   const a = desc.raw.pendingActivities?.[0];
   if (!a) return null;
   const payload = a.heartbeatDetails?.payloads?.[0];
+  const beatAt = optionalTsToMs(a.lastHeartbeatTime as never);
   return {
     attempt: a.attempt ?? 1,
     lastError: a.lastFailure?.message ?? null,
     heartbeat: payload ? defaultPayloadConverter.fromPayload(payload as never) : null,
+    heartbeatAgeSeconds: beatAt === undefined ? null : Math.max(0, (Date.now() - beatAt) / 1000),
   };
 }
 
 export interface CaptureView extends CaptureStatus {
   live: CaptureProgress | null;
   retrying: string | null;
+  /** Seconds since the running capture activity last heartbeated (every 2 s while it streams); null when none is running. */
+  heartbeatAgeSeconds: number | null;
 }
 
 export async function captureView(client: Client, source: string): Promise<CaptureView> {
@@ -47,6 +54,7 @@ export async function captureView(client: Client, source: string): Promise<Captu
       lastCommitTime: live?.lastCommitTime ?? status.lastCommitTime,
       live,
       retrying: act && act.attempt > 1 ? act.lastError : null,
+      heartbeatAgeSeconds: act?.heartbeatAgeSeconds ?? null,
     };
   } catch (err) {
     if (err instanceof WorkflowNotFoundError) {
@@ -80,20 +88,81 @@ export async function replicaView(client: Client, replica: string, capture?: Cap
   const act = await pendingActivity(client, id);
   status = withLiveSession(status, act?.heartbeat);
   if (capture === undefined) capture = await captureView(client, status.source).catch(() => null);
-  const captured = capture?.live?.lastLsn ?? null;
-  const lagBytes = captured ? lsnDistance(status.appliedLsn, captured) : null;
-  let lagSeconds: number | null = null;
-  if (lagBytes === 0) lagSeconds = 0;
-  else if (lagBytes && capture?.lastCommitTime && status.lastCommitTime) {
-    lagSeconds = Math.max(0, (Date.parse(capture.lastCommitTime) - Date.parse(status.lastCommitTime)) / 1000);
-  }
   return {
     ...status,
-    lagBytes,
-    lagSeconds,
+    ...lagBehind(capture, status.appliedLsn, status.lastCommitTime),
     retrying: act && act.attempt > 1 ? act.lastError : null,
     captureError: capture?.lastError ?? capture?.retrying ?? null,
   };
+}
+
+/** How far a consumer at `lsn` (its last transaction committed at `commitTime`) is behind what capture has published. */
+function lagBehind(capture: CaptureView | null | undefined, lsn: string | null, commitTime: string | null): { lagBytes: number | null; lagSeconds: number | null } {
+  const captured = capture?.live?.lastLsn ?? null;
+  const lagBytes = captured && lsn ? lsnDistance(lsn, captured) : null;
+  let lagSeconds: number | null = null;
+  if (lagBytes === 0) lagSeconds = 0;
+  else if (lagBytes && capture?.lastCommitTime && commitTime) {
+    lagSeconds = Math.max(0, (Date.parse(capture.lastCommitTime) - Date.parse(commitTime)) / 1000);
+  }
+  return { lagBytes, lagSeconds };
+}
+
+/**
+ * An application subscriber's workflow as status and the metrics show it.
+ * Its status query is answered by the application's own worker: while that
+ * worker is down the state is `not answering` (the source is then unknown).
+ */
+export interface SubscriberView extends Omit<SubscriberStatus, 'state' | 'source'> {
+  state: SubscriberStatus['state'] | 'not answering';
+  source: string | null;
+  lagBytes: number | null;
+  lagSeconds: number | null;
+  /** Error of the delivery attempt being retried right now. */
+  retrying: string | null;
+}
+
+/** How long a subscriber's worker may take to answer its status query before it counts as not answering. */
+const SUBSCRIBER_QUERY_MS = 3_000;
+
+export async function subscriberView(client: Client, subscriber: string, capture?: CaptureView | null, queryMs = SUBSCRIBER_QUERY_MS): Promise<SubscriberView> {
+  const id = subscriberWorkflowId(subscriber);
+  let status: SubscriberStatus;
+  try {
+    status = await client.withDeadline(Date.now() + queryMs, () => client.workflow.getHandle(id).query(subscriberStatusQuery));
+  } catch (err) {
+    if (err instanceof WorkflowNotFoundError) {
+      throw new ConfigError(`subscriber '${subscriber}' not found (no workflow ${id}); pgferry subscriber status lists the running ones`);
+    }
+    return {
+      subscriber,
+      source: null,
+      state: 'not answering',
+      lsn: null,
+      offset: null,
+      lastCommitTime: null,
+      caughtUp: false,
+      txns: 0,
+      changes: 0,
+      batches: 0,
+      lastError: `its application's worker (task queue ${id}) did not answer within ${queryMs / 1000} s: is it running?`,
+      updatedAt: new Date().toISOString(),
+      lagBytes: null,
+      lagSeconds: null,
+      retrying: null,
+    };
+  }
+  const act = await pendingActivity(client, id);
+  if (capture === undefined) capture = await captureView(client, status.source).catch(() => null);
+  return { ...status, ...lagBehind(capture, status.lsn, status.lastCommitTime), retrying: act && act.attempt > 1 ? act.lastError : null };
+}
+
+export async function listSubscriberNames(client: Client): Promise<string[]> {
+  const names: string[] = [];
+  for await (const wf of client.workflow.list({ query: `WorkflowType = 'subscriberWorkflow' AND ExecutionStatus = 'Running'` })) {
+    names.push(wf.workflowId.replace(/^pgferry-subscriber-/, ''));
+  }
+  return names.sort();
 }
 
 /**

@@ -153,6 +153,21 @@ export async function registerSearchAttributes(client: Client, where: { address:
 }
 
 /**
+ * Whether every pgferry attribute is registered with its type (read only;
+ * anything that stops the check counts as no: a workflow upserting an
+ * unknown attribute would be stuck, one without them only shows less).
+ */
+export async function searchAttributesRegistered(client: () => Client, namespace: string): Promise<boolean> {
+  try {
+    const r = await client().connection.operatorService.listSearchAttributes({ namespace });
+    const now = r.customAttributes ?? {};
+    return PGFERRY_SEARCH_ATTRIBUTES.every((k) => Number(now[k.name]) === TYPES[k.type].indexed);
+  } catch {
+    return false;
+  }
+}
+
+/**
  * For `pgferry up`: register the attributes when they are missing and it may.
  * Returns whether workflows may carry them, and what to tell the operator.
  */

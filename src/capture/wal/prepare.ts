@@ -28,6 +28,8 @@ WHERE pubname = $1 AND schemaname <> 'pgferry' ORDER BY schemaname, tablename`;
  * Published tables on which the source refuses UPDATE and DELETE: replica
  * identity NOTHING, or DEFAULT without a primary key — a DEFERRABLE one does
  * not count: PostgreSQL never takes a deferrable key as the replica identity.
+ * pgferry's own tables (a FOR ALL TABLES publication has them too) are
+ * insert-only and never replicated: not the user's to fix.
  */
 const IDENTITY_PROBLEMS = `
 SELECT n.nspname AS schema_name, c.relname AS table_name, c.relreplident::text AS identity,
@@ -35,7 +37,7 @@ SELECT n.nspname AS schema_name, c.relname AS table_name, c.relreplident::text A
 FROM pg_catalog.pg_publication_tables pt
 JOIN pg_catalog.pg_namespace n ON n.nspname = pt.schemaname
 JOIN pg_catalog.pg_class c ON c.relnamespace = n.oid AND c.relname = pt.tablename
-WHERE pt.pubname = $1
+WHERE pt.pubname = $1 AND pt.schemaname <> 'pgferry'
   AND (c.relreplident = 'n'
        OR (c.relreplident = 'd' AND NOT EXISTS (
              SELECT 1 FROM pg_catalog.pg_index i WHERE i.indrelid = c.oid AND i.indisprimary AND i.indimmediate)))
