@@ -9,7 +9,7 @@ import { waitFor } from '../helpers/wait';
  * `pgferry demo`, as a newcomer runs it after setup: it starts everything,
  * says where to watch (and the status command it prints works), replicates a
  * live workload, checks both replicas against the source, and removes all it
- * created.
+ * created — and prints no warning: nothing a newcomer did is wrong.
  */
 describe('pgferry demo', () => {
   it('runs, prints where to watch, ends with both replicas equal to the source, and cleans up', async () => {
@@ -46,6 +46,9 @@ describe('pgferry demo', () => {
     expect(all).toMatch(/replica b: equal to the source/);
     expect(all).toContain('demo removed.');
     expect(all).not.toContain('must-not-be-used');
+    // A quiet first contact (issue 28): no warning at all, in text or as a log line (pino's level 40 and up).
+    expect(all).not.toMatch(/WARN/i);
+    expect(all).not.toMatch(/"level":(40|50|60)/);
     expect(fs.existsSync(configFile)).toBe(false);
     // Its change stream is gone from RabbitMQ.
     const conn = await amqp.connect(RABBIT_URL);
