@@ -380,6 +380,53 @@ describe('replicaWorkflow and captureWorkflow (mocked activities)', () => {
     });
   });
 
+  it('starts from {"replica": name} alone: the worker resolves source and tables, again after continue-as-new, and the input stays one field', async () => {
+    const { taskQueue, workflowId } = ids();
+    const fake = fakeBatches();
+    const resolved: string[] = [];
+    const prepared: unknown[] = [];
+    const activities = {
+      ...fake,
+      resolveReplica: async ({ replica }: { replica: string }) => {
+        resolved.push(replica);
+        return { source: 'main', tables: [{ schema: 'public', table: 'orders' }], searchAttributes: false, description: 'd' };
+      },
+      prepareReplica: async (input: unknown) => void prepared.push(input),
+    };
+    const worker = await Worker.create({ connection: env.nativeConnection, taskQueue, workflowBundle: bundle, activities });
+    await worker.runUntil(async () => {
+      const h = await env.client.workflow.start('replicaWorkflow', { taskQueue, workflowId, args: [{ replica: 'a' }] });
+      const first = (await h.describe()).runId;
+      await waitFor('a second run', async () => (await env.client.workflow.getHandle(workflowId).describe()).runId !== first, 120_000, 200);
+      const next = env.client.workflow.getHandle(workflowId);
+      await waitFor('the second run to resolve', () => resolved.length >= 2, 20_000, 50);
+      const s = await next.query(replicaStatusQuery);
+      expect(s.source).toBe('main');
+      expect(s.batches).toBeGreaterThanOrEqual(400);
+      expect(resolved).toEqual(['a', 'a']);
+      expect(prepared[0]).toEqual({ replica: 'a', source: 'main', tables: [{ schema: 'public', table: 'orders' }] });
+      // The next run's input is still the name alone (plus the carried status), not the resolved configuration.
+      const started = (await next.fetchHistory()).events?.[0]?.workflowExecutionStartedEventAttributes;
+      const input = JSON.parse(Buffer.from(started!.input!.payloads![0].data as Uint8Array).toString('utf8'));
+      expect(Object.keys(input).sort()).toEqual(['rate', 'replica', 'status']);
+      await next.terminate('test done');
+      await record('replica-one-field-start', workflowId);
+    });
+  });
+
+  it('a one-field start of an unknown replica fails the workflow at once with the worker\'s message', async () => {
+    const { taskQueue, workflowId } = ids();
+    const message = "replica 'x' is not configured on this worker (source 'main'); it knows 'a', 'b'. Start one of those, or add 'x' under replicas: in the worker's configuration and restart it";
+    const activities = { ...fakeBatches(), resolveReplica: async () => { throw ApplicationFailure.nonRetryable(message, 'ConfigError'); } };
+    const worker = await Worker.create({ connection: env.nativeConnection, taskQueue, workflowBundle: bundle, activities });
+    await worker.runUntil(async () => {
+      const h = await env.client.workflow.start('replicaWorkflow', { taskQueue, workflowId, args: [{ replica: 'x' }] });
+      const err = await h.result().then(() => null, (e: Error & { cause?: ApplicationFailure }) => e);
+      expect(err?.cause?.message).toBe(message);
+      expect(err?.cause?.type).toBe('ConfigError');
+    });
+  });
+
   it('captureWorkflow reports a lost slot as needs_resync with the reason, and retries on resume', async () => {
     const { taskQueue, workflowId } = ids();
     let calls = 0;

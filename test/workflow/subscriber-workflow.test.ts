@@ -172,4 +172,35 @@ describe('subscriberWorkflow (mocked activity)', () => {
       await h.terminate('test done');
     });
   });
+  it('starts from {"subscriber": name} alone: the worker tells its source and retry spacing; an unknown one fails at once', async () => {
+    const taskQueue = `tq-sub-one-${Date.now()}`;
+    const asked: string[] = [];
+    const describeSubscriber = async ({ subscriber }: { subscriber: string }) => {
+      asked.push(subscriber);
+      if (subscriber !== 'audit') throw ApplicationFailure.nonRetryable(`subscriber '${subscriber}' is not defined by the worker of task queue ${taskQueue} (it defines 'audit')`, 'UnknownSubscriber');
+      return { source: 'main', retry: { initialDelayMs: 10, maxDelayMs: 20 } };
+    };
+    let total = 0;
+    const deliverSubscriberBatch = async (): Promise<SessionResult> => {
+      total += 1;
+      await new Promise((r) => setTimeout(r, 20));
+      return { position: { lsn: `0/${total}0`, offset: total }, txns: 1, changes: 1, totalTxns: total, totalChanges: total, lastCommitTime: null, caughtUp: true };
+    };
+    const worker = await Worker.create({ connection: env.nativeConnection, taskQueue, workflowBundle: bundle, activities: { describeSubscriber, deliverSubscriberBatch } });
+    await worker.runUntil(async () => {
+      const h = await env.client.workflow.start('subscriberWorkflow', { taskQueue, workflowId: `wf-sub-one-${Date.now()}`, args: [{ subscriber: 'audit' }] });
+      const s = await waitFor('batches delivered', async () => {
+        const v = await h.query(subscriberStatusQuery);
+        return v.batches >= 3 ? v : null;
+      }, 20_000, 50);
+      expect(s.source).toBe('main');
+      expect(s.state).toBe('running');
+      await h.terminate('test done');
+
+      const bad = await env.client.workflow.start('subscriberWorkflow', { taskQueue, workflowId: `wf-sub-bad-${Date.now()}`, args: [{ subscriber: 'nope' }] });
+      const err = await bad.result().then(() => null, (e: Error & { cause?: Error }) => e);
+      expect(err?.cause?.message).toBe(`subscriber 'nope' is not defined by the worker of task queue ${taskQueue} (it defines 'audit')`);
+      expect(asked).toEqual(['audit', 'nope']);
+    });
+  });
 });
