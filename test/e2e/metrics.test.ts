@@ -105,6 +105,9 @@ describe('Prometheus metrics endpoint', () => {
     // Every state is listed, 0 but for the current one, so alerts can match state="failed" == 1.
     for (const st of ['starting', 'paused', 'failed', 'needs_resync']) expect(s.get('pgferry_replica_state', { replica: 'a', ...src(), state: st })).toBe(0);
     expect(s.get('pgferry_capture_state', { ...src(), state: 'running' })).toBe(1);
+    // The capture activity heartbeats every 2 s: a fresh age (an alert fires above 120 s).
+    const age = await waitFor('the capture heartbeat age', async () => (await scrape()).get('pgferry_capture_heartbeat_age_seconds', src()), 30_000);
+    expect(age).toBeLessThan(30);
     expect(s.get('pgferry_slot_wal_retained_bytes', src())).toBeGreaterThanOrEqual(0);
     expect(s.get('pgferry_slot_wal_retained_warning', src())).toBe(0); // far below the 1 GiB default
     expect(s.get('process_resident_memory_bytes')).toBeGreaterThan(0);

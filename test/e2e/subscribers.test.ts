@@ -243,6 +243,12 @@ describe('subscribers and tail', () => {
       const orders = want(['public.orders']);
       const at140 = orders.findIndex((e) => e.op === 'insert' && e.key === JSON.stringify({ id: '140' }));
       expect(shape(got.map(asRow))).toEqual(orders.slice(0, at140));
+      // pgferry status shows it like a replica, and a stopped subscriber makes it exit 1.
+      const whole = await runCli(['status', '--json'], w.env);
+      expect(whole.code).toBe(1);
+      const report = JSON.parse(whole.stdout);
+      expect(report.subscribers).toEqual([expect.objectContaining({ subscriber: 'wf_orders', source: w.sourceName, state: 'failed' })]);
+      expect(report.warnings).toContainEqual(expect.stringMatching(/^subscriber 'wf_orders' is failed: subscriber 'wf_orders': the handler failed 2 times/));
 
       broken = false;
       await handle.signal(resumeSignal);
@@ -271,6 +277,15 @@ describe('subscribers and tail', () => {
       const unknown = await runCli(['subscriber', 'pause', 'nosuch'], w.env);
       expect(unknown.code).toBe(1);
       expect(unknown.stderr).toMatch(/subscriber 'nosuch' not found \(no running workflow pgferry-subscriber-nosuch\)/);
+      const healthy = JSON.parse((await runCli(['status', '--json'], w.env)).stdout);
+      expect(healthy.subscribers).toEqual([expect.objectContaining({ subscriber: 'wf_orders', state: 'running', lastError: null })]);
+
+      // Its application's worker goes away: the workflow still runs in Temporal, but nobody answers for it.
+      await worker.shutdown();
+      const gone = await runCli(['status'], w.env);
+      expect(gone.code).toBe(1);
+      expect(gone.stdout).toMatch(/^wf_orders\s+\?\s+not answering\s/m);
+      expect(gone.stdout).toMatch(/WARNING subscriber 'wf_orders' is not answering: its application's worker \(task queue pgferry-subscriber-wf_orders\) did not answer within 3 s: is it running\?/);
     } finally {
       await connection.close();
       await worker.shutdown();
