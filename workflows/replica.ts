@@ -130,10 +130,9 @@ async function applyOnce(input: ResolvedInput, sessions: boolean, pause: PauseSw
  * The `setPaused` update does the same and answers once it is done (pause-switch.ts).
  */
 export async function replicaWorkflow(given: ReplicaInput): Promise<void> {
-  const { input, registered, description } = await resolved(given);
-  const status: ReplicaStatus = input.status ? { ...input.status, rowsPerSecond: input.status.rowsPerSecond ?? null } : {
-    replica: input.replica,
-    source: input.source,
+  const status: ReplicaStatus = given.status ? { ...given.status, rowsPerSecond: given.status.rowsPerSecond ?? null } : {
+    replica: given.replica,
+    source: given.source ?? '',
     state: 'starting',
     appliedLsn: '0/0',
     offset: null,
@@ -146,6 +145,10 @@ export async function replicaWorkflow(given: ReplicaInput): Promise<void> {
     updatedAt: new Date().toISOString(),
     rowsPerSecond: null,
   };
+  // Answered while a one-field input is being resolved too (a source down keeps it retrying: status says starting).
+  setHandler(replicaStatusQuery, () => status);
+  const { input, registered, description } = await resolved(given);
+  status.source = input.source;
   let rate = input.rate ?? emptyRateWindow();
   // Search attributes (see visibility.ts): the state whenever it changes, with the latest lag in
   // the same event; the lag alone only when it changes bucket, at most every LAG_UPDATE_MIN_MS,
@@ -161,7 +164,6 @@ export async function replicaWorkflow(given: ReplicaInput): Promise<void> {
     rate = emptyRateWindow();
     status.rowsPerSecond = 0;
   };
-  setHandler(replicaStatusQuery, () => status);
   // State becomes 'paused' only once the batch in flight has committed: 'paused' means nothing more is applied.
   const pause = new PauseSwitch(status, replicaSetPausedUpdate);
   setHandler(enableSearchAttributesSignal, (opts) => {

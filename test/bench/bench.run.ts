@@ -4,7 +4,7 @@ import * as os from 'node:os';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { PgCluster } from '../helpers/pg-cluster';
 import { startTemporal } from '../helpers/temporal';
-import { cpuSeconds, machineCpu, peakRssMb, runCli, startCli, Proc, ROOT } from '../helpers/procs';
+import { cpuOf, cpuSeconds, machineCpu, peakRssMb, runCli, startCli, Proc, ROOT } from '../helpers/procs';
 import { deleteStream, fingerprint, RABBIT_URL } from '../helpers/fixture';
 import { waitFor } from '../helpers/wait';
 
@@ -73,6 +73,25 @@ interface Row {
   cpuBusyPct?: number;
   captureCpuS?: number;
   applyCpuS?: number;
+  rabbitCpuS?: number;
+  stages?: StageCpu;
+}
+
+/**
+ * CPU seconds of PostgreSQL's processes that replicate (issue 27, item 4), read
+ * from /proc for the backends pg_stat_activity names: the walsenders on the
+ * source (native's by its subscription's application_name sub_*, pgferry's the
+ * others), and on the replica cluster native's apply workers and the client
+ * backends of pgferry's replica databases (not the benchmark's own lag probes,
+ * which set application_name pgferry-bench). A backend that exits inside the
+ * window takes its CPU with it (pgferry's pooled connections and the
+ * walsenders live through a workload).
+ */
+interface StageCpu {
+  walsenderPgferry: number;
+  walsenderNative: number;
+  replicaPgferry: number;
+  applyWorkerNative: number;
 }
 
 interface Lag {
@@ -94,6 +113,9 @@ interface OltpRun {
   rabbitCpuS?: number;
   captureRssMb?: number;
   applyRssMb?: number;
+  /** pgbench's count of transactions in the load. */
+  txns?: number;
+  stages?: StageCpu;
 }
 
 /** W5, W6: a replica resumed after a load it missed. */
@@ -107,7 +129,9 @@ interface CatchUp {
   txnsPerSecond: number;
   cpuBusyPct: number;
   applyCpuS?: number;
+  rabbitCpuS?: number;
   applyRssMb?: number;
+  stages?: StageCpu;
 }
 
 interface Timing {
@@ -115,6 +139,8 @@ interface Timing {
   cpuBusyPct: number;
   captureCpuS?: number;
   applyCpuS?: number;
+  rabbitCpuS?: number;
+  stages?: StageCpu;
 }
 
 
@@ -166,6 +192,34 @@ describe(`benchmark, ${N.toLocaleString('en')} rows`, () => {
     if (results.length || oltpRuns.length) report(results, oltpRuns, catchUps);
   });
 
+  /** Which replicating PostgreSQL backend each pid is, by cluster (see StageCpu). */
+  async function stagePids(): Promise<Map<number, keyof StageCpu>> {
+    const out = new Map<number, keyof StageCpu>();
+    const src = await source.withClient('app', (c) => c.query(`SELECT pid, application_name AS app FROM pg_stat_activity WHERE backend_type = 'walsender'`));
+    for (const r of src.rows) out.set(Number(r.pid), String(r.app).startsWith('sub_') ? 'walsenderNative' : 'walsenderPgferry');
+    const rep = await replicas.withClient('postgres', (c) =>
+      c.query(`SELECT pid, backend_type AS kind, datname AS db, application_name AS app FROM pg_stat_activity WHERE backend_type IN ('logical replication worker', 'client backend')`),
+    );
+    for (const r of rep.rows) {
+      if (r.kind === 'logical replication worker') out.set(Number(r.pid), 'applyWorkerNative');
+      else if (String(r.db ?? '').startsWith('pgferry_') && r.app !== 'pgferry-bench') out.set(Number(r.pid), 'replicaPgferry');
+    }
+    return out;
+  }
+
+  /** Starts measuring the replicating backends' CPU; the function returned gives the seconds each stage used since. */
+  async function stageWindow(): Promise<() => Promise<StageCpu>> {
+    const before = await stagePids();
+    const c0 = cpuOf([...before.keys()]);
+    return async () => {
+      const after = new Map([...before, ...(await stagePids())]);
+      const c1 = cpuOf([...after.keys()]);
+      const stages: StageCpu = { walsenderPgferry: 0, walsenderNative: 0, replicaPgferry: 0, applyWorkerNative: 0 };
+      for (const [pid, stage] of after) if (c1.has(pid)) stages[stage] += c1.get(pid)! - (c0.get(pid) ?? 0);
+      return stages;
+    };
+  }
+
   const marker = (db: string, name: string) => replicas.withClient(db, async (c) => Number((await c.query('SELECT v FROM marker WHERE name = $1', [name])).rows[0].v));
 
   /** Commit `sql` (with a marker bump) on the source; seconds until each target database shows the marker. */
@@ -177,6 +231,7 @@ describe(`benchmark, ${N.toLocaleString('en')} rows`, () => {
       await c.query('UPDATE marker SET v = v + 1 WHERE name = $1', [name]);
       await c.query('COMMIT');
     });
+    const stages = await stageWindow();
     const committed = Date.now();
     const cpu = cpuWindow(procs);
     const done: Record<string, number> = {};
@@ -184,7 +239,8 @@ describe(`benchmark, ${N.toLocaleString('en')} rows`, () => {
       for (const db of targets) if (!(db in done) && (await marker(db, name)) >= want) done[db] = (Date.now() - committed) / 1000;
       return Object.keys(done).length === targets.length;
     }, 30 * 60_000, 50);
-    return { seconds: targets.map((db) => done[db]), ...cpu() };
+    const c = cpu();
+    return { seconds: targets.map((db) => done[db]), ...c, stages: await stages() };
   }
 
   async function expectEqual(table: string, dbs: string[]): Promise<void> {
@@ -240,6 +296,8 @@ describe(`benchmark, ${N.toLocaleString('en')} rows`, () => {
       cpuBusyPct: t.cpuBusyPct,
       captureCpuS: t.captureCpuS,
       applyCpuS: t.applyCpuS,
+      rabbitCpuS: t.rabbitCpuS,
+      stages: t.stages,
       rowsPerSecond: Math.round(rows / worst),
       captureRssMb: procs ? Math.round(peakRssMb(procs.capture.child.pid!)) : undefined,
       applyRssMb: procs ? Math.round(peakRssMb(procs.apply.child.pid!)) : undefined,
@@ -297,7 +355,7 @@ describe(`benchmark, ${N.toLocaleString('en')} rows`, () => {
       }
     })();
     const watchers = attached.map(async (system) => {
-      const c = new (await import('pg')).default.Client({ connectionString: urls[dbOf(system)] });
+      const c = new (await import('pg')).default.Client({ connectionString: urls[dbOf(system)], application_name: 'pgferry-bench' });
       await c.connect();
       try {
         while (!stop) {
@@ -309,10 +367,11 @@ describe(`benchmark, ${N.toLocaleString('en')} rows`, () => {
         await c.end();
       }
     });
+    const stages = await stageWindow();
     const cpu = cpuWindow(procs);
-    const { tps } = await pgbench(OLTP_SECONDS, schema);
+    const { tps, txns } = await pgbench(OLTP_SECONDS, schema);
     const stopped = Date.now();
-    const load = cpu();
+    const load = { ...cpu(), stages: await stages(), txns };
     stop = true;
     await beating;
     await Promise.all(watchers);
@@ -355,12 +414,14 @@ describe(`benchmark, ${N.toLocaleString('en')} rows`, () => {
       return rows[0]?.done === true;
     }, 5 * 60_000, 200).catch(() => undefined); // the slot moves on at capture's idle heartbeat if other WAL followed the beat
     for (const system of ['native', 'pgferry'] as const) {
+      const stages = await stageWindow();
       const cpu = cpuWindow(system === 'pgferry' ? procs : undefined);
       const t0 = Date.now();
       await (system === 'native' ? subscription(true) : pgferryReplica(true));
       await waitFor(`${system} to catch up`, () => shows(dbOf(system), last), 60 * 60_000, 50);
       const took = (Date.now() - t0) / 1000;
       const c = cpu();
+      const used = await stages();
       catchUps.push({
         workload,
         system,
@@ -370,6 +431,8 @@ describe(`benchmark, ${N.toLocaleString('en')} rows`, () => {
         txnsPerSecond: Math.round(txns / took),
         cpuBusyPct: c.cpuBusyPct,
         applyCpuS: c.applyCpuS,
+        rabbitCpuS: c.rabbitCpuS,
+        stages: used,
         applyRssMb: system === 'pgferry' ? Math.round(peakRssMb(procs.apply.child.pid!)) : undefined,
       });
       for (const t of PGBENCH_TABLES) await expectEqual(`${schema}.${t}`, [dbOf(system)]);
@@ -488,12 +551,44 @@ function report(rows: Row[], oltpRuns: OltpRun[], catchUps: CatchUp[]): void {
       lines.push(`| ${c.workload} | ${c.system} | ${c.loadSeconds} | ${c.txns} | ${c.seconds.toFixed(1)} | ${c.txnsPerSecond} | ${ratio} | ${c.applyRssMb ?? ''} | ${c.cpuBusyPct}% | ${cpu(c.applyCpuS)} |`);
     }
   }
+  lines.push(...stageTable(rows, oltpRuns, catchUps));
   const md = `${lines.join('\n')}\n`;
   const dir = path.join(ROOT, 'test', 'bench', 'results');
   fs.mkdirSync(dir, { recursive: true });
   fs.writeFileSync(path.join(dir, 'latest.md'), `# pgferry vs native logical replication\n\n${new Date().toISOString()}, ${N} rows\n\n${md}`);
   fs.writeFileSync(path.join(dir, 'latest.json'), `${JSON.stringify({ at: new Date().toISOString(), rows: N, results: rows, oltp: oltpRuns, catchUps }, null, 2)}\n`);
   console.log(`\n${md}\n(written to test/bench/results/latest.md and latest.json)`);
+}
+
+/**
+ * Issue 27, item 4: CPU seconds per stage, per 1,000 source transactions
+ * (W3 with one system attached, W5/W6 catch-up) or per 1,000,000 rows (W1,
+ * W2, W4): pgferry's own processes, RabbitMQ, and PostgreSQL's replicating
+ * backends, against native's walsender and apply workers. Whole path =
+ * everything of that system; "pgferry + RabbitMQ" is what issue 27's first
+ * acceptance item bounds.
+ */
+function stageTable(rows: Row[], oltpRuns: OltpRun[], catchUps: CatchUp[]): string[] {
+  const f = (v: number | undefined, k: number) => (v === undefined ? '' : (v * k).toFixed(3));
+  const out = [
+    '',
+    '| CPU seconds by stage | system | per | capture | apply | RabbitMQ | walsender | replica backends / apply worker | pgferry + RabbitMQ | whole path |',
+    '| --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |',
+  ];
+  const line = (what: string, system: 'native' | 'pgferry', per: string, k: number, c: { captureCpuS?: number; applyCpuS?: number; rabbitCpuS?: number; stages?: StageCpu }) => {
+    if (!c.stages) return;
+    const walsender = system === 'native' ? c.stages.walsenderNative : c.stages.walsenderPgferry;
+    const replica = system === 'native' ? c.stages.applyWorkerNative : c.stages.replicaPgferry;
+    const own = system === 'pgferry' ? (c.captureCpuS ?? 0) + (c.applyCpuS ?? 0) + (c.rabbitCpuS ?? 0) : undefined;
+    const whole = (own ?? 0) + walsender + replica;
+    out.push(
+      `| ${what} | ${system} | ${per} | ${system === 'pgferry' ? f(c.captureCpuS, k) : ''} | ${system === 'pgferry' ? f(c.applyCpuS, k) : ''} | ${system === 'pgferry' ? f(c.rabbitCpuS, k) : ''} | ${f(walsender, k)} | ${f(replica, k)} | ${f(own, k)} | ${f(whole, k)} |`,
+    );
+  };
+  for (const r of rows) line(r.workload, r.system, '1,000,000 rows', 1_000_000 / r.rows, r);
+  for (const r of oltpRuns) if (r.attached.length === 1 && r.txns) line(`W3 OLTP, ${OLTP_SECONDS} s load`, r.attached[0], '1,000 source txns', 1000 / r.txns, r);
+  for (const c of catchUps) line(c.workload, c.system, '1,000 txns caught up', 1000 / c.txns, c);
+  return out.length > 3 ? out : [];
 }
 
 /** pgbench's tables and data in `schema` of the database at `url` (scale 10 by default; W5's hot rows use scale 1). */

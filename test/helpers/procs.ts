@@ -99,3 +99,16 @@ export function machineCpu(): { busy: number; total: number } {
   const total = f.reduce((a, b) => a + b, 0);
   return { busy: total - f[3] - f[4], total }; // idle, iowait
 }
+
+/** CPU seconds (user + system) of each of these processes now; a process gone already is left out. */
+export function cpuOf(pids: number[]): Map<number, number> {
+  const out = new Map<number, number>();
+  for (const pid of pids) {
+    try {
+      out.set(pid, cpuSeconds(pid));
+    } catch {
+      // exited
+    }
+  }
+  return out;
+}
