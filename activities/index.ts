@@ -115,7 +115,10 @@ export const createActivities = (deps: Deps) => {
           const schemaChangesCaptured = await withClient(`source '${source}'`, requireSourceUrl(config), capturesSchemaChanges).catch(() => false);
           for (const warning of await prepareTarget(client, replica, tables, { schemaChangesCaptured })) if (firstTime(warning)) log.warn(warning, { replica });
           await checkNoUnfinishedCopy(client, replica);
-          if (!(await useReplicaRole(client))) log.warn(await replicaRoleAdvice(client, replica), { replica });
+          if (!(await useReplicaRole(client))) {
+            const advice = await replicaRoleAdvice(client, replica);
+            if (firstTime(advice)) log.warn(advice, { replica });
+          }
         } finally {
           client.release();
         }

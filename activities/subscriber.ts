@@ -26,7 +26,7 @@ export const createSubscriberActivities = (deps: SubscriberDeps) => {
       if (!entry) {
         // Each subscriber has its own task queue, so the worker polling it defines it, unless it was started on another's queue.
         throw ApplicationFailure.nonRetryable(
-          `subscriber '${subscriber}' is not defined by the worker of task queue ${Context.current().info.taskQueue} (it defines ${[...deps.subscribers.keys()].map((n) => `'${n}'`).join(', ')}); ` +
+          `subscriber '${subscriber}' is not defined by the worker of task queue ${Context.current().info.taskQueue} (it defines ${[...deps.subscribers.keys()].map((n) => `'${n}'`).join(', ') || 'none'}); ` +
             `start it on the task queue pgferry-subscriber-${subscriber}, which the application's worker that defines it polls`,
           'UnknownSubscriber',
         );

@@ -70,24 +70,29 @@ type ResolvedInput = ReplicaInput & Required<Pick<ReplicaInput, 'source' | 'tabl
 
 /**
  * The input with its source and tables: given, or resolved by the worker
- * from its configuration. An unknown replica fails the workflow at once,
- * with the worker's message naming the replicas it knows; a source that is
- * down is retried. Only one-field inputs reach the activity, and no history
- * recorded before this change has one, so those replay unchanged; the patch
- * marks histories that resolved.
+ * from its configuration. A first run that cannot be resolved for good (an
+ * unknown replica: the worker's message names the ones it knows) fails the
+ * workflow at once; a later run (after continue-as-new) stops in `failed`
+ * like any other permanent failure, until resume. A source that is down is
+ * retried. Only one-field inputs reach the activity, and no history recorded
+ * before this change has one, so those replay unchanged; the patch marks
+ * histories that resolved.
  */
-async function resolved(input: ReplicaInput): Promise<{ input: ResolvedInput; registered: boolean; description?: string }> {
+async function resolved(input: ReplicaInput, stop: (err: unknown) => Promise<void>): Promise<{ input: ResolvedInput; registered: boolean; description?: string }> {
   if (input.source !== undefined && input.tables !== undefined) return { input: input as ResolvedInput, registered: false };
   patched('resolve-replica');
-  try {
-    const r = await resolveReplica({ replica: input.replica });
-    return { input: { ...input, source: r.source, tables: r.tables }, registered: r.searchAttributes, description: r.description };
-  } catch (err) {
-    if (isPermanentFailure(err)) {
-      const cause = (err as { cause?: ApplicationFailure }).cause;
-      throw ApplicationFailure.nonRetryable(cause?.message ?? String(err), cause?.type ?? 'ConfigError');
+  for (;;) {
+    try {
+      const r = await resolveReplica({ replica: input.replica });
+      return { input: { ...input, source: r.source, tables: r.tables }, registered: r.searchAttributes, description: r.description };
+    } catch (err) {
+      if (!isPermanentFailure(err)) throw err;
+      if (input.status === undefined) {
+        const cause = (err as { cause?: ApplicationFailure }).cause;
+        throw ApplicationFailure.nonRetryable(cause?.message ?? String(err), cause?.type ?? 'ConfigError');
+      }
+      await stop(err);
     }
-    throw err;
   }
 }
 
@@ -145,47 +150,51 @@ export async function replicaWorkflow(given: ReplicaInput): Promise<void> {
     updatedAt: new Date().toISOString(),
     rowsPerSecond: null,
   };
-  // Answered while a one-field input is being resolved too (a source down keeps it retrying: status says starting).
-  setHandler(replicaStatusQuery, () => status);
-  const { input, registered, description } = await resolved(given);
-  status.source = input.source;
-  let rate = input.rate ?? emptyRateWindow();
+  let rate = given.rate ?? emptyRateWindow();
   // Search attributes (see visibility.ts): the state whenever it changes, with the latest lag in
   // the same event; the lag alone only when it changes bucket, at most every LAG_UPDATE_MIN_MS,
   // so a busy replica adds few events to its history (and a steady or idle one none).
   let lag: number | undefined;
   let lagShownAt = -Infinity;
   const publish = (force = false) => {
+    if (!status.source) return; // a one-field input not resolved yet: nothing to show
     const stateChanges = force || shownState() !== status.state;
     const withLag = lag !== undefined && (stateChanges || lagWorthShowing(shownLag(), lag, Date.now() - lagShownAt));
-    if (show(input.source, status.state, withLag ? lag : undefined, force)) lagShownAt = Date.now();
+    if (show(status.source, status.state, withLag ? lag : undefined, force)) lagShownAt = Date.now();
   };
   const stopped = () => {
     rate = emptyRateWindow();
     status.rowsPerSecond = 0;
   };
+  // Every handler is in place before a one-field input is resolved, so status, pause and resume answer
+  // meanwhile (a source down keeps the resolve retrying; status then shows it as retrying).
+  setHandler(replicaStatusQuery, () => status);
   // State becomes 'paused' only once the batch in flight has committed: 'paused' means nothing more is applied.
   const pause = new PauseSwitch(status, replicaSetPausedUpdate);
+  let showAsked = false;
   setHandler(enableSearchAttributesSignal, (opts) => {
     describeIfUndescribed(opts?.description);
+    showAsked = true;
     publish(true);
   });
-  // Started by name alone (the UI's form sets no search attributes): show them once the worker said they are registered.
-  if (registered) {
-    describeIfUndescribed(description);
-    publish(true);
-  }
-
   const failed = (err: unknown) =>
     stopUntilResumed(status, err, {
       kind: 'replica',
-      fields: { replica: input.replica },
+      fields: { replica: given.replica },
       onStop: () => {
         stopped();
         publish();
       },
       waitForResume: () => pause.nextResume(),
     });
+
+  const { input, registered, description } = await resolved(given, failed);
+  status.source = input.source;
+  // Started by name alone (the UI's form sets no search attributes): show them once the worker said they are registered.
+  if (input !== given && (registered || showAsked)) {
+    describeIfUndescribed(description);
+    publish(true);
+  }
 
   // Runs recorded before apply sessions existed replay with one applyBatch activity per batch.
   const sessions = patched('apply-session');

@@ -60,22 +60,9 @@ const BATCHES_PER_RUN = 400;
  * subscriber's row in its positions table is the truth; this status mirrors it.
  */
 export async function subscriberWorkflow(given: SubscriberInput): Promise<void> {
-  const input = await resolved(given);
-  const { deliverSubscriberBatch } = proxyActivities<Activities>({
-    taskQueue: workflowInfo().taskQueue,
-    startToCloseTimeout: '30 minutes',
-    // The activity heartbeats every few seconds, also while a handler runs: a dead worker is noticed in 30 s.
-    heartbeatTimeout: '30 seconds',
-    retry: {
-      initialInterval: input.retry.initialDelayMs,
-      backoffCoefficient: 2,
-      maximumInterval: input.retry.maxDelayMs,
-      nonRetryableErrorTypes: NON_RETRYABLE,
-    },
-  });
-  const status: SubscriberStatus = input.status ?? {
-    subscriber: input.subscriber,
-    source: input.source,
+  const status: SubscriberStatus = given.status ?? {
+    subscriber: given.subscriber,
+    source: given.source ?? '',
     state: 'starting',
     lsn: null,
     offset: null,
@@ -90,6 +77,21 @@ export async function subscriberWorkflow(given: SubscriberInput): Promise<void> 
   setHandler(subscriberStatusQuery, () => status);
   const pause = new PauseSwitch(status, subscriberSetPausedUpdate);
   const set = (patch: Partial<SubscriberStatus>) => Object.assign(status, patch, { updatedAt: new Date().toISOString() });
+  // Status, pause and resume answer while a one-field input is resolved too (handlers issue no commands).
+  const input = await resolved(given);
+  status.source = input.source;
+  const { deliverSubscriberBatch } = proxyActivities<Activities>({
+    taskQueue: workflowInfo().taskQueue,
+    startToCloseTimeout: '30 minutes',
+    // The activity heartbeats every few seconds, also while a handler runs: a dead worker is noticed in 30 s.
+    heartbeatTimeout: '30 seconds',
+    retry: {
+      initialInterval: input.retry.initialDelayMs,
+      backoffCoefficient: 2,
+      maximumInterval: input.retry.maxDelayMs,
+      nonRetryableErrorTypes: NON_RETRYABLE,
+    },
+  });
 
   for (let batches = 0; batches < BATCHES_PER_RUN && !workflowInfo().continueAsNewSuggested; batches++) {
     if (pause.paused) {

@@ -25,6 +25,7 @@ import { action } from './command';
 import { CliFailure, EXIT, printJson } from './output';
 import { request } from './pause-resume';
 import { waitUntil } from '../deadline';
+import { pendingActivity } from '../temporal/inspect';
 
 /** How long `start` waits for the worker to take the workflow and report a state other than starting. */
 const START_DEADLINE_MS = 30_000;
@@ -130,11 +131,14 @@ async function start(client: Client, config: Config, name: string): Promise<Resu
   }
   const s = seen as ReplicaStatus | null;
   if (!reached || !s) {
-    return {
-      ok: false,
-      state: s?.state ?? null,
-      message: `replica '${name}': started workflow ${workflowId}${previously}, but no worker took it within ${START_DEADLINE_MS / 1000} s; is pgferry up (or pgferry worker --queues apply) running against this Temporal?`,
-    };
+    // Taken but not through its first step (resolving the configuration, checking the replica): say why, if Temporal knows.
+    const act = await pendingActivity(client, workflowId).catch(() => null);
+    const why = act?.lastError
+      ? `its worker is retrying: ${act.lastError}`
+      : s
+        ? `it is still starting (see pgferry replica status ${name})`
+        : 'no worker took it; is pgferry up (or pgferry worker --queues apply) running against this Temporal?';
+    return { ok: false, state: s?.state ?? null, message: `replica '${name}': started workflow ${workflowId}${previously}, but it was not running within ${START_DEADLINE_MS / 1000} s: ${why}` };
   }
   if (s.state === 'failed' || s.state === 'needs_resync') {
     return { ok: false, state: s.state, message: `replica '${name}': started workflow ${workflowId}${previously}; it stopped in state ${s.state}: ${s.lastError ?? 'see pgferry replica status ' + name}` };
@@ -152,12 +156,16 @@ async function stop(client: Client, name: string): Promise<Result> {
   const outcome = await request(client, handle, 'replica', 'pause');
   const paused = outcome.kind === 'answered';
   const state = paused ? outcome.status.state : null;
-  await handle.terminate(`pgferry replica stop ${name}: ${paused ? `stopped in state ${state}` : 'not paused in time'}; its checkpoint is in the replica, pgferry replica start ${name} continues from it`);
-  const how = paused
-    ? state === 'paused'
-      ? 'paused (the batch in flight committed), then ended its workflow'
-      : `it was stopped in state ${state}; ended its workflow`
-    : 'it did not pause within 30 s (is its worker running?), so its workflow was ended as it was; a batch cut short rolls back, and the checkpoint holds what committed';
+  await handle.terminate(`pgferry replica stop ${name}: ${paused ? `stopped in state ${state}` : 'not known to be paused'}; its checkpoint is in the replica, pgferry replica start ${name} continues from it`);
+  const cutShort = 'a batch cut short rolls back, and the checkpoint holds what committed';
+  const how =
+    outcome.kind === 'answered'
+      ? state === 'paused'
+        ? 'paused (the batch in flight committed), then ended its workflow'
+        : `it was stopped in state ${state}; ended its workflow`
+      : outcome.kind === 'signalled' && outcome.why !== 'not-taken'
+        ? `sent it the pause signal (${outcome.why === 'old-workflow' ? 'its workflow is from an older pgferry' : 'this Temporal server does not accept updates'}, so it cannot say when it is paused), then ended its workflow; ${cutShort}`
+        : `it did not pause within 30 s (is its worker running?), so its workflow was ended as it was; ${cutShort}`;
   return { ok: true, state: 'stopped', message: `replica '${name}' stopped: ${how}. Its checkpoint stays in the replica; pgferry replica start ${name} continues from it` };
 }
 

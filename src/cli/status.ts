@@ -12,7 +12,7 @@ import type { Client } from '@temporalio/client';
 import { Config, loadConfig } from '../config';
 import type { SlotHealth } from '../capture/wal/slot-health';
 import { captureMode } from '../capture/mode';
-import { describeCause, PgferryError } from '../errors';
+import { ConfigError, describeCause, PgferryError } from '../errors';
 import { connectRabbit } from '../changelog/rabbit';
 import { retainedRange, StreamEnd } from '../changelog/stream';
 import { connectClient } from '../temporal/connection';
@@ -71,16 +71,21 @@ export async function collectStatus(config: Config, client: Client): Promise<Sta
     },
   ];
   const replicas: StatusReport['replicas'] = [];
-  for (const name of await listReplicaNames(client)) {
-    const v = await replicaView(client, name, capture);
-    replicas.push({ ...v, rowsPerSecond: (v as { rowsPerSecond?: number }).rowsPerSecond ?? null });
+  // Running replicas, and configured ones whose workflow ended (shown as stopped).
+  const running = await listReplicaNames(client);
+  for (const name of [...new Set([...running, ...config.replicas.map((r) => r.name)])].sort()) {
+    const v = await replicaView(client, name, capture).catch((err) => {
+      if (err instanceof ConfigError && !running.includes(name)) return null; // configured, never started
+      throw err;
+    });
+    if (v) replicas.push({ ...v, rowsPerSecond: (v as { rowsPerSecond?: number }).rowsPerSecond ?? null });
   }
   const subscribers: SubscriberView[] = [];
   for (const name of await listSubscriberNames(client)) {
     const v = await subscriberView(client, name, capture).catch(() => null); // ended meanwhile
     if (v && (v.source === source || v.source === null)) subscribers.push(v);
   }
-  for (const r of replicas) if (BAD_STATES.includes(r.state)) warnings.push(`replica '${r.replica}' is ${r.state}: ${r.lastError ?? ''}`.trim());
+  for (const r of replicas) if (BAD_STATES.includes(r.state) || r.state === 'stopped') warnings.push(`replica '${r.replica}' is ${r.state}: ${r.lastError ?? ''}`.trim());
   for (const v of subscribers) if (subscriberStopped(v)) warnings.push(`subscriber '${v.subscriber}' is ${v.state}: ${v.lastError ?? ''}`.trim());
   const ok = !replicas.some((r) => BAD_STATES.includes(r.state)) && !BAD_STATES.includes(sources[0].state) && !subscribers.some(subscriberStopped);
   return { ok, at: new Date().toISOString(), sources, replicas, subscribers, warnings };

@@ -17,15 +17,15 @@
  * names only (replica, source), never a connection string.
  */
 import { collectDefaultMetrics, Counter, Gauge, Histogram, Registry } from 'prom-client';
-import type { CaptureStatus, ReplicaState } from '../../workflows/messages';
 import type { CaptureView, ReplicaView, SubscriberView } from '../temporal/inspect';
 
 export const registry = new Registry();
 /** How long one scrape may take to read Temporal and the source. */
 export const SCRAPE_TIMEOUT_MS = 2000;
 
-export const REPLICA_STATES: ReplicaState[] = ['starting', 'running', 'paused', 'failed', 'needs_resync'];
-export const CAPTURE_STATES: CaptureStatus['state'][] = ['running', 'failed', 'needs_resync'];
+/** `stopped`: the workflow is not running (terminated, `replica stop`); see temporal/inspect.ts. */
+export const REPLICA_STATES: ReplicaView['state'][] = ['starting', 'running', 'paused', 'failed', 'needs_resync', 'stopped'];
+export const CAPTURE_STATES: CaptureView['state'][] = ['running', 'failed', 'needs_resync', 'stopped'];
 export const SUBSCRIBER_STATES: SubscriberView['state'][] = ['starting', 'running', 'paused', 'failed', 'needs_resync', 'not answering'];
 /** Label values are identifiers: `not answering` is shown as not_answering. */
 const stateLabel = (s: string) => s.replace(/ /g, '_');

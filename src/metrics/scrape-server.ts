@@ -182,26 +182,28 @@ class Scraper {
         if (err instanceof ConfigError) return null; // no capture workflow (yet)
         throw err;
       });
-      // Replicas running in Temporal, plus those this process is configured for (listing may lag a start).
-      const names = new Set([...(await listReplicaNames(c)), ...config.replicas.map((r) => r.name)]);
-      const views = await Promise.all(
-        [...names].map((n) =>
-          replicaView(c, n, capture).catch((err) => {
-            if (err instanceof ConfigError) return null; // not (or no longer) a replica
-            throw err;
-          }),
+      // Replicas running in Temporal, plus those this process is configured for (listing may lag a start);
+      // subscriber workflows alongside, each within what is left of this scrape's time (their application's
+      // worker answers their query: one that does not is reported as not answering, and the scrape stays in time).
+      const [names, subscriberNames] = await Promise.all([listReplicaNames(c), listSubscriberNames(c)]);
+      const [views, subs] = await Promise.all([
+        Promise.all(
+          [...new Set([...names, ...config.replicas.map((r) => r.name)])].map((n) =>
+            replicaView(c, n, capture).catch((err) => {
+              if (err instanceof ConfigError) return null; // not (or no longer) a replica
+              throw err;
+            }),
+          ),
         ),
-      );
-      // Subscriber workflows: their application's worker answers the query; one that does not is reported
-      // as not answering (within what is left of this scrape's time, so the scrape itself stays in time).
-      const subs = await Promise.all(
-        (await listSubscriberNames(c)).map((n) =>
-          subscriberView(c, n, capture, Math.max(200, deadline - Date.now() - 300)).catch((err) => {
-            if (err instanceof ConfigError) return null;
-            throw err;
-          }),
+        Promise.all(
+          subscriberNames.map((n) =>
+            subscriberView(c, n, capture, Math.max(100, deadline - Date.now() - 400)).catch((err) => {
+              if (err instanceof ConfigError) return null;
+              throw err;
+            }),
+          ),
         ),
-      );
+      ]);
       // Other sources' replicas and subscribers may share the namespace: report this process's source only.
       return {
         capture,

@@ -3,7 +3,7 @@
  * the activity in flight — its live heartbeat and the error of its last failed
  * attempt while it is being retried.
  */
-import { Client, WorkflowNotFoundError } from '@temporalio/client';
+import { Client, WorkflowExecutionDescription, WorkflowNotFoundError } from '@temporalio/client';
 import { defaultPayloadConverter } from '@temporalio/common';
 import { optionalTsToMs } from '@temporalio/common/lib/time';
 import { captureStatusQuery, CaptureStatus, replicaStatusQuery, ReplicaStatus, SubscriberStatus, subscriberStatusQuery } from '../../workflows/messages';
@@ -22,7 +22,11 @@ export interface ActivityView {
 }
 
 export async function pendingActivity(client: Client, workflowId: string): Promise<ActivityView | null> {
-  const desc = await client.workflow.getHandle(workflowId).describe();
+  return activityOf(await client.workflow.getHandle(workflowId).describe());
+}
+
+/** The activity in flight of a described workflow, if any. */
+function activityOf(desc: WorkflowExecutionDescription): ActivityView | null {
   const a = desc.raw.pendingActivities?.[0];
   if (!a) return null;
   const payload = a.heartbeatDetails?.payloads?.[0];
@@ -35,7 +39,29 @@ export async function pendingActivity(client: Client, workflowId: string): Promi
   };
 }
 
-export interface CaptureView extends CaptureStatus {
+/**
+ * A workflow that is no longer running (terminated in the UI, `replica stop`,
+ * or ended by an error) still answers queries with its last status, which
+ * may well say `running`: every view checks the workflow's own status first
+ * and shows such a one as `stopped`, naming how it ended and how to start it.
+ */
+export type Stopped = 'stopped';
+
+async function described(client: Client, id: string, notFound: () => Error): Promise<WorkflowExecutionDescription> {
+  try {
+    return await client.workflow.getHandle(id).describe();
+  } catch (err) {
+    if (err instanceof WorkflowNotFoundError) throw notFound();
+    throw err;
+  }
+}
+
+function endedHow(desc: WorkflowExecutionDescription): string {
+  return `its workflow ${desc.workflowId} is not running (it ended ${desc.status.name.toLowerCase()})`;
+}
+
+export interface CaptureView extends Omit<CaptureStatus, 'state'> {
+  state: CaptureStatus['state'] | Stopped;
   live: CaptureProgress | null;
   retrying: string | null;
   /** Seconds since the running capture activity last heartbeated (every 2 s while it streams); null when none is running. */
@@ -44,27 +70,32 @@ export interface CaptureView extends CaptureStatus {
 
 export async function captureView(client: Client, source: string): Promise<CaptureView> {
   const id = captureWorkflowId(source);
+  const notFound = () => new ConfigError(`source '${source}': no capture is running (workflow ${id} not found); start it with pgferry up`);
+  const desc = await described(client, id, notFound);
+  let status: CaptureStatus;
   try {
-    const status = await client.workflow.getHandle(id).query(captureStatusQuery);
-    const act = await pendingActivity(client, id);
-    const live = (act?.heartbeat as CaptureProgress | null) ?? null;
-    return {
-      ...status,
-      confirmedLsn: live?.confirmedLsn ?? status.confirmedLsn,
-      lastCommitTime: live?.lastCommitTime ?? status.lastCommitTime,
-      live,
-      retrying: act && act.attempt > 1 ? act.lastError : null,
-      heartbeatAgeSeconds: act?.heartbeatAgeSeconds ?? null,
-    };
+    status = await client.workflow.getHandle(id).query(captureStatusQuery);
   } catch (err) {
-    if (err instanceof WorkflowNotFoundError) {
-      throw new ConfigError(`source '${source}': no capture is running (workflow ${id} not found); start it with pgferry up`);
-    }
+    if (err instanceof WorkflowNotFoundError) throw notFound();
     throw err;
   }
+  if (desc.status.name !== 'RUNNING') {
+    return { ...status, state: 'stopped', lastError: `${endedHow(desc)}: nothing is captured; pgferry up starts it`, live: null, retrying: null, heartbeatAgeSeconds: null };
+  }
+  const act = activityOf(desc);
+  const live = (act?.heartbeat as CaptureProgress | null) ?? null;
+  return {
+    ...status,
+    confirmedLsn: live?.confirmedLsn ?? status.confirmedLsn,
+    lastCommitTime: live?.lastCommitTime ?? status.lastCommitTime,
+    live,
+    retrying: act && act.attempt > 1 ? act.lastError : null,
+    heartbeatAgeSeconds: act?.heartbeatAgeSeconds ?? null,
+  };
 }
 
-export interface ReplicaView extends ReplicaStatus {
+export interface ReplicaView extends Omit<ReplicaStatus, 'state'> {
+  state: ReplicaStatus['state'] | Stopped;
   /** Bytes of source WAL between the newest captured transaction and the newest applied one. */
   lagBytes: number | null;
   /** Source commit-time difference between the newest captured and the newest applied transaction. */
@@ -76,16 +107,32 @@ export interface ReplicaView extends ReplicaStatus {
 
 export async function replicaView(client: Client, replica: string, capture?: CaptureView | null): Promise<ReplicaView> {
   const id = replicaWorkflowId(replica);
+  const notFound = () => new ConfigError(`replica '${replica}' not found (no workflow ${id}); pgferry replica list shows the replicas`);
+  const desc = await described(client, id, notFound);
+  const running = desc.status.name === 'RUNNING';
   let status: ReplicaStatus;
   try {
     status = await client.workflow.getHandle(id).query(replicaStatusQuery);
   } catch (err) {
-    if (err instanceof WorkflowNotFoundError) {
-      throw new ConfigError(`replica '${replica}' not found (no workflow ${id}); pgferry replica list shows the replicas`);
-    }
-    throw err;
+    if (err instanceof WorkflowNotFoundError) throw notFound();
+    if (running) throw err;
+    // An ended run whose last status cannot be read (its worker is down): what is known.
+    status = { replica, source: '', state: 'starting', appliedLsn: '0/0', offset: null, lastCommitTime: null, caughtUp: false, txns: 0, changes: 0, batches: 0, lastError: null, updatedAt: new Date().toISOString(), rowsPerSecond: null };
   }
-  const act = await pendingActivity(client, id);
+  if (!running) {
+    // Its checkpoint is in the replica; the lag is not shown: nothing applies it.
+    return {
+      ...status,
+      state: 'stopped',
+      lastError: `${endedHow(desc)}; pgferry replica start ${replica} continues from its checkpoint`,
+      rowsPerSecond: 0,
+      lagBytes: null,
+      lagSeconds: null,
+      retrying: null,
+      captureError: null,
+    };
+  }
+  const act = activityOf(desc);
   status = withLiveSession(status, act?.heartbeat);
   if (capture === undefined) capture = await captureView(client, status.source).catch(() => null);
   return {
@@ -152,7 +199,7 @@ export async function subscriberView(client: Client, subscriber: string, capture
       retrying: null,
     };
   }
-  const act = await pendingActivity(client, id);
+  const act = await pendingActivity(client, id).catch(() => null); // only for display
   if (capture === undefined) capture = await captureView(client, status.source).catch(() => null);
   return { ...status, ...lagBehind(capture, status.lsn, status.lastCommitTime), retrying: act && act.attempt > 1 ? act.lastError : null };
 }

@@ -96,6 +96,13 @@ describe('a replica started by name alone, and replica start / stop', () => {
     expect(stop.stdout).toMatch(/^replica 'a' stopped: paused \(the batch in flight committed\), then ended its workflow\. Its checkpoint stays in the replica; pgferry replica start a continues from it/);
     const desc = await client.workflow.getHandle(replicaWorkflowId('a')).describe();
     expect(desc.status.name).toBe('TERMINATED');
+    // Its ended workflow still answers queries with its last status: shown as stopped, never as running.
+    const shown = await cli(w, ['replica', 'status', 'a', '--json']);
+    expect(JSON.parse(shown.stdout)).toMatchObject({
+      replica: 'a',
+      state: 'stopped',
+      lastError: 'its workflow pgferry-replica-a is not running (it ended terminated); pgferry replica start a continues from its checkpoint',
+    });
     const again = await cli(w, ['replica', 'stop', 'a']);
     expect(again.stdout).toMatch(/^replica 'a' is not running \(workflow pgferry-replica-a ended terminated\); nothing to stop/);
 

@@ -28,6 +28,7 @@ describe('scrape-time metrics', () => {
     expect(text).toContain('pgferry_subscriber_lag_seconds{subscriber="search",source="main"} 0.5');
     expect(text).not.toMatch(/pgferry_subscriber_lag_seconds\{subscriber="audit"/);
     expect(text).toContain('pgferry_capture_heartbeat_age_seconds{source="main"} 1.5');
+    expect(text).toContain('pgferry_capture_state{source="main",state="stopped"} 0');
 
     recordScrape({ source: 'main', temporal: { ok: true, capture: { ...capture, heartbeatAgeSeconds: null }, views: [], subscribers: [] } });
     const after = await registry.metrics();

@@ -427,6 +427,50 @@ describe('replicaWorkflow and captureWorkflow (mocked activities)', () => {
     });
   });
 
+  it('a one-field start answers status and setPaused while its configuration is being resolved; a later run that cannot resolve stops in failed until resume', async () => {
+    const { taskQueue, workflowId } = ids();
+    const fake = fakeBatches();
+    let release: () => void = () => undefined;
+    let held: Promise<void> | null = new Promise<void>((r) => (release = r));
+    let refuse: string | null = null;
+    const resolveReplica = async () => {
+      if (held) await held;
+      if (refuse) throw ApplicationFailure.nonRetryable(refuse, 'SourceError');
+      return { source: 'main', tables: [], searchAttributes: false, description: 'd' };
+    };
+    const worker = await Worker.create({ connection: env.nativeConnection, taskQueue, workflowBundle: bundle, activities: { ...fake, resolveReplica } });
+    await worker.runUntil(async () => {
+      const h = await env.client.workflow.start('replicaWorkflow', { taskQueue, workflowId, args: [{ replica: 'a' }] });
+      // Resolving (the worker's source is slow): the status answers, and a pause is taken, not refused.
+      const early = await waitFor('the status while resolving', () => h.query(replicaStatusQuery), 10_000, 50);
+      expect(early.state).toBe('starting');
+      const pausing = h.executeUpdate(replicaSetPausedUpdate, { args: [{ paused: true }] });
+      expect(await stillPending(pausing, 300)).toBe(true);
+      release();
+      held = null;
+      expect((await pausing).state).toBe('paused');
+      expect(fake.state.calls).toBe(0);
+      expect((await h.executeUpdate(replicaSetPausedUpdate, { args: [{ paused: false }] })).state).toBe('running');
+      await waitFor('batches after the resume', async () => (await h.query(replicaStatusQuery)).batches >= 2, 10_000, 50);
+      await h.terminate('test done');
+
+      // A later run (continued as new, so carrying its status) whose configuration cannot be resolved stops in
+      // failed, resumable, instead of failing the workflow.
+      refuse = "source 'main': password authentication failed; fix sources[].url";
+      const carried = { ...(await h.query(replicaStatusQuery)), state: 'running' as const };
+      const later = await env.client.workflow.start('replicaWorkflow', { taskQueue, workflowId: `${workflowId}-later`, args: [{ replica: 'a', status: carried }] });
+      const stopped = await waitFor('the later run to stop in failed', async () => {
+        const v = await later.query(replicaStatusQuery);
+        return v.state === 'failed' ? v : null;
+      }, 10_000, 50);
+      expect(stopped.lastError).toBe(refuse);
+      refuse = null;
+      await later.signal(resumeSignal);
+      await waitFor('the later run to apply after the fix', async () => (await later.query(replicaStatusQuery)).state === 'running', 10_000, 50);
+      await later.terminate('test done');
+    });
+  });
+
   it('captureWorkflow reports a lost slot as needs_resync with the reason, and retries on resume', async () => {
     const { taskQueue, workflowId } = ids();
     let calls = 0;
