@@ -46,6 +46,11 @@ export interface CaptureStatus {
   updatedAt: string;
 }
 
+/** A replica's status before its first batch (the workflow's first run; what is known of an ended run that cannot be queried). */
+export function startingReplicaStatus(replica: string, source: string, now: string): ReplicaStatus {
+  return { replica, source, state: 'starting', appliedLsn: '0/0', offset: null, lastCommitTime: null, caughtUp: false, txns: 0, changes: 0, batches: 0, lastError: null, updatedAt: now, rowsPerSecond: null };
+}
+
 export const pauseSignal = defineSignal('pause');
 export const resumeSignal = defineSignal('resume');
 export const replicaStatusQuery = defineQuery<ReplicaStatus>('status');
@@ -117,6 +122,11 @@ export interface SubscriberStatus {
   batches: number;
   lastError: string | null;
   updatedAt: string;
+}
+
+/** A subscriber's status before its first batch. */
+export function startingSubscriberStatus(subscriber: string, source: string, now: string): SubscriberStatus {
+  return { subscriber, source, state: 'starting', lsn: null, offset: null, lastCommitTime: null, caughtUp: false, txns: 0, changes: 0, batches: 0, lastError: null, updatedAt: now };
 }
 
 export const subscriberStatusQuery = defineQuery<SubscriberStatus>('status');

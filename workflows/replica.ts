@@ -17,7 +17,7 @@ import {
 } from '@temporalio/workflow';
 import type { createActivities } from '../activities';
 import { NON_RETRYABLE } from '../src/errors';
-import { ReplicaStatus, enableSearchAttributesSignal, replicaSetPausedUpdate, replicaStatusQuery } from './messages';
+import { ReplicaStatus, enableSearchAttributesSignal, startingReplicaStatus, replicaSetPausedUpdate, replicaStatusQuery } from './messages';
 import { PauseSwitch } from './pause-switch';
 import { RateWindow, addBatch, emptyRateWindow, lagSeconds, lagWorthShowing, ratePerSecond } from './replica-metrics';
 import { describeIfUndescribed, keepVisibility, show, shownLag, shownState } from './visibility';
@@ -135,21 +135,9 @@ async function applyOnce(input: ResolvedInput, sessions: boolean, pause: PauseSw
  * The `setPaused` update does the same and answers once it is done (pause-switch.ts).
  */
 export async function replicaWorkflow(given: ReplicaInput): Promise<void> {
-  const status: ReplicaStatus = given.status ? { ...given.status, rowsPerSecond: given.status.rowsPerSecond ?? null } : {
-    replica: given.replica,
-    source: given.source ?? '',
-    state: 'starting',
-    appliedLsn: '0/0',
-    offset: null,
-    lastCommitTime: null,
-    caughtUp: false,
-    txns: 0,
-    changes: 0,
-    batches: 0,
-    lastError: null,
-    updatedAt: new Date().toISOString(),
-    rowsPerSecond: null,
-  };
+  const status: ReplicaStatus = given.status
+    ? { ...given.status, rowsPerSecond: given.status.rowsPerSecond ?? null }
+    : startingReplicaStatus(given.replica, given.source ?? '', new Date().toISOString());
   let rate = given.rate ?? emptyRateWindow();
   // Search attributes (see visibility.ts): the state whenever it changes, with the latest lag in
   // the same event; the lag alone only when it changes bucket, at most every LAG_UPDATE_MIN_MS,

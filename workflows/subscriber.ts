@@ -5,7 +5,7 @@
 import { ApplicationFailure, makeContinueAsNewFunc, patched, proxyActivities, setHandler, workflowInfo } from '@temporalio/workflow';
 import type { createSubscriberActivities } from '../activities/subscriber';
 import { NON_RETRYABLE } from '../src/errors';
-import { SubscriberStatus, subscriberSetPausedUpdate, subscriberStatusQuery } from './messages';
+import { SubscriberStatus, startingSubscriberStatus, subscriberSetPausedUpdate, subscriberStatusQuery } from './messages';
 import { PauseSwitch } from './pause-switch';
 import { stopUntilResumed } from './stopped';
 import { isPermanentFailure } from './errors';
@@ -60,20 +60,7 @@ const BATCHES_PER_RUN = 400;
  * subscriber's row in its positions table is the truth; this status mirrors it.
  */
 export async function subscriberWorkflow(given: SubscriberInput): Promise<void> {
-  const status: SubscriberStatus = given.status ?? {
-    subscriber: given.subscriber,
-    source: given.source ?? '',
-    state: 'starting',
-    lsn: null,
-    offset: null,
-    lastCommitTime: null,
-    caughtUp: false,
-    txns: 0,
-    changes: 0,
-    batches: 0,
-    lastError: null,
-    updatedAt: new Date().toISOString(),
-  };
+  const status: SubscriberStatus = given.status ?? startingSubscriberStatus(given.subscriber, given.source ?? '', new Date().toISOString());
   setHandler(subscriberStatusQuery, () => status);
   const pause = new PauseSwitch(status, subscriberSetPausedUpdate);
   const set = (patch: Partial<SubscriberStatus>) => Object.assign(status, patch, { updatedAt: new Date().toISOString() });

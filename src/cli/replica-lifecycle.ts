@@ -15,7 +15,7 @@
  * which starts every configured replica that is not running).
  */
 import type { Command } from 'commander';
-import { Client, WorkflowExecutionDescription, WorkflowIdConflictPolicy, WorkflowNotFoundError } from '@temporalio/client';
+import { Client, WorkflowIdConflictPolicy } from '@temporalio/client';
 import { loadConfig, Config } from '../config';
 import { connectClient } from '../temporal/connection';
 import { replicaVisibility, searchAttributesRegistered, startVisible } from '../temporal/search-attributes';
@@ -25,7 +25,7 @@ import { action } from './command';
 import { CliFailure, EXIT, printJson } from './output';
 import { request } from './pause-resume';
 import { waitUntil } from '../deadline';
-import { pendingActivity } from '../temporal/inspect';
+import { describeOrNull, pendingActivity } from '../temporal/inspect';
 
 /** How long `start` waits for the worker to take the workflow and report a state other than starting. */
 const START_DEADLINE_MS = 30_000;
@@ -76,15 +76,6 @@ function requireConfigured(config: Config, name: string): void {
   const known = config.replicas.map((r) => r.name);
   if (known.length && !known.includes(name)) {
     throw new CliFailure(`replica '${name}' is not in the configuration (replicas: ${known.map((n) => `'${n}'`).join(', ')}); add it under replicas: first`, EXIT.usage);
-  }
-}
-
-async function describeOrNull(client: Client, workflowId: string): Promise<WorkflowExecutionDescription | null> {
-  try {
-    return await client.workflow.getHandle(workflowId).describe();
-  } catch (err) {
-    if (err instanceof WorkflowNotFoundError) return null;
-    throw err;
   }
 }
 

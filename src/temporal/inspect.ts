@@ -6,7 +6,7 @@
 import { Client, WorkflowExecutionDescription, WorkflowNotFoundError } from '@temporalio/client';
 import { defaultPayloadConverter } from '@temporalio/common';
 import { optionalTsToMs } from '@temporalio/common/lib/time';
-import { captureStatusQuery, CaptureStatus, replicaStatusQuery, ReplicaStatus, SubscriberStatus, subscriberStatusQuery } from '../../workflows/messages';
+import { captureStatusQuery, CaptureStatus, replicaStatusQuery, ReplicaStatus, startingReplicaStatus, startingSubscriberStatus, SubscriberStatus, subscriberStatusQuery } from '../../workflows/messages';
 import { ConfigError } from '../errors';
 import { lsnDistance } from '../lsn';
 import { captureWorkflowId, replicaWorkflowId, subscriberWorkflowId } from '../names';
@@ -47,13 +47,20 @@ function activityOf(desc: WorkflowExecutionDescription): ActivityView | null {
  */
 export type Stopped = 'stopped';
 
-async function described(client: Client, id: string, notFound: () => Error): Promise<WorkflowExecutionDescription> {
+/** A workflow's description, or null when there is no such workflow. */
+export async function describeOrNull(client: Client, id: string): Promise<WorkflowExecutionDescription | null> {
   try {
     return await client.workflow.getHandle(id).describe();
   } catch (err) {
-    if (err instanceof WorkflowNotFoundError) throw notFound();
+    if (err instanceof WorkflowNotFoundError) return null;
     throw err;
   }
+}
+
+async function described(client: Client, id: string, notFound: () => Error): Promise<WorkflowExecutionDescription> {
+  const desc = await describeOrNull(client, id);
+  if (!desc) throw notFound();
+  return desc;
 }
 
 function endedHow(desc: WorkflowExecutionDescription): string {
@@ -117,7 +124,7 @@ export async function replicaView(client: Client, replica: string, capture?: Cap
     if (err instanceof WorkflowNotFoundError) throw notFound();
     if (running) throw err;
     // An ended run whose last status cannot be read (its worker is down): what is known.
-    status = { replica, source: '', state: 'starting', appliedLsn: '0/0', offset: null, lastCommitTime: null, caughtUp: false, txns: 0, changes: 0, batches: 0, lastError: null, updatedAt: new Date().toISOString(), rowsPerSecond: null };
+    status = startingReplicaStatus(replica, '', new Date().toISOString());
   }
   if (!running) {
     // Its checkpoint is in the replica; the lag is not shown: nothing applies it.
@@ -182,18 +189,10 @@ export async function subscriberView(client: Client, subscriber: string, capture
       throw new ConfigError(`subscriber '${subscriber}' not found (no workflow ${id}); pgferry subscriber status lists the running ones`);
     }
     return {
-      subscriber,
+      ...startingSubscriberStatus(subscriber, '', new Date().toISOString()),
       source: null,
       state: 'not answering',
-      lsn: null,
-      offset: null,
-      lastCommitTime: null,
-      caughtUp: false,
-      txns: 0,
-      changes: 0,
-      batches: 0,
       lastError: `its application's worker (task queue ${id}) did not answer within ${queryMs / 1000} s: is it running?`,
-      updatedAt: new Date().toISOString(),
       lagBytes: null,
       lagSeconds: null,
       retrying: null,
