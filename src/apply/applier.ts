@@ -9,7 +9,8 @@
  * Whole transactions of keyed tables are first gathered in a window and sent
  * as their net change (net-apply.ts: per table the keys deleted first, then
  * the last image of each key), falling back to the above, in order, when the
- * replica refuses the set form.
+ * replica refuses the set form. Many rows updated or deleted by key, in a run
+ * or a window, go through a staging table (staging.ts).
  *
  * The applier works inside the caller's transaction and never commits; the
  * batch (apply-batch.ts) frames it. Queued statements are sent before
@@ -18,7 +19,7 @@
  */
 import type pg from 'pg';
 import { from as copyFrom } from 'pg-copy-streams';
-import { Change, RelationInfo, TxnMessage, relLabel } from '../change';
+import { Change, RelationInfo, Row, TxnMessage, relLabel } from '../change';
 import { RejectedChangeError, SchemaMismatchError, isRefusal, isSchemaMismatch, isUniqueViolation } from '../errors';
 import type { Logger } from '../logger';
 import { ReplicaTypes } from './replica-types';
@@ -44,7 +45,8 @@ import {
   positional,
 } from './sql-builder';
 import { APPLY_STATEMENTS, StatementGroup } from './statement-group';
-import { WINDOW_CHANGES, deleteStatements, reduceWindow, windowable, writeStatements } from './net-apply';
+import { WINDOW_CHANGES, reduceWindow, tableWrites, windowable } from './net-apply';
+import { applyStaged, type KeyedRows } from './staging';
 import { KeyNotUnique } from './net-change';
 import { applySchemaChange, type SchemaPolicy } from './schema-apply';
 import { route, TableGate, TableRegistry } from './table-registry';
@@ -188,8 +190,12 @@ export class Applier {
     if (!tables) return this.applyAllInOrder(txns);
     await this.c.query('SAVEPOINT pgferry_net');
     try {
-      for (const t of tables) for (const st of deleteStatements(t, await this.types.get(t.rel))) await this.c.query(await this.types.prepared(t.rel, st));
-      for (const t of tables) for (const st of writeStatements(t, await this.types.get(t.rel))) await this.c.query(await this.types.prepared(t.rel, st));
+      const writes = tables.map(tableWrites);
+      for (const w of writes) if (w.deletes) await this.setRows(w.deletes);
+      for (const [i, w] of writes.entries()) {
+        for (const rows of w.inserts) await this.insertRows(tables[i].rel, rows);
+        for (const set of w.updates) await this.setRows(set);
+      }
       this.netTxns += txns.length;
     } catch (err) {
       if (!isRefusal(err)) throw err;
@@ -288,24 +294,46 @@ export class Applier {
   }
 
   private async runStatement(r: RelationInfo, first: RowChange, run: Change[]): Promise<void> {
-    const { c, types } = this;
-    if (first.op === 'insert') {
-      const rows = (run as Insert[]).map((ch) => ch.new);
-      const perInsert = insertRowsLimit(Object.keys(rows[0]).length);
-      if (rows.length >= COPY_MIN_ROWS) return copyRows(c, r, rows);
-      for (let i = 0; i < rows.length; i += perInsert) await c.query(await types.prepared(r, buildInsertRows(r, rows.slice(i, i + perInsert))));
-    } else if (first.op === 'update') {
-      const st = buildUpdateRows(r, keyColumns(r), changedColumns(first.old, first.new), run as Update[], await types.get(r));
-      await c.query(await types.prepared(r, st));
-    } else {
-      const st = buildDeleteRows(r, keyColumns(r), (run as Delete[]).map((ch) => ch.old), await types.get(r));
-      await c.query(await types.prepared(r, st));
+    if (first.op === 'insert') return this.insertRows(r, (run as Insert[]).map((ch) => ch.new));
+    const keys = keyColumns(r);
+    if (first.op === 'update') return this.setRows({ op: 'update', rel: r, keys, cols: changedColumns(first.old, first.new), rows: run as Update[] });
+    return this.setRows({ op: 'delete', rel: r, keys, cols: [], rows: (run as Delete[]).map((ch) => ({ old: ch.old, new: ch.old })) });
+  }
+
+  /** Rows inserted into one table, all with the same columns: COPY for many, multi-row INSERTs for few. */
+  private async insertRows(r: RelationInfo, rows: Row[]): Promise<void> {
+    if (rows.length >= COPY_MIN_ROWS) return copyRows(this.c, r, rows);
+    const perInsert = insertRowsLimit(Object.keys(rows[0]).length);
+    for (let i = 0; i < rows.length; i += perInsert) await this.c.query(await this.types.prepared(r, buildInsertRows(r, rows.slice(i, i + perInsert))));
+  }
+
+  /**
+   * Rows updated or deleted by key: through a staging table for many
+   * (staging.ts), UPDATE … FROM / DELETE … USING (VALUES …) for few, or where
+   * this connection cannot stage.
+   */
+  private async setRows(set: KeyedRows): Promise<void> {
+    const types = await this.types.get(set.rel);
+    if (set.rows.length >= COPY_MIN_ROWS && (await applyStaged(this.c, set, types))) return;
+    const per = insertRowsLimit(set.keys.length + set.cols.length);
+    for (let i = 0; i < set.rows.length; i += per) {
+      const part = set.rows.slice(i, i + per);
+      const st =
+        set.op === 'update'
+          ? buildUpdateRows(set.rel, set.keys, set.cols, part, types)
+          : buildDeleteRows(
+              set.rel,
+              set.keys,
+              part.map((p) => p.old),
+              types,
+            );
+      await this.c.query(await this.types.prepared(set.rel, st));
     }
   }
 }
 
 /** Insert rows with COPY … FROM STDIN (text format) on the batch's connection, inside its transaction. */
-async function copyRows(c: pg.ClientBase, rel: RelationInfo, rows: Record<string, string | null>[]): Promise<void> {
+async function copyRows(c: pg.ClientBase, rel: RelationInfo, rows: Row[]): Promise<void> {
   const cols = Object.keys(rows[0]);
   const stream = c.query(copyFrom(buildCopyInsert(rel, cols)));
   await new Promise<void>((resolve, reject) => {

@@ -13,10 +13,11 @@
  * constraint other than the key, a foreign key checked mid-way), undoes it
  * and applies the window's transactions in order, which names the row.
  */
-import type { RelationInfo, RowChange, TxnMessage } from '../change';
+import type { RelationInfo, Row, RowChange, TxnMessage } from '../change';
 import { reduceKeyed } from './net-change';
 import type { NetChange } from './net-change';
-import { Statement, buildDeleteRows, buildInsertRows, buildUpdateRows, insertRowsLimit, keyColumns } from './sql-builder';
+import { keyColumns } from './sql-builder';
+import type { KeyedRows } from './staging';
 
 /** Most changes gathered in one window before it is sent (bounds the statements' size). */
 export const WINDOW_CHANGES = 20_000;
@@ -98,12 +99,6 @@ function sameShape(a: RelationInfo, b: RelationInfo): boolean {
 
 const columnsOf = (row: Record<string, unknown>) => Object.keys(row).sort();
 
-function chunks<T>(xs: T[], size: number): T[][] {
-  const out: T[][] = [];
-  for (let i = 0; i < xs.length; i += size) out.push(xs.slice(i, i + size));
-  return out;
-}
-
 function groupBy<T>(xs: T[], key: (x: T) => string): T[][] {
   const m = new Map<string, T[]>();
   for (const x of xs) {
@@ -115,26 +110,23 @@ function groupBy<T>(xs: T[], key: (x: T) => string): T[][] {
   return [...m.values()];
 }
 
-/** Every table's deletes, in first-touched order: they come before any write. */
-export function deleteStatements(t: TableNet, types: Map<string, string>): Statement[] {
-  const keys = t.net.filter((n) => n.deleteFirst).map((n) => n.key);
-  return chunks(keys, insertRowsLimit(t.keys.length)).map((part) => buildDeleteRows(t.rel, t.keys, part, types));
+/** A table's net change as sets of rows, which the applier sends as COPY and set statements (applier.ts `insertRows`, `setRows`). */
+export interface TableWrites {
+  /** The keys deleted before any write (every table's deletes go first); null: none. */
+  deletes: KeyedRows | null;
+  /** Whole rows inserted, grouped by their columns. */
+  inserts: Row[][];
+  /** Rows updated by key, grouped by the columns they write (those known to have changed). */
+  updates: KeyedRows[];
 }
 
-/** A table's writes: inserts of whole rows, then updates of the columns known to have changed, grouped by their columns. */
-export function writeStatements(t: TableNet, types: Map<string, string>): Statement[] {
-  const out: Statement[] = [];
+export function tableWrites(t: TableNet): TableWrites {
+  const deleted = t.net.filter((n) => n.deleteFirst).map((n) => ({ old: n.key, new: n.key }));
   const writes = t.net.flatMap((n) => (n.write ? [n.write] : []));
-  for (const group of groupBy(writes.filter((w) => w.op === 'insert'), (w) => columnsOf(w.row).join('\u0000'))) {
-    const rows = group.map((w) => w.row);
-    for (const part of chunks(rows, insertRowsLimit(Object.keys(rows[0]).length))) out.push(buildInsertRows(t.rel, part));
-  }
-  const updates = writes.filter((w) => w.op === 'update').map((w) => ({ row: w.row, cols: columnsOf(w.row).filter((c) => !t.keys.includes(c)) }));
-  for (const group of groupBy(updates.filter((u) => u.cols.length), (u) => u.cols.join('\u0000'))) {
-    const cols = group[0].cols;
-    for (const part of chunks(group, insertRowsLimit(t.keys.length + cols.length))) {
-      out.push(buildUpdateRows(t.rel, t.keys, cols, part.map((u) => ({ old: u.row, new: u.row })), types));
-    }
-  }
-  return out;
+  const inserts = groupBy(writes.filter((w) => w.op === 'insert'), (w) => columnsOf(w.row).join('\u0000')).map((g) => g.map((w) => w.row));
+  const updated = writes.filter((w) => w.op === 'update').map((w) => ({ row: w.row, cols: columnsOf(w.row).filter((c) => !t.keys.includes(c)) }));
+  const updates = groupBy(updated.filter((u) => u.cols.length), (u) => u.cols.join('\u0000')).map(
+    (g): KeyedRows => ({ op: 'update', rel: t.rel, keys: t.keys, cols: g[0].cols, rows: g.map((u) => ({ old: u.row, new: u.row })) }),
+  );
+  return { deletes: deleted.length ? { op: 'delete', rel: t.rel, keys: t.keys, cols: [], rows: deleted } : null, inserts, updates };
 }

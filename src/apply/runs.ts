@@ -4,13 +4,14 @@
  *  - consecutive inserts into one table with the same columns: one COPY
  *    (long runs) or one multi-row INSERT (short ones);
  *  - consecutive updates of one keyed table that write the same columns,
- *    change no key and touch no row twice: one UPDATE … FROM (VALUES …);
- *  - consecutive deletes from one keyed table: one DELETE … USING (VALUES …).
+ *    change no key and touch no row twice: one UPDATE … FROM a staging
+ *    table filled by COPY (long runs, staging.ts) or UPDATE … FROM (VALUES …);
+ *  - consecutive deletes from one keyed table: likewise, DELETE … USING.
  * Tables matched on the whole row (REPLICA IDENTITY FULL) are always applied
  * row by row. Pure: the applier (applier.ts) runs what this finds.
  */
 import type { Change, TxnMessage } from '../change';
-import { COPY_MAX_ROWS, changedColumns, insertRowsLimit, keyColumns } from './sql-builder';
+import { COPY_MAX_ROWS, changedColumns, keyColumns } from './sql-builder';
 
 type Update = Extract<Change, { op: 'update' }>;
 
@@ -41,7 +42,7 @@ export function runLength(m: TxnMessage, changes: Change[], i: number): number {
     const cols = changedColumns(first.old, first.new);
     const keyKept = (ch: Update) => keys.every((k) => !(k in ch.new) || ch.new[k] === ch.old[k]);
     if (!cols.length || !keyKept(first)) return 1;
-    const limit = insertRowsLimit(keys.length + cols.length);
+    const limit = COPY_MAX_ROWS;
     const seen = new Set([keyOf(first.old)]);
     let j = i + 1;
     while (j < changes.length && j - i < limit) {
@@ -53,7 +54,7 @@ export function runLength(m: TxnMessage, changes: Change[], i: number): number {
     }
     return j - i;
   }
-  const limit = insertRowsLimit(keys.length);
+  const limit = COPY_MAX_ROWS;
   let j = i + 1;
   while (j < changes.length && j - i < limit) {
     const ch = changes[j];

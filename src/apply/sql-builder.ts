@@ -104,13 +104,29 @@ export function copyText(cols: string[], rows: Row[]): string {
   let out = '';
   for (const row of rows) {
     for (let i = 0; i < cols.length; i++) {
-      const v = row[cols[i]];
       if (i > 0) out += '\t';
-      out += v === null || v === undefined ? '\\N' : COPY_SPECIAL.test(v) ? v.replace(COPY_ESCAPE, escapeCopyChar) : v;
+      out += copyField(row[cols[i]]);
     }
     out += '\n';
   }
   return out;
+}
+
+/** Rows given as lists of values, in COPY's text format (as copyText). */
+export function copyLines(rows: Value[][]): string {
+  let out = '';
+  for (const row of rows) {
+    for (let i = 0; i < row.length; i++) {
+      if (i > 0) out += '\t';
+      out += copyField(row[i]);
+    }
+    out += '\n';
+  }
+  return out;
+}
+
+function copyField(v: Value | undefined): string {
+  return v === null || v === undefined ? '\\N' : COPY_SPECIAL.test(v) ? v.replace(COPY_ESCAPE, escapeCopyChar) : v;
 }
 
 const COPY_SPECIAL = /[\\\t\n\r]/;

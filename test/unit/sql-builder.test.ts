@@ -2,6 +2,7 @@ import { describe, expect, it } from 'vitest';
 import { buildCopyInsert, copyText, buildDelete, buildDeleteRows, buildInsert, buildInsertRows, buildUpdateRows, buildTruncate, buildUpdate, describeKey, insertRowsLimit, INSERT_ROWS } from '../../src/apply/sql-builder';
 import type { RelationInfo, TxnMessage } from '../../src/change';
 import { runLength } from '../../src/apply/runs';
+import { stagedRows, stagedSql } from '../../src/apply/staging';
 
 const orders: RelationInfo = {
   schema: 'public',
@@ -159,5 +160,28 @@ describe('set-based apply', () => {
     expect(runLength(m, [del('1'), del('2'), del('3')], 0)).toBe(3);
     const full = { [rel]: { ...orders, identity: 'full' } };
     expect(runLength({ relations: full } as unknown as TxnMessage, [del('1'), del('2')], 0)).toBe(1);
+  });
+});
+
+describe('staged set statements (staging.ts)', () => {
+  const types = new Map([['select', 'text'], ['a b', 'integer'], ['v', 'pg_catalog.bpchar']]);
+  const rel: RelationInfo = { ...hostile, identity: 'default', columns: [...hostile.columns, { name: 'v', type: 'character(2)', key: false }] };
+  it('stages keys and values in the replica types, joins on the key, and restores random_page_cost after the set statement', () => {
+    const rows = [{ old: { select: 'a\tb', 'a b': '1' }, new: { select: 'a\tb', 'a b': '1', v: null } }];
+    const up = stagedSql({ op: 'update', rel, keys: ['select', 'a b'], cols: ['v'], rows }, types)!;
+    const stage = up.copy.slice('COPY '.length, -' FROM STDIN'.length);
+    expect(stage).toMatch(/^pg_temp\."pgferry_stage_[0-9a-f]{20}"$/);
+    expect(up.create).toBe(`CREATE TEMP TABLE IF NOT EXISTS ${stage.slice('pg_temp.'.length)} (k0 text, k1 integer, c0 pg_catalog.bpchar) ON COMMIT DELETE ROWS`);
+    expect(up.apply).toContain(`UPDATE "My ""Schema"""."x""; drop table y; --" AS t SET "v" = s.c0 FROM ${stage} AS s WHERE t."select" = s.k0 AND t."a b" = s.k1; TRUNCATE ${stage};`);
+    expect(up.apply.indexOf("set_config('random_page_cost', LEAST(")).toBeLessThan(up.apply.indexOf('UPDATE'));
+    expect(up.apply.lastIndexOf("set_config('random_page_cost', pg_catalog.current_setting('pgferry.random_page_cost')")).toBeGreaterThan(up.apply.indexOf('TRUNCATE'));
+    expect(stagedRows({ op: 'update', rel, keys: ['select', 'a b'], cols: ['v'], rows })).toBe('a\\tb\t1\t\\N\n');
+    const del = stagedSql({ op: 'delete', rel, keys: ['a b'], cols: [], rows }, types)!;
+    expect(del.apply).toContain(`DELETE FROM "My ""Schema"""."x""; drop table y; --" AS t USING pg_temp."pgferry_stage_`);
+    expect(del.create).not.toBe(up.create); // another shape of types, another staging table
+  });
+
+  it('stages nothing when a column type of the replica is unknown (the VALUES form then names the problem)', () => {
+    expect(stagedSql({ op: 'update', rel, keys: ['select'], cols: ['missing'], rows: [] }, types)).toBeNull();
   });
 });
