@@ -5,7 +5,7 @@
  * transaction's updates (runs.ts), or a window's net change per table
  * (net-apply.ts) — reaches the replica as:
  *   1. `CREATE TEMP TABLE IF NOT EXISTS` a staging table with the replica's
- *      own column types (one per shape of types, kept by the connection,
+ *      own column types (one per shape of columns, kept by the connection,
  *      emptied at every commit);
  *   2. `COPY` of the keys and new values into it, in text format, so every
  *      value is read by its column type's input function exactly as the
@@ -62,8 +62,9 @@ export function stagedSql(set: KeyedRows, types: Map<string, string>): StagedSql
   if (!all.every((c) => types.has(c))) return null;
   const names = [...set.keys.map((_, i) => `k${i}`), ...set.cols.map((_, i) => `c${i}`)];
   const colTypes = all.map((c) => types.get(c) as string);
-  // One staging table per shape of types: tables alike share it (it is emptied after every use).
-  const stage = `pg_temp.${ident(`pgferry_stage_${createHash('sha1').update(colTypes.join('\u0000')).digest('hex').slice(0, 20)}`)}`;
+  // One staging table per shape (its columns' names and types): tables alike share it (it is emptied after every use).
+  const shape = names.map((n, i) => `${n} ${colTypes[i]}`).join(', ');
+  const stage = `pg_temp.${ident(`pgferry_stage_${createHash('sha1').update(shape).digest('hex').slice(0, 20)}`)}`;
   const target = qualified(set.rel.schema, set.rel.table);
   const on = set.keys.map((k, i) => `t.${ident(k)} = s.k${i}`).join(' AND ');
   const statement =
@@ -71,7 +72,7 @@ export function stagedSql(set: KeyedRows, types: Map<string, string>): StagedSql
       ? `UPDATE ${target} AS t SET ${set.cols.map((c, i) => `${ident(c)} = s.c${i}`).join(', ')} FROM ${stage} AS s WHERE ${on}`
       : `DELETE FROM ${target} AS t USING ${stage} AS s WHERE ${on}`;
   return {
-    create: `CREATE TEMP TABLE IF NOT EXISTS ${stage.slice('pg_temp.'.length)} (${names.map((n, i) => `${n} ${colTypes[i]}`).join(', ')}) ON COMMIT DELETE ROWS`,
+    create: `CREATE TEMP TABLE IF NOT EXISTS ${stage.slice('pg_temp.'.length)} (${shape}) ON COMMIT DELETE ROWS`,
     copy: `COPY ${stage} FROM STDIN`,
     apply:
       `SELECT pg_catalog.set_config('pgferry.random_page_cost', pg_catalog.current_setting('random_page_cost'), true); ` +

@@ -181,6 +181,12 @@ describe('staged set statements (staging.ts)', () => {
     expect(del.create).not.toBe(up.create); // another shape of types, another staging table
   });
 
+  it('sets whose staging columns have the same types in other roles (keys, values) get staging tables of their own', () => {
+    const a = stagedSql({ op: 'delete', rel, keys: ['a b', 'select'], cols: [], rows: [] }, types)!; // k0 integer, k1 text
+    const b = stagedSql({ op: 'update', rel, keys: ['a b'], cols: ['select'], rows: [] }, types)!; // k0 integer, c0 text
+    expect(a.copy).not.toBe(b.copy);
+  });
+
   it('stages nothing when a column type of the replica is unknown (the VALUES form then names the problem)', () => {
     expect(stagedSql({ op: 'update', rel, keys: ['select'], cols: ['missing'], rows: [] }, types)).toBeNull();
   });
