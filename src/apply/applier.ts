@@ -314,7 +314,7 @@ export class Applier {
    */
   private async setRows(set: KeyedRows): Promise<void> {
     const types = await this.types.get(set.rel);
-    if (set.rows.length >= COPY_MIN_ROWS && (await applyStaged(this.c, set, types))) return;
+    if (set.rows.length >= COPY_MIN_ROWS && (await applyStaged(this.c, set, types, this.log))) return;
     const per = insertRowsLimit(set.keys.length + set.cols.length);
     for (let i = 0; i < set.rows.length; i += per) {
       const part = set.rows.slice(i, i + per);

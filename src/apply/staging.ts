@@ -5,8 +5,10 @@
  * transaction's updates (runs.ts), or a window's net change per table
  * (net-apply.ts) — reaches the replica as:
  *   1. `CREATE TEMP TABLE IF NOT EXISTS` a staging table with the replica's
- *      own column types (one per shape of columns, kept by the connection,
- *      emptied at every commit);
+ *      own column types (one per shape of columns, dropped at commit: a
+ *      staging table kept by the session would hold a dependency on the
+ *      replica's types, and a DBA's DROP TYPE or DROP DOMAIN would fail until
+ *      pgferry's connections close);
  *   2. `COPY` of the keys and new values into it, in text format, so every
  *      value is read by its column type's input function exactly as the
  *      source printed it;
@@ -27,13 +29,15 @@
  *
  * A replica role without the TEMP privilege on its database gets the VALUES
  * form, as before. Everything here runs inside the caller's savepoint: a
- * refusal undoes it, and the caller applies the rows one by one, which names
- * the row.
+ * refused set statement undoes it, and the caller applies the rows one by
+ * one, which names the row.
  */
 import { createHash } from 'node:crypto';
 import type pg from 'pg';
 import { from as copyFrom } from 'pg-copy-streams';
 import type { RelationInfo, Row, Value } from '../change';
+import { isRefusal } from '../errors';
+import type { Logger } from '../logger';
 import { ident, qualified } from '../pg';
 import { copyLines } from './sql-builder';
 
@@ -72,7 +76,7 @@ export function stagedSql(set: KeyedRows, types: Map<string, string>): StagedSql
       ? `UPDATE ${target} AS t SET ${set.cols.map((c, i) => `${ident(c)} = s.c${i}`).join(', ')} FROM ${stage} AS s WHERE ${on}`
       : `DELETE FROM ${target} AS t USING ${stage} AS s WHERE ${on}`;
   return {
-    create: `CREATE TEMP TABLE IF NOT EXISTS ${stage.slice('pg_temp.'.length)} (${shape}) ON COMMIT DELETE ROWS`,
+    create: `CREATE TEMP TABLE IF NOT EXISTS ${stage.slice('pg_temp.'.length)} (${shape}) ON COMMIT DROP`,
     copy: `COPY ${stage} FROM STDIN`,
     apply:
       `SELECT pg_catalog.set_config('pgferry.random_page_cost', pg_catalog.current_setting('random_page_cost'), true); ` +
@@ -87,15 +91,19 @@ export function stagedRows(set: KeyedRows): string {
   return copyLines(set.rows.map((r) => [...set.keys.map((k) => r.old[k]), ...set.cols.map((c) => r.new[c])] as Value[]));
 }
 
-/** Whether each connection's role may create temporary tables (asked once per connection). */
+/** Whether each connection may create temporary tables: its role's TEMP privilege, asked once; false after a refused CREATE. */
 const mayStage = new WeakMap<pg.ClientBase, boolean>();
 
 /**
  * Apply a set through a staging table on the caller's connection, inside its
- * transaction. False, having done nothing: this connection cannot stage (no
- * TEMP privilege) or a column's type is unknown — use the VALUES form.
+ * transaction. False, having changed nothing: this connection cannot stage
+ * (no TEMP privilege, or its CREATE was refused: a temp_tablespaces it may
+ * not use, TEMP revoked since), a column's type is unknown, or the replica
+ * refused a value on COPY — use the VALUES form, which applies the rows or
+ * names the refusal as before. The CREATE and COPY run under a savepoint of
+ * their own for that; a refusal of the set statement reaches the caller.
  */
-export async function applyStaged(c: pg.ClientBase, set: KeyedRows, types: Map<string, string>): Promise<boolean> {
+export async function applyStaged(c: pg.ClientBase, set: KeyedRows, types: Map<string, string>, log: Logger): Promise<boolean> {
   let may = mayStage.get(c);
   if (may === undefined) {
     const { rows } = await c.query(`SELECT pg_catalog.has_database_privilege(pg_catalog.current_database(), 'TEMP') AS ok`);
@@ -104,13 +112,35 @@ export async function applyStaged(c: pg.ClientBase, set: KeyedRows, types: Map<s
   }
   const sql = may ? stagedSql(set, types) : null;
   if (!sql) return false;
-  await c.query(sql.create);
-  const stream = c.query(copyFrom(sql.copy));
-  await new Promise<void>((resolve, reject) => {
-    stream.on('error', reject);
-    stream.on('finish', resolve);
-    stream.end(stagedRows(set));
-  });
-  await c.query(sql.apply);
+  try {
+    await c.query(`SAVEPOINT pgferry_stage; ${sql.create}`);
+  } catch (err) {
+    if (!isRefusal(err)) throw err;
+    await c.query('ROLLBACK TO SAVEPOINT pgferry_stage; RELEASE SAVEPOINT pgferry_stage');
+    mayStage.set(c, false);
+    log.warn({ error: (err as Error).message }, `the replica refused a temporary staging table (${(err as Error).message}); this connection applies bulk updates and deletes with bound parameters instead (slower, same result)`);
+    return false;
+  }
+  try {
+    const stream = c.query(copyFrom(sql.copy));
+    await new Promise<void>((resolve, reject) => {
+      stream.on('error', reject);
+      stream.on('finish', resolve);
+      stream.end(stagedRows(set));
+    });
+  } catch (err) {
+    if (!isRefusal(err)) throw err;
+    await c.query('ROLLBACK TO SAVEPOINT pgferry_stage; RELEASE SAVEPOINT pgferry_stage');
+    return false;
+  }
+  await c.query(`RELEASE SAVEPOINT pgferry_stage; ${sql.apply}`);
+  staged.set(c, (staged.get(c) ?? 0) + 1);
   return true;
+}
+
+const staged = new WeakMap<pg.ClientBase, number>();
+
+/** How many sets a connection has applied through a staging table (its tables are dropped at each commit: this is what shows they were used). */
+export function stagedSets(c: pg.ClientBase): number {
+  return staged.get(c) ?? 0;
 }

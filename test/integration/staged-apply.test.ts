@@ -6,16 +6,20 @@
  * printed it (tabs, newlines, backslashes, `\N` as text, NULLs, arrays,
  * jsonb, numeric scale, blank-padded char), on a table whose name and
  * composite key are full of quotes and spaces; the staging table is what
- * carried them; a row the replica refuses inside a staged run stops the
- * replica naming that row, with nothing of its transaction applied; a role
- * without the TEMP privilege gets the VALUES form, with the same result.
+ * carried them; a row the replica refuses inside a staged run (on the set
+ * statement, or a value on COPY) stops the replica naming that row, with
+ * nothing of its transaction applied; no staging table outlives its
+ * transaction (a DBA can drop a type while apply's connection is open); a
+ * role without the TEMP privilege, or whose staging table is refused after
+ * the check, gets the VALUES form, with the same result.
  */
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import pg from 'pg';
 import type { Change, RelationInfo, Row, TxnMessage } from '../../src/change';
 import { relKey } from '../../src/change';
 import { RejectedChangeError } from '../../src/errors';
-import { applyStaged } from '../../src/apply/staging';
+import { applyStaged, stagedSets } from '../../src/apply/staging';
+import { logger } from '../../src/logger';
 import { CraftedLog, txn } from '../helpers/crafted-log';
 
 const WEIRD: RelationInfo = {
@@ -88,13 +92,12 @@ describe('bulk updates and deletes through a staging table', () => {
 
   const weirdRows = async () => sortRows((await log.rows(WEIRD_ROWS)) as Row[]);
 
-  /** Apply until caught up on one connection; the number of staging tables that connection holds. */
+  /** Apply until caught up on one connection; the number of sets it applied through a staging table. */
   const applyAll = async (o: { client?: pg.Client; maxChanges?: number } = {}) => {
     const c = o.client ?? (await log.client());
     try {
       for (let i = 0; i < 100; i++) if ((await log.apply({ client: c, maxChanges: o.maxChanges })).caughtUp) break;
-      const { rows } = await c.query(`SELECT count(*)::int AS n FROM pg_catalog.pg_class WHERE relname LIKE 'pgferry\\_stage\\_%' AND relpersistence = 't'`);
-      return rows[0].n as number;
+      return stagedSets(c);
     } finally {
       if (!o.client) await c.end();
     }
@@ -119,9 +122,10 @@ describe('bulk updates and deletes through a staging table', () => {
         ...plain.slice(10).map((r): Change => ({ op: 'delete', rel: P, old: { id: r.id } })),
       ]),
     );
-    // One staging table per shape it carried, each kept only if its set statement was not refused (a
-    // refusal rolls it back, and the rows go one by one): both tables' updates and both tables' deletes.
-    expect(await applyAll(), 'staging tables on the apply connection').toBe(4);
+    // Runs are cut at chunk boundaries: the updates' first chunk holds the 400 weird rows and 2,900 plain
+    // ones, the second 3,300 plain; the deletes' first chunk 100 weird and 3,045 plain, the second 3,145.
+    // Six sets, each staged (a refused set statement would have gone row by row, and not count).
+    expect(await applyAll(), 'sets applied through a staging table').toBe(6);
     expect(await weirdRows()).toEqual(sortRows(kept));
     expect(await log.rows('SELECT id::text, v FROM plain ORDER BY plain.id')).toEqual(plain.slice(0, 10).map((r) => ({ id: r.id, v: `${r.v}\tnew` })));
   });
@@ -159,8 +163,7 @@ describe('bulk updates and deletes through a staging table', () => {
         if (r.caughtUp) break;
       }
       expect(net, 'transactions applied as net change').toBeGreaterThan(140);
-      const { rows } = await c.query(`SELECT count(*)::int AS n FROM pg_catalog.pg_class WHERE relname LIKE 'pgferry\\_stage\\_%' AND relpersistence = 't'`);
-      expect(rows[0].n, 'staging tables on the apply connection (the updates; 15 deletes go as VALUES)').toBe(1);
+      expect(stagedSets(c), 'sets applied through a staging table (the updates; 15 deletes go as VALUES)').toBeGreaterThan(0);
     } finally {
       await c.end();
     }
@@ -189,6 +192,78 @@ describe('bulk updates and deletes through a staging table', () => {
     expect(await log.rows(`SELECT lsn::text FROM pgferry.progress WHERE replica = 'r'`)).toEqual([{ lsn: '0/1000' }]);
   });
 
+  it("keeps no staging table past its transaction: a DBA may drop a type of the replica's while apply's connection stays open", async () => {
+    await log.reset(`${SCHEMA} CREATE TYPE mood AS ENUM ('ok', 'meh'); CREATE TABLE moods (id bigint PRIMARY KEY, m mood);`);
+    const MOODS: RelationInfo = { schema: 'public', table: 'moods', identity: 'default', columns: [{ name: 'id', type: 'bigint', key: true }, { name: 'm', type: 'mood', key: false }] };
+    const M = relKey('public', 'moods');
+    const ids = Array.from({ length: 200 }, (_, i) => String(i + 1)); // two chunks of 100: two staged sets
+    await log.publish(
+      ...chunked(0x1000, ids.map((id): Change => ({ op: 'insert', rel: M, new: { id, m: 'ok' } }))).map((m) => ({ ...m, relations: { [M]: MOODS } })),
+      ...chunked(0x2000, ids.map((id): Change => ({ op: 'update', rel: M, old: { id }, new: { id, m: 'meh' } }))).map((m) => ({ ...m, relations: { [M]: MOODS } })),
+    );
+    const c = await log.client();
+    try {
+      for (let i = 0; i < 100; i++) if ((await log.apply({ client: c })).caughtUp) break;
+      expect(stagedSets(c)).toBe(2);
+      expect(await log.rows(`SELECT count(*)::int AS n FROM moods WHERE m = 'meh'`)).toEqual([{ n: 200 }]);
+      await log.cluster.withClient(log.db, (s) => s.query(`ALTER TABLE moods ALTER COLUMN m TYPE text; DROP TYPE mood`));
+    } finally {
+      await c.end();
+    }
+  });
+
+  it('a value the replica refuses on COPY into the staging table stops the replica naming its row, as the VALUES form would', async () => {
+    const rows = Array.from({ length: 100 }, (_, i) => weirdRow(i, 0));
+    await log.publish(...chunked(0x1000, rows.map((r): Change => ({ op: 'insert', rel: W, new: r }))));
+    expect((await log.apply()).txns).toBe(1);
+    const updates = rows.map((r, i) => ({ ...weirdRow(i, 1), n: i === 70 ? 'not a number' : '1.00' }));
+    await log.publish(...chunked(0x2000, updates.map((r): Change => ({ op: 'update', rel: W, old: keyOf(r), new: r }))));
+    const err = await log.apply().catch((e) => e);
+    expect(err).toBeInstanceOf(RejectedChangeError);
+    expect(String(err.message)).toMatch(/^replica 'r': update on public\."we""ird tab" key .*"k 1":"70".* at source position 0\/2000 was rejected: invalid input syntax for type numeric/);
+    expect(await weirdRows()).toEqual(sortRows(rows));
+  });
+
+  it('a staging table refused after the privilege check (TEMP revoked since) sends that connection to the VALUES form, once, with the same result', async () => {
+    const plain = Array.from({ length: 200 }, (_, i) => ({ id: String(i + 1), v: `v${i}` }));
+    await (await log.client()).end(); // pgferry's schema, to grant on
+    await log.cluster.withClient(log.db, (c) =>
+      c.query(`
+        DROP ROLE IF EXISTS latetemp; CREATE ROLE latetemp LOGIN;
+        GRANT USAGE ON SCHEMA public, pgferry TO latetemp;
+        GRANT ALL ON ALL TABLES IN SCHEMA public, pgferry TO latetemp;`),
+    );
+    const warnings: string[] = [];
+    const spy = Object.assign(Object.create(logger), { warn: (_o: unknown, msg: string) => warnings.push(msg) });
+    const c = new pg.Client({ connectionString: log.cluster.url(log.db, 'latetemp') });
+    await c.connect();
+    try {
+      // The check (TEMP granted) is made and kept by the connection; no temporary table exists yet.
+      const unknownTypes = new Map<string, string>();
+      const one = { op: 'update' as const, rel: PLAIN, keys: ['id'], cols: ['v'], rows: [{ old: { id: '1' }, new: { id: '1', v: 'x' } }] };
+      expect(await applyStaged(c, one, unknownTypes, spy)).toBe(false);
+      await log.cluster.withClient(log.db, (s) => s.query(`REVOKE TEMP ON DATABASE ${log.db} FROM PUBLIC`));
+      await log.publish(
+        ...chunked(0x1000, plain.map((r): Change => ({ op: 'insert', rel: P, new: r }))),
+        ...chunked(0x2000, plain.map((r): Change => ({ op: 'update', rel: P, old: { id: r.id }, new: { id: r.id, v: `${r.v}+` } }))),
+      );
+      await c.query('BEGIN');
+      const types = new Map([['id', 'bigint'], ['v', 'text']]);
+      const set = { ...one, rows: plain.map((r) => ({ old: { id: r.id }, new: { id: r.id, v: 'never' } })) };
+      expect(await applyStaged(c, set, types, spy)).toBe(false); // refused: rolled back to its savepoint, the transaction goes on
+      expect(await applyStaged(c, set, types, spy)).toBe(false); // and not asked again
+      await c.query('ROLLBACK');
+      expect(warnings).toHaveLength(1);
+      expect(warnings[0]).toMatch(/refused a temporary staging table \(permission denied.*bound parameters instead/);
+      for (let i = 0; i < 100; i++) if ((await log.apply({ client: c })).caughtUp) break;
+      expect(stagedSets(c)).toBe(0);
+    } finally {
+      await c.end();
+      await log.cluster.withClient(log.db, (s) => s.query(`GRANT TEMP ON DATABASE ${log.db} TO PUBLIC; DROP OWNED BY latetemp; DROP ROLE latetemp`));
+    }
+    expect(await log.rows('SELECT id::text, v FROM plain ORDER BY plain.id')).toEqual(plain.map((r) => ({ id: r.id, v: `${r.v}+` })));
+  });
+
   it('a role without the TEMP privilege gets the VALUES form, with the same result', async () => {
     const plain = Array.from({ length: 200 }, (_, i) => ({ id: String(i + 1), v: `v${i}` }));
     await (await log.client()).end(); // pgferry's schema, to grant on
@@ -205,13 +280,13 @@ describe('bulk updates and deletes through a staging table', () => {
       try {
         const types = new Map([['id', 'bigint'], ['v', 'text']]);
         const set = { op: 'update' as const, rel: PLAIN, keys: ['id'], cols: ['v'], rows: [{ old: { id: '1' }, new: { id: '1', v: 'x' } }] };
-        expect(await applyStaged(c, set, types)).toBe(false);
+        expect(await applyStaged(c, set, types, logger)).toBe(false);
         await log.publish(
           ...chunked(0x1000, plain.map((r): Change => ({ op: 'insert', rel: P, new: r }))),
           ...chunked(0x2000, plain.map((r): Change => ({ op: 'update', rel: P, old: { id: r.id }, new: { id: r.id, v: `${r.v}\\again` } }))),
           ...chunked(0x3000, plain.slice(0, 100).map((r): Change => ({ op: 'delete', rel: P, old: { id: r.id } }))),
         );
-        expect(await applyAll({ client: c }), 'staging tables').toBe(0);
+        expect(await applyAll({ client: c }), 'sets applied through a staging table').toBe(0);
       } finally {
         await c.end();
       }

@@ -171,7 +171,7 @@ describe('staged set statements (staging.ts)', () => {
     const up = stagedSql({ op: 'update', rel, keys: ['select', 'a b'], cols: ['v'], rows }, types)!;
     const stage = up.copy.slice('COPY '.length, -' FROM STDIN'.length);
     expect(stage).toMatch(/^pg_temp\."pgferry_stage_[0-9a-f]{20}"$/);
-    expect(up.create).toBe(`CREATE TEMP TABLE IF NOT EXISTS ${stage.slice('pg_temp.'.length)} (k0 text, k1 integer, c0 pg_catalog.bpchar) ON COMMIT DELETE ROWS`);
+    expect(up.create).toBe(`CREATE TEMP TABLE IF NOT EXISTS ${stage.slice('pg_temp.'.length)} (k0 text, k1 integer, c0 pg_catalog.bpchar) ON COMMIT DROP`);
     expect(up.apply).toContain(`UPDATE "My ""Schema"""."x""; drop table y; --" AS t SET "v" = s.c0 FROM ${stage} AS s WHERE t."select" = s.k0 AND t."a b" = s.k1; TRUNCATE ${stage};`);
     expect(up.apply.indexOf("set_config('random_page_cost', LEAST(")).toBeLessThan(up.apply.indexOf('UPDATE'));
     expect(up.apply.lastIndexOf("set_config('random_page_cost', pg_catalog.current_setting('pgferry.random_page_cost')")).toBeGreaterThan(up.apply.indexOf('TRUNCATE'));
