@@ -118,7 +118,11 @@ export async function applyStaged(c: pg.ClientBase, set: KeyedRows, types: Map<s
     if (!isRefusal(err)) throw err;
     await c.query('ROLLBACK TO SAVEPOINT pgferry_stage; RELEASE SAVEPOINT pgferry_stage');
     mayStage.set(c, false);
-    log.warn({ error: (err as Error).message }, `the replica refused a temporary staging table (${(err as Error).message}); this connection applies bulk updates and deletes with bound parameters instead (slower, same result)`);
+    log.warn(
+      { error: (err as Error).message },
+      `the replica refused a temporary staging table (${(err as Error).message}); this connection applies bulk updates and deletes with bound parameters instead (slower, same result). ` +
+        `For the faster path, let the replica role create temporary tables in its database (GRANT TEMP ON DATABASE <database> TO <role>, and a temp_tablespaces it may use)`,
+    );
     return false;
   }
   try {
