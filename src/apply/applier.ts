@@ -318,15 +318,7 @@ export class Applier {
     const per = insertRowsLimit(set.keys.length + set.cols.length);
     for (let i = 0; i < set.rows.length; i += per) {
       const part = set.rows.slice(i, i + per);
-      const st =
-        set.op === 'update'
-          ? buildUpdateRows(set.rel, set.keys, set.cols, part, types)
-          : buildDeleteRows(
-              set.rel,
-              set.keys,
-              part.map((p) => p.old),
-              types,
-            );
+      const st = set.op === 'update' ? buildUpdateRows(set.rel, set.keys, set.cols, part, types) : buildDeleteRows(set.rel, set.keys, part.map((r) => r.old), types);
       await this.c.query(await this.types.prepared(set.rel, st));
     }
   }

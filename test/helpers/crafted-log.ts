@@ -1,4 +1,5 @@
 import pg from 'pg';
+import { afterAll, beforeAll, beforeEach } from 'vitest';
 import * as amqp from 'amqplib';
 import type { Change, RelationInfo, Row, TxnMessage } from '../../src/change';
 import { relKey } from '../../src/change';
@@ -129,6 +130,25 @@ export class CraftedLog {
     await this.rabbit.close().catch(() => undefined);
     this.cluster.destroy();
   }
+}
+
+/**
+ * A suite on one CraftedLog: created before its tests, closed after them,
+ * and reset to `schema` (its own stream, an empty replica) before each.
+ * `set` receives it: `let log: CraftedLog; useCraftedLog(SCHEMA, (l) => (log = l));`.
+ */
+export function useCraftedLog(schema: string, set: (log: CraftedLog) => void): void {
+  let log: CraftedLog | undefined;
+  beforeAll(async () => {
+    log = await CraftedLog.create();
+    set(log);
+  });
+  afterAll(async () => {
+    await log?.close();
+  });
+  beforeEach(async () => {
+    await log!.reset(schema);
+  });
 }
 
 /** A relation of the crafted log: id bigint key, v text. */

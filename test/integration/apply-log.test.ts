@@ -1,5 +1,5 @@
-import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
-import { CraftedLog, ins, relation, txn } from '../helpers/crafted-log';
+import { beforeEach, describe, expect, it } from 'vitest';
+import { CraftedLog, useCraftedLog, ins, relation, txn } from '../helpers/crafted-log';
 import { relKey } from '../../src/change';
 import { GapError, ProtocolError, RejectedChangeError } from '../../src/errors';
 import { formatLsn } from '../../src/lsn';
@@ -23,20 +23,11 @@ const SCHEMA = `
 
 describe('apply of crafted logs', () => {
   let log: CraftedLog;
-
-  beforeAll(async () => {
-    log = await CraftedLog.create();
-  });
-  afterAll(async () => {
-    await log?.close();
-  });
+  // Every test: its own stream and an empty replica.
+  useCraftedLog(SCHEMA, (l) => (log = l));
 
   let at = 0x1000;
   const next = () => (at += 0x100);
-  beforeEach(async () => {
-    // Every test: its own stream and an empty replica.
-    await log.reset(SCHEMA);
-  });
 
   it('defect A: small transactions before a large one re-sent from chunk 0 stay applied', async () => {
     // Before the fix, the savepoint of the large transaction was taken before the queued single-row

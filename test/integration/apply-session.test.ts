@@ -1,4 +1,4 @@
-import { afterAll, beforeAll, beforeEach, describe, expect, it, vi } from 'vitest';
+import { describe, expect, it, vi } from 'vitest';
 import { StreamReader } from '../../src/changelog/stream';
 
 const realOpen = StreamReader.open.bind(StreamReader);
@@ -19,7 +19,7 @@ async function silence(reader: StreamReader): Promise<void> {
   const raw = reader as unknown as { ch: { cancel(tag: string): Promise<unknown> }; tag: string };
   await raw.ch.cancel(raw.tag);
 }
-import { CraftedLog, ins, txn } from '../helpers/crafted-log';
+import { CraftedLog, useCraftedLog, ins, txn } from '../helpers/crafted-log';
 import { RejectedChangeError, UnavailableError } from '../../src/errors';
 import { LogCursor, START_OF_LOG } from '../../src/changelog/cursor';
 import { waitFor } from '../helpers/wait';
@@ -38,15 +38,7 @@ const SCHEMA = `
 
 describe('apply sessions', () => {
   let log: CraftedLog;
-  beforeAll(async () => {
-    log = await CraftedLog.create();
-  });
-  afterAll(async () => {
-    await log?.close();
-  });
-  beforeEach(async () => {
-    await log.reset(SCHEMA);
-  });
+  useCraftedLog(SCHEMA, (l) => (log = l));
 
   let at = 0x1000;
   const next = () => (at += 0x100);

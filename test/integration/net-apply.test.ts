@@ -8,11 +8,11 @@
  * ordered apply; a row the replica refuses inside a window stops the replica
  * at that transaction with everything before it applied.
  */
-import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import type { Change, RelationInfo, Row, TxnMessage } from '../../src/change';
 import { relKey } from '../../src/change';
 import { RejectedChangeError } from '../../src/errors';
-import { CraftedLog, txn } from '../helpers/crafted-log';
+import { CraftedLog, useCraftedLog, txn } from '../helpers/crafted-log';
 
 const HOT: RelationInfo = {
   schema: 'public',
@@ -83,15 +83,7 @@ const sortedRows = (m: Map<string, Row>) =>
 
 describe('net-change apply', () => {
   let log: CraftedLog;
-  beforeAll(async () => {
-    log = await CraftedLog.create();
-  });
-  afterAll(async () => {
-    await log?.close();
-  });
-  beforeEach(async () => {
-    await log.reset(SCHEMA);
-  });
+  useCraftedLog(SCHEMA, (l) => (log = l));
 
   /** Apply until caught up, in small batches (so rows outlive a window); the number of transactions applied as net change. */
   const applyAll = async (netChange: boolean) => {

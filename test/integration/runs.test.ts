@@ -1,5 +1,5 @@
-import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
-import { CraftedLog, ins, txn } from '../helpers/crafted-log';
+import { describe, expect, it } from 'vitest';
+import { CraftedLog, useCraftedLog, ins, txn } from '../helpers/crafted-log';
 import { RejectedChangeError } from '../../src/errors';
 import { LogCursor, START_OF_LOG, type LogPosition } from '../../src/changelog/cursor';
 import { rewindReplica } from '../../src/apply/rewind';
@@ -23,15 +23,7 @@ const SCHEMA = `
 
 describe('runs of transactions in one message', () => {
   let log: CraftedLog;
-  beforeAll(async () => {
-    log = await CraftedLog.create();
-  });
-  afterAll(async () => {
-    await log?.close();
-  });
-  beforeEach(async () => {
-    await log.reset(SCHEMA);
-  });
+  useCraftedLog(SCHEMA, (l) => (log = l));
 
   let at = 0x1000;
   const next = () => (at += 0x100);

@@ -13,14 +13,14 @@
  * role without the TEMP privilege, or whose staging table is refused after
  * the check, gets the VALUES form, with the same result.
  */
-import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import pg from 'pg';
 import type { Change, RelationInfo, Row, TxnMessage } from '../../src/change';
 import { relKey } from '../../src/change';
 import { RejectedChangeError } from '../../src/errors';
 import { applyStaged, stagedSets } from '../../src/apply/staging';
 import { logger } from '../../src/logger';
-import { CraftedLog, txn } from '../helpers/crafted-log';
+import { CraftedLog, useCraftedLog, txn } from '../helpers/crafted-log';
 
 const WEIRD: RelationInfo = {
   schema: 'public',
@@ -80,15 +80,7 @@ function chunked(at: number, changes: Change[]): TxnMessage[] {
 
 describe('bulk updates and deletes through a staging table', () => {
   let log: CraftedLog;
-  beforeAll(async () => {
-    log = await CraftedLog.create();
-  });
-  afterAll(async () => {
-    await log?.close();
-  });
-  beforeEach(async () => {
-    await log.reset(SCHEMA);
-  });
+  useCraftedLog(SCHEMA, (l) => (log = l));
 
   const weirdRows = async () => sortRows((await log.rows(WEIRD_ROWS)) as Row[]);
 
