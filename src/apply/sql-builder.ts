@@ -112,20 +112,8 @@ export function copyText(cols: string[], rows: Row[]): string {
   return out;
 }
 
-/** Rows given as lists of values, in COPY's text format (as copyText). */
-export function copyLines(rows: Value[][]): string {
-  let out = '';
-  for (const row of rows) {
-    for (let i = 0; i < row.length; i++) {
-      if (i > 0) out += '\t';
-      out += copyField(row[i]);
-    }
-    out += '\n';
-  }
-  return out;
-}
-
-function copyField(v: Value | undefined): string {
+/** One value in COPY's text format (as copyText writes it). */
+export function copyField(v: Value | undefined): string {
   return v === null || v === undefined ? '\\N' : COPY_SPECIAL.test(v) ? v.replace(COPY_ESCAPE, escapeCopyChar) : v;
 }
 

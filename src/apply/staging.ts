@@ -35,11 +35,11 @@
 import { createHash } from 'node:crypto';
 import type pg from 'pg';
 import { from as copyFrom } from 'pg-copy-streams';
-import type { RelationInfo, Row, Value } from '../change';
+import type { RelationInfo, Row } from '../change';
 import { isRefusal } from '../errors';
 import type { Logger } from '../logger';
 import { ident, qualified } from '../pg';
-import { copyLines } from './sql-builder';
+import { copyField } from './sql-builder';
 
 /** Rows updated or deleted by key, each at most once, all of one table and (updates) writing the same columns. */
 export interface KeyedRows {
@@ -88,7 +88,13 @@ export function stagedSql(set: KeyedRows, types: Map<string, string>): StagedSql
 
 /** The COPY input of a set: each row's key, then (updates) the values it writes. */
 export function stagedRows(set: KeyedRows): string {
-  return copyLines(set.rows.map((r) => [...set.keys.map((k) => r.old[k]), ...set.cols.map((c) => r.new[c])] as Value[]));
+  let out = '';
+  for (const r of set.rows) {
+    for (let i = 0; i < set.keys.length; i++) out += (i ? '\t' : '') + copyField(r.old[set.keys[i]]);
+    for (const c of set.cols) out += '\t' + copyField(r.new[c]);
+    out += '\n';
+  }
+  return out;
 }
 
 /** Whether each connection may create temporary tables: its role's TEMP privilege, asked once; false after a refused CREATE. */
