@@ -142,6 +142,8 @@ export class StreamFeed {
     let expired = false;
     const attach = async (): Promise<StreamReader> => {
       const r = await StreamReader.open(o.rabbit, o.source, stored.offset ?? 'first', 256);
+      // Decode what arrives while the replica runs the batch's statements (issue 27, item 3).
+      r.decodeAhead(DECODE_AHEAD_BYTES);
       reader = r;
       if (expired) throw new Error('attach abandoned'); // the deadline passed: closed below, nobody reads it
       // Then (a stream re-created after this is seen by the reader, whose consumer RabbitMQ cancels): is it the stream the position is in?
@@ -236,6 +238,13 @@ class StopAt extends Error {
     super(error.message);
   }
 }
+
+/**
+ * Bytes of stream messages decoded ahead of the batch loop (StreamReader.decodeAhead): a few thousand
+ * TPC-B transactions, or 32 chunks of a large one (envelope CHUNK_BYTES), so the decoded objects stay
+ * within tens of MB.
+ */
+export const DECODE_AHEAD_BYTES = 4 * 1024 * 1024;
 
 async function runBatch(o: ApplyBatchOptions, feed: StreamFeed, stopAt?: StopPoint): Promise<{ result: BatchResult; abandoned: boolean }> {
   const c = o.client;

@@ -48,13 +48,13 @@ export function windowable(m: TxnMessage): boolean {
 }
 
 /** The key a window reduces a table's changes by: none for a table whose rows only a whole image identifies. */
-function netKeys(r: RelationInfo): string[] {
+function netKeys(r: RelationInfo): readonly string[] {
   return r.identity === 'full' || r.identity === 'nothing' ? [] : keyColumns(r);
 }
 
 export interface TableNet {
   rel: RelationInfo;
-  keys: string[];
+  keys: readonly string[];
   net: NetChange[];
 }
 

@@ -54,6 +54,13 @@ export interface NetChange {
 
 /** JSON of the key values in key-column order: a map key for one row. */
 export function keyOf(keys: readonly string[], row: Row): string | null {
+  if (keys.length === 1) {
+    // One key column (the common case): its value tagged, so null and every text stay distinct, without a JSON text per change.
+    const k = keys[0];
+    if (!(k in row)) return null;
+    const v = row[k];
+    return v === null ? 'n' : `s${v}`;
+  }
   const values: (string | null)[] = [];
   for (const k of keys) {
     if (!(k in row)) return null;
@@ -74,7 +81,11 @@ export class KeyNotUnique extends Error {
   }
 }
 
-const pick = (keys: readonly string[], row: Row): Row => Object.fromEntries(keys.map((k) => [k, row[k]]));
+function pick(keys: readonly string[], row: Row): Row {
+  const out: Row = {};
+  for (const k of keys) out[k] = row[k];
+  return out;
+}
 
 /**
  * The net change of `changes` (row changes of one table whose key columns are

@@ -19,8 +19,15 @@ function stmt(text: string, values: Value[]): Statement {
   return { name: `pf_${createHash('sha1').update(text).digest('hex').slice(0, 20)}`, text, values };
 }
 
-export function keyColumns(rel: RelationInfo): string[] {
-  return rel.columns.filter((c) => c.key).map((c) => c.name);
+/** Key columns of descriptions that cannot change (the reader's frozen, shared RelationInfo objects): asked once per change on apply's hot path. */
+const keysOfFrozen = new WeakMap<RelationInfo, readonly string[]>();
+
+export function keyColumns(rel: RelationInfo): readonly string[] {
+  const hit = keysOfFrozen.get(rel);
+  if (hit) return hit;
+  const keys = rel.columns.filter((c) => c.key).map((c) => c.name);
+  if (Object.isFrozen(rel) && Object.isFrozen(rel.columns) && rel.columns.every((c) => Object.isFrozen(c))) keysOfFrozen.set(rel, Object.freeze(keys));
+  return keys;
 }
 
 /** The identity of a row as shown in errors: {"id":"42"}. */
@@ -127,7 +134,7 @@ const escapeCopyChar = (ch: string) => (ch === '\\' ? '\\\\' : ch === '\t' ? '\\
  * column types (without typmod: the assignment still checks length and
  * precision, as a one-row UPDATE would); every value is a parameter.
  */
-export function buildUpdateRows(rel: RelationInfo, keys: string[], cols: string[], rows: { old: Row; new: Row }[], types: Map<string, string>): Statement {
+export function buildUpdateRows(rel: RelationInfo, keys: readonly string[], cols: string[], rows: { old: Row; new: Row }[], types: Map<string, string>): Statement {
   const all = [...keys, ...cols];
   const tuples = rows.map((_, r) => `(${all.map((c, i) => `$${r * all.length + i + 1}::${types.get(c)}`).join(', ')})`);
   const names = [...keys.map((_, i) => `k${i}`), ...cols.map((_, i) => `c${i}`)];
@@ -139,7 +146,7 @@ export function buildUpdateRows(rel: RelationInfo, keys: string[], cols: string[
 }
 
 /** Several rows deleted by key in one statement (DELETE … USING (VALUES …)). */
-export function buildDeleteRows(rel: RelationInfo, keys: string[], olds: Row[], types: Map<string, string>): Statement {
+export function buildDeleteRows(rel: RelationInfo, keys: readonly string[], olds: Row[], types: Map<string, string>): Statement {
   const tuples = olds.map((_, r) => `(${keys.map((k, i) => `$${r * keys.length + i + 1}::${types.get(k)}`).join(', ')})`);
   const text =
     `DELETE FROM ${qualified(rel.schema, rel.table)} AS t USING (VALUES ${tuples.join(', ')}) AS v(${keys.map((_, i) => `k${i}`).join(', ')}) ` +

@@ -45,7 +45,7 @@ import { copyField } from './sql-builder';
 export interface KeyedRows {
   op: 'update' | 'delete';
   rel: RelationInfo;
-  keys: string[];
+  keys: readonly string[];
   /** The columns an update writes (none for a delete). */
   cols: string[];
   /** Each row's key (from `old`) and, for an update, the values it writes (from `new`). */

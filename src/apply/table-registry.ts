@@ -128,13 +128,18 @@ export function route(gate: TableGate, m: TxnMessage): Routed {
     } else if (d === 'unknown') unknown.add(key);
   };
   const of = (relKey: string) => m.relations[relKey];
+  /** Decisions for the rows of each relation key, while `g` stays as it is. */
+  const decided = new Map<string, { d: Decision; key: string }>();
   for (const ch of m.changes) {
     if (ch.op === 'schema') {
       const r = decideSchema(g, m.lsn, ch);
       if (!r) continue;
       put(r.d, r.key, ch);
       // A joining table renamed during its copy is followed too: its rows under the new name are kept, not unknown.
-      if ((r.d === 'apply' || r.d === 'pend') && g.entries && ch.after) g = { ...g, entries: followed(g.entries, ch, g.takesNewTables) };
+      if ((r.d === 'apply' || r.d === 'pend') && g.entries && ch.after) {
+        g = { ...g, entries: followed(g.entries, ch, g.takesNewTables) };
+        decided.clear();
+      }
     } else if (ch.op === 'truncate') {
       const now: string[] = [];
       const later: string[] = [];
@@ -160,7 +165,10 @@ export function route(gate: TableGate, m: TxnMessage): Routed {
         apply.push(ch); // undescribed: the applier names the broken message
         continue;
       }
-      put(decide(g, m.lsn, r.schema, r.table), tableKey(r.schema, r.table), ch);
+      // One decision per table and registry state in a chunk (not per row: this runs for every change applied).
+      let known = decided.get(ch.rel);
+      if (!known) decided.set(ch.rel, (known = { d: decide(g, m.lsn, r.schema, r.table), key: tableKey(r.schema, r.table) }));
+      put(known.d, known.key, ch);
     }
   }
   return {

@@ -396,6 +396,8 @@ export const DEFAULT_READER_BYTES = 64 * 1024 * 1024;
 export interface StreamMessage {
   offset: number;
   body: Buffer;
+  /** The body decoded ahead of time by the reader (StreamReader.decodeAhead), or why it could not be. */
+  decoded?: { txns: TxnMessage[] } | { error: unknown };
   /** Commit LSN of the message's transaction (from its header, without decoding the body). */
   lsn?: string;
   /** The identity of the stream it was published to (header; absent in messages of older pgferry). */
@@ -405,7 +407,12 @@ export interface StreamMessage {
 /** A stream message as the protocol reads it (protocol.ts LogMessage): its body decoded once, when first read. */
 export function logMessageOf(m: StreamMessage): LogMessage {
   let decoded: TxnMessage[] | undefined;
-  const all = () => (decoded ??= decodeTxns(m.body));
+  const ahead = m.decoded;
+  const all = () => {
+    if (decoded) return decoded;
+    if (ahead && 'error' in ahead) throw ahead.error;
+    return (decoded = ahead ? ahead.txns : decodeTxns(m.body));
+  };
   return { offset: m.offset, lsn: m.lsn, stream: m.stream, read: () => all()[0], readAll: all };
 }
 
@@ -434,6 +441,17 @@ export class StreamReader {
   private tag = '';
   /** Offset of the last message delivered (null: none yet). */
   lastOffset: number | null = null;
+  /**
+   * Decode-ahead (`decodeAhead`): buffered messages are decoded while the
+   * event loop has nothing else to do — while the consumer waits on its
+   * database — up to this many bytes of bodies ahead of the consumer
+   * (0: off, each body is decoded when the consumer reads it).
+   */
+  private aheadBytes = 0;
+  /** Index in `buffered` of the next message to decode ahead, and the bytes decoded and not yet taken. */
+  private decodeAt = 0;
+  private decodedBytes = 0;
+  private pumping: NodeJS.Immediate | null = null;
 
   private constructor(
     private readonly ch: amqp.Channel,
@@ -465,6 +483,7 @@ export class StreamReader {
           r.buffered.push({ offset, body: msg.content, lsn: typeof lsn === 'string' ? lsn : undefined, stream: typeof stream === 'string' ? stream : undefined, msg });
           r.bufferedBytes += msg.content.length;
           r.wake();
+          r.schedule();
         },
         { noAck: false, arguments: { 'x-stream-offset': from } },
       ));
@@ -496,10 +515,12 @@ export class StreamReader {
     const m = this.take();
     if (m) {
       this.bufferedBytes -= m.body.length;
+      if (m.decoded) this.decodedBytes -= m.body.length;
       this.unacked = m.msg;
       this.unackedCount += 1;
       this.settle();
-      return { offset: m.offset, body: m.body, lsn: m.lsn, stream: m.stream };
+      this.schedule();
+      return { offset: m.offset, body: m.body, lsn: m.lsn, stream: m.stream, decoded: m.decoded };
     }
     if (this.error) throw this.error;
     return null;
@@ -510,11 +531,48 @@ export class StreamReader {
     if (this.head >= this.buffered.length) return undefined;
     const m = this.buffered[this.head];
     this.buffered[this.head++] = undefined as unknown as Delivered;
+    if (this.decodeAt < this.head) this.decodeAt = this.head;
     if (this.head === this.buffered.length || this.head >= 1024) {
       this.buffered = this.buffered.slice(this.head);
+      this.decodeAt -= this.head;
       this.head = 0;
     }
     return m;
+  }
+
+  /**
+   * Decode buffered messages ahead of the consumer, in the event loop's idle
+   * time (issue 27, item 3: apply reads and decodes the next transactions
+   * while the replica runs the statements of the last ones). Decoding is
+   * pure, so a message decoded ahead reads exactly as one decoded when
+   * taken; one that cannot be decoded carries its error to the consumer.
+   * At most `bytes` of bodies are held decoded and not yet taken.
+   */
+  decodeAhead(bytes: number): void {
+    this.aheadBytes = bytes;
+    this.schedule();
+  }
+
+  private schedule(): void {
+    if (this.pumping || !this.aheadBytes || this.error || this.decodeAt >= this.buffered.length || this.decodedBytes >= this.aheadBytes) return;
+    this.pumping = setImmediate(() => this.pump());
+  }
+
+  /** One slice of decoding (about a millisecond, so a reply the consumer awaits is not held up), then yield. */
+  private pump(): void {
+    this.pumping = null;
+    const until = performance.now() + 1;
+    while (!this.error && this.decodeAt < this.buffered.length && this.decodedBytes < this.aheadBytes) {
+      const m = this.buffered[this.decodeAt++];
+      try {
+        m.decoded = { txns: decodeTxns(m.body) };
+      } catch (error) {
+        m.decoded = { error };
+      }
+      this.decodedBytes += m.body.length;
+      if (performance.now() >= until) break;
+    }
+    this.schedule();
   }
 
   /**
@@ -550,6 +608,8 @@ export class StreamReader {
 
   async close(): Promise<void> {
     this.error ??= new Error('reader closed');
+    if (this.pumping) clearImmediate(this.pumping);
+    this.pumping = null;
     if (this.tag) await this.ch.cancel(this.tag).catch(() => undefined);
     await this.ch.close().catch(() => undefined);
   }

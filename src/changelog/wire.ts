@@ -99,7 +99,8 @@ export function decodeMessages(body: Buffer): TxnMessage[] {
 function fromRun(w: WireRun): TxnMessage[] {
   if (!Array.isArray(w.run) || !w.run.length) throw malformed('a run holds no transactions', RUN_VERSION);
   return w.run.map((t) => {
-    const m = fromV2({ ...t, v: 2, source: w.source, ...(w.stream !== undefined ? { stream: w.stream } : {}) } as WireV2);
+    // The run's source and stream are each transaction's (passed, not spread into a copy of it: a run is read on apply's hot path).
+    const m = fromV2(t as WireV2, w.source, w.stream);
     if (m.seq !== 0 || !m.last) throw malformed(`transaction ${m.lsn} of a run is not whole`, RUN_VERSION);
     return m;
   });
@@ -217,7 +218,8 @@ function readRels(text: unknown): { keys: string[]; rels: RelationInfo[]; relati
   return out;
 }
 
-function fromV2(w: WireV2): TxnMessage {
+/** A version 2 object as a transaction; a run's transactions take `source` and `stream` from the run. */
+function fromV2(w: WireV2, source = w.source, stream = w.stream): TxnMessage {
   const { keys, rels, relations } = readRels(w.rels);
   if (!Array.isArray(w.ch)) throw malformed('ch is not a list');
   const rel = (i: unknown): RelationInfo => {
@@ -244,10 +246,10 @@ function fromV2(w: WireV2): TxnMessage {
         throw malformed(`unknown change kind ${JSON.stringify((c as unknown[])[0])}`);
     }
   });
-  const m: TxnMessage = { v: 2, source: w.source, xid: w.xid, lsn: w.lsn, endLsn: w.endLsn, commitTime: w.commitTime, seq: w.seq, last: w.last, relations, changes };
+  const m: TxnMessage = { v: 2, source, xid: w.xid, lsn: w.lsn, endLsn: w.endLsn, commitTime: w.commitTime, seq: w.seq, last: w.last, relations, changes };
   if (w.history !== undefined) m.history = w.history;
   if (w.gap !== undefined) m.gap = w.gap;
-  if (w.stream !== undefined) m.stream = w.stream;
+  if (stream !== undefined) m.stream = stream;
   return m;
 }
 

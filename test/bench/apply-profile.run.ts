@@ -14,8 +14,11 @@ import { CraftedLog } from '../helpers/crafted-log';
  * scale 10 writes them): the catch-up rate of one apply session with capture,
  * Temporal and the source out of the picture, and where its time goes
  * (wall vs the process's own CPU). Run with --cpu-prof for a profile.
+ * Messages hold runs of PGFERRY_PROFILE_RUN transactions (default 64).
  */
 const TXNS = Number(process.env.PGFERRY_PROFILE_TXNS ?? 50_000);
+/** Transactions per message (PGFERRY_PROFILE_RUN, default 64): capture closes runs of about this many under TPC-B load. */
+const RUN = Number(process.env.PGFERRY_PROFILE_RUN ?? 64);
 const PGBENCH = '/usr/lib/postgresql/15/bin/pgbench';
 let log: CraftedLog;
 
@@ -62,8 +65,9 @@ beforeAll(async () => {
   execFileSync(PGBENCH, ['-i', '-q', '-s', '10', '-I', 'dtGvp', log.cluster.url(log.db)], { stdio: 'pipe' });
   const t0 = Date.now();
   const txns = workload(TXNS);
-  for (let i = 0; i < txns.length; i += 1000) await log.publish(...txns.slice(i, i + 1000));
-  console.log(`published ${TXNS} transactions in ${((Date.now() - t0) / 1000).toFixed(1)} s`);
+  // As capture publishes a backlog: runs of RUN transactions per message (1: a message each).
+  for (let i = 0; i < txns.length; i += RUN) await (RUN > 1 ? log.publishRun(...txns.slice(i, i + RUN)) : log.publish(txns[i]));
+  console.log(`published ${TXNS} transactions in runs of ${RUN} in ${((Date.now() - t0) / 1000).toFixed(1)} s`);
 }, 600_000);
 
 afterAll(async () => log?.close());
