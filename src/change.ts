@@ -173,8 +173,14 @@ export function relLabel(r: { schema: string; table: string }): string {
 
 /** Microseconds since the Unix epoch → ISO 8601 with all six fractional digits. */
 export function microsToIso(micros: bigint): string {
-  const ms = micros / 1000n;
-  const rest = Number(((micros % 1_000_000n) + 1_000_000n) % 1_000_000n);
-  const base = new Date(Number(ms)).toISOString(); // 2026-01-01T00:00:00.123Z
-  return `${base.slice(0, 19)}.${String(rest).padStart(6, '0')}Z`;
+  // As a number: exact for any time before the year 2255 (2^53 µs); capture converts one per transaction.
+  const n = Number(micros);
+  const seconds = Math.floor(n / 1_000_000);
+  const rest = n - seconds * 1_000_000;
+  if (!Number.isSafeInteger(n)) return `${new Date(seconds * 1000).toISOString().slice(0, 19)}.${String(rest).padStart(6, '0')}Z`;
+  if (seconds !== lastSecond.s) lastSecond = { s: seconds, text: new Date(seconds * 1000).toISOString().slice(0, 19) }; // 2026-01-01T00:00:00
+  return `${lastSecond.text}.${String(rest).padStart(6, '0')}Z`;
 }
+
+/** The date and time of the last whole second converted: consecutive commits mostly share it. */
+let lastSecond = { s: NaN, text: '' };

@@ -23,13 +23,33 @@ export function formatLsn(lsn: Lsn): string {
 
 /** Canonical form of any LSN string ("00000000/016B3748" → "0/16B3748"). */
 export function normalizeLsn(text: string): string {
+  if (CANONICAL_RE.test(text)) return text;
   return formatLsn(parseLsn(text));
 }
 
+/** Already canonical: upper-case hex without leading zeros. */
+const CANONICAL_RE = /^(?:0|[1-9A-F][0-9A-F]{0,7})\/(?:0|[1-9A-F][0-9A-F]{0,7})$/;
+
+/** The canonical text of an LSN given as its two 32-bit halves (as the replication protocol sends it). */
+export function formatLsnHalves(hi: number, lo: number): string {
+  return `${hi.toString(16).toUpperCase()}/${lo.toString(16).toUpperCase()}`;
+}
+
+/**
+ * An LSN's halves as numbers (each below 2^32, so exact): compared without a
+ * bigint, since capture and apply compare positions for every transaction.
+ */
+function halves(text: string): [number, number] {
+  const m = LSN_RE.exec(text);
+  if (!m) return halves(formatLsn(parseLsn(text))); // surrounding blanks; anything else parseLsn names
+  return [parseInt(m[1], 16), parseInt(m[2], 16)];
+}
+
 export function compareLsn(a: string, b: string): number {
-  const x = parseLsn(a);
-  const y = parseLsn(b);
-  return x < y ? -1 : x > y ? 1 : 0;
+  if (a === b) return 0;
+  const [ah, al] = halves(a);
+  const [bh, bl] = halves(b);
+  return ah !== bh ? (ah < bh ? -1 : 1) : al < bl ? -1 : al > bl ? 1 : 0;
 }
 
 /** Bytes between two positions, never negative. */

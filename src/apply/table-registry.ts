@@ -22,7 +22,7 @@
  * test/unit/table-registry.property.test.ts.
  */
 import type pg from 'pg';
-import type { Change, TxnMessage } from '../change';
+import type { Change, RelationInfo, TxnMessage } from '../change';
 import { compareLsn, ZERO_LSN } from '../lsn';
 import { decodeMessage, encodeMessage } from '../changelog/wire';
 import { ConfigError } from '../errors';
@@ -46,6 +46,19 @@ export interface RegisteredTable extends TableEntry {
 /** A table's key in the registry: schema and name exactly, whatever characters they hold. */
 export function tableKey(schema: string, table: string): string {
   return JSON.stringify([schema, table]);
+}
+
+/** Registry keys of descriptions that cannot change (the reader's frozen, shared RelationInfo objects). */
+const keysOfFrozen = new WeakMap<RelationInfo, string>();
+
+/** A described table's key in the registry (kept for frozen descriptions: asked for every chunk applied). */
+function keyOfRelation(r: RelationInfo): string {
+  let key = keysOfFrozen.get(r);
+  if (key === undefined) {
+    key = tableKey(r.schema, r.table);
+    if (Object.isFrozen(r)) keysOfFrozen.set(r, key);
+  }
+  return key;
 }
 
 /**
@@ -84,10 +97,10 @@ export interface Routed {
   entries: Map<string, TableEntry> | null;
 }
 
-export function decide(gate: TableGate, lsn: string, schema: string, table: string, created = false): Decision {
+export function decide(gate: TableGate, lsn: string, schema: string, table: string, created = false, key = tableKey(schema, table)): Decision {
   const configured = !gate.legacy || gate.legacy.has(`${schema}.${table}`);
   if (!gate.entries) return configured ? 'apply' : 'skip';
-  const e = gate.entries.get(tableKey(schema, table));
+  const e = gate.entries.get(key);
   // A table created on the source joins a replica that takes every table, or lists it by name.
   if (!e) return created && (gate.takesNewTables || gate.legacy?.has(`${schema}.${table}`)) ? 'apply' : 'unknown';
   if (e.state === 'removed' || compareLsn(lsn, e.from) <= 0) return 'skip';
@@ -167,7 +180,10 @@ export function route(gate: TableGate, m: TxnMessage): Routed {
       }
       // One decision per table and registry state in a chunk (not per row: this runs for every change applied).
       let known = decided.get(ch.rel);
-      if (!known) decided.set(ch.rel, (known = { d: decide(g, m.lsn, r.schema, r.table), key: tableKey(r.schema, r.table) }));
+      if (!known) {
+        const key = keyOfRelation(r);
+        decided.set(ch.rel, (known = { d: decide(g, m.lsn, r.schema, r.table, false, key), key }));
+      }
       put(known.d, known.key, ch);
     }
   }

@@ -16,7 +16,7 @@
  */
 import { PgoutputPlugin, Pgoutput } from 'pg-logical-replication';
 import type { Row } from '../../change';
-import { formatLsn } from '../../lsn';
+import { formatLsnHalves } from '../../lsn';
 
 export class TextPgoutputPlugin extends PgoutputPlugin {
   private readonly relations = new Map<number, Pgoutput.MessageRelation>();
@@ -174,9 +174,10 @@ class Reader {
   }
 
   private lsn(): string {
-    const v = this.buf.readBigUInt64BE(this.pos);
+    const hi = this.buf.readUInt32BE(this.pos);
+    const lo = this.buf.readUInt32BE(this.pos + 4);
     this.pos += 8;
-    return formatLsn(v);
+    return formatLsnHalves(hi, lo);
   }
 
   /** Microseconds since the Unix epoch (the wire counts from 2000-01-01). */

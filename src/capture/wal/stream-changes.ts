@@ -81,6 +81,9 @@ async function checkSlot(catalog: pg.Client, source: string): Promise<string> {
   return slot.confirmedFlushLsn ?? ZERO_LSN;
 }
 
+/** The slot is acknowledged at most this often as RabbitMQ confirms transactions (CaptureRun.ackSoon). */
+const ACK_EVERY_MS = 100;
+
 /** One capture run on one replication connection: the message handler, the acknowledgements, and the stop. */
 class CaptureRun {
   readonly progress: CaptureProgress;
@@ -98,6 +101,9 @@ class CaptureRun {
   // order) and those the handler has finished: equal when nothing is queued or in progress.
   private received = 0;
   private handled = 0;
+  /** A slot acknowledgement waiting for ACK_EVERY_MS to pass, and when the last one was sent. */
+  private ackTimer: NodeJS.Timeout | null = null;
+  private lastAckAt = 0;
   onTransaction: () => void = () => undefined;
 
   constructor(
@@ -161,6 +167,8 @@ class CaptureRun {
       clearInterval(keepalive);
       heartbeat.stop();
       if (timer) clearTimeout(timer);
+      if (this.ackTimer) clearTimeout(this.ackTimer); // acknowledged below when stopping cleanly
+      this.ackTimer = null;
     }
     // Stopping: publish the run held, and let outstanding confirms land so the slot moves as far as it may.
     if (!this.fatal) await this.runs.flush().catch((err: Error) => (this.fatal ??= err));
@@ -250,12 +258,30 @@ class CaptureRun {
     }
     if (this.acks.position !== p.confirmedLsn) {
       p.confirmedLsn = this.acks.position;
-      this.sendAck();
+      this.ackSoon();
     }
+  }
+
+  /**
+   * Acknowledge the slot now, or once ACK_EVERY_MS has passed since the last
+   * acknowledgement: under load RabbitMQ confirms a run every millisecond or
+   * so, and one standby status message per confirm cost capture a sixth of
+   * its CPU (W3, measured with --cpu-prof). The position the slot is
+   * acknowledged to is the same, at most ACK_EVERY_MS later.
+   */
+  private ackSoon(): void {
+    if (this.ackTimer) return;
+    const wait = this.lastAckAt + ACK_EVERY_MS - Date.now();
+    if (wait <= 0) return this.sendAck();
+    this.ackTimer = setTimeout(() => this.sendAck(), wait);
+    this.ackTimer.unref();
   }
 
   /** The lib adds 1 to what it is given; the server must receive exactly the confirmed position. */
   private sendAck(): void {
+    if (this.ackTimer) clearTimeout(this.ackTimer);
+    this.ackTimer = null;
+    this.lastAckAt = Date.now();
     const lsn = parseLsn(this.progress.confirmedLsn);
     if (lsn > 0n) void this.service.acknowledge(formatLsn(lsn - 1n)).catch(() => undefined);
   }
