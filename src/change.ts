@@ -3,13 +3,13 @@
  *
  * One message = one source transaction, one ordered chunk of a large one
  * (seq 0..n, `last` on the final chunk), or a run of whole transactions
- * (changelog/wire.ts version 3; each read as its own TxnMessage). Every
+ * (changelog/wire.ts versions 3 and 4; each read as its own TxnMessage). Every
  * chunk carries the transaction's commit LSN, which is its position: replicas apply a transaction only if its
  * `lsn` is above the position they recorded, so re-sent transactions are
  * harmless. Values are PostgreSQL's own text form (exactly what `::text`
  * prints), or null; column types travel by name in `relations`.
  */
-/** The envelope version of a single transaction or chunk (changelog/wire.ts; runs are version 3); it reads 1 to 3. */
+/** The envelope version of a single transaction or chunk (changelog/wire.ts; runs are version 4); it reads 1 to 4. */
 export const ENVELOPE_VERSION = 2;
 
 export type Value = string | null;
@@ -121,7 +121,7 @@ export interface SchemaChange {
 export type Change = RowChange | TruncateChange | SchemaChange;
 
 export interface TxnMessage {
-  /** The envelope version the message was read in (or is made for): 1 or 2, the same content either way. */
+  /** The envelope version the message was read in (or is made for): 1 or 2 (a run's transactions read as 2), the same content either way. */
   v: 1 | 2;
   source: string;
   xid: number;

@@ -218,7 +218,7 @@ export function decodeTxns(body: Buffer): TxnMessage[] {
   return decodeMessages(body);
 }
 
-/** A run of whole transactions as one message (envelope version 3, wire.ts). */
+/** A run of whole transactions as one message (envelope version 4, wire.ts). */
 export function encodeTxnRun(txns: TxnMessage[]): Buffer {
   return encodeRun(txns);
 }

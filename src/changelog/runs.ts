@@ -1,7 +1,7 @@
 /**
  * Capture's end of runs (issue 27): whole source transactions that arrive
  * while RabbitMQ has not yet confirmed enough of what was published wait in
- * one open run, published as one message (envelope version 3) as soon as
+ * one open run, published as one message (envelope version 4) as soon as
  * the confirm window has room, or when the run reaches its bound in
  * transactions or bytes. A quiet source finds the window empty and
  * publishes each transaction at once: runs add no latency, they only form

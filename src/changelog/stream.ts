@@ -272,7 +272,7 @@ export class StreamPublisher {
 
   /**
    * Publish a run: whole transactions, in commit order, as one message
-   * (envelope version 3). Its header position is its first transaction's
+   * (envelope version 4). Its header position is its first transaction's
    * (what a reader attaching at its offset must find at or below its own);
    * `pgferry-txns` says how many it holds.
    */

@@ -1,6 +1,7 @@
 /**
- * The bytes of one change-log message. pgferry writes version 2 and reads
- * versions 1 and 2, so a stream written by an older pgferry is still read.
+ * The bytes of one change-log message. pgferry writes version 2 (one
+ * transaction or chunk) and version 4 (a run), and reads versions 1 to 4, so
+ * a stream written by an older pgferry is still read.
  *
  * Version 1 is the message model itself as JSON (change.ts): every row an
  * object naming its columns, every relation's columns as objects.
@@ -28,6 +29,13 @@
  *   { "v": 3, source, stream?, "run": [<version 2 object without v, source, stream>, …] }
  * A run is read as its transactions, each at the run's stream offset
  * (protocol.ts). Large transactions still travel as chunks, one per message.
+ *
+ * Version 4 is what pgferry writes for a run: version 3 with each distinct
+ * `rels` text written once, for the run, and each transaction naming its own
+ * by index:
+ *   { "v": 4, source, stream?, "rels": ["<rels text>", …], "run": [<as in version 3, with "ri": index instead of "rels">, …] }
+ * The transactions of a run mostly touch the same tables, and their
+ * description was two thirds of a TPC-B transaction's bytes in version 3.
  */
 import { Change, ENVELOPE_VERSION, RelationInfo, Row, SchemaChange, TxnMessage, Value, relKey } from '../change';
 import { ProtocolError } from '../errors';
@@ -48,10 +56,11 @@ type WireChange =
 /** The message's header fields as they are, its relations and changes in the compact form. */
 type WireV2 = Omit<TxnMessage, 'v' | 'relations' | 'changes'> & { v: 2; rels: string; ch: WireChange[] };
 
-/** The version of a run: several whole transactions in one message. */
-export const RUN_VERSION = 3;
+/** The version pgferry writes a run in: several whole transactions in one message (it reads version 3 too). */
+export const RUN_VERSION = 4;
 
 type WireRun = { v: 3; source: string; stream?: string; run: Omit<WireV2, 'v' | 'source' | 'stream'>[] };
+type WireRunShared = { v: 4; source: string; stream?: string; rels: string[]; run: (Omit<WireV2, 'v' | 'source' | 'stream' | 'rels'> & { ri: number })[] };
 
 export function encodeMessage(m: TxnMessage): Buffer {
   return Buffer.from(JSON.stringify(toV2(m) ?? { ...m, v: 1 }));
@@ -64,15 +73,22 @@ export function encodeMessage(m: TxnMessage): Buffer {
 export function encodeRun(txns: TxnMessage[]): Buffer {
   if (txns.length === 1) return encodeMessage(txns[0]);
   if (!txns.length) throw new Error('a run holds at least one transaction');
-  const run: WireRun['run'] = [];
+  const run: WireRunShared['run'] = [];
+  const rels: string[] = [];
+  const relsIndex = new Map<string, number>();
   for (const m of txns) {
     if (m.seq !== 0 || !m.last || m.gap !== undefined) throw new Error(`transaction ${m.lsn}: only whole transactions travel in a run`);
     const w = toV2(m);
     if (!w) throw new Error(`transaction ${m.lsn} cannot be written in envelope version 2, so not in a run`);
-    const { v: _v, source: _s, stream: _st, ...rest } = w;
-    run.push(rest);
+    const { v: _v, source: _s, stream: _st, rels: text, ...rest } = w;
+    let ri = relsIndex.get(text);
+    if (ri === undefined) {
+      relsIndex.set(text, (ri = rels.length));
+      rels.push(text);
+    }
+    run.push({ ...rest, ri });
   }
-  const out: WireRun = { v: RUN_VERSION, source: txns[0].source, run };
+  const out: WireRunShared = { v: RUN_VERSION, source: txns[0].source, rels, run };
   if (txns[0].stream !== undefined) out.stream = txns[0].stream;
   return Buffer.from(JSON.stringify(out));
 }
@@ -92,16 +108,23 @@ export function decodeMessages(body: Buffer): TxnMessage[] {
   }
   if (w?.v === 1) return [w as TxnMessage];
   if (w?.v === 2) return [fromV2(w as WireV2)];
-  if (w?.v === RUN_VERSION) return fromRun(w as WireRun);
+  if (w?.v === 3 || w?.v === 4) return fromRun(w as WireRun | WireRunShared);
   throw new ProtocolError(`unsupported change envelope version ${String(w?.v)} (this pgferry reads versions 1 to ${RUN_VERSION}); upgrade pgferry`);
 }
 
-function fromRun(w: WireRun): TxnMessage[] {
-  if (!Array.isArray(w.run) || !w.run.length) throw malformed('a run holds no transactions', RUN_VERSION);
+function fromRun(w: WireRun | WireRunShared): TxnMessage[] {
+  if (!Array.isArray(w.run) || !w.run.length) throw malformed('a run holds no transactions', w.v);
+  if (w.v === 4 && (!Array.isArray(w.rels) || !w.rels.every((r) => typeof r === 'string'))) throw malformed('rels is not a list of texts', w.v);
   return w.run.map((t) => {
-    // The run's source and stream are each transaction's (passed, not spread into a copy of it: a run is read on apply's hot path).
-    const m = fromV2(t as WireV2, w.source, w.stream);
-    if (m.seq !== 0 || !m.last) throw malformed(`transaction ${m.lsn} of a run is not whole`, RUN_VERSION);
+    // The run's source, stream and (version 4) relation texts are each transaction's: passed, not spread
+    // into a copy of it (a run is read on apply's hot path).
+    let rels = (t as WireV2).rels;
+    if (w.v === 4) {
+      rels = w.rels[(t as WireRunShared['run'][number]).ri];
+      if (rels === undefined) throw malformed(`a transaction names relation set ${String((t as { ri?: unknown }).ri)}, which the run does not hold`, w.v);
+    }
+    const m = fromV2(t as WireV2, w.source, w.stream, rels, w.v);
+    if (m.seq !== 0 || !m.last) throw malformed(`transaction ${m.lsn} of a run is not whole`, w.v);
     return m;
   });
 }
@@ -186,22 +209,22 @@ function toValues(cols: RelationInfo['columns'], row: Row): Values | null {
 const relsRead = new Map<string, { keys: string[]; rels: RelationInfo[]; relations: Record<string, RelationInfo> }>();
 const RELS_KEPT = 256;
 
-function readRels(text: unknown): { keys: string[]; rels: RelationInfo[]; relations: Record<string, RelationInfo> } {
-  if (typeof text !== 'string') throw malformed('rels is not a string');
+function readRels(text: unknown, v = 2): { keys: string[]; rels: RelationInfo[]; relations: Record<string, RelationInfo> } {
+  if (typeof text !== 'string') throw malformed('rels is not a string', v);
   const hit = relsRead.get(text);
   if (hit) return hit;
   let raw: WireRel[];
   try {
     raw = JSON.parse(text) as WireRel[];
   } catch (err) {
-    throw malformed(`rels is not valid JSON (${(err as Error).message})`);
+    throw malformed(`rels is not valid JSON (${(err as Error).message})`, v);
   }
-  if (!Array.isArray(raw)) throw malformed('rels is not a list');
+  if (!Array.isArray(raw)) throw malformed('rels is not a list', v);
   const keys: string[] = [];
   const rels: RelationInfo[] = [];
   const relations: Record<string, RelationInfo> = {};
   for (const r of raw) {
-    if (!Array.isArray(r) || typeof r[0] !== 'string' || typeof r[1] !== 'string' || !Array.isArray(r[3])) throw malformed('a relation is not [schema, table, identity, columns]');
+    if (!Array.isArray(r) || typeof r[0] !== 'string' || typeof r[1] !== 'string' || !Array.isArray(r[3])) throw malformed('a relation is not [schema, table, identity, columns]', v);
     // Frozen: every message of these tables shares these objects (and toRow names values by them), so
     // a consumer that changed one — a handler sorting an event's columns — would garble later messages.
     const columns = Object.freeze(r[3].map(([name, type, key]) => Object.freeze({ name, type, key: key === 1 }))) as RelationInfo['columns'];
@@ -219,12 +242,12 @@ function readRels(text: unknown): { keys: string[]; rels: RelationInfo[]; relati
 }
 
 /** A version 2 object as a transaction; a run's transactions take `source` and `stream` from the run. */
-function fromV2(w: WireV2, source = w.source, stream = w.stream): TxnMessage {
-  const { keys, rels, relations } = readRels(w.rels);
-  if (!Array.isArray(w.ch)) throw malformed('ch is not a list');
+function fromV2(w: WireV2, source = w.source, stream = w.stream, relsText: unknown = w.rels, v = 2): TxnMessage {
+  const { keys, rels, relations } = readRels(relsText, v);
+  if (!Array.isArray(w.ch)) throw malformed('ch is not a list', v);
   const rel = (i: unknown): RelationInfo => {
     const r = typeof i === 'number' ? rels[i] : undefined;
-    if (!r) throw malformed(`a change names relation ${String(i)}, which the message does not describe`);
+    if (!r) throw malformed(`a change names relation ${String(i)}, which the message does not describe`, v);
     return r;
   };
   const changes: Change[] = w.ch.map((c): Change => {

@@ -99,7 +99,7 @@ describe('the wire format (envelope version 2)', () => {
     expect(bad({ rels: '[["s","t","default",[["id","int",1]]]]', ch: [['i', 0, ['1', '2']]] })).toThrow(/does not match its 1 columns/);
   });
 
-  it('version 3, a run: decodes to exactly the whole transactions it encoded, in order; a single transaction is written as itself (property)', () => {
+  it('version 4, a run: decodes to exactly the whole transactions it encoded, in order; a single transaction is written as itself (property)', () => {
     const whole = message().map((m): TxnMessage => {
       const w: TxnMessage = { ...m, seq: 0, last: true, endLsn: '0/1A3B', stream: 'S1' };
       delete w.gap;
@@ -108,12 +108,26 @@ describe('the wire format (envelope version 2)', () => {
     fc.assert(
       fc.property(fc.array(whole, { minLength: 1, maxLength: 6 }), (txns) => {
         const body = encodeRun(txns);
-        expect(JSON.parse(body.toString()).v).toBe(txns.length > 1 ? 3 : 2);
+        const w = JSON.parse(body.toString());
+        expect(w.v).toBe(txns.length > 1 ? 4 : 2);
         expect(decodeMessages(body)).toEqual(txns);
         expect(decodeMessage(body)).toEqual(txns[0]);
+        if (txns.length === 1) return;
+        // Each distinct description once; and the same run as version 3 (each transaction its own `rels`, as pgferry wrote runs before) reads the same.
+        expect(new Set(w.rels).size).toBe(w.rels.length);
+        const v3 = { v: 3, source: w.source, stream: w.stream, run: w.run.map(({ ri, ...t }: { ri: number }) => ({ ...t, rels: w.rels[ri] })) };
+        expect(decodeMessages(Buffer.from(JSON.stringify(v3)))).toEqual(txns);
       }),
       { numRuns: 500 },
     );
+  });
+
+  it('writes a run of transactions of the same tables with their description once', () => {
+    const rel = { schema: 's', table: 't', identity: 'default' as const, columns: [{ name: 'id', type: 'integer', key: true }] };
+    const t = (i: number): TxnMessage => ({ v: 2, source: 'm', xid: i, lsn: `0/${i}`, endLsn: `0/${i}`, commitTime: 'x', seq: 0, last: true, relations: { [relKey('s', 't')]: rel }, changes: [{ op: 'insert', rel: relKey('s', 't'), new: { id: String(i) } }] });
+    const w = JSON.parse(encodeRun([t(1), t(2), t(3)]).toString());
+    expect(w.rels).toHaveLength(1);
+    expect(w.run.map((x: { ri: number; rels?: string }) => [x.ri, x.rels])).toEqual([[0, undefined], [0, undefined], [0, undefined]]);
   });
 
   it('refuses a run that is empty or holds part of a transaction, writing and reading', () => {
@@ -124,5 +138,13 @@ describe('the wire format (envelope version 2)', () => {
     expect(run([])).toThrow(ProtocolError);
     expect(run([])).toThrow(/version 3 is malformed: a run holds no transactions/);
     expect(run([{ xid: 1, lsn: '0/1', endLsn: '', commitTime: 'x', seq: 1, last: true, rels: '[]', ch: [] }])).toThrow(/transaction 0\/1 of a run is not whole/);
+    const run4 = (rels: unknown, r: unknown) => () => decodeMessages(Buffer.from(JSON.stringify({ v: 4, source: 'm', rels, run: r })));
+    const whole = { xid: 1, lsn: '0/1', endLsn: '', commitTime: 'x', seq: 0, last: true, ch: [] };
+    expect(run4(['[]'], [])).toThrow(/version 4 is malformed: a run holds no transactions/);
+    expect(run4('[]', [{ ...whole, ri: 0 }])).toThrow(/version 4 is malformed: rels is not a list of texts/);
+    expect(run4(['[]'], [{ ...whole, ri: 1 }])).toThrow(/version 4 is malformed: a transaction names relation set 1, which the run does not hold/);
+    expect(run4(['nope'], [{ ...whole, ri: 0 }])).toThrow(/version 4 is malformed: rels is not valid JSON/);
+    expect(run4(['[]'], [{ ...whole, ri: 0, seq: 1 }])).toThrow(/transaction 0\/1 of a run is not whole/);
+    expect(run4(['[]'], [{ ...whole, ri: 0 }])()).toHaveLength(1);
   });
 });
