@@ -12,10 +12,18 @@
  * replica refuses the set form. Many rows updated or deleted by key, in a run
  * or a window, go through a staging table (staging.ts).
  *
+ * A full window is sent while the next one fills (issue 27, item 3: the
+ * replica runs one window's statements while apply reads and reduces the
+ * next transactions): at most one window is in flight, and every other use
+ * of the connection waits for it first (`settle`), so the replica still
+ * receives everything in order, and a window's refusal or error surfaces at
+ * the next step of the batch, which then stops as before.
+ *
  * The applier works inside the caller's transaction and never commits; the
  * batch (apply-batch.ts) frames it. Queued statements are sent before
  * anything that depends on them: `flush()` before a savepoint, before a run,
- * and before the checkpoint is written.
+ * and before the checkpoint is written; `quiesce()` before the batch rolls
+ * back.
  */
 import type pg from 'pg';
 import { from as copyFrom } from 'pg-copy-streams';
@@ -63,6 +71,8 @@ export class Applier {
   /** Whole transactions of keyed tables gathered for net-change apply (net-apply.ts); never at once with a queued group. */
   private window: TxnMessage[] = [];
   private windowChanges = 0;
+  /** The window being written while the next one fills (null: none); awaited before anything else uses the connection. */
+  private sending: Promise<void> | null = null;
   /** Transactions applied as part of a window's net change (not in order after a refusal). */
   netTxns = 0;
   /** The gate as it was at the batch's savepoint of a transaction in several chunks (`mark`), restored by `rollback`. */
@@ -93,6 +103,7 @@ export class Applier {
     const routed = route(this.gate, chunk);
     this.gate = { ...this.gate, entries: routed.entries };
     if (routed.pend) {
+      await this.settle();
       await TableRegistry.pend(this.c, this.replica, routed.pend.keys, routed.pend.m);
       // A joining table renamed during its copy keeps its entry under the new name (route() followed it in memory).
       for (const ch of routed.pend.m.changes) if (ch.op === 'schema') await this.follow(ch);
@@ -106,7 +117,7 @@ export class Applier {
       await this.flushGroup();
       this.window.push(m);
       this.windowChanges += m.changes.length;
-      if (this.windowChanges >= WINDOW_CHANGES) await this.flushWindow();
+      if (this.windowChanges >= WINDOW_CHANGES) await this.sendWindow();
       return;
     }
     await this.flushWindow();
@@ -129,10 +140,25 @@ export class Applier {
     this.types.refresh();
   }
 
-  /** Send everything kept (the window or the queued group), in order. */
+  /** Send everything kept (the window or the queued group), in order, and wait until the replica has it. */
   async flush(): Promise<void> {
     await this.flushGroup();
     await this.flushWindow();
+  }
+
+  /** The batch is giving up (it rolls back next): wait for the window in flight, whatever its outcome, so nothing of it reaches the replica after the rollback. */
+  async quiesce(): Promise<void> {
+    const s = this.sending;
+    this.sending = null;
+    await s?.catch(() => undefined);
+  }
+
+  /** Wait for the window in flight; its error (a refusal naming the row, a lost connection) is thrown here. */
+  private async settle(): Promise<void> {
+    const s = this.sending;
+    if (!s) return;
+    this.sending = null;
+    await s;
   }
 
   /** Every change of `m` as it happened: runs as one statement, single rows queued, a TRUNCATE alone. */
@@ -182,10 +208,27 @@ export class Applier {
    * form, its transactions in order instead (a refusal then names the row).
    */
   private async flushWindow(): Promise<void> {
+    await this.settle();
+    const txns = this.takeWindow();
+    if (txns.length) await this.writeWindow(txns);
+  }
+
+  /** Start writing the full window, after the one in flight; the batch goes on reading meanwhile. */
+  private async sendWindow(): Promise<void> {
+    await this.settle();
+    const sending = this.writeWindow(this.takeWindow());
+    sending.catch(() => undefined); // observed by the next settle (or quiesce), not left unhandled meanwhile
+    this.sending = sending;
+  }
+
+  private takeWindow(): TxnMessage[] {
     const txns = this.window;
-    if (!txns.length) return;
     this.window = [];
     this.windowChanges = 0;
+    return txns;
+  }
+
+  private async writeWindow(txns: TxnMessage[]): Promise<void> {
     const tables = txns.length > 1 ? this.reduce(txns) : null; // one transaction: its own runs and groups do as well
     if (!tables) return this.applyAllInOrder(txns);
     await this.c.query('SAVEPOINT pgferry_net');
@@ -234,6 +277,7 @@ export class Applier {
   /** Send everything queued, in order; if the replica refuses the group, apply its changes one by one. */
   private async flushGroup(): Promise<void> {
     if (!this.group.size) return;
+    await this.settle();
     const { params, items } = this.group.take();
     if (items.length === 1) return this.one(items[0].m, items[0].change); // nothing to group
     await this.c.query('SAVEPOINT pgferry_group');

@@ -252,12 +252,14 @@ async function runBatch(o: ApplyBatchOptions, feed: StreamFeed, stopAt?: StopPoi
   await c.query('BEGIN ISOLATION LEVEL READ COMMITTED');
   const everyMs = o.heartbeatMs ?? 2000;
   const heartbeat = new Heartbeat(o.heartbeat, { everyMs, minGapMs: everyMs / 2 }).start();
+  let applier: Applier | undefined;
   try {
     const stored = await lockProgress(o);
     const { reader, protocol } = await feed.at(o, stored);
     // Read under the checkpoint's lock: a table joins or leaves (table-registry.ts) between batches.
     const gate = await TableRegistry.gate(c, o.replica, o.tables, o.tables === undefined);
-    const batch = new BatchLoop(o, reader, protocol, new Applier(c, o.replica, o.log, gate, o.netChange ?? true, o.schemaPolicy ?? 'apply'), heartbeat, stopAt);
+    applier = new Applier(c, o.replica, o.log, gate, o.netChange ?? true, o.schemaPolicy ?? 'apply');
+    const batch = new BatchLoop(o, reader, protocol, applier, heartbeat, stopAt);
     const result = await batch.run(stored);
     const at = protocol.position;
     if (at.offset !== stored.offset || at.lsn !== stored.lsn || (at.history ?? null) !== stored.history || (at.stream ?? null) !== stored.stream) {
@@ -269,6 +271,8 @@ async function runBatch(o: ApplyBatchOptions, feed: StreamFeed, stopAt?: StopPoi
     if (result.txns > 0) crashPoint('apply-after-commit'); // test-only (PGFERRY_TEST_CRASH_AT): committed, activity not returned
     return { result, abandoned: batch.abandoned };
   } catch (err) {
+    // A window still being written (the error came from elsewhere: the stream, a stop) finishes first: nothing of it may reach the replica after the rollback.
+    await applier?.quiesce();
     await c.query('ROLLBACK').catch(() => undefined);
     throw err;
   } finally {

@@ -6,9 +6,13 @@
  * would leave it — compared with an oracle and with net-change turned off;
  * a replica-only unique constraint that the set form trips falls back to
  * ordered apply; a row the replica refuses inside a window stops the replica
- * at that transaction with everything before it applied.
+ * at that transaction with everything before it applied — also when that
+ * window was being written while the next one filled (a batch of several
+ * windows, applier.ts `sendWindow`).
  */
-import { describe, expect, it } from 'vitest';
+import { describe, expect, it, vi } from 'vitest';
+import { Applier } from '../../src/apply/applier';
+import { WINDOW_CHANGES } from '../../src/apply/net-apply';
 import type { Change, RelationInfo, Row, TxnMessage } from '../../src/change';
 import { relKey } from '../../src/change';
 import { RejectedChangeError } from '../../src/errors';
@@ -141,6 +145,44 @@ describe('net-change apply', () => {
       { id: 1, a: 'y', big: 'b1' },
       { id: 2, a: 'x', big: 'b2' },
     ]);
+  });
+
+  /** Publish in runs of 100 transactions (one message each): thousands of transactions, quickly. */
+  const publishRuns = async (txns: TxnMessage[]) => {
+    for (let i = 0; i < txns.length; i += 100) await log.publishRun(...txns.slice(i, i + 100));
+  };
+
+  it('a batch of several windows, each written while the next fills, lands exactly as its transactions one by one', async () => {
+    const seed = 20261207;
+    const { txns, final } = hotHistory(seed, 2400, 0x10000);
+    await log.cluster.withClient(log.db, (c) => c.query(`INSERT INTO hot SELECT id::int, a, big FROM jsonb_to_recordset($1::jsonb) AS t(id text, a text, big text)`, [JSON.stringify(INITIAL)]));
+    await publishRuns(txns);
+    const sent = vi.spyOn(Applier.prototype as unknown as { sendWindow: () => Promise<void> }, 'sendWindow');
+    try {
+      const r = await log.apply({ maxChanges: 100_000, maxWaitMs: 60_000 });
+      expect(r.txns).toBe(txns.length);
+      expect(r.changes, 'one batch of several windows').toBeGreaterThan(2 * WINDOW_CHANGES);
+      expect(sent.mock.calls.length, 'windows written while the next filled').toBeGreaterThanOrEqual(2);
+      expect(r.netTxns).toBeGreaterThan(txns.length * 0.9);
+    } finally {
+      sent.mockRestore();
+    }
+    expect(await log.rows('SELECT id, a, big FROM hot ORDER BY id'), `seed ${seed}`).toEqual(sortedRows(final));
+    expect(await log.rows(`SELECT lsn::text FROM pgferry.progress WHERE replica = 'r'`)).toEqual([{ lsn: txns[txns.length - 1].lsn }]);
+  });
+
+  it('a row refused in a window written while the next filled stops at its transaction, with every transaction before it applied', async () => {
+    await log.cluster.withClient(log.db, (c) => c.query(`ALTER TABLE hot ADD CONSTRAINT no_poison CHECK (a IS DISTINCT FROM 'poison')`));
+    const poison = WINDOW_CHANGES / 2; // inside the first window, which is written while the second fills
+    const txns = Array.from({ length: WINDOW_CHANGES * 3 }, (_, i) =>
+      txn(0x100000 + i * 0x100, [{ op: 'insert', rel: REL, new: { id: String(i + 1), a: i + 1 === poison ? 'poison' : `ok${i + 1}`, big: 'b' } }], { rels: [HOT] }),
+    );
+    await publishRuns(txns);
+    const err = await log.apply({ maxChanges: 100_000, maxWaitMs: 60_000 }).catch((e) => e);
+    expect(err).toBeInstanceOf(RejectedChangeError);
+    expect(String(err.message)).toMatch(new RegExp(`^replica 'r': insert on public\\.hot key \\{"id":"${poison}"\\} at source position ${txns[poison - 1].lsn} was rejected: .*no_poison`));
+    expect(await log.rows('SELECT count(*)::int AS n, max(id) AS last FROM hot')).toEqual([{ n: poison - 1, last: poison - 1 }]);
+    expect(await log.rows(`SELECT lsn::text FROM pgferry.progress WHERE replica = 'r'`)).toEqual([{ lsn: txns[poison - 2].lsn }]);
   });
 
   it('a row the replica refuses inside a window stops at its transaction, with every transaction before it applied', async () => {
