@@ -159,6 +159,23 @@ export interface TxnMessage {
   stream?: string;
 }
 
+/**
+ * A value derived from a relation description, computed once per
+ * description that cannot change: a reader's descriptions are frozen and
+ * shared by every message of the same tables (changelog/wire.ts), so apply
+ * asks for the same derived values (key columns, registry key) change after
+ * change. A description that is not frozen is derived anew each time.
+ */
+export function perRelation<T>(derive: (r: RelationInfo) => T): (r: RelationInfo) => T {
+  const kept = new WeakMap<RelationInfo, T>();
+  return (r) => {
+    if (kept.has(r)) return kept.get(r) as T;
+    const value = derive(r);
+    if (Object.isFrozen(r) && Object.isFrozen(r.columns) && r.columns.every((c) => Object.isFrozen(c))) kept.set(r, value);
+    return value;
+  };
+}
+
 /** Key of a relation in `relations`: unambiguous for any schema and table name. */
 export function relKey(schema: string, table: string): string {
   return JSON.stringify([schema, table]);

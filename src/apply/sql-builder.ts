@@ -5,7 +5,7 @@
  * arrays and json included, arrives exactly as the source printed it).
  */
 import { createHash } from 'node:crypto';
-import type { RelationInfo, Row, Value } from '../change';
+import { perRelation, type RelationInfo, type Row, type Value } from '../change';
 import { ident, qualified } from '../pg';
 
 export interface Statement {
@@ -19,16 +19,8 @@ function stmt(text: string, values: Value[]): Statement {
   return { name: `pf_${createHash('sha1').update(text).digest('hex').slice(0, 20)}`, text, values };
 }
 
-/** Key columns of descriptions that cannot change (the reader's frozen, shared RelationInfo objects): asked once per change on apply's hot path. */
-const keysOfFrozen = new WeakMap<RelationInfo, readonly string[]>();
-
-export function keyColumns(rel: RelationInfo): readonly string[] {
-  const hit = keysOfFrozen.get(rel);
-  if (hit) return hit;
-  const keys = rel.columns.filter((c) => c.key).map((c) => c.name);
-  if (Object.isFrozen(rel) && Object.isFrozen(rel.columns) && rel.columns.every((c) => Object.isFrozen(c))) keysOfFrozen.set(rel, Object.freeze(keys));
-  return keys;
-}
+/** The key columns' names, in column order (asked once per change on apply's hot path: kept per description). */
+export const keyColumns: (rel: RelationInfo) => readonly string[] = perRelation((rel) => Object.freeze(rel.columns.filter((c) => c.key).map((c) => c.name)));
 
 /** The identity of a row as shown in errors: {"id":"42"}. */
 export function describeKey(rel: RelationInfo, row: Row): string {

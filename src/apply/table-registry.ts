@@ -22,7 +22,7 @@
  * test/unit/table-registry.property.test.ts.
  */
 import type pg from 'pg';
-import type { Change, RelationInfo, TxnMessage } from '../change';
+import { perRelation, type Change, type TxnMessage } from '../change';
 import { compareLsn, ZERO_LSN } from '../lsn';
 import { decodeMessage, encodeMessage } from '../changelog/wire';
 import { ConfigError } from '../errors';
@@ -48,18 +48,8 @@ export function tableKey(schema: string, table: string): string {
   return JSON.stringify([schema, table]);
 }
 
-/** Registry keys of descriptions that cannot change (the reader's frozen, shared RelationInfo objects). */
-const keysOfFrozen = new WeakMap<RelationInfo, string>();
-
-/** A described table's key in the registry (kept for frozen descriptions: asked for every chunk applied). */
-function keyOfRelation(r: RelationInfo): string {
-  let key = keysOfFrozen.get(r);
-  if (key === undefined) {
-    key = tableKey(r.schema, r.table);
-    if (Object.isFrozen(r)) keysOfFrozen.set(r, key);
-  }
-  return key;
-}
+/** A described table's key in the registry (asked for every chunk applied: kept per description). */
+const keyOfRelation = perRelation((r) => tableKey(r.schema, r.table));
 
 /**
  * What a replica does with the changes of each table. Without a registry

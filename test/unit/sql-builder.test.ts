@@ -1,6 +1,7 @@
 import { describe, expect, it } from 'vitest';
-import { buildCopyInsert, copyText, buildDelete, buildDeleteRows, buildInsert, buildInsertRows, buildUpdateRows, buildTruncate, buildUpdate, describeKey, insertRowsLimit, INSERT_ROWS } from '../../src/apply/sql-builder';
-import type { RelationInfo, TxnMessage } from '../../src/change';
+import { buildCopyInsert, copyText, buildDelete, buildDeleteRows, buildInsert, buildInsertRows, buildUpdateRows, buildTruncate, buildUpdate, describeKey, insertRowsLimit, INSERT_ROWS, keyColumns } from '../../src/apply/sql-builder';
+import { relKey, type RelationInfo, type TxnMessage } from '../../src/change';
+import { decodeMessage, encodeMessage } from '../../src/changelog/wire';
 import { runLength } from '../../src/apply/runs';
 import { stagedRows, stagedSql } from '../../src/apply/staging';
 
@@ -189,5 +190,19 @@ describe('staged set statements (staging.ts)', () => {
 
   it('stages nothing when a column type of the replica is unknown (the VALUES form then names the problem)', () => {
     expect(stagedSql({ op: 'update', rel, keys: ['select'], cols: ['missing'], rows: [] }, types)).toBeNull();
+  });
+});
+
+describe('key columns per relation description', () => {
+  const described = (): RelationInfo => ({ schema: 's', table: 't', identity: 'default', columns: [{ name: 'a', type: 'int', key: false }, { name: 'id', type: 'int', key: true }] });
+  it('keeps them for a frozen description (as readers share them), derives them again for one that may change', () => {
+    const frozen = decodeMessage(encodeMessage({ v: 2, source: 's', xid: 1, lsn: '0/1', endLsn: '0/1', commitTime: 'x', seq: 0, last: true, relations: { [relKey('s', 't')]: described() }, changes: [] })).relations[relKey('s', 't')];
+    expect(Object.isFrozen(frozen)).toBe(true);
+    expect(keyColumns(frozen)).toEqual(['id']);
+    expect(keyColumns(frozen)).toBe(keyColumns(frozen)); // the same list: derived once
+    const open = described();
+    expect(keyColumns(open)).toEqual(['id']);
+    open.columns[0].key = true; // a description built in memory may still change: its keys follow
+    expect(keyColumns(open)).toEqual(['a', 'id']);
   });
 });
