@@ -72,13 +72,21 @@ beforeAll(async () => {
 
 afterAll(async () => log?.close());
 
+/** Replica statements by kind (their first words), for the "time in" line: where the replica's time goes. */
+function queryKind(q: unknown): string {
+  const text = typeof q === 'string' ? q : ((q as { text?: string })?.text ?? (q?.constructor?.name === 'CopyStreamQuery' ? 'COPY' : '?'));
+  const words = text.trim().split(/\s+/).slice(0, 2).join(' ').replace(/pgferry_\w+/, '').replace(/[("].*$/, '');
+  return `replica ${words.toUpperCase().slice(0, 24)}`;
+}
+
 /** Wall time spent inside `obj[name]` (awaited), summed: where an apply session waits. */
-function timeMethod(obj: any, name: string, into: Record<string, number>, label: string) {
+function timeMethod(obj: any, name: string, into: Record<string, number>, label: string | ((...args: any[]) => string)) {
   const orig = obj[name];
   obj[name] = function (this: unknown, ...args: unknown[]) {
     const t = performance.now();
     const r = orig.apply(this, args);
-    const done = () => (into[label] = (into[label] ?? 0) + performance.now() - t);
+    const l = typeof label === 'string' ? label : label(...args);
+    const done = () => (into[l] = (into[l] ?? 0) + performance.now() - t);
     if (r && typeof r.then === 'function') r.then(done, done);
     else done();
     return r;
@@ -88,7 +96,7 @@ function timeMethod(obj: any, name: string, into: Record<string, number>, label:
 
 it(`applies ${TXNS} TPC-B transactions from the stream`, async () => {
   const stages: Record<string, number> = {};
-  const undo = [timeMethod(pg.Client.prototype, 'query', stages, 'replica queries'), timeMethod(StreamReader.prototype, 'next', stages, 'stream reads'), timeMethod(JSON, 'parse', stages, 'JSON.parse')];
+  const undo = [timeMethod(pg.Client.prototype, 'query', stages, queryKind), timeMethod(StreamReader.prototype, 'next', stages, 'stream reads'), timeMethod(JSON, 'parse', stages, 'JSON.parse')];
   const cpu0 = process.cpuUsage();
   const t0 = Date.now();
   let applied = 0;
