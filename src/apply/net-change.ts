@@ -52,7 +52,7 @@ export interface NetChange {
   write: NetWrite | null;
 }
 
-/** JSON of the key values in key-column order: a map key for one row. */
+/** A map key for one row: its key values in key-column order (JSON of them; one key column's value tagged, so null and every text stay distinct). */
 export function keyOf(keys: readonly string[], row: Row): string | null {
   if (keys.length === 1) {
     // One key column (the common case): its value tagged, so null and every text stay distinct, without a JSON text per change.
