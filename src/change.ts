@@ -194,7 +194,6 @@ export function microsToIso(micros: bigint): string {
   const n = Number(micros);
   const seconds = Math.floor(n / 1_000_000);
   const rest = n - seconds * 1_000_000;
-  if (!Number.isSafeInteger(n)) return `${new Date(seconds * 1000).toISOString().slice(0, 19)}.${String(rest).padStart(6, '0')}Z`;
   if (seconds !== lastSecond.s) lastSecond = { s: seconds, text: new Date(seconds * 1000).toISOString().slice(0, 19) }; // 2026-01-01T00:00:00
   return `${lastSecond.text}.${String(rest).padStart(6, '0')}Z`;
 }

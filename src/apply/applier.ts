@@ -148,9 +148,7 @@ export class Applier {
 
   /** The batch is giving up (it rolls back next): wait for the window in flight, whatever its outcome, so nothing of it reaches the replica after the rollback. */
   async quiesce(): Promise<void> {
-    const s = this.sending;
-    this.sending = null;
-    await s?.catch(() => undefined);
+    await this.settle().catch(() => undefined);
   }
 
   /** Wait for the window in flight; its error (a refusal naming the row, a lost connection) is thrown here. */
