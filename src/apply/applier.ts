@@ -59,6 +59,7 @@ import { KeyNotUnique } from './net-change';
 import { applySchemaChange, type SchemaPolicy } from './schema-apply';
 import { route, TableGate, TableRegistry } from './table-registry';
 import { ZERO_LSN } from '../lsn';
+import { isLineInsert, lineSlices, type LineInsert } from '../changelog/copy-lines';
 
 type Insert = Extract<Change, { op: 'insert' }>;
 type Update = Extract<Change, { op: 'update' }>;
@@ -336,6 +337,7 @@ export class Applier {
   }
 
   private async runStatement(r: RelationInfo, first: RowChange, run: Change[]): Promise<void> {
+    if (isLineInsert(first) && run.length >= COPY_MIN_ROWS) return copyLines(this.c, r, run as LineInsert[]);
     if (first.op === 'insert') return this.insertRows(r, (run as Insert[]).map((ch) => ch.new));
     const keys = keyColumns(r);
     if (first.op === 'update') return this.setRows({ op: 'update', rel: r, keys, cols: changedColumns(first.old, first.new), rows: run as Update[] });
@@ -374,6 +376,17 @@ async function copyRows(c: pg.ClientBase, rel: RelationInfo, rows: Row[]): Promi
     stream.on('error', reject);
     stream.on('finish', resolve);
     stream.end(copyText(cols, rows));
+  });
+}
+
+/** Inserts carried as COPY lines (runs.ts: every column, one table), copied as they are. */
+async function copyLines(c: pg.ClientBase, rel: RelationInfo, lines: LineInsert[]): Promise<void> {
+  const stream = c.query(copyFrom(buildCopyInsert(rel, lines[0].columns)));
+  await new Promise<void>((resolve, reject) => {
+    stream.on('error', reject);
+    stream.on('finish', resolve);
+    const slices = lineSlices(lines);
+    stream.end(slices.length === 1 ? slices[0] : Buffer.concat(slices));
   });
 }
 

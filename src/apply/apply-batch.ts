@@ -418,7 +418,7 @@ class BatchLoop {
    * ('stop': the re-run that keeps what came before a refused change reached it).
    */
   private async take(msg: { offset: number; lsn?: string; stream?: string; body: Buffer }): Promise<'stop' | undefined> {
-    for (const part of this.protocol.parts(logMessageOf(msg))) {
+    for (const part of this.protocol.parts(logMessageOf(msg, true))) {
       if (this.reached(part)) return 'stop';
       const step = this.protocol.step(part);
       if (step.discard) {

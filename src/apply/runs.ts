@@ -2,7 +2,8 @@
  * Runs of changes that go to the replica as one statement instead of one per
  * row — the same rows, in the same order, with the same result:
  *  - consecutive inserts into one table with the same columns: one COPY
- *    (long runs) or one multi-row INSERT (short ones);
+ *    (long runs; inserts carried as COPY lines are copied as they are) or
+ *    one multi-row INSERT (short ones);
  *  - consecutive updates of one keyed table that write the same columns,
  *    change no key and touch no row twice: one UPDATE … FROM a staging
  *    table filled by COPY (long runs, staging.ts) or UPDATE … FROM (VALUES …);
@@ -12,6 +13,7 @@
  */
 import type { Change, TxnMessage } from '../change';
 import { COPY_MAX_ROWS, changedColumns, keyColumns } from './sql-builder';
+import { isLineInsert } from '../changelog/copy-lines';
 
 type Update = Extract<Change, { op: 'update' }>;
 
@@ -23,6 +25,16 @@ export function runLength(m: TxnMessage, changes: Change[], i: number): number {
   if (first.op === 'truncate' || first.op === 'schema') return 1;
   const rel = m.relations[first.rel];
   if (!rel) return 1;
+  if (isLineInsert(first)) {
+    // COPY lines (changelog/copy-lines.ts) hold every column: a run of them is read without parsing one.
+    let j = i + 1;
+    while (j < changes.length && j - i < COPY_MAX_ROWS) {
+      const ch = changes[j];
+      if (!isLineInsert(ch) || ch.rel !== first.rel) break;
+      j += 1;
+    }
+    return j - i;
+  }
   if (first.op === 'insert') {
     const cols = Object.keys(first.new);
     const limit = COPY_MAX_ROWS;

@@ -89,7 +89,7 @@ export const COPY_MIN_ROWS = 64;
 export const COPY_MAX_ROWS = 5000;
 
 /** `COPY table (cols) FROM STDIN` for a run of inserts (COPY, like OVERRIDING SYSTEM VALUE, keeps identity values). */
-export function buildCopyInsert(rel: RelationInfo, cols: string[]): string {
+export function buildCopyInsert(rel: RelationInfo, cols: readonly string[]): string {
   // No columns: no list (`()` is not SQL); each row is then an empty line.
   return `COPY ${qualified(rel.schema, rel.table)}${cols.length ? ` (${cols.map(ident).join(', ')})` : ''} FROM STDIN`;
 }

@@ -9,6 +9,7 @@ import { Change, ENVELOPE_VERSION, RelationInfo, Row, TxnMessage, relLabel } fro
 import { SourceError } from '../errors';
 import { ZERO_LSN } from '../lsn';
 import { decodeMessage, decodeMessages, encodeMessage, encodeRun } from './wire';
+import { isLineInsert } from './copy-lines';
 
 /** Default bound on one chunk's values: a reader's prefetch of a few hundred messages then stays within tens of MB. */
 export const CHUNK_BYTES = 128 * 1024;
@@ -48,6 +49,7 @@ export function rowBytes(row: Row | undefined): number {
 
 /** Estimated encoded size of one change's values. */
 export function changeBytes(ch: Change): number {
+  if (isLineInsert(ch)) return ch.end - ch.start;
   if (ch.op === 'truncate') return 16 * ch.rels.length;
   if (ch.op === 'schema') return JSON.stringify(ch).length;
   return rowBytes(ch.op === 'delete' ? undefined : ch.new) + rowBytes(ch.op === 'insert' ? undefined : ch.old);
@@ -199,7 +201,7 @@ export function streamMarker(o: { source: string; stream: string }): TxnMessage 
 /** Whether a message (or its header's position) is a stream marker: no transaction has position 0/0. */
 export const isStreamMarker = (lsn: string | undefined): boolean => lsn === ZERO_LSN;
 
-/** A message's bytes in the stream: envelope version 2 (wire.ts). */
+/** A message's bytes in the stream: envelope version 2, or 5 when it holds COPY lines (wire.ts). */
 export function encodeTxn(m: TxnMessage): Buffer {
   return encodeMessage(m);
 }
@@ -213,9 +215,9 @@ export function decodeTxn(body: Buffer): TxnMessage {
   return decodeMessage(body);
 }
 
-/** Every transaction a message holds, in commit order: the one (or the chunk), or a run's. */
-export function decodeTxns(body: Buffer): TxnMessage[] {
-  return decodeMessages(body);
+/** Every transaction a message holds, in commit order: the one (or the chunk), or a run's; `lines`: keep COPY lines as lines (apply). */
+export function decodeTxns(body: Buffer, lines = false): TxnMessage[] {
+  return decodeMessages(body, lines);
 }
 
 /** A run of whole transactions as one message (envelope version 4, wire.ts). */

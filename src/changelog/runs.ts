@@ -8,8 +8,9 @@
  * under load, where one message per transaction costs the most (framing,
  * confirms, RabbitMQ's work, a delivery and a parse per transaction).
  *
- * Chunks of a large transaction and markers travel alone, after the open
- * run. Each transaction's confirm callback runs when its message (its run)
+ * Chunks of a large transaction, transactions holding COPY lines (a large
+ * one's inserts, envelope version 5) and markers travel alone, after the
+ * open run. Each transaction's confirm callback runs when its message (its run)
  * is confirmed: capture acknowledges its position no sooner. A transaction
  * held in the open run counts as published for the ack tracker
  * (capture/wal/ack-tracker.ts), so the slot never passes it before its run
@@ -17,6 +18,7 @@
  */
 import type { TxnMessage } from '../change';
 import { changeBytes, isStreamMarker } from './envelope';
+import { isLineInsert } from './copy-lines';
 import type { StreamPublisher } from './stream';
 
 export interface RunLimits {
@@ -59,11 +61,11 @@ export class RunPublisher {
   /**
    * Publish one message of the log. A whole transaction joins the open run
    * when there is one or the window is full; anything else (a chunk, a
-   * marker) is published after the open run.
+   * transaction holding COPY lines, a marker) is published after the open run.
    */
   async publish(m: TxnMessage, onConfirm: () => void, onNack?: () => void): Promise<void> {
     if (this.failure) throw this.failure;
-    const whole = m.seq === 0 && m.last && m.gap === undefined && !isStreamMarker(m.lsn);
+    const whole = m.seq === 0 && m.last && m.gap === undefined && !isStreamMarker(m.lsn) && !m.changes.some(isLineInsert);
     if (!whole || this.limits.txns <= 1) {
       await this.flush();
       return this.serial(() => this.pub.publish(m, onConfirm, onNack));

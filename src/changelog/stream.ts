@@ -404,14 +404,19 @@ export interface StreamMessage {
   stream?: string;
 }
 
-/** A stream message as the protocol reads it (protocol.ts LogMessage): its body decoded once, when first read. */
-export function logMessageOf(m: StreamMessage): LogMessage {
+/**
+ * A stream message as the protocol reads it (protocol.ts LogMessage): its
+ * body decoded once, when first read. `lines`: inserts written as COPY lines
+ * stay lines (apply, which copies them as they are; the reader's
+ * decodeAhead decodes them so too).
+ */
+export function logMessageOf(m: StreamMessage, lines = false): LogMessage {
   let decoded: TxnMessage[] | undefined;
   const ahead = m.decoded;
   const all = () => {
     if (decoded) return decoded;
     if (ahead && 'error' in ahead) throw ahead.error;
-    return (decoded = ahead ? ahead.txns : decodeTxns(m.body));
+    return (decoded = ahead ? ahead.txns : decodeTxns(m.body, lines));
   };
   return { offset: m.offset, lsn: m.lsn, stream: m.stream, read: () => all()[0], readAll: all };
 }
@@ -545,8 +550,9 @@ export class StreamReader {
    * time (issue 27, item 3: apply reads and decodes the next transactions
    * while the replica runs the statements of the last ones). Decoding is
    * pure, so a message decoded ahead reads exactly as one decoded when
-   * taken; one that cannot be decoded carries its error to the consumer.
-   * At most `bytes` of bodies are held decoded and not yet taken.
+   * taken (as apply reads it: COPY lines stay lines, logMessageOf); one that
+   * cannot be decoded carries its error to the consumer. At most `bytes` of
+   * bodies are held decoded and not yet taken.
    */
   decodeAhead(bytes: number): void {
     this.aheadBytes = bytes;
@@ -565,7 +571,7 @@ export class StreamReader {
     while (!this.error && this.decodeAt < this.buffered.length && this.decodedBytes < this.aheadBytes) {
       const m = this.buffered[this.decodeAt++];
       try {
-        m.decoded = { txns: decodeTxns(m.body) };
+        m.decoded = { txns: decodeTxns(m.body, true) }; // apply's reader: COPY lines stay lines
       } catch (error) {
         m.decoded = { error };
       }

@@ -36,9 +36,20 @@
  *   { "v": 4, source, stream?, "rels": ["<rels text>", …], "run": [<as in version 3, with "ri": index instead of "rels">, …] }
  * The transactions of a run mostly touch the same tables, and their
  * description was two thirds of a TPC-B transaction's bytes in version 3.
+ *
+ * Version 5 is what pgferry writes for a message holding inserts as COPY
+ * lines (copy-lines.ts: the inserts of a large transaction, from capture):
+ * bytes, not JSON text —
+ *   0x00 (never the first byte of JSON), 0x05, UInt32BE n, n bytes of a version 2 object
+ *   (with "v": 5), then the lines
+ * — whose `ch` may hold ["c", rel, count, bytes]: `count` inserts into `rel`,
+ * whose lines are the next `bytes` bytes after the object, in the order of
+ * the "c" entries. Apply hands the lines to COPY as they are; every other
+ * reader gets the same rows as if they had been written as values.
  */
-import { Change, ENVELOPE_VERSION, RelationInfo, Row, SchemaChange, TxnMessage, Value, relKey } from '../change';
+import { Change, ENVELOPE_VERSION, RelationInfo, Row, SchemaChange, TxnMessage, Value, perRelation, relKey } from '../change';
 import { ProtocolError } from '../errors';
+import { LineInsert, isLineInsert, lineSlices, parseLine } from './copy-lines';
 
 /** The version pgferry writes. */
 export const WIRE_VERSION = ENVELOPE_VERSION;
@@ -51,7 +62,8 @@ type WireChange =
   | ['u', number, Values, Values]
   | ['d', number, Values]
   | ['t', number[], boolean, boolean]
-  | ['s', Omit<SchemaChange, 'op'>];
+  | ['s', Omit<SchemaChange, 'op'>]
+  | ['c', number, number, number];
 
 /** The message's header fields as they are, its relations and changes in the compact form. */
 type WireV2 = Omit<TxnMessage, 'v' | 'relations' | 'changes'> & { v: 2; rels: string; ch: WireChange[] };
@@ -62,7 +74,22 @@ export const RUN_VERSION = 4;
 type WireRun = { v: 3; source: string; stream?: string; run: Omit<WireV2, 'v' | 'source' | 'stream'>[] };
 type WireRunShared = { v: 4; source: string; stream?: string; rels: string[]; run: (Omit<WireV2, 'v' | 'source' | 'stream' | 'rels'> & { ri: number })[] };
 
+/** The version pgferry writes a message holding COPY lines in. */
+export const LINES_VERSION = 5;
+
 export function encodeMessage(m: TxnMessage): Buffer {
+  if (m.changes.some(isLineInsert)) {
+    const lines: LineInsert[][] = [];
+    const w = toV2(m, lines);
+    if (w) {
+      const header = Buffer.from(JSON.stringify({ ...w, v: LINES_VERSION }));
+      const prefix = Buffer.allocUnsafe(6);
+      prefix[0] = 0;
+      prefix[1] = LINES_VERSION;
+      prefix.writeUInt32BE(header.length, 2);
+      return Buffer.concat([prefix, header, ...lines.flatMap(lineSlices)]);
+    }
+  }
   return Buffer.from(JSON.stringify(toV2(m) ?? { ...m, v: 1 }));
 }
 
@@ -98,8 +125,13 @@ export function decodeMessage(body: Buffer): TxnMessage {
   return decodeMessages(body)[0];
 }
 
-/** Every transaction (or the chunk) a message holds, in order: one, or a run's. */
-export function decodeMessages(body: Buffer): TxnMessage[] {
+/**
+ * Every transaction (or the chunk) a message holds, in order: one, or a
+ * run's. `lines`: inserts written as COPY lines stay lines (LineInsert: apply
+ * copies them as they are); otherwise they are read as rows.
+ */
+export function decodeMessages(body: Buffer, lines = false): TxnMessage[] {
+  if (body[0] === 0) return [fromV5(body, lines)];
   let w: { v?: unknown };
   try {
     w = JSON.parse(body.toString('utf8')) as { v?: unknown };
@@ -132,7 +164,12 @@ function fromRun(w: WireRun | WireRunShared): TxnMessage[] {
 /** Encoded `rels` of recent relation sets, by the identity of their RelationInfo objects (capture reuses them). */
 const relsWritten = new WeakMap<RelationInfo, { with: RelationInfo[]; text: string }>();
 
-function toV2(m: TxnMessage): WireV2 | null {
+/**
+ * `m` in version 2's compact form; null if it cannot be. With `lines`, each
+ * run of COPY-line inserts into one table is written as a "c" entry and its
+ * lines are added to `lines`; without, they are written as values.
+ */
+function toV2(m: TxnMessage, lines?: LineInsert[][]): WireV2 | null {
   const keys = Object.keys(m.relations);
   const index = new Map<string, number>();
   const rels = keys.map((k, i) => {
@@ -155,6 +192,18 @@ function toV2(m: TxnMessage): WireV2 | null {
     const i = index.get(c.rel);
     if (i === undefined) return null;
     const cols = rels[i].columns;
+    if (lines && isLineInsert(c) && c.columns.length === cols.length) {
+      const prev = ch[ch.length - 1];
+      if (prev?.[0] === 'c' && prev[1] === i) {
+        prev[2] += 1;
+        prev[3] += c.end - c.start;
+        lines[lines.length - 1].push(c);
+      } else {
+        ch.push(['c', i, 1, c.end - c.start]);
+        lines.push([c]);
+      }
+      continue;
+    }
     if (c.op === 'insert') {
       const values = toValues(cols, c.new);
       if (!values) return null;
@@ -241,8 +290,31 @@ function readRels(text: unknown, v = 2): { keys: string[]; rels: RelationInfo[];
   return out;
 }
 
+/** A version 5 message: its version 2 object, and the lines its "c" entries hold. */
+function fromV5(body: Buffer, lines: boolean): TxnMessage {
+  if (body.length < 6 || body[1] !== LINES_VERSION) {
+    throw new ProtocolError(`unsupported change envelope version ${String(body[1])} (this pgferry reads versions 1 to ${LINES_VERSION}); upgrade pgferry`);
+  }
+  const n = body.readUInt32BE(2);
+  let w: WireV2;
+  try {
+    w = JSON.parse(body.toString('utf8', 6, 6 + n)) as WireV2;
+  } catch (err) {
+    throw malformed(`its header is not valid JSON (${(err as Error).message})`, LINES_VERSION);
+  }
+  return fromV2(w, w.source, w.stream, w.rels, LINES_VERSION, { body, at: 6 + n, lines });
+}
+
 /** A version 2 object as a transaction; a run's transactions take `source` and `stream` from the run. */
-function fromV2(w: WireV2, source = w.source, stream = w.stream, relsText: unknown = w.rels, v = 2): TxnMessage {
+function fromV2(
+  w: WireV2,
+  source = w.source,
+  stream = w.stream,
+  relsText: unknown = w.rels,
+  v = 2,
+  /** Version 5: the message's bytes, where its lines start, and whether to keep them as lines. */
+  data?: { body: Buffer; at: number; lines: boolean },
+): TxnMessage {
   const { keys, rels, relations } = readRels(relsText, v);
   if (!Array.isArray(w.ch)) throw malformed('ch is not a list', v);
   const rel = (i: unknown): RelationInfo => {
@@ -250,7 +322,13 @@ function fromV2(w: WireV2, source = w.source, stream = w.stream, relsText: unkno
     if (!r) throw malformed(`a change names relation ${String(i)}, which the message does not describe`, v);
     return r;
   };
-  const changes: Change[] = w.ch.map((c): Change => {
+  const changes: Change[] = [];
+  for (const c of w.ch) {
+    if (c[0] === 'c') readLines(c, data, rel(c[1]), keys[c[1]], changes);
+    else changes.push(fromWire(c));
+  }
+  if (data && data.at !== data.body.length) throw malformed(`${data.body.length - data.at} bytes follow its last line`, LINES_VERSION);
+  function fromWire(c: WireChange): Change {
     switch (c[0]) {
       case 'i':
         return { op: 'insert', rel: keys[c[1]], new: toRow(rel(c[1]), c[2]) };
@@ -268,13 +346,38 @@ function fromV2(w: WireV2, source = w.source, stream = w.stream, relsText: unkno
       default:
         throw malformed(`unknown change kind ${JSON.stringify((c as unknown[])[0])}`);
     }
-  });
+  }
   const m: TxnMessage = { v: 2, source, xid: w.xid, lsn: w.lsn, endLsn: w.endLsn, commitTime: w.commitTime, seq: w.seq, last: w.last, relations, changes };
   if (w.history !== undefined) m.history = w.history;
   if (w.gap !== undefined) m.gap = w.gap;
   if (stream !== undefined) m.stream = stream;
   return m;
 }
+
+/** The `count` lines of a "c" entry, from where the previous one ended: as LineInserts, or as rows. */
+function readLines(c: WireChange, data: { body: Buffer; at: number; lines: boolean } | undefined, r: RelationInfo, key: string, out: Change[]): void {
+  const [, , count, bytes] = c as ['c', number, number, number];
+  if (!data) throw malformed('a change of kind "c" outside a version 5 message');
+  const { body, at } = data;
+  const end = at + bytes;
+  if (!Number.isInteger(count) || !Number.isInteger(bytes) || count < 0 || bytes < 0 || end > body.length) throw malformed(`its lines for ${r.table} lie outside the message`, LINES_VERSION);
+  const names = columnNames(r);
+  let pos = at;
+  for (let k = 0; k < count; k++) {
+    const nl = body.indexOf(0x0a, pos);
+    if (nl < 0 || nl >= end) throw malformed(`${r.table} has fewer lines than the ${count} it announces`, LINES_VERSION);
+    if (data.lines) out.push(new LineInsert(key, names, body, pos, nl + 1));
+    else {
+      out.push({ op: 'insert', rel: key, new: parseLine(names, body, pos, nl + 1) });
+    }
+    pos = nl + 1;
+  }
+  if (pos !== end) throw malformed(`the lines of ${r.table} do not fill the ${bytes} bytes announced`, LINES_VERSION);
+  data.at = end;
+}
+
+/** A relation's column names, kept with its frozen description (a reader shares it between messages). */
+const columnNames = perRelation((r) => Object.freeze(r.columns.map((c) => c.name)));
 
 function toRow(r: RelationInfo, values: Values): Row {
   if (!Array.isArray(values) || values.length > r.columns.length) throw malformed(`a row of ${r.table} does not match its ${r.columns.length} columns`);

@@ -70,6 +70,8 @@ describe('pgoutput decoding', () => {
 
   it('names the relation it does not know and the value kind it cannot read', () => {
     expect(() => decodeAll(Buffer.concat([ch('I'), i32(99), ch('N'), tuple(text('1'))]))).toThrow(/relation 99 before its RELATION/);
-    expect(() => decodeAll(RELATION, Buffer.concat([ch('I'), i32(16384), ch('N'), tuple(ch('b'))]))).toThrow(/unsupported value kind b in app\.Tbl "x"\.id/);
+    // An insert's tuple is read when its row is asked for (capture may take it as a COPY line instead).
+    const [, ins] = decodeAll(RELATION, Buffer.concat([ch('I'), i32(16384), ch('N'), tuple(ch('b'))]));
+    expect(() => (ins as Pgoutput.MessageInsert).new).toThrow(/unsupported value kind b in app\.Tbl "x"\.id/);
   });
 });

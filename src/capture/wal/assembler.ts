@@ -11,6 +11,16 @@ import { publicationName, TARGET_SCHEMA } from '../../names';
 import { parseSchemaChange, SCHEMA_PREFIX } from '../schema-capture';
 import { CHUNK_BYTES, TxnChunker } from '../../changelog/envelope';
 import { normalizeLsn } from '../../lsn';
+import { LineInsert, LineWriter } from '../../changelog/copy-lines';
+import { InsertMessage } from './pgoutput';
+
+/**
+ * A transaction's inserts become COPY lines (changelog/copy-lines.ts) from
+ * its 64th change on: a large transaction is where values cost the most,
+ * and its chunks travel alone (envelope version 5). A small one keeps its
+ * rows as values, so it can join a run (version 4) without being parsed.
+ */
+export const LINES_AFTER = 64;
 
 export interface AssemblerOptions {
   source: string;
@@ -45,7 +55,8 @@ interface OpenTxn {
 }
 
 export class TxnAssembler {
-  private readonly relations = new Map<number, RelationInfo & { key: string }>();
+  private readonly relations = new Map<number, RelationInfo & { key: string; names: readonly string[] }>();
+  private readonly lines = new LineWriter();
   /** The latest description of each relation key. */
   private readonly described = new Map<string, RelationInfo>();
   /** Relations of pgferry's own schema (a FOR ALL TABLES publication sends them): bookkeeping, never replicated. */
@@ -91,13 +102,15 @@ export class TxnAssembler {
             key: (c.flags & 1) === 1,
           })),
         };
-        this.relations.set(msg.relationOid, { ...info, key });
+        this.relations.set(msg.relationOid, { ...info, key, names: info.columns.map((c) => c.name) });
         this.described.set(key, info);
         return { out: [] };
       }
-      case 'insert':
+      case 'insert': {
         if (this.own.has(msg.relation.relationOid)) return { out: [] };
-        return this.add({ op: 'insert', rel: this.useRel(msg.relation.relationOid), new: toRow(msg.new) });
+        const rel = this.useRel(msg.relation.relationOid);
+        return this.add(this.asLine(msg) ?? { op: 'insert', rel, new: toRow(msg.new) });
+      }
       case 'update': {
         if (this.own.has(msg.relation.relationOid)) return { out: [] };
         const rel = this.useRel(msg.relation.relationOid);
@@ -151,6 +164,15 @@ export class TxnAssembler {
     const info = this.described.get(key);
     if (!info) throw new Error(`pgoutput: relation ${key} not described`);
     return info;
+  }
+
+  /** An insert of a large transaction as its COPY line; null: as a row (a small transaction, a tuple a line cannot hold). */
+  private asLine(msg: Pgoutput.MessageInsert): LineInsert | null {
+    const { chunker } = this.open('insert');
+    if (!(msg instanceof InsertMessage) || (chunker.emitted === 0 && chunker.holding < LINES_AFTER)) return null;
+    const info = this.relations.get(msg.relation.relationOid)!;
+    const line = this.lines.tuple(msg.data, msg.tupleAt, info.names.length);
+    return line && new LineInsert(info.key, info.names, line.data, line.start, line.end);
   }
 
   private add(change: Change): { out: TxnMessage[] } {

@@ -31,10 +31,35 @@ export function decodePgoutput(buf: Buffer, relations: Map<number, Pgoutput.Mess
   return new Reader(buf).message(relations);
 }
 
-class Reader {
-  private pos = 0;
+/**
+ * An INSERT whose tuple is read only when asked for: as a row (`new`), or
+ * by the assembler straight into a COPY line (changelog/copy-lines.ts),
+ * which never makes a value of it. `data` is the message's own bytes: the
+ * assembler reads them while capture's handler runs, before the
+ * replication stream (paused meanwhile, flow control) delivers anything
+ * that could reuse pg's read buffer.
+ */
+export class InsertMessage {
+  readonly tag = 'insert' as const;
+  private row: Row | undefined;
 
-  constructor(private readonly buf: Buffer) {}
+  constructor(
+    readonly relation: Pgoutput.MessageRelation,
+    readonly data: Buffer,
+    /** Where the TupleData starts in `data`. */
+    readonly tupleAt: number,
+  ) {}
+
+  get new(): Row {
+    return (this.row ??= new Reader(this.data, this.tupleAt).tuple(this.relation, null));
+  }
+}
+
+class Reader {
+  constructor(
+    private readonly buf: Buffer,
+    private pos = 0,
+  ) {}
 
   message(relations: Map<number, Pgoutput.MessageRelation>): Pgoutput.Message {
     const tag = this.u8();
@@ -51,7 +76,7 @@ class Reader {
       case 0x49 /* I */: {
         const relation = this.rel(relations);
         this.u8(); // 'N'
-        return { tag: 'insert', relation, new: this.tuple(relation, null) };
+        return new InsertMessage(relation, this.buf, this.pos) as Pgoutput.MessageInsert;
       }
       case 0x55 /* U */: {
         const relation = this.rel(relations);
@@ -124,7 +149,7 @@ class Reader {
   }
 
   /** A tuple as a row; `fallback` (the old tuple of a FULL-identity update) fills unchanged TOAST values. */
-  private tuple(relation: Pgoutput.MessageRelation, fallback: Row | null): Row {
+  tuple(relation: Pgoutput.MessageRelation, fallback: Row | null): Row {
     const { columns } = relation;
     const n = this.i16();
     const row: Row = {};
