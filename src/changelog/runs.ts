@@ -42,14 +42,18 @@ export class RunPublisher {
   private bytes = 0;
   /** Publishing is one sequence: a flush the window's room starts waits for one in progress. */
   private chain: Promise<void> = Promise.resolve();
+  /** Steps in `chain` not yet done: a transaction published in the background waits for none. */
+  private queued = 0;
   private failure: Error | null = null;
+  /** Called once when a publish nobody waits for fails (capture stops on it). */
+  onFailure: (e: Error) => void = () => undefined;
 
   constructor(
     private readonly pub: StreamPublisher,
     private readonly limits: RunLimits = DEFAULT_RUN_LIMITS,
   ) {
     pub.onRoom = () => {
-      if (this.open.length) void this.flush().catch((e: Error) => (this.failure ??= e));
+      if (this.open.length) this.background(() => this.publishOpen());
     };
   }
 
@@ -62,42 +66,63 @@ export class RunPublisher {
    * Publish one message of the log. A whole transaction joins the open run
    * when there is one or the window is full; anything else (a chunk, a
    * transaction holding COPY lines, a marker) is published after the open run.
+   *
+   * Returns a promise only when the caller must wait: the message must
+   * follow the open run, or the run reached its bound. Otherwise the
+   * transaction is published in the background (an empty window) or held,
+   * with no promise for the caller (capture handles most messages without
+   * one: capture/wal/stream-changes.ts); a failure then reaches `onFailure`
+   * and the next call.
    */
-  async publish(m: TxnMessage, onConfirm: () => void, onNack?: () => void): Promise<void> {
+  publish(m: TxnMessage, onConfirm: () => void, onNack?: () => void): Promise<void> | undefined {
     if (this.failure) throw this.failure;
     const whole = m.seq === 0 && m.last && m.gap === undefined && !isStreamMarker(m.lsn) && !m.changes.some(isLineInsert);
-    if (!whole || this.limits.txns <= 1) {
-      await this.flush();
-      return this.serial(() => this.pub.publish(m, onConfirm, onNack));
+    if (!whole || this.limits.txns <= 1) return this.flush().then(() => this.serial(() => this.pub.publish(m, onConfirm, onNack)));
+    if (!this.open.length && this.pub.hasRoom && !this.queued) {
+      this.background(() => this.pub.publish(m, onConfirm, onNack));
+      return undefined;
     }
-    if (!this.open.length && this.pub.hasRoom) return this.serial(() => this.pub.publish(m, onConfirm, onNack));
     this.open.push({ m, onConfirm, onNack });
     for (const c of m.changes) this.bytes += changeBytes(c);
-    if (this.open.length >= this.limits.txns || this.bytes >= this.limits.bytes || this.pub.hasRoom) await this.flush();
+    if (this.open.length >= this.limits.txns || this.bytes >= this.limits.bytes) return this.flush();
+    if (this.pub.hasRoom && !this.queued) this.background(() => this.publishOpen());
+    return undefined;
   }
 
   /** Publish the open run now (before a stop, or before a message that must come after it). */
   async flush(): Promise<void> {
     if (this.failure) throw this.failure;
-    await this.serial(async () => {
-      const run = this.open;
-      if (!run.length) return;
-      this.open = [];
-      this.bytes = 0;
-      await this.pub.publishRun(
-        run.map((h) => h.m),
-        () => {
-          for (const h of run) h.onConfirm();
-        },
-        () => {
-          for (const h of run) h.onNack?.();
-        },
-      );
+    await this.serial(() => this.publishOpen());
+  }
+
+  private async publishOpen(): Promise<void> {
+    const run = this.open;
+    if (!run.length) return;
+    this.open = [];
+    this.bytes = 0;
+    await this.pub.publishRun(
+      run.map((h) => h.m),
+      () => {
+        for (const h of run) h.onConfirm();
+      },
+      () => {
+        for (const h of run) h.onNack?.();
+      },
+    );
+  }
+
+  /** A step of the sequence nobody waits for: its failure fails the publisher. */
+  private background(fn: () => Promise<void>): void {
+    this.serial(fn).catch((e: Error) => {
+      if (this.failure) return;
+      this.failure = e;
+      this.onFailure(e);
     });
   }
 
   private serial(fn: () => Promise<void>): Promise<void> {
-    const next = this.chain.then(fn);
+    this.queued += 1;
+    const next = this.chain.then(fn).finally(() => void (this.queued -= 1));
     this.chain = next.catch(() => undefined);
     return next;
   }

@@ -136,6 +136,7 @@ class CaptureRun {
     this.progress = { confirmedLsn, txns: 0, changes: 0, messages: 0, startedAt: new Date().toISOString() };
     this.acks = new AckTracker(confirmedLsn);
     this.runs = new RunPublisher(pub, opts.runs);
+    this.runs.onFailure = (e) => this.failRun(e);
     this.assembler = new TxnAssembler({
       source: opts.source,
       chunkChanges: opts.chunkChanges,
@@ -294,18 +295,17 @@ class CaptureRun {
   private assemble(msg: Pgoutput.Message): Promise<void> | undefined {
     if (msg.tag === 'begin') this.current = this.acks.begin();
     const { out, commit } = this.assembler.push(msg);
-    const txn = this.current!;
-    if (out.length) return this.publish(out, txn, commit);
-    if (commit) this.committed(txn, commit);
-    return undefined;
+    return out.length ? this.publish(out, this.current!, commit) : commit ? this.committed(this.current!, commit) : undefined;
   }
 
-  private async publish(out: TxnMessage[], txn: TrackedTxn, commit: CommitInfo | undefined): Promise<void> {
-    for (const m of out) {
+  /** Publish `out` from its `from`th message, then account the commit; a promise only if a publish makes it wait. */
+  private publish(out: TxnMessage[], txn: TrackedTxn, commit: CommitInfo | undefined, from = 0): Promise<void> | undefined {
+    for (let i = from; i < out.length; i++) {
+      const m = out[i];
       this.changes += m.changes.length;
       this.acks.published(txn); // held in a run counts as published: the slot waits for its run's confirm
       this.progress.messages += 1;
-      await this.runs.publish(
+      const waiting = this.runs.publish(
         m,
         () => {
           crashPoint('capture-after-confirm'); // test-only (PGFERRY_TEST_CRASH_AT): confirmed, slot not yet acknowledged
@@ -313,16 +313,24 @@ class CaptureRun {
         },
         () => this.acks.nack(),
       );
+      if (waiting) {
+        return waiting.then(() => {
+          crashPoint('capture-before-confirm');
+          return this.publish(out, txn, commit, i + 1);
+        });
+      }
       crashPoint('capture-before-confirm'); // test-only (PGFERRY_TEST_CRASH_AT): published, its confirm not yet seen
     }
     if (commit) this.committed(txn, commit);
+    return undefined;
   }
 
-  private committed(txn: TrackedTxn, commit: CommitInfo): void {
+  private committed(txn: TrackedTxn, commit: CommitInfo): undefined {
     this.current = null;
     this.onTransaction();
     this.account(this.acks.commit(txn, { lsn: commit.lsn, endLsn: commit.endLsn, commitTime: commit.commitTime, changes: this.changes }));
     this.changes = 0;
+    return undefined;
   }
 
   /**
