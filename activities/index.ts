@@ -66,6 +66,7 @@ export const createActivities = (deps: Deps) => {
           chunkBytes: config.batch.chunkBytes,
           maxMessageBytes: config.batch.maxMessageBytes,
           runs: { txns: config.batch.runTxns, bytes: config.batch.runBytes },
+          copyLinesAfter: config.batch.copyLinesAfter,
           retention: config.stream,
           signal: ctx.cancellationSignal,
           onProgress: (p) => ctx.heartbeat(p),

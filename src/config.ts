@@ -119,6 +119,8 @@ export const configSchema = z.object({
     /** Whole transactions one stream message may carry (a run, changelog/runs.ts); 1: one message per transaction. */
     runTxns: count.positive('must be > 0'),
     runBytes: count.min(1024, 'must be at least 1024'),
+    /** WAL capture: a transaction's inserts travel as COPY lines (envelope version 5) from this change on; 0: never. */
+    copyLinesAfter: count.nonnegative('must be 0 or more'),
     /** The largest single change capture may publish (RabbitMQ's max_message_size must allow it). */
     maxMessageBytes: count.min(1024 * 1024, 'must be at least 1 MiB'),
     /** Capture returns (and the workflow continues as new) after this long; it then reconnects to the slot. */

@@ -100,6 +100,10 @@ export const SETTINGS = [
   },
   { path: 'batch.runBytes', file: 'batch.run_bytes', env: 'PGFERRY_RUN_BYTES', default: 512 * 1024, type: 'number', help: 'about how many bytes of values one run of transactions holds' },
   {
+    path: 'batch.copyLinesAfter', file: 'batch.copy_lines_after', env: 'PGFERRY_COPY_LINES_AFTER', default: 64, type: 'number',
+    help: 'WAL capture: a transaction\'s inserts from its Nth change on travel as COPY lines (envelope version 5); 0: never, for readers older than version 5',
+  },
+  {
     path: 'batch.maxMessageBytes', file: 'batch.max_message_bytes', env: 'PGFERRY_MAX_MESSAGE_BYTES', default: 64 * 1024 * 1024, type: 'number',
     help: 'the largest single change capture publishes (RabbitMQ\'s max_message_size must allow it)',
   },

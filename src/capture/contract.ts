@@ -44,6 +44,8 @@ export interface CaptureOptions {
   maxMessageBytes?: number;
   /** Bounds of a run of whole transactions in one message (default: changelog/runs.ts DEFAULT_RUN_LIMITS). */
   runs?: RunLimits;
+  /** WAL mode: a transaction's inserts travel as COPY lines from this change on; 0: never (default: the assembler's LINES_AFTER). */
+  copyLinesAfter?: number;
   retention: Retention;
   signal: AbortSignal;
   onProgress: (p: CaptureProgress) => void;

@@ -2,6 +2,9 @@ import { describe, expect, it } from 'vitest';
 import type { Pgoutput } from 'pg-logical-replication';
 import { TxnAssembler } from '../../src/capture/wal/assembler';
 import { microsToIso, relKey } from '../../src/change';
+import { decodePgoutput } from '../../src/capture/wal/pgoutput';
+import { isLineInsert } from '../../src/changelog/copy-lines';
+import { decodeMessages, encodeMessage } from '../../src/changelog/wire';
 
 /** pgoutput messages as pg-logical-replication decodes them (with our text parsers). */
 const rel = (oid: number, name: string, identity: Pgoutput.MessageRelation['replicaIdentity'] = 'default'): Pgoutput.MessageRelation => ({
@@ -158,5 +161,42 @@ describe('TxnAssembler', () => {
     const { out, commit: info } = a.push(commit('0/30', '0/40'));
     expect(out).toEqual([]);
     expect(info?.chunks).toBe(0);
+  });
+});
+
+describe("TxnAssembler: a large transaction's inserts as COPY lines", () => {
+  const i16 = (n: number) => { const b = Buffer.alloc(2); b.writeInt16BE(n); return b; };
+  const i32 = (n: number) => { const b = Buffer.alloc(4); b.writeInt32BE(n); return b; };
+  const text = (s: string) => { const v = Buffer.from(s, 'utf8'); return Buffer.concat([Buffer.from('t'), i32(v.length), v]); };
+  /** An INSERT as pgoutput sends it, decoded by capture's parser (the tuple is read on demand). */
+  const insert = (relations: Map<number, Pgoutput.MessageRelation>, id: number, body: string | null) =>
+    decodePgoutput(Buffer.concat([Buffer.from('I'), i32(1), Buffer.from('N'), i16(2), text(String(id)), body === null ? Buffer.from('n') : text(body)]), relations);
+
+  function run(linesAfter?: number) {
+    const a = new TxnAssembler({ source: 'main', chunkChanges: 100, typeName: types, linesAfter });
+    const r = rel(1, 't');
+    const relations = new Map([[1, r]]);
+    const rows = Array.from({ length: 130 }, (_, i) => ({ id: String(i), body: i % 3 ? `a\tb\\c\n${i}` : null }));
+    const out = [...a.push(begin(1, '0/10')).out];
+    a.push(r);
+    for (const row of rows) out.push(...a.push(insert(relations, Number(row.id), row.body)).out);
+    out.push(...a.push(commit('0/10', '0/20')).out);
+    return { out, rows };
+  }
+
+  it('from the 64th change on (batch.copy_lines_after), each reading as its row, in messages of envelope version 5', () => {
+    const { out, rows } = run();
+    const changes = out.flatMap((m) => m.changes);
+    expect(changes.map((c) => isLineInsert(c))).toEqual(rows.map((_, i) => i >= 64));
+    expect(changes.map((c) => (c as { new: unknown }).new)).toEqual(rows);
+    expect(out.map((m) => encodeMessage(m)[0] === 0)).toEqual([true, true]); // two chunks, each holding lines
+    expect(out.flatMap((m) => decodeMessages(encodeMessage(m))).flatMap((m) => m.changes)).toEqual(rows.map((row) => ({ op: 'insert', rel: relKey('public', 't'), new: row })));
+  });
+
+  it('never with batch.copy_lines_after 0 (readers older than envelope version 5)', () => {
+    const { out, rows } = run(0);
+    expect(out.flatMap((m) => m.changes).some((c) => isLineInsert(c))).toBe(false);
+    expect(out.map((m) => encodeMessage(m)[0])).toEqual([0x7b, 0x7b]); // JSON
+    expect(out.flatMap((m) => m.changes.map((c) => (c as { new: unknown }).new))).toEqual(rows);
   });
 });

@@ -73,6 +73,7 @@ const CASES: Record<string, Case> = {
   'batch.chunkBytes': { a: ['2048', 2048], b: ['4096', 4096], file: [8192, 8192], invalid: 10, dflt: 128 * 1024 },
   'batch.runTxns': { a: ['1', 1], b: ['64', 64], file: [32, 32], invalid: 0, dflt: 256 },
   'batch.runBytes': { a: ['2048', 2048], b: ['4096', 4096], file: [8192, 8192], invalid: 10, dflt: 512 * 1024 },
+  'batch.copyLinesAfter': { a: ['0', 0], b: ['200', 200], file: [1000, 1000], invalid: -1, dflt: 64 },
   'batch.maxMessageBytes': { a: ['2000000', 2_000_000], b: ['3000000', 3_000_000], file: [4_000_000, 4_000_000], invalid: 10, dflt: 64 * 1024 * 1024 },
   'batch.captureRunMs': { a: ['5', 5000], b: ['6', 6000], file: [7, 7000], invalid: 0.5, dflt: 900_000 },
   'batch.applySessionMs': { a: ['5', 5000], b: ['6', 6000], file: [7, 7000], invalid: 0.5, dflt: 30_000 },
@@ -168,6 +169,7 @@ describe('settings table and schema', () => {
       'batch.chunk_bytes PGFERRY_CHUNK_BYTES',
       'batch.run_txns PGFERRY_RUN_TXNS',
       'batch.run_bytes PGFERRY_RUN_BYTES',
+      'batch.copy_lines_after PGFERRY_COPY_LINES_AFTER',
       'batch.max_message_bytes PGFERRY_MAX_MESSAGE_BYTES',
       'batch.capture_run_seconds PGFERRY_CAPTURE_RUN_SECONDS',
       'batch.apply_session_seconds PGFERRY_APPLY_SESSION_SECONDS',
@@ -187,7 +189,7 @@ describe('settings table and schema', () => {
     expect(mappingSections()).toEqual(['temporal', 'stream', 'batch', 'metrics']);
     expect(sectionKeys('temporal')).toEqual(['address', 'namespace', 'tls']);
     expect(sectionKeys('stream')).toEqual(['max_bytes', 'max_age', 'segment_bytes']);
-    expect(sectionKeys('batch')).toEqual(['max_changes', 'max_wait_ms', 'chunk_changes', 'chunk_bytes', 'run_txns', 'run_bytes', 'max_message_bytes', 'capture_run_seconds', 'apply_session_seconds']);
+    expect(sectionKeys('batch')).toEqual(['max_changes', 'max_wait_ms', 'chunk_changes', 'chunk_bytes', 'run_txns', 'run_bytes', 'copy_lines_after', 'max_message_bytes', 'capture_run_seconds', 'apply_session_seconds']);
     expect(sectionKeys('metrics')).toEqual(['port', 'host']);
   });
 

@@ -16,15 +16,18 @@ import { InsertMessage } from './pgoutput';
 
 /**
  * A transaction's inserts become COPY lines (changelog/copy-lines.ts) from
- * its 64th change on: a large transaction is where values cost the most,
- * and its chunks travel alone (envelope version 5). A small one keeps its
- * rows as values, so it can join a run (version 4) without being parsed.
+ * its 64th change on (batch.copy_lines_after): a large transaction is where
+ * values cost the most, and its chunks travel alone (envelope version 5). A
+ * small one keeps its rows as values, so it can join a run (version 4)
+ * without being parsed.
  */
 export const LINES_AFTER = 64;
 
 export interface AssemblerOptions {
   source: string;
   chunkChanges: number;
+  /** Inserts become COPY lines from this change of a transaction on (default LINES_AFTER); 0: never. */
+  linesAfter?: number;
   /** A chunk also ends once its values add up to about this many bytes (bounds what readers buffer). */
   chunkBytes?: number;
   /** The largest single change a message may carry. */
@@ -169,7 +172,8 @@ export class TxnAssembler {
   /** An insert of a large transaction as its COPY line; null: as a row (a small transaction, a tuple a line cannot hold). */
   private asLine(msg: Pgoutput.MessageInsert): LineInsert | null {
     const { chunker } = this.open('insert');
-    if (!(msg instanceof InsertMessage) || (chunker.emitted === 0 && chunker.holding < LINES_AFTER)) return null;
+    const after = this.opts.linesAfter ?? LINES_AFTER;
+    if (!after || !(msg instanceof InsertMessage) || (chunker.emitted === 0 && chunker.holding < after)) return null;
     const info = this.relations.get(msg.relation.relationOid)!;
     const line = this.lines.tuple(msg.data, msg.tupleAt, info.names.length);
     return line && new LineInsert(info.key, info.names, line.data, line.start, line.end);

@@ -140,6 +140,7 @@ class CaptureRun {
     this.assembler = new TxnAssembler({
       source: opts.source,
       chunkChanges: opts.chunkChanges,
+      linesAfter: opts.copyLinesAfter,
       chunkBytes: opts.chunkBytes,
       maxMessageBytes: opts.maxMessageBytes,
       history,
