@@ -2,7 +2,7 @@
  * Capture's end of runs (issue 27): whole source transactions that arrive
  * while RabbitMQ has not yet confirmed enough of what was published wait in
  * one open run, published as one message (envelope version 4) as soon as
- * the confirm window has room, or when the run reaches its bound in
+ * the run's confirm window (RUN_IN_FLIGHT) has room, or when the run reaches its bound in
  * transactions or bytes. A quiet source finds the window empty and
  * publishes each transaction at once: runs add no latency, they only form
  * under load, where one message per transaction costs the most (framing,
@@ -31,6 +31,16 @@ export interface RunLimits {
 /** Defaults, chosen by measurement (README, Performance): a run stays a fraction of a chunk's bound in memory. */
 export const DEFAULT_RUN_LIMITS: RunLimits = { txns: 256, bytes: 512 * 1024 };
 
+/**
+ * The run's confirm window: a transaction goes at once, and the open run is
+ * closed, while fewer messages than this are unconfirmed. The publisher's
+ * own window (64, stream.ts) is for throughput; with it as the run's, RabbitMQ
+ * confirmed fast enough under W3 that a third of the transactions still went
+ * one per message. A quiet source has nothing unconfirmed, so each of its
+ * transactions still goes at once.
+ */
+export const RUN_IN_FLIGHT = 4;
+
 interface Held {
   m: TxnMessage;
   onConfirm: () => void;
@@ -53,8 +63,13 @@ export class RunPublisher {
     private readonly limits: RunLimits = DEFAULT_RUN_LIMITS,
   ) {
     pub.onRoom = () => {
-      if (this.open.length) this.background(() => this.publishOpen());
+      if (this.open.length && this.room) this.background(() => this.publishOpen());
     };
+  }
+
+  /** Room in the run's confirm window (RUN_IN_FLIGHT). */
+  private get room(): boolean {
+    return this.pub.pending < RUN_IN_FLIGHT && this.pub.hasRoom;
   }
 
   /** Transactions held in the open run. */
@@ -78,14 +93,14 @@ export class RunPublisher {
     if (this.failure) throw this.failure;
     const whole = m.seq === 0 && m.last && m.gap === undefined && !isStreamMarker(m.lsn) && !m.changes.some(isLineInsert);
     if (!whole || this.limits.txns <= 1) return this.flush().then(() => this.serial(() => this.pub.publish(m, onConfirm, onNack)));
-    if (!this.open.length && this.pub.hasRoom && !this.queued) {
+    if (!this.open.length && this.room && !this.queued) {
       this.background(() => this.pub.publish(m, onConfirm, onNack));
       return undefined;
     }
     this.open.push({ m, onConfirm, onNack });
     for (const c of m.changes) this.bytes += changeBytes(c);
     if (this.open.length >= this.limits.txns || this.bytes >= this.limits.bytes) return this.flush();
-    if (this.pub.hasRoom && !this.queued) this.background(() => this.publishOpen());
+    if (this.room && !this.queued) this.background(() => this.publishOpen());
     return undefined;
   }
 

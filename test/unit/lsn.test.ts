@@ -24,6 +24,8 @@ describe('LSN arithmetic', () => {
     expect(compareLsn('A/0', '9/FFFFFFFF')).toBe(1);
     expect(compareLsn('1/10', '1/10')).toBe(0);
     expect(compareLsn('0/9', '0/10')).toBe(-1); // "0/9" > "0/10" as strings
+    // Not an LSN, even where each character's code is one bit from a digit or a hex letter.
+    for (const bad of ['\u00101/0', '0/\u0019', '0/G', '0/', '/1', '123456789/0', '0/1/2']) expect(() => compareLsn(bad, '0/1'), bad).toThrow(/not a PostgreSQL LSN/);
   });
 
   it('measures distances, never negative', () => {
