@@ -18,7 +18,7 @@ import { AckTracker, Released, TrackedTxn } from './ack-tracker';
 import { RunPublisher } from '../../changelog/runs';
 import { TxnAssembler, type CommitInfo } from './assembler';
 import { IdleHeartbeat } from './idle-heartbeat';
-import { InsertMessage, TextPgoutputPlugin } from './pgoutput';
+import { TextPgoutputPlugin } from './pgoutput';
 import type { TxnMessage } from '../../change';
 import { classifyReplicationError } from './replication-errors';
 import { slotInfo } from './prepare';
@@ -86,9 +86,6 @@ async function checkSlot(catalog: pg.Client, source: string): Promise<string> {
   }
   return slot.confirmedFlushLsn ?? ZERO_LSN;
 }
-
-/** Messages held while one before them waits, past which the replication connection is paused (CaptureRun.hold). */
-const BACKLOG = 4096;
 
 /** The socket of the library's replication connection, which capture pauses for flow control (the library does the same with its own). */
 function replicationStream(service: LogicalReplicationService): { pause(): void; resume(): void } | undefined {
@@ -254,16 +251,13 @@ class CaptureRun {
   }
 
   /**
-   * Keep a message until the one before it is done. Its bytes are copied:
-   * pg reuses its read buffer for data that arrives later. Past BACKLOG
-   * messages the replication connection is paused until the backlog drains
-   * (bounded memory; PostgreSQL waits meanwhile).
+   * Keep a message until the one before it is done, with the replication
+   * connection paused meanwhile (PostgreSQL waits): the messages held still
+   * point into pg's read buffer, which it reuses only for data read later.
    */
   private hold(msg: Pgoutput.Message): void {
-    if (msg instanceof InsertMessage) msg = new InsertMessage(msg.relation, Buffer.from(msg.data), msg.tupleAt) as unknown as Pgoutput.Message;
-    else if (msg.tag === 'message') msg = { ...msg, content: Buffer.from(msg.content) };
     this.backlog.push(msg);
-    if (this.backlog.length >= BACKLOG && !this.paused) {
+    if (!this.paused) {
       this.paused = true;
       replicationStream(this.service)?.pause();
     }
