@@ -65,6 +65,31 @@ describe('RunPublisher', () => {
     await pub.close();
   });
 
+  it('forms runs once 4 messages are unconfirmed, though the publisher\'s window has room for 64 (RUN_IN_FLIGHT)', async () => {
+    const { source, pub } = await fresh(64);
+    const runs = new RunPublisher(pub, { txns: 256, bytes: 1 << 20 });
+    const confirmed: string[] = [];
+    const sent: string[] = [];
+    for (let n = 1; n <= 300; n++) {
+      const t = txn(0x1000 + 0x100 * n, [ins('a', { id: String(n), v: 'steady' })]);
+      await runs.publish(t, () => confirmed.push(t.lsn));
+      sent.push(t.lsn);
+      // Each transaction's publish is sent before the next commits, as a steady source's would be;
+      // RabbitMQ's confirms come a round trip later.
+      await new Promise((r) => setImmediate(r));
+    }
+    await runs.flush();
+    await pub.flush();
+    const got = await readAll(source, sent.length);
+    expect(got.lsns).toEqual(sent);
+    expect(confirmed).toEqual(sent);
+    expect(got.sizes[0]).toBe(1); // nothing unconfirmed: at once
+    // With the publisher's window (64) as the run's, 162 of them went alone here; with 4, 7 did.
+    const alone = got.sizes.filter((k) => k === 1).length;
+    expect(alone, `message sizes: ${got.sizes.join(' ')}`).toBeLessThan(40);
+    await pub.close();
+  });
+
   it('carries a burst in runs within their bound, chunks after the run held before them, every transaction once and in order, each confirmed', async () => {
     const { source, pub } = await fresh(2);
     const runs = new RunPublisher(pub, { txns: 10, bytes: 1 << 20 });
