@@ -9,7 +9,7 @@
  * harmless. Values are PostgreSQL's own text form (exactly what `::text`
  * prints), or null; column types travel by name in `relations`.
  */
-/** The envelope version of a single transaction or chunk (changelog/wire.ts; runs are version 4); it reads 1 to 4. */
+/** The envelope version of a single transaction or chunk (changelog/wire.ts; runs are version 4, messages holding COPY lines version 5); it reads 1 to 5. */
 export const ENVELOPE_VERSION = 2;
 
 export type Value = string | null;

@@ -1,7 +1,8 @@
 /**
  * The bytes of one change-log message. pgferry writes version 2 (one
- * transaction or chunk) and version 4 (a run), and reads versions 1 to 4, so
- * a stream written by an older pgferry is still read.
+ * transaction or chunk), version 4 (a run) and version 5 (a message holding
+ * COPY lines), and reads versions 1 to 5, so a stream written by an older
+ * pgferry is still read.
  *
  * Version 1 is the message model itself as JSON (change.ts): every row an
  * object naming its columns, every relation's columns as objects.
@@ -81,6 +82,7 @@ export function encodeMessage(m: TxnMessage): Buffer {
   if (m.changes.some(isLineInsert)) {
     const lines: LineInsert[][] = [];
     const w = toV2(m, lines);
+    if (w && !lines.length) return Buffer.from(JSON.stringify(w)); // none could travel as a line
     if (w) {
       const header = Buffer.from(JSON.stringify({ ...w, v: LINES_VERSION }));
       const prefix = Buffer.allocUnsafe(6);
@@ -141,7 +143,7 @@ export function decodeMessages(body: Buffer, lines = false): TxnMessage[] {
   if (w?.v === 1) return [w as TxnMessage];
   if (w?.v === 2) return [fromV2(w as WireV2)];
   if (w?.v === 3 || w?.v === 4) return fromRun(w as WireRun | WireRunShared);
-  throw new ProtocolError(`unsupported change envelope version ${String(w?.v)} (this pgferry reads versions 1 to ${RUN_VERSION}); upgrade pgferry`);
+  throw new ProtocolError(`unsupported change envelope version ${String(w?.v)} (this pgferry reads versions 1 to ${LINES_VERSION}); upgrade pgferry`);
 }
 
 function fromRun(w: WireRun | WireRunShared): TxnMessage[] {
@@ -192,7 +194,7 @@ function toV2(m: TxnMessage, lines?: LineInsert[][]): WireV2 | null {
     const i = index.get(c.rel);
     if (i === undefined) return null;
     const cols = rels[i].columns;
-    if (lines && isLineInsert(c) && c.columns.length === cols.length) {
+    if (lines && isLineInsert(c) && sameNames(c.columns, cols)) {
       const prev = ch[ch.length - 1];
       if (prev?.[0] === 'c' && prev[1] === i) {
         prev[2] += 1;
@@ -366,14 +368,18 @@ function readLines(c: WireChange, data: { body: Buffer; at: number; lines: boole
   for (let k = 0; k < count; k++) {
     const nl = body.indexOf(0x0a, pos);
     if (nl < 0 || nl >= end) throw malformed(`${r.table} has fewer lines than the ${count} it announces`, LINES_VERSION);
-    if (data.lines) out.push(new LineInsert(key, names, body, pos, nl + 1));
-    else {
-      out.push({ op: 'insert', rel: key, new: parseLine(names, body, pos, nl + 1) });
-    }
+    out.push(data.lines ? new LineInsert(key, names, body, pos, nl + 1) : { op: 'insert', rel: key, new: parseLine(names, body, pos, nl + 1) });
     pos = nl + 1;
   }
   if (pos !== end) throw malformed(`the lines of ${r.table} do not fill the ${bytes} bytes announced`, LINES_VERSION);
   data.at = end;
+}
+
+/** A line's columns are its relation's, in order (capture writes it so; anything else is written as values). */
+function sameNames(names: readonly string[], cols: RelationInfo['columns']): boolean {
+  if (names.length !== cols.length) return false;
+  for (let j = 0; j < names.length; j++) if (names[j] !== cols[j].name) return false;
+  return true;
 }
 
 /** A relation's column names, kept with its frozen description (a reader shares it between messages). */

@@ -128,6 +128,16 @@ describe('envelope version 5: a message holding COPY lines', () => {
     );
   });
 
+  it('writes a line whose columns are not its relation\'s, in order, as values: the row read back is the same', () => {
+    const k = relKey('public', 'a');
+    const w = new LineWriter();
+    const swapped = lineOf(w, ['v', 'id'], { v: 'x\ty', id: '7' }, k);
+    const m: TxnMessage = { v: 2, source: 'main', xid: 1, lsn: '0/1', endLsn: '', commitTime: 'x', seq: 0, last: false, relations: { [k]: rel('a', ['id', 'v']) }, changes: [swapped] };
+    const body = encodeMessage(m);
+    expect(body[0]).toBe(0x7b); // JSON: no line travels
+    expect(decodeMessage(body).changes).toEqual([{ op: 'insert', rel: k, new: { id: '7', v: 'x\ty' } }]);
+  });
+
   it('names a malformed version 5 message as such', () => {
     const r = rel('a', ['id', 'v']);
     const k = relKey('public', 'a');
