@@ -369,24 +369,23 @@ export class Applier {
 }
 
 /** Insert rows with COPY … FROM STDIN (text format) on the batch's connection, inside its transaction. */
-async function copyRows(c: pg.ClientBase, rel: RelationInfo, rows: Row[]): Promise<void> {
+function copyRows(c: pg.ClientBase, rel: RelationInfo, rows: Row[]): Promise<void> {
   const cols = Object.keys(rows[0]);
-  const stream = c.query(copyFrom(buildCopyInsert(rel, cols)));
-  await new Promise<void>((resolve, reject) => {
-    stream.on('error', reject);
-    stream.on('finish', resolve);
-    stream.end(copyText(cols, rows));
-  });
+  return copyIn(c, buildCopyInsert(rel, cols), copyText(cols, rows));
 }
 
 /** Inserts carried as COPY lines (runs.ts: every column, one table), copied as they are. */
-async function copyLines(c: pg.ClientBase, rel: RelationInfo, lines: LineInsert[]): Promise<void> {
-  const stream = c.query(copyFrom(buildCopyInsert(rel, lines[0].columns)));
+function copyLines(c: pg.ClientBase, rel: RelationInfo, lines: LineInsert[]): Promise<void> {
+  const slices = lineSlices(lines);
+  return copyIn(c, buildCopyInsert(rel, lines[0].columns), slices.length === 1 ? slices[0] : Buffer.concat(slices));
+}
+
+async function copyIn(c: pg.ClientBase, sql: string, data: string | Buffer): Promise<void> {
+  const stream = c.query(copyFrom(sql));
   await new Promise<void>((resolve, reject) => {
     stream.on('error', reject);
     stream.on('finish', resolve);
-    const slices = lineSlices(lines);
-    stream.end(slices.length === 1 ? slices[0] : Buffer.concat(slices));
+    stream.end(data);
   });
 }
 

@@ -91,7 +91,7 @@ const unescape = (_: string, c: string): string => (c === 't' ? '\t' : c === 'n'
 /**
  * Writes COPY lines into large shared buffers, so a line costs no
  * allocation of its own; the lines of one chunk mostly sit side by side in
- * one buffer and are sent as one slice (`slices`).
+ * one buffer and are sent as one slice (`lineSlices`).
  */
 export class LineWriter {
   private buf = Buffer.allocUnsafe(0);
@@ -122,6 +122,7 @@ export class LineWriter {
         p += 4;
         const stop = p + len;
         // Byte by byte: values are mostly short, and a copy call per value cost more than this loop.
+        // The same escaping as apply/sql-builder.ts copyField, on bytes (the property test holds them equal).
         for (; p < stop; p++) {
           const b = msg[p];
           if (b === BACKSLASH || b === TAB || b === NL || b === CR) {

@@ -267,9 +267,7 @@ class CaptureRun {
   private handle(msg: Pgoutput.Message): Promise<void> | undefined {
     let pending: Promise<void> | undefined;
     try {
-      if (this.fatal) pending = undefined;
-      else if (msg.tag === 'relation') pending = this.types.learn(msg).then(() => this.assemble(msg));
-      else pending = this.assemble(msg);
+      if (!this.fatal) pending = msg.tag === 'relation' ? this.types.learn(msg).then(() => this.assemble(msg)) : this.assemble(msg);
     } catch (err) {
       this.failRun(err as Error);
     }
@@ -290,7 +288,9 @@ class CaptureRun {
   private assemble(msg: Pgoutput.Message): Promise<void> | undefined {
     if (msg.tag === 'begin') this.current = this.acks.begin();
     const { out, commit } = this.assembler.push(msg);
-    return out.length ? this.publish(out, this.current!, commit) : commit ? this.committed(this.current!, commit) : undefined;
+    if (out.length) return this.publish(out, this.current!, commit);
+    if (commit) this.committed(this.current!, commit);
+    return undefined;
   }
 
   /** Publish `out` from its `from`th message, then account the commit; a promise only if a publish makes it wait. */
@@ -320,12 +320,11 @@ class CaptureRun {
     return undefined;
   }
 
-  private committed(txn: TrackedTxn, commit: CommitInfo): undefined {
+  private committed(txn: TrackedTxn, commit: CommitInfo): void {
     this.current = null;
     this.onTransaction();
     this.account(this.acks.commit(txn, { lsn: commit.lsn, endLsn: commit.endLsn, commitTime: commit.commitTime, changes: this.changes }));
     this.changes = 0;
-    return undefined;
   }
 
   /**
