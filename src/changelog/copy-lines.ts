@@ -103,13 +103,14 @@ export class LineWriter {
    * pgoutput's TupleData at `at` of `msg` (Int16 count, then per column 'n',
    * or 't' Int32 length and the text) as one COPY line. 'u' (an unchanged
    * TOAST value) and 'b' (binary) cannot be written as a line: the caller
-   * decodes such a row as text instead (null here).
+   * decodes such a row as text instead (null here). The message ends at
+   * `end` of `msg` (which may hold more after it).
    */
-  tuple(msg: Buffer, at: number, columns: number): { data: Buffer; start: number; end: number } | null {
+  tuple(msg: Buffer, at: number, columns: number, end = msg.length): { data: Buffer; start: number; end: number } | null {
     const n = msg.readInt16BE(at);
     if (n !== columns) return null;
     // At most: every byte escaped, plus "\N" or a separator per column, plus the newline.
-    this.room(2 * (msg.length - at) + 3 * n + 1);
+    this.room(2 * (end - at) + 3 * n + 1);
     const out = this.buf;
     const start = this.pos;
     let w = start;

@@ -175,7 +175,7 @@ export class TxnAssembler {
     const after = this.opts.linesAfter ?? LINES_AFTER;
     if (!after || !(msg instanceof InsertMessage) || (chunker.emitted === 0 && chunker.holding < after)) return null;
     const info = this.relations.get(msg.relation.relationOid)!;
-    const line = this.lines.tuple(msg.data, msg.tupleAt, info.names.length);
+    const line = this.lines.tuple(msg.data, msg.tupleAt, info.names.length, msg.end);
     return line && new LineInsert(info.key, info.names, line.data, line.start, line.end);
   }
 
@@ -186,7 +186,7 @@ export class TxnAssembler {
 }
 
 /**
- * Tuples come from TextPgoutputPlugin, which already gives every value as a
+ * Tuples come from pgoutput.ts, which already gives every value as a
  * string or null and leaves out unchanged TOAST values that were not sent.
  */
 const toRow = (tuple: Record<string, unknown>): Row => tuple as Row;

@@ -10,34 +10,34 @@
  * column, and no entry at all for an unchanged TOAST value that was not sent
  * (unless the old tuple of a REPLICA IDENTITY FULL update supplies it).
  *
- * It produces the library's message shapes, so the service, the types and the
- * assembler stay those of pg-logical-replication; only `parse` is ours.
+ * It produces pg-logical-replication's message shapes (its types), so the
+ * assembler and the type names keep them.
  * https://www.postgresql.org/docs/15/protocol-logicalrep-message-formats.html
  */
-import { PgoutputPlugin, Pgoutput } from 'pg-logical-replication';
+import type { Pgoutput } from 'pg-logical-replication';
 import type { Row } from '../../change';
 import { formatLsnHalves } from '../../lsn';
 
-export class TextPgoutputPlugin extends PgoutputPlugin {
+/** The pgoutput messages of one replication connection, decoded in order (RELATION messages are remembered). */
+export class PgoutputDecoder {
   private readonly relations = new Map<number, Pgoutput.MessageRelation>();
 
-  override parse(buf: Buffer): Pgoutput.Message {
-    return decodePgoutput(buf, this.relations);
+  /** The message at bytes `start` to `end` of `buf`. */
+  parse(buf: Buffer, start: number, end: number): Pgoutput.Message {
+    return decodePgoutput(buf, this.relations, start, end);
   }
 }
 
 /** Decode one pgoutput message (exported for tests); `relations` carries RELATION messages between calls. */
-export function decodePgoutput(buf: Buffer, relations: Map<number, Pgoutput.MessageRelation>): Pgoutput.Message {
-  return new Reader(buf).message(relations);
+export function decodePgoutput(buf: Buffer, relations: Map<number, Pgoutput.MessageRelation>, start = 0, end = buf.length): Pgoutput.Message {
+  return new Reader(buf, start, end).message(relations);
 }
 
 /**
  * An INSERT whose tuple is read only when asked for: as a row (`new`), or
  * by the assembler straight into a COPY line (changelog/copy-lines.ts),
- * which never makes a value of it. `data` is the message's own bytes: the
- * assembler reads them while capture's handler runs, before the
- * replication stream (paused meanwhile, flow control) delivers anything
- * that could reuse pg's read buffer.
+ * which never makes a value of it. `data` holds the message's bytes (up to
+ * `end`), as read from the replication connection, which never reuses them.
  */
 export class InsertMessage {
   readonly tag = 'insert' as const;
@@ -46,19 +46,22 @@ export class InsertMessage {
   constructor(
     readonly relation: Pgoutput.MessageRelation,
     readonly data: Buffer,
-    /** Where the TupleData starts in `data`. */
+    /** Where the TupleData starts in `data`, and where the message ends. */
     readonly tupleAt: number,
+    readonly end: number,
   ) {}
 
   get new(): Row {
-    return (this.row ??= new Reader(this.data, this.tupleAt).tuple(this.relation, null));
+    return (this.row ??= new Reader(this.data, this.tupleAt, this.end).tuple(this.relation, null));
   }
 }
 
 class Reader {
   constructor(
     private readonly buf: Buffer,
-    private pos = 0,
+    private pos: number,
+    /** Where the message ends in `buf`. */
+    private readonly end: number,
   ) {}
 
   message(relations: Map<number, Pgoutput.MessageRelation>): Pgoutput.Message {
@@ -76,7 +79,7 @@ class Reader {
       case 0x49 /* I */: {
         const relation = this.rel(relations);
         this.u8(); // 'N'
-        return new InsertMessage(relation, this.buf, this.pos) as Pgoutput.MessageInsert;
+        return new InsertMessage(relation, this.buf, this.pos, this.end) as Pgoutput.MessageInsert;
       }
       case 0x55 /* U */: {
         const relation = this.rel(relations);

@@ -9,16 +9,17 @@
  * The parts, each in its own file: the ack tracker (which position the slot
  * may be acknowledged to), the assembler (pgoutput → envelope chunks), the
  * type names (catalog lookups for RELATION messages), the idle heartbeat,
- * and the replication error classifier. This file wires them to one
- * replication connection and runs until stopped.
+ * the replication connection and its error classifier. This file wires them
+ * together and runs until stopped.
  */
-import { LogicalReplicationService, Pgoutput } from 'pg-logical-replication';
+import type { Pgoutput } from 'pg-logical-replication';
 import type pg from 'pg';
 import { AckTracker, Released, TrackedTxn } from './ack-tracker';
 import { RunPublisher } from '../../changelog/runs';
 import { TxnAssembler, type CommitInfo } from './assembler';
 import { IdleHeartbeat } from './idle-heartbeat';
-import { TextPgoutputPlugin } from './pgoutput';
+import { PgoutputDecoder } from './pgoutput';
+import { ReplicationConnection } from './replication-connection';
 import type { TxnMessage } from '../../change';
 import { classifyReplicationError } from './replication-errors';
 import { slotInfo } from './prepare';
@@ -29,7 +30,7 @@ import { schemaCaptureKey } from '../schema-capture';
 import type { CaptureOptions, CaptureProgress } from '../contract';
 import { StreamPublisher } from '../../changelog/stream';
 import { GapError, UnavailableError, classifyError, describeCause } from '../../errors';
-import { formatLsn, parseLsn, ZERO_LSN } from '../../lsn';
+import { parseLsn, ZERO_LSN } from '../../lsn';
 import { publicationName, slotName } from '../../names';
 import { connectPg, SESSION_OPTIONS } from '../../pg';
 import { redactText } from '../../redact';
@@ -42,22 +43,14 @@ export async function streamChanges(opts: CaptureOptions): Promise<CaptureProgre
   const catalog = await connectPg(what, url);
   let publisher: StreamPublisher | undefined;
   let heartbeat: IdleHeartbeat | undefined;
-  const service = new LogicalReplicationService(
-    { connectionString: url, options: SESSION_OPTIONS, connectionTimeoutMillis: 10_000 } as pg.ClientConfig,
-    // Flow control is capture's own (CaptureRun.onMessage): the library's awaits every message.
-    { acknowledge: { auto: false, timeoutSeconds: 0 }, flowControl: { enabled: false } },
-  );
-  // Without its flow control the library calls its async `_acknowledge` after every message, which does
-  // nothing when acknowledging is manual (capture's own: sendAck) but costs a promise each; a harmless
-  // extra property should a later version rename it.
-  Object.defineProperty(service, '_acknowledge', { value: () => undefined });
+  const replication = new ReplicationConnection({ connectionString: url, options: SESSION_OPTIONS, connectionTimeoutMillis: 10_000 });
   try {
     const confirmedLsn = await checkSlot(catalog, source);
     const history = await walHistory(what, url);
     const schemaKey = await schemaCaptureKey(catalog);
     publisher = await StreamPublisher.connect(opts.rabbitUrl, source, opts.retention);
     if (publisher.created) opts.log.warn({ source, stream: publisher.stream }, streamLossWarning(source, publisher.stream));
-    const run = new CaptureRun(opts, service, publisher, new TypeNames(catalog), history, confirmedLsn, schemaKey);
+    const run = new CaptureRun(opts, replication, publisher, new TypeNames(catalog), history, confirmedLsn, schemaKey);
     heartbeat = new IdleHeartbeat({ source, url, log: opts.log, intervalMs: opts.heartbeatMs ?? 60_000, busy: () => run.busy });
     run.onTransaction = () => heartbeat!.noteTransaction();
     return await run.until(heartbeat);
@@ -67,7 +60,7 @@ export async function streamChanges(opts: CaptureOptions): Promise<CaptureProgre
     }
     throw err;
   } finally {
-    await service.destroy().catch(() => undefined);
+    await replication.close();
     await heartbeat?.close();
     await publisher?.close();
     await catalog.end().catch(() => undefined);
@@ -85,11 +78,6 @@ async function checkSlot(catalog: pg.Client, source: string): Promise<string> {
     throw new GapError(`${what}: replication slot ${slotName(source)} was invalidated (max_slot_wal_keep_size); the replicas need a resync`);
   }
   return slot.confirmedFlushLsn ?? ZERO_LSN;
-}
-
-/** The socket of the library's replication connection, which capture pauses for flow control (the library does the same with its own). */
-function replicationStream(service: LogicalReplicationService): { pause(): void; resume(): void } | undefined {
-  return (service as unknown as { _connection?: { stream?: { pause(): void; resume(): void } } })._connection?.stream;
 }
 
 /** The slot is acknowledged at most this often as RabbitMQ confirms transactions (CaptureRun.ackSoon). */
@@ -123,7 +111,7 @@ class CaptureRun {
 
   constructor(
     private readonly opts: CaptureOptions,
-    private readonly service: LogicalReplicationService,
+    private readonly replication: ReplicationConnection,
     private readonly pub: StreamPublisher,
     private readonly types: TypeNames,
     history: string,
@@ -161,9 +149,6 @@ class CaptureRun {
   /** Stream until the signal, maxRunMs, or a failure; then let outstanding confirms land and acknowledge. */
   async until(heartbeat: IdleHeartbeat): Promise<CaptureProgress> {
     const { opts } = this;
-    this.service.on('data', (_lsn: string, msg: Pgoutput.Message) => this.onMessage(msg));
-    this.service.on('heartbeat', (lsn: string, _ts: number, shouldRespond: boolean) => this.onKeepalive(lsn, shouldRespond));
-    this.service.on('error', (err: Error) => this.failRun(err));
     const replication = this.subscribe();
     const report = new Heartbeat(opts.onProgress, { everyMs: 2000, details: () => ({ ...this.progress }) }).start();
     const keepalive = setInterval(() => this.sendAck(), 10_000);
@@ -198,14 +183,25 @@ class CaptureRun {
 
   private subscribe(): Promise<void> {
     const { source, url, signal } = this.opts;
+    const decoder = new PgoutputDecoder();
     // `messages`: logical messages are sent too (the idle heartbeat; other programs' are ignored).
-    const plugin = new TextPgoutputPlugin({ protoVersion: 1, publicationNames: [publicationName(source)], messages: true });
-    const parse = plugin.parse.bind(plugin);
-    plugin.parse = (buf: Buffer) => {
-      this.received += 1;
-      return parse(buf);
+    // From the slot's confirmed position (the server starts there when asked for an earlier one).
+    // The names are pgferry's own (names.ts: lower-case letters, digits and _), as the server wants them quoted.
+    const sql = `START_REPLICATION SLOT "${slotName(source)}" LOGICAL 0/0 (proto_version '1', publication_names '"${publicationName(source)}"', messages 'true')`;
+    const handlers = {
+      xlogData: (buf: Buffer, start: number, end: number) => {
+        this.received += 1;
+        let msg: Pgoutput.Message;
+        try {
+          msg = decoder.parse(buf, start, end);
+        } catch (err) {
+          return this.failRun(err as Error);
+        }
+        this.onMessage(msg);
+      },
+      keepalive: (walEnd: string, replyNow: boolean) => this.onKeepalive(walEnd, replyNow),
     };
-    const replication = this.service.subscribe(plugin, slotName(source)).then(
+    const replication = this.replication.start(sql, handlers, (err) => this.failRun(err)).then(
       () => {
         if (!signal.aborted) throw new UnavailableError(`source '${source}': the replication connection closed; capture will reconnect`);
       },
@@ -246,7 +242,7 @@ class CaptureRun {
     }
     if (this.paused) {
       this.paused = false;
-      replicationStream(this.service)?.resume();
+      this.replication.resume();
     }
   }
 
@@ -259,7 +255,7 @@ class CaptureRun {
     this.backlog.push(msg);
     if (!this.paused) {
       this.paused = true;
-      replicationStream(this.service)?.pause();
+      this.replication.pause();
     }
   }
 
@@ -370,12 +366,12 @@ class CaptureRun {
     this.ackTimer.unref();
   }
 
-  /** The lib adds 1 to what it is given; the server must receive exactly the confirmed position. */
+  /** The slot moves to exactly the confirmed position. */
   private sendAck(): void {
     if (this.ackTimer) clearTimeout(this.ackTimer);
     this.ackTimer = null;
     this.lastAckAt = Date.now();
     const lsn = parseLsn(this.progress.confirmedLsn);
-    if (lsn > 0n) void this.service.acknowledge(formatLsn(lsn - 1n)).catch(() => undefined);
+    if (lsn > 0n) this.replication.acknowledge(lsn);
   }
 }
