@@ -101,14 +101,15 @@ export class LineWriter {
 
   /**
    * pgoutput's TupleData at `at` of `msg` (Int16 count, then per column 'n',
-   * or 't' Int32 length and the text) as one COPY line. 'u' (an unchanged
-   * TOAST value) and 'b' (binary) cannot be written as a line: the caller
-   * decodes such a row as text instead (null here). The message ends at
-   * `end` of `msg` (which may hold more after it).
+   * or 't' Int32 length and the text) as the COPY line of an insert into
+   * `rel`, whose columns are `columns`. 'u' (an unchanged TOAST value) and
+   * 'b' (binary) cannot be written as a line: the caller decodes such a row
+   * as text instead (null here). The message ends at `end` of `msg` (which
+   * may hold more after it).
    */
-  tuple(msg: Buffer, at: number, columns: number, end = msg.length): { data: Buffer; start: number; end: number } | null {
+  line(rel: string, columns: readonly string[], msg: Buffer, at: number, end = msg.length): LineInsert | null {
     const n = msg.readInt16BE(at);
-    if (n !== columns) return null;
+    if (n !== columns.length) return null;
     // At most: every byte escaped, plus "\N" or a separator per column, plus the newline.
     this.room(2 * (end - at) + 3 * n + 1);
     const out = this.buf;
@@ -123,10 +124,12 @@ export class LineWriter {
         p += 4;
         const stop = p + len;
         // Byte by byte: values are mostly short, and a copy call per value cost more than this loop.
-        // The same escaping as apply/sql-builder.ts copyField, on bytes (the property test holds them equal).
+        // The same escaping as apply/sql-builder.ts copyField, on bytes (the property test holds them equal);
+        // the four bytes escaped are all at most 13 or exactly 92, so most bytes pass two comparisons.
         for (; p < stop; p++) {
           const b = msg[p];
-          if (b === BACKSLASH || b === TAB || b === NL || b === CR) {
+          if (b > CR && b !== BACKSLASH) out[w++] = b;
+          else if (b === BACKSLASH || b === TAB || b === NL || b === CR) {
             out[w++] = BACKSLASH;
             out[w++] = b === BACKSLASH ? BACKSLASH : b === TAB ? 0x74 : b === NL ? 0x6e : 0x72;
           } else out[w++] = b;
@@ -140,7 +143,7 @@ export class LineWriter {
     }
     out[w++] = NL;
     this.pos = w;
-    return { data: out, start, end: w };
+    return new LineInsert(rel, columns, out, start, w);
   }
 
   private room(bytes: number): void {

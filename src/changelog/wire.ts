@@ -179,6 +179,17 @@ function toV2(m: TxnMessage, lines?: LineInsert[][]): WireV2 | null {
     return m.relations[k];
   });
   const ch: WireChange[] = [];
+  // Whether a line's columns are its relation's, in order; capture's lines of one table share their
+  // names, so the last names found to be relation `sameRel`'s are not compared again.
+  let sameAs: readonly string[] | undefined;
+  let sameRel = -1;
+  const ownColumns = (c: LineInsert, i: number): boolean => {
+    if (c.columns === sameAs && i === sameRel) return true;
+    if (!sameNames(c.columns, rels[i].columns)) return false;
+    sameAs = c.columns;
+    sameRel = i;
+    return true;
+  };
   for (const c of m.changes) {
     if (c.op === 'truncate') {
       const is = c.rels.map((k) => index.get(k));
@@ -194,7 +205,7 @@ function toV2(m: TxnMessage, lines?: LineInsert[][]): WireV2 | null {
     const i = index.get(c.rel);
     if (i === undefined) return null;
     const cols = rels[i].columns;
-    if (lines && isLineInsert(c) && sameNames(c.columns, cols)) {
+    if (lines && isLineInsert(c) && ownColumns(c, i)) {
       const prev = ch[ch.length - 1];
       if (prev?.[0] === 'c' && prev[1] === i) {
         prev[2] += 1;

@@ -33,8 +33,7 @@ const columnNames = fc.uniqueArray(fc.oneof(fc.constantFrom('id', 'a b', 'Ü"x',
 
 function lineOf(writer: LineWriter, cols: string[], row: Row, rel = 'r'): LineInsert {
   const buf = tupleData(cols.map((c) => row[c]));
-  const line = writer.tuple(buf, 3, cols.length)!;
-  return new LineInsert(rel, cols, line.data, line.start, line.end);
+  return writer.line(rel, cols, buf, 3)!;
 }
 
 describe('inserts carried as COPY lines', () => {
@@ -57,11 +56,11 @@ describe('inserts carried as COPY lines', () => {
 
   it('leaves a tuple it cannot write as a line to the row path: an unchanged TOAST value, a binary value, another column count', () => {
     const w = new LineWriter();
-    expect(w.tuple(tupleData(['1', { kind: 'u' }]), 3, 2)).toBeNull();
-    expect(w.tuple(tupleData(['1', { kind: 'b' }]), 3, 2)).toBeNull();
-    expect(w.tuple(tupleData(['1', '2']), 3, 3)).toBeNull();
+    expect(w.line('r', ['a', 'b'], tupleData(['1', { kind: 'u' }]), 3)).toBeNull();
+    expect(w.line('r', ['a', 'b'], tupleData(['1', { kind: 'b' }]), 3)).toBeNull();
+    expect(w.line('r', ['a', 'b', 'c'], tupleData(['1', '2']), 3)).toBeNull();
     // What was abandoned is not part of the next line.
-    const l = w.tuple(tupleData(['x', null]), 3, 2)!;
+    const l = w.line('r', ['a', 'b'], tupleData(['x', null]), 3)!;
     expect(l.data.toString('utf8', l.start, l.end)).toBe('x\t\\N\n');
   });
 

@@ -175,8 +175,7 @@ export class TxnAssembler {
     const after = this.opts.linesAfter ?? LINES_AFTER;
     if (!after || !(msg instanceof InsertMessage) || (chunker.emitted === 0 && chunker.holding < after)) return null;
     const info = this.relations.get(msg.relation.relationOid)!;
-    const line = this.lines.tuple(msg.data, msg.tupleAt, info.names.length, msg.end);
-    return line && new LineInsert(info.key, info.names, line.data, line.start, line.end);
+    return this.lines.line(info.key, info.names, msg.data, msg.tupleAt, msg.end);
   }
 
   private add(change: Change): { out: TxnMessage[] } {
