@@ -126,6 +126,8 @@ interface CatchUp {
   txns: number;
   loadSeconds: number;
   seconds: number;
+  /** Of `seconds`, the resume itself: ALTER SUBSCRIPTION … ENABLE, or the `pgferry replica resume` command (a CLI process, Temporal's signal). */
+  resumeSeconds: number;
   txnsPerSecond: number;
   cpuBusyPct: number;
   applyCpuS?: number;
@@ -418,6 +420,7 @@ describe(`benchmark, ${N.toLocaleString('en')} rows`, () => {
       const cpu = cpuWindow(system === 'pgferry' ? procs : undefined);
       const t0 = Date.now();
       await (system === 'native' ? subscription(true) : pgferryReplica(true));
+      const resumed = Date.now();
       await waitFor(`${system} to catch up`, () => shows(dbOf(system), last), 60 * 60_000, 50);
       const took = (Date.now() - t0) / 1000;
       const c = cpu();
@@ -428,6 +431,7 @@ describe(`benchmark, ${N.toLocaleString('en')} rows`, () => {
         txns,
         loadSeconds: seconds,
         seconds: took,
+        resumeSeconds: (resumed - t0) / 1000,
         txnsPerSecond: Math.round(txns / took),
         cpuBusyPct: c.cpuBusyPct,
         applyCpuS: c.applyCpuS,
@@ -543,12 +547,12 @@ function report(rows: Row[], oltpRuns: OltpRun[], catchUps: CatchUp[]): void {
     }
   }
   if (catchUps.length) {
-    lines.push('', '| catch-up after a load the replica missed | system | load (s) | source txns | catch-up (s) | txns/s applied | pgferry ÷ native | apply RSS (MB) | machine CPU busy | apply CPU (s) |');
-    lines.push('| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |');
+    lines.push('', '| catch-up after a load the replica missed | system | load (s) | source txns | catch-up (s) | of which the resume command (s) | txns/s applied | pgferry ÷ native | apply RSS (MB) | machine CPU busy | apply CPU (s) |');
+    lines.push('| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |');
     for (const c of catchUps) {
       const native = catchUps.find((x) => x.workload === c.workload && x.system === 'native');
       const ratio = c.system === 'pgferry' && native ? (c.txnsPerSecond / native.txnsPerSecond).toFixed(2) : '';
-      lines.push(`| ${c.workload} | ${c.system} | ${c.loadSeconds} | ${c.txns} | ${c.seconds.toFixed(1)} | ${c.txnsPerSecond} | ${ratio} | ${c.applyRssMb ?? ''} | ${c.cpuBusyPct}% | ${cpu(c.applyCpuS)} |`);
+      lines.push(`| ${c.workload} | ${c.system} | ${c.loadSeconds} | ${c.txns} | ${c.seconds.toFixed(1)} | ${c.resumeSeconds?.toFixed(1) ?? ''} | ${c.txnsPerSecond} | ${ratio} | ${c.applyRssMb ?? ''} | ${c.cpuBusyPct}% | ${cpu(c.applyCpuS)} |`);
     }
   }
   lines.push(...stageTable(rows, oltpRuns, catchUps));
