@@ -90,7 +90,7 @@ export const SETTINGS = [
   { path: 'stream.maxAge', file: 'stream.max_age', env: 'PGFERRY_STREAM_MAX_AGE', default: '7D', type: 'text', keepEmpty: true, help: 'retention of the change stream, e.g. 7D; empty for no limit' },
   { path: 'stream.segmentBytes', file: 'stream.segment_bytes', env: 'PGFERRY_STREAM_SEGMENT_BYTES', default: 500_000_000, type: 'number', help: 'size of the stream\'s segment files' },
 
-  { path: 'batch.maxChanges', file: 'batch.max_changes', env: 'PGFERRY_BATCH_MAX_CHANGES', default: 5000, type: 'number', help: 'most changes per apply batch' },
+  { path: 'batch.maxChanges', file: 'batch.max_changes', env: 'PGFERRY_BATCH_MAX_CHANGES', default: 20_000, type: 'number', help: 'most changes per apply batch (a batch also ends at max_wait_ms)' },
   { path: 'batch.maxWaitMs', file: 'batch.max_wait_ms', env: 'PGFERRY_BATCH_MAX_WAIT_MS', default: 100, type: 'number', help: 'longest a change waits in an apply batch before it commits: under load, about what a replica lags by' },
   { path: 'batch.chunkChanges', file: 'batch.chunk_changes', env: 'PGFERRY_CHUNK_CHANGES', default: 2000, type: 'number', help: 'most changes per stream message' },
   { path: 'batch.chunkBytes', file: 'batch.chunk_bytes', env: 'PGFERRY_CHUNK_BYTES', default: 128 * 1024, type: 'number', help: 'about how many bytes of values per stream message' },

@@ -22,8 +22,9 @@ import type { KeyedRows } from './staging';
 /**
  * Changes gathered in one window before it is sent. The applier writes a full
  * window while the next one fills (applier.ts), so a batch of the default
- * 5,000 changes goes as three windows, two of them overlapped with reading
- * and reducing; a smaller window would add round trips and reduce less.
+ * 20,000 changes (a catch-up's: under a live load a batch ends at
+ * max_wait_ms first) goes as ten windows, all but the last overlapped with
+ * reading and reducing; a smaller window would add round trips and reduce less.
  */
 export const WINDOW_CHANGES = 2_000;
 

@@ -103,7 +103,7 @@ it(`applies ${TXNS} TPC-B transactions from the stream`, async () => {
   const ac = new AbortController();
   const session = log.session({
     maxRunMs: 3_600_000,
-    maxChanges: Number(process.env.PGFERRY_BATCH_MAX_CHANGES ?? 5000),
+    maxChanges: Number(process.env.PGFERRY_BATCH_MAX_CHANGES ?? 20_000),
     maxWaitMs: 1000,
     signal: ac.signal,
     onBatch: (total) => {

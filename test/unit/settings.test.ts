@@ -67,7 +67,7 @@ const CASES: Record<string, Case> = {
   'stream.maxBytes': { a: ['5', 5], b: ['6', 6], file: [7, 7], invalid: -1, dflt: 20 * 1024 ** 3 },
   'stream.maxAge': { a: ['2h', '2h'], b: ['3m', '3m'], file: ['4D', '4D'], invalid: 'a week', dflt: '7D', emptyVar: '' },
   'stream.segmentBytes': { a: ['5', 5], b: ['6', 6], file: [7, 7], invalid: 0, dflt: 500_000_000 },
-  'batch.maxChanges': { a: ['7', 7], b: ['8', 8], file: [9, 9], invalid: 0, dflt: 5000 },
+  'batch.maxChanges': { a: ['7', 7], b: ['8', 8], file: [9, 9], invalid: 0, dflt: 20_000 },
   'batch.maxWaitMs': { a: ['7', 7], b: ['8', 8], file: [9, 9], invalid: 0, dflt: 100 },
   'batch.chunkChanges': { a: ['7', 7], b: ['8', 8], file: [9, 9], invalid: 0, dflt: 2000 },
   'batch.chunkBytes': { a: ['2048', 2048], b: ['4096', 4096], file: [8192, 8192], invalid: 10, dflt: 128 * 1024 },
