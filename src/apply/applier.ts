@@ -53,7 +53,8 @@ import {
   positional,
 } from './sql-builder';
 import { APPLY_STATEMENTS, StatementGroup } from './statement-group';
-import { WINDOW_CHANGES, reduceWindow, tableWrites, windowable } from './net-apply';
+import { reduceWindow, tableWrites, windowFor, windowable } from './net-apply';
+import { settingAt } from '../settings';
 import { applyStaged, type KeyedRows } from './staging';
 import { KeyNotUnique } from './net-change';
 import { applySchemaChange, type SchemaPolicy } from './schema-apply';
@@ -89,6 +90,8 @@ export class Applier {
     private readonly netChange = true,
     /** What a schema change does to this replica (schema-apply.ts). */
     private readonly schemaPolicy: SchemaPolicy = 'apply',
+    /** Changes a window gathers before it is written (net-apply.ts windowFor: half a batch; by default the default batch's). */
+    private readonly windowSize = windowFor(settingAt('batch.maxChanges').default),
   ) {
     this.types = ReplicaTypes.of(c);
     this.types.refresh(); // the replica's tables may have been altered since the last batch
@@ -118,7 +121,7 @@ export class Applier {
       await this.flushGroup();
       this.window.push(m);
       this.windowChanges += m.changes.length;
-      if (this.windowChanges >= WINDOW_CHANGES) await this.sendWindow();
+      if (this.windowChanges >= this.windowSize) await this.sendWindow();
       return;
     }
     await this.flushWindow();

@@ -28,6 +28,7 @@ import type { Logger } from '../logger';
 import { Heartbeat } from '../heartbeat';
 import { crashPoint } from '../testing/crash-point';
 import { Applier } from './applier';
+import { windowFor } from './net-apply';
 import { PROGRESS_TABLE, ProgressStore } from './progress-store';
 
 /** How long a batch waits for RabbitMQ to attach its reader to the stream before it reports the wait and retries. */
@@ -63,6 +64,8 @@ export interface ApplyBatchOptions {
   tables?: ReadonlySet<string>;
   /** Apply the net change of whole transactions of keyed tables (default true; applier.ts, net-apply.ts). */
   netChange?: boolean;
+  /** Changes in one net-change window (default: half of maxChanges, net-apply.ts windowFor). */
+  windowChanges?: number;
   /** What a schema change does to this replica (schema-apply.ts); default apply. */
   schemaPolicy?: SchemaPolicy;
   /**
@@ -258,7 +261,7 @@ async function runBatch(o: ApplyBatchOptions, feed: StreamFeed, stopAt?: StopPoi
     const { reader, protocol } = await feed.at(o, stored);
     // Read under the checkpoint's lock: a table joins or leaves (table-registry.ts) between batches.
     const gate = await TableRegistry.gate(c, o.replica, o.tables, o.tables === undefined);
-    applier = new Applier(c, o.replica, o.log, gate, o.netChange ?? true, o.schemaPolicy ?? 'apply');
+    applier = new Applier(c, o.replica, o.log, gate, o.netChange ?? true, o.schemaPolicy ?? 'apply', o.windowChanges ?? windowFor(o.maxChanges));
     const batch = new BatchLoop(o, reader, protocol, applier, heartbeat, stopAt);
     const result = await batch.run(stored);
     const at = protocol.position;

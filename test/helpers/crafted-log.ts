@@ -74,7 +74,7 @@ export class CraftedLog {
   }
 
   /** One apply batch for replica 'r'. */
-  async apply(opts: { chunkWaitMs?: number; maxWaitMs?: number; maxChanges?: number; client?: pg.Client; netChange?: boolean } = {}): Promise<BatchResult> {
+  async apply(opts: { chunkWaitMs?: number; maxWaitMs?: number; maxChanges?: number; windowChanges?: number; client?: pg.Client; netChange?: boolean } = {}): Promise<BatchResult> {
     const c = opts.client ?? (await this.client());
     try {
       return await applyBatch({
@@ -89,6 +89,7 @@ export class CraftedLog {
         heartbeat: () => undefined,
         log: logger.child({ test: true }),
         netChange: opts.netChange,
+        windowChanges: opts.windowChanges,
       });
     } finally {
       if (!opts.client) await c.end();

@@ -12,7 +12,6 @@
  */
 import { describe, expect, it, vi } from 'vitest';
 import { Applier } from '../../src/apply/applier';
-import { WINDOW_CHANGES } from '../../src/apply/net-apply';
 import type { Change, RelationInfo, Row, TxnMessage } from '../../src/change';
 import { relKey } from '../../src/change';
 import { RejectedChangeError } from '../../src/errors';
@@ -147,6 +146,9 @@ describe('net-change apply', () => {
     ]);
   });
 
+  /** Windows of these tests: small, so a batch holds several. */
+  const WINDOW_CHANGES = 2_000;
+
   /** Publish in runs of 100 transactions (one message each): thousands of transactions, quickly. */
   const publishRuns = async (txns: TxnMessage[]) => {
     for (let i = 0; i < txns.length; i += 100) await log.publishRun(...txns.slice(i, i + 100));
@@ -159,7 +161,7 @@ describe('net-change apply', () => {
     await publishRuns(txns);
     const sent = vi.spyOn(Applier.prototype as unknown as { sendWindow: () => Promise<void> }, 'sendWindow');
     try {
-      const r = await log.apply({ maxChanges: 100_000, maxWaitMs: 60_000 });
+      const r = await log.apply({ maxChanges: 100_000, windowChanges: WINDOW_CHANGES, maxWaitMs: 60_000 });
       expect(r.txns).toBe(txns.length);
       expect(r.changes, 'one batch of several windows').toBeGreaterThan(2 * WINDOW_CHANGES);
       expect(sent.mock.calls.length, 'windows written while the next filled').toBeGreaterThanOrEqual(2);
@@ -178,7 +180,7 @@ describe('net-change apply', () => {
       txn(0x100000 + i * 0x100, [{ op: 'insert', rel: REL, new: { id: String(i + 1), a: i + 1 === poison ? 'poison' : `ok${i + 1}`, big: 'b' } }], { rels: [HOT] }),
     );
     await publishRuns(txns);
-    const err = await log.apply({ maxChanges: 100_000, maxWaitMs: 60_000 }).catch((e) => e);
+    const err = await log.apply({ maxChanges: 100_000, windowChanges: WINDOW_CHANGES, maxWaitMs: 60_000 }).catch((e) => e);
     expect(err).toBeInstanceOf(RejectedChangeError);
     expect(String(err.message)).toMatch(new RegExp(`^replica 'r': insert on public\\.hot key \\{"id":"${poison}"\\} at source position ${txns[poison - 1].lsn} was rejected: .*no_poison`));
     expect(await log.rows('SELECT count(*)::int AS n, max(id) AS last FROM hot')).toEqual([{ n: poison - 1, last: poison - 1 }]);
