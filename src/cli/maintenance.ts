@@ -17,7 +17,6 @@ import { replicaStatusQuery, resumeSignal } from '../../workflows/messages';
 import { replicaWorkflowId, snapshotWorkflowId } from '../names';
 import { verifyReplica } from '../verify/command';
 import type { TableVerdict } from '../verify/verify';
-import { runSnapshot } from '../app/snapshot-run';
 import { resyncReplica } from '../snapshot/resync';
 import { snapshotProgressBar } from '../snapshot/progress-bar';
 
@@ -84,6 +83,7 @@ function addReplicaAddCommand(replica: Command): void {
         const started = Date.now();
         let r;
         try {
+          const { runSnapshot } = await import('../app/snapshot-run'); // with the Temporal worker: loaded only by this command
           r = await runSnapshot(config, name, { createTables: Boolean(opts.createTables), parallel, onProgress: (t) => bar.update(t) });
         } finally {
           bar.stop();
