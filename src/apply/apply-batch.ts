@@ -435,7 +435,13 @@ class BatchLoop {
       }
       if (step.kind !== 'chunk') throw new StopAt({ offset: msg.offset, lsn: part.lsn }, step.error);
       this.received += 1;
-      await this.applyChunk(step.m, msg.offset);
+      const m = step.m;
+      if (!this.open && m.seq === 0 && m.last && this.applier.takeNow(m)) {
+        this.starts.set(m.lsn, msg.offset);
+        this.finished(m, m.changes.length);
+        continue;
+      }
+      await this.applyChunk(m, msg.offset);
     }
     return undefined;
   }
@@ -468,10 +474,15 @@ class BatchLoop {
     open.changes += m.changes.length;
     if (!m.last) return;
     if (open.savepoint) await c.query('RELEASE SAVEPOINT pgferry_txn');
-    this.result.txns += 1;
-    this.result.changes += open.changes;
-    this.result.lastCommitTime = m.commitTime;
     this.open = null;
+    this.finished(m, open.changes);
+  }
+
+  /** A transaction is applied (or in the applier's hands): `m` is its last chunk. */
+  private finished(m: TxnMessage, changes: number): void {
+    this.result.txns += 1;
+    this.result.changes += changes;
+    this.result.lastCommitTime = m.commitTime;
   }
 }
 
