@@ -134,16 +134,14 @@ export class Applier {
     }
     if (!windowable(taken)) return false;
     if (routed) this.gate = { ...this.gate!, entries: routed.entries };
-    this.window.push(taken);
-    this.windowChanges += taken.changes.length;
+    this.join(taken);
     return true;
   }
 
   private async take(m: TxnMessage): Promise<void> {
     if (this.netChange && windowable(m)) {
       await this.flushGroup();
-      this.window.push(m);
-      this.windowChanges += m.changes.length;
+      this.join(m);
       if (this.windowChanges >= this.windowSize) await this.sendWindow();
       return;
     }
@@ -244,6 +242,12 @@ export class Applier {
     const sending = this.writeWindow(this.takeWindow());
     sending.catch(() => undefined); // observed by the next settle (or quiesce), not left unhandled meanwhile
     this.sending = sending;
+  }
+
+  /** A whole transaction joins the window (nothing queued: the caller flushed the group). */
+  private join(m: TxnMessage): void {
+    this.window.push(m);
+    this.windowChanges += m.changes.length;
   }
 
   private takeWindow(): TxnMessage[] {

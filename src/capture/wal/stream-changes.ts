@@ -248,8 +248,9 @@ class CaptureRun {
 
   /**
    * Keep a message until the one before it is done, with the replication
-   * connection paused meanwhile (PostgreSQL waits): the messages held still
-   * point into pg's read buffer, which it reuses only for data read later.
+   * connection paused meanwhile (PostgreSQL waits); the messages held point
+   * into the bytes the connection read, which nothing reuses
+   * (replication-connection.ts).
    */
   private hold(msg: Pgoutput.Message): void {
     this.backlog.push(msg);
