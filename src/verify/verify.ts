@@ -156,10 +156,13 @@ function rowsOf(sums: Map<number, string>): number {
 /**
  * Wait until the replica has applied every transaction the source had
  * committed at `lsn`. An idle source never gets a commit at `lsn` itself:
- * once the replica's position has stood still for `quietMs`, it holds all
- * there is. A replica that keeps moving is waited for (up to `maxMs`).
+ * once the replica's position has stood still for `quietMs`, with no batch
+ * in flight, it holds all there is. A batch in flight does not count as
+ * standing still: a catch-up's batch of 20,000 changes can take longer than
+ * `quietMs` on a loaded machine, and its rows would be read as missing.
+ * A replica that keeps moving is waited for (up to `maxMs`).
  */
-async function catchUp(o: VerifyOptions, lsn: string, quietMs: number, maxMs = 20_000): Promise<boolean> {
+export async function catchUp(o: Pick<VerifyOptions, 'replica' | 'replicaName'>, lsn: string, quietMs: number, maxMs = 20_000): Promise<boolean> {
   const giveUp = Date.now() + maxMs;
   let last = '';
   let since = Date.now();
@@ -168,6 +171,8 @@ async function catchUp(o: VerifyOptions, lsn: string, quietMs: number, maxMs = 2
     if (compareLsn(at, lsn) >= 0) return true;
     if (at !== last) {
       last = at;
+      since = Date.now();
+    } else if (await ProgressStore.writerInFlight(o.replica)) {
       since = Date.now();
     } else if (Date.now() - since >= quietMs) return true;
     await new Promise((res) => setTimeout(res, 100));
