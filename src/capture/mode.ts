@@ -29,6 +29,8 @@ export interface CaptureMode {
   exportSnapshot(url: string, source: string): Promise<ExportedSnapshot>;
   /** The source's snapshot now and the log position that covers it (verify). */
   currentPoint(c: pg.ClientBase): Promise<SourcePoint>;
+  /** Whether capture has published (and RabbitMQ confirmed) every transaction the point's snapshot shows (verify). */
+  capturedThrough(c: pg.ClientBase, source: string, point: SourcePoint): Promise<boolean>;
   /** The tables captured now, with their columns; a source not set up for this mode is an error naming the fix. */
   capturedTables(c: pg.ClientBase, source: string): Promise<TableRef[]>;
   /** Why a table the user named is not captured, e.g. "not in publication pgferry_main". */

@@ -29,6 +29,6 @@ export async function verifyReplica(config: Config, name: string, only: string[]
       }
       tables = wanted.map((t) => byName.get(relLabel(t))!);
     }
-    return withClient(`replica '${name}'`, url, (dst) => verify({ source: src, replica: dst, replicaName: name, tables, sourcePoint: mode.currentPoint }), pinned);
+    return withClient(`replica '${name}'`, url, (dst) => verify({ source: src, replica: dst, replicaName: name, tables, sourcePoint: mode.currentPoint, capturedThrough: (c, at) => mode.capturedThrough(c, source, at) }), pinned);
   });
 }

@@ -40,6 +40,8 @@ export interface VerifyOptions {
   buckets?: number;
   /** The source's snapshot now and the log position covering it (the capture mode's: a WAL LSN, or a trigger-capture tick). */
   sourcePoint: (c: pg.ClientBase) => Promise<SourcePoint>;
+  /** Whether capture has put every transaction of the point's snapshot in the stream (the capture mode's). */
+  capturedThrough: (c: pg.ClientBase, point: SourcePoint) => Promise<boolean>;
 }
 
 /**
@@ -155,26 +157,37 @@ function rowsOf(sums: Map<number, string>): number {
 
 /**
  * Wait until the replica has applied every transaction the source had
- * committed at `lsn`. An idle source never gets a commit at `lsn` itself:
- * once the replica's position has stood still for `quietMs`, with no batch
- * in flight, it holds all there is. A batch in flight does not count as
- * standing still: a catch-up's batch of 20,000 changes can take longer than
- * `quietMs` on a loaded machine, and its rows would be read as missing.
+ * committed at `point`. An idle source never gets a commit at the point
+ * itself, so the replica is also caught up once its position stands still —
+ * with no batch in flight (a catch-up batch of 20,000 changes can take
+ * longer than the quiet time on a loaded machine, its rows unseen) — for:
+ * - `quietMs`, when capture has put every transaction of the point's
+ *   snapshot in the stream (exact, from the source: see capturedThrough);
+ * - 5 × `quietMs` otherwise: capture is stopped, or has not yet reached the
+ *   point (an idle WAL source's slot is acknowledged at the next keepalive).
+ *   On a busy source capture is not still that long while the replica is.
  * A replica that keeps moving is waited for (up to `maxMs`).
  */
-export async function catchUp(o: Pick<VerifyOptions, 'replica' | 'replicaName'>, lsn: string, quietMs: number, maxMs = 20_000): Promise<boolean> {
+export async function catchUp(
+  o: Pick<VerifyOptions, 'source' | 'replica' | 'replicaName' | 'capturedThrough'>,
+  point: SourcePoint,
+  quietMs: number,
+  maxMs = 20_000,
+): Promise<boolean> {
   const giveUp = Date.now() + maxMs;
   let last = '';
   let since = Date.now();
   while (Date.now() < giveUp) {
     const at = (await ProgressStore.get(o.replica, o.replicaName))?.lsn ?? ZERO_LSN;
-    if (compareLsn(at, lsn) >= 0) return true;
+    if (compareLsn(at, point.lsn) >= 0) return true;
     if (at !== last) {
       last = at;
       since = Date.now();
     } else if (await ProgressStore.writerInFlight(o.replica)) {
       since = Date.now();
-    } else if (Date.now() - since >= quietMs) return true;
+    } else if (Date.now() - since >= quietMs && (Date.now() - since >= 5 * quietMs || (await o.capturedThrough(o.source, point)))) {
+      return true;
+    }
     await new Promise((res) => setTimeout(res, 100));
   }
   return false; // still applying: too far behind to judge in this round
@@ -194,7 +207,7 @@ async function settle(o: VerifyOptions, s: Shape, r: Shape, keys: string[], roun
   let open = keys;
   for (let round = 0; round < rounds && open.length; round++) {
     const at = await o.sourcePoint(o.source);
-    if (!(await catchUp(o, at.lsn, o.catchUpMs ?? 1000))) continue;
+    if (!(await catchUp(o, at, o.catchUpMs ?? 1000))) continue;
     const dst = await withKeys(o.replica, r, open);
     const src = await sourceRowsAt(o.source, s, open, at.snap);
     const next: string[] = [];

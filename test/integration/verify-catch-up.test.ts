@@ -4,7 +4,9 @@
  * checkpoint row locked, as apply's batch holds it until COMMIT) is not
  * idle — judging then read the batch's rows as missing (CI, session 14:
  * "public.audit: 641 missing" on a busy trigger-mode source). Once the batch
- * commits and the position stands still for the quiet time, it is.
+ * commits and the position stands still for the quiet time, it is; five
+ * quiet times when capture has not put the point's transactions in the
+ * stream.
  */
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -12,6 +14,9 @@ import { migrate } from '../../src/migrations';
 import { ProgressStore } from '../../src/apply/progress-store';
 import { catchUp } from '../../src/verify/verify';
 import { PgCluster } from '../helpers/pg-cluster';
+
+/** A point the replica never reaches: only standing still can end the wait. */
+const POINT = { lsn: '1/0', snap: '1000:1000:' };
 
 describe('verify catch-up', () => {
   let cluster: PgCluster;
@@ -38,7 +43,7 @@ describe('verify catch-up', () => {
 
   it('waits while a batch holds the checkpoint, and judges once it has committed and the position stands still', async () => {
     const [verifier, batch] = [await connect(), await connect()];
-    const o = { replica: verifier, replicaName: 'r' };
+    const o = { source: verifier, replica: verifier, replicaName: 'r', capturedThrough: async () => true };
     expect(await ProgressStore.writerInFlight(verifier)).toBe(false);
 
     await batch.query('BEGIN');
@@ -46,16 +51,28 @@ describe('verify catch-up', () => {
     expect(await ProgressStore.writerInFlight(verifier)).toBe(true);
     // The point is never reached and the position never moves: only the batch in flight keeps it waiting.
     const t0 = Date.now();
-    expect(await catchUp(o, '1/0', 200, 1500)).toBe(false);
+    expect(await catchUp(o, POINT, 200, 1500)).toBe(false);
     expect(Date.now() - t0).toBeGreaterThanOrEqual(1500);
 
     let done = false;
-    const judged = catchUp(o, '1/0', 200, 10_000).finally(() => (done = true));
+    const judged = catchUp(o, POINT, 200, 10_000).finally(() => (done = true));
     await new Promise((res) => setTimeout(res, 800)); // four quiet times, all with the batch in flight
     expect(done).toBe(false);
     await batch.query('COMMIT');
     expect(await judged).toBe(true); // idle now: the position stood still with no batch in flight
     expect(await ProgressStore.writerInFlight(verifier)).toBe(false);
+  });
+
+  it('without capture past the point, waits five quiet times before judging (capture stopped, or not there yet)', async () => {
+    const verifier = await connect();
+    let asked = 0;
+    const o = { source: verifier, replica: verifier, replicaName: 'r', capturedThrough: async () => (asked++, false) };
+    let done = false;
+    const judged = catchUp(o, POINT, 200, 10_000).finally(() => (done = true));
+    await new Promise((res) => setTimeout(res, 600));
+    expect(done).toBe(false);
+    expect(asked).toBeGreaterThan(0);
+    expect(await judged).toBe(true);
   });
 
   it('returns at once when the replica has reached the point, batch or not', async () => {
@@ -64,7 +81,7 @@ describe('verify catch-up', () => {
     await batch.query('BEGIN');
     await ProgressStore.lock(batch, 'r', 'main');
     const t0 = Date.now();
-    expect(await catchUp({ replica: verifier, replicaName: 'r' }, '1/0', 5000, 10_000)).toBe(true);
+    expect(await catchUp({ source: verifier, replica: verifier, replicaName: 'r', capturedThrough: async () => false }, POINT, 5000, 10_000)).toBe(true);
     expect(Date.now() - t0).toBeLessThan(2000);
     await batch.query('ROLLBACK');
   });

@@ -8,7 +8,7 @@ import { triggerHistory } from '../history';
 import { describeTables } from '../tables';
 import { captureTriggers } from './capture';
 import { capturedTables, prepareTriggerSource } from './install';
-import { exportTriggerSnapshot, triggerPoint } from './snapshot';
+import { exportTriggerSnapshot, triggerCapturedThrough, triggerPoint } from './snapshot';
 import { uninstallTriggers } from './uninstall';
 
 /** Whether trigger capture's schema is installed on the source (pgferry.capture_state exists). */
@@ -23,6 +23,7 @@ export const triggerMode: CaptureMode = {
   run: captureTriggers,
   exportSnapshot: exportTriggerSnapshot,
   currentPoint: triggerPoint,
+  capturedThrough: triggerCapturedThrough,
   async capturedTables(c: pg.ClientBase, source: string) {
     // The "publication" is the set of tables with pgferry's capture trigger.
     if (!(await hasCaptureState(c))) {

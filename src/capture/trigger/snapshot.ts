@@ -60,3 +60,16 @@ export async function triggerPoint(c: pg.ClientBase): Promise<SourcePoint> {
     throw err;
   }
 }
+
+/**
+ * A transaction's events stay in pgferry.events until RabbitMQ has confirmed
+ * the batch that carries it (capture.ts, BATCH_DONE): none left of the
+ * transactions the point's snapshot shows means all of them are in the stream.
+ */
+export async function triggerCapturedThrough(c: pg.ClientBase, _source: string, point: SourcePoint): Promise<boolean> {
+  const { rows } = await c.query<{ yes: boolean | string }>(
+    'SELECT NOT EXISTS (SELECT 1 FROM pgferry.events e WHERE pg_catalog.pg_visible_in_snapshot(e.txid, $1::pg_snapshot)) AS yes',
+    [point.snap],
+  );
+  return rows[0].yes === true || rows[0].yes === 't';
+}

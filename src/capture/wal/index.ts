@@ -7,7 +7,7 @@ import type { PreparedSource } from '../contract';
 import { walHistory } from '../history';
 import { prepareSource, publishedTables } from './prepare';
 import { slotHealth } from './slot-health';
-import { exportWalSnapshot, walPoint } from './snapshot';
+import { exportWalSnapshot, walCapturedThrough, walPoint } from './snapshot';
 import { streamChanges } from './stream-changes';
 import { uninstallWal } from './uninstall';
 
@@ -17,6 +17,7 @@ export const walMode: CaptureMode = {
   run: streamChanges,
   exportSnapshot: exportWalSnapshot,
   currentPoint: walPoint,
+  capturedThrough: walCapturedThrough,
   async capturedTables(c: pg.ClientBase, source: string) {
     const pub = publicationName(source);
     if (!(await c.query('SELECT 1 FROM pg_catalog.pg_publication WHERE pubname = $1', [pub])).rows.length) {

@@ -8,6 +8,7 @@ import pg from 'pg';
 import { randomBytes } from 'node:crypto';
 import { SourceError } from '../../errors';
 import { connectPg } from '../../pg';
+import { slotName } from '../../names';
 import type { ExportedSnapshot, SourcePoint } from '../contract';
 
 export async function exportWalSnapshot(url: string, source: string): Promise<ExportedSnapshot> {
@@ -30,6 +31,20 @@ export async function exportWalSnapshot(url: string, source: string): Promise<Ex
       { cause: err },
     );
   }
+}
+
+/**
+ * Capture acknowledges the slot only up to transactions RabbitMQ confirmed
+ * (and, with nothing in flight, to the server's keepalive position): a
+ * confirmed position at or past the point means every transaction committed
+ * before it is in the stream.
+ */
+export async function walCapturedThrough(c: pg.ClientBase, source: string, point: SourcePoint): Promise<boolean> {
+  const { rows } = await c.query<{ yes: boolean | string | null }>(
+    'SELECT confirmed_flush_lsn >= $2::pg_lsn AS yes FROM pg_catalog.pg_replication_slots WHERE slot_name = $1',
+    [slotName(source), point.lsn],
+  );
+  return rows[0]?.yes === true || rows[0]?.yes === 't';
 }
 
 /** The WAL insert position and the snapshot now: a replica at that position holds everything the snapshot shows. */
