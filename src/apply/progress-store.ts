@@ -111,23 +111,6 @@ SET lsn = $2::pg_lsn,
     updated_at = now()
 WHERE replica = $1`;
 
-/**
- * Whether another session has pgferry.progress open in a transaction now:
- * an apply batch between its checkpoint lock and its COMMIT (or a snapshot's
- * swap, a rewind). Read from pg_locks, which any role may read, so it needs
- * no privilege beyond verify's. A batch takes RowShareLock (FOR UPDATE) and
- * RowExclusiveLock (the advance); readers take AccessShareLock, not counted.
- */
-const IN_FLIGHT = `
-SELECT EXISTS (
-  SELECT 1 FROM pg_catalog.pg_locks l
-  WHERE l.locktype = 'relation'
-    AND l.database = (SELECT oid FROM pg_catalog.pg_database WHERE datname = pg_catalog.current_database())
-    AND l.relation = pg_catalog.to_regclass('pgferry.progress')
-    AND l.mode IN ('RowShareLock', 'RowExclusiveLock')
-    AND l.pid <> pg_catalog.pg_backend_pid()
-) AS busy`;
-
 /** What `get` and `lock` read of the row. */
 interface ProgressRow {
   source: string;
@@ -152,15 +135,6 @@ export const ProgressStore = {
   async get(q: Queryable, replica: string): Promise<StoredProgress | null> {
     const r = (await q.query<ProgressRow>(GET, [replica])).rows[0];
     return r ? fromRow(r) : null;
-  },
-
-  /**
-   * Whether a batch (or another writer of the checkpoint) is in flight on the
-   * replica now: its position is about to move though it stands still.
-   */
-  async writerInFlight(q: Queryable): Promise<boolean> {
-    const r = (await q.query<{ busy: boolean | string }>(IN_FLIGHT)).rows[0];
-    return r.busy === true || r.busy === 't';
   },
 
   /** The row a replica init/up meets for the first time: it belongs to the source's history and the stream as they are now. An existing row is left alone. */

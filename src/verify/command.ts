@@ -7,6 +7,10 @@ import { resolveTables } from '../capture/tables';
 import type { TableRef } from '../tables';
 import { REPLICA_SESSION_OPTIONS, withClient } from '../pg';
 import { relLabel } from '../change';
+import type pg from 'pg';
+import { connectRabbit } from '../changelog/rabbit';
+import { endOfLog } from '../changelog/cursor';
+import type { SourcePoint } from '../capture/contract';
 import { verify, TableVerdict } from './verify';
 
 /** Read-only: what `pgferry verify` compares — the published tables, or the given subset of them. */
@@ -29,6 +33,15 @@ export async function verifyReplica(config: Config, name: string, only: string[]
       }
       tables = wanted.map((t) => byName.get(relLabel(t))!);
     }
-    return withClient(`replica '${name}'`, url, (dst) => verify({ source: src, replica: dst, replicaName: name, tables, sourcePoint: mode.currentPoint, capturedThrough: (c, at) => mode.capturedThrough(c, source, at) }), pinned);
+    // The log tells an idle source from a lagging replica (verify.ts catchUp); without RabbitMQ, verify
+    // still works, judging a replica caught up only after it has stood still longer.
+    const rabbit = await connectRabbit(config.rabbitmqUrl).catch(() => null);
+    try {
+      const newestInLog = rabbit ? async () => (await endOfLog(rabbit, source)).lsn : undefined;
+      const capturedThrough = (c: pg.ClientBase, at: SourcePoint) => mode.capturedThrough(c, source, at);
+      return await withClient(`replica '${name}'`, url, (dst) => verify({ source: src, replica: dst, replicaName: name, tables, sourcePoint: mode.currentPoint, capturedThrough, newestInLog }), pinned);
+    } finally {
+      await rabbit?.close().catch(() => undefined);
+    }
   });
 }

@@ -42,6 +42,8 @@ export interface VerifyOptions {
   sourcePoint: (c: pg.ClientBase) => Promise<SourcePoint>;
   /** Whether capture has put every transaction of the point's snapshot in the stream (the capture mode's). */
   capturedThrough: (c: pg.ClientBase, point: SourcePoint) => Promise<boolean>;
+  /** The commit position of the newest transaction in the change log (null: it holds none); absent: the log cannot be read. */
+  newestInLog?: () => Promise<string | null>;
 }
 
 /**
@@ -158,18 +160,20 @@ function rowsOf(sums: Map<number, string>): number {
 /**
  * Wait until the replica has applied every transaction the source had
  * committed at `point`. An idle source never gets a commit at the point
- * itself, so the replica is also caught up once its position stands still —
- * with no batch in flight (a catch-up batch of 20,000 changes can take
- * longer than the quiet time on a loaded machine, its rows unseen) — for:
- * - `quietMs`, when capture has put every transaction of the point's
- *   snapshot in the stream (exact, from the source: see capturedThrough);
- * - 5 × `quietMs` otherwise: capture is stopped, or has not yet reached the
- *   point (an idle WAL source's slot is acknowledged at the next keepalive).
- *   On a busy source capture is not still that long while the replica is.
+ * itself, so the replica is also caught up when its position stands still
+ * and either
+ * - capture has put every transaction of the point's snapshot in the stream
+ *   (capturedThrough, asked after `quietMs` of standing still) and the
+ *   replica holds the newest transaction the stream has now: exact, whatever
+ *   the replica's batches or capture's pauses take; or
+ * - nothing has moved for 5 × `quietMs`: capture is stopped, or the log
+ *   cannot be read. (Standing still for `quietMs` alone used to be enough,
+ *   and read a busy source's lag as missing rows: an apply batch or a
+ *   capture pass can take longer than that on a loaded machine.)
  * A replica that keeps moving is waited for (up to `maxMs`).
  */
 export async function catchUp(
-  o: Pick<VerifyOptions, 'source' | 'replica' | 'replicaName' | 'capturedThrough'>,
+  o: Pick<VerifyOptions, 'source' | 'replica' | 'replicaName' | 'capturedThrough' | 'newestInLog'>,
   point: SourcePoint,
   quietMs: number,
   maxMs = 20_000,
@@ -177,16 +181,22 @@ export async function catchUp(
   const giveUp = Date.now() + maxMs;
   let last = '';
   let since = Date.now();
+  let asked = 0;
   while (Date.now() < giveUp) {
     const at = (await ProgressStore.get(o.replica, o.replicaName))?.lsn ?? ZERO_LSN;
     if (compareLsn(at, point.lsn) >= 0) return true;
+    const now = Date.now();
     if (at !== last) {
       last = at;
-      since = Date.now();
-    } else if (await ProgressStore.writerInFlight(o.replica)) {
-      since = Date.now();
-    } else if (Date.now() - since >= quietMs && (Date.now() - since >= 5 * quietMs || (await o.capturedThrough(o.source, point)))) {
+      since = now;
+    } else if (now - since >= 5 * quietMs) {
       return true;
+    } else if (now - since >= quietMs && now - asked >= quietMs && o.newestInLog) {
+      asked = now;
+      if (await o.capturedThrough(o.source, point)) {
+        const newest = await o.newestInLog(); // read after capture is past the point: it covers the point's transactions
+        if (newest === null || compareLsn(at, newest) >= 0) return true;
+      }
     }
     await new Promise((res) => setTimeout(res, 100));
   }
