@@ -404,18 +404,26 @@ function copyRows(c: pg.ClientBase, rel: RelationInfo, rows: Row[]): Promise<voi
   return copyIn(c, buildCopyInsert(rel, cols), copyText(cols, rows));
 }
 
-/** Inserts carried as COPY lines (runs.ts: every column, one table), copied as they are. */
+/**
+ * Inserts carried as COPY lines (runs.ts: every column, one table), copied as
+ * they are: each message's lines are one slice of its body, written as a
+ * CopyData of its own — not joined into one buffer first (a bulk load's
+ * window is tens of MB: joining them was a tenth of apply's CPU in W1).
+ */
 function copyLines(c: pg.ClientBase, rel: RelationInfo, lines: LineInsert[]): Promise<void> {
-  const slices = lineSlices(lines);
-  return copyIn(c, buildCopyInsert(rel, lines[0].columns), slices.length === 1 ? slices[0] : Buffer.concat(slices));
+  return copyIn(c, buildCopyInsert(rel, lines[0].columns), lineSlices(lines));
 }
 
-async function copyIn(c: pg.ClientBase, sql: string, data: string | Buffer): Promise<void> {
+async function copyIn(c: pg.ClientBase, sql: string, data: string | Buffer[]): Promise<void> {
   const stream = c.query(copyFrom(sql));
   await new Promise<void>((resolve, reject) => {
     stream.on('error', reject);
     stream.on('finish', resolve);
-    stream.end(data);
+    if (typeof data === 'string') stream.end(data);
+    else {
+      for (const slice of data) stream.write(slice);
+      stream.end();
+    }
   });
 }
 
