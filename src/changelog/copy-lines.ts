@@ -153,22 +153,41 @@ export class LineWriter {
   }
 }
 
+/**
+ * Gathers lines, in order, as the slices of the buffers they sit in: each
+ * run of lines side by side in one buffer is one slice.
+ */
+export class LineSlices {
+  private readonly out: Buffer[] = [];
+  private data: Buffer | null = null;
+  private start = 0;
+  private end = 0;
+  /** Lines added. */
+  count = 0;
+
+  add(l: LineInsert): void {
+    this.count += 1;
+    if (l.data === this.data && l.start === this.end) {
+      this.end = l.end;
+      return;
+    }
+    if (this.data) this.out.push(this.data.subarray(this.start, this.end));
+    this.data = l.data;
+    this.start = l.start;
+    this.end = l.end;
+  }
+
+  /** The slices of every line added. */
+  slices(): Buffer[] {
+    if (this.data) this.out.push(this.data.subarray(this.start, this.end));
+    this.data = null;
+    return this.out;
+  }
+}
+
 /** The bytes of consecutive lines, each run of lines that sit side by side in one buffer as one slice. */
 export function lineSlices(lines: readonly LineInsert[]): Buffer[] {
-  const out: Buffer[] = [];
-  let data: Buffer | null = null;
-  let start = 0;
-  let end = 0;
-  for (const l of lines) {
-    if (l.data === data && l.start === end) {
-      end = l.end;
-      continue;
-    }
-    if (data) out.push(data.subarray(start, end));
-    data = l.data;
-    start = l.start;
-    end = l.end;
-  }
-  if (data) out.push(data.subarray(start, end));
-  return out;
+  const g = new LineSlices();
+  for (const l of lines) g.add(l);
+  return g.slices();
 }

@@ -87,8 +87,20 @@ export class TxnChunker {
 
   add(change: Change): TxnMessage | null {
     let cut: TxnMessage | null = null;
-    if (change.op !== 'schema') {
-      const keys = change.op === 'truncate' ? change.rels : [change.rel];
+    if (change.op === 'insert' || change.op === 'update' || change.op === 'delete') {
+      // One table: the common case (a bulk load's every row), without a list of keys per change.
+      const key = change.rel;
+      const held = this.relations[key];
+      if (held === undefined) this.relations[key] = this.relation(key);
+      else if (this.changes.length) {
+        const now = this.relation(key);
+        if (!sameRelation(held, now)) {
+          cut = this.emit('', false); // the table was altered within the transaction: as for a truncate's below
+          this.relations[key] = now;
+        }
+      }
+    } else if (change.op === 'truncate') {
+      const keys = change.rels;
       // A table altered within the transaction: its changes from here on have another shape, so
       // they start a chunk of their own (a chunk describes each table once).
       if (this.changes.length && keys.some((k) => this.relations[k] !== undefined && !sameRelation(this.relations[k], this.relation(k)))) cut = this.emit('', false);

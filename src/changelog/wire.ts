@@ -50,7 +50,7 @@
  */
 import { Change, ENVELOPE_VERSION, RelationInfo, Row, SchemaChange, TxnMessage, Value, perRelation, relKey } from '../change';
 import { ProtocolError } from '../errors';
-import { LineInsert, isLineInsert, lineSlices, parseLine } from './copy-lines';
+import { LineInsert, LineSlices, isLineInsert, parseLine } from './copy-lines';
 
 /** The version pgferry writes. */
 export const WIRE_VERSION = ENVELOPE_VERSION;
@@ -80,16 +80,16 @@ export const LINES_VERSION = 5;
 
 export function encodeMessage(m: TxnMessage): Buffer {
   if (m.changes.some(isLineInsert)) {
-    const lines: LineInsert[][] = [];
+    const lines = new LineSlices();
     const w = toV2(m, lines);
-    if (w && !lines.length) return Buffer.from(JSON.stringify(w)); // none could travel as a line
+    if (w && !lines.count) return Buffer.from(JSON.stringify(w)); // none could travel as a line
     if (w) {
       const header = Buffer.from(JSON.stringify({ ...w, v: LINES_VERSION }));
       const prefix = Buffer.allocUnsafe(6);
       prefix[0] = 0;
       prefix[1] = LINES_VERSION;
       prefix.writeUInt32BE(header.length, 2);
-      return Buffer.concat([prefix, header, ...lines.flatMap(lineSlices)]);
+      return Buffer.concat([prefix, header, ...lines.slices()]);
     }
   }
   return Buffer.from(JSON.stringify(toV2(m) ?? { ...m, v: 1 }));
@@ -171,7 +171,7 @@ const relsWritten = new WeakMap<RelationInfo, { with: RelationInfo[]; text: stri
  * run of COPY-line inserts into one table is written as a "c" entry and its
  * lines are added to `lines`; without, they are written as values.
  */
-function toV2(m: TxnMessage, lines?: LineInsert[][]): WireV2 | null {
+function toV2(m: TxnMessage, lines?: LineSlices): WireV2 | null {
   const keys = Object.keys(m.relations);
   const index = new Map<string, number>();
   const rels = keys.map((k, i) => {
@@ -210,11 +210,8 @@ function toV2(m: TxnMessage, lines?: LineInsert[][]): WireV2 | null {
       if (prev?.[0] === 'c' && prev[1] === i) {
         prev[2] += 1;
         prev[3] += c.end - c.start;
-        lines[lines.length - 1].push(c);
-      } else {
-        ch.push(['c', i, 1, c.end - c.start]);
-        lines.push([c]);
-      }
+      } else ch.push(['c', i, 1, c.end - c.start]);
+      lines.add(c); // the lines follow the header in the order of the "c" entries: the order they come in
       continue;
     }
     if (c.op === 'insert') {

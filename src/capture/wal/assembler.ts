@@ -57,6 +57,9 @@ interface OpenTxn {
   commitTime: string;
 }
 
+/** What most messages give (every row of a chunk but its last): one shared, frozen answer, not two objects per row. */
+const NOTHING: { out: readonly TxnMessage[] } = Object.freeze({ out: Object.freeze([]) as readonly TxnMessage[] });
+
 export class TxnAssembler {
   private readonly relations = new Map<number, RelationInfo & { key: string; names: readonly string[] }>();
   private readonly lines = new LineWriter();
@@ -75,7 +78,7 @@ export class TxnAssembler {
    * Feed one decoded message. Returns the envelopes ready to publish (in
    * order) and, on commit, the transaction's positions.
    */
-  push(msg: Pgoutput.Message): { out: TxnMessage[]; commit?: CommitInfo } {
+  push(msg: Pgoutput.Message): { out: readonly TxnMessage[]; commit?: CommitInfo } {
     switch (msg.tag) {
       case 'begin': {
         if (this.txn) throw new Error(`pgoutput: BEGIN of xid ${msg.xid} inside open xid ${this.txn.xid}`);
@@ -87,12 +90,12 @@ export class TxnAssembler {
           (key) => this.byKey(key),
         );
         this.txn = { xid: msg.xid, chunker, lsn, commitTime };
-        return { out: [] };
+        return NOTHING;
       }
       case 'relation': {
         if (msg.schema === TARGET_SCHEMA) {
           this.own.add(msg.relationOid);
-          return { out: [] };
+          return NOTHING;
         }
         const key = relKey(msg.schema, msg.name);
         const info: RelationInfo = {
@@ -107,15 +110,15 @@ export class TxnAssembler {
         };
         this.relations.set(msg.relationOid, { ...info, key, names: info.columns.map((c) => c.name) });
         this.described.set(key, info);
-        return { out: [] };
+        return NOTHING;
       }
       case 'insert': {
-        if (this.own.has(msg.relation.relationOid)) return { out: [] };
+        if (this.own.has(msg.relation.relationOid)) return NOTHING;
         const rel = this.useRel(msg.relation.relationOid);
         return this.add(this.asLine(msg) ?? { op: 'insert', rel, new: toRow(msg.new) });
       }
       case 'update': {
-        if (this.own.has(msg.relation.relationOid)) return { out: [] };
+        if (this.own.has(msg.relation.relationOid)) return NOTHING;
         const rel = this.useRel(msg.relation.relationOid);
         const info = this.relations.get(msg.relation.relationOid)!;
         const newRow = toRow(msg.new);
@@ -124,13 +127,13 @@ export class TxnAssembler {
         return this.add({ op: 'update', rel, old, new: newRow });
       }
       case 'delete': {
-        if (this.own.has(msg.relation.relationOid)) return { out: [] };
+        if (this.own.has(msg.relation.relationOid)) return NOTHING;
         const rel = this.useRel(msg.relation.relationOid);
         return this.add({ op: 'delete', rel, old: toRow((msg.old ?? msg.key)!) });
       }
       case 'truncate': {
         const rels = msg.relations.filter((r) => !this.own.has(r.relationOid)).map((r) => this.useRel(r.relationOid));
-        if (!rels.length) return { out: [] };
+        if (!rels.length) return NOTHING;
         return this.add({ op: 'truncate', rels, cascade: msg.cascade, restartIdentity: msg.restartIdentity });
       }
       case 'commit': {
@@ -142,12 +145,12 @@ export class TxnAssembler {
         return { out: last ? [last] : [], commit: { lsn: t.lsn, endLsn, commitTime: t.commitTime, chunks: t.chunker.emitted } };
       }
       case 'message': {
-        if (msg.prefix !== SCHEMA_PREFIX || !msg.transactional) return { out: [] }; // the idle heartbeat, other programs' messages
+        if (msg.prefix !== SCHEMA_PREFIX || !msg.transactional) return NOTHING; // the idle heartbeat, other programs' messages
         const { change, publications } = parseSchemaChange(Buffer.from(msg.content).toString('utf8'), this.opts.schemaKey ?? null);
-        return publications.includes(this.publication) ? this.add(change) : { out: [] };
+        return publications.includes(this.publication) ? this.add(change) : NOTHING;
       }
       default:
-        return { out: [] }; // type, origin: nothing to replicate
+        return NOTHING; // type, origin: nothing to replicate
     }
   }
 
@@ -178,9 +181,9 @@ export class TxnAssembler {
     return this.lines.line(info.key, info.names, msg.data, msg.tupleAt, msg.end);
   }
 
-  private add(change: Change): { out: TxnMessage[] } {
+  private add(change: Change): { out: readonly TxnMessage[] } {
     const chunk = this.open(change.op).chunker.add(change);
-    return { out: chunk ? [chunk] : [] };
+    return chunk ? { out: [chunk] } : NOTHING;
   }
 }
 

@@ -291,7 +291,7 @@ class CaptureRun {
   }
 
   /** Publish `out` from its `from`th message, then account the commit; a promise only if a publish makes it wait. */
-  private publish(out: TxnMessage[], txn: TrackedTxn, commit: CommitInfo | undefined, from = 0): Promise<void> | undefined {
+  private publish(out: readonly TxnMessage[], txn: TrackedTxn, commit: CommitInfo | undefined, from = 0): Promise<void> | undefined {
     for (let i = from; i < out.length; i++) {
       const m = out[i];
       this.changes += m.changes.length;
