@@ -93,7 +93,7 @@ export const SETTINGS = [
   { path: 'batch.maxChanges', file: 'batch.max_changes', env: 'PGFERRY_BATCH_MAX_CHANGES', default: 20_000, type: 'number', help: 'most changes per apply batch (a batch also ends at max_wait_ms)' },
   { path: 'batch.maxWaitMs', file: 'batch.max_wait_ms', env: 'PGFERRY_BATCH_MAX_WAIT_MS', default: 100, type: 'number', help: 'longest a change waits in an apply batch before it commits: under load, about what a replica lags by' },
   { path: 'batch.chunkChanges', file: 'batch.chunk_changes', env: 'PGFERRY_CHUNK_CHANGES', default: 2000, type: 'number', help: 'most changes per stream message' },
-  { path: 'batch.chunkBytes', file: 'batch.chunk_bytes', env: 'PGFERRY_CHUNK_BYTES', default: 128 * 1024, type: 'number', help: 'about how many bytes of values per stream message' },
+  { path: 'batch.chunkBytes', file: 'batch.chunk_bytes', env: 'PGFERRY_CHUNK_BYTES', default: 120 * 1024 /* envelope.ts CHUNK_BYTES: one AMQP frame */, type: 'number', help: 'about how many bytes of values per stream message' },
   {
     path: 'batch.runTxns', file: 'batch.run_txns', env: 'PGFERRY_RUN_TXNS', default: 256, type: 'number',
     help: 'most whole transactions capture puts in one stream message while RabbitMQ confirms earlier ones (1: one message per transaction)',

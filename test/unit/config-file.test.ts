@@ -70,7 +70,7 @@ describe('config file', () => {
     expect([...replicaTables(c, 'search')!]).toEqual(['public.orders', 'public.products']);
     expect(replicaTables(c, 'analytics')).toBeUndefined();
     expect(c.stream).toEqual({ maxBytes: 1_000_000_000, maxAge: '2D', segmentBytes: 500_000_000 });
-    expect(c.batch).toEqual({ maxChanges: 2000, maxWaitMs: 100, chunkChanges: 2000, chunkBytes: 131072, runTxns: 256, runBytes: 512 * 1024, copyLinesAfter: 64, maxMessageBytes: 64 * 1024 * 1024, captureRunMs: 900_000, applySessionMs: 30_000 });
+    expect(c.batch).toEqual({ maxChanges: 2000, maxWaitMs: 100, chunkChanges: 2000, chunkBytes: 122880, runTxns: 256, runBytes: 512 * 1024, copyLinesAfter: 64, maxMessageBytes: 64 * 1024 * 1024, captureRunMs: 900_000, applySessionMs: 30_000 });
     expect(c.metrics).toEqual({ port: 9100, host: '0.0.0.0' });
     expect(Object.isFrozen(c.source)).toBe(true);
   });

@@ -70,7 +70,7 @@ const CASES: Record<string, Case> = {
   'batch.maxChanges': { a: ['7', 7], b: ['8', 8], file: [9, 9], invalid: 0, dflt: 20_000 },
   'batch.maxWaitMs': { a: ['7', 7], b: ['8', 8], file: [9, 9], invalid: 0, dflt: 100 },
   'batch.chunkChanges': { a: ['7', 7], b: ['8', 8], file: [9, 9], invalid: 0, dflt: 2000 },
-  'batch.chunkBytes': { a: ['2048', 2048], b: ['4096', 4096], file: [8192, 8192], invalid: 10, dflt: 128 * 1024 },
+  'batch.chunkBytes': { a: ['2048', 2048], b: ['4096', 4096], file: [8192, 8192], invalid: 10, dflt: 120 * 1024 },
   'batch.runTxns': { a: ['1', 1], b: ['64', 64], file: [32, 32], invalid: 0, dflt: 256 },
   'batch.runBytes': { a: ['2048', 2048], b: ['4096', 4096], file: [8192, 8192], invalid: 10, dflt: 512 * 1024 },
   'batch.copyLinesAfter': { a: ['0', 0], b: ['200', 200], file: [1000, 1000], invalid: -1, dflt: 64 },
