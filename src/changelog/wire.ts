@@ -190,7 +190,18 @@ function toV2(m: TxnMessage, lines?: LineSlices): WireV2 | null {
     sameRel = i;
     return true;
   };
+  // The "c" entry the last line went to, and its line's table and column names: a bulk load's next
+  // line (same table, same names) joins it without a lookup.
+  let open: ['c', number, number, number] | null = null;
+  let openRel = '';
   for (const c of m.changes) {
+    if (open && c instanceof LineInsert && c.rel === openRel && c.columns === sameAs) {
+      open[2] += 1;
+      open[3] += c.end - c.start;
+      lines!.add(c);
+      continue;
+    }
+    open = null;
     if (c.op === 'truncate') {
       const is = c.rels.map((k) => index.get(k));
       if (is.some((i) => i === undefined)) return null;
@@ -210,7 +221,9 @@ function toV2(m: TxnMessage, lines?: LineSlices): WireV2 | null {
       if (prev?.[0] === 'c' && prev[1] === i) {
         prev[2] += 1;
         prev[3] += c.end - c.start;
-      } else ch.push(['c', i, 1, c.end - c.start]);
+        open = prev;
+      } else ch.push((open = ['c', i, 1, c.end - c.start]));
+      openRel = c.rel;
       lines.add(c); // the lines follow the header in the order of the "c" entries: the order they come in
       continue;
     }
