@@ -408,7 +408,7 @@ function copyRows(c: pg.ClientBase, rel: RelationInfo, rows: Row[]): Promise<voi
  * Inserts carried as COPY lines (runs.ts: every column, one table), copied as
  * they are: each message's lines are one slice of its body, written as a
  * CopyData of its own — not joined into one buffer first (a bulk load's
- * window is tens of MB: joining them was a tenth of apply's CPU in W1).
+ * window is tens of MB, which joining copied once more).
  */
 function copyLines(c: pg.ClientBase, rel: RelationInfo, lines: LineInsert[]): Promise<void> {
   return copyIn(c, buildCopyInsert(rel, lines[0].columns), lineSlices(lines));
