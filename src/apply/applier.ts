@@ -53,8 +53,7 @@ import {
   positional,
 } from './sql-builder';
 import { APPLY_STATEMENTS, StatementGroup } from './statement-group';
-import { reduceWindow, tableWrites, windowFor, windowable } from './net-apply';
-import { settingAt } from '../settings';
+import { reduceWindow, tableWrites, windowable } from './net-apply';
 import { applyStaged, type KeyedRows } from './staging';
 import { KeyNotUnique } from './net-change';
 import { applySchemaChange, type SchemaPolicy } from './schema-apply';
@@ -85,13 +84,13 @@ export class Applier {
     private readonly replica: string,
     private readonly log: Logger,
     /** Which tables' changes are applied, kept for a joining table, or left out (table-registry.ts); all applied when undefined. */
-    private gate?: TableGate,
-    /** Gather whole transactions of keyed tables and apply their net change (default); false: every change as it happened. */
-    private readonly netChange = true,
+    private gate: TableGate | undefined,
+    /** Gather whole transactions of keyed tables and apply their net change; false: every change as it happened. */
+    private readonly netChange: boolean,
     /** What a schema change does to this replica (schema-apply.ts). */
-    private readonly schemaPolicy: SchemaPolicy = 'apply',
-    /** Changes a window gathers before it is written (net-apply.ts windowFor: half a batch; by default the default batch's). */
-    private readonly windowSize = windowFor(settingAt('batch.maxChanges').default),
+    private readonly schemaPolicy: SchemaPolicy,
+    /** Changes a window gathers before it is written (net-apply.ts windowFor: half a batch). */
+    private readonly windowSize: number,
   ) {
     this.types = ReplicaTypes.of(c);
     this.types.refresh(); // the replica's tables may have been altered since the last batch

@@ -436,12 +436,12 @@ class BatchLoop {
       if (step.kind !== 'chunk') throw new StopAt({ offset: msg.offset, lsn: part.lsn }, step.error);
       this.received += 1;
       const m = step.m;
+      if (m.seq === 0) this.starts.set(m.lsn, msg.offset);
       if (!this.open && m.seq === 0 && m.last && this.applier.takeNow(m)) {
-        this.starts.set(m.lsn, msg.offset);
         this.finished(m, m.changes.length);
         continue;
       }
-      await this.applyChunk(m, msg.offset);
+      await this.applyChunk(m);
     }
     return undefined;
   }
@@ -454,7 +454,7 @@ class BatchLoop {
     return s.lsn === undefined || part.lsn === undefined || compareLsn(part.lsn, s.lsn) >= 0;
   }
 
-  private async applyChunk(m: TxnMessage, offset: number): Promise<void> {
+  private async applyChunk(m: TxnMessage): Promise<void> {
     const c = this.o.client;
     if (!this.open) {
       this.open = { lsn: m.lsn, savepoint: !m.last, changes: 0 };
@@ -467,7 +467,6 @@ class BatchLoop {
       }
     }
     const open = this.open;
-    if (m.seq === 0) this.starts.set(m.lsn, offset);
     await this.applier.apply(m);
     // A transaction in several chunks may be rolled back to its savepoint: keep nothing of it queued.
     if (open.savepoint) await this.applier.flush();

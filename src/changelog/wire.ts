@@ -195,7 +195,7 @@ function toV2(m: TxnMessage, lines?: LineSlices): WireV2 | null {
   let open: ['c', number, number, number] | null = null;
   let openRel = '';
   for (const c of m.changes) {
-    if (open && c instanceof LineInsert && c.rel === openRel && c.columns === sameAs) {
+    if (open && isLineInsert(c) && c.rel === openRel && c.columns === sameAs) {
       open[2] += 1;
       open[3] += c.end - c.start;
       lines!.add(c);

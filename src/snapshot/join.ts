@@ -52,6 +52,7 @@ import { replicaRoleAdvice, useReplicaRole } from '../apply/session';
 import { compareLsn, ZERO_LSN } from '../lsn';
 import { ProgressStore } from '../apply/progress-store';
 import { Applier } from '../apply/applier';
+import { windowFor } from '../apply/net-apply';
 import { applySchemaChange } from '../apply/schema-apply';
 import { lockReplicaTables, tableKey, TableRegistry } from '../apply/table-registry';
 import { ident, qualified, withClient } from '../pg';
@@ -397,7 +398,7 @@ async function swapIn(c: pg.ClientBase, config: Config, name: string, tables: Ta
       await c.query(fillFromShadowSql(t, shadowOf(t, JOIN_SCHEMA)));
     }
     await TableRegistry.set(c, name, tables, 'ready', position);
-    const applier = new Applier(c, name, logger.child({ replica: name }), await TableRegistry.gate(c, name, replicaTables(config, name), false), false, replicaSchemaPolicy(config, name));
+    const applier = new Applier(c, name, logger.child({ replica: name }), await TableRegistry.gate(c, name, replicaTables(config, name), false), false, replicaSchemaPolicy(config, name), windowFor(config.batch.maxChanges));
     for (const m of after) await applier.apply(m);
     await applier.flush();
     await TableRegistry.clearPending(c, name, kept.names);
